@@ -1,0 +1,150 @@
+//! The validated graph: tasks resolved to typed calls, arguments converted, edges type-checked.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::types::{BulkKind, FuncType, Type};
+use crate::value::{Bulk, Value};
+
+/// Index of a task in a [`Graph`].
+pub type TaskIdx = u32;
+
+/// What validation knows of a component: its exports and their signatures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// Export name -> signature.
+    pub exports: BTreeMap<String, FuncType>,
+}
+
+/// An interned `component/export` with its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Func {
+    /// Component name as the graph names it.
+    pub component: Arc<str>,
+    /// Export name.
+    pub export: Arc<str>,
+    /// The export's signature.
+    pub ty: FuncType,
+    /// What a task calling it produces for its consumers (see [`FuncType::output`]).
+    pub output: Type,
+}
+
+impl Func {
+    /// `component/export`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.component, self.export)
+    }
+}
+
+/// Per-task options beyond the call itself; absent for most tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskOptions {
+    /// Retries after a failure.
+    pub retries: u32,
+    /// Wall-clock limit of one attempt, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Memory limit of one attempt, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Abstract resources held while running, sorted by name.
+    pub resources: Vec<(Arc<str>, u32)>,
+}
+
+/// One validated task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// Index into [`Graph::funcs`].
+    pub func: u32,
+    /// One argument per parameter.
+    pub args: Box<[Arg]>,
+    /// Distinct tasks whose outputs the arguments use, in first-use order.
+    pub deps: Box<[TaskIdx]>,
+    /// Options, when the task has any.
+    pub options: Option<Box<TaskOptions>>,
+}
+
+/// An argument: a literal converted to its parameter's type, with task outputs to fill in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    /// A literal, already converted.
+    Value(Value),
+    /// The output of another task.
+    Ref(TaskIdx),
+    /// A list some of whose elements are refs; packed when the elements are numbers.
+    List(Option<BulkKind>, Box<[Arg]>),
+    Tuple(Box<[Arg]>),
+    Record(Box<[(Arc<str>, Arg)]>),
+    /// `some(arg)`.
+    Some(Box<Arg>),
+    Variant(Arc<str>, Box<Arg>),
+    Ok(Box<Arg>),
+    Err(Box<Arg>),
+}
+
+impl Arg {
+    /// Builds the argument's value, taking task outputs from `input`.
+    pub fn resolve<'v>(&self, input: &impl Fn(TaskIdx) -> &'v Value) -> Value {
+        let all = |args: &[Arg]| -> Vec<Value> { args.iter().map(|a| a.resolve(input)).collect() };
+        match self {
+            Arg::Value(v) => v.clone(),
+            Arg::Ref(t) => input(*t).clone(),
+            Arg::List(Some(kind), items) => {
+                let mut bulk = Bulk::with_capacity(*kind, items.len());
+                for item in items.iter() {
+                    match item {
+                        Arg::Ref(t) => bulk.push(input(*t)),
+                        Arg::Value(v) => bulk.push(v),
+                        other => bulk.push(&other.resolve(input)),
+                    };
+                }
+                Value::Bulk(Arc::new(bulk))
+            }
+            Arg::List(None, items) => Value::List(all(items).into()),
+            Arg::Tuple(items) => Value::Tuple(all(items).into()),
+            Arg::Record(fields) => Value::Record(
+                fields
+                    .iter()
+                    .map(|(name, a)| (name.clone(), a.resolve(input)))
+                    .collect(),
+            ),
+            Arg::Some(a) => Value::Option(Some(Box::new(a.resolve(input)))),
+            Arg::Variant(case, a) => Value::Variant(case.clone(), Some(Box::new(a.resolve(input)))),
+            Arg::Ok(a) => Value::Result(Ok(Some(Box::new(a.resolve(input))))),
+            Arg::Err(a) => Value::Result(Err(Some(Box::new(a.resolve(input))))),
+        }
+    }
+}
+
+/// A graph that passed validation: every call resolves, every value fits, no cycles.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// The distinct functions the tasks call.
+    pub funcs: Vec<Func>,
+    /// Task ids, by index.
+    pub ids: Vec<Arc<str>>,
+    /// Tasks, by index.
+    pub tasks: Vec<Task>,
+    /// The requested outputs, in the order requested (no repeats).
+    pub outputs: Vec<TaskIdx>,
+}
+
+impl Graph {
+    /// The function a task calls.
+    pub fn func(&self, task: TaskIdx) -> &Func {
+        &self.funcs[self.tasks[task as usize].func as usize]
+    }
+
+    /// The id of a task.
+    pub fn id(&self, task: TaskIdx) -> &str {
+        &self.ids[task as usize]
+    }
+
+    /// Number of tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether there are no tasks.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}

@@ -1,0 +1,24 @@
+//! Fabric's sans-IO core: the graph model, validation, optimization and the scheduler state
+//! machine. Nothing here does I/O, spawns threads or reads clocks: time is passed in and
+//! decisions come out as messages, so every policy is testable with plain unit tests.
+
+pub mod graph;
+pub mod plan;
+pub mod sched;
+pub mod spec;
+pub mod types;
+pub mod validate;
+pub mod value;
+
+#[cfg(test)]
+mod testutil;
+
+pub use graph::{Arg, ComponentInfo, Func, Graph, Task, TaskIdx, TaskOptions};
+pub use plan::{Plan, PlanConfig, UnitIdx, plan};
+pub use sched::{
+    Comm, Failure, JobId, JobProgress, Scheduler, SchedulerConfig, UnitState, WorkerId, WorkerSpec,
+};
+pub use spec::{GraphSpec, TaskSpec};
+pub use types::{BulkKind, FuncType, Type};
+pub use validate::{Catalog, GraphError, ValidationReport, validate};
+pub use value::{Bulk, ConvertError, Value};

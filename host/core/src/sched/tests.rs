@@ -1,0 +1,428 @@
+//! The scheduler driven by a recording comm: scenarios, and random DAGs with random events
+//! checked against every invariant after each step.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::plan::{PlanConfig, plan};
+use crate::testutil::{graph, with_resources, with_retries};
+
+/// Records what the scheduler decides.
+#[derive(Default)]
+struct TestComm {
+    computes: VecDeque<(WorkerId, JobId, UnitIdx)>,
+    releases: Vec<(WorkerId, JobId, UnitIdx)>,
+    finished: Vec<JobId>,
+}
+
+impl Comm for TestComm {
+    fn compute(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx) {
+        self.computes.push_back((worker, job, unit));
+    }
+    fn release(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx) {
+        self.releases.push((worker, job, unit));
+    }
+    fn job_finished(&mut self, job: JobId) {
+        self.finished.push(job);
+    }
+}
+
+fn worker(name: &str, nthreads: u32, resources: &[(&str, u32)]) -> WorkerSpec {
+    WorkerSpec {
+        name: name.into(),
+        nthreads,
+        resources: resources
+            .iter()
+            .map(|(n, a)| ((*n).to_string(), *a))
+            .collect(),
+        memory_limit: 0,
+    }
+}
+
+struct Sim {
+    s: Scheduler,
+    comm: TestComm,
+}
+
+impl Sim {
+    fn new(config: SchedulerConfig) -> Sim {
+        Sim {
+            s: Scheduler::new(config),
+            comm: TestComm::default(),
+        }
+    }
+
+    fn check(&self) {
+        if let Err(e) = self.s.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+    }
+
+    fn add_worker(&mut self, spec: WorkerSpec) -> WorkerId {
+        let id = self.s.on_worker_added(spec, &mut self.comm);
+        self.check();
+        id
+    }
+
+    fn submit(&mut self, g: crate::graph::Graph) -> JobId {
+        let p = Arc::new(plan(g, PlanConfig { fuse: false }));
+        let id = self.s.on_job_submitted(p, "default", &mut self.comm);
+        self.check();
+        id
+    }
+
+    /// Finishes the oldest compute; returns it.
+    fn finish_next(&mut self) -> Option<(WorkerId, JobId, UnitIdx)> {
+        let (w, j, u) = self.comm.computes.pop_front()?;
+        self.s.on_unit_finished(w, j, u, 8, 10.0, &mut self.comm);
+        self.check();
+        Some((w, j, u))
+    }
+
+    fn run_to_end(&mut self) {
+        while self.finish_next().is_some() {}
+    }
+}
+
+fn tree(leaves: u32) -> crate::graph::Graph {
+    // Leaves 0..n, then pairwise sums level by level.
+    let mut deps: Vec<Vec<u32>> = (0..leaves).map(|_| vec![]).collect();
+    let mut level: Vec<u32> = (0..leaves).collect();
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for pair in level.chunks(2) {
+            deps.push(pair.to_vec());
+            next.push(deps.len() as u32 - 1);
+        }
+        level = next;
+    }
+    let refs: Vec<&[u32]> = deps.iter().map(Vec::as_slice).collect();
+    graph(&refs, &[deps.len() as u32 - 1])
+}
+
+#[test]
+fn tree_reduction_finishes_and_releases_intermediates() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 2, &[]));
+    let w1 = sim.add_worker(worker("b", 2, &[]));
+    let job = sim.submit(tree(64));
+    // Never more than threads + prefetch at once per worker.
+    assert!(sim.comm.computes.len() <= 2 * 4);
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+    let p = sim.s.progress(job).unwrap();
+    assert_eq!((p.done_tasks, p.total_tasks, p.erred_tasks), (127, 127, 0));
+    let root = sim.s.plan(job).unwrap().outputs[0];
+    assert_eq!(sim.s.unit_state(job, root), Some(UnitState::Memory));
+    assert_eq!(
+        sim.comm.releases.len(),
+        126,
+        "every intermediate released once"
+    );
+    let used: std::collections::BTreeSet<_> = sim.comm.releases.iter().map(|r| r.0).collect();
+    assert!(
+        used.contains(&w0) && used.contains(&w1),
+        "both workers got work"
+    );
+    sim.s.on_job_released(job, &mut sim.comm);
+    assert_eq!(sim.comm.releases.len(), 127);
+    sim.check();
+}
+
+#[test]
+fn depth_first_order_keeps_memory_low() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(tree(1024));
+    let mut peak = 0;
+    let mut in_memory = 0i64;
+    while let Some(_) = sim.finish_next() {
+        in_memory += 1;
+        in_memory = in_memory.min(i64::MAX);
+        let released = sim.comm.releases.len() as i64;
+        peak = peak.max(in_memory - released);
+    }
+    assert_eq!(sim.comm.finished, [job]);
+    // A breadth-first order would hold ~512 leaves at once.
+    assert!(peak <= 16, "peak of {peak} values in memory");
+}
+
+#[test]
+fn gpu_units_run_only_where_offered_and_never_oversubscribe() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let cpu = sim.add_worker(worker("cpu", 4, &[]));
+    let gpu = sim.add_worker(worker("gpu", 4, &[("gpu", 2)]));
+    let mut g = graph(&vec![&[][..]; 10], &(0..10).collect::<Vec<_>>());
+    for t in 0..6 {
+        g = with_resources(g, t, &[("gpu", 1)]);
+    }
+    let job = sim.submit(g);
+    let mut max_gpu_running = 0;
+    loop {
+        let gpu_running = sim
+            .comm
+            .computes
+            .iter()
+            .filter(|(w, _, u)| {
+                let t = sim.s.plan(job).unwrap().last_step(*u) as usize;
+                assert!(t >= 6 || *w == gpu, "gpu task {t} sent to worker {w}");
+                t < 6
+            })
+            .count();
+        max_gpu_running = max_gpu_running.max(gpu_running);
+        if sim.finish_next().is_none() {
+            break;
+        }
+    }
+    assert_eq!(max_gpu_running, 2);
+    assert_eq!(sim.comm.finished, [job]);
+    let _ = cpu;
+}
+
+#[test]
+fn unsatisfiable_resources_fail_or_wait() {
+    let g = with_resources(graph(&[&[], &[0]], &[1]), 0, &[("gpu", 1)]);
+    let mut local = Sim::new(SchedulerConfig {
+        wait_for_resources: false,
+        ..SchedulerConfig::default()
+    });
+    local.add_worker(worker("a", 2, &[]));
+    let job = local.submit(g.clone());
+    assert_eq!(local.comm.finished, [job]);
+    let f = &local.s.failures(job)[0];
+    assert!(
+        f.message.contains("needs gpu=1 but no worker offers that"),
+        "{}",
+        f.message
+    );
+    assert_eq!(local.s.progress(job).unwrap().erred_tasks, 2);
+
+    let mut cluster = Sim::new(SchedulerConfig::default());
+    cluster.add_worker(worker("a", 2, &[]));
+    let job = cluster.submit(g);
+    assert!(cluster.comm.computes.is_empty());
+    let gpu = cluster.add_worker(worker("g", 1, &[("gpu", 1)]));
+    assert_eq!(cluster.comm.computes.front().map(|c| c.0), Some(gpu));
+    cluster.run_to_end();
+    assert_eq!(cluster.comm.finished, [job]);
+    assert!(cluster.s.failures(job).is_empty());
+}
+
+#[test]
+fn failure_errs_dependents_without_running_them() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w = sim.add_worker(worker("a", 4, &[]));
+    // 0 -> 1 -> 2 (output), 3 (output) independent.
+    let job = sim.submit(graph(&[&[], &[0], &[1], &[]], &[2, 3]));
+    let computes: Vec<_> = sim.comm.computes.drain(..).collect();
+    assert_eq!(computes.len(), 2);
+    for (_, j, u) in computes {
+        let t = sim.s.plan(job).unwrap().last_step(u);
+        if t == 0 {
+            let failure = Failure {
+                task: 0,
+                message: "boom".into(),
+            };
+            sim.s.on_unit_failed(w, j, u, failure, &mut sim.comm);
+        } else {
+            sim.s.on_unit_finished(w, j, u, 8, 5.0, &mut sim.comm);
+        }
+        sim.check();
+    }
+    assert!(
+        sim.comm.computes.is_empty(),
+        "dependents of the failure never run"
+    );
+    assert_eq!(sim.comm.finished, [job]);
+    assert_eq!(sim.s.failures(job).len(), 1);
+    assert_eq!(sim.s.progress(job).unwrap().erred_tasks, 3);
+    assert_eq!(sim.s.progress(job).unwrap().done_tasks, 1);
+}
+
+#[test]
+fn retries_run_again_then_fail() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(with_retries(graph(&[&[]], &[0]), 0, 2));
+    for attempt in 0..3 {
+        let (_, j, u) = sim.comm.computes.pop_front().expect("runs again");
+        assert_eq!(sim.s.attempt(j, u), attempt);
+        let failure = Failure {
+            task: 0,
+            message: "flaky".into(),
+        };
+        sim.s.on_unit_failed(w, j, u, failure, &mut sim.comm);
+        sim.check();
+    }
+    assert!(sim.comm.computes.is_empty());
+    assert_eq!(sim.comm.finished, [job]);
+}
+
+#[test]
+fn idle_worker_steals_queued_work() {
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 0,
+        ..SchedulerConfig::default()
+    });
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    // One root feeding 20 consumers: all become ready at once, on w0 (it holds the input).
+    let mut deps: Vec<&[u32]> = vec![&[]];
+    deps.extend(std::iter::repeat_n(&[0u32][..], 20));
+    let outputs: Vec<u32> = (1..=20).collect();
+    let job = sim.submit(graph(&deps, &outputs));
+    sim.finish_next();
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    let on_w1 = sim.comm.computes.iter().filter(|c| c.0 == w1).count();
+    assert_eq!(on_w1, 1, "the new worker stole work at once");
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+    let _ = w0;
+}
+
+#[test]
+fn lost_worker_work_is_rescheduled_and_lost_values_recomputed() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(tree(8));
+    // Run a few units on w0, then lose it with values in memory.
+    for _ in 0..5 {
+        sim.finish_next();
+    }
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.comm.computes.retain(|c| c.0 != w0);
+    sim.s.on_worker_removed(w0, &mut sim.comm);
+    sim.check();
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+    let p = sim.s.progress(job).unwrap();
+    assert_eq!(p.done_tasks, p.total_tasks);
+    let root = sim.s.plan(job).unwrap().outputs[0];
+    assert_eq!(sim.s.who_has(job, root), &[w1]);
+}
+
+#[test]
+fn a_unit_that_kills_workers_is_quarantined() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let job = sim.submit(graph(&[&[]], &[0]));
+    for i in 0..3 {
+        let w = sim.add_worker(worker(&format!("w{i}"), 1, &[]));
+        assert_eq!(sim.comm.computes.pop_front().map(|c| c.0), Some(w));
+        sim.s.on_worker_removed(w, &mut sim.comm);
+        sim.check();
+    }
+    assert_eq!(sim.comm.finished, [job]);
+    assert!(sim.s.failures(job)[0].message.contains("lost 3 workers"));
+}
+
+#[test]
+fn cancel_drops_everything() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(tree(16));
+    sim.finish_next();
+    let (_, j, u) = sim.comm.computes.pop_front().unwrap();
+    sim.s.on_job_released(job, &mut sim.comm);
+    sim.check();
+    // The straggler reports after the cancel: its value is released, nothing breaks.
+    sim.s.on_unit_finished(w, j, u, 8, 1.0, &mut sim.comm);
+    assert!(sim.comm.releases.contains(&(w, j, u)));
+    sim.check();
+}
+
+#[test]
+fn durations_are_learned() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w = sim.add_worker(worker("a", 1, &[]));
+    sim.submit(graph(&[&[]], &[0]));
+    let (_, j, u) = sim.comm.computes.pop_front().unwrap();
+    sim.s.on_unit_finished(w, j, u, 8, 42.0, &mut sim.comm);
+    assert_eq!(sim.s.expected_duration("m/f"), 42.0);
+}
+
+/// A random DAG in the shape of the benchmark's: each task depends on up to 3 of the
+/// previous `window` tasks; sinks are the outputs.
+fn random_dag(n: u32, window: u32, picks: &[u32]) -> crate::graph::Graph {
+    let mut deps: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
+    let mut has_consumer = vec![false; n as usize];
+    for i in 0..n {
+        let mut d = Vec::new();
+        if i > 0 {
+            let k = 1 + picks[i as usize % picks.len()] % 3.min(i);
+            for j in 0..k {
+                let lo = i.saturating_sub(window);
+                let x = lo + picks[(i as usize * 7 + j as usize) % picks.len()] % (i - lo);
+                if !d.contains(&x) {
+                    d.push(x);
+                    has_consumer[x as usize] = true;
+                }
+            }
+        }
+        deps.push(d);
+    }
+    let outputs: Vec<u32> = (0..n).filter(|&i| !has_consumer[i as usize]).collect();
+    let refs: Vec<&[u32]> = deps.iter().map(Vec::as_slice).collect();
+    graph(&refs, &outputs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any order of completions, failures, worker joins and losses keeps every invariant,
+    /// and the job always ends with its outputs in memory or erred.
+    #[test]
+    fn random_dags_with_random_events(
+        n in 1u32..120,
+        window in 1u32..20,
+        picks in proptest::collection::vec(0u32..1000, 1..64),
+        events in proptest::collection::vec(0u32..1000, 1..400),
+        fuse in any::<bool>(),
+    ) {
+        let g = random_dag(n, window, &picks);
+        let mut s = Scheduler::new(SchedulerConfig { prefetch: 1, ..SchedulerConfig::default() });
+        let mut comm = TestComm::default();
+        let mut live = vec![s.on_worker_added(worker("w0", 2, &[]), &mut comm)];
+        let p = Arc::new(plan(g, PlanConfig { fuse }));
+        let job = s.on_job_submitted(p.clone(), "t", &mut comm);
+        let mut step = 0usize;
+        while comm.finished.is_empty() {
+            let e = events[step % events.len()];
+            step += 1;
+            prop_assert!(step < 100_000, "no progress");
+            match e % 50 {
+                0 if live.len() < 4 => live.push(s.on_worker_added(worker("w", 1 + e % 3, &[]), &mut comm)),
+                1 if live.len() > 1 => {
+                    let w = live.remove((e as usize / 50) % live.len());
+                    comm.computes.retain(|c| c.0 != w);
+                    s.on_worker_removed(w, &mut comm);
+                }
+                2 if !comm.computes.is_empty() => {
+                    let (w, j, u) = comm.computes.pop_front().unwrap();
+                    let task = p.last_step(u);
+                    s.on_unit_failed(w, j, u, Failure { task, message: "x".into() }, &mut comm);
+                }
+                _ => {
+                    if comm.computes.is_empty() {
+                        prop_assert!(false, "stuck: nothing running, job not finished");
+                    }
+                    let i = e as usize % comm.computes.len();
+                    let (w, j, u) = comm.computes.remove(i).unwrap();
+                    s.on_unit_finished(w, j, u, u64::from(e), f64::from(e % 100), &mut comm);
+                }
+            }
+            if let Err(err) = s.check_invariants() {
+                prop_assert!(false, "after step {step}: {err}");
+            }
+        }
+        let progress = s.progress(job).unwrap().clone();
+        prop_assert_eq!(progress.done_tasks + progress.erred_tasks, progress.total_tasks);
+        for &out in &p.outputs {
+            let st = s.unit_state(job, out).unwrap();
+            prop_assert!(st == UnitState::Memory || st == UnitState::Erred, "output in {:?}", st);
+        }
+        s.on_job_released(job, &mut comm);
+        prop_assert!(s.check_invariants().is_ok());
+    }
+}

@@ -1,0 +1,126 @@
+//! What the scheduler knows of one worker: its threads, resources, queue and memory.
+
+use std::collections::BTreeSet;
+
+use super::Demand;
+
+/// A worker as it introduces itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// A name for people (host:port, or `local-3`).
+    pub name: String,
+    /// Tasks it runs at once.
+    pub nthreads: u32,
+    /// Abstract resources it offers, e.g. `[("gpu", 2)]`.
+    pub resources: Vec<(String, u32)>,
+    /// Bytes of results it may hold in memory (0: unknown).
+    pub memory_limit: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Worker {
+    pub(super) spec: WorkerSpec,
+    pub(super) nthreads: u32,
+    /// Units it may hold at once (threads + prefetch).
+    window: u32,
+    /// Units sent to it and not yet reported.
+    pub(super) running: u32,
+    /// Units placed here but not sent yet, by dispatch key.
+    pub(super) queue: BTreeSet<u64>,
+    /// Expected microseconds of work queued and running here.
+    pub(super) queued_us: f64,
+    /// Resource id -> amount offered.
+    pub(super) resources: Vec<(u32, u32)>,
+    /// Resource id -> amount held by running units (same order as `resources`).
+    used: Vec<u32>,
+    /// Bytes of values it holds.
+    pub(super) memory: u64,
+}
+
+/// How far down a queue to look for a unit whose resources are free.
+const SCAN: usize = 64;
+
+impl Worker {
+    pub(super) fn new(spec: WorkerSpec, resources: Vec<(u32, u32)>, prefetch: u32) -> Worker {
+        let nthreads = spec.nthreads.max(1);
+        Worker {
+            spec,
+            nthreads,
+            window: nthreads + prefetch,
+            running: 0,
+            queue: BTreeSet::new(),
+            queued_us: 0.0,
+            used: vec![0; resources.len()],
+            resources,
+            memory: 0,
+        }
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.running < self.window
+    }
+
+    /// Expected wait before a newly queued unit could start.
+    pub(super) fn backlog_us(&self) -> f64 {
+        self.queued_us / f64::from(self.nthreads)
+    }
+
+    fn offered(&self, resource: u32) -> Option<usize> {
+        self.resources.iter().position(|(r, _)| *r == resource)
+    }
+
+    /// Whether it offers enough of everything `demand` asks for (free or not).
+    pub(super) fn could_run(&self, demand: &Demand) -> bool {
+        demand
+            .iter()
+            .all(|(r, n)| self.offered(*r).is_some_and(|i| self.resources[i].1 >= *n))
+    }
+
+    /// Whether `demand` is free right now.
+    pub(super) fn fits(&self, demand: &Demand) -> bool {
+        demand.iter().all(|(r, n)| {
+            self.offered(*r)
+                .is_some_and(|i| self.resources[i].1 - self.used[i] >= *n)
+        })
+    }
+
+    /// The first queued unit (by priority) whose resources are free now.
+    pub(super) fn first_fitting(
+        &self,
+        class_of: &impl Fn(u64) -> u32,
+        classes: &[Demand],
+    ) -> Option<u64> {
+        self.queue
+            .iter()
+            .take(SCAN)
+            .copied()
+            .find(|&k| self.fits(&classes[class_of(k) as usize]))
+    }
+
+    /// A unit was sent: it holds a thread slot and its resources.
+    pub(super) fn start(&mut self, demand: &Demand) {
+        self.running += 1;
+        for (r, n) in demand {
+            let i = self.offered(*r).expect("fits() checked the offer");
+            self.used[i] += n;
+        }
+    }
+
+    /// A unit it ran finished or failed: its slot, resources and expected time are free.
+    pub(super) fn finish(&mut self, est_us: f64, demand: &Demand) {
+        self.running -= 1;
+        self.queued_us = (self.queued_us - est_us).max(0.0);
+        for (r, n) in demand {
+            let i = self.offered(*r).expect("it ran here");
+            self.used[i] -= n;
+        }
+    }
+
+    /// (resource id, offered, in use), for invariant checks.
+    pub(super) fn used(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.resources
+            .iter()
+            .zip(&self.used)
+            .map(|((r, cap), used)| (*r, *cap, *used))
+    }
+}

@@ -1,0 +1,234 @@
+//! Running one task: a fresh store under limits, an instance from the component's
+//! `InstancePre`, one call, and what happened turned into a value or a [`TaskError`].
+
+use std::sync::Arc;
+
+use fabric_core::{Type, Value};
+use wasmtime::component::Val;
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
+
+use crate::component::{Component, Export};
+use crate::config::{Limits, format_bytes, format_duration};
+use crate::convert::{from_val, to_val};
+use crate::epoch::TICK;
+use crate::error::{Level, TaskError, TaskErrorKind};
+use crate::store::{Leftovers, TaskState};
+
+/// Who is running: what a task learns through `fabric:task/context`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskContext {
+    /// The task's id in the graph.
+    pub task_id: Arc<str>,
+    /// 0 on the first try, then 1, 2, ... on retries.
+    pub attempt: u32,
+    /// The tenant that submitted the job.
+    pub tenant: Arc<str>,
+}
+
+impl TaskContext {
+    /// A context for a task.
+    pub fn new(task_id: impl Into<Arc<str>>, attempt: u32, tenant: impl Into<Arc<str>>) -> TaskContext {
+        TaskContext {
+            task_id: task_id.into(),
+            attempt,
+            tenant: tenant.into(),
+        }
+    }
+}
+
+/// A successful call: its value and what the task printed and logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallOutput {
+    /// The value consumers see: the `ok` payload for an export returning `result`, unit
+    /// for one returning nothing.
+    pub value: Value,
+    /// What the task logged through `fabric:task/log` (also emitted as `tracing` events).
+    pub logs: Vec<(Level, String)>,
+    /// What the task wrote to stdout (bounded).
+    pub stdout: String,
+    /// What the task wrote to stderr (bounded).
+    pub stderr: String,
+}
+
+/// Why a call did not produce a value, before it is explained as a [`TaskError`].
+enum Failure {
+    /// Wasmtime failed: a trap, a limit, a failed instantiation.
+    Wasm(wasmtime::Error),
+    /// The arguments do not fit the export.
+    BadArgument(String),
+    /// The host could not make sense of something.
+    Host(String),
+}
+
+/// Calls `export` of `component` in a fresh store; see [`Runtime::call`](crate::Runtime::call).
+pub(crate) fn call(
+    engine: &Engine,
+    component: &Component,
+    export: &str,
+    args: &[Value],
+    ctx: &TaskContext,
+    limits: &Limits,
+) -> Result<CallOutput, TaskError> {
+    let bad = |message: String| TaskError::new(TaskErrorKind::BadArgument, message);
+    let entry = component.entry(export).ok_or_else(|| {
+        let names: Vec<&str> = component.exports().keys().map(String::as_str).collect();
+        bad(format!("no export `{export}` (the component exports: {})", names.join(", ")))
+    })?;
+    if let Some(why) = &entry.unsupported {
+        return Err(bad(format!("`{export}` cannot be called: {why}")));
+    }
+    if args.len() != entry.ty.params.len() {
+        return Err(bad(format!(
+            "`{export}` takes {} argument(s), got {}",
+            entry.ty.params.len(),
+            args.len()
+        )));
+    }
+    if !Engine::same(component.instance_pre().engine(), engine) {
+        return Err(bad("the component was loaded by another Runtime".into()));
+    }
+    // Without a fast path, check and convert the arguments before paying for a store.
+    let vals = match entry.fast {
+        Some(_) => None,
+        None => Some(to_vals(entry, args).map_err(bad)?),
+    };
+
+    let mut store = TaskState::new_store(engine, ctx, limits, TICK);
+    let outcome = run(&mut store, component, entry, args, vals);
+    let leftovers = store.into_data().finish();
+    match outcome {
+        Ok(value) => finish(value, entry, leftovers),
+        Err(failure) => {
+            let (kind, message) = match failure {
+                Failure::Wasm(e) => classify(&e, &leftovers, limits),
+                Failure::BadArgument(message) => (TaskErrorKind::BadArgument, message),
+                Failure::Host(message) => (TaskErrorKind::Host, message),
+            };
+            Err(with_leftovers(kind, message, leftovers))
+        }
+    }
+}
+
+fn to_vals(entry: &Export, args: &[Value]) -> Result<Vec<Val>, String> {
+    args.iter()
+        .zip(&entry.ty.params)
+        .map(|(value, (name, ty))| to_val(value, ty).map_err(|e| format!("argument `{name}`: {e}")))
+        .collect()
+}
+
+fn run(
+    store: &mut Store<TaskState>,
+    component: &Component,
+    entry: &Export,
+    args: &[Value],
+    vals: Option<Vec<Val>>,
+) -> Result<Value, Failure> {
+    let instance = component
+        .instance_pre()
+        .instantiate(&mut *store)
+        .map_err(Failure::Wasm)?;
+    let func = instance
+        .get_func(&mut *store, entry.index)
+        .ok_or_else(|| Failure::Host("the export is missing from the instance".into()))?;
+    if let Some(fast) = entry.fast
+        && let Some(value) = fast(store, func, args).map_err(Failure::Wasm)?
+    {
+        return Ok(value);
+    }
+    let vals = match vals {
+        Some(vals) => vals,
+        None => to_vals(entry, args).map_err(Failure::BadArgument)?,
+    };
+    let mut results = vec![Val::Bool(false); usize::from(entry.ty.result.is_some())];
+    func.call(&mut *store, &vals, &mut results)
+        .map_err(Failure::Wasm)?;
+    match (results.pop(), &entry.ty.result) {
+        (Some(val), Some(ty)) => from_val(val, ty)
+            .map_err(|e| Failure::Host(format!("the result does not fit its type {ty}: {e}"))),
+        _ => Ok(Value::unit()),
+    }
+}
+
+/// Unwraps the `ok` side of a `result` export (an `err` fails the task).
+fn finish(value: Value, entry: &Export, leftovers: Leftovers) -> Result<CallOutput, TaskError> {
+    let value = match (&entry.ty.result, value) {
+        (Some(Type::Result { .. }), Value::Result(result)) => match result {
+            Ok(ok) => ok.map_or_else(Value::unit, |v| *v),
+            Err(err) => {
+                let message = match err.as_deref() {
+                    None => "error (without details)".to_string(),
+                    Some(Value::String(s)) => s.to_string(),
+                    Some(other) => other.to_json().to_string(),
+                };
+                return Err(with_leftovers(TaskErrorKind::GuestError, message, leftovers));
+            }
+        },
+        (_, value) => value,
+    };
+    Ok(CallOutput {
+        value,
+        logs: leftovers.logs,
+        stdout: leftovers.stdout,
+        stderr: leftovers.stderr,
+    })
+}
+
+fn with_leftovers(kind: TaskErrorKind, message: String, leftovers: Leftovers) -> TaskError {
+    TaskError {
+        kind,
+        message,
+        stdout: leftovers.stdout,
+        stderr: leftovers.stderr,
+        logs: leftovers.logs,
+    }
+}
+
+/// Explains a wasmtime failure: limits first (they cause traps of their own), then a Rust
+/// panic reported on stderr, then the trap itself.
+fn classify(error: &wasmtime::Error, leftovers: &Leftovers, limits: &Limits) -> (TaskErrorKind, String) {
+    let trap = error.chain().find_map(|e| e.downcast_ref::<Trap>());
+    if leftovers.out_of_memory {
+        let limit = format_bytes(limits.memory_bytes);
+        (TaskErrorKind::OutOfMemory, format!("exceeded its memory limit of {limit}"))
+    } else if trap == Some(&Trap::Interrupt) {
+        let limit = format_duration(limits.timeout);
+        (TaskErrorKind::Timeout, format!("exceeded its time limit of {limit}"))
+    } else if let Some(message) = panic_message(&leftovers.stderr) {
+        (TaskErrorKind::Panic, message)
+    } else if let Some(exit) = error.chain().find_map(|e| e.downcast_ref::<wasmtime_wasi::I32Exit>()) {
+        (TaskErrorKind::Trap, format!("exited with status {}", exit.0))
+    } else if let Some(trap) = trap {
+        (TaskErrorKind::Trap, trap.to_string())
+    } else if error.chain().any(|e| e.is::<PoolConcurrencyLimitError>()) {
+        (TaskErrorKind::Host, format!("{error:#}"))
+    } else {
+        (TaskErrorKind::Trap, format!("{error:#}"))
+    }
+}
+
+/// The message of a Rust panic printed on stderr: what follows
+/// `panicked at FILE:LINE:COL:` up to the `note: run with ...` line.
+fn panic_message(stderr: &str) -> Option<String> {
+    let at = stderr.find("panicked at ")?;
+    let rest = &stderr[at..];
+    let body = &rest[rest.find('\n')? + 1..];
+    let end = body.find("\nnote: run with").unwrap_or(body.len());
+    Some(body[..end].trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_panic_messages() {
+        let stderr = "hello\nthread '<unnamed>' panicked at src/lib.rs:12:5:\nkaboom\nline two\n\
+                      note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("kaboom\nline two"));
+        assert_eq!(
+            panic_message("thread 'main' panicked at a.rs:1:1:\nbye\n").as_deref(),
+            Some("bye")
+        );
+        assert_eq!(panic_message("no panic here"), None);
+    }
+}

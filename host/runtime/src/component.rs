@@ -1,0 +1,166 @@
+//! A loaded component: linked once, with its exports' signatures, indices and fast paths
+//! worked out up front so that a call looks nothing up but one hash-map entry.
+
+use std::collections::BTreeMap;
+
+use fabric_core::FuncType;
+use rustc_hash::FxHashMap;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
+
+use crate::error::RuntimeError;
+use crate::store::TaskState;
+use crate::typed::{FastCall, fast_path};
+use crate::types::func_type;
+
+/// A task component, compiled and linked, ready to be instantiated for each call.
+///
+/// Obtained from [`Runtime::load`](crate::Runtime::load); cheap to share (`Arc`).
+pub struct Component {
+    hash: String,
+    pre: InstancePre<TaskState>,
+    exports: BTreeMap<String, FuncType>,
+    entries: FxHashMap<String, Export>,
+}
+
+/// What a call needs to know about one export.
+pub(crate) struct Export {
+    pub(crate) ty: FuncType,
+    pub(crate) index: ComponentExportIndex,
+    pub(crate) fast: Option<FastCall>,
+    /// Why the export cannot be called by Fabric, if it cannot.
+    pub(crate) unsupported: Option<String>,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("hash", &self.hash)
+            .field("exports", &self.exports)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Component {
+    /// Links a compiled component and indexes its exported functions.
+    pub(crate) fn new(
+        hash: String,
+        compiled: &wasmtime::component::Component,
+        linker: &Linker<TaskState>,
+        origin: &str,
+        fast_paths: bool,
+    ) -> Result<Component, RuntimeError> {
+        let pre = linker
+            .instantiate_pre(compiled)
+            .map_err(|e| RuntimeError::Link {
+                origin: origin.to_string(),
+                reason: format!("{e:#}"),
+            })?;
+        let engine = compiled.engine();
+        let mut found: Vec<(String, ComponentFunc, ComponentExportIndex)> = Vec::new();
+        let ty = compiled.component_type();
+        for (name, item) in ty.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(func) => {
+                    if let Some(index) = compiled.get_export_index(None, name) {
+                        found.push((name.to_string(), func, index));
+                    }
+                }
+                ComponentItem::ComponentInstance(instance) => {
+                    let Some(instance_index) = compiled.get_export_index(None, name) else {
+                        continue;
+                    };
+                    for (func_name, item) in instance.exports(engine) {
+                        let ComponentItem::ComponentFunc(func) = item.ty else {
+                            continue;
+                        };
+                        if let Some(index) = compiled.get_export_index(Some(&instance_index), func_name) {
+                            found.push((format!("{}.{func_name}", interface_name(name)), func, index));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let mut exports = BTreeMap::new();
+        let mut entries = FxHashMap::default();
+        for (name, func, index) in found {
+            let ty = func_type(&func);
+            let unsupported = if func.async_() {
+                Some("it is an async function".to_string())
+            } else {
+                ty.params
+                    .iter()
+                    .map(|(_, t)| t)
+                    .chain(&ty.result)
+                    .find_map(|t| t.unsupported_part())
+                    .map(|part| format!("its signature uses {part}, which Fabric cannot pass"))
+            };
+            let fast = if fast_paths && unsupported.is_none() {
+                fast_path(&ty)
+            } else {
+                None
+            };
+            exports.insert(name.clone(), ty.clone());
+            entries.insert(
+                name,
+                Export {
+                    ty,
+                    index,
+                    fast,
+                    unsupported,
+                },
+            );
+        }
+        Ok(Component {
+            hash,
+            pre,
+            exports,
+            entries,
+        })
+    }
+
+    /// The blake3 hash of the component's bytes, in hex: its identity.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The exported functions by name: functions at the root of the component's world by
+    /// their name, functions of an exported interface as `{interface}.{function}` (the
+    /// interface named without package or version, e.g. `ops.inc`).
+    pub fn exports(&self) -> &BTreeMap<String, FuncType> {
+        &self.exports
+    }
+
+    /// The signature of one export.
+    pub fn export(&self, name: &str) -> Option<&FuncType> {
+        self.exports.get(name)
+    }
+
+    pub(crate) fn entry(&self, name: &str) -> Option<&Export> {
+        self.entries.get(name)
+    }
+
+    pub(crate) fn instance_pre(&self) -> &InstancePre<TaskState> {
+        &self.pre
+    }
+}
+
+/// `ops` for `fabric:math/ops@0.1.0`.
+fn interface_name(full: &str) -> &str {
+    let name = full.rsplit_once('/').map_or(full, |(_, name)| name);
+    name.split_once('@').map_or(name, |(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_are_short() {
+        assert_eq!(interface_name("fabric:math/ops@0.1.0"), "ops");
+        assert_eq!(interface_name("ops"), "ops");
+        assert_eq!(interface_name("a:b/c"), "c");
+    }
+}

@@ -1,0 +1,3 @@
+//! Fabric's component and end-to-end tests, in one binary.
+
+mod runtime;

@@ -1,0 +1,415 @@
+//! Component tests of fabric-runtime: the guest examples (math, faulty, text) loaded,
+//! called, made to fail, limited, cached and run from several threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use fabric_core::{Bulk, FuncType, Type, Value};
+use fabric_runtime::{
+    CallOutput, Component, Level, Limits, Runtime, RuntimeConfig, RuntimeError, TaskContext,
+    TaskError, TaskErrorKind,
+};
+
+/// A component importing `foo:bar/baz@1.0.0`, which no host provides. From:
+/// `(component (import "foo:bar/baz@1.0.0" (instance (export "hello" (func)))))`
+const MISSING_IMPORT: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x07, 0x12, 0x01, 0x42, 0x02, 0x01, 0x40,
+    0x00, 0x01, 0x00, 0x04, 0x00, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x01, 0x00, 0x0a, 0x16,
+    0x01, 0x00, 0x11, 0x66, 0x6f, 0x6f, 0x3a, 0x62, 0x61, 0x72, 0x2f, 0x62, 0x61, 0x7a, 0x40,
+    0x31, 0x2e, 0x30, 0x2e, 0x30, 0x05, 0x00,
+];
+
+fn config() -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: None,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// The runtime most tests share (one engine per process, as in production).
+fn runtime() -> &'static Runtime {
+    static RUNTIME: LazyLock<Runtime> =
+        LazyLock::new(|| Runtime::new(config()).expect("cannot create the runtime"));
+    &RUNTIME
+}
+
+fn load(name: &str) -> Arc<Component> {
+    let path = fabric_tests::guest(name);
+    runtime()
+        .load_file(&path)
+        .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()))
+}
+
+fn ctx() -> TaskContext {
+    TaskContext::new("task-1", 0, "tenant-a")
+}
+
+fn limits() -> Limits {
+    Limits::new(256, Duration::from_secs(30))
+}
+
+fn call(component: &str, export: &str, args: &[Value]) -> Result<CallOutput, TaskError> {
+    runtime().call(&load(component), export, args, &ctx(), &limits())
+}
+
+fn value(component: &str, export: &str, args: &[Value]) -> Value {
+    match call(component, export, args) {
+        Ok(out) => out.value,
+        Err(e) => panic!("{component}/{export} failed: {e}\nstderr: {}", e.stderr),
+    }
+}
+
+fn error(component: &str, export: &str, args: &[Value]) -> TaskError {
+    match call(component, export, args) {
+        Ok(out) => panic!("{component}/{export} should fail, returned {:?}", out.value),
+        Err(e) => e,
+    }
+}
+
+fn f64s(xs: &[f64]) -> Value {
+    Value::Bulk(Arc::new(Bulk::F64(xs.to_vec())))
+}
+
+fn string(s: &str) -> Value {
+    Value::String(s.into())
+}
+
+fn tuple(items: impl IntoIterator<Item = Value>) -> Value {
+    Value::Tuple(items.into_iter().collect())
+}
+
+fn named<T: Clone>(fields: &[(&str, T)]) -> Arc<[(Arc<str>, T)]> {
+    fields.iter().map(|(n, t)| (Arc::from(*n), t.clone())).collect()
+}
+
+#[test]
+fn exports_have_their_wit_signatures() {
+    let math = load("math");
+    let add = math.export("add").expect("add");
+    assert_eq!(
+        *add,
+        FuncType {
+            params: vec![("a".into(), Type::S64), ("b".into(), Type::S64)],
+            result: Some(Type::S64),
+        }
+    );
+    assert_eq!(add.to_string(), "func(a: s64, b: s64) -> s64");
+    let names: Vec<&str> = math.exports().keys().map(String::as_str).collect();
+    for name in ["inc", "sum", "fsum", "seq", "slow-inc", "scale", "dot", "mean", "stats", "clamp", "round"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert_eq!(
+        math.export("stats").and_then(|f| f.result.clone()),
+        Some(Type::Record(named(&[
+            ("count", Type::U64),
+            ("min", Type::F64),
+            ("max", Type::F64),
+            ("mean", Type::F64),
+        ])))
+    );
+    assert_eq!(
+        math.export("dot").map(ToString::to_string).as_deref(),
+        Some("func(a: list<f64>, b: list<f64>) -> result<f64, string>")
+    );
+    assert_eq!(
+        math.export("round").map(|f| f.params[1].1.to_string()).as_deref(),
+        Some("enum { floor, ceil, nearest }")
+    );
+    assert_eq!(math.hash().len(), 64);
+
+    let text = load("text");
+    assert_eq!(
+        text.export("count").and_then(|f| f.result.clone()),
+        Some(Type::list(Type::Tuple(Arc::from([Type::String, Type::U32]))))
+    );
+}
+
+#[test]
+fn math_computes() {
+    assert_eq!(value("math", "inc", &[Value::S64(41)]), Value::S64(42));
+    assert_eq!(value("math", "add", &[Value::S64(2), Value::S64(3)]), Value::S64(5));
+    let xs = Value::Bulk(Arc::new(Bulk::S64(vec![1, 2, 3, -10])));
+    assert_eq!(value("math", "sum", &[xs]), Value::S64(-4));
+    assert_eq!(value("math", "fsum", &[f64s(&[0.5, 1.5, 2.0])]), Value::F64(4.0));
+    assert_eq!(value("math", "seq", &[Value::U32(4)]), f64s(&[0.0, 1.0, 2.0, 3.0]));
+    assert_eq!(value("math", "scale", &[f64s(&[1.0, -2.0]), Value::F64(3.0)]), f64s(&[3.0, -6.0]));
+    assert_eq!(value("math", "dot", &[f64s(&[1.0, 2.0]), f64s(&[3.0, 4.0])]), Value::F64(11.0));
+    assert_eq!(value("math", "mean", &[f64s(&[])]), Value::Option(None));
+    assert_eq!(
+        value("math", "mean", &[f64s(&[1.0, 4.0])]),
+        Value::Option(Some(Box::new(Value::F64(2.5))))
+    );
+    assert_eq!(
+        value("math", "stats", &[f64s(&[2.0, -1.0, 5.0])]),
+        Value::Record(named(&[
+            ("count", Value::U64(3)),
+            ("min", Value::F64(-1.0)),
+            ("max", Value::F64(5.0)),
+            ("mean", Value::F64(2.0)),
+        ]))
+    );
+    let range = tuple([Value::S64(0), Value::S64(5)]);
+    assert_eq!(value("math", "clamp", &[Value::S64(10), range]), Value::S64(5));
+    let round = |x: f64, mode: &str| value("math", "round", &[Value::F64(x), Value::Enum(mode.into())]);
+    assert_eq!(round(2.5, "nearest"), Value::S64(3));
+    assert_eq!(round(2.5, "floor"), Value::S64(2));
+    assert_eq!(round(-2.5, "ceil"), Value::S64(-2));
+}
+
+#[test]
+fn bulk_results_stay_packed() {
+    let Value::Bulk(bulk) = value("math", "seq", &[Value::U32(100_000)]) else {
+        panic!("seq should return a packed list");
+    };
+    let Bulk::F64(xs) = &*bulk else {
+        panic!("seq should return f64s");
+    };
+    assert_eq!(xs.len(), 100_000);
+    assert_eq!(xs[99_999], 99_999.0);
+}
+
+#[test]
+fn the_generic_path_agrees_with_the_fast_one() {
+    let slow = Runtime::new(RuntimeConfig {
+        fast_paths: false,
+        ..config()
+    })
+    .unwrap();
+    let math = slow.load_file(fabric_tests::guest("math")).unwrap();
+    let xs = f64s(&[1.0, 2.0, 3.5]);
+    let cases: [(&str, Vec<Value>); 6] = [
+        ("inc", vec![Value::S64(1)]),
+        ("fsum", vec![xs.clone()]),
+        ("seq", vec![Value::U32(5)]),
+        ("scale", vec![xs.clone(), Value::F64(2.0)]),
+        ("dot", vec![xs.clone(), xs.clone()]),
+        ("mean", vec![xs.clone()]),
+    ];
+    for (export, args) in cases {
+        let generic = slow.call(&math, export, &args, &ctx(), &limits()).unwrap();
+        assert_eq!(generic.value, value("math", export, &args), "{export}");
+    }
+    // A list of numbers given unpacked does not fit the fast path: the call falls back.
+    let unpacked = Value::List(Arc::from([Value::F64(1.0), Value::F64(2.0)]));
+    assert_eq!(value("math", "fsum", &[unpacked]), Value::F64(3.0));
+}
+
+#[test]
+fn text_counts_words() {
+    let words = value("text", "words", &[string("Hello, hello world!")]);
+    assert_eq!(
+        words,
+        Value::List(Arc::from([string("hello"), string("hello"), string("world")]))
+    );
+    assert_eq!(
+        value("text", "count", &[words]),
+        Value::List(Arc::from([
+            tuple([string("hello"), Value::U32(2)]),
+            tuple([string("world"), Value::U32(1)]),
+        ]))
+    );
+}
+
+#[test]
+fn context_and_logs_reach_the_guest_and_back() {
+    let math = load("math");
+    let ctx = TaskContext::new("job-7/slow", 3, "tenant-b");
+    let out = runtime()
+        .call(&math, "slow-inc", &[Value::S64(1), Value::U32(1)], &ctx, &limits())
+        .unwrap();
+    assert_eq!(out.value, Value::S64(2));
+    assert_eq!(
+        out.logs,
+        vec![(Level::Debug, "slow-inc(1) sleeping 1 ms (task job-7/slow, attempt 3)".to_string())]
+    );
+}
+
+#[test]
+fn calls_that_do_not_fit_are_bad_arguments() {
+    let e = error("math", "add", &[Value::S64(1)]);
+    assert_eq!(e.kind, TaskErrorKind::BadArgument);
+    assert_eq!(e.message, "`add` takes 2 argument(s), got 1");
+    let e = error("math", "inc", &[string("one")]);
+    assert_eq!(e.kind, TaskErrorKind::BadArgument);
+    assert_eq!(e.message, "argument `x`: expected s64, found string \"one\"");
+    let e = error("math", "fsum", &[Value::Bulk(Arc::new(Bulk::S64(vec![1])))]);
+    assert_eq!(e.message, "argument `xs`: expected list<f64>, found list<s64> of 1");
+    let e = error("math", "nope", &[]);
+    assert!(e.message.starts_with("no export `nope` (the component exports: add, clamp,"), "{e}");
+}
+
+#[test]
+fn err_results_are_guest_errors() {
+    let e = error("faulty", "fail", &[string("bad input")]);
+    assert_eq!(e.kind, TaskErrorKind::GuestError);
+    assert_eq!(e.message, "bad input");
+    let e = error("math", "dot", &[f64s(&[1.0]), f64s(&[])]);
+    assert_eq!(e.kind, TaskErrorKind::GuestError);
+    assert_eq!(e.message, "dot: lengths differ (1 and 0)");
+}
+
+#[test]
+fn panics_carry_their_message() {
+    let e = error("faulty", "boom", &[string("kaboom")]);
+    assert_eq!(e.kind, TaskErrorKind::Panic, "{e}");
+    assert_eq!(e.message, "kaboom");
+    assert_eq!(e.to_string(), "panicked: kaboom");
+}
+
+#[test]
+fn spinning_times_out_and_the_runtime_carries_on() {
+    let faulty = load("faulty");
+    let start = Instant::now();
+    let limits = Limits::new(64, Duration::from_millis(200));
+    let e = runtime().call(&faulty, "spin", &[], &ctx(), &limits).unwrap_err();
+    let elapsed = start.elapsed();
+    assert_eq!(e.kind, TaskErrorKind::Timeout, "{e}");
+    assert_eq!(e.message, "exceeded its time limit of 200ms");
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(value("math", "inc", &[Value::S64(1)]), Value::S64(2));
+}
+
+#[test]
+fn memory_is_capped() {
+    let faulty = load("faulty");
+    let limits = Limits::new(64, Duration::from_secs(30));
+    let e = runtime()
+        .call(&faulty, "hog", &[Value::U32(256)], &ctx(), &limits)
+        .unwrap_err();
+    assert_eq!(e.kind, TaskErrorKind::OutOfMemory, "{e}");
+    assert_eq!(e.to_string(), "ran out of memory: exceeded its memory limit of 64 MiB");
+    let out = runtime()
+        .call(&faulty, "hog", &[Value::U32(8)], &ctx(), &limits)
+        .unwrap();
+    assert_eq!(out.value, Value::U64(8 << 20));
+}
+
+#[test]
+fn failures_keep_output_and_logs() {
+    let e = error("faulty", "chatty", &[string("said twice")]);
+    assert_eq!(e.kind, TaskErrorKind::Panic, "{e}");
+    assert_eq!(e.message, "chatty failed");
+    assert_eq!(e.stdout, "said twice\n");
+    assert!(e.stderr.starts_with("said twice\n"), "{}", e.stderr);
+    assert_eq!(e.logs, vec![(Level::Warn, "said twice".to_string())]);
+}
+
+#[test]
+fn loading_the_same_bytes_twice_is_free() {
+    let bytes = std::fs::read(fabric_tests::guest("text")).unwrap();
+    let a = runtime().load(&bytes).unwrap();
+    let b = runtime().load(&bytes).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+fn cached_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(cached_files(&path));
+        } else if path.extension().is_some_and(|e| e == "cwasm") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn precompiled_components_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_cache = || {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    };
+    let inc = |runtime: &Runtime| {
+        let math = runtime.load_file(fabric_tests::guest("math")).unwrap();
+        runtime.call(&math, "inc", &[Value::S64(1)], &ctx(), &limits()).unwrap().value
+    };
+
+    assert_eq!(inc(&with_cache()), Value::S64(2));
+    let files = cached_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let math = load("math");
+    assert!(files[0].ends_with(format!("{}.cwasm", math.hash())), "{files:?}");
+    let artifact = std::fs::read(&files[0]).unwrap();
+
+    // A second runtime loads the artifact.
+    assert_eq!(inc(&with_cache()), Value::S64(2));
+
+    // A damaged artifact is replaced.
+    std::fs::write(&files[0], b"not an artifact").unwrap();
+    assert_eq!(inc(&with_cache()), Value::S64(2));
+    assert_eq!(std::fs::read(&files[0]).unwrap().len(), artifact.len());
+    std::fs::write(&files[0], &artifact[..artifact.len() / 2]).unwrap();
+    assert_eq!(inc(&with_cache()), Value::S64(2));
+    assert_eq!(cached_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn non_components_are_refused_clearly() {
+    let e = runtime().load(b"definitely not wasm").unwrap_err();
+    assert!(matches!(e, RuntimeError::NotAComponent { .. }), "{e:?}");
+    assert!(
+        e.to_string().ends_with(
+            "not a WebAssembly component: the file does not start with the WebAssembly magic number"
+        ),
+        "{e}"
+    );
+
+    let e = runtime().load(b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(e.to_string().contains("it is a core WebAssembly module"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.wasm");
+    std::fs::write(&path, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let e = runtime().load_file(&path).unwrap_err();
+    assert!(matches!(e, RuntimeError::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().starts_with(&format!("{}: invalid WebAssembly component", path.display())), "{e}");
+
+    let e = runtime().load_file(dir.path().join("missing.wasm")).unwrap_err();
+    assert!(matches!(e, RuntimeError::Read { .. }), "{e:?}");
+}
+
+#[test]
+fn missing_imports_are_named_at_load() {
+    let e = runtime().load(MISSING_IMPORT).unwrap_err();
+    assert!(matches!(e, RuntimeError::Link { .. }), "{e:?}");
+    assert!(e.to_string().contains("foo:bar/baz@1.0.0"), "{e}");
+}
+
+#[test]
+fn components_belong_to_their_runtime() {
+    let other = Runtime::new(config()).unwrap();
+    let math = other.load_file(fabric_tests::guest("math")).unwrap();
+    let e = runtime()
+        .call(&math, "inc", &[Value::S64(1)], &ctx(), &limits())
+        .unwrap_err();
+    assert_eq!(e.kind, TaskErrorKind::BadArgument);
+}
+
+#[test]
+fn many_threads_call_at_once() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Runtime>();
+    assert_send_sync::<Component>();
+
+    let math = load("math");
+    std::thread::scope(|scope| {
+        for t in 0..4_i64 {
+            let math = &math;
+            scope.spawn(move || {
+                for i in 0..200 {
+                    let x = t * 1000 + i;
+                    let out = runtime().call(math, "inc", &[Value::S64(x)], &ctx(), &limits());
+                    assert_eq!(out.map(|o| o.value), Ok(Value::S64(x + 1)));
+                }
+            });
+        }
+    });
+}
