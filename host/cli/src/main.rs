@@ -1,1 +1,50 @@
-fn main() {}
+//! The `fabric` command: run type-checked graphs of WebAssembly tasks.
+
+mod args;
+mod load;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Fabric runs graphs of WebAssembly tasks: every task is a call of a component's export,
+/// type-checked against its WIT signature before anything runs, sandboxed while it runs.
+#[derive(Parser)]
+#[command(name = "fabric", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate, optimize and run a graph on this machine; print its outputs as JSON.
+    Run(run::RunArgs),
+    /// Validate a graph and show what would run, without running it.
+    Check(run::CheckArgs),
+    /// List the exports of a component with their WIT signatures.
+    Exports(run::ExportsArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FABRIC_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Check(a) => run::check(a),
+        Command::Exports(a) => run::exports(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

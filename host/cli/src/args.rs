@@ -1,0 +1,86 @@
+//! Parsers for command-line values: durations (`90s`, `500ms`), sizes (`512MiB`) and
+//! resource lists (`gpu=2,fpga=1`).
+
+use std::time::Duration;
+
+/// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 30s, 2m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m or h)")),
+    };
+    if secs <= 0.0 {
+        return Err(format!("`{s}`: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `512MiB`, `2GiB`, `1.5GB`, `4096KiB`; a bare number is MiB. Returns bytes.
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try 512MiB or 2GiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "mib" | "m" => (1u64 << 20) as f64,
+        "b" => 1.0,
+        "kib" | "k" => 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gib" | "g" => (1u64 << 30) as f64,
+        "gb" => 1e9,
+        other => return Err(format!("unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)")),
+    };
+    let bytes = n * mult;
+    if bytes < 1.0 {
+        return Err(format!("`{s}`: the size must be positive"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses `gpu=2,fpga=1` into name/amount pairs.
+pub fn resources(s: &str) -> Result<Vec<(String, u32)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (name, amount) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}`: expected NAME=AMOUNT, like gpu=2"))?;
+            let amount = amount
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{pair}`: the amount must be a whole number"))?;
+            Ok((name.trim().to_string(), amount))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+        assert!(duration("3 days").is_err());
+        assert_eq!(size("512MiB"), Ok(512 << 20));
+        assert_eq!(size("2GiB"), Ok(2 << 30));
+        assert_eq!(size("64"), Ok(64 << 20));
+        assert!(size("lots").is_err());
+        assert_eq!(resources("gpu=2, fpga=1"), Ok(vec![("gpu".into(), 2), ("fpga".into(), 1)]));
+        assert!(resources("gpu").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! From a graph file to a plan: parse, load the components it names, validate, optimize.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use fabric_core::{Catalog, ComponentInfo, GraphSpec, Plan, PlanConfig, ValidationReport};
+use fabric_runtime::{Component, Runtime};
+
+/// A graph file, validated and planned, with the components its plan calls.
+pub struct Loaded {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// Loaded component per function of `plan.graph.funcs`.
+    pub components: Vec<Arc<Component>>,
+    /// Time spent validating and planning (not parsing or loading).
+    pub check_time: Duration,
+}
+
+/// Why a graph file cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is unreadable or not a graph document.
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+    /// The graph is invalid: every problem, each naming its task.
+    #[error("{0}")]
+    Invalid(ValidationReport),
+}
+
+/// Reads, validates and plans `path`, loading the components it names (paths are relative
+/// to the graph file).
+pub fn load(runtime: &Runtime, path: &Path, plan_config: PlanConfig) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read graph `{}`", path.display()))?;
+    let spec = GraphSpec::from_json(&text).with_context(|| format!("`{}` is not a valid graph document", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+
+    // Load (and, the first time, compile) the components in parallel.
+    let entries: Vec<(String, PathBuf)> = spec
+        .components
+        .iter()
+        .map(|(name, file)| (name.clone(), base.join(file)))
+        .collect();
+    let loaded: Vec<Result<Arc<Component>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .iter()
+            .map(|(_, file)| s.spawn(move || runtime.load_file(file).map_err(|e| e.to_string())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("loading panicked".into())))
+            .collect()
+    });
+    let mut catalog = Catalog::new();
+    let mut by_name = std::collections::BTreeMap::new();
+    for ((name, _), result) in entries.into_iter().zip(loaded) {
+        match result {
+            Ok(c) => {
+                catalog.insert(
+                    name.clone(),
+                    Ok(ComponentInfo {
+                        exports: c.exports().clone(),
+                    }),
+                );
+                by_name.insert(name, c);
+            }
+            Err(message) => {
+                catalog.insert(name, Err(message));
+            }
+        }
+    }
+
+    let start = Instant::now();
+    let graph = fabric_core::validate(spec, &catalog).map_err(LoadError::Invalid)?;
+    let plan = fabric_core::plan(graph, plan_config);
+    let check_time = start.elapsed();
+    let components = plan
+        .graph
+        .funcs
+        .iter()
+        .map(|f| by_name[&*f.component].clone())
+        .collect();
+    Ok(Loaded {
+        plan: Arc::new(plan),
+        components,
+        check_time,
+    })
+}

@@ -1,0 +1,258 @@
+//! `fabric run`, `fabric check` and `fabric exports`: graphs and components on this machine.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fabric_core::PlanConfig;
+use fabric_local::{JobReport, LocalConfig};
+use fabric_runtime::{Limits, Runtime, RuntimeConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::args;
+use crate::load::{LoadError, load};
+
+/// Options shared by the commands that load components.
+#[derive(Args)]
+pub struct RuntimeArgs {
+    /// Directory of the precompiled-component cache [default: ~/.cache/fabric/components].
+    #[arg(long, value_name = "DIR", env = "FABRIC_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the precompiled-component cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl RuntimeArgs {
+    fn runtime(&self, limits: Limits) -> Result<Runtime> {
+        let mut config = RuntimeConfig {
+            default_limits: limits,
+            ..RuntimeConfig::default()
+        };
+        if self.no_cache {
+            config.cache_dir = None;
+        } else if let Some(dir) = &self.cache_dir {
+            config.cache_dir = Some(dir.clone());
+        }
+        Runtime::new(config).context("cannot start the WebAssembly runtime")
+    }
+}
+
+/// `fabric run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The graph file (JSON; component paths in it are relative to it).
+    graph: PathBuf,
+    /// In-process workers, one thread each [default: one per core].
+    #[arg(long, short = 'w', value_name = "N")]
+    workers: Option<usize>,
+    /// Wall-clock limit of each task that sets no `timeout_ms` (e.g. 500ms, 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    timeout: Duration,
+    /// Memory limit of each task that sets no `memory_mib` (e.g. 256MiB, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = args::size)]
+    memory: u64,
+    /// Resources each local worker offers, for tasks that ask for some (e.g. gpu=1).
+    #[arg(long, value_name = "NAME=N,...", value_parser = args::resources)]
+    resources: Option<Vec<(String, u32)>>,
+    /// The tenant the job runs for.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Do not fuse chains of tasks into single scheduling units.
+    #[arg(long)]
+    no_fuse: bool,
+    /// Print timings of each phase to stderr.
+    #[arg(long)]
+    timings: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `fabric check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The graph file.
+    graph: PathBuf,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `fabric exports`.
+#[derive(Args)]
+pub struct ExportsArgs {
+    /// A component (`.wasm`).
+    component: PathBuf,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// Exit code of a job with failed tasks (2 is for input that cannot run at all).
+const TASKS_FAILED: u8 = 1;
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let limits = Limits {
+        memory_bytes: a.memory,
+        timeout: a.timeout,
+    };
+    let runtime = a.runtime.runtime(limits)?;
+    let loaded = match load(&runtime, &a.graph, PlanConfig { fuse: !a.no_fuse }) {
+        Ok(l) => l,
+        Err(LoadError::Invalid(report)) => {
+            eprintln!("error: {report}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(LoadError::Io(e)) => return Err(e),
+    };
+    let t_loaded = t0.elapsed();
+    let config = LocalConfig {
+        workers: a.workers.unwrap_or_else(|| LocalConfig::default().workers),
+        limits,
+        resources: a.resources.unwrap_or_default(),
+        tenant: a.tenant,
+    };
+    let mut bar = Progress::new(loaded.plan.task_count() as u64);
+    let t_run = Instant::now();
+    let report = fabric_local::run(&runtime, loaded.plan.clone(), loaded.components, &config, |p| {
+        bar.update(p.done_tasks + p.erred_tasks)
+    });
+    bar.finish();
+    let run_time = t_run.elapsed();
+    if a.timings {
+        let tasks = loaded.plan.task_count();
+        eprintln!(
+            "timings: load+compile {:.1} ms, validate+plan {:.1} ms, run {:.1} ms ({tasks} tasks in {} units, {:.0} tasks/s)",
+            (t_loaded - loaded.check_time).as_secs_f64() * 1e3,
+            loaded.check_time.as_secs_f64() * 1e3,
+            run_time.as_secs_f64() * 1e3,
+            loaded.plan.len(),
+            tasks as f64 / run_time.as_secs_f64(),
+        );
+    }
+    Ok(finish(report))
+}
+
+/// Prints the outputs (success) or every failure (otherwise); returns the exit code.
+fn finish(report: JobReport) -> ExitCode {
+    if report.succeeded() {
+        let mut out = String::from("{");
+        for (i, (id, value)) in report.outputs.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&serde_json::to_string(id).expect("strings serialize"));
+            out.push_str(": ");
+            out.push_str(&value.to_json().to_string());
+        }
+        out.push('}');
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (piped into `head`) is not an error of the job.
+        let _ = writeln!(stdout, "{out}");
+        return ExitCode::SUCCESS;
+    }
+    let failed = report.failures.len();
+    for f in &report.failures {
+        eprintln!("error: task `{}` ({}) {}", f.task, f.call, f.error);
+        for (label, text) in [("stdout", &f.error.stdout), ("stderr", &f.error.stderr)] {
+            let text = text.trim_end();
+            if !text.is_empty() {
+                eprintln!("  {label}:");
+                for line in text.lines() {
+                    eprintln!("    | {line}");
+                }
+            }
+        }
+        for (level, line) in &f.error.logs {
+            eprintln!("  log {level}: {line}");
+        }
+    }
+    let skipped = report.progress.erred_tasks.saturating_sub(failed);
+    eprintln!(
+        "error: {failed} task{} failed{}",
+        if failed == 1 { "" } else { "s" },
+        if skipped > 0 {
+            format!("; {skipped} task{} that depend on them did not run", if skipped == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        }
+    );
+    ExitCode::from(TASKS_FAILED)
+}
+
+pub fn check(a: CheckArgs) -> Result<ExitCode> {
+    let runtime = a.runtime.runtime(Limits::default())?;
+    let loaded = match load(&runtime, &a.graph, PlanConfig::default()) {
+        Ok(l) => l,
+        Err(LoadError::Invalid(report)) => {
+            eprintln!("error: {report}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(LoadError::Io(e)) => return Err(e),
+    };
+    let plan = &loaded.plan;
+    println!(
+        "ok: {} tasks ({} after culling) in {} scheduling units, {} output{}; checked in {:.1} ms",
+        plan.graph.len(),
+        plan.task_count(),
+        plan.len(),
+        plan.outputs.len(),
+        if plan.outputs.len() == 1 { "" } else { "s" },
+        loaded.check_time.as_secs_f64() * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn exports(a: ExportsArgs) -> Result<ExitCode> {
+    let runtime = a.runtime.runtime(Limits::default())?;
+    let component = runtime.load_file(&a.component)?;
+    for (name, ty) in component.exports() {
+        println!("{name}: {ty}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr, shown only when stderr is a terminal and the job takes more
+/// than a moment.
+struct Progress {
+    total: u64,
+    start: Instant,
+    bar: Option<ProgressBar>,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        Progress {
+            total,
+            start: Instant::now(),
+            bar: None,
+            enabled: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, done: usize) {
+        if !self.enabled {
+            return;
+        }
+        if self.bar.is_none() && self.start.elapsed() > Duration::from_millis(300) {
+            let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} tasks  {per_sec}  eta {eta}")
+                    .expect("valid template"),
+            );
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

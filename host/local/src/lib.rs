@@ -1,0 +1,324 @@
+//! Fabric on one machine: the sans-IO scheduler on the calling thread, in-process workers on
+//! threads of their own, and a shared result store (the workers share memory, so no value is
+//! ever copied between them). This is the engine behind `fabric run`.
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use fabric_core::{
+    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx, Value, WorkerId, WorkerSpec,
+};
+use fabric_runtime::{Component, Limits, Runtime, TaskError};
+use fabric_worker::{JobCode, run_unit};
+
+/// How a local run is set up.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// In-process workers, one thread each (default: one per core).
+    pub workers: usize,
+    /// Limits of tasks that do not set their own.
+    pub limits: Limits,
+    /// Resources every local worker offers (e.g. `gpu=1` on a machine with one GPU per worker).
+    pub resources: Vec<(String, u32)>,
+    /// The tenant the job runs for.
+    pub tenant: String,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            workers: thread::available_parallelism().map_or(1, |n| n.get()),
+            limits: Limits::default(),
+            resources: Vec::new(),
+            tenant: "default".into(),
+        }
+    }
+}
+
+/// A task that failed, with everything the runtime captured.
+#[derive(Debug)]
+pub struct TaskFailure {
+    /// The task's id.
+    pub task: String,
+    /// `component/export`.
+    pub call: String,
+    /// What went wrong; for failures the scheduler decided (no worker can run it), the kind
+    /// is `Host`.
+    pub error: TaskError,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub struct JobReport {
+    /// Output values by task id, in the order requested (only those that were computed).
+    pub outputs: Vec<(String, Value)>,
+    /// Tasks that failed.
+    pub failures: Vec<TaskFailure>,
+    /// Final progress: done, erred (failed or skipped) and total tasks.
+    pub progress: JobProgress,
+}
+
+impl JobReport {
+    /// Whether every output was computed.
+    pub fn succeeded(&self) -> bool {
+        self.failures.is_empty() && self.progress.erred_tasks == 0
+    }
+}
+
+/// Runs one plan on in-process workers and returns its outputs and failures.
+///
+/// `components` holds the loaded component of each function of `plan.graph.funcs`.
+/// `on_progress` is called from the scheduler thread after each batch of events.
+pub fn run(
+    runtime: &Runtime,
+    plan: Arc<Plan>,
+    components: Vec<Arc<Component>>,
+    config: &LocalConfig,
+    mut on_progress: impl FnMut(&JobProgress),
+) -> JobReport {
+    let workers = config.workers.max(1);
+    let job_code = Arc::new(JobCode {
+        plan: plan.clone(),
+        components,
+        tenant: config.tenant.as_str().into(),
+        defaults: config.limits,
+    });
+    let store = Arc::new(Store::new(plan.len()));
+    let (events_tx, events) = unbounded::<Event>();
+
+    thread::scope(|scope| {
+        let mut inboxes = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = unbounded::<Vec<Work>>();
+            inboxes.push(tx);
+            let (runtime, job, store, events) = (runtime, job_code.clone(), store.clone(), events_tx.clone());
+            thread::Builder::new()
+                .name(format!("fabric-worker-{w}"))
+                .spawn_scoped(scope, move || worker_loop(w as WorkerId, runtime, &job, &store, rx, events))
+                .expect("cannot spawn a worker thread");
+        }
+        drop(events_tx);
+
+        let mut sched = Scheduler::new(SchedulerConfig {
+            bandwidth: f64::INFINITY,
+            wait_for_resources: false,
+            ..SchedulerConfig::default()
+        });
+        let mut comm = LocalComm::new(workers);
+        for w in 0..workers {
+            sched.on_worker_added(
+                WorkerSpec {
+                    name: format!("local-{w}"),
+                    nthreads: 1,
+                    resources: config.resources.clone(),
+                    memory_limit: 0,
+                },
+                &mut comm,
+            );
+        }
+        let job = sched.on_job_submitted(plan.clone(), &config.tenant, &mut comm);
+        let mut task_errors: Vec<(TaskIdx, TaskError)> = Vec::new();
+        comm.flush(&sched, job, &inboxes, &store);
+        while !comm.finished {
+            let Ok(first) = events.recv() else {
+                break; // every worker is gone: cannot happen while inboxes are open
+            };
+            for event in std::iter::once(first).chain(events.try_iter()) {
+                match event {
+                    Event::Finished { worker, unit, nbytes, micros } => {
+                        sched.on_unit_finished(worker, job, unit, nbytes, micros, &mut comm);
+                    }
+                    Event::Failed { worker, unit, task, error } => {
+                        let failure = Failure {
+                            task,
+                            message: error.to_string().into(),
+                        };
+                        task_errors.push((task, error));
+                        sched.on_unit_failed(worker, job, unit, failure, &mut comm);
+                    }
+                }
+            }
+            comm.flush(&sched, job, &inboxes, &store);
+            if let Some(p) = sched.progress(job) {
+                on_progress(p);
+            }
+        }
+        drop(inboxes); // workers exit when their inbox closes
+
+        let graph = &plan.graph;
+        let outputs = plan
+            .outputs
+            .iter()
+            .zip(&graph.outputs)
+            .filter_map(|(&u, &t)| Some((graph.id(t).to_string(), store.take(u)?)))
+            .collect();
+        // The last error of each failed task is the one that counted (earlier ones were retried).
+        let failures = sched
+            .failures(job)
+            .iter()
+            .map(|f| {
+                let error = task_errors
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t == f.task)
+                    .map(|(_, e)| e.clone())
+                    .unwrap_or_else(|| TaskError::new(fabric_runtime::TaskErrorKind::Host, f.message.to_string()));
+                TaskFailure {
+                    task: graph.id(f.task).to_string(),
+                    call: graph.func(f.task).name(),
+                    error,
+                }
+            })
+            .collect();
+        let progress = sched.progress(job).cloned().unwrap_or_default();
+        sched.on_job_released(job, &mut comm);
+        JobReport {
+            outputs,
+            failures,
+            progress,
+        }
+    })
+}
+
+/// A unit to run and the attempt it is.
+struct Work {
+    unit: UnitIdx,
+    attempt: u32,
+}
+
+enum Event {
+    Finished {
+        worker: WorkerId,
+        unit: UnitIdx,
+        nbytes: u64,
+        micros: f64,
+    },
+    Failed {
+        worker: WorkerId,
+        unit: UnitIdx,
+        task: TaskIdx,
+        error: TaskError,
+    },
+}
+
+fn worker_loop(
+    id: WorkerId,
+    runtime: &Runtime,
+    job: &JobCode,
+    store: &Store,
+    inbox: Receiver<Vec<Work>>,
+    events: Sender<Event>,
+) {
+    for batch in inbox {
+        for Work { unit, attempt } in batch {
+            let start = Instant::now();
+            let input = |t: TaskIdx| store.get(job.plan.unit_of_task[t as usize]);
+            let event = match run_unit(runtime, job, unit, attempt, input) {
+                Ok(value) => {
+                    let nbytes = value.size_bytes();
+                    store.put(unit, value);
+                    Event::Finished {
+                        worker: id,
+                        unit,
+                        nbytes,
+                        micros: start.elapsed().as_secs_f64() * 1e6,
+                    }
+                }
+                Err(f) => Event::Failed {
+                    worker: id,
+                    unit,
+                    task: f.task,
+                    error: f.error,
+                },
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Values of units, shared by the in-process workers.
+struct Store {
+    slots: Vec<Mutex<Option<Value>>>,
+}
+
+impl Store {
+    fn new(units: usize) -> Store {
+        Store {
+            slots: (0..units).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn lock(&self, unit: UnitIdx) -> std::sync::MutexGuard<'_, Option<Value>> {
+        // A poisoned slot only means a worker panicked while holding it; the value is intact.
+        self.slots[unit as usize].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, unit: UnitIdx, value: Value) {
+        *self.lock(unit) = Some(value);
+    }
+
+    fn get(&self, unit: UnitIdx) -> Value {
+        self.lock(unit)
+            .clone()
+            .expect("the scheduler runs a unit only once its inputs are in memory")
+    }
+
+    fn take(&self, unit: UnitIdx) -> Option<Value> {
+        self.lock(unit).take()
+    }
+}
+
+/// Collects the scheduler's decisions until they are delivered in batches.
+struct LocalComm {
+    batches: Vec<Vec<(JobId, UnitIdx)>>,
+    releases: Vec<UnitIdx>,
+    finished: bool,
+}
+
+impl LocalComm {
+    fn new(workers: usize) -> LocalComm {
+        LocalComm {
+            batches: vec![Vec::new(); workers],
+            releases: Vec::new(),
+            finished: false,
+        }
+    }
+
+    fn flush(&mut self, sched: &Scheduler, job: JobId, inboxes: &[Sender<Vec<Work>>], store: &Store) {
+        for u in self.releases.drain(..) {
+            store.take(u);
+        }
+        for (w, batch) in self.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let work = batch
+                .drain(..)
+                .map(|(_, unit)| Work {
+                    unit,
+                    attempt: sched.attempt(job, unit),
+                })
+                .collect();
+            // A worker thread only goes away when the run ends.
+            let _ = inboxes[w].send(work);
+        }
+    }
+}
+
+impl Comm for LocalComm {
+    fn compute(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx) {
+        self.batches[worker as usize].push((job, unit));
+    }
+
+    fn release(&mut self, _worker: WorkerId, _job: JobId, unit: UnitIdx) {
+        self.releases.push(unit);
+    }
+
+    fn job_finished(&mut self, _job: JobId) {
+        self.finished = true;
+    }
+}
