@@ -1,11 +1,284 @@
-//! Test support shared by Fabric's component and end-to-end tests: guest fixtures.
+//! Test support shared by Fabric's component and end-to-end tests: guest fixtures, the
+//! `fabric` binary, and graphs written to temporary directories and run with it.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
 
 /// Directory holding the guest example components, built once by this crate's build.rs.
 pub const GUEST_DIR: &str = env!("FABRIC_GUEST_DIR");
 
+/// The guest examples, which graphs given to [`GraphDir::run`] may name by bare name.
+pub const GUESTS: [&str; 3] = ["math", "faulty", "text"];
+
+/// How long one `fabric` process may take before the helpers kill it and fail the test.
+pub const PROCESS_LIMIT: Duration = Duration::from_secs(300);
+
 /// Path of a built guest example component, e.g. `guest("math")`.
 pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(GUEST_DIR).join(format!("{name}.wasm"))
+}
+
+/// The root of the workspace (where `examples/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The profile directory of the running test executable: `target/debug` for
+/// `target/debug/deps/all-0123abcd`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("cannot find the path of the test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test executable location `{}`", exe.display()))
+        .to_path_buf()
+}
+
+/// The `fabric` binary of the profile these tests were built with (`target/debug/fabric`
+/// next to `target/debug/deps/`), built once with `cargo build -p fabric` if missing.
+///
+/// Cargo only tells a test where the binaries of its own package are, and `fabric` belongs
+/// to another package. An existing binary is used as it is: after changing `host/`, build
+/// it (`cargo build -p fabric`) or run the tests with `cargo test -p fabric -p fabric-tests`.
+pub fn fabric_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = profile_dir();
+        let bin = dir.join(format!("fabric{}", std::env::consts::EXE_SUFFIX));
+        if bin.is_file() {
+            return bin;
+        }
+        let profile = dir
+            .file_name()
+            .and_then(OsStr::to_str)
+            .unwrap_or_else(|| panic!("unexpected profile directory `{}`", dir.display()));
+        let target_dir = dir.parent().expect("a profile directory has a parent");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.arg("build")
+            .arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"))
+            .args(["-p", "fabric"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let status = cmd.status().unwrap_or_else(|e| {
+            panic!("`{}` is missing and running cargo to build it failed: {e}", bin.display())
+        });
+        assert!(
+            status.success() && bin.is_file(),
+            "`{}` is missing and `cargo build -p fabric` did not produce it ({status}); \
+             build it yourself with `cargo build -p fabric`",
+            bin.display()
+        );
+        bin
+    })
+}
+
+/// The precompiled-component cache every test shares (`target/fabric-tests-cache`): the
+/// cache is written atomically, so concurrent processes may share it.
+pub fn cache_dir() -> PathBuf {
+    let dir = profile_dir();
+    dir.parent().unwrap_or(&dir).join("fabric-tests-cache")
+}
+
+/// How a `fabric` process ended.
+pub struct Outcome {
+    /// The exit code (a process killed by a signal fails the test instead).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Wall-clock time of the whole process.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The lines of stderr that start with `error: `.
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
+    }
+
+    /// Stdout parsed as JSON (panics, showing everything, if it is not).
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+
+    /// Panics, showing everything, unless the process succeeded; returns stdout as JSON.
+    pub fn success(&self) -> Json {
+        assert_eq!(self.code, 0, "fabric failed:\n{self}");
+        self.json()
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "exit code {} after {:.2?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A `fabric` command using the shared component cache and no colours.
+pub fn fabric_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(fabric_bin());
+    cmd.args(args)
+        .env("FABRIC_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .env_remove("FABRIC_LOG");
+    cmd
+}
+
+/// Runs `cmd` to completion (killing it after [`PROCESS_LIMIT`]) and collects its output.
+pub fn run_command(mut cmd: Command) -> Outcome {
+    // Output goes to files, so that waiting with a deadline cannot deadlock on full pipes.
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let create = |p: &Path| File::create(p).expect("cannot create an output file");
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(create(&out_path))
+        .stderr(create(&err_path))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("cannot wait for fabric") {
+            break status;
+        }
+        if start.elapsed() > PROCESS_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {PROCESS_LIMIT:?}; stderr so far:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let read = |p: &Path| {
+        String::from_utf8_lossy(&std::fs::read(p).expect("cannot read an output file")).into_owned()
+    };
+    let (stdout, stderr) = (read(&out_path), read(&err_path));
+    let Some(code) = status.code() else {
+        panic!("{cmd:?} was killed by a signal ({status}), which it must never be; stderr:\n{stderr}");
+    };
+    Outcome {
+        code,
+        stdout,
+        stderr,
+        elapsed,
+    }
+}
+
+/// Runs `fabric ARGS...` (see [`fabric_command`]).
+pub fn fabric<I, S>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_command(fabric_command(args))
+}
+
+/// A temporary directory to write graphs (and other files they name) into.
+pub struct GraphDir {
+    dir: tempfile::TempDir,
+}
+
+impl Default for GraphDir {
+    fn default() -> Self {
+        GraphDir::new()
+    }
+}
+
+impl GraphDir {
+    pub fn new() -> GraphDir {
+        GraphDir {
+            dir: tempfile::tempdir().expect("cannot create a temporary directory"),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file into the directory; returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|e| panic!("cannot write `{}`: {e}", path.display()));
+        path
+    }
+
+    /// Writes `graph` to `graph.json`. Components named by a guest example's bare name
+    /// (`"math": "math"`) become the absolute path of its `.wasm` file; other paths stay as
+    /// they are (relative to this directory).
+    pub fn write_graph(&self, graph: &Json) -> PathBuf {
+        let mut graph = graph.clone();
+        if let Some(components) = graph.get_mut("components").and_then(Json::as_object_mut) {
+            for path in components.values_mut() {
+                if let Some(name) = path.as_str().filter(|p| GUESTS.contains(p)) {
+                    *path = Json::String(guest(name).to_string_lossy().into_owned());
+                }
+            }
+        }
+        let text = serde_json::to_string(&graph).expect("JSON values serialize");
+        self.write("graph.json", text)
+    }
+
+    /// Writes `graph` (see [`GraphDir::write_graph`]) and runs `fabric run graph.json ARGS`.
+    pub fn run(&self, graph: &Json, args: &[&str]) -> Outcome {
+        run_file(&self.write_graph(graph), args)
+    }
+}
+
+/// Runs `fabric run PATH ARGS`.
+pub fn run_file(path: &Path, args: &[&str]) -> Outcome {
+    let mut cmd = fabric_command([OsStr::new("run"), path.as_os_str()]);
+    cmd.args(args);
+    run_command(cmd)
+}
+
+/// The absolute path of a guest example as a JSON string literal, for graphs written as text.
+pub fn guest_json(name: &str) -> String {
+    Json::String(guest(name).to_string_lossy().into_owned()).to_string()
+}
+
+/// Writes `graph` into a fresh temporary directory and runs it with `fabric run ARGS`.
+pub fn run_graph(graph: &Json, args: &[&str]) -> Outcome {
+    GraphDir::new().run(graph, args)
 }

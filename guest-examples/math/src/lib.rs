@@ -30,6 +30,11 @@ impl Guest for Math {
         xs.into_iter().fold(0, i64::wrapping_add)
     }
 
+    fn dag_step(xs: Vec<i64>, m: i64) -> i64 {
+        let s = xs.into_iter().fold(1, i64::wrapping_add);
+        if m > 0 { s.rem_euclid(m) } else { s }
+    }
+
     fn fsum(xs: Vec<f64>) -> f64 {
         total(xs)
     }

@@ -174,7 +174,7 @@ fn finish(report: JobReport) -> ExitCode {
         "error: {failed} task{} failed{}",
         if failed == 1 { "" } else { "s" },
         if skipped > 0 {
-            format!("; {skipped} task{} that depend on them did not run", if skipped == 1 { "" } else { "s" })
+            format!("; {skipped} task{} that depend{} on them did not run", if skipped == 1 { "" } else { "s" }, if skipped == 1 { "s" } else { "" })
         } else {
             String::new()
         }

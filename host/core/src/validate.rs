@@ -177,7 +177,7 @@ pub fn validate(spec: GraphSpec, catalog: &Catalog) -> Result<Graph, ValidationR
             });
             continue;
         };
-        let ty = v.funcs[func as usize].ty.clone();
+        let ty = &v.funcs[func as usize].ty;
         let mut deps = Deps::default();
         let mut args = Vec::with_capacity(ty.params.len());
         for (position, (json, (param, pty))) in
@@ -416,7 +416,25 @@ struct ArgBuilder<'a> {
     funcs: &'a [Func],
     deps: &'a mut Deps,
     errors: &'a mut Vec<GraphError>,
-    path: Vec<String>,
+    /// Where inside the argument the builder is (rendered only for errors).
+    path: Vec<Step>,
+}
+
+/// One level of a path inside a value.
+enum Step {
+    Index(usize),
+    Field(Arc<str>),
+    Tag(&'static str),
+}
+
+fn render(path: &[Step]) -> Vec<String> {
+    path.iter()
+        .map(|s| match s {
+            Step::Index(i) => format!("[{i}]"),
+            Step::Field(name) => format!(".{name}"),
+            Step::Tag(tag) => format!(".{tag}"),
+        })
+        .collect()
 }
 
 impl ArgBuilder<'_> {
@@ -428,7 +446,7 @@ impl ArgBuilder<'_> {
             return match Value::from_json(json, ty) {
                 Ok(v) => Some(Arg::Value(v)),
                 Err(mut error) => {
-                    let mut path = self.path.clone();
+                    let mut path = render(&self.path);
                     path.append(&mut error.path);
                     error.path = path;
                     self.literal_error(error)
@@ -437,7 +455,7 @@ impl ArgBuilder<'_> {
         }
         let mismatch = |this: &mut Self| {
             let error = ConvertError {
-                path: this.path.clone(),
+                path: render(&this.path),
                 expected: ty.to_string(),
                 found: describe(json),
             };
@@ -449,7 +467,7 @@ impl ArgBuilder<'_> {
                     items
                         .iter()
                         .enumerate()
-                        .map(|(i, j)| (format!("[{i}]"), j, &**elem)),
+                        .map(|(i, j)| (Step::Index(i), j, &**elem)),
                 )?;
                 Some(Arg::List(elem.bulk_kind(), args.into()))
             }
@@ -459,7 +477,7 @@ impl ArgBuilder<'_> {
                         .iter()
                         .zip(types.iter())
                         .enumerate()
-                        .map(|(i, (j, t))| (format!("[{i}]"), j, t)),
+                        .map(|(i, (j, t))| (Step::Index(i), j, t)),
                 )?;
                 Some(Arg::Tuple(args.into()))
             }
@@ -468,13 +486,13 @@ impl ArgBuilder<'_> {
                     .keys()
                     .find(|k| !fields.iter().any(|(n, _)| &**n == k.as_str()))
                 {
-                    self.path.push(format!(".{extra}"));
+                    let mut path = render(&self.path);
+                    path.push(format!(".{extra}"));
                     let error = ConvertError {
-                        path: self.path.clone(),
+                        path,
                         expected: format!("no such field in {ty}"),
                         found: describe(&obj[extra]),
                     };
-                    self.path.pop();
                     return self.literal_error(error);
                 }
                 let mut out = Vec::with_capacity(fields.len());
@@ -484,19 +502,19 @@ impl ArgBuilder<'_> {
                         Some(item) => item,
                         None if matches!(fty, Type::Option(_)) => &Json::Null,
                         None => {
-                            self.path.push(format!(".{name}"));
+                            let mut path = render(&self.path);
+                            path.push(format!(".{name}"));
                             let error = ConvertError {
-                                path: self.path.clone(),
+                                path,
                                 expected: fty.to_string(),
                                 found: "nothing (missing field)".into(),
                             };
-                            self.path.pop();
                             self.literal_error(error);
                             ok = false;
                             continue;
                         }
                     };
-                    self.path.push(format!(".{name}"));
+                    self.path.push(Step::Field(name.clone()));
                     match self.build(item, fty) {
                         Some(a) => out.push((name.clone(), a)),
                         None => ok = false,
@@ -509,17 +527,17 @@ impl ArgBuilder<'_> {
                 if let (Type::Option(_), Some(("some", Some(payload)))) = (&**inner, case_of(json))
                 {
                     return self
-                        .nested(".some", payload, inner)
+                        .nested(Step::Tag("some"), payload, inner)
                         .map(|a| Arg::Some(Box::new(a)));
                 }
                 self.build(json, inner).map(|a| Arg::Some(Box::new(a)))
             }
             (Type::Result { ok, err }, _) => match case_of(json) {
                 Some(("ok", Some(p))) if ok.is_some() => self
-                    .nested(".ok", p, ok.as_deref()?)
+                    .nested(Step::Tag("ok"), p, ok.as_deref()?)
                     .map(|a| Arg::Ok(Box::new(a))),
                 Some(("err", Some(p))) if err.is_some() => self
-                    .nested(".err", p, err.as_deref()?)
+                    .nested(Step::Tag("err"), p, err.as_deref()?)
                     .map(|a| Arg::Err(Box::new(a))),
                 _ => mismatch(self),
             },
@@ -527,7 +545,7 @@ impl ArgBuilder<'_> {
                 Some((name, Some(p))) => match cases.iter().find(|(n, _)| &**n == name) {
                     Some((case, Some(cty))) => {
                         let case = case.clone();
-                        self.nested(&format!(".{name}"), p, cty)
+                        self.nested(Step::Field(case.clone()), p, cty)
                             .map(|a| Arg::Variant(case, Box::new(a)))
                     }
                     _ => mismatch(self),
@@ -538,8 +556,8 @@ impl ArgBuilder<'_> {
         }
     }
 
-    fn nested(&mut self, step: &str, json: &Json, ty: &Type) -> Option<Arg> {
-        self.path.push(step.to_string());
+    fn nested(&mut self, step: Step, json: &Json, ty: &Type) -> Option<Arg> {
+        self.path.push(step);
         let arg = self.build(json, ty);
         self.path.pop();
         arg
@@ -548,12 +566,12 @@ impl ArgBuilder<'_> {
     /// Builds every item, reporting all failures; `None` if any failed.
     fn each<'j>(
         &mut self,
-        items: impl Iterator<Item = (String, &'j Json, &'j Type)>,
+        items: impl Iterator<Item = (Step, &'j Json, &'j Type)>,
     ) -> Option<Vec<Arg>> {
         let mut out = Vec::new();
         let mut ok = true;
         for (step, json, ty) in items {
-            match self.nested(&step, json, ty) {
+            match self.nested(step, json, ty) {
                 Some(a) => out.push(a),
                 None => ok = false,
             }
@@ -582,7 +600,7 @@ impl ArgBuilder<'_> {
                 at: if self.path.is_empty() {
                     String::new()
                 } else {
-                    format!(" at {}", self.path.concat())
+                    format!(" at {}", render(&self.path).concat())
                 },
                 upstream: target.into(),
                 expected: ty.to_string(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use fabric_core::Value;
 use rustc_hash::FxHashMap;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::DiskCache;
 use crate::call::{self, CallOutput, TaskContext};
@@ -19,6 +19,11 @@ use crate::host;
 use crate::store::TaskState;
 
 const MIB: u64 = 1 << 20;
+/// Bytes at the start of a memory slot reset in place between tasks (Rust guests keep
+/// their 1 MiB stack and first heap pages there); dirty pages past it are decommitted.
+const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
+/// Likewise for a table slot.
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
 /// Runs task components: loads (compiles, links, caches) them and calls their exports,
 /// each call in a fresh, limited instance.
@@ -185,6 +190,15 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, RuntimeError> {
         .max_tables_per_component(16)
         .total_stacks(slots)
         .max_memory_size(usize::try_from(u64::from(config.max_memory_mib) * MIB).unwrap_or(usize::MAX));
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        // Reset only the pages a task dirtied, in place, instead of `madvise`-ing whole
+        // slots: no page faults on reuse and no TLB shootdowns between threads (measured:
+        // 15 -> 6 us per trivial call, and calls on several threads stop serializing).
+        // Without the scan, "keep resident" would `memset` whole megabytes: not worth it.
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
+    }
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)

@@ -1,0 +1,314 @@
+//! Fabric's benchmark programs, the counterparts of ../shared/bench/dask/: task throughput
+//! (flat and tree), per-task overhead on random DAGs of 1k-1M tasks (with scheduler memory
+//! per task), single-task latency, and the validate+plan passes alone. Each measurement
+//! prints one JSON line on stdout; see bench/RESULTS.md for how they are run and reported.
+
+mod alloc;
+mod graphs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use fabric_core::{
+    Catalog, Comm, ComponentInfo, GraphSpec, JobId, Plan, PlanConfig, Scheduler, SchedulerConfig, UnitIdx, WorkerId,
+    WorkerSpec,
+};
+use fabric_local::LocalConfig;
+use fabric_runtime::{Component, Runtime, RuntimeConfig};
+use serde_json::json;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+#[derive(Parser)]
+#[command(about = "Fabric benchmarks: each prints one JSON line per measurement")]
+struct Cli {
+    /// In-process workers (threads) [default: one per core].
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    /// Repetitions of each measurement; the median is reported.
+    #[arg(long, global = true, default_value_t = 3)]
+    reps: usize,
+    /// The math component [default: guest-examples/target/wasm32-wasip2/release/math.wasm].
+    #[arg(long, global = true)]
+    math: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N independent `inc` tasks, end to end (validate + plan + run + gather).
+    Flat {
+        #[arg(default_values_t = [10_000, 100_000])]
+        sizes: Vec<usize>,
+    },
+    /// Binary tree reduction: 2^k `inc` leaves summed pairwise with `add`.
+    Tree {
+        #[arg(long, default_value_t = 14)]
+        levels: u32,
+    },
+    /// Random DAGs shaped like Dask's overhead_scale.py: per-task overhead, validate and
+    /// plan times, scheduler memory per task, peak memory.
+    Dag {
+        #[arg(default_values_t = [1_000, 10_000, 100_000, 1_000_000])]
+        sizes: Vec<usize>,
+    },
+    /// Round trip of one tiny task (validate + plan + run + result), runtime warm.
+    Latency {
+        #[arg(long, default_value_t = 500)]
+        calls: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let math_path = cli
+        .math
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/target/wasm32-wasip2/release/math.wasm"));
+    if !math_path.exists() {
+        bail!(
+            "{} is missing: build the guest examples first (cd guest-examples && cargo build --release --target wasm32-wasip2)",
+            math_path.display()
+        );
+    }
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let math = runtime.load_file(&math_path).context("loading math.wasm")?;
+    let b = Bench {
+        runtime,
+        math,
+        config: LocalConfig {
+            workers: cli.workers.unwrap_or_else(|| LocalConfig::default().workers),
+            ..LocalConfig::default()
+        },
+        reps: cli.reps.max(1),
+    };
+    match cli.command {
+        Command::Flat { sizes } => {
+            for n in sizes {
+                b.throughput(&format!("flat_{n}"), || graphs::flat(n))?;
+            }
+        }
+        Command::Tree { levels } => b.throughput(&format!("tree_2^{levels}"), || graphs::tree(levels))?,
+        Command::Dag { sizes } => {
+            for n in sizes {
+                b.dag(n)?;
+            }
+        }
+        Command::Latency { calls } => b.latency(calls)?,
+    }
+    Ok(())
+}
+
+struct Bench {
+    runtime: Runtime,
+    math: Arc<Component>,
+    config: LocalConfig,
+    reps: usize,
+}
+
+/// Time of each phase of one end-to-end run.
+struct Run {
+    validate: Duration,
+    plan: Duration,
+    run: Duration,
+    tasks: usize,
+}
+
+impl Run {
+    fn total(&self) -> Duration {
+        self.validate + self.plan + self.run
+    }
+}
+
+impl Bench {
+    fn catalog(&self) -> Catalog {
+        Catalog::from([(
+            "math".to_string(),
+            Ok(ComponentInfo {
+                exports: self.math.exports().clone(),
+            }),
+        )])
+    }
+
+    /// Validates, plans and runs `spec`, checking that it succeeded.
+    fn run(&self, spec: GraphSpec) -> Result<(Run, fabric_local::JobReport)> {
+        let catalog = self.catalog();
+        let t = Instant::now();
+        let graph = fabric_core::validate(spec, &catalog).map_err(|r| anyhow::anyhow!("{r}"))?;
+        let validate = t.elapsed();
+        let t = Instant::now();
+        let plan = Arc::new(fabric_core::plan(graph, PlanConfig::default()));
+        let plan_time = t.elapsed();
+        let components = vec![self.math.clone(); plan.graph.funcs.len()];
+        let tasks = plan.task_count();
+        let t = Instant::now();
+        let report = fabric_local::run(&self.runtime, plan, components, &self.config, |_| {});
+        let run = t.elapsed();
+        if !report.succeeded() {
+            bail!("benchmark job failed: {:?}", report.failures.first());
+        }
+        Ok((
+            Run {
+                validate,
+                plan: plan_time,
+                run,
+                tasks,
+            },
+            report,
+        ))
+    }
+
+    fn throughput(&self, name: &str, make: impl Fn() -> (GraphSpec, Vec<i64>)) -> Result<()> {
+        self.run(graphs::flat(1000).0)?; // warm-up, as Dask's programs do
+        let mut runs = Vec::new();
+        for _ in 0..self.reps {
+            let (spec, expected) = make();
+            let (run, report) = self.run(spec)?;
+            check(&report, &expected)?;
+            runs.push(run);
+        }
+        runs.sort_by_key(Run::total);
+        let m = &runs[runs.len() / 2];
+        let secs = m.total().as_secs_f64();
+        println!(
+            "{}",
+            json!({
+                "bench": name, "tasks": m.tasks, "workers": self.config.workers, "reps": self.reps,
+                "seconds": secs, "tasks_per_s": m.tasks as f64 / secs,
+                "validate_s": m.validate.as_secs_f64(), "plan_s": m.plan.as_secs_f64(), "run_s": m.run.as_secs_f64(),
+            })
+        );
+        Ok(())
+    }
+
+    fn dag(&self, n: usize) -> Result<()> {
+        let mut runs = Vec::new();
+        let mut memory = None;
+        for rep in 0..self.reps {
+            let (spec, expected) = graphs::random_dag(n, 42 + n as u64);
+            if rep == 0 {
+                memory = Some(self.scheduler_memory(spec.clone())?);
+            }
+            let (run, report) = self.run(spec)?;
+            check(&report, &expected)?;
+            runs.push(run);
+        }
+        runs.sort_by_key(Run::total);
+        let m = &runs[runs.len() / 2];
+        let (plan_bytes, sched_bytes) = memory.expect("measured on the first rep");
+        let secs = m.total().as_secs_f64();
+        println!(
+            "{}",
+            json!({
+                "bench": format!("dag_{n}"), "tasks": n, "workers": self.config.workers, "reps": self.reps,
+                "seconds": secs, "us_per_task": secs * 1e6 / n as f64,
+                "run_us_per_task": m.run.as_secs_f64() * 1e6 / n as f64,
+                "validate_s": m.validate.as_secs_f64(), "plan_s": m.plan.as_secs_f64(),
+                "validate_plan_s": (m.validate + m.plan).as_secs_f64(),
+                "plan_bytes_per_task": plan_bytes as f64 / n as f64,
+                "scheduler_bytes_per_task": sched_bytes as f64 / n as f64,
+                "peak_rss_mib": alloc::peak_rss_bytes() as f64 / (1 << 20) as f64,
+            })
+        );
+        Ok(())
+    }
+
+    /// Live heap bytes of (the plan, the scheduler's state for the job), measured with the
+    /// counting allocator around their construction.
+    fn scheduler_memory(&self, spec: GraphSpec) -> Result<(usize, usize)> {
+        let catalog = self.catalog();
+        let graph = fabric_core::validate(spec, &catalog).map_err(|r| anyhow::anyhow!("{r}"))?;
+        let before = alloc::live_bytes();
+        let plan = Arc::new(fabric_core::plan(graph, PlanConfig::default()));
+        // The plan holds the validated graph; count what planning added on top of it.
+        let plan_bytes = alloc::live_bytes() - before;
+        let graph_and_plan = plan_bytes + graph_bytes_estimate(&plan);
+        let before = alloc::live_bytes();
+        let mut sched = Scheduler::new(SchedulerConfig::default());
+        let mut comm = NullComm;
+        for w in 0..2 {
+            sched.on_worker_added(
+                WorkerSpec {
+                    name: format!("w{w}"),
+                    nthreads: 1,
+                    resources: vec![],
+                    memory_limit: 0,
+                },
+                &mut comm,
+            );
+        }
+        sched.on_job_submitted(plan.clone(), "default", &mut comm);
+        let sched_bytes = alloc::live_bytes() - before;
+        drop(sched);
+        Ok((graph_and_plan, sched_bytes))
+    }
+
+    fn latency(&self, calls: usize) -> Result<()> {
+        let config = LocalConfig {
+            workers: 1,
+            ..self.config.clone()
+        };
+        let b = Bench {
+            runtime: self.runtime.clone(),
+            math: self.math.clone(),
+            config,
+            reps: 1,
+        };
+        let mut samples = Vec::with_capacity(calls);
+        for i in 0..calls + 50 {
+            let (spec, expected) = graphs::single(i as i64);
+            let t = Instant::now();
+            let (_, report) = b.run(spec)?;
+            let dt = t.elapsed();
+            check(&report, &expected)?;
+            if i >= 50 {
+                samples.push(dt.as_secs_f64() * 1e6);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{}",
+            json!({
+                "bench": "latency", "calls": calls,
+                "median_us": pct(0.5), "p99_us": pct(0.99), "min_us": samples[0],
+                "mean_us": samples.iter().sum::<f64>() / samples.len() as f64,
+            })
+        );
+        Ok(())
+    }
+}
+
+/// Heap held by the validated graph inside a plan, measured by cloning it.
+fn graph_bytes_estimate(plan: &Plan) -> usize {
+    let before = alloc::live_bytes();
+    let copy = plan.graph.clone();
+    let bytes = alloc::live_bytes() - before;
+    drop(copy);
+    bytes
+}
+
+fn check(report: &fabric_local::JobReport, expected: &[i64]) -> Result<()> {
+    if report.outputs.len() != expected.len() {
+        bail!("{} outputs, expected {}", report.outputs.len(), expected.len());
+    }
+    for ((id, value), want) in report.outputs.iter().zip(expected) {
+        if value.to_json() != json!(want) {
+            bail!("output {id} is {}, expected {want}", value.to_json());
+        }
+    }
+    Ok(())
+}
+
+struct NullComm;
+
+impl Comm for NullComm {
+    fn compute(&mut self, _: WorkerId, _: JobId, _: UnitIdx) {}
+    fn release(&mut self, _: WorkerId, _: JobId, _: UnitIdx) {}
+    fn job_finished(&mut self, _: JobId) {}
+}
