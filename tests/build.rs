@@ -10,8 +10,14 @@ fn main() {
     for dir in ["src", "Cargo.toml", "Cargo.lock", "math", "faulty", "text"] {
         println!("cargo:rerun-if-changed={}", guests.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", manifest_dir.join("../sdk").display());
-    println!("cargo:rerun-if-changed={}", manifest_dir.join("../wit").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../sdk").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../wit").display()
+    );
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -31,11 +37,16 @@ fn main() {
             cmd.env_remove(key);
         }
     }
-    let status = cmd.status().expect("cannot run cargo to build guest-examples");
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build guest-examples");
     assert!(
         status.success(),
         "building guest-examples failed: run `cargo build --release --target wasm32-wasip2` in guest-examples/ to see why"
     );
     let out = guests.join("target/wasm32-wasip2/release");
-    println!("cargo:rustc-env=FABRIC_GUEST_DIR={}", out.canonicalize().unwrap().display());
+    println!(
+        "cargo:rustc-env=FABRIC_GUEST_DIR={}",
+        out.canonicalize().unwrap().display()
+    );
 }

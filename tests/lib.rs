@@ -80,7 +80,10 @@ pub fn fabric_bin() -> &'static Path {
             }
         }
         let status = cmd.status().unwrap_or_else(|e| {
-            panic!("`{}` is missing and running cargo to build it failed: {e}", bin.display())
+            panic!(
+                "`{}` is missing and running cargo to build it failed: {e}",
+                bin.display()
+            )
         });
         assert!(
             status.success() && bin.is_file(),
@@ -194,7 +197,9 @@ pub fn run_command(mut cmd: Command) -> Outcome {
     };
     let (stdout, stderr) = (read(&out_path), read(&err_path));
     let Some(code) = status.code() else {
-        panic!("{cmd:?} was killed by a signal ({status}), which it must never be; stderr:\n{stderr}");
+        panic!(
+            "{cmd:?} was killed by a signal ({status}), which it must never be; stderr:\n{stderr}"
+        );
     };
     Outcome {
         code,

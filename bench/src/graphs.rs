@@ -26,12 +26,20 @@ fn spec(tasks: Vec<(String, TaskSpec)>, outputs: Vec<String>) -> GraphSpec {
 
 /// One `inc(i)`.
 pub fn single(i: i64) -> (GraphSpec, Vec<i64>) {
-    (spec(vec![("x".into(), task("math/inc", vec![json!(i)]))], vec!["x".into()]), vec![i + 1])
+    (
+        spec(
+            vec![("x".into(), task("math/inc", vec![json!(i)]))],
+            vec!["x".into()],
+        ),
+        vec![i + 1],
+    )
 }
 
 /// `n` independent `inc(i)`, every one an output.
 pub fn flat(n: usize) -> (GraphSpec, Vec<i64>) {
-    let tasks: Vec<_> = (0..n).map(|i| (format!("inc-{i}"), task("math/inc", vec![json!(i)]))).collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| (format!("inc-{i}"), task("math/inc", vec![json!(i)])))
+        .collect();
     let outputs = tasks.iter().map(|(id, _)| id.clone()).collect();
     (spec(tasks, outputs), (1..=n as i64).collect())
 }
@@ -39,7 +47,9 @@ pub fn flat(n: usize) -> (GraphSpec, Vec<i64>) {
 /// `inc(i)` for 2^levels leaves, then `add` pairwise up to one root.
 pub fn tree(levels: u32) -> (GraphSpec, Vec<i64>) {
     let leaves = 1usize << levels;
-    let mut tasks: Vec<(String, TaskSpec)> = (0..leaves).map(|i| (format!("leaf-{i}"), task("math/inc", vec![json!(i)]))).collect();
+    let mut tasks: Vec<(String, TaskSpec)> = (0..leaves)
+        .map(|i| (format!("leaf-{i}"), task("math/inc", vec![json!(i)])))
+        .collect();
     let mut level: Vec<String> = tasks.iter().map(|(id, _)| id.clone()).collect();
     let mut k = 0;
     while level.len() > 1 {
@@ -47,7 +57,13 @@ pub fn tree(levels: u32) -> (GraphSpec, Vec<i64>) {
         for pair in level.chunks(2) {
             let id = format!("add-{k}");
             k += 1;
-            tasks.push((id.clone(), task("math/add", vec![json!({"ref": pair[0]}), json!({"ref": pair[1]})])));
+            tasks.push((
+                id.clone(),
+                task(
+                    "math/add",
+                    vec![json!({"ref": pair[0]}), json!({"ref": pair[1]})],
+                ),
+            ));
             next.push(id);
         }
         level = next;
@@ -99,8 +115,14 @@ pub fn random_dag(n: usize, seed: u64) -> (GraphSpec, Vec<i64>) {
         for &d in &deps {
             has_consumer[d] = true;
         }
-        let refs: Vec<Json> = deps.iter().map(|d| json!({"ref": format!("t-{d}")})).collect();
-        tasks.push((format!("t-{i}"), task("math/dag-step", vec![Json::Array(refs), json!(MOD)])));
+        let refs: Vec<Json> = deps
+            .iter()
+            .map(|d| json!({"ref": format!("t-{d}")}))
+            .collect();
+        tasks.push((
+            format!("t-{i}"),
+            task("math/dag-step", vec![Json::Array(refs), json!(MOD)]),
+        ));
     }
     let sinks: Vec<usize> = (0..n).filter(|&i| !has_consumer[i]).collect();
     let outputs = sinks.iter().map(|i| format!("t-{i}")).collect();

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use fabric_core::{
-    Catalog, Comm, ComponentInfo, GraphSpec, JobId, Plan, PlanConfig, Scheduler, SchedulerConfig, UnitIdx, WorkerId,
-    WorkerSpec,
+    Catalog, Comm, ComponentInfo, GraphSpec, JobId, Plan, PlanConfig, Scheduler, SchedulerConfig,
+    UnitIdx, WorkerId, WorkerSpec,
 };
 use fabric_local::LocalConfig;
 use fabric_runtime::{Component, Runtime, RuntimeConfig};
@@ -66,10 +66,10 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let math_path = cli
-        .math
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/target/wasm32-wasip2/release/math.wasm"));
+    let math_path = cli.math.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../guest-examples/target/wasm32-wasip2/release/math.wasm")
+    });
     if !math_path.exists() {
         bail!(
             "{} is missing: build the guest examples first (cd guest-examples && cargo build --release --target wasm32-wasip2)",
@@ -82,7 +82,9 @@ fn main() -> Result<()> {
         runtime,
         math,
         config: LocalConfig {
-            workers: cli.workers.unwrap_or_else(|| LocalConfig::default().workers),
+            workers: cli
+                .workers
+                .unwrap_or_else(|| LocalConfig::default().workers),
             ..LocalConfig::default()
         },
         reps: cli.reps.max(1),
@@ -93,7 +95,9 @@ fn main() -> Result<()> {
                 b.throughput(&format!("flat_{n}"), || graphs::flat(n))?;
             }
         }
-        Command::Tree { levels } => b.throughput(&format!("tree_2^{levels}"), || graphs::tree(levels))?,
+        Command::Tree { levels } => {
+            b.throughput(&format!("tree_2^{levels}"), || graphs::tree(levels))?
+        }
         Command::Dag { sizes } => {
             for n in sizes {
                 b.dag(n)?;
@@ -295,7 +299,11 @@ fn graph_bytes_estimate(plan: &Plan) -> usize {
 
 fn check(report: &fabric_local::JobReport, expected: &[i64]) -> Result<()> {
     if report.outputs.len() != expected.len() {
-        bail!("{} outputs, expected {}", report.outputs.len(), expected.len());
+        bail!(
+            "{} outputs, expected {}",
+            report.outputs.len(),
+            expected.len()
+        );
     }
     for ((id, value), want) in report.outputs.iter().zip(expected) {
         if value.to_json() != json!(want) {

@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use fabric_tests::{
-    GraphDir, Outcome, fabric, fabric_command, guest, guest_json, run_command, run_file,
-    run_graph, workspace_root,
+    GraphDir, Outcome, fabric, fabric_command, guest, guest_json, run_command, run_file, run_graph,
+    workspace_root,
 };
 use serde_json::{Map, Value as Json, json};
 
@@ -134,7 +134,10 @@ fn workers_and_fusion_do_not_change_results() {
         tasks.insert(prev.clone(), json!({ "call": "math/inc", "args": [i] }));
         for k in 1..3 {
             let id = format!("pre-{i}-{k}");
-            tasks.insert(id.clone(), json!({ "call": "math/inc", "args": [r(&prev)] }));
+            tasks.insert(
+                id.clone(),
+                json!({ "call": "math/inc", "args": [r(&prev)] }),
+            );
             prev = id;
         }
         tasks[&leaf]["args"] = json!([r(&prev)]);
@@ -234,9 +237,6 @@ fn random_dag_of_100k_tasks() {
     let values = out.success();
     let values = values.as_object().expect("an object of outputs");
     assert_eq!(values.len(), sinks.len(), "one value per sink");
-    // The outputs come in the order requested.
-    let order: Vec<&String> = values.keys().collect();
-    assert_eq!(order.len(), outputs.len());
     for &i in &sinks {
         let id = format!("t{i}");
         assert_eq!(values[&id].as_i64(), Some(expected[i]), "output `{id}`");
@@ -261,7 +261,7 @@ fn values_through_the_json_mapping() {
         task("clamp", "math/clamp", json!([15, [0, 10]])),
         task("clamp-rev", "math/clamp", json!([-5, [10, 0]])),
         task("ten", "math/inc", json!([9])),
-        task("clamp-refs", "math/clamp", json!([r("ten"), [0, r("ten")]])),
+        task("clamp-refs", "math/clamp", json!([42, [r("ten"), 0]])),
         task("dot", "math/dot", json!([[1, 2], [3, 4]])),
         task("after-dot", "math/fsum", json!([[r("dot"), 0.5]])),
         task("scaled", "math/scale", json!([r("seq"), -0.5])),
@@ -318,7 +318,10 @@ fn values_through_the_json_mapping() {
     let keys: Vec<&str> = outputs
         .iter()
         .map(|o| {
-            let at = out.stdout.find(&format!("\"{o}\": ")).expect("every output");
+            let at = out
+                .stdout
+                .find(&format!("\"{o}\": "))
+                .expect("every output");
             (at, *o)
         })
         .collect::<BTreeMap<_, _>>()
@@ -360,7 +363,12 @@ fn compound_literals_that_do_not_fit() {
         "task `t`: argument 2 (`mode: enum { floor, ceil, nearest }`): expected enum { floor, ceil, nearest }, found string \"up\"",
     );
     assert_one_problem(
-        &run_one("text/merge", json!([[["a", 1]], [["b", -1]]]), json!(null), &[]),
+        &run_one(
+            "text/merge",
+            json!([[["a", 1]], [["b", -1]]]),
+            json!(null),
+            &[],
+        ),
         "task `t`: argument 2 (`b: list<tuple<string, u32>>`): at [0][1]: expected u32, found number -1",
     );
 }
@@ -425,10 +433,15 @@ fn every_problem_is_reported_at_once() {
     load_error("junk", &junk, "not a WebAssembly component");
     let known_exports = problems
         .iter()
-        .find_map(|p| p.strip_prefix("task `j`: component `math` has no export `nothing` (it exports: "))
+        .find_map(|p| {
+            p.strip_prefix("task `j`: component `math` has no export `nothing` (it exports: ")
+        })
         .unwrap_or_else(|| panic!("no unknown-export problem:\n{out}"));
     for export in ["add", "clamp", "dot", "inc", "sum", "seq", "stats", "round"] {
-        assert!(known_exports.contains(export), "{export} in {known_exports}");
+        assert!(
+            known_exports.contains(export),
+            "{export} in {known_exports}"
+        );
     }
     let mut expected: Vec<&str> = vec![
         "task `a`: duplicate task id",
@@ -443,15 +456,14 @@ fn every_problem_is_reported_at_once() {
         "outputs: unknown task `unknown`",
         "cycle: y -> z -> x -> y",
     ];
-    let rest: Vec<&str> = problems
+    let mut rest: Vec<&str> = problems
         .iter()
         .copied()
         .filter(|p| !p.starts_with("component `") && !p.starts_with("task `j`:"))
         .collect();
+    rest.sort_unstable();
     expected.sort_unstable();
-    let mut rest_sorted = rest.clone();
-    rest_sorted.sort_unstable();
-    assert_eq!(rest_sorted, expected, "{out}");
+    assert_eq!(rest, expected, "{out}");
     assert_eq!(
         out.stderr.lines().next(),
         Some(format!("error: invalid graph: {} problems", expected.len() + 3).as_str()),
@@ -593,10 +605,7 @@ fn cycle_is_printed_in_data_flow_order() {
     );
     // A task using itself.
     let tasks = vec![task("me", "math/inc", json!([r("me")]))];
-    assert_one_problem(
-        &run_graph(&graph(tasks, &["me"]), &[]),
-        "cycle: me -> me",
-    );
+    assert_one_problem(&run_graph(&graph(tasks, &["me"]), &[]), "cycle: me -> me");
 }
 
 #[test]
@@ -661,7 +670,12 @@ fn invalid_task_options() {
         "task `t`: `memory_mib` must be at least 1",
     );
     assert_one_problem(
-        &run_one("math/inc", json!([1]), json!({ "resources": { "gpu": 0 } }), &[]),
+        &run_one(
+            "math/inc",
+            json!([1]),
+            json!({ "resources": { "gpu": 0 } }),
+            &[],
+        ),
         "task `t`: resource `gpu` asks for 0; leave it out instead",
     );
 }
@@ -790,7 +804,12 @@ fn timeouts_end_runaway_tasks_in_bounded_time() {
         "{out}"
     );
     // The default limit comes from --timeout.
-    let out = run_one("faulty/spin", json!([]), json!(null), &["--timeout", "300ms"]);
+    let out = run_one(
+        "faulty/spin",
+        json!([]),
+        json!(null),
+        &["--timeout", "300ms"],
+    );
     assert!(out.elapsed < Duration::from_secs(30), "{out}");
     assert_eq!(out.code, 1, "{out}");
     assert!(
@@ -802,7 +821,12 @@ fn timeouts_end_runaway_tasks_in_bounded_time() {
 
 #[test]
 fn memory_limits() {
-    let out = run_one("faulty/hog", json!([1024]), json!({ "memory_mib": 64 }), &[]);
+    let out = run_one(
+        "faulty/hog",
+        json!([1024]),
+        json!({ "memory_mib": 64 }),
+        &[],
+    );
     assert_eq!(out.code, 1, "{out}");
     assert_eq!(
         out.error_lines(),
@@ -816,7 +840,12 @@ fn memory_limits() {
     let out = run_one("faulty/hog", json!([16]), json!({ "memory_mib": 64 }), &[]);
     assert_eq!(out.success(), json!({ "t": 16u64 << 20 }));
     // The default limit comes from --memory.
-    let out = run_one("faulty/hog", json!([256]), json!(null), &["--memory", "64MiB"]);
+    let out = run_one(
+        "faulty/hog",
+        json!([256]),
+        json!(null),
+        &["--memory", "64MiB"],
+    );
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr
@@ -863,7 +892,12 @@ fn resources() {
     );
     assert_eq!(errors.len(), 2, "{out}");
 
-    let out = run_one("math/inc", json!([1]), gpu.clone(), &["--resources", "gpu=1"]);
+    let out = run_one(
+        "math/inc",
+        json!([1]),
+        gpu.clone(),
+        &["--resources", "gpu=1"],
+    );
     assert_eq!(out.success(), json!({ "t": 2 }), "{out}");
 
     let out = run_one(
@@ -926,8 +960,7 @@ fn check_validates_without_running() {
     let out = fabric([OsStr::new("check"), path.as_os_str()]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
-        out.stdout
-            .starts_with("ok: 3 tasks (3 after culling) in "),
+        out.stdout.starts_with("ok: 3 tasks (3 after culling) in "),
         "{out}"
     );
     assert!(out.stdout.contains(", 1 output; checked in "), "{out}");
@@ -1000,9 +1033,15 @@ fn malformed_graph_documents() {
         let out = run_file(&path, &[]);
         assert_eq!(out.code, 2, "{text}: {out}");
         assert_eq!(out.stdout, "");
-        let prefix = format!("error: `{}` is not a valid graph document: ", path.display());
+        let prefix = format!(
+            "error: `{}` is not a valid graph document: ",
+            path.display()
+        );
         assert!(out.stderr.starts_with(&prefix), "{text}: {out}");
-        assert!(out.stderr.contains(wording), "`{wording}` for {text}: {out}");
+        assert!(
+            out.stderr.contains(wording),
+            "`{wording}` for {text}: {out}"
+        );
         assert!(out.stderr.contains(" at line "), "a position: {out}");
         assert_eq!(out.stderr.lines().count(), 1, "{out}");
     }
@@ -1040,4 +1079,16 @@ fn bad_command_lines() {
     ]);
     let out = run_command(cmd);
     assert_eq!(out.success(), json!({ "c": 16 }));
+}
+
+#[test]
+fn tmp_nested_cargo() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let t = Instant::now();
+    let st = std::process::Command::new(cargo)
+        .args(["build", "-p", "fabric", "--manifest-path"])
+        .arg(workspace_root().join("Cargo.toml"))
+        .status()
+        .unwrap();
+    eprintln!("nested cargo: {st} in {:?}", t.elapsed());
 }

@@ -14,10 +14,10 @@ use fabric_runtime::{
 /// A component importing `foo:bar/baz@1.0.0`, which no host provides. From:
 /// `(component (import "foo:bar/baz@1.0.0" (instance (export "hello" (func)))))`
 const MISSING_IMPORT: &[u8] = &[
-    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x07, 0x12, 0x01, 0x42, 0x02, 0x01, 0x40,
-    0x00, 0x01, 0x00, 0x04, 0x00, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x01, 0x00, 0x0a, 0x16,
-    0x01, 0x00, 0x11, 0x66, 0x6f, 0x6f, 0x3a, 0x62, 0x61, 0x72, 0x2f, 0x62, 0x61, 0x7a, 0x40,
-    0x31, 0x2e, 0x30, 0x2e, 0x30, 0x05, 0x00,
+    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x07, 0x12, 0x01, 0x42, 0x02, 0x01, 0x40, 0x00,
+    0x01, 0x00, 0x04, 0x00, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x01, 0x00, 0x0a, 0x16, 0x01, 0x00,
+    0x11, 0x66, 0x6f, 0x6f, 0x3a, 0x62, 0x61, 0x72, 0x2f, 0x62, 0x61, 0x7a, 0x40, 0x31, 0x2e, 0x30,
+    0x2e, 0x30, 0x05, 0x00,
 ];
 
 /// A component without WASI exporting `crash: func() -> s64` (an `unreachable`) and the
@@ -35,19 +35,18 @@ const MISSING_IMPORT: &[u8] = &[
 ///   (export "crash" (func $crash)))
 /// ```
 const OPS: &[u8] = &[
-    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x01, 0x39, 0x00, 0x61, 0x73, 0x6d, 0x01,
-    0x00, 0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x01, 0x7e, 0x01, 0x7e, 0x60, 0x00, 0x01, 0x7e,
-    0x03, 0x03, 0x02, 0x00, 0x01, 0x07, 0x0f, 0x02, 0x03, 0x69, 0x6e, 0x63, 0x00, 0x00, 0x05,
-    0x63, 0x72, 0x61, 0x73, 0x68, 0x00, 0x01, 0x0a, 0x0d, 0x02, 0x07, 0x00, 0x20, 0x00, 0x42,
-    0x01, 0x7c, 0x0b, 0x03, 0x00, 0x00, 0x0b, 0x02, 0x04, 0x01, 0x00, 0x00, 0x00, 0x07, 0x08,
-    0x01, 0x40, 0x01, 0x01, 0x78, 0x78, 0x00, 0x78, 0x06, 0x09, 0x01, 0x00, 0x00, 0x01, 0x00,
-    0x03, 0x69, 0x6e, 0x63, 0x08, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x05, 0x01,
-    0x40, 0x00, 0x00, 0x78, 0x06, 0x0b, 0x01, 0x00, 0x00, 0x01, 0x00, 0x05, 0x63, 0x72, 0x61,
-    0x73, 0x68, 0x08, 0x06, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x05, 0x0a, 0x01, 0x01, 0x01,
-    0x00, 0x03, 0x69, 0x6e, 0x63, 0x01, 0x00, 0x0b, 0x25, 0x02, 0x00, 0x15, 0x66, 0x61, 0x62,
-    0x72, 0x69, 0x63, 0x3a, 0x64, 0x65, 0x6d, 0x6f, 0x2f, 0x6f, 0x70, 0x73, 0x40, 0x30, 0x2e,
-    0x31, 0x2e, 0x30, 0x05, 0x00, 0x00, 0x00, 0x05, 0x63, 0x72, 0x61, 0x73, 0x68, 0x01, 0x01,
-    0x00,
+    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x01, 0x39, 0x00, 0x61, 0x73, 0x6d, 0x01, 0x00,
+    0x00, 0x00, 0x01, 0x0a, 0x02, 0x60, 0x01, 0x7e, 0x01, 0x7e, 0x60, 0x00, 0x01, 0x7e, 0x03, 0x03,
+    0x02, 0x00, 0x01, 0x07, 0x0f, 0x02, 0x03, 0x69, 0x6e, 0x63, 0x00, 0x00, 0x05, 0x63, 0x72, 0x61,
+    0x73, 0x68, 0x00, 0x01, 0x0a, 0x0d, 0x02, 0x07, 0x00, 0x20, 0x00, 0x42, 0x01, 0x7c, 0x0b, 0x03,
+    0x00, 0x00, 0x0b, 0x02, 0x04, 0x01, 0x00, 0x00, 0x00, 0x07, 0x08, 0x01, 0x40, 0x01, 0x01, 0x78,
+    0x78, 0x00, 0x78, 0x06, 0x09, 0x01, 0x00, 0x00, 0x01, 0x00, 0x03, 0x69, 0x6e, 0x63, 0x08, 0x06,
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x05, 0x01, 0x40, 0x00, 0x00, 0x78, 0x06, 0x0b, 0x01,
+    0x00, 0x00, 0x01, 0x00, 0x05, 0x63, 0x72, 0x61, 0x73, 0x68, 0x08, 0x06, 0x01, 0x00, 0x00, 0x01,
+    0x00, 0x01, 0x05, 0x0a, 0x01, 0x01, 0x01, 0x00, 0x03, 0x69, 0x6e, 0x63, 0x01, 0x00, 0x0b, 0x25,
+    0x02, 0x00, 0x15, 0x66, 0x61, 0x62, 0x72, 0x69, 0x63, 0x3a, 0x64, 0x65, 0x6d, 0x6f, 0x2f, 0x6f,
+    0x70, 0x73, 0x40, 0x30, 0x2e, 0x31, 0x2e, 0x30, 0x05, 0x00, 0x00, 0x00, 0x05, 0x63, 0x72, 0x61,
+    0x73, 0x68, 0x01, 0x01, 0x00,
 ];
 
 fn config() -> RuntimeConfig {
@@ -110,7 +109,10 @@ fn tuple(items: impl IntoIterator<Item = Value>) -> Value {
 }
 
 fn named<T: Clone>(fields: &[(&str, T)]) -> Arc<[(Arc<str>, T)]> {
-    fields.iter().map(|(n, t)| (Arc::from(*n), t.clone())).collect()
+    fields
+        .iter()
+        .map(|(n, t)| (Arc::from(*n), t.clone()))
+        .collect()
 }
 
 #[test]
@@ -126,7 +128,9 @@ fn exports_have_their_wit_signatures() {
     );
     assert_eq!(add.to_string(), "func(a: s64, b: s64) -> s64");
     let names: Vec<&str> = math.exports().keys().map(String::as_str).collect();
-    for name in ["inc", "sum", "fsum", "seq", "slow-inc", "scale", "dot", "mean", "stats", "clamp", "round"] {
+    for name in [
+        "inc", "sum", "fsum", "seq", "slow-inc", "scale", "dot", "mean", "stats", "clamp", "round",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     assert_eq!(
@@ -143,7 +147,9 @@ fn exports_have_their_wit_signatures() {
         Some("func(a: list<f64>, b: list<f64>) -> result<f64, string>")
     );
     assert_eq!(
-        math.export("round").map(|f| f.params[1].1.to_string()).as_deref(),
+        math.export("round")
+            .map(|f| f.params[1].1.to_string())
+            .as_deref(),
         Some("enum { floor, ceil, nearest }")
     );
     assert_eq!(math.hash().len(), 64);
@@ -151,7 +157,10 @@ fn exports_have_their_wit_signatures() {
     let text = load("text");
     assert_eq!(
         text.export("count").and_then(|f| f.result.clone()),
-        Some(Type::list(Type::Tuple(Arc::from([Type::String, Type::U32]))))
+        Some(Type::list(Type::Tuple(Arc::from([
+            Type::String,
+            Type::U32
+        ]))))
     );
 }
 
@@ -162,21 +171,41 @@ fn interface_exports_are_named_by_interface() {
     assert_eq!(names, ["crash", "ops.inc"]);
     let out = runtime().call(&ops, "ops.inc", &[Value::S64(1)], &ctx(), &limits());
     assert_eq!(out.map(|o| o.value), Ok(Value::S64(2)));
-    let e = runtime().call(&ops, "crash", &[], &ctx(), &limits()).unwrap_err();
+    let e = runtime()
+        .call(&ops, "crash", &[], &ctx(), &limits())
+        .unwrap_err();
     assert_eq!(e.kind, TaskErrorKind::Trap);
-    assert_eq!(e.to_string(), "trapped: wasm `unreachable` instruction executed");
+    assert_eq!(
+        e.to_string(),
+        "trapped: wasm `unreachable` instruction executed"
+    );
 }
 
 #[test]
 fn math_computes() {
     assert_eq!(value("math", "inc", &[Value::S64(41)]), Value::S64(42));
-    assert_eq!(value("math", "add", &[Value::S64(2), Value::S64(3)]), Value::S64(5));
+    assert_eq!(
+        value("math", "add", &[Value::S64(2), Value::S64(3)]),
+        Value::S64(5)
+    );
     let xs = Value::Bulk(Arc::new(Bulk::S64(vec![1, 2, 3, -10])));
     assert_eq!(value("math", "sum", &[xs]), Value::S64(-4));
-    assert_eq!(value("math", "fsum", &[f64s(&[0.5, 1.5, 2.0])]), Value::F64(4.0));
-    assert_eq!(value("math", "seq", &[Value::U32(4)]), f64s(&[0.0, 1.0, 2.0, 3.0]));
-    assert_eq!(value("math", "scale", &[f64s(&[1.0, -2.0]), Value::F64(3.0)]), f64s(&[3.0, -6.0]));
-    assert_eq!(value("math", "dot", &[f64s(&[1.0, 2.0]), f64s(&[3.0, 4.0])]), Value::F64(11.0));
+    assert_eq!(
+        value("math", "fsum", &[f64s(&[0.5, 1.5, 2.0])]),
+        Value::F64(4.0)
+    );
+    assert_eq!(
+        value("math", "seq", &[Value::U32(4)]),
+        f64s(&[0.0, 1.0, 2.0, 3.0])
+    );
+    assert_eq!(
+        value("math", "scale", &[f64s(&[1.0, -2.0]), Value::F64(3.0)]),
+        f64s(&[3.0, -6.0])
+    );
+    assert_eq!(
+        value("math", "dot", &[f64s(&[1.0, 2.0]), f64s(&[3.0, 4.0])]),
+        Value::F64(11.0)
+    );
     assert_eq!(value("math", "mean", &[f64s(&[])]), Value::Option(None));
     assert_eq!(
         value("math", "mean", &[f64s(&[1.0, 4.0])]),
@@ -192,8 +221,12 @@ fn math_computes() {
         ]))
     );
     let range = tuple([Value::S64(0), Value::S64(5)]);
-    assert_eq!(value("math", "clamp", &[Value::S64(10), range]), Value::S64(5));
-    let round = |x: f64, mode: &str| value("math", "round", &[Value::F64(x), Value::Enum(mode.into())]);
+    assert_eq!(
+        value("math", "clamp", &[Value::S64(10), range]),
+        Value::S64(5)
+    );
+    let round =
+        |x: f64, mode: &str| value("math", "round", &[Value::F64(x), Value::Enum(mode.into())]);
     assert_eq!(round(2.5, "nearest"), Value::S64(3));
     assert_eq!(round(2.5, "floor"), Value::S64(2));
     assert_eq!(round(-2.5, "ceil"), Value::S64(-2));
@@ -242,7 +275,11 @@ fn text_counts_words() {
     let words = value("text", "words", &[string("Hello, hello world!")]);
     assert_eq!(
         words,
-        Value::List(Arc::from([string("hello"), string("hello"), string("world")]))
+        Value::List(Arc::from([
+            string("hello"),
+            string("hello"),
+            string("world")
+        ]))
     );
     assert_eq!(
         value("text", "count", &[words]),
@@ -258,12 +295,21 @@ fn context_and_logs_reach_the_guest_and_back() {
     let math = load("math");
     let ctx = TaskContext::new("job-7/slow", 3, "tenant-b");
     let out = runtime()
-        .call(&math, "slow-inc", &[Value::S64(1), Value::U32(1)], &ctx, &limits())
+        .call(
+            &math,
+            "slow-inc",
+            &[Value::S64(1), Value::U32(1)],
+            &ctx,
+            &limits(),
+        )
         .unwrap();
     assert_eq!(out.value, Value::S64(2));
     assert_eq!(
         out.logs,
-        vec![(Level::Debug, "slow-inc(1) sleeping 1 ms (task job-7/slow, attempt 3)".to_string())]
+        vec![(
+            Level::Debug,
+            "slow-inc(1) sleeping 1 ms (task job-7/slow, attempt 3)".to_string()
+        )]
     );
 }
 
@@ -274,11 +320,21 @@ fn calls_that_do_not_fit_are_bad_arguments() {
     assert_eq!(e.message, "`add` takes 2 argument(s), got 1");
     let e = error("math", "inc", &[string("one")]);
     assert_eq!(e.kind, TaskErrorKind::BadArgument);
-    assert_eq!(e.message, "argument `x`: expected s64, found string \"one\"");
+    assert_eq!(
+        e.message,
+        "argument `x`: expected s64, found string \"one\""
+    );
     let e = error("math", "fsum", &[Value::Bulk(Arc::new(Bulk::S64(vec![1])))]);
-    assert_eq!(e.message, "argument `xs`: expected list<f64>, found list<s64> of 1");
+    assert_eq!(
+        e.message,
+        "argument `xs`: expected list<f64>, found list<s64> of 1"
+    );
     let e = error("math", "nope", &[]);
-    assert!(e.message.starts_with("no export `nope` (the component exports: add, clamp,"), "{e}");
+    assert!(
+        e.message
+            .starts_with("no export `nope` (the component exports: add, clamp,"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -304,7 +360,9 @@ fn spinning_times_out_and_the_runtime_carries_on() {
     let faulty = load("faulty");
     let start = Instant::now();
     let limits = Limits::new(64, Duration::from_millis(200));
-    let e = runtime().call(&faulty, "spin", &[], &ctx(), &limits).unwrap_err();
+    let e = runtime()
+        .call(&faulty, "spin", &[], &ctx(), &limits)
+        .unwrap_err();
     let elapsed = start.elapsed();
     assert_eq!(e.kind, TaskErrorKind::Timeout, "{e}");
     assert_eq!(e.message, "exceeded its time limit of 200ms");
@@ -321,7 +379,10 @@ fn memory_is_capped() {
         .call(&faulty, "hog", &[Value::U32(256)], &ctx(), &limits)
         .unwrap_err();
     assert_eq!(e.kind, TaskErrorKind::OutOfMemory, "{e}");
-    assert_eq!(e.to_string(), "ran out of memory: exceeded its memory limit of 64 MiB");
+    assert_eq!(
+        e.to_string(),
+        "ran out of memory: exceeded its memory limit of 64 MiB"
+    );
     let out = runtime()
         .call(&faulty, "hog", &[Value::U32(8)], &ctx(), &limits)
         .unwrap();
@@ -371,14 +432,20 @@ fn precompiled_components_are_cached_on_disk() {
     };
     let inc = |runtime: &Runtime| {
         let math = runtime.load_file(fabric_tests::guest("math")).unwrap();
-        runtime.call(&math, "inc", &[Value::S64(1)], &ctx(), &limits()).unwrap().value
+        runtime
+            .call(&math, "inc", &[Value::S64(1)], &ctx(), &limits())
+            .unwrap()
+            .value
     };
 
     assert_eq!(inc(&with_cache()), Value::S64(2));
     let files = cached_files(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
     let math = load("math");
-    assert!(files[0].ends_with(format!("{}.cwasm", math.hash())), "{files:?}");
+    assert!(
+        files[0].ends_with(format!("{}.cwasm", math.hash())),
+        "{files:?}"
+    );
     let artifact = std::fs::read(&files[0]).unwrap();
 
     // A second runtime loads the artifact.
@@ -405,16 +472,27 @@ fn non_components_are_refused_clearly() {
     );
 
     let e = runtime().load(b"\0asm\x01\0\0\0").unwrap_err();
-    assert!(e.to_string().contains("it is a core WebAssembly module"), "{e}");
+    assert!(
+        e.to_string().contains("it is a core WebAssembly module"),
+        "{e}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbage.wasm");
     std::fs::write(&path, b"\0asm\x0d\0\x01\0garbage").unwrap();
     let e = runtime().load_file(&path).unwrap_err();
     assert!(matches!(e, RuntimeError::Invalid { .. }), "{e:?}");
-    assert!(e.to_string().starts_with(&format!("{}: invalid WebAssembly component", path.display())), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}: invalid WebAssembly component",
+            path.display()
+        )),
+        "{e}"
+    );
 
-    let e = runtime().load_file(dir.path().join("missing.wasm")).unwrap_err();
+    let e = runtime()
+        .load_file(dir.path().join("missing.wasm"))
+        .unwrap_err();
     assert!(matches!(e, RuntimeError::Read { .. }), "{e:?}");
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -16,7 +18,11 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
     };
     if secs <= 0.0 {
         return Err(format!("`{s}`: the duration must be positive"));
@@ -27,7 +33,9 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 /// Parses `512MiB`, `2GiB`, `1.5GB`, `4096KiB`; a bare number is MiB. Returns bytes.
 pub fn size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -40,7 +48,11 @@ pub fn size(s: &str) -> Result<u64, String> {
         "mb" => 1e6,
         "gib" | "g" => (1u64 << 30) as f64,
         "gb" => 1e9,
-        other => return Err(format!("unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (use KiB, MiB or GiB)"
+            ));
+        }
     };
     let bytes = n * mult;
     if bytes < 1.0 {
@@ -80,7 +92,10 @@ mod tests {
         assert_eq!(size("2GiB"), Ok(2 << 30));
         assert_eq!(size("64"), Ok(64 << 20));
         assert!(size("lots").is_err());
-        assert_eq!(resources("gpu=2, fpga=1"), Ok(vec![("gpu".into(), 2), ("fpga".into(), 1)]));
+        assert_eq!(
+            resources("gpu=2, fpga=1"),
+            Ok(vec![("gpu".into(), 2), ("fpga".into(), 1)])
+        );
         assert!(resources("gpu").is_err());
     }
 }

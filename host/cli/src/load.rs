@@ -32,8 +32,10 @@ pub enum LoadError {
 /// Reads, validates and plans `path`, loading the components it names (paths are relative
 /// to the graph file).
 pub fn load(runtime: &Runtime, path: &Path, plan_config: PlanConfig) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read graph `{}`", path.display()))?;
-    let spec = GraphSpec::from_json(&text).with_context(|| format!("`{}` is not a valid graph document", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read graph `{}`", path.display()))?;
+    let spec = GraphSpec::from_json(&text)
+        .with_context(|| format!("`{}` is not a valid graph document", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
 
     // Load (and, the first time, compile) the components in parallel.

@@ -116,9 +116,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     };
     let mut bar = Progress::new(loaded.plan.task_count() as u64);
     let t_run = Instant::now();
-    let report = fabric_local::run(&runtime, loaded.plan.clone(), loaded.components, &config, |p| {
-        bar.update(p.done_tasks + p.erred_tasks)
-    });
+    let report = fabric_local::run(
+        &runtime,
+        loaded.plan.clone(),
+        loaded.components,
+        &config,
+        |p| bar.update(p.done_tasks + p.erred_tasks),
+    );
     bar.finish();
     let run_time = t_run.elapsed();
     if a.timings {
@@ -174,7 +178,11 @@ fn finish(report: JobReport) -> ExitCode {
         "error: {failed} task{} failed{}",
         if failed == 1 { "" } else { "s" },
         if skipped > 0 {
-            format!("; {skipped} task{} that depend{} on them did not run", if skipped == 1 { "" } else { "s" }, if skipped == 1 { "s" } else { "" })
+            format!(
+                "; {skipped} task{} that depend{} on them did not run",
+                if skipped == 1 { "" } else { "s" },
+                if skipped == 1 { "s" } else { "" }
+            )
         } else {
             String::new()
         }
@@ -240,8 +248,10 @@ impl Progress {
         if self.bar.is_none() && self.start.elapsed() > Duration::from_millis(300) {
             let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} tasks  {per_sec}  eta {eta}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {pos}/{len} tasks  {per_sec}  eta {eta}",
+                )
+                .expect("valid template"),
             );
             self.bar = Some(bar);
         }

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use fabric_core::{
-    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx, Value, WorkerId, WorkerSpec,
+    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx, Value,
+    WorkerId, WorkerSpec,
 };
 use fabric_runtime::{Component, Limits, Runtime, TaskError};
 use fabric_worker::{JobCode, run_unit};
@@ -93,10 +94,13 @@ pub fn run(
         for w in 0..workers {
             let (tx, rx) = unbounded::<Vec<Work>>();
             inboxes.push(tx);
-            let (runtime, job, store, events) = (runtime, job_code.clone(), store.clone(), events_tx.clone());
+            let (runtime, job, store, events) =
+                (runtime, job_code.clone(), store.clone(), events_tx.clone());
             thread::Builder::new()
                 .name(format!("fabric-worker-{w}"))
-                .spawn_scoped(scope, move || worker_loop(w as WorkerId, runtime, &job, &store, rx, events))
+                .spawn_scoped(scope, move || {
+                    worker_loop(w as WorkerId, runtime, &job, &store, rx, events)
+                })
                 .expect("cannot spawn a worker thread");
         }
         drop(events_tx);
@@ -127,10 +131,20 @@ pub fn run(
             };
             for event in std::iter::once(first).chain(events.try_iter()) {
                 match event {
-                    Event::Finished { worker, unit, nbytes, micros } => {
+                    Event::Finished {
+                        worker,
+                        unit,
+                        nbytes,
+                        micros,
+                    } => {
                         sched.on_unit_finished(worker, job, unit, nbytes, micros, &mut comm);
                     }
-                    Event::Failed { worker, unit, task, error } => {
+                    Event::Failed {
+                        worker,
+                        unit,
+                        task,
+                        error,
+                    } => {
                         let failure = Failure {
                             task,
                             message: error.to_string().into(),
@@ -164,7 +178,9 @@ pub fn run(
                     .rev()
                     .find(|(t, _)| *t == f.task)
                     .map(|(_, e)| e.clone())
-                    .unwrap_or_else(|| TaskError::new(fabric_runtime::TaskErrorKind::Host, f.message.to_string()));
+                    .unwrap_or_else(|| {
+                        TaskError::new(fabric_runtime::TaskErrorKind::Host, f.message.to_string())
+                    });
                 TaskFailure {
                     task: graph.id(f.task).to_string(),
                     call: graph.func(f.task).name(),
@@ -254,7 +270,9 @@ impl Store {
 
     fn lock(&self, unit: UnitIdx) -> std::sync::MutexGuard<'_, Option<Value>> {
         // A poisoned slot only means a worker panicked while holding it; the value is intact.
-        self.slots[unit as usize].lock().unwrap_or_else(|e| e.into_inner())
+        self.slots[unit as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn put(&self, unit: UnitIdx, value: Value) {
@@ -288,7 +306,13 @@ impl LocalComm {
         }
     }
 
-    fn flush(&mut self, sched: &Scheduler, job: JobId, inboxes: &[Sender<Vec<Work>>], store: &Store) {
+    fn flush(
+        &mut self,
+        sched: &Scheduler,
+        job: JobId,
+        inboxes: &[Sender<Vec<Work>>],
+        store: &Store,
+    ) {
         for u in self.releases.drain(..) {
             store.take(u);
         }

@@ -33,9 +33,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let generic = runtime(false)?;
     let start = Instant::now();
     let fast_math = fast.load_file(&path)?;
-    println!("compile math.wasm: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "compile math.wasm: {:.1} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
     let generic_math = generic.load_file(&path)?;
-    let paths = [("typed", &fast, &fast_math), ("Val", &generic, &generic_math)];
+    let paths = [
+        ("typed", &fast, &fast_math),
+        ("Val", &generic, &generic_math),
+    ];
 
     println!("\ninc(x): fresh store + instantiate + call + drop, one thread");
     for (name, runtime, math) in paths {
@@ -74,15 +80,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("\n{label} ({mib:.0} MiB of f64), whole call");
         for (name, runtime, math) in paths {
             let per_call = time_per_call(10, || {
-                runtime.call(math, export, args, &ctx, &limits).expect("bulk call");
+                runtime
+                    .call(math, export, args, &ctx, &limits)
+                    .expect("bulk call");
             });
             let secs = per_call.as_secs_f64();
-            println!("  {name:>5}: {:.1} ms, {:.2} GB/s", secs * 1e3, bytes / secs);
+            println!(
+                "  {name:>5}: {:.1} ms, {:.2} GB/s",
+                secs * 1e3,
+                bytes / secs
+            );
         }
     };
     bulk("fsum(xs): 1M f64 in", "fsum", std::slice::from_ref(&xs), gb);
     bulk("seq(n): 1M f64 out", "seq", &[Value::U32(N as u32)], gb);
-    bulk("scale(xs, k): 1M f64 in and out", "scale", &[xs.clone(), Value::F64(2.0)], 2.0 * gb);
+    bulk(
+        "scale(xs, k): 1M f64 in and out",
+        "scale",
+        &[xs.clone(), Value::F64(2.0)],
+        2.0 * gb,
+    );
     check(&fast, &fast_math, &ctx, &limits);
     Ok(())
 }

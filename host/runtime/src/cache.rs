@@ -67,7 +67,9 @@ impl DiskCache {
             .and_then(|bytes| write_atomically(&path, &bytes).map_err(|e| e.to_string()));
         match result {
             Ok(()) => tracing::debug!(path = %path.display(), "cached precompiled component"),
-            Err(e) => tracing::warn!(path = %path.display(), "cannot cache precompiled component: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot cache precompiled component: {e}")
+            }
         }
     }
 }

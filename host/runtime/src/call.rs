@@ -27,7 +27,11 @@ pub struct TaskContext {
 
 impl TaskContext {
     /// A context for a task.
-    pub fn new(task_id: impl Into<Arc<str>>, attempt: u32, tenant: impl Into<Arc<str>>) -> TaskContext {
+    pub fn new(
+        task_id: impl Into<Arc<str>>,
+        attempt: u32,
+        tenant: impl Into<Arc<str>>,
+    ) -> TaskContext {
         TaskContext {
             task_id: task_id.into(),
             attempt,
@@ -72,7 +76,10 @@ pub(crate) fn call(
     let bad = |message: String| TaskError::new(TaskErrorKind::BadArgument, message);
     let entry = component.entry(export).ok_or_else(|| {
         let names: Vec<&str> = component.exports().keys().map(String::as_str).collect();
-        bad(format!("no export `{export}` (the component exports: {})", names.join(", ")))
+        bad(format!(
+            "no export `{export}` (the component exports: {})",
+            names.join(", ")
+        ))
     })?;
     if let Some(why) = &entry.unsupported {
         return Err(bad(format!("`{export}` cannot be called: {why}")));
@@ -104,7 +111,9 @@ pub(crate) fn call(
                 Failure::BadArgument(message) => (TaskErrorKind::BadArgument, message),
                 Failure::Host(message) => (TaskErrorKind::Host, message),
             };
-            Err(with_leftovers(kind, message, leftovers))
+            let error = with_leftovers(kind, message, leftovers);
+            tracing::debug!(task = %ctx.task_id, export, %error, "task failed");
+            Err(error)
         }
     }
 }
@@ -160,7 +169,11 @@ fn finish(value: Value, entry: &Export, leftovers: Leftovers) -> Result<CallOutp
                     Some(Value::String(s)) => s.to_string(),
                     Some(other) => other.to_json().to_string(),
                 };
-                return Err(with_leftovers(TaskErrorKind::GuestError, message, leftovers));
+                return Err(with_leftovers(
+                    TaskErrorKind::GuestError,
+                    message,
+                    leftovers,
+                ));
             }
         },
         (_, value) => value,
@@ -185,20 +198,38 @@ fn with_leftovers(kind: TaskErrorKind, message: String, leftovers: Leftovers) ->
 
 /// Explains a wasmtime failure: limits first (they cause traps of their own), then a Rust
 /// panic reported on stderr, then the trap itself.
-fn classify(error: &wasmtime::Error, leftovers: &Leftovers, limits: &Limits) -> (TaskErrorKind, String) {
+fn classify(
+    error: &wasmtime::Error,
+    leftovers: &Leftovers,
+    limits: &Limits,
+) -> (TaskErrorKind, String) {
     let trap = error.chain().find_map(|e| e.downcast_ref::<Trap>());
     if leftovers.out_of_memory {
         let limit = format_bytes(limits.memory_bytes);
-        (TaskErrorKind::OutOfMemory, format!("exceeded its memory limit of {limit}"))
+        (
+            TaskErrorKind::OutOfMemory,
+            format!("exceeded its memory limit of {limit}"),
+        )
     } else if trap == Some(&Trap::Interrupt) {
         let limit = format_duration(limits.timeout);
-        (TaskErrorKind::Timeout, format!("exceeded its time limit of {limit}"))
+        (
+            TaskErrorKind::Timeout,
+            format!("exceeded its time limit of {limit}"),
+        )
     } else if let Some(message) = panic_message(&leftovers.stderr) {
         (TaskErrorKind::Panic, message)
-    } else if let Some(exit) = error.chain().find_map(|e| e.downcast_ref::<wasmtime_wasi::I32Exit>()) {
-        (TaskErrorKind::Trap, format!("exited with status {}", exit.0))
+    } else if let Some(exit) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<wasmtime_wasi::I32Exit>())
+    {
+        (
+            TaskErrorKind::Trap,
+            format!("exited with status {}", exit.0),
+        )
     } else if let Some(trap) = trap {
-        (TaskErrorKind::Trap, trap.to_string())
+        let message = trap.to_string();
+        let message = message.strip_prefix("wasm trap: ").unwrap_or(&message);
+        (TaskErrorKind::Trap, message.to_string())
     } else if error.chain().any(|e| e.is::<PoolConcurrencyLimitError>()) {
         (TaskErrorKind::Host, format!("{error:#}"))
     } else {
@@ -223,7 +254,7 @@ mod tests {
     #[test]
     fn finds_panic_messages() {
         let stderr = "hello\nthread '<unnamed>' panicked at src/lib.rs:12:5:\nkaboom\nline two\n\
-                      note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+                      note: run with `RUST_BACKTRACE=1` to display a backtrace\n";
         assert_eq!(panic_message(stderr).as_deref(), Some("kaboom\nline two"));
         assert_eq!(
             panic_message("thread 'main' panicked at a.rs:1:1:\nbye\n").as_deref(),

@@ -46,7 +46,9 @@ impl Buffer {
     fn text(&self) -> String {
         let mut bytes = self.head.clone();
         if self.omitted > 0 {
-            bytes.extend_from_slice(format!("\n[... {} bytes omitted ...]\n", self.omitted).as_bytes());
+            bytes.extend_from_slice(
+                format!("\n[... {} bytes omitted ...]\n", self.omitted).as_bytes(),
+            );
         }
         bytes.extend(&self.tail);
         match String::from_utf8(bytes) {
@@ -115,7 +117,11 @@ impl Pollable for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -144,16 +150,26 @@ mod tests {
         let c = Capture::default();
         c.write_bytes(&vec![b'a'; HALF]);
         c.write_bytes(&vec![b'b'; HALF]);
-        c.write_bytes(&vec![b'c'; 10]);
+        c.write_bytes(&[b'c'; 10]);
         c.write_bytes(b"end");
         let text = c.text();
         assert!(text.starts_with(&"a".repeat(HALF)));
-        assert!(text.contains("[... 13 bytes omitted ...]"), "{}", &text[HALF..HALF + 40]);
+        assert!(
+            text.contains("[... 13 bytes omitted ...]"),
+            "{}",
+            &text[HALF..HALF + 40]
+        );
         assert!(text.ends_with("cccend"));
-        assert_eq!(text.len(), 2 * HALF + "\n[... 13 bytes omitted ...]\n".len());
+        assert_eq!(
+            text.len(),
+            2 * HALF + "\n[... 13 bytes omitted ...]\n".len()
+        );
 
         let c = Capture::default();
         c.write_bytes(&vec![b'x'; 5 * HALF]);
-        assert!(c.text().contains(&format!("[... {} bytes omitted ...]", 3 * HALF)));
+        assert!(
+            c.text()
+                .contains(&format!("[... {} bytes omitted ...]", 3 * HALF))
+        );
     }
 }

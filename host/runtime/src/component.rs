@@ -59,6 +59,7 @@ impl Component {
         let engine = compiled.engine();
         let mut found: Vec<(String, ComponentFunc, ComponentExportIndex)> = Vec::new();
         let ty = compiled.component_type();
+        let mut interfaces: Vec<(&str, &str)> = Vec::new();
         for (name, item) in ty.exports(engine) {
             match item.ty {
                 ComponentItem::ComponentFunc(func) => {
@@ -70,12 +71,25 @@ impl Component {
                     let Some(instance_index) = compiled.get_export_index(None, name) else {
                         continue;
                     };
+                    // Interfaces go by their short name, unless another interface took it.
+                    let short = interface_name(name);
+                    let prefix = if interfaces
+                        .iter()
+                        .any(|&(s, full)| s == short && full != name)
+                    {
+                        name
+                    } else {
+                        interfaces.push((short, name));
+                        short
+                    };
                     for (func_name, item) in instance.exports(engine) {
                         let ComponentItem::ComponentFunc(func) = item.ty else {
                             continue;
                         };
-                        if let Some(index) = compiled.get_export_index(Some(&instance_index), func_name) {
-                            found.push((format!("{}.{func_name}", interface_name(name)), func, index));
+                        if let Some(index) =
+                            compiled.get_export_index(Some(&instance_index), func_name)
+                        {
+                            found.push((format!("{prefix}.{func_name}"), func, index));
                         }
                     }
                 }
@@ -128,7 +142,8 @@ impl Component {
 
     /// The exported functions by name: functions at the root of the component's world by
     /// their name, functions of an exported interface as `{interface}.{function}` (the
-    /// interface named without package or version, e.g. `ops.inc`).
+    /// interface named without package or version, e.g. `ops.inc`; should two exported
+    /// interfaces share that short name, the second keeps its full name).
     pub fn exports(&self) -> &BTreeMap<String, FuncType> {
         &self.exports
     }

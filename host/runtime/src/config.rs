@@ -55,7 +55,8 @@ fn default_cache_dir() -> Option<PathBuf> {
 /// What one task may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Linear memory, in bytes, summed over the component's memories. Default 512 MiB.
+    /// Size, in bytes, each linear memory may grow to (a task component normally has
+    /// one). Default 512 MiB.
     pub memory_bytes: u64,
     /// Wall-clock time of the call (instantiation included). Default 60 s.
     pub timeout: Duration,
@@ -83,9 +84,9 @@ impl Limits {
 /// Formats a byte count for messages: `64 MiB`, `2 GiB`, `1.5 MiB`, `1000 bytes`.
 pub(crate) fn format_bytes(bytes: u64) -> String {
     const GIB: u64 = 1 << 30;
-    if bytes >= GIB && bytes % GIB == 0 {
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
         format!("{} GiB", bytes / GIB)
-    } else if bytes >= MIB && bytes % MIB == 0 {
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else if bytes >= MIB {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)
@@ -98,7 +99,7 @@ pub(crate) fn format_bytes(bytes: u64) -> String {
 pub(crate) fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d < Duration::from_secs(1) && d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d < Duration::from_secs(1) && d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{:?}", d)

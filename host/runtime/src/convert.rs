@@ -315,7 +315,10 @@ mod tests {
     #[test]
     fn round_trips_through_val() {
         let cases = [
-            (Type::list(Type::F64), Value::Bulk(Arc::new(Bulk::F64(vec![1.0, 2.5])))),
+            (
+                Type::list(Type::F64),
+                Value::Bulk(Arc::new(Bulk::F64(vec![1.0, 2.5]))),
+            ),
             (
                 Type::list(Type::Tuple(Arc::from([Type::String, Type::U32]))),
                 Value::List(Arc::from([Value::Tuple(Arc::from([
@@ -327,7 +330,10 @@ mod tests {
                 record_type(),
                 Value::Record(Arc::from([
                     (Arc::from("name"), Value::String("x".into())),
-                    (Arc::from("score"), Value::Option(Some(Box::new(Value::F64(0.5))))),
+                    (
+                        Arc::from("score"),
+                        Value::Option(Some(Box::new(Value::F64(0.5)))),
+                    ),
                 ])),
             ),
             (
@@ -338,14 +344,20 @@ mod tests {
                 Value::Result(Err(Some(Box::new(Value::String("no".into()))))),
             ),
             (
-                Type::Variant(Arc::from([(Arc::from("a"), None), (Arc::from("b"), Some(Type::S8))])),
+                Type::Variant(Arc::from([
+                    (Arc::from("a"), None),
+                    (Arc::from("b"), Some(Type::S8)),
+                ])),
                 Value::Variant("b".into(), Some(Box::new(Value::S8(-3)))),
             ),
             (
                 Type::Flags(Arc::from([Arc::from("r"), Arc::from("w")])),
                 Value::Flags(Arc::from([Arc::from("w")])),
             ),
-            (Type::list(Type::S64), Value::Bulk(Arc::new(Bulk::S64(vec![])))),
+            (
+                Type::list(Type::S64),
+                Value::Bulk(Arc::new(Bulk::S64(vec![]))),
+            ),
         ];
         for (ty, value) in cases {
             let val = to_val(&value, &ty).unwrap();
@@ -365,7 +377,10 @@ mod tests {
 
         let missing = Value::Record(Arc::from([(Arc::from("score"), Value::Option(None))]));
         let err = to_val(&missing, &record_type()).unwrap_err();
-        assert_eq!(err.to_string(), "at .name: expected string, found nothing (missing field)");
+        assert_eq!(
+            err.to_string(),
+            "at .name: expected string, found nothing (missing field)"
+        );
 
         let bulk = Value::Bulk(Arc::new(Bulk::S64(vec![1])));
         let err = to_val(&bulk, &Type::list(Type::F64)).unwrap_err();

@@ -42,3 +42,17 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_promptly_when_dropped() {
+        let ticker = EpochTicker::start(Engine::default()).unwrap();
+        std::thread::sleep(TICK * 3);
+        let start = std::time::Instant::now();
+        drop(ticker); // joins the thread
+        assert!(start.elapsed() < TICK * 20, "{:?}", start.elapsed());
+    }
+}

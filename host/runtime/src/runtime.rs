@@ -61,7 +61,10 @@ impl Runtime {
         let linker = host::linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
-        let disk = config.cache_dir.as_deref().map(|dir| DiskCache::new(dir, &engine));
+        let disk = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| DiskCache::new(dir, &engine));
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -95,7 +98,11 @@ impl Runtime {
         self.load_from(&bytes, Some(path.display().to_string()))
     }
 
-    fn load_from(&self, bytes: &[u8], origin: Option<String>) -> Result<Arc<Component>, RuntimeError> {
+    fn load_from(
+        &self,
+        bytes: &[u8],
+        origin: Option<String>,
+    ) -> Result<Arc<Component>, RuntimeError> {
         let hash = blake3::hash(bytes);
         if let Some(component) = self.loaded().get(hash.as_bytes()) {
             return Ok(component.clone());
@@ -113,7 +120,10 @@ impl Runtime {
         )?;
         // Two threads may have loaded the same bytes at once: the first one in wins.
         let mut loaded = self.loaded();
-        Ok(loaded.entry(*hash.as_bytes()).or_insert_with(|| Arc::new(component)).clone())
+        Ok(loaded
+            .entry(*hash.as_bytes())
+            .or_insert_with(|| Arc::new(component))
+            .clone())
     }
 
     fn compile(
@@ -123,7 +133,12 @@ impl Runtime {
         origin: &str,
     ) -> Result<wasmtime::component::Component, RuntimeError> {
         let engine = &self.inner.engine;
-        if let Some(component) = self.inner.disk.as_ref().and_then(|disk| disk.load(engine, hash)) {
+        if let Some(component) = self
+            .inner
+            .disk
+            .as_ref()
+            .and_then(|disk| disk.load(engine, hash))
+        {
             return Ok(component);
         }
         let start = std::time::Instant::now();
@@ -141,7 +156,10 @@ impl Runtime {
     }
 
     fn loaded(&self) -> MutexGuard<'_, FxHashMap<[u8; 32], Arc<Component>>> {
-        self.inner.loaded.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Calls `export` of `component` with `args`, in a fresh instance under `limits`
@@ -175,7 +193,9 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, RuntimeError> {
         )));
     }
     if config.max_instances == 0 {
-        return Err(RuntimeError::Engine("max_instances must be at least 1".into()));
+        return Err(RuntimeError::Engine(
+            "max_instances must be at least 1".into(),
+        ));
     }
     let slots = config.max_instances;
     let mut pool = PoolingAllocationConfig::new();
@@ -189,7 +209,9 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, RuntimeError> {
         .total_tables(slots.saturating_mul(8))
         .max_tables_per_component(16)
         .total_stacks(slots)
-        .max_memory_size(usize::try_from(u64::from(config.max_memory_mib) * MIB).unwrap_or(usize::MAX));
+        .max_memory_size(
+            usize::try_from(u64::from(config.max_memory_mib) * MIB).unwrap_or(usize::MAX),
+        );
     if PoolingAllocationConfig::is_pagemap_scan_available() {
         // Reset only the pages a task dirtied, in place, instead of `madvise`-ing whole
         // slots: no page faults on reuse and no TLB shootdowns between threads (measured:
@@ -228,6 +250,8 @@ fn check_header(bytes: &[u8], origin: &str) -> Result<(), RuntimeError> {
         Some([0, b'a', b's', b'm', ..]) => Err(not_a_component(
             "unknown WebAssembly version (this runtime reads components of the 0.2 model)",
         )),
-        _ => Err(not_a_component("the file does not start with the WebAssembly magic number")),
+        _ => Err(not_a_component(
+            "the file does not start with the WebAssembly magic number",
+        )),
     }
 }

@@ -31,7 +31,7 @@ pub(crate) struct TaskState {
     pub(crate) ctx: TaskContext,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limiter: Limiter,
+    limiter: Limiter,
     pub(crate) logs: Logs,
     stdout: Capture,
     stderr: Capture,
@@ -97,11 +97,12 @@ impl TaskState {
     }
 }
 
-/// Epoch ticks to wait for `timeout` to certainly pass: the current tick may be nearly over.
+/// Epoch ticks to wait for `timeout` to certainly pass: the current tick may be nearly
+/// over. At most `u64::MAX / 2`, as wasmtime adds it to the current epoch.
 fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
-    let tick = tick.as_nanos().max(1);
-    let ticks = timeout.as_nanos().div_ceil(tick);
-    u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+    const FOREVER: u64 = u64::MAX / 2;
+    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u64::try_from(ticks).map_or(FOREVER, |t| t.saturating_add(1).min(FOREVER))
 }
 
 impl WasiView for TaskState {
@@ -212,7 +213,10 @@ impl Logs {
     fn take(&mut self) -> Vec<(Level, String)> {
         let mut lines = std::mem::take(&mut self.lines);
         if self.dropped > 0 {
-            lines.push((Level::Warn, format!("[{} more log lines dropped]", self.dropped)));
+            lines.push((
+                Level::Warn,
+                format!("[{} more log lines dropped]", self.dropped),
+            ));
         }
         lines
     }
@@ -228,7 +232,7 @@ mod tests {
         assert_eq!(deadline_ticks(Duration::from_millis(200), tick), 41);
         assert_eq!(deadline_ticks(Duration::from_millis(201), tick), 42);
         assert_eq!(deadline_ticks(Duration::ZERO, tick), 1);
-        assert!(deadline_ticks(Duration::MAX, tick) < u64::MAX);
+        assert_eq!(deadline_ticks(Duration::MAX, tick), u64::MAX / 2);
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub fn run_unit(
                 memory_bytes: o
                     .memory_mib
                     .map_or(job.defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
-                timeout: o.timeout_ms.map_or(job.defaults.timeout, Duration::from_millis),
+                timeout: o
+                    .timeout_ms
+                    .map_or(job.defaults.timeout, Duration::from_millis),
             },
         };
         let ctx = TaskContext::new(graph.ids[t as usize].clone(), attempt, job.tenant.clone());

@@ -577,10 +577,8 @@ impl Scheduler {
     /// Takes a ready or queued unit (given as it was) out of the set or queue holding it.
     fn unqueue(&mut self, k: u64, class: u32, unit: &Unit) {
         match unit.state {
-            UnitState::Ready => {
-                if !self.ready[class as usize].remove(&k) {
-                    self.stranded.remove(&k);
-                }
+            UnitState::Ready if !self.ready[class as usize].remove(&k) => {
+                self.stranded.remove(&k);
             }
             UnitState::Queued(w) => {
                 let w = self.workers[w as usize]
@@ -909,7 +907,9 @@ impl Scheduler {
                     let est = f64::from(cu.est_us);
                     cu.state = UnitState::Waiting;
                     cu.waiting = 1;
-                    let w = self.workers[w_id as usize].as_mut().expect("running on a live worker");
+                    let w = self.workers[w_id as usize]
+                        .as_mut()
+                        .expect("running on a live worker");
                     w.finish(est, &self.classes[class as usize]);
                     self.dirty.push(w_id);
                 }
