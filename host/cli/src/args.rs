@@ -24,10 +24,10 @@ pub fn duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if secs <= 0.0 {
-        return Err(format!("`{s}`: the duration must be positive"));
+    if !(secs >= 0.001) {
+        return Err(format!("`{s}`: the duration must be at least 1ms"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
 }
 
 /// Parses `512MiB`, `2GiB`, `1.5GB`, `4096KiB`; a bare number is MiB. Returns bytes.
@@ -55,14 +55,18 @@ pub fn size(s: &str) -> Result<u64, String> {
         }
     };
     let bytes = n * mult;
-    if bytes < 1.0 {
-        return Err(format!("`{s}`: the size must be positive"));
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("`{s}`: the size must be between 1 byte and 16 EiB"));
     }
     Ok(bytes as u64)
 }
 
+/// Resources a worker offers, e.g. `gpu=2,fpga=1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources(pub Vec<(String, u32)>);
+
 /// Parses `gpu=2,fpga=1` into name/amount pairs.
-pub fn resources(s: &str) -> Result<Vec<(String, u32)>, String> {
+pub fn resources(s: &str) -> Result<Resources, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
@@ -73,9 +77,14 @@ pub fn resources(s: &str) -> Result<Vec<(String, u32)>, String> {
                 .trim()
                 .parse()
                 .map_err(|_| format!("`{pair}`: the amount must be a whole number"))?;
-            Ok((name.trim().to_string(), amount))
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(format!("`{pair}`: the resource needs a name"));
+            }
+            Ok((name.to_string(), amount))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Resources)
 }
 
 #[cfg(test)]
@@ -88,6 +97,8 @@ mod tests {
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
         assert!(duration("3 days").is_err());
+        assert!(duration("100000000000000000000s").is_err());
+        assert!(duration("0.0000001ms").is_err());
         assert_eq!(size("512MiB"), Ok(512 << 20));
         assert_eq!(size("2GiB"), Ok(2 << 30));
         assert_eq!(size("64"), Ok(64 << 20));

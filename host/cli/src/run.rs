@@ -57,7 +57,7 @@ pub struct RunArgs {
     memory: u64,
     /// Resources each local worker offers, for tasks that ask for some (e.g. gpu=1).
     #[arg(long, value_name = "NAME=N,...", value_parser = args::resources)]
-    resources: Option<Vec<(String, u32)>>,
+    resources: Option<args::Resources>,
     /// The tenant the job runs for.
     #[arg(long, default_value = "default")]
     tenant: String,
@@ -111,7 +111,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let config = LocalConfig {
         workers: a.workers.unwrap_or_else(|| LocalConfig::default().workers),
         limits,
-        resources: a.resources.unwrap_or_default(),
+        resources: a.resources.unwrap_or_default().0,
         tenant: a.tenant,
     };
     let mut bar = Progress::new(loaded.plan.task_count() as u64);
@@ -149,7 +149,7 @@ fn finish(report: JobReport) -> ExitCode {
             }
             out.push_str(&serde_json::to_string(id).expect("strings serialize"));
             out.push_str(": ");
-            out.push_str(&value.to_json().to_string());
+            out.push_str(&serde_json::to_string(value).expect("values serialize"));
         }
         out.push('}');
         let mut stdout = std::io::stdout().lock();

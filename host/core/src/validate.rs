@@ -592,6 +592,12 @@ impl ArgBuilder<'_> {
         // An upstream task whose call is invalid was reported already.
         let func = self.outputs[t as usize]?;
         let found = &self.funcs[func as usize].output;
+        // A `T` fills an `option<T>` as `some`.
+        if let Type::Option(inner) = ty
+            && **inner == *found
+        {
+            return Some(Arg::Some(Box::new(Arg::Ref(t))));
+        }
         if found != ty {
             self.errors.push(GraphError::EdgeType {
                 task: self.task.into(),
@@ -690,12 +696,15 @@ fn find_cycles(tasks: &[Task], ids: &[Arc<str>]) -> Vec<GraphError> {
                 }
                 ON_PATH => {
                     let from = path.iter().position(|&p| p == next).expect("on path");
-                    // `path` runs consumer -> dependency; print data flow: dependency first.
-                    let mut names: Vec<String> = path[from..]
-                        .iter()
-                        .rev()
-                        .map(|&p| ids[p as usize].to_string())
-                        .collect();
+                    // `path` runs consumer -> dependency; print data flow (dependency
+                    // first), starting at the task written first in the document.
+                    let mut cycle: Vec<u32> = path[from..].iter().rev().copied().collect();
+                    let first = (0..cycle.len())
+                        .min_by_key(|&i| cycle[i])
+                        .expect("a cycle has a task");
+                    cycle.rotate_left(first);
+                    let mut names: Vec<String> =
+                        cycle.iter().map(|&p| ids[p as usize].to_string()).collect();
                     names.push(names[0].clone());
                     cycles.push(GraphError::Cycle { path: names });
                     break;
@@ -1271,20 +1280,28 @@ mod tests {
     /// output of a task returning `T` cannot be passed where `option<T>` is expected (a
     /// literal `T` can, and so can a list containing refs where `option<list<T>>` is).
     #[test]
-    fn a_bare_ref_must_match_an_option_exactly() {
-        assert_eq!(
-            problem(
-                r#"{"i": {"call": "m/inc", "args": [1]}, "t": {"call": "m/maybe", "args": [{"ref": "i"}]}}"#,
-                &["t"]
-            ),
-            "task `t`: argument 1 (`o`) expects option<s64>, but `i` returns s64"
+    fn a_bare_ref_fills_an_option_as_some() {
+        let g = ok(
+            r#"{"i": {"call": "m/inc", "args": [1]}, "t": {"call": "m/maybe", "args": [{"ref": "i"}]}}"#,
+            &["t"],
         );
+        let i = idx(&g, "i");
+        assert_eq!(
+            &*g.tasks[idx(&g, "t") as usize].args,
+            &[Arg::Some(Box::new(Arg::Ref(i)))]
+        );
+        let g = ok(
+            r#"{"s": {"call": "m/name"}, "t": {"call": "m/point", "args": [{"x": 1, "y": 2, "label": {"ref": "s"}}]}}"#,
+            &["t"],
+        );
+        assert_eq!(&*g.tasks[idx(&g, "t") as usize].deps, &[idx(&g, "s")]);
+        // Anything else still has to match exactly.
         assert_eq!(
             problem(
-                r#"{"s": {"call": "m/name"}, "t": {"call": "m/point", "args": [{"x": 1, "y": 2, "label": {"ref": "s"}}]}}"#,
+                r#"{"i": {"call": "m/name"}, "t": {"call": "m/maybe", "args": [{"ref": "i"}]}}"#,
                 &["t"]
             ),
-            "task `t`: argument 1 (`p`) at .label expects option<string>, but `s` returns string"
+            "task `t`: argument 1 (`o`) expects option<s64>, but `i` returns string"
         );
     }
 
@@ -1398,7 +1415,6 @@ mod tests {
                 "task `p`: argument 1 (`t`) at [0] expects s64, but `x` returns string",
                 "task `p`: argument 1 (`t`) at [1] expects string, but `i` returns s64",
                 "task `o`: argument 1 (`o`) at [0] expects s64, but `x` returns string",
-                "task `n`: argument 1 (`o`) at .some expects option<s64>, but `i` returns s64",
                 "task `e`: argument 1 (`r`) at .err expects string, but `i` returns s64",
                 "task `v`: argument 1 (`v`) at .num expects s64, but `x` returns string",
             ]
@@ -1480,12 +1496,13 @@ mod tests {
 
     #[test]
     fn cycles_are_named_in_data_flow_order() {
-        // b uses a, c uses b, a uses c; `out` depends on the cycle without being on it.
+        // b uses a, c uses b, a uses c; `out` depends on the cycle without being on it. The
+        // cycle starts at the task written first.
         let e = errors(
-            r#"{"c": {"call": "m/inc", "args": [{"ref": "b"}]},
-                "b": {"call": "m/inc", "args": [{"ref": "a"}]},
+            r#"{"out": {"call": "m/inc", "args": [{"ref": "c"}]},
                 "a": {"call": "m/inc", "args": [{"ref": "c"}]},
-                "out": {"call": "m/inc", "args": [{"ref": "c"}]}}"#,
+                "c": {"call": "m/inc", "args": [{"ref": "b"}]},
+                "b": {"call": "m/inc", "args": [{"ref": "a"}]}}"#,
             &["out"],
         );
         assert_eq!(
@@ -1526,7 +1543,7 @@ mod tests {
                 "y": {"call": "m/sum", "args": [[1, {"ref": "x"}]]}}"#,
             &["p", "x"],
         );
-        assert_eq!(m, ["cycle: q -> p -> q", "cycle: y -> x -> y"]);
+        assert_eq!(m, ["cycle: p -> q -> p", "cycle: x -> y -> x"]);
         // Tasks with invalid calls still form cycles.
         let m = messages(
             r#"{"a": {"call": "m/nope", "args": [{"ref": "b"}]},
@@ -1606,9 +1623,9 @@ mod tests {
         };
         assert_eq!(path.len(), n + 1);
         assert_eq!(path.first(), path.last());
-        // t1 uses t0, t2 uses t1, ..., t0 uses t199999.
-        assert_eq!(path[..3], ["t1", "t2", "t3"]);
-        assert_eq!(path[n - 1], "t0");
+        // t1 uses t0, t2 uses t1, ..., t0 uses t199999; printed from t0, written first.
+        assert_eq!(path[..3], ["t0", "t1", "t2"]);
+        assert_eq!(path[n - 1], format!("t{}", n - 1));
     }
 
     #[test]

@@ -211,6 +211,48 @@ impl Value {
     }
 }
 
+/// Serializes with the JSON mapping of [`Value::to_json`], keeping record fields in their
+/// declared order (a `serde_json::Value` would sort them).
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        fn single<S: serde::Serializer>(
+            s: S,
+            key: &str,
+            v: Option<&Value>,
+        ) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry(key, &v)?;
+            m.end()
+        }
+        match self {
+            Value::List(vs) | Value::Tuple(vs) => {
+                let mut seq = s.serialize_seq(Some(vs.len()))?;
+                for v in vs.iter() {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Record(fields) => {
+                let mut m = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields.iter() {
+                    m.serialize_entry(&**k, v)?;
+                }
+                m.end()
+            }
+            Value::Variant(case, Some(v)) => single(s, case, Some(v)),
+            Value::Option(Some(v)) => match &**v {
+                Value::Option(_) => single(s, "some", Some(v)),
+                v => v.serialize(s),
+            },
+            Value::Result(Ok(v)) => single(s, "ok", v.as_deref()),
+            Value::Result(Err(v)) => single(s, "err", v.as_deref()),
+            // Scalars, strings and packed lists have no order to keep.
+            other => other.to_json().serialize(s),
+        }
+    }
+}
+
 fn float_json(x: f64) -> Json {
     match Number::from_f64(x) {
         Some(n) => Json::Number(n),
@@ -556,6 +598,27 @@ mod tests {
         let nested = Type::Option(Arc::new(Type::Option(Arc::new(Type::S32))));
         assert_eq!(rt(json!({"some": null}), &nested), json!({"some": null}));
         assert_eq!(rt(json!(null), &nested), json!(null));
+    }
+
+    #[test]
+    fn serializes_records_in_declared_order() {
+        let rec = Type::Record(Arc::from([
+            (Arc::from("zeta"), Type::U32),
+            (
+                Arc::from("alpha"),
+                Type::Result {
+                    ok: None,
+                    err: Some(Arc::new(Type::String)),
+                },
+            ),
+        ]));
+        let v = Value::from_json(&json!({"alpha": {"err": "e"}, "zeta": 1}), &rec).unwrap();
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"zeta":1,"alpha":{"err":"e"}}"#
+        );
+        let ok = Value::Result(Ok(None));
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":null}"#);
     }
 
     #[test]

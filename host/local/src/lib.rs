@@ -2,6 +2,7 @@
 //! threads of their own, and a shared result store (the workers share memory, so no value is
 //! ever copied between them). This is the engine behind `fabric run`.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
@@ -11,8 +12,8 @@ use fabric_core::{
     Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx, Value,
     WorkerId, WorkerSpec,
 };
-use fabric_runtime::{Component, Limits, Runtime, TaskError};
-use fabric_worker::{JobCode, run_unit};
+use fabric_runtime::{Component, Limits, Runtime, TaskError, TaskErrorKind};
+use fabric_worker::{JobCode, UnitFailure, run_unit};
 
 /// How a local run is set up.
 #[derive(Clone, Debug)]
@@ -178,9 +179,7 @@ pub fn run(
                     .rev()
                     .find(|(t, _)| *t == f.task)
                     .map(|(_, e)| e.clone())
-                    .unwrap_or_else(|| {
-                        TaskError::new(fabric_runtime::TaskErrorKind::Host, f.message.to_string())
-                    });
+                    .unwrap_or_else(|| TaskError::new(TaskErrorKind::Host, f.message.to_string()));
                 TaskFailure {
                     task: graph.id(f.task).to_string(),
                     call: graph.func(f.task).name(),
@@ -231,7 +230,26 @@ fn worker_loop(
         for Work { unit, attempt } in batch {
             let start = Instant::now();
             let input = |t: TaskIdx| store.get(job.plan.unit_of_task[t as usize]);
-            let event = match run_unit(runtime, job, unit, attempt, input) {
+            // A panic here would be a bug in Fabric, not in the guest: report it as the
+            // unit's failure rather than leave the scheduler waiting forever.
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                run_unit(runtime, job, unit, attempt, input)
+            }))
+            .unwrap_or_else(|payload| {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(UnitFailure {
+                    task: job.plan.last_step(unit),
+                    error: TaskError::new(
+                        TaskErrorKind::Host,
+                        format!("internal error in the worker: {what}"),
+                    ),
+                })
+            });
+            let event = match outcome {
                 Ok(value) => {
                     let nbytes = value.size_bytes();
                     store.put(unit, value);

@@ -593,9 +593,17 @@ impl Scheduler {
 
     /// Marks `u` erred with `failure`, and everything downstream erred without running.
     fn fail(&mut self, job_id: JobId, u: UnitIdx, failure: Failure, comm: &mut impl Comm) {
-        let job = self.jobs.get_mut(&job_id).expect("exists");
-        job.failures.push(failure);
-        let plan = job.plan.clone();
+        self.jobs
+            .get_mut(&job_id)
+            .expect("exists")
+            .failures
+            .push(failure);
+        self.err_from(job_id, u, comm);
+    }
+
+    /// Marks `u` and everything downstream of it erred (values already computed stay).
+    fn err_from(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
+        let plan = self.jobs[&job_id].plan.clone();
         let mut stack = vec![u];
         while let Some(x) = stack.pop() {
             let job = self.jobs.get_mut(&job_id).expect("exists");
@@ -935,9 +943,18 @@ impl Scheduler {
                 }
             }
         }
-        // Waiting counts once every revived unit's state is settled, inputs first.
+        // Waiting counts once every revived unit's state is settled, inputs first. A unit
+        // one of whose inputs has failed since it last ran cannot run again.
         for &x in revived.iter().rev() {
             let job = self.jobs.get_mut(&job_id).expect("exists");
+            if plan
+                .deps(x)
+                .iter()
+                .any(|&d| job.units[d as usize].state == UnitState::Erred)
+            {
+                self.err_from(job_id, x, comm);
+                continue;
+            }
             let waiting = plan
                 .deps(x)
                 .iter()
@@ -956,6 +973,30 @@ impl Scheduler {
             job.finished = true;
             comm.job_finished(job_id);
         }
+    }
+
+    /// A description of every unit and worker, for failing tests.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> String {
+        let mut out = String::new();
+        for (j, job) in &self.jobs {
+            for (u, unit) in job.units.iter().enumerate() {
+                out += &format!(
+                    "job {j} unit {u}: {:?} waiting {} refs {} deps {:?}\n",
+                    unit.state,
+                    unit.waiting,
+                    unit.refs,
+                    job.plan.deps(u as UnitIdx)
+                );
+            }
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some(w) = w {
+                out += &format!("worker {i}: running {} queue {:?}\n", w.running, w.queue);
+            }
+        }
+        out += &format!("ready {:?} stranded {:?}\n", self.ready, self.stranded);
+        out
     }
 
     /// Checks every invariant of the state; the error names the first one broken.
@@ -990,6 +1031,14 @@ impl Scheduler {
                         )
                     })
                     .count() as u32;
+                let erred_dep = plan
+                    .deps(u)
+                    .iter()
+                    .any(|&d| job.units[d as usize].state == Erred);
+                // (A value computed before an input was lost and failed on recompute stays.)
+                if erred_dep && matches!(unit.state, Waiting | Ready | Queued(_) | Running(_)) {
+                    return Err(format!("{}: an input failed but it is not erred", at()));
+                }
                 let pinned = u32::from(plan.outputs.contains(&u));
                 if unit.refs != active_consumers + pinned {
                     return Err(format!(
