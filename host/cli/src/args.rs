@@ -24,7 +24,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !(secs >= 0.001) {
+    if secs.is_nan() || secs < 0.001 {
         return Err(format!("`{s}`: the duration must be at least 1ms"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
@@ -105,7 +105,7 @@ mod tests {
         assert!(size("lots").is_err());
         assert_eq!(
             resources("gpu=2, fpga=1"),
-            Ok(vec![("gpu".into(), 2), ("fpga".into(), 1)])
+            Ok(Resources(vec![("gpu".into(), 2), ("fpga".into(), 1)]))
         );
         assert!(resources("gpu").is_err());
     }
