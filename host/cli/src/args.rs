@@ -3,17 +3,21 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
-pub fn duration(s: &str) -> Result<Duration, String> {
+/// Splits `1.5GiB` into `1.5` and `GiB` (trimmed).
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 30s, 2m)"))?;
-    let secs = match unit.trim() {
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (try 500ms, 30s, 2m)"))?;
+    let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" | "min" => n * 60.0,
@@ -32,15 +36,9 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 
 /// Parses `512MiB`, `2GiB`, `1.5GB`, `4096KiB`; a bare number is MiB. Returns bytes.
 pub fn size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (try 512MiB or 2GiB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) =
+        number_and_unit(s).ok_or_else(|| format!("`{s}` is not a size (try 512MiB or 2GiB)"))?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "mib" | "m" => (1u64 << 20) as f64,
         "b" => 1.0,
         "kib" | "k" => 1024.0,

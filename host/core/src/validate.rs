@@ -211,9 +211,13 @@ pub fn validate(spec: GraphSpec, catalog: &Catalog) -> Result<Graph, ValidationR
     if spec.outputs.is_empty() {
         v.errors.push(GraphError::NoOutputs);
     }
+    let mut requested = vec![false; keep.len()];
     for out in &spec.outputs {
         match index.get(out.as_str()) {
-            Some(&t) if !outputs.contains(&t) => outputs.push(t),
+            Some(&t) if !requested[t as usize] => {
+                requested[t as usize] = true;
+                outputs.push(t);
+            }
             Some(_) => {}
             None => v
                 .errors

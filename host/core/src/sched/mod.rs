@@ -144,6 +144,13 @@ struct Job {
     finished: bool,
 }
 
+impl Job {
+    /// The resource class of a unit (0: it asks for none).
+    fn class_of(&self, u: UnitIdx) -> u32 {
+        self.class.get(&u).copied().unwrap_or(0)
+    }
+}
+
 /// A resource class: what some units ask for, e.g. `[(gpu, 1)]`.
 type Demand = SmallVec<[(u32, u32); 2]>;
 
@@ -380,7 +387,7 @@ impl Scheduler {
         };
         for (u, unit) in j.units.iter().enumerate() {
             let k = key(job, j.plan.priority[u]);
-            let class = j.class.get(&(u as UnitIdx)).copied().unwrap_or(0);
+            let class = j.class_of(u as UnitIdx);
             match unit.state {
                 UnitState::Ready | UnitState::Queued(_) => self.unqueue(k, class, unit),
                 UnitState::Running(w) => {
@@ -485,7 +492,7 @@ impl Scheduler {
         unit.state = UnitState::Memory;
         unit.nbytes = nbytes;
         unit.holders.push(worker);
-        let class = job.class.get(&u).copied().unwrap_or(0);
+        let class = job.class_of(u);
         let w = self.workers[worker as usize]
             .as_mut()
             .expect("running on a live worker");
@@ -552,7 +559,7 @@ impl Scheduler {
         let est = f64::from(unit.est_us);
         unit.attempts = unit.attempts.saturating_add(1);
         let attempts = unit.attempts;
-        let class = job.class.get(&u).copied().unwrap_or(0);
+        let class = job.class_of(u);
         let retries = job.plan.graph.tasks[failure.task as usize]
             .options
             .as_ref()
@@ -612,7 +619,7 @@ impl Scheduler {
                 UnitState::Erred | UnitState::Memory | UnitState::Released => continue,
                 UnitState::Ready | UnitState::Queued(_) => {
                     let k = key(job_id, plan.priority[x as usize]);
-                    let class = job.class.get(&x).copied().unwrap_or(0);
+                    let class = job.class_of(x);
                     let unit = job.units[x as usize].clone();
                     self.unqueue(k, class, &unit);
                 }
@@ -652,7 +659,7 @@ impl Scheduler {
     /// All inputs of `u` are in memory: queue it.
     fn make_ready(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
         let job = &self.jobs[&job_id];
-        let class = job.class.get(&u).copied().unwrap_or(0);
+        let class = job.class_of(u);
         let k = key(job_id, job.plan.priority[u as usize]);
         let demand = &self.classes[class as usize];
         if !self.workers.iter().flatten().any(|w| w.could_run(demand)) {
@@ -794,31 +801,25 @@ impl Scheduler {
                 continue;
             };
             let (job_id, priority) = unkey(k);
+            let u = self.jobs[&job_id].plan.by_priority[priority as usize];
+            // A root is estimated when it starts: durations learned since it became ready count.
+            let fresh_estimate = (!from_own).then(|| self.estimate(job_id, u));
             let job = self
                 .jobs
                 .get_mut(&job_id)
                 .expect("queued units belong to live jobs");
-            let u = job.plan.by_priority[priority as usize];
-            let class = job.class.get(&u).copied().unwrap_or(0);
+            let class = job.class_of(u);
             let w = self.workers[id as usize].as_mut().expect("live");
             let unit = &mut job.units[u as usize];
-            if from_own {
-                w.queue.remove(&k);
-            } else {
-                self.ready[class as usize].remove(&k);
-                // Estimate now: durations learned since it became ready count.
-                let est: f64 = job
-                    .plan
-                    .steps(u)
-                    .iter()
-                    .map(|&t| {
-                        self.durations.expected(
-                            job.func_slots[job.plan.graph.tasks[t as usize].func as usize],
-                        )
-                    })
-                    .sum();
-                unit.est_us = est as f32;
-                w.queued_us += est;
+            match fresh_estimate {
+                None => {
+                    w.queue.remove(&k);
+                }
+                Some(est) => {
+                    self.ready[class as usize].remove(&k);
+                    unit.est_us = est as f32;
+                    w.queued_us += est;
+                }
             }
             unit.state = UnitState::Running(id);
             w.start(&self.classes[class as usize]);
@@ -831,10 +832,7 @@ impl Scheduler {
         move |k| {
             let (job_id, priority) = unkey(k);
             let job = &self.jobs[&job_id];
-            job.class
-                .get(&job.plan.by_priority[priority as usize])
-                .copied()
-                .unwrap_or(0)
+            job.class_of(job.plan.by_priority[priority as usize])
         }
     }
 
@@ -870,7 +868,7 @@ impl Scheduler {
             let (job_id, priority) = unkey(k);
             let job = &self.jobs[&job_id];
             let u = job.plan.by_priority[priority as usize];
-            let class = job.class.get(&u).copied().unwrap_or(0);
+            let class = job.class_of(u);
             if !t.fits(&self.classes[class as usize]) {
                 continue;
             }
@@ -898,7 +896,7 @@ impl Scheduler {
         // Consumers that were about to run must wait for it again.
         for &c in plan.consumers(u) {
             let job = self.jobs.get_mut(&job_id).expect("exists");
-            let class = job.class.get(&c).copied().unwrap_or(0);
+            let class = job.class_of(c);
             let cu = &mut job.units[c as usize];
             match cu.state {
                 UnitState::Waiting => cu.waiting += 1,
@@ -1010,12 +1008,16 @@ impl Scheduler {
         let live = |w: WorkerId| self.workers.get(w as usize).is_some_and(Option::is_some);
         for (&job_id, job) in &self.jobs {
             let plan = &job.plan;
+            let mut is_output = vec![false; plan.len()];
+            plan.outputs
+                .iter()
+                .for_each(|&o| is_output[o as usize] = true);
             let mut settled = 0;
             for (u, unit) in job.units.iter().enumerate() {
                 let u = u as UnitIdx;
                 let at = || format!("job {job_id} unit {u} ({:?})", unit.state);
                 let k = key(job_id, plan.priority[u as usize]);
-                let class = job.class.get(&u).copied().unwrap_or(0);
+                let class = job.class_of(u);
                 let deps_missing = plan
                     .deps(u)
                     .iter()
@@ -1039,7 +1041,7 @@ impl Scheduler {
                 if erred_dep && matches!(unit.state, Waiting | Ready | Queued(_) | Running(_)) {
                     return Err(format!("{}: an input failed but it is not erred", at()));
                 }
-                let pinned = u32::from(plan.outputs.contains(&u));
+                let pinned = u32::from(is_output[u as usize]);
                 if unit.refs != active_consumers + pinned {
                     return Err(format!(
                         "{}: refs {} but {} active consumers + {pinned}",
