@@ -10,7 +10,7 @@ use clap::Args;
 use fabric_core::PlanConfig;
 use fabric_local::{JobReport, LocalConfig};
 use fabric_runtime::{Limits, Runtime, RuntimeConfig};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::args;
 use crate::load::{LoadError, load};
@@ -249,9 +249,15 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:40.cyan/blue} {pos}/{len} tasks  {per_sec}  eta {eta}",
+                    "{bar:40.cyan/blue} {pos}/{len} tasks  {rate}  eta {eta}",
                 )
-                .expect("valid template"),
+                .expect("valid template")
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} tasks/s", state.per_sec());
+                    },
+                ),
             );
             self.bar = Some(bar);
         }
