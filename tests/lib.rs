@@ -47,8 +47,10 @@ fn profile_dir() -> PathBuf {
 /// next to `target/debug/deps/`), built once with `cargo build -p fabric` if missing.
 ///
 /// Cargo only tells a test where the binaries of its own package are, and `fabric` belongs
-/// to another package. An existing binary is used as it is: after changing `host/`, build
-/// it (`cargo build -p fabric`) or run the tests with `cargo test -p fabric -p fabric-tests`.
+/// to another package. `cargo test --workspace` builds it (host/cli has an integration
+/// test), with the same features as the rest of the test build. An existing binary is used
+/// as it is: after changing `host/`, run the tests with `cargo test --workspace` or
+/// `cargo test -p fabric -p fabric-tests`.
 pub fn fabric_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
