@@ -1,7 +1,7 @@
 //! `fabric run`, `fabric check` and `fabric exports`: graphs and components on this machine.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use fabric_runtime::{Limits, Runtime, RuntimeConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::args;
-use crate::load::{LoadError, load};
+use crate::load::{LoadError, Loaded, load};
 
 /// Options shared by the commands that load components.
 #[derive(Args)]
@@ -89,7 +89,7 @@ pub struct ExportsArgs {
     runtime: RuntimeArgs,
 }
 
-/// Exit code of a job with failed tasks (2 is for input that cannot run at all).
+/// Exit code of a job with failed tasks.
 const TASKS_FAILED: u8 = 1;
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
@@ -99,13 +99,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         timeout: a.timeout,
     };
     let runtime = a.runtime.runtime(limits)?;
-    let loaded = match load(&runtime, &a.graph, PlanConfig { fuse: !a.no_fuse }) {
+    let loaded = match load_graph(&runtime, &a.graph, PlanConfig { fuse: !a.no_fuse })? {
         Ok(l) => l,
-        Err(LoadError::Invalid(report)) => {
-            eprintln!("error: {report}");
-            return Ok(ExitCode::from(2));
-        }
-        Err(LoadError::Io(e)) => return Err(e),
+        Err(code) => return Ok(code),
     };
     let t_loaded = t0.elapsed();
     let config = LocalConfig {
@@ -137,6 +133,26 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         );
     }
     Ok(finish(report))
+}
+
+/// Exit code of a graph that cannot run at all.
+const INVALID_GRAPH: u8 = 2;
+
+/// Loads and plans a graph file; an invalid graph is reported on stderr (every problem)
+/// and becomes `Err(exit code)`.
+fn load_graph(
+    runtime: &Runtime,
+    path: &Path,
+    config: PlanConfig,
+) -> Result<Result<Loaded, ExitCode>> {
+    match load(runtime, path, config) {
+        Ok(loaded) => Ok(Ok(loaded)),
+        Err(LoadError::Invalid(report)) => {
+            eprintln!("error: {report}");
+            Ok(Err(ExitCode::from(INVALID_GRAPH)))
+        }
+        Err(LoadError::Io(e)) => Err(e),
+    }
 }
 
 /// Prints the outputs (success) or every failure (otherwise); returns the exit code.
@@ -192,13 +208,9 @@ fn finish(report: JobReport) -> ExitCode {
 
 pub fn check(a: CheckArgs) -> Result<ExitCode> {
     let runtime = a.runtime.runtime(Limits::default())?;
-    let loaded = match load(&runtime, &a.graph, PlanConfig::default()) {
+    let loaded = match load_graph(&runtime, &a.graph, PlanConfig::default())? {
         Ok(l) => l,
-        Err(LoadError::Invalid(report)) => {
-            eprintln!("error: {report}");
-            return Ok(ExitCode::from(2));
-        }
-        Err(LoadError::Io(e)) => return Err(e),
+        Err(code) => return Ok(code),
     };
     let plan = &loaded.plan;
     println!(
