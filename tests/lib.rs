@@ -289,3 +289,166 @@ pub fn guest_json(name: &str) -> String {
 pub fn run_graph(graph: &Json, args: &[&str]) -> Outcome {
     GraphDir::new().run(graph, args)
 }
+
+/// A cluster of real `fabric scheduler` and `fabric worker` processes on 127.0.0.1 (ports
+/// from the OS), killed when dropped. Each process's stderr goes to a log file, shown by
+/// [`Cluster::logs`] when a test fails.
+pub struct Cluster {
+    /// The scheduler's URL.
+    pub url: String,
+    scheduler: std::process::Child,
+    workers: Vec<Option<std::process::Child>>,
+    logs: tempfile::TempDir,
+}
+
+/// Starts `fabric ARGS` with stdout piped and stderr to `log`; returns the process once its
+/// first stdout line (which announces its address) arrived, and that line.
+fn start_announcing(args: &[&str], log: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = fabric_command(args);
+    cmd.env("FABRIC_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(log).expect("cannot create a log file"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep draining, so the process never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Some(Ok(line))) => (child, line),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not announce itself ({other:?}); its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Cluster {
+    /// A scheduler and `workers` workers, each started with `worker_args`.
+    pub fn start(workers: usize, worker_args: &[&str]) -> Cluster {
+        let logs = tempfile::tempdir().expect("cannot create a temporary directory");
+        let (scheduler, line) = start_announcing(
+            &["scheduler", "--listen", "127.0.0.1:0"],
+            &logs.path().join("scheduler.log"),
+        );
+        let url = line
+            .rsplit(' ')
+            .next()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected announcement `{line}`"))
+            .to_string();
+        let mut cluster = Cluster {
+            url,
+            scheduler,
+            workers: Vec::new(),
+            logs,
+        };
+        for _ in 0..workers {
+            cluster.add_worker(worker_args);
+        }
+        cluster
+    }
+
+    /// Starts one more worker and waits until the scheduler accepted it; returns its index.
+    pub fn add_worker(&mut self, args: &[&str]) -> usize {
+        let i = self.workers.len();
+        let mut all = vec!["worker", "--scheduler", &self.url];
+        all.extend_from_slice(args);
+        let (child, line) =
+            start_announcing(&all, &self.logs.path().join(format!("worker-{i}.log")));
+        assert!(
+            line.contains("attached"),
+            "unexpected announcement `{line}`"
+        );
+        self.workers.push(Some(child));
+        i
+    }
+
+    /// Kills worker `i` with SIGKILL (no goodbye to anyone).
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(mut child) = self.workers[i].take() {
+            child.kill().expect("cannot kill a worker");
+            let _ = child.wait();
+        }
+    }
+
+    /// `fabric ARGS --scheduler URL`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = fabric_command(args);
+        cmd.args(["--scheduler", &self.url]);
+        cmd
+    }
+
+    /// Runs `fabric ARGS --scheduler URL` to completion.
+    pub fn fabric(&self, args: &[&str]) -> Outcome {
+        run_command(self.command(args))
+    }
+
+    /// `fabric submit GRAPH ARGS`.
+    pub fn submit(&self, graph: &Path, args: &[&str]) -> Outcome {
+        let mut all = vec!["submit", graph.to_str().expect("UTF-8 path")];
+        all.extend_from_slice(args);
+        self.fabric(&all)
+    }
+
+    /// `fabric status --json`.
+    pub fn status(&self) -> Json {
+        self.fabric(&["status", "--json"]).success()
+    }
+
+    /// Waits until `ready(status)` holds (polling `fabric status`), for at most a minute.
+    pub fn wait_for(&self, what: &str, ready: impl Fn(&Json) -> bool) -> Json {
+        let start = Instant::now();
+        loop {
+            let status = self.status();
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}; last status: {status}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.logs.path())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for path in entries {
+            out += &format!(
+                "--- {}\n{}\n",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                std::fs::read_to_string(&path).unwrap_or_default()
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+}

@@ -1,4 +1,5 @@
 //! Fabric's component and end-to-end tests, in one binary.
 
+mod cluster;
 mod run;
 mod runtime;

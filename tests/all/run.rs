@@ -13,12 +13,12 @@ use fabric_tests::{
 use serde_json::{Map, Value as Json, json};
 
 /// `{"ref": id}`.
-fn r(id: &str) -> Json {
+pub(crate) fn r(id: &str) -> Json {
     json!({ "ref": id })
 }
 
 /// A graph of the given tasks (`(id, task)` pairs) over the guest examples.
-fn graph(tasks: Vec<(String, Json)>, outputs: &[&str]) -> Json {
+pub(crate) fn graph(tasks: Vec<(String, Json)>, outputs: &[&str]) -> Json {
     json!({
         "components": { "math": "math", "faulty": "faulty", "text": "text" },
         "tasks": Map::from_iter(tasks),
@@ -27,7 +27,7 @@ fn graph(tasks: Vec<(String, Json)>, outputs: &[&str]) -> Json {
 }
 
 /// A one-entry task list.
-fn task(id: &str, call: &str, args: Json) -> (String, Json) {
+pub(crate) fn task(id: &str, call: &str, args: Json) -> (String, Json) {
     (id.to_string(), json!({ "call": call, "args": args }))
 }
 
@@ -88,7 +88,7 @@ fn readme_example() {
 
 /// A binary tree reduction: `inc(i)` for each of `leaves` (a power of two) leaves, combined
 /// pairwise with `add`; the root is `root`. Its value is `leaves * (leaves + 1) / 2`.
-fn tree(leaves: usize) -> Json {
+pub(crate) fn tree(leaves: usize) -> Json {
     assert!(leaves.is_power_of_two());
     let mut tasks: Vec<(String, Json)> = (0..leaves)
         .map(|i| task(&format!("l0-{i}"), "math/inc", json!([i])))

@@ -1,11 +1,12 @@
 //! From a graph file to a plan: parse, load the components it names, validate, optimize.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use fabric_core::{Catalog, ComponentInfo, GraphSpec, Plan, PlanConfig, ValidationReport};
+use fabric_core::{GraphSpec, Plan, PlanConfig, ValidationReport};
 use fabric_runtime::{Component, Runtime};
 
 /// A graph file, validated and planned, with the components its plan calls.
@@ -54,38 +55,19 @@ pub fn load(runtime: &Runtime, path: &Path, plan_config: PlanConfig) -> Result<L
             .map(|h| h.join().unwrap_or_else(|_| Err("loading panicked".into())))
             .collect()
     });
-    let mut catalog = Catalog::new();
-    let mut by_name = std::collections::BTreeMap::new();
-    for ((name, _), result) in entries.into_iter().zip(loaded) {
-        match result {
-            Ok(c) => {
-                catalog.insert(
-                    name.clone(),
-                    Ok(ComponentInfo {
-                        exports: c.exports().clone(),
-                    }),
-                );
-                by_name.insert(name, c);
-            }
-            Err(message) => {
-                catalog.insert(name, Err(message));
-            }
-        }
-    }
+    let by_name: BTreeMap<String, Result<Arc<Component>, String>> = entries
+        .into_iter()
+        .map(|(name, _)| name)
+        .zip(loaded)
+        .collect();
 
     let start = Instant::now();
-    let graph = fabric_core::validate(spec, &catalog).map_err(LoadError::Invalid)?;
-    let plan = fabric_core::plan(graph, plan_config);
+    let built =
+        fabric_worker::code::build_spec(spec, &by_name, plan_config).map_err(LoadError::Invalid)?;
     let check_time = start.elapsed();
-    let components = plan
-        .graph
-        .funcs
-        .iter()
-        .map(|f| by_name[&*f.component].clone())
-        .collect();
     Ok(Loaded {
-        plan: Arc::new(plan),
-        components,
+        plan: built.plan,
+        components: built.components,
         check_time,
     })
 }

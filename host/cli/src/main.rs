@@ -1,6 +1,7 @@
 //! The `fabric` command: run type-checked graphs of WebAssembly tasks.
 
 mod args;
+mod cluster;
 mod load;
 mod run;
 
@@ -30,6 +31,22 @@ enum Command {
     Check(run::CheckArgs),
     /// List the exports of a component with their WIT signatures.
     Exports(run::ExportsArgs),
+    /// Run a scheduler: serves clients (`fabric submit`) and workers (`fabric worker`).
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a worker: registers with a scheduler, runs tasks, serves their results to peers.
+    Worker(cluster::WorkerArgs),
+    /// Validate a graph here, then run it on a cluster; print its outputs as JSON.
+    Submit(cluster::SubmitArgs),
+    /// Wait for a job submitted with `--detach` and print its outputs.
+    Result(cluster::ResultArgs),
+    /// Cancel a job: tasks not started never run, its values are dropped.
+    Cancel(cluster::CancelArgs),
+    /// Show the cluster's workers and jobs.
+    Status(cluster::StatusArgs),
+    /// List the persisted datasets (`fabric submit --persist NAME`).
+    Datasets(cluster::StatusArgs),
+    /// Drop a persisted dataset from the workers' memory.
+    Forget(cluster::ForgetArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +62,14 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Check(a) => run::check(a),
         Command::Exports(a) => run::exports(a),
+        Command::Scheduler(a) => cluster::scheduler(a),
+        Command::Worker(a) => cluster::worker(a),
+        Command::Submit(a) => cluster::submit(a),
+        Command::Result(a) => cluster::result(a),
+        Command::Cancel(a) => cluster::cancel(a),
+        Command::Status(a) => cluster::status(a),
+        Command::Datasets(a) => cluster::datasets(a),
+        Command::Forget(a) => cluster::forget(a),
     };
     match result {
         Ok(code) => code,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fabric_core::PlanConfig;
+use fabric_core::{PlanConfig, Value};
 use fabric_local::{JobReport, LocalConfig};
 use fabric_runtime::{Limits, Runtime, RuntimeConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -20,14 +20,15 @@ use crate::load::{LoadError, Loaded, load};
 pub struct RuntimeArgs {
     /// Directory of the precompiled-component cache [default: ~/.cache/fabric/components].
     #[arg(long, value_name = "DIR", env = "FABRIC_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Do not read or write the precompiled-component cache.
     #[arg(long)]
-    no_cache: bool,
+    pub(crate) no_cache: bool,
 }
 
 impl RuntimeArgs {
-    fn runtime(&self, limits: Limits) -> Result<Runtime> {
+    /// The runtime configuration these options describe.
+    pub(crate) fn config(&self, limits: Limits) -> RuntimeConfig {
         let mut config = RuntimeConfig {
             default_limits: limits,
             ..RuntimeConfig::default()
@@ -37,7 +38,11 @@ impl RuntimeArgs {
         } else if let Some(dir) = &self.cache_dir {
             config.cache_dir = Some(dir.clone());
         }
-        Runtime::new(config).context("cannot start the WebAssembly runtime")
+        config
+    }
+
+    pub(crate) fn runtime(&self, limits: Limits) -> Result<Runtime> {
+        Runtime::new(self.config(limits)).context("cannot start the WebAssembly runtime")
     }
 }
 
@@ -90,7 +95,7 @@ pub struct ExportsArgs {
 }
 
 /// Exit code of a job with failed tasks.
-const TASKS_FAILED: u8 = 1;
+pub(crate) const TASKS_FAILED: u8 = 1;
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
@@ -136,11 +141,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 /// Exit code of a graph that cannot run at all.
-const INVALID_GRAPH: u8 = 2;
+pub(crate) const INVALID_GRAPH: u8 = 2;
 
 /// Loads and plans a graph file; an invalid graph is reported on stderr (every problem)
 /// and becomes `Err(exit code)`.
-fn load_graph(
+pub(crate) fn load_graph(
     runtime: &Runtime,
     path: &Path,
     config: PlanConfig,
@@ -155,11 +160,58 @@ fn load_graph(
     }
 }
 
-/// Prints the outputs (success) or every failure (otherwise); returns the exit code.
+/// A failed task as printed.
+pub(crate) struct FailureView {
+    pub task: String,
+    pub call: String,
+    /// The error, one line: `panicked: kaboom`.
+    pub line: String,
+    pub stdout: String,
+    pub stderr: String,
+    /// (level, line) of what it logged.
+    pub logs: Vec<(String, String)>,
+}
+
+/// How a job ended, local or remote.
+pub(crate) struct Outcome<'a> {
+    pub succeeded: bool,
+    pub outputs: &'a [(String, Value)],
+    pub failures: Vec<FailureView>,
+    /// Tasks that failed or were skipped.
+    pub erred_tasks: usize,
+}
+
 fn finish(report: JobReport) -> ExitCode {
-    if report.succeeded() {
+    print_outcome(&Outcome {
+        succeeded: report.succeeded(),
+        outputs: &report.outputs,
+        failures: report
+            .failures
+            .iter()
+            .map(|f| FailureView {
+                task: f.task.clone(),
+                call: f.call.clone(),
+                line: f.error.to_string(),
+                stdout: f.error.stdout.clone(),
+                stderr: f.error.stderr.clone(),
+                logs: f
+                    .error
+                    .logs
+                    .iter()
+                    .map(|(l, m)| (l.to_string(), m.clone()))
+                    .collect(),
+            })
+            .collect(),
+        erred_tasks: report.progress.erred_tasks,
+    })
+}
+
+/// Prints the outputs as one JSON object on stdout (success) or every failure on stderr
+/// (otherwise); returns the exit code.
+pub(crate) fn print_outcome(o: &Outcome<'_>) -> ExitCode {
+    if o.succeeded {
         let mut out = String::from("{");
-        for (i, (id, value)) in report.outputs.iter().enumerate() {
+        for (i, (id, value)) in o.outputs.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
@@ -173,10 +225,10 @@ fn finish(report: JobReport) -> ExitCode {
         let _ = writeln!(stdout, "{out}");
         return ExitCode::SUCCESS;
     }
-    let failed = report.failures.len();
-    for f in &report.failures {
-        eprintln!("error: task `{}` ({}) {}", f.task, f.call, f.error);
-        for (label, text) in [("stdout", &f.error.stdout), ("stderr", &f.error.stderr)] {
+    let failed = o.failures.len();
+    for f in &o.failures {
+        eprintln!("error: task `{}` ({}) {}", f.task, f.call, f.line);
+        for (label, text) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
             let text = text.trim_end();
             if !text.is_empty() {
                 eprintln!("  {label}:");
@@ -185,11 +237,11 @@ fn finish(report: JobReport) -> ExitCode {
                 }
             }
         }
-        for (level, line) in &f.error.logs {
+        for (level, line) in &f.logs {
             eprintln!("  log {level}: {line}");
         }
     }
-    let skipped = report.progress.erred_tasks.saturating_sub(failed);
+    let skipped = o.erred_tasks.saturating_sub(failed);
     eprintln!(
         "error: {failed} task{} failed{}",
         if failed == 1 { "" } else { "s" },
@@ -236,7 +288,7 @@ pub fn exports(a: ExportsArgs) -> Result<ExitCode> {
 
 /// A progress bar on stderr, shown only when stderr is a terminal and the job takes more
 /// than a moment.
-struct Progress {
+pub(crate) struct Progress {
     total: u64,
     start: Instant,
     bar: Option<ProgressBar>,
@@ -244,7 +296,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    pub(crate) fn new(total: u64) -> Progress {
         Progress {
             total,
             start: Instant::now(),
@@ -253,7 +305,7 @@ impl Progress {
         }
     }
 
-    fn update(&mut self, done: usize) {
+    pub(crate) fn update(&mut self, done: usize) {
         if !self.enabled {
             return;
         }
@@ -278,7 +330,7 @@ impl Progress {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -141,12 +141,12 @@ pub enum ValueError {
 
 impl ProtoError {
     /// A missing required field.
-    pub(crate) fn missing(message: &'static str, field: &'static str) -> ProtoError {
+    pub fn missing(message: &'static str, field: &'static str) -> ProtoError {
         ProtoError::Missing { message, field }
     }
 
     /// A protocol rule broken.
-    pub(crate) fn invalid(what: &'static str, problem: impl fmt::Display) -> ProtoError {
+    pub fn invalid(what: &'static str, problem: impl fmt::Display) -> ProtoError {
         ProtoError::Invalid {
             what,
             problem: problem.to_string(),

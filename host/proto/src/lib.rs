@@ -26,6 +26,7 @@ pub mod chunk;
 pub mod convert;
 mod encode;
 mod error;
+pub mod transport;
 pub mod value;
 mod version;
 

@@ -98,6 +98,34 @@ impl Runtime {
         self.load_from(&bytes, Some(path.display().to_string()))
     }
 
+    /// Loads a component by its content hash (64 hex digits, as [`Component::hash`]) from
+    /// memory or the disk cache, without its bytes; `None` when neither has it (or the
+    /// hash is malformed). A worker asks this before fetching a component's bytes.
+    pub fn load_cached(&self, hash: &str) -> Option<Arc<Component>> {
+        let parsed = blake3::Hash::from_hex(hash).ok()?;
+        if let Some(component) = self.loaded().get(parsed.as_bytes()) {
+            return Some(component.clone());
+        }
+        let hex = parsed.to_hex().to_string();
+        let compiled = self.inner.disk.as_ref()?.load(&self.inner.engine, &hex)?;
+        let origin = format!("component {}", &hex[..12]);
+        let component = Component::new(
+            hex,
+            &compiled,
+            &self.inner.linker,
+            &origin,
+            self.inner.config.fast_paths,
+        )
+        .ok()?;
+        let mut loaded = self.loaded();
+        Some(
+            loaded
+                .entry(*parsed.as_bytes())
+                .or_insert_with(|| Arc::new(component))
+                .clone(),
+        )
+    }
+
     fn load_from(
         &self,
         bytes: &[u8],

@@ -1,5 +1,13 @@
-//! Fabric's worker side: running the units a scheduler assigns.
+//! Fabric's worker side: running the units a scheduler assigns, storing their values and
+//! serving them to peers (the `fabric worker` process is [`node::run`]).
 
+pub mod code;
+pub mod data;
 pub mod executor;
+pub mod node;
+pub mod store;
+mod wire;
 
 pub use executor::{JobCode, UnitFailure, run_unit};
+pub use node::{WorkerError, WorkerOptions};
+pub use store::{StoreConfig, StoreError, StoreMetrics, ValueStore};

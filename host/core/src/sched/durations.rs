@@ -48,6 +48,9 @@ impl Durations {
 
     /// Learns from one observed call.
     pub fn observe(&mut self, slot: u32, us: f64) {
+        if !us.is_finite() || us < 0.0 {
+            return; // nonsense from a worker must not poison the estimates
+        }
         let m = &mut self.means[slot as usize];
         *m = Some(match *m {
             None => us,

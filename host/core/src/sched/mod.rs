@@ -296,6 +296,25 @@ impl Scheduler {
         self.fill(comm);
     }
 
+    /// A worker's memory crossed its pause threshold (`paused`) or fell back below it. A
+    /// paused worker is sent nothing new; what it runs finishes, and what is queued for it
+    /// may be stolen by others.
+    pub fn on_worker_paused(&mut self, worker: WorkerId, paused: bool, comm: &mut impl Comm) {
+        let Some(w) = self
+            .workers
+            .get_mut(worker as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if w.paused == paused {
+            return;
+        }
+        w.paused = paused;
+        self.mark_all_dirty();
+        self.fill(comm);
+    }
+
     // ---------------------------------------------------------------- jobs
 
     /// A new job: its root units become ready at once.
@@ -444,6 +463,27 @@ impl Scheduler {
             .map_or(&[], |j| &j.units[unit as usize].holders)
     }
 
+    /// Whether every unit of a job has finished or erred (a lost output being recomputed
+    /// makes a finished job unsettled again).
+    pub fn job_settled(&self, job: JobId) -> bool {
+        self.jobs
+            .get(&job)
+            .is_some_and(|j| j.settled_units == j.units.len())
+    }
+
+    /// Units sent to a worker and not reported yet, and units queued for it here.
+    pub fn worker_load(&self, worker: WorkerId) -> Option<(u32, usize)> {
+        let w = self.workers.get(worker as usize)?.as_ref()?;
+        Some((w.running, w.queue.len()))
+    }
+
+    /// Size in bytes of a unit's value (0 while it is not in memory).
+    pub fn nbytes(&self, job: JobId, unit: UnitIdx) -> u64 {
+        self.jobs
+            .get(&job)
+            .map_or(0, |j| j.units[unit as usize].nbytes)
+    }
+
     /// Attempts made at a unit so far (0 before it first runs).
     pub fn attempt(&self, job: JobId, unit: UnitIdx) -> u32 {
         self.jobs
@@ -510,9 +550,18 @@ impl Scheduler {
                 .iter()
                 .map(|&t| job.func_slots[job.plan.graph.tasks[t as usize].func as usize])
                 .collect();
-            let expected: f64 = slots.iter().map(|&s| self.durations.expected(s)).sum();
-            for &s in &slots {
-                let share = self.durations.expected(s) / expected;
+            // Shares are taken from the estimates before any of them learns (steps may
+            // share a function, whose estimate moves as it learns).
+            let expected: SmallVec<[f64; 8]> =
+                slots.iter().map(|&s| self.durations.expected(s)).collect();
+            let total: f64 = expected.iter().sum();
+            for (&s, &e) in slots.iter().zip(&expected) {
+                // Steps expected to take no time at all share the time evenly.
+                let share = if total > 0.0 {
+                    e / total
+                } else {
+                    1.0 / slots.len() as f64
+                };
                 self.durations.observe(s, duration_us * share);
             }
         }
@@ -576,6 +625,70 @@ impl Scheduler {
             self.fail(job_id, u, failure, comm);
         }
         self.check_finished(job_id, comm);
+        self.fill(comm);
+    }
+
+    /// `worker` could not start unit `u`: its input `input` could be had from none of the
+    /// workers in `tried`. Those copies are taken as lost (recomputed from lineage when no
+    /// copy is left), and the unit runs again once the input is back. The attempt does not
+    /// count as a failure of the unit.
+    pub fn on_missing_input(
+        &mut self,
+        worker: WorkerId,
+        job_id: JobId,
+        u: UnitIdx,
+        input: UnitIdx,
+        tried: &[WorkerId],
+        comm: &mut impl Comm,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.units[u as usize].state != UnitState::Running(worker)
+            || !job.plan.deps(u).contains(&input)
+        {
+            return; // stale, or nonsense from the worker
+        }
+        let class = job.class_of(u);
+        let unit = &mut job.units[u as usize];
+        let est = f64::from(unit.est_us);
+        unit.state = UnitState::Waiting;
+        unit.waiting = 0;
+        let w = self.workers[worker as usize]
+            .as_mut()
+            .expect("running on a live worker");
+        w.finish(est, &self.classes[class as usize]);
+        self.dirty.push(worker);
+        let input_unit = &mut job.units[input as usize];
+        if input_unit.state == UnitState::Memory {
+            let nbytes = input_unit.nbytes;
+            for &t in tried {
+                if let Some(i) = input_unit.holders.iter().position(|h| *h == t) {
+                    input_unit.holders.swap_remove(i);
+                    if let Some(w) = self.workers.get_mut(t as usize).and_then(Option::as_mut) {
+                        w.memory -= nbytes;
+                    }
+                }
+            }
+            if input_unit.holders.is_empty() {
+                // Its consumers (this unit among them) wait for it again (or err, when
+                // recomputing it needs a value that failed since).
+                self.revive(job_id, input, comm);
+                self.check_finished(job_id, comm);
+                self.fill(comm);
+                return;
+            }
+        }
+        let job = &self.jobs[&job_id];
+        if job.units[u as usize].state == UnitState::Waiting
+            && job
+                .plan
+                .deps(u)
+                .iter()
+                .all(|&d| job.units[d as usize].state == UnitState::Memory)
+        {
+            self.make_ready(job_id, u, comm);
+        }
         self.fill(comm);
     }
 

@@ -139,9 +139,8 @@ fn depth_first_order_keeps_memory_low() {
     let job = sim.submit(tree(1024));
     let mut peak = 0;
     let mut in_memory = 0i64;
-    while let Some(_) = sim.finish_next() {
+    while sim.finish_next().is_some() {
         in_memory += 1;
-        in_memory = in_memory.min(i64::MAX);
         let released = sim.comm.releases.len() as i64;
         peak = peak.max(in_memory - released);
     }
@@ -155,7 +154,7 @@ fn gpu_units_run_only_where_offered_and_never_oversubscribe() {
     let mut sim = Sim::new(SchedulerConfig::default());
     let cpu = sim.add_worker(worker("cpu", 4, &[]));
     let gpu = sim.add_worker(worker("gpu", 4, &[("gpu", 2)]));
-    let mut g = graph(&vec![&[][..]; 10], &(0..10).collect::<Vec<_>>());
+    let mut g = graph(&[&[][..]; 10], &(0..10).collect::<Vec<_>>());
     for t in 0..6 {
         g = with_resources(g, t, &[("gpu", 1)]);
     }
@@ -388,6 +387,9 @@ proptest! {
         let job = s.on_job_submitted(p.clone(), "t", &mut comm);
         let mut step = 0usize;
         let mut removals = 0;
+        let mut paused = [false; 64];
+        let mut missing = 0;
+        let mut toggles = 0;
         while comm.finished.is_empty() {
             let e = events[step % events.len()];
             step += 1;
@@ -406,7 +408,32 @@ proptest! {
                     let task = p.last_step(u);
                     s.on_unit_failed(w, j, u, Failure { task, message: "x".into() }, &mut comm);
                 }
+                // Bounded too: losing inputs forever never ends either.
+                3 if !comm.computes.is_empty() && missing < 8 => {
+                    missing += 1;
+                    // The worker could not fetch an input from its first holder.
+                    let i = e as usize % comm.computes.len();
+                    let (w, j, u) = comm.computes[i];
+                    if let Some(&input) = p.deps(u).first() {
+                        comm.computes.remove(i);
+                        let tried: Vec<WorkerId> = s.who_has(j, input).iter().take(1).copied().collect();
+                        s.on_missing_input(w, j, u, input, &tried, &mut comm);
+                    }
+                }
+                4 if toggles < 16 => {
+                    toggles += 1;
+                    let w = live[(e as usize / 50) % live.len()];
+                    paused[w as usize % 64] = !paused[w as usize % 64];
+                    s.on_worker_paused(w, paused[w as usize % 64], &mut comm);
+                }
                 _ => {
+                    if comm.computes.is_empty() {
+                        // Paused workers take nothing: memory falls, they resume.
+                        for &w in &live {
+                            paused[w as usize % 64] = false;
+                            s.on_worker_paused(w, false, &mut comm);
+                        }
+                    }
                     if comm.computes.is_empty() {
                         prop_assert!(false, "stuck: nothing running, job not finished\n{}", s.dump());
                     }
@@ -428,4 +455,47 @@ proptest! {
         s.on_job_released(job, &mut comm);
         prop_assert!(s.check_invariants().is_ok());
     }
+}
+
+#[test]
+fn paused_workers_get_nothing_new_until_they_resume() {
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 0,
+        ..SchedulerConfig::default()
+    });
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.s.on_worker_paused(w1, true, &mut sim.comm);
+    sim.check();
+    let job = sim.submit(graph(&[&[], &[], &[], &[]], &[0, 1, 2, 3]));
+    assert!(sim.comm.computes.iter().all(|c| c.0 == w0));
+    sim.finish_next();
+    assert!(sim.comm.computes.iter().all(|c| c.0 == w0));
+    sim.s.on_worker_paused(w1, false, &mut sim.comm);
+    sim.check();
+    assert!(sim.comm.computes.iter().any(|c| c.0 == w1));
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+}
+
+#[test]
+fn missing_input_recomputes_it_when_no_copy_is_left() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(graph(&[&[], &[0]], &[1]));
+    assert_eq!(sim.finish_next(), Some((w0, job, 0)));
+    let (w, j, u) = sim.comm.computes.pop_front().unwrap();
+    assert_eq!((w, j, u), (w0, job, 1));
+    // A second worker joins; the consumer's input vanished from its only holder.
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.s.on_missing_input(w0, job, 1, 0, &[w0], &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.s.unit_state(job, 1), Some(UnitState::Waiting));
+    assert_eq!(sim.s.attempt(job, 1), 0, "not a failure of the unit");
+    // The input runs again, then the consumer.
+    let (_, _, again) = sim.finish_next().unwrap();
+    assert_eq!(again, 0);
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+    let _ = w1;
 }

@@ -35,6 +35,8 @@ pub(super) struct Worker {
     used: Vec<u32>,
     /// Bytes of values it holds.
     pub(super) memory: u64,
+    /// Past its memory threshold: it takes no new units until it says otherwise.
+    pub(super) paused: bool,
 }
 
 /// How far down a queue to look for a unit whose resources are free.
@@ -53,11 +55,12 @@ impl Worker {
             used: vec![0; resources.len()],
             resources,
             memory: 0,
+            paused: false,
         }
     }
 
     pub(super) fn has_room(&self) -> bool {
-        self.running < self.window
+        !self.paused && self.running < self.window
     }
 
     /// Expected wait before a newly queued unit could start.

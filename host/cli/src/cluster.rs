@@ -1,0 +1,545 @@
+//! The cluster commands: `fabric scheduler` and `fabric worker` (the processes), and
+//! `fabric submit`, `result`, `cancel`, `status`, `datasets`, `forget` (the client side).
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fabric_client::{Client, ClientError, JobOutcome, JobState, Submission};
+use fabric_core::{JobProgress, PlanConfig};
+use fabric_runtime::Limits;
+
+use crate::args;
+use crate::run::{Outcome, Progress, RuntimeArgs, load_graph, print_outcome};
+
+/// Where the scheduler is, for the client commands.
+#[derive(Args)]
+pub struct SchedulerUrl {
+    /// The scheduler's URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FABRIC_SCHEDULER",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    scheduler: String,
+}
+
+impl SchedulerUrl {
+    async fn connect(&self) -> Result<Client> {
+        Ok(Client::connect(&self.scheduler).await?)
+    }
+}
+
+/// `fabric scheduler`.
+#[derive(Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// How often workers send heartbeats.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = args::duration)]
+    heartbeat_interval: Duration,
+    /// A worker silent for this long is removed and its work runs elsewhere.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = args::duration)]
+    heartbeat_timeout: Duration,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `fabric worker`.
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+    /// Units run at once [default: one per core].
+    #[arg(long, value_name = "N")]
+    nthreads: Option<u32>,
+    /// Memory for results: beyond 60% of it values are spilled to disk, beyond 80% the
+    /// worker takes no new tasks (e.g. 8GiB) [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = args::size)]
+    memory_limit: Option<u64>,
+    /// Abstract resources this worker offers, for tasks that ask for some (e.g. gpu=2).
+    #[arg(long, value_name = "NAME=N,...", value_parser = args::resources)]
+    resources: Option<args::Resources>,
+    /// Directory for spilled values [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    spill_dir: Option<PathBuf>,
+    /// A name for people [default: host:port of the data service].
+    #[arg(long)]
+    name: Option<String>,
+    /// Address the data service listens on [default: the address that reaches the
+    /// scheduler, any free port].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Host name or address peers should dial for data, when not the listening address.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
+    /// Wall-clock limit of each task that sets none and whose job sets none.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    timeout: Duration,
+    /// Memory limit of each task instance that sets none and whose job sets none.
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = args::size)]
+    memory: u64,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `fabric submit`.
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The graph file (JSON; component paths in it are relative to it).
+    graph: PathBuf,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+    /// Keep the outputs in the workers' memory as a dataset of this name instead of
+    /// gathering them; later graphs refer to them as {"dataset": NAME, "key": TASK}.
+    #[arg(long, value_name = "NAME")]
+    persist: Option<String>,
+    /// Print the job id and return at once; gather later with `fabric result JOB`.
+    #[arg(long)]
+    detach: bool,
+    /// The tenant the job runs for.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Do not fuse chains of tasks into single scheduling units.
+    #[arg(long)]
+    no_fuse: bool,
+    /// Wall-clock limit of each task that sets no `timeout_ms` [default: the workers'].
+    #[arg(long, value_name = "DURATION", value_parser = args::duration)]
+    timeout: Option<Duration>,
+    /// Memory limit of each task that sets no `memory_mib` [default: the workers'].
+    #[arg(long, value_name = "SIZE", value_parser = args::size)]
+    memory: Option<u64>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `fabric result`.
+#[derive(Args)]
+pub struct ResultArgs {
+    /// The job id `fabric submit --detach` printed.
+    job: u64,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
+/// `fabric cancel`.
+#[derive(Args)]
+pub struct CancelArgs {
+    /// The job id.
+    job: u64,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
+/// `fabric status` and `fabric datasets`.
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `fabric forget`.
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// The dataset's name.
+    name: String,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
+fn tokio() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+        let address = listener.local_addr()?;
+        println!("fabric scheduler listening on http://{address}");
+        let _ = std::io::stdout().flush();
+        let options = fabric_scheduler::SchedulerOptions {
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            runtime: a.runtime.config(Limits::default()),
+        };
+        fabric_scheduler::serve(listener, options, ctrl_c()).await?;
+        eprintln!("fabric scheduler stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
+    let mut options = fabric_worker::WorkerOptions::new(a.scheduler.scheduler.clone());
+    if let Some(n) = a.nthreads {
+        anyhow::ensure!(n > 0, "--nthreads must be at least 1");
+        options.nthreads = n;
+    }
+    options.memory_limit = a.memory_limit.unwrap_or(0);
+    options.resources = a.resources.unwrap_or_default().0;
+    if let Some(dir) = a.spill_dir {
+        options.spill_dir = dir;
+    }
+    options.name = a.name;
+    options.data_listen = a.listen;
+    options.advertise = a.advertise;
+    options.runtime = a.runtime.config(Limits {
+        memory_bytes: a.memory,
+        timeout: a.timeout,
+    });
+    tokio()?.block_on(async {
+        let scheduler = options.scheduler.clone();
+        fabric_worker::node::run(options, ctrl_c(), |id, data| {
+            println!("fabric worker {id} attached to {scheduler}; serving data on {data}");
+            let _ = std::io::stdout().flush();
+        })
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    // The same checks as `fabric run`, before anything is sent.
+    let runtime = a.runtime.runtime(Limits::default())?;
+    if let Err(code) = load_graph(&runtime, &a.graph, PlanConfig { fuse: !a.no_fuse })? {
+        return Ok(code);
+    }
+    drop(runtime);
+    let mut submission = Submission::from_file(&a.graph)?;
+    submission.tenant = a.tenant;
+    submission.no_fuse = a.no_fuse;
+    submission.timeout = a.timeout;
+    submission.memory = a.memory;
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let job = match client.submit(&submission, a.persist.as_deref()).await {
+            Ok(job) => job,
+            Err(ClientError::Rejected(problems)) => {
+                eprintln!("error: the scheduler refused the graph:");
+                for p in problems {
+                    eprintln!("  {p}");
+                }
+                return Ok(ExitCode::from(crate::run::INVALID_GRAPH));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if a.detach {
+            println!("{job}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        follow(&client, job).await
+    })
+}
+
+/// Waits for a job with a progress display, then prints it as `fabric run` does.
+async fn follow(client: &Client, job: u64) -> Result<ExitCode> {
+    let mut progress = Watcher::new();
+    let outcome = client.result(job, |p| progress.update(p)).await;
+    progress.finish();
+    let outcome = outcome?;
+    Ok(print(&outcome))
+}
+
+fn print(outcome: &JobOutcome) -> ExitCode {
+    if outcome.state == JobState::Cancelled {
+        eprintln!("error: job {} was cancelled", outcome.job);
+        return ExitCode::from(crate::run::TASKS_FAILED);
+    }
+    if let Some(name) = outcome.dataset.as_ref().filter(|_| outcome.succeeded()) {
+        eprintln!(
+            "job {}: {} tasks done; outputs kept on the workers as dataset `{name}`",
+            outcome.job, outcome.progress.done_tasks
+        );
+        return ExitCode::SUCCESS;
+    }
+    print_outcome(&Outcome {
+        succeeded: outcome.succeeded(),
+        outputs: &outcome.outputs,
+        failures: outcome
+            .failures
+            .iter()
+            .map(|f| {
+                let error = f.error.clone().unwrap_or_default();
+                crate::run::FailureView {
+                    task: f.task_id.clone(),
+                    call: f.call.clone(),
+                    line: error.to_string(),
+                    stdout: error.stdout.clone(),
+                    stderr: error.stderr.clone(),
+                    logs: error
+                        .logs
+                        .iter()
+                        .map(|l| {
+                            let level = fabric_proto::v1::LogLevel::try_from(l.level)
+                                .unwrap_or(fabric_proto::v1::LogLevel::Unspecified);
+                            (level.name().to_string(), l.message.clone())
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+        erred_tasks: outcome.progress.erred_tasks,
+    })
+}
+
+/// Progress of a remote job: a bar on a terminal, else a line every few seconds.
+struct Watcher {
+    bar: Option<Progress>,
+    start: Instant,
+    last_line: Instant,
+}
+
+impl Watcher {
+    fn new() -> Watcher {
+        Watcher {
+            bar: None,
+            start: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, p: &JobProgress) {
+        let finished = p.done_tasks + p.erred_tasks;
+        if std::io::stderr().is_terminal() {
+            self.bar
+                .get_or_insert_with(|| Progress::new(p.total_tasks as u64))
+                .update(finished);
+        } else if self.last_line.elapsed() > Duration::from_secs(2) {
+            self.last_line = Instant::now();
+            let rate = finished as f64 / self.start.elapsed().as_secs_f64();
+            eprintln!(
+                "progress: {finished}/{} tasks, {rate:.0} tasks/s",
+                p.total_tasks
+            );
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &mut self.bar {
+            bar.finish();
+        }
+    }
+}
+
+pub fn result(a: ResultArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        follow(&client, a.job).await
+    })
+}
+
+pub fn cancel(a: CancelArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        if client.cancel(a.job).await? {
+            eprintln!("job {} cancelled", a.job);
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("error: no running job {}", a.job);
+            Ok(ExitCode::from(crate::run::TASKS_FAILED))
+        }
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match JobState::try_from(state) {
+        Ok(JobState::Running) => "running",
+        Ok(JobState::Succeeded) => "succeeded",
+        Ok(JobState::Failed) => "failed",
+        Ok(JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+pub fn status(a: StatusArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let status = client.status().await?;
+        if a.json {
+            println!("{}", status_json(&status));
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "scheduler {} (version {})",
+            a.scheduler.scheduler, status.version
+        );
+        println!(
+            "\n{:<6} {:<22} {:>7} {:<14} {:>12} {:>12} {:>12} {:>7} {:>6}",
+            "WORKER",
+            "NAME",
+            "THREADS",
+            "RESOURCES",
+            "MEMORY",
+            "LIMIT",
+            "SPILLED",
+            "TASKS",
+            "PAUSED"
+        );
+        for w in &status.workers {
+            let spec = w.spec.clone().unwrap_or_default();
+            let m = w.metrics.unwrap_or_default();
+            let resources = if spec.resources.is_empty() {
+                "-".to_string()
+            } else {
+                spec.resources
+                    .iter()
+                    .map(|r| format!("{}={}", r.name, r.amount))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            println!(
+                "{:<6} {:<22} {:>7} {:<14} {:>12} {:>12} {:>12} {:>7} {:>6}",
+                w.worker_id,
+                spec.name,
+                spec.nthreads,
+                resources,
+                mib(m.memory_bytes),
+                mib(spec.memory_limit),
+                mib(m.spilled_bytes),
+                w.assigned_units,
+                if m.paused { "yes" } else { "no" }
+            );
+        }
+        println!(
+            "\n{:<6} {:<12} {:<10} {:>22} DATASET",
+            "JOB", "TENANT", "STATE", "PROGRESS"
+        );
+        for j in &status.jobs {
+            let p = j.progress.unwrap_or_default();
+            println!(
+                "{:<6} {:<12} {:<10} {:>22} {}",
+                j.job_id,
+                j.tenant,
+                state_name(j.state),
+                format!(
+                    "{}/{} ({} erred)",
+                    p.done_tasks, p.total_tasks, p.erred_tasks
+                ),
+                if j.persist.is_empty() {
+                    "-"
+                } else {
+                    &j.persist
+                }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn status_json(s: &fabric_client::ClusterStatusResponse) -> serde_json::Value {
+    use serde_json::json;
+    json!({
+        "version": s.version,
+        "workers": s.workers.iter().map(|w| {
+            let spec = w.spec.clone().unwrap_or_default();
+            let m = w.metrics.unwrap_or_default();
+            json!({
+                "id": w.worker_id,
+                "name": spec.name,
+                "nthreads": spec.nthreads,
+                "resources": spec.resources.iter().map(|r| (r.name.clone(), json!(r.amount))).collect::<serde_json::Map<_, _>>(),
+                "memory_limit": spec.memory_limit,
+                "memory_bytes": m.memory_bytes,
+                "spilled_bytes": m.spilled_bytes,
+                "process_bytes": m.process_bytes,
+                "running_units": m.running_units,
+                "units_total": m.units_total,
+                "assigned_units": w.assigned_units,
+                "paused": m.paused,
+                "data_address": w.data_address,
+                "since_heartbeat_ms": w.since_heartbeat_ms,
+            })
+        }).collect::<Vec<_>>(),
+        "jobs": s.jobs.iter().map(|j| {
+            let p = j.progress.unwrap_or_default();
+            json!({
+                "id": j.job_id,
+                "tenant": j.tenant,
+                "state": state_name(j.state),
+                "done_tasks": p.done_tasks,
+                "erred_tasks": p.erred_tasks,
+                "total_tasks": p.total_tasks,
+                "dataset": j.persist,
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+pub fn datasets(a: StatusArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let datasets = client.datasets().await?;
+        if a.json {
+            let list: Vec<serde_json::Value> = datasets
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "name": d.name,
+                        "job": d.job_id,
+                        "tenant": d.tenant,
+                        "keys": d.outputs.iter().map(|o| o.task_id.clone()).collect::<Vec<_>>(),
+                        "bytes": d.outputs.iter().map(|o| o.nbytes).sum::<u64>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::from(list));
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{:<20} {:>6} {:<12} {:>12} KEYS",
+            "NAME", "JOB", "TENANT", "SIZE"
+        );
+        for d in &datasets {
+            let keys: Vec<&str> = d.outputs.iter().map(|o| o.task_id.as_str()).collect();
+            println!(
+                "{:<20} {:>6} {:<12} {:>12} {}",
+                d.name,
+                d.job_id,
+                d.tenant,
+                mib(d.outputs.iter().map(|o| o.nbytes).sum()),
+                keys.join(",")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn forget(a: ForgetArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        if client.forget(&a.name).await? {
+            eprintln!("dataset `{}` forgotten", a.name);
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("error: no dataset named `{}`", a.name);
+            Ok(ExitCode::from(crate::run::TASKS_FAILED))
+        }
+    })
+}

@@ -1,0 +1,480 @@
+//! Fabric's client: submits graphs to a Fabric scheduler, follows them, gathers their
+//! outputs straight from the workers that hold them, and manages persisted datasets. The
+//! `fabric submit`, `result`, `cancel`, `status`, `datasets` and `forget` commands are built
+//! on it.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), fabric_client::ClientError> {
+//! use fabric_client::{Client, Submission};
+//!
+//! let client = Client::connect("http://127.0.0.1:7878").await?;
+//! let graph = Submission::from_file("examples/hello.json")?;
+//! let outcome = client.compute(&graph, |_progress| {}).await?;
+//! for (id, value) in &outcome.outputs {
+//!     println!("{id} = {}", serde_json::to_string(value).unwrap());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fabric_core::{GraphSpec, JobProgress, Value};
+use fabric_proto::chunk::component_chunks;
+use fabric_proto::transport::Peers;
+use fabric_proto::v1::scheduler_client::SchedulerClient;
+use fabric_proto::{PROTOCOL_VERSION, v1};
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
+
+pub use fabric_proto::v1::{ClusterStatusResponse, Dataset, JobFailure, JobState};
+
+/// The largest output value a client accepts: 64 GiB.
+const MAX_VALUE: u64 = 64 << 30;
+/// Outputs fetched at once while gathering.
+const GATHER_WINDOW: usize = 64;
+
+/// What can go wrong talking to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The scheduler could not be reached.
+    #[error("cannot connect to the scheduler at {url}: {reason}")]
+    Connect {
+        /// Its URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The scheduler answered with an error.
+    #[error("{}", .0.message())]
+    Status(#[from] tonic::Status),
+    /// The graph cannot run: every problem (one line each), nothing ran.
+    #[error("the graph is invalid:\n  {}", .0.join("\n  "))]
+    Rejected(Vec<String>),
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The graph document is not valid JSON of a graph.
+    #[error("`{path}` is not a valid graph document: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// An output could be fetched from none of the workers holding it.
+    #[error("cannot gather output `{task}`: {reason}")]
+    Gather {
+        /// The task whose value it is.
+        task: String,
+        /// What each holder answered.
+        reason: String,
+    },
+    /// The scheduler sent something malformed.
+    #[error("the scheduler sent a malformed message: {0}")]
+    Proto(#[from] fabric_proto::ProtoError),
+}
+
+/// A component a graph names, with its bytes.
+#[derive(Clone, Debug)]
+pub struct ComponentSource {
+    /// The name the graph uses.
+    pub name: String,
+    /// blake3 of the bytes, 64 lowercase hex digits.
+    pub hash: String,
+    /// The component.
+    pub bytes: Bytes,
+}
+
+impl ComponentSource {
+    /// A component from its bytes.
+    pub fn new(name: impl Into<String>, bytes: impl Into<Bytes>) -> ComponentSource {
+        let bytes = bytes.into();
+        ComponentSource {
+            name: name.into(),
+            hash: blake3::hash(&bytes).to_hex().to_string(),
+            bytes,
+        }
+    }
+}
+
+/// A graph to submit, with its components and how to run it.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// The graph document (JSON).
+    pub graph_json: String,
+    /// The components it names.
+    pub components: Vec<ComponentSource>,
+    /// The tenant the job runs for (`default` when empty).
+    pub tenant: String,
+    /// Do not fuse chains of tasks into single units.
+    pub no_fuse: bool,
+    /// Time limit of tasks that set none (`None`: the workers' default).
+    pub timeout: Option<Duration>,
+    /// Memory limit of tasks that set none, in bytes (`None`: the workers' default).
+    pub memory: Option<u64>,
+}
+
+impl Submission {
+    /// A graph document and its components.
+    pub fn new(graph_json: impl Into<String>, components: Vec<ComponentSource>) -> Submission {
+        Submission {
+            graph_json: graph_json.into(),
+            components,
+            tenant: String::new(),
+            no_fuse: false,
+            timeout: None,
+            memory: None,
+        }
+    }
+
+    /// Reads a graph file and the components it names (paths relative to the file).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Submission, ClientError> {
+        let path = path.as_ref();
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| ClientError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let graph_json = String::from_utf8(read(path)?).map_err(|e| ClientError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        let spec = GraphSpec::from_json(&graph_json).map_err(|source| ClientError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let components = spec
+            .components
+            .iter()
+            .map(|(name, file)| Ok(ComponentSource::new(name, read(&base.join(file))?)))
+            .collect::<Result<_, ClientError>>()?;
+        Ok(Submission::new(graph_json, components))
+    }
+}
+
+/// How a job ended, with its outputs when they were gathered.
+#[derive(Debug)]
+pub struct JobOutcome {
+    /// The job.
+    pub job: u64,
+    /// SUCCEEDED, FAILED or CANCELLED.
+    pub state: JobState,
+    /// Final progress.
+    pub progress: JobProgress,
+    /// Output values by task id, in the order the graph requests them (those computed).
+    pub outputs: Vec<(String, Value)>,
+    /// The tasks that failed, each with its error and captured output.
+    pub failures: Vec<JobFailure>,
+    /// The dataset the outputs were kept as (not gathered), for a persisted job.
+    pub dataset: Option<String>,
+}
+
+impl JobOutcome {
+    /// Whether every output was computed.
+    pub fn succeeded(&self) -> bool {
+        self.state == JobState::Succeeded
+    }
+}
+
+/// A connection to a Fabric scheduler (and, for gathering, to its workers). Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    scheduler: SchedulerClient<Channel>,
+    peers: Arc<Peers>,
+}
+
+impl Client {
+    /// Connects to the scheduler at `url` (`http://host:port`) and checks that it speaks
+    /// this client's protocol version.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        let failed = |reason: String| ClientError::Connect {
+            url: url.to_string(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| failed(format!("not a URL: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10));
+        let channel = endpoint.connect().await.map_err(|e| {
+            failed(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
+        })?;
+        let mut scheduler = SchedulerClient::new(channel)
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30);
+        scheduler
+            .handshake(v1::HandshakeRequest {
+                protocol_version: PROTOCOL_VERSION,
+                client: format!("fabric-client {}", env!("CARGO_PKG_VERSION")),
+            })
+            .await
+            .map_err(|s| failed(s.message().to_string()))?;
+        Ok(Client {
+            scheduler,
+            peers: Arc::new(Peers::default()),
+        })
+    }
+
+    fn rpc(&self) -> SchedulerClient<Channel> {
+        self.scheduler.clone()
+    }
+
+    /// Uploads the components the scheduler does not have yet.
+    pub async fn upload(&self, components: &[ComponentSource]) -> Result<(), ClientError> {
+        let hashes = components.iter().map(|c| c.hash.clone()).collect();
+        let missing = self
+            .rpc()
+            .has_components(v1::HasComponentsRequest { hashes })
+            .await?
+            .into_inner()
+            .missing;
+        for c in components.iter().filter(|c| missing.contains(&c.hash)) {
+            let chunks = component_chunks(&c.hash, c.bytes.clone());
+            self.rpc()
+                .upload_component(tokio_stream::iter(chunks))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads what is missing and submits; returns the job id. `persist`: keep the outputs
+    /// on the workers as a dataset of that name.
+    pub async fn submit(
+        &self,
+        submission: &Submission,
+        persist: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        self.upload(&submission.components).await?;
+        let request = v1::SubmitRequest {
+            graph_json: submission.graph_json.clone(),
+            tenant: submission.tenant.clone(),
+            persist: persist.unwrap_or_default().to_string(),
+            components: submission
+                .components
+                .iter()
+                .map(|c| v1::ComponentRef {
+                    name: c.name.clone(),
+                    hash: c.hash.clone(),
+                })
+                .collect(),
+            no_fuse: submission.no_fuse,
+            limits: Some(v1::JobLimits {
+                timeout_ms: submission.timeout.map_or(0, |t| t.as_millis() as u64),
+                memory_bytes: submission.memory.unwrap_or(0),
+            }),
+        };
+        let response = self.rpc().submit(request).await?.into_inner();
+        match response.outcome {
+            Some(v1::submit_response::Outcome::JobId(id)) => Ok(id),
+            Some(v1::submit_response::Outcome::Rejected(r)) => {
+                let mut problems: Vec<String> = r.errors.into_iter().map(|e| e.message).collect();
+                problems.extend(
+                    r.missing_components
+                        .into_iter()
+                        .map(|h| format!("component {h} is not on the scheduler")),
+                );
+                Err(ClientError::Rejected(problems))
+            }
+            None => Err(fabric_proto::ProtoError::missing("SubmitResponse", "outcome").into()),
+        }
+    }
+
+    /// Follows a job until it ends, calling `on_progress` as it moves; returns its last
+    /// update (which carries the result).
+    pub async fn wait(
+        &self,
+        job: u64,
+        mut on_progress: impl FnMut(&JobProgress),
+    ) -> Result<v1::JobUpdate, ClientError> {
+        let mut stream = self
+            .rpc()
+            .watch_job(v1::WatchJobRequest { job_id: job })
+            .await?
+            .into_inner();
+        while let Some(update) = stream.message().await? {
+            if let Some(p) = update.progress {
+                on_progress(&JobProgress::try_from(p)?);
+            }
+            if update.result.is_some() {
+                return Ok(update);
+            }
+        }
+        Err(
+            tonic::Status::unavailable(format!("the scheduler stopped reporting on job {job}"))
+                .into(),
+        )
+    }
+
+    /// Fetches every output of a finished job from the workers holding it.
+    pub async fn gather(
+        &self,
+        result: &v1::JobResult,
+    ) -> Result<Vec<(String, Value)>, ClientError> {
+        let mut set = JoinSet::new();
+        let mut values: Vec<Option<Value>> = vec![None; result.outputs.len()];
+        let mut next = 0;
+        loop {
+            while set.len() < GATHER_WINDOW && next < result.outputs.len() {
+                let location = result.outputs[next].clone();
+                let peers = self.peers.clone();
+                let i = next;
+                set.spawn(async move { (i, fetch_output(&peers, &location).await) });
+                next += 1;
+            }
+            let Some(done) = set.join_next().await else {
+                break;
+            };
+            let (i, value) = done.map_err(|e| ClientError::Gather {
+                task: String::new(),
+                reason: e.to_string(),
+            })?;
+            values[i] = Some(value?);
+        }
+        Ok(result
+            .outputs
+            .iter()
+            .zip(values)
+            .map(|(o, v)| (o.task_id.clone(), v.expect("every output was fetched")))
+            .collect())
+    }
+
+    /// Drops a finished job's values on the workers (not a persisted job's: see
+    /// [`Client::forget`]).
+    pub async fn release(&self, job: u64) -> Result<bool, ClientError> {
+        Ok(self
+            .rpc()
+            .release_job(v1::ReleaseJobRequest { job_id: job })
+            .await?
+            .into_inner()
+            .found)
+    }
+
+    /// Cancels a job; whether it existed and had not finished.
+    pub async fn cancel(&self, job: u64) -> Result<bool, ClientError> {
+        Ok(self
+            .rpc()
+            .cancel(v1::CancelRequest { job_id: job })
+            .await?
+            .into_inner()
+            .cancelled)
+    }
+
+    /// Waits for a job, gathers its outputs (when it succeeded) and releases it (unless it
+    /// is persisted). `fabric result JOB`.
+    pub async fn result(
+        &self,
+        job: u64,
+        on_progress: impl FnMut(&JobProgress),
+    ) -> Result<JobOutcome, ClientError> {
+        let update = self.wait(job, on_progress).await?;
+        let state = JobState::try_from(update.state).unwrap_or(JobState::Unspecified);
+        let progress = update
+            .progress
+            .map(JobProgress::try_from)
+            .transpose()?
+            .unwrap_or_default();
+        let result = update.result.unwrap_or_default();
+        let persisted = !result.persist.is_empty();
+        let outputs = if state == JobState::Succeeded && !persisted {
+            self.gather(&result).await?
+        } else {
+            Vec::new()
+        };
+        if !persisted || state != JobState::Succeeded {
+            self.release(job).await?;
+        }
+        Ok(JobOutcome {
+            job,
+            state,
+            progress,
+            outputs,
+            failures: result.failures,
+            dataset: persisted.then_some(result.persist),
+        })
+    }
+
+    /// Submits a graph, waits for it and gathers its outputs (Dask's `compute`).
+    pub async fn compute(
+        &self,
+        submission: &Submission,
+        on_progress: impl FnMut(&JobProgress),
+    ) -> Result<JobOutcome, ClientError> {
+        let job = self.submit(submission, None).await?;
+        self.result(job, on_progress).await
+    }
+
+    /// Submits a graph and keeps its outputs on the workers as the dataset `name` (Dask's
+    /// `persist`); waits until they are computed.
+    pub async fn persist(
+        &self,
+        submission: &Submission,
+        name: &str,
+        on_progress: impl FnMut(&JobProgress),
+    ) -> Result<JobOutcome, ClientError> {
+        let job = self.submit(submission, Some(name)).await?;
+        self.result(job, on_progress).await
+    }
+
+    /// The cluster's workers and jobs.
+    pub async fn status(&self) -> Result<ClusterStatusResponse, ClientError> {
+        Ok(self
+            .rpc()
+            .cluster_status(v1::ClusterStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// The persisted datasets.
+    pub async fn datasets(&self) -> Result<Vec<Dataset>, ClientError> {
+        Ok(self
+            .rpc()
+            .list_datasets(v1::ListDatasetsRequest {})
+            .await?
+            .into_inner()
+            .datasets)
+    }
+
+    /// Drops a dataset; whether it existed.
+    pub async fn forget(&self, name: &str) -> Result<bool, ClientError> {
+        Ok(self
+            .rpc()
+            .forget_dataset(v1::ForgetDatasetRequest { name: name.into() })
+            .await?
+            .into_inner()
+            .found)
+    }
+}
+
+/// Fetches one output from the first of its holders that has it.
+async fn fetch_output(peers: &Peers, location: &v1::OutputLocation) -> Result<Value, ClientError> {
+    let key = location
+        .key
+        .ok_or(fabric_proto::ProtoError::missing("OutputLocation", "key"))?;
+    let mut reasons = Vec::new();
+    for holder in &location.holders {
+        match peers.fetch(holder, key, MAX_VALUE).await {
+            Ok(v) => return Ok(v),
+            Err(e) => reasons.push(format!("{holder}: {e}")),
+        }
+    }
+    Err(ClientError::Gather {
+        task: location.task_id.clone(),
+        reason: if reasons.is_empty() {
+            "no worker holds it".into()
+        } else {
+            reasons.join("; ")
+        },
+    })
+}

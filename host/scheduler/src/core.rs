@@ -1,0 +1,745 @@
+//! The scheduler's core thread: owns fabric-core's [`Scheduler`] and every job and worker
+//! record, takes [`Command`]s from the gRPC handlers in batches, and sends the decisions of
+//! each batch to the workers' sessions as one message per worker.
+//!
+//! One thread, no locks: handlers talk to it through a channel and get answers on
+//! oneshot channels. A batch is everything that arrived while the previous one was being
+//! handled, so under load many events share one pass and one message per worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fabric_core::{
+    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx,
+    UnitState, WorkerId, WorkerSpec,
+};
+use fabric_proto::convert::required_key;
+use fabric_proto::{ProtoError, v1};
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Status;
+
+/// Where a worker's session sends the scheduler's messages.
+pub(crate) type Outbox = mpsc::UnboundedSender<Result<v1::SchedulerMessage, Status>>;
+
+/// A validated, planned graph, ready to start.
+pub(crate) struct Prepared {
+    pub plan: Arc<Plan>,
+    pub graph_json: String,
+    pub components: Vec<v1::ComponentRef>,
+    pub tenant: String,
+    pub persist: String,
+    pub no_fuse: bool,
+    pub limits: Option<v1::JobLimits>,
+}
+
+/// What the gRPC handlers ask of the core.
+pub(crate) enum Command {
+    Register {
+        spec: WorkerSpec,
+        data_address: String,
+        reply: oneshot::Sender<u64>,
+    },
+    Attach {
+        worker: u64,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    Events {
+        worker: u64,
+        events: Vec<v1::WorkerEvent>,
+    },
+    Detach {
+        worker: u64,
+        reason: String,
+    },
+    Submit {
+        job: Box<Prepared>,
+        reply: oneshot::Sender<Result<u64, Status>>,
+    },
+    Watch {
+        job: u64,
+        reply: oneshot::Sender<Option<watch::Receiver<v1::JobUpdate>>>,
+    },
+    Release {
+        job: u64,
+        reply: oneshot::Sender<bool>,
+    },
+    Cancel {
+        job: u64,
+        reply: oneshot::Sender<bool>,
+    },
+    GetJob {
+        job: u64,
+        reply: oneshot::Sender<Option<Arc<v1::JobCode>>>,
+    },
+    Status {
+        reply: oneshot::Sender<v1::ClusterStatusResponse>,
+    },
+    ListDatasets {
+        reply: oneshot::Sender<Vec<v1::Dataset>>,
+    },
+    ForgetDataset {
+        name: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Time passed: check heartbeats.
+    Tick,
+}
+
+/// How the core behaves.
+#[derive(Clone, Debug)]
+pub(crate) struct CoreConfig {
+    /// A worker silent for this long is removed.
+    pub heartbeat_timeout: Duration,
+}
+
+/// Starts the core on a thread of its own; it stops when every sender is dropped.
+pub(crate) fn spawn(
+    config: CoreConfig,
+) -> (mpsc::UnboundedSender<Command>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = std::thread::Builder::new()
+        .name("fabric-scheduler-core".into())
+        .spawn(move || Core::new(config).run(rx))
+        .expect("cannot spawn the scheduler's core thread");
+    (tx, handle)
+}
+
+struct WorkerEntry {
+    wire_id: u64,
+    spec: v1::WorkerSpec,
+    data_address: Arc<str>,
+    outbox: Outbox,
+    last_seen: Instant,
+    metrics: v1::WorkerMetrics,
+}
+
+struct Registration {
+    spec: WorkerSpec,
+    data_address: String,
+    /// The core's id once the session attached.
+    attached: Option<WorkerId>,
+}
+
+struct JobEntry {
+    code: Arc<v1::JobCode>,
+    persist: String,
+    updates: watch::Sender<v1::JobUpdate>,
+    /// The last error of each task that failed, with its captured output.
+    errors: FxHashMap<TaskIdx, v1::TaskError>,
+    /// The final update was sent.
+    done: bool,
+}
+
+/// Decisions of one batch, delivered when it ends.
+#[derive(Default)]
+struct Outgoing {
+    computes: Vec<(WorkerId, JobId, UnitIdx)>,
+    releases: Vec<(WorkerId, JobId, UnitIdx)>,
+    /// Jobs whose state may have changed.
+    touched: FxHashSet<JobId>,
+}
+
+impl Comm for Outgoing {
+    fn compute(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx) {
+        self.computes.push((worker, job, unit));
+        self.touched.insert(job);
+    }
+
+    fn release(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx) {
+        self.releases.push((worker, job, unit));
+        self.touched.insert(job);
+    }
+
+    fn job_finished(&mut self, job: JobId) {
+        self.touched.insert(job);
+    }
+}
+
+struct Core {
+    config: CoreConfig,
+    sched: Scheduler,
+    out: Outgoing,
+    workers: FxHashMap<WorkerId, WorkerEntry>,
+    registrations: FxHashMap<u64, Registration>,
+    next_registration: u64,
+    /// Worker by data address, for `MissingInput` reports.
+    by_address: FxHashMap<Arc<str>, WorkerId>,
+    jobs: FxHashMap<JobId, JobEntry>,
+    datasets: BTreeMap<String, JobId>,
+    /// Units whose progress is reported to watchers per batch; jobs whose progress changed.
+    forget: Vec<u64>,
+}
+
+impl Core {
+    fn new(config: CoreConfig) -> Core {
+        Core {
+            config,
+            sched: Scheduler::new(SchedulerConfig::default()),
+            out: Outgoing::default(),
+            workers: FxHashMap::default(),
+            registrations: FxHashMap::default(),
+            next_registration: 1,
+            by_address: FxHashMap::default(),
+            jobs: FxHashMap::default(),
+            datasets: BTreeMap::new(),
+            forget: Vec::new(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            self.handle(first);
+            // Everything that arrived meanwhile joins this batch.
+            while let Ok(next) = rx.try_recv() {
+                self.handle(next);
+            }
+            self.flush();
+        }
+        tracing::debug!("scheduler core stopped");
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Register {
+                spec,
+                data_address,
+                reply,
+            } => {
+                let id = self.next_registration;
+                self.next_registration += 1;
+                tracing::info!(worker = id, name = %spec.name, %data_address, "worker registered");
+                self.registrations.insert(
+                    id,
+                    Registration {
+                        spec,
+                        data_address,
+                        attached: None,
+                    },
+                );
+                let _ = reply.send(id);
+            }
+            Command::Attach {
+                worker,
+                outbox,
+                reply,
+            } => {
+                let _ = reply.send(self.attach(worker, outbox));
+            }
+            Command::Events { worker, events } => self.worker_events(worker, events),
+            Command::Detach { worker, reason } => self.detach(worker, &reason),
+            Command::Submit { job, reply } => {
+                let _ = reply.send(self.submit(*job));
+            }
+            Command::Watch { job, reply } => {
+                let rx = self.job_id(job).and_then(|j| {
+                    let entry = self.jobs.get(&j)?;
+                    Some(entry.updates.subscribe())
+                });
+                let _ = reply.send(rx);
+            }
+            Command::Release { job, reply } => {
+                let found = self.job_id(job).is_some_and(|j| self.release(j, false));
+                let _ = reply.send(found);
+            }
+            Command::Cancel { job, reply } => {
+                let cancelled = self.job_id(job).is_some_and(|j| self.cancel(j));
+                let _ = reply.send(cancelled);
+            }
+            Command::GetJob { job, reply } => {
+                let code = self
+                    .job_id(job)
+                    .and_then(|j| self.jobs.get(&j))
+                    .map(|e| e.code.clone());
+                let _ = reply.send(code);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::ListDatasets { reply } => {
+                let list = self
+                    .datasets
+                    .iter()
+                    .filter_map(|(name, &job)| self.dataset(name, job))
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::ForgetDataset { name, reply } => {
+                let found = match self.datasets.remove(&name) {
+                    Some(job) => self.release(job, true),
+                    None => false,
+                };
+                let _ = reply.send(found);
+            }
+            Command::Tick => self.check_heartbeats(),
+        }
+    }
+
+    fn job_id(&self, wire: u64) -> Option<JobId> {
+        JobId::try_from(wire).ok()
+    }
+
+    // ------------------------------------------------------------------ workers
+
+    fn attach(&mut self, wire_id: u64, outbox: Outbox) -> Result<(), Status> {
+        let Some(reg) = self.registrations.get_mut(&wire_id) else {
+            return Err(Status::failed_precondition(format!(
+                "worker {wire_id} is not registered (call Register first)"
+            )));
+        };
+        if reg.attached.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "worker {wire_id} already has a session"
+            )));
+        }
+        let id = self.sched.on_worker_added(reg.spec.clone(), &mut self.out);
+        reg.attached = Some(id);
+        let data_address: Arc<str> = reg.data_address.as_str().into();
+        self.by_address.insert(data_address.clone(), id);
+        self.workers.insert(
+            id,
+            WorkerEntry {
+                wire_id,
+                spec: v1::WorkerSpec::from(&reg.spec),
+                data_address,
+                outbox,
+                last_seen: Instant::now(),
+                metrics: v1::WorkerMetrics::default(),
+            },
+        );
+        tracing::info!(worker = wire_id, "worker attached");
+        Ok(())
+    }
+
+    fn detach(&mut self, wire_id: u64, reason: &str) {
+        let Some(reg) = self.registrations.remove(&wire_id) else {
+            return;
+        };
+        let Some(id) = reg.attached else {
+            return;
+        };
+        if let Some(entry) = self.workers.remove(&id) {
+            self.by_address.remove(&entry.data_address);
+            // Ends its session, if it is still open.
+            let _ = entry
+                .outbox
+                .send(Err(Status::unavailable(format!("removed: {reason}"))));
+        }
+        tracing::warn!(worker = wire_id, name = %reg.spec.name, "worker removed: {reason}");
+        self.sched.on_worker_removed(id, &mut self.out);
+        // Every job may have lost values.
+        self.out.touched.extend(self.jobs.keys().copied());
+    }
+
+    fn check_heartbeats(&mut self) {
+        let now = Instant::now();
+        let silent: Vec<u64> = self
+            .workers
+            .values()
+            .filter(|w| now.duration_since(w.last_seen) > self.config.heartbeat_timeout)
+            .map(|w| w.wire_id)
+            .collect();
+        for wire_id in silent {
+            let reason = format!(
+                "no heartbeat for {:.1} s",
+                self.config.heartbeat_timeout.as_secs_f64()
+            );
+            self.detach(wire_id, &reason);
+        }
+    }
+
+    fn worker_events(&mut self, wire_id: u64, events: Vec<v1::WorkerEvent>) {
+        let Some(id) = self.registrations.get(&wire_id).and_then(|r| r.attached) else {
+            return; // removed meanwhile: its reports no longer count
+        };
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_seen = Instant::now();
+        }
+        for event in events {
+            if let Err(e) = self.worker_event(id, event) {
+                tracing::warn!(worker = wire_id, "ignoring a malformed event: {e}");
+            }
+        }
+    }
+
+    fn worker_event(&mut self, id: WorkerId, event: v1::WorkerEvent) -> Result<(), ProtoError> {
+        use v1::worker_event::Event;
+        let Some(event) = event.event else {
+            return Err(ProtoError::missing("WorkerEvent", "event"));
+        };
+        match event {
+            Event::Attach(_) => {
+                return Err(ProtoError::invalid(
+                    "WorkerEvent",
+                    "Attach after the session started",
+                ));
+            }
+            Event::Heartbeat(h) => {
+                let metrics = h
+                    .metrics
+                    .ok_or(ProtoError::missing("Heartbeat", "metrics"))?;
+                let paused = metrics.paused;
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.metrics = metrics;
+                }
+                self.sched.on_worker_paused(id, paused, &mut self.out);
+            }
+            Event::UnitFinished(f) => {
+                let (job, unit) = required_key(f.key.as_ref(), "UnitFinished", "key")?;
+                self.check_unit(job, unit)?;
+                self.sched.on_unit_finished(
+                    id,
+                    job,
+                    unit,
+                    f.nbytes,
+                    f.duration_ns as f64 / 1e3,
+                    &mut self.out,
+                );
+            }
+            Event::UnitFailed(f) => {
+                let (job, unit) = required_key(f.key.as_ref(), "UnitFailed", "key")?;
+                self.check_unit(job, unit)?;
+                let tf = f
+                    .failure
+                    .ok_or(ProtoError::missing("UnitFailed", "failure"))?;
+                let failure = Failure::try_from(&tf)?;
+                if let Some(plan) = self.sched.plan(job)
+                    && !plan.steps(unit).contains(&failure.task)
+                {
+                    return Err(ProtoError::invalid(
+                        "UnitFailed",
+                        format!("task {} is not a step of unit {unit}", failure.task),
+                    ));
+                }
+                if let Some(entry) = self.jobs.get_mut(&job)
+                    && let Some(error) = tf.error
+                {
+                    entry.errors.insert(failure.task, error);
+                }
+                self.sched
+                    .on_unit_failed(id, job, unit, failure, &mut self.out);
+            }
+            Event::ValuesReleased(_) => {}
+            Event::MissingInput(m) => {
+                let (job, unit) = required_key(m.key.as_ref(), "MissingInput", "key")?;
+                let (input_job, input) = required_key(m.input.as_ref(), "MissingInput", "input")?;
+                self.check_unit(job, unit)?;
+                if input_job != job {
+                    return Err(ProtoError::invalid(
+                        "MissingInput",
+                        "the input belongs to another job",
+                    ));
+                }
+                let tried: Vec<WorkerId> = m
+                    .tried
+                    .iter()
+                    .filter_map(|a| self.by_address.get(a.as_str()).copied())
+                    .collect();
+                tracing::info!(job, unit, input, "input missing: {}", m.reason);
+                self.sched
+                    .on_missing_input(id, job, unit, input, &tried, &mut self.out);
+            }
+        }
+        Ok(())
+    }
+
+    /// A unit of a live job, or an error (a stale report for a job already gone is fine:
+    /// the core ignores it).
+    fn check_unit(&self, job: JobId, unit: UnitIdx) -> Result<(), ProtoError> {
+        match self.sched.plan(job) {
+            Some(plan) if unit as usize >= plan.len() => Err(ProtoError::invalid(
+                "ValueKey",
+                format!("job {job} has no unit {unit}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------------ jobs
+
+    fn submit(&mut self, job: Prepared) -> Result<u64, Status> {
+        if !job.persist.is_empty() && self.datasets.contains_key(&job.persist) {
+            return Err(Status::already_exists(format!(
+                "a dataset named `{}` exists; forget it first (`fabric forget {}`)",
+                job.persist, job.persist
+            )));
+        }
+        let unit_count = job.plan.len() as u32;
+        let task_count = job.plan.task_count() as u64;
+        let total = job.plan.task_count();
+        let id = self
+            .sched
+            .on_job_submitted(job.plan.clone(), &job.tenant, &mut self.out);
+        let code = v1::JobCode {
+            job_id: u64::from(id),
+            tenant: job.tenant,
+            graph_json: job.graph_json,
+            components: job.components,
+            no_fuse: job.no_fuse,
+            limits: job.limits,
+            unit_count,
+            task_count,
+        };
+        let first = v1::JobUpdate {
+            job_id: u64::from(id),
+            state: v1::JobState::Running as i32,
+            progress: Some(v1::JobProgress::from(&JobProgress {
+                total_tasks: total,
+                ..JobProgress::default()
+            })),
+            result: None,
+        };
+        let (updates, _) = watch::channel(first);
+        self.jobs.insert(
+            id,
+            JobEntry {
+                code: Arc::new(code),
+                persist: job.persist,
+                updates,
+                errors: FxHashMap::default(),
+                done: false,
+            },
+        );
+        self.out.touched.insert(id);
+        tracing::info!(job = id, tasks = total, units = unit_count, "job submitted");
+        Ok(u64::from(id))
+    }
+
+    /// Drops a job and its values; `dataset`: also a persisted one.
+    fn release(&mut self, job: JobId, dataset: bool) -> bool {
+        let Some(entry) = self.jobs.get(&job) else {
+            return false;
+        };
+        if !entry.persist.is_empty() && !dataset && self.datasets.contains_key(&entry.persist) {
+            return true; // its outputs belong to the dataset
+        }
+        self.jobs.remove(&job);
+        self.sched.on_job_released(job, &mut self.out);
+        self.forget.push(u64::from(job));
+        true
+    }
+
+    fn cancel(&mut self, job: JobId) -> bool {
+        let Some(entry) = self.jobs.get(&job) else {
+            return false;
+        };
+        if entry.done {
+            return false;
+        }
+        let progress = self.sched.progress(job).cloned().unwrap_or_default();
+        entry.updates.send_replace(v1::JobUpdate {
+            job_id: u64::from(job),
+            state: v1::JobState::Cancelled as i32,
+            progress: Some(v1::JobProgress::from(&progress)),
+            result: Some(v1::JobResult::default()),
+        });
+        tracing::info!(job, "job cancelled");
+        self.jobs.remove(&job);
+        self.sched.on_job_released(job, &mut self.out);
+        self.forget.push(u64::from(job));
+        true
+    }
+
+    /// Where the value of `unit` is: data addresses, `prefer` first.
+    fn holders(&self, job: JobId, unit: UnitIdx, prefer: Option<WorkerId>) -> Vec<String> {
+        let who = self.sched.who_has(job, unit);
+        let mut out = Vec::with_capacity(who.len());
+        if let Some(p) = prefer.filter(|p| who.contains(p)) {
+            out.push(self.workers[&p].data_address.to_string());
+        }
+        for w in who {
+            if Some(*w) != prefer
+                && let Some(entry) = self.workers.get(w)
+            {
+                out.push(entry.data_address.to_string());
+            }
+        }
+        out
+    }
+
+    /// The update watchers of `job` should see now.
+    fn update(&self, job: JobId) -> Option<v1::JobUpdate> {
+        let entry = self.jobs.get(&job)?;
+        let progress = self.sched.progress(job)?;
+        let mut update = v1::JobUpdate {
+            job_id: u64::from(job),
+            state: v1::JobState::Running as i32,
+            progress: Some(v1::JobProgress::from(progress)),
+            result: None,
+        };
+        if !self.sched.job_settled(job) {
+            return Some(update);
+        }
+        let plan = self.sched.plan(job)?;
+        let graph = &plan.graph;
+        let mut outputs = Vec::with_capacity(plan.outputs.len());
+        for (&u, &t) in plan.outputs.iter().zip(&graph.outputs) {
+            if self.sched.unit_state(job, u) == Some(UnitState::Memory) {
+                outputs.push(v1::OutputLocation {
+                    task_id: graph.id(t).to_string(),
+                    key: Some(v1::ValueKey::new(job, u)),
+                    nbytes: self.sched.nbytes(job, u),
+                    holders: self.holders(job, u, None),
+                });
+            }
+        }
+        let failures: Vec<v1::JobFailure> =
+            self.sched
+                .failures(job)
+                .iter()
+                .map(|f| v1::JobFailure {
+                    task_id: graph.id(f.task).to_string(),
+                    call: graph.func(f.task).name(),
+                    error: Some(entry.errors.get(&f.task).cloned().unwrap_or_else(|| {
+                        v1::TaskError {
+                            kind: v1::TaskErrorKind::Scheduler as i32,
+                            message: f.message.to_string(),
+                            ..v1::TaskError::default()
+                        }
+                    })),
+                })
+                .collect();
+        let failed = !failures.is_empty() || progress.erred_tasks > 0;
+        update.state = if failed {
+            v1::JobState::Failed
+        } else {
+            v1::JobState::Succeeded
+        } as i32;
+        update.result = Some(v1::JobResult {
+            outputs,
+            failures,
+            persist: entry.persist.clone(),
+        });
+        Some(update)
+    }
+
+    // ------------------------------------------------------------------ delivery
+
+    fn flush(&mut self) {
+        let out = std::mem::take(&mut self.out);
+        let mut batches: FxHashMap<WorkerId, Vec<v1::SchedulerEvent>> = FxHashMap::default();
+        use v1::scheduler_event::Event;
+        for (w, job, unit) in out.releases {
+            batches.entry(w).or_default().push(v1::SchedulerEvent {
+                event: Some(Event::Release(v1::Release {
+                    keys: vec![v1::ValueKey::new(job, unit)],
+                })),
+            });
+        }
+        for (w, job, unit) in out.computes {
+            let Some(plan) = self.sched.plan(job) else {
+                continue;
+            };
+            let inputs = plan
+                .deps(unit)
+                .iter()
+                .map(|&d| v1::ComputeInput {
+                    key: Some(v1::ValueKey::new(job, d)),
+                    nbytes: self.sched.nbytes(job, d),
+                    holders: self.holders(job, d, Some(w)),
+                })
+                .collect();
+            batches.entry(w).or_default().push(v1::SchedulerEvent {
+                event: Some(Event::Compute(v1::Compute {
+                    key: Some(v1::ValueKey::new(job, unit)),
+                    attempt: self.sched.attempt(job, unit),
+                    inputs,
+                })),
+            });
+        }
+        for job_id in std::mem::take(&mut self.forget) {
+            for w in self.workers.keys() {
+                batches.entry(*w).or_default().push(v1::SchedulerEvent {
+                    event: Some(Event::ForgetJob(v1::ForgetJob { job_id })),
+                });
+            }
+        }
+        for (w, events) in batches {
+            if let Some(entry) = self.workers.get(&w) {
+                // A closed session is noticed by its handler, which detaches the worker.
+                let _ = entry.outbox.send(Ok(v1::SchedulerMessage { events }));
+            }
+        }
+        for job in out.touched {
+            self.publish(job);
+        }
+    }
+
+    /// Tells watchers of `job` where it is.
+    fn publish(&mut self, job: JobId) {
+        let Some(update) = self.update(job) else {
+            return;
+        };
+        let entry = self.jobs.get_mut(&job).expect("update() found it");
+        let settled = update.result.is_some();
+        if settled && !entry.done {
+            entry.done = true;
+            let succeeded = update.state == v1::JobState::Succeeded as i32;
+            tracing::info!(job, succeeded, "job finished");
+            if succeeded && !entry.persist.is_empty() {
+                self.datasets.insert(entry.persist.clone(), job);
+            }
+        }
+        let changed = entry.updates.borrow().progress != update.progress
+            || entry.updates.borrow().state != update.state
+            || settled;
+        if changed {
+            entry.updates.send_replace(update);
+        }
+    }
+
+    // ------------------------------------------------------------------ status
+
+    fn status(&self) -> v1::ClusterStatusResponse {
+        let now = Instant::now();
+        let mut workers: Vec<v1::WorkerStatus> = self
+            .workers
+            .iter()
+            .map(|(&id, w)| {
+                let (running, queued) = self.sched.worker_load(id).unwrap_or_default();
+                v1::WorkerStatus {
+                    worker_id: w.wire_id,
+                    spec: Some(w.spec.clone()),
+                    data_address: w.data_address.to_string(),
+                    metrics: Some(w.metrics),
+                    assigned_units: running + queued as u32,
+                    since_heartbeat_ms: now.duration_since(w.last_seen).as_millis() as u64,
+                }
+            })
+            .collect();
+        workers.sort_by_key(|w| w.worker_id);
+        let mut jobs: Vec<v1::JobStatus> = self
+            .jobs
+            .iter()
+            .map(|(&id, entry)| {
+                let update = entry.updates.borrow();
+                v1::JobStatus {
+                    job_id: u64::from(id),
+                    tenant: entry.code.tenant.clone(),
+                    state: update.state,
+                    progress: update.progress,
+                    persist: entry.persist.clone(),
+                }
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.job_id);
+        v1::ClusterStatusResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            workers,
+            jobs,
+        }
+    }
+
+    fn dataset(&self, name: &str, job: JobId) -> Option<v1::Dataset> {
+        let entry = self.jobs.get(&job)?;
+        let update = self.update(job)?;
+        Some(v1::Dataset {
+            name: name.to_string(),
+            job_id: u64::from(job),
+            tenant: entry.code.tenant.clone(),
+            outputs: update.result.map(|r| r.outputs).unwrap_or_default(),
+        })
+    }
+}

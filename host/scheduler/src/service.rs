@@ -1,0 +1,367 @@
+//! The `Scheduler` gRPC service: checks and converts requests, validates graphs, streams
+//! components, and hands everything that touches scheduling state to the core thread.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fabric_core::PlanConfig;
+use fabric_proto::chunk::component_chunks;
+use fabric_proto::convert::check_component_hash;
+use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
+use fabric_proto::{PROTOCOL_VERSION, Reassembler, check_version, component_map, v1};
+use fabric_worker::code::{BuildError, build};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::components::Components;
+use crate::core::{Command, Prepared};
+
+/// The largest component accepted: 256 MiB.
+const MAX_COMPONENT: u64 = 256 << 20;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Service {
+    pub(crate) core: mpsc::UnboundedSender<Command>,
+    pub(crate) components: Arc<Components>,
+    pub(crate) heartbeat_interval: Duration,
+}
+
+impl Service {
+    /// Sends a command and waits for its answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .send(make(tx))
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::internal("the scheduler's core stopped"))
+    }
+}
+
+fn version_check(peer_role: &'static str, peer: u32) -> Result<(), Status> {
+    Ok(check_version("scheduler", peer_role, peer)?)
+}
+
+#[tonic::async_trait]
+impl SchedulerRpc for Service {
+    async fn handshake(
+        &self,
+        request: Request<v1::HandshakeRequest>,
+    ) -> Result<Response<v1::HandshakeResponse>, Status> {
+        let r = request.into_inner();
+        version_check("client", r.protocol_version)?;
+        tracing::debug!(client = %r.client, "client connected");
+        Ok(Response::new(v1::HandshakeResponse {
+            protocol_version: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn has_components(
+        &self,
+        request: Request<v1::HasComponentsRequest>,
+    ) -> Result<Response<v1::HasComponentsResponse>, Status> {
+        let hashes = request.into_inner().hashes;
+        for h in &hashes {
+            check_component_hash(h)?;
+        }
+        let missing = hashes
+            .into_iter()
+            .filter(|h| !self.components.has(h))
+            .collect();
+        Ok(Response::new(v1::HasComponentsResponse { missing }))
+    }
+
+    async fn upload_component(
+        &self,
+        request: Request<Streaming<v1::ComponentChunk>>,
+    ) -> Result<Response<v1::UploadComponentResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("UploadComponent sent no chunk"))?;
+        check_component_hash(&first.hash)?;
+        if first.total_size == 0 {
+            return Err(Status::invalid_argument("a component cannot be empty"));
+        }
+        let hash = first.hash;
+        let mut bytes = Reassembler::new("component", MAX_COMPONENT);
+        bytes.push(first.total_size, first.data)?;
+        while let Some(chunk) = stream.message().await? {
+            bytes.push(chunk.total_size, chunk.data)?;
+        }
+        let bytes = bytes.finish()?;
+        let actual = blake3::hash(&bytes).to_hex();
+        if actual.as_str() != hash {
+            return Err(Status::invalid_argument(format!(
+                "the uploaded bytes hash to {actual}, not to the announced {hash}"
+            )));
+        }
+        tracing::info!(%hash, size = bytes.len(), "component uploaded");
+        self.components.insert(hash.clone(), bytes);
+        Ok(Response::new(v1::UploadComponentResponse { hash }))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let r = request.into_inner();
+        let names = component_map(&r.components)?;
+        let missing: Vec<String> = names
+            .values()
+            .filter(|h| !self.components.has(h))
+            .cloned()
+            .collect();
+        let reject = |errors: Vec<v1::ValidationError>, missing_components: Vec<String>| {
+            Ok(Response::new(v1::SubmitResponse {
+                outcome: Some(v1::submit_response::Outcome::Rejected(v1::Rejection {
+                    errors,
+                    missing_components,
+                })),
+            }))
+        };
+        if !missing.is_empty() {
+            return reject(Vec::new(), missing);
+        }
+        // Validation loads components (compiling them the first time): not on the reactor.
+        let components = self.components.clone();
+        let config = PlanConfig { fuse: !r.no_fuse };
+        let (graph_json, built) = tokio::task::spawn_blocking(move || {
+            let loaded = components.load(&names);
+            let built = build(&r.graph_json, &loaded, config);
+            (r.graph_json, built)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("validation panicked: {e}")))?;
+        let built = match built {
+            Ok(b) => b,
+            Err(BuildError::Parse(e)) => {
+                return reject(
+                    vec![v1::ValidationError {
+                        task_id: String::new(),
+                        message: format!("not a valid graph document: {e}"),
+                    }],
+                    Vec::new(),
+                );
+            }
+            Err(BuildError::Invalid(report)) => {
+                return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
+            }
+        };
+        let prepared = Prepared {
+            plan: built.plan,
+            graph_json,
+            components: r.components,
+            tenant: if r.tenant.is_empty() {
+                "default".into()
+            } else {
+                r.tenant
+            },
+            persist: r.persist,
+            no_fuse: r.no_fuse,
+            limits: r.limits,
+        };
+        let id = self
+            .ask(|reply| Command::Submit {
+                job: Box::new(prepared),
+                reply,
+            })
+            .await??;
+        Ok(Response::new(v1::SubmitResponse {
+            outcome: Some(v1::submit_response::Outcome::JobId(id)),
+        }))
+    }
+
+    type WatchJobStream = BoxStream<v1::JobUpdate>;
+
+    async fn watch_job(
+        &self,
+        request: Request<v1::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let job = request.into_inner().job_id;
+        let mut rx = self
+            .ask(|reply| Command::Watch { job, reply })
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!("no job {job} (released, or never submitted)"))
+            })?;
+        let (tx, out) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let update = rx.borrow_and_update().clone();
+                let last = update.result.is_some();
+                if tx.send(Ok(update)).is_err() || last {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The job was released or cancelled while being watched.
+                    let _ = tx.send(Err(Status::not_found(format!("job {job} was released"))));
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
+    }
+
+    async fn release_job(
+        &self,
+        request: Request<v1::ReleaseJobRequest>,
+    ) -> Result<Response<v1::ReleaseJobResponse>, Status> {
+        let job = request.into_inner().job_id;
+        let found = self.ask(|reply| Command::Release { job, reply }).await?;
+        Ok(Response::new(v1::ReleaseJobResponse { found }))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::CancelResponse>, Status> {
+        let job = request.into_inner().job_id;
+        let cancelled = self.ask(|reply| Command::Cancel { job, reply }).await?;
+        Ok(Response::new(v1::CancelResponse { cancelled }))
+    }
+
+    async fn list_datasets(
+        &self,
+        _request: Request<v1::ListDatasetsRequest>,
+    ) -> Result<Response<v1::ListDatasetsResponse>, Status> {
+        let datasets = self.ask(|reply| Command::ListDatasets { reply }).await?;
+        Ok(Response::new(v1::ListDatasetsResponse { datasets }))
+    }
+
+    async fn forget_dataset(
+        &self,
+        request: Request<v1::ForgetDatasetRequest>,
+    ) -> Result<Response<v1::ForgetDatasetResponse>, Status> {
+        let name = request.into_inner().name;
+        let found = self
+            .ask(|reply| Command::ForgetDataset { name, reply })
+            .await?;
+        Ok(Response::new(v1::ForgetDatasetResponse { found }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        Ok(Response::new(
+            self.ask(|reply| Command::Status { reply }).await?,
+        ))
+    }
+
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        version_check("worker", r.protocol_version)?;
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("RegisterRequest without a spec"))?;
+        let spec = fabric_core::WorkerSpec::try_from(spec)?;
+        if !r.data_address.starts_with("http://") && !r.data_address.starts_with("https://") {
+            return Err(Status::invalid_argument(format!(
+                "data address `{}` is not an http:// URL",
+                r.data_address
+            )));
+        }
+        let data_address = r.data_address;
+        let worker_id = self
+            .ask(|reply| Command::Register {
+                spec,
+                data_address,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(v1::RegisterResponse {
+            worker_id,
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u32,
+        }))
+    }
+
+    type SessionStream = BoxStream<v1::SchedulerMessage>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the session ended before Attach"))?;
+        let mut events = first.events;
+        let worker = match events.first().and_then(|e| e.event.as_ref()) {
+            Some(v1::worker_event::Event::Attach(a)) => a.worker_id,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a session's first event must be Attach",
+                ));
+            }
+        };
+        events.remove(0);
+        let (outbox, out) = mpsc::unbounded_channel();
+        self.ask(|reply| Command::Attach {
+            worker,
+            outbox,
+            reply,
+        })
+        .await??;
+        let core = self.core.clone();
+        if !events.is_empty() {
+            let _ = core.send(Command::Events { worker, events });
+        }
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.next().await {
+                    Some(Ok(message)) => {
+                        let events = message.events;
+                        if core.send(Command::Events { worker, events }).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(status)) => break format!("session failed: {}", status.message()),
+                    None => break "session closed".to_string(),
+                }
+            };
+            let _ = core.send(Command::Detach { worker, reason });
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::JobCode>, Status> {
+        let job = request.into_inner().job_id;
+        let code = self
+            .ask(|reply| Command::GetJob { job, reply })
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        Ok(Response::new((*code).clone()))
+    }
+
+    type GetComponentStream = BoxStream<v1::ComponentChunk>;
+
+    async fn get_component(
+        &self,
+        request: Request<v1::GetComponentRequest>,
+    ) -> Result<Response<Self::GetComponentStream>, Status> {
+        let hash = request.into_inner().hash;
+        check_component_hash(&hash)?;
+        let bytes = self
+            .components
+            .get(&hash)
+            .ok_or_else(|| Status::not_found(format!("no component {hash}")))?;
+        let chunks = component_chunks(&hash, bytes).map(Ok);
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}

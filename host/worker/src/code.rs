@@ -1,0 +1,70 @@
+//! From a graph document and its loaded components to a plan: the one path the CLI, the
+//! scheduler and every worker take, so that they agree on unit and task indices.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fabric_core::{Catalog, ComponentInfo, GraphSpec, Plan, PlanConfig, ValidationReport};
+use fabric_runtime::Component;
+
+/// A validated, planned graph and the component of each of its functions.
+pub struct Built {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// Loaded component per function of `plan.graph.funcs`.
+    pub components: Vec<Arc<Component>>,
+}
+
+/// Why a graph cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The text is not a graph document.
+    #[error("not a valid graph document: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// The graph is invalid: every problem.
+    #[error("{0}")]
+    Invalid(ValidationReport),
+}
+
+/// Validates and plans `spec` against `components` (name -> the loaded component, or why
+/// it could not be loaded).
+pub fn build_spec(
+    spec: GraphSpec,
+    components: &BTreeMap<String, Result<Arc<Component>, String>>,
+    config: PlanConfig,
+) -> Result<Built, ValidationReport> {
+    let catalog: Catalog = components
+        .iter()
+        .map(|(name, c)| {
+            let info = c.as_ref().map(|c| ComponentInfo {
+                exports: c.exports().clone(),
+            });
+            (name.clone(), info.map_err(Clone::clone))
+        })
+        .collect();
+    let graph = fabric_core::validate(spec, &catalog)?;
+    let plan = fabric_core::plan(graph, config);
+    let components = plan
+        .graph
+        .funcs
+        .iter()
+        .map(|f| match &components[&*f.component] {
+            Ok(c) => c.clone(),
+            Err(_) => unreachable!("validation rejects calls of components that did not load"),
+        })
+        .collect();
+    Ok(Built {
+        plan: Arc::new(plan),
+        components,
+    })
+}
+
+/// Parses `graph_json`, then [`build_spec`].
+pub fn build(
+    graph_json: &str,
+    components: &BTreeMap<String, Result<Arc<Component>, String>>,
+    config: PlanConfig,
+) -> Result<Built, BuildError> {
+    let spec = GraphSpec::from_json(graph_json)?;
+    build_spec(spec, components, config).map_err(BuildError::Invalid)
+}

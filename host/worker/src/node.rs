@@ -1,0 +1,703 @@
+//! The worker process: registers with a scheduler, keeps its `Session`, runs the units it
+//! is given on a pool of threads, stores their values (spilling past its memory target)
+//! and serves them to peers and clients on its own data port.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fabric_core::{JobId, PlanConfig, TaskIdx, UnitIdx, Value, WorkerSpec};
+use fabric_proto::v1::scheduler_client::SchedulerClient;
+use fabric_proto::v1::worker_data_server::WorkerDataServer;
+use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
+use fabric_runtime::{Component, Limits, Runtime, RuntimeConfig, TaskError, TaskErrorKind};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::transport::Channel;
+
+use crate::data::DataService;
+use crate::executor::{JobCode, UnitFailure, run_unit};
+use crate::store::{StoreConfig, ValueStore};
+use crate::wire;
+use fabric_proto::transport::Peers;
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The scheduler's URL, e.g. `http://10.0.0.1:7878`.
+    pub scheduler: String,
+    /// Units run at once.
+    pub nthreads: u32,
+    /// Bytes of values held in memory before spilling and pausing (0: no limit).
+    pub memory_limit: u64,
+    /// Fraction of the limit past which values are spilled to disk.
+    pub memory_target: f64,
+    /// Fraction of the limit past which the worker takes no new units.
+    pub memory_pause: f64,
+    /// Abstract resources offered, e.g. `[("gpu", 2)]`.
+    pub resources: Vec<(String, u32)>,
+    /// Where spilled values go (a private directory is made inside it).
+    pub spill_dir: PathBuf,
+    /// A name for people; default `host:port` of the data service.
+    pub name: Option<String>,
+    /// Where the data service listens; default: the address this machine uses to reach the
+    /// scheduler, on a port from the OS.
+    pub data_listen: Option<SocketAddr>,
+    /// The host peers and clients should dial for data, when it differs from the listening
+    /// address (NAT, 0.0.0.0).
+    pub advertise: Option<String>,
+    /// The runtime's configuration; its default limits apply to tasks that set none.
+    pub runtime: RuntimeConfig,
+}
+
+impl WorkerOptions {
+    /// Defaults for a worker of the scheduler at `scheduler`: one thread per core, no memory
+    /// limit, spilling to the system's temporary directory.
+    pub fn new(scheduler: impl Into<String>) -> WorkerOptions {
+        WorkerOptions {
+            scheduler: scheduler.into(),
+            nthreads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_limit: 0,
+            memory_target: 0.6,
+            memory_pause: 0.8,
+            resources: Vec::new(),
+            spill_dir: std::env::temp_dir(),
+            name: None,
+            data_listen: None,
+            advertise: None,
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Something it needs at start could not be had.
+    #[error("{0}")]
+    Setup(String),
+    /// The scheduler could not be reached or refused the worker.
+    #[error("scheduler at {url}: {status}")]
+    Scheduler {
+        /// Its URL.
+        url: String,
+        /// What it answered.
+        status: Box<tonic::Status>,
+    },
+    /// The scheduler ended the session (it shut down, or removed the worker).
+    #[error("the scheduler ended the session: {0}")]
+    SessionEnded(String),
+}
+
+/// The largest value a worker accepts from a peer: 64 GiB.
+const MAX_VALUE: u64 = 64 << 30;
+/// The largest component a worker accepts: 256 MiB.
+const MAX_COMPONENT: u64 = 256 << 20;
+
+/// Connects a control-plane client to the scheduler.
+async fn connect(url: &str) -> Result<SchedulerClient<Channel>, WorkerError> {
+    let error = |status: tonic::Status| WorkerError::Scheduler {
+        url: url.to_string(),
+        status: Box::new(status),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| error(tonic::Status::invalid_argument(format!("not a URL: {e}"))))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| error(tonic::Status::unavailable(format!("cannot connect: {e}"))))?;
+    Ok(SchedulerClient::new(channel)
+        .max_decoding_message_size(1 << 30)
+        .max_encoding_message_size(1 << 30))
+}
+
+/// The local address this machine uses to reach `url`'s host (no packet is sent).
+fn local_ip_towards(url: &str) -> Option<IpAddr> {
+    let authority = url.split("://").nth(1)?.split('/').next()?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()?
+        .next()?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+/// Runs a worker until `shutdown` completes or the scheduler ends its session.
+/// `on_attached` is called once the scheduler accepted the worker, with its id and data
+/// address.
+pub async fn run(
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+    on_attached: impl FnOnce(u64, &str),
+) -> Result<(), WorkerError> {
+    let runtime = Runtime::new(options.runtime.clone())
+        .map_err(|e| WorkerError::Setup(format!("cannot start the WebAssembly runtime: {e}")))?;
+    let store = Arc::new(
+        ValueStore::new(StoreConfig {
+            memory_limit: options.memory_limit,
+            target: options.memory_target,
+            pause: options.memory_pause,
+            spill_dir: options.spill_dir.clone(),
+        })
+        .map_err(|e| WorkerError::Setup(format!("cannot prepare the spill directory: {e}")))?,
+    );
+
+    // The data service, on its own port.
+    let listen = match options.data_listen {
+        Some(a) => a,
+        None => SocketAddr::new(
+            local_ip_towards(&options.scheduler).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            0,
+        ),
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| WorkerError::Setup(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| WorkerError::Setup(e.to_string()))?;
+    let host = match &options.advertise {
+        Some(h) => h.clone(),
+        None if bound.ip().is_unspecified() => "127.0.0.1".to_string(),
+        None => match bound.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        },
+    };
+    let data_address = format!("http://{host}:{}", bound.port());
+    let data_server = tokio::spawn(
+        fabric_proto::transport::server_builder()
+            .add_service(WorkerDataServer::new(DataService::new(store.clone())))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let mut scheduler = connect(&options.scheduler).await?;
+    let refused = |status: tonic::Status| WorkerError::Scheduler {
+        url: options.scheduler.clone(),
+        status: Box::new(status),
+    };
+    let spec = WorkerSpec {
+        name: options
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{host}:{}", bound.port())),
+        nthreads: options.nthreads.max(1),
+        resources: options.resources.clone(),
+        memory_limit: options.memory_limit,
+    };
+    let registered = scheduler
+        .register(v1::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            spec: Some(v1::WorkerSpec::from(&spec)),
+            data_address: data_address.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let worker_id = registered.worker_id;
+    let heartbeat = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(10)));
+
+    let (events, events_rx) = mpsc::unbounded_channel::<v1::WorkerEvent>();
+    let (outbound, outbound_rx) = mpsc::unbounded_channel::<v1::WorkerMessage>();
+    outbound
+        .send(v1::WorkerMessage {
+            events: vec![v1::WorkerEvent {
+                event: Some(v1::worker_event::Event::Attach(v1::Attach { worker_id })),
+            }],
+        })
+        .expect("the receiver is here");
+    let mut inbound = scheduler
+        .session(UnboundedReceiverStream::new(outbound_rx))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    tracing::info!(worker_id, %data_address, "worker attached to {}", options.scheduler);
+    on_attached(worker_id, &data_address);
+
+    let node = Arc::new(Node {
+        runtime,
+        store,
+        peers: Peers::default(),
+        scheduler: scheduler.clone(),
+        jobs: Mutex::new(FxHashMap::default()),
+        threads: Semaphore::new(spec.nthreads as usize),
+        events: events.clone(),
+        running: AtomicU32::new(0),
+        units_total: AtomicU64::new(0),
+        fetched_bytes: AtomicU64::new(0),
+        fetch_ns: AtomicU64::new(0),
+        paused: AtomicBool::new(false),
+        own_address: data_address,
+    });
+
+    // Events go out in batches: whatever accumulated while the last batch was sent.
+    let sender = tokio::spawn(batch_events(events_rx, outbound));
+    let beat = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(heartbeat);
+            loop {
+                interval.tick().await;
+                if !node.heartbeat() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let session = async {
+        loop {
+            match inbound.next().await {
+                Some(Ok(message)) => {
+                    for event in message.events {
+                        node.clone().handle(event);
+                    }
+                }
+                Some(Err(status)) => return WorkerError::SessionEnded(status.message().into()),
+                None => return WorkerError::SessionEnded("the stream closed".into()),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        e = session => Err(e),
+        () = shutdown => Ok(()),
+    };
+    beat.abort();
+    sender.abort();
+    data_server.abort();
+    outcome
+}
+
+/// Sends events in batches until the channel closes.
+async fn batch_events(
+    mut events: mpsc::UnboundedReceiver<v1::WorkerEvent>,
+    outbound: mpsc::UnboundedSender<v1::WorkerMessage>,
+) {
+    while let Some(first) = events.recv().await {
+        let mut batch = vec![first];
+        while let Ok(e) = events.try_recv() {
+            batch.push(e);
+        }
+        if outbound.send(v1::WorkerMessage { events: batch }).is_err() {
+            return;
+        }
+    }
+}
+
+type CodeCell = Arc<OnceCell<Result<Arc<JobCode>, String>>>;
+
+/// Everything a running worker shares between its tasks.
+struct Node {
+    runtime: Runtime,
+    store: Arc<ValueStore>,
+    peers: Peers,
+    scheduler: SchedulerClient<Channel>,
+    /// The code of each job seen, fetched once.
+    jobs: Mutex<FxHashMap<JobId, CodeCell>>,
+    threads: Semaphore,
+    events: mpsc::UnboundedSender<v1::WorkerEvent>,
+    running: AtomicU32,
+    units_total: AtomicU64,
+    fetched_bytes: AtomicU64,
+    fetch_ns: AtomicU64,
+    paused: AtomicBool,
+    own_address: String,
+}
+
+impl Node {
+    fn send(&self, event: v1::worker_event::Event) {
+        let _ = self.events.send(v1::WorkerEvent { event: Some(event) });
+    }
+
+    /// Sends a heartbeat; false once the session is gone.
+    fn heartbeat(&self) -> bool {
+        let m = self.store.metrics();
+        let paused = self.store.paused();
+        self.paused.store(paused, Ordering::Relaxed);
+        let metrics = v1::WorkerMetrics {
+            memory_bytes: m.memory_bytes,
+            spilled_bytes: m.spilled_bytes,
+            process_bytes: process_bytes(),
+            running_units: self.running.load(Ordering::Relaxed),
+            paused,
+            fetched_bytes_total: self.fetched_bytes.load(Ordering::Relaxed),
+            fetch_ns_total: self.fetch_ns.load(Ordering::Relaxed),
+            units_total: self.units_total.load(Ordering::Relaxed),
+        };
+        self.events
+            .send(v1::WorkerEvent {
+                event: Some(v1::worker_event::Event::Heartbeat(v1::Heartbeat {
+                    metrics: Some(metrics),
+                })),
+            })
+            .is_ok()
+    }
+
+    /// Memory changed: tell the scheduler at once when the worker pauses or resumes.
+    fn memory_changed(&self) {
+        let paused = self.store.paused();
+        if self.paused.swap(paused, Ordering::Relaxed) != paused {
+            self.heartbeat();
+        }
+    }
+
+    fn handle(self: Arc<Self>, event: v1::SchedulerEvent) {
+        use v1::scheduler_event::Event;
+        match event.event {
+            Some(Event::Compute(c)) => {
+                tokio::spawn(self.compute(c));
+            }
+            Some(Event::Release(r)) => {
+                for key in r.keys {
+                    if let Ok(k) = key.parts() {
+                        self.store.remove(k);
+                    }
+                }
+                self.memory_changed();
+            }
+            Some(Event::ForgetJob(f)) => {
+                if let Ok(job) = JobId::try_from(f.job_id) {
+                    self.jobs
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&job);
+                    self.store.remove_job(job);
+                    self.memory_changed();
+                }
+            }
+            None => tracing::warn!("ignoring an empty event from the scheduler"),
+        }
+    }
+
+    /// Runs one unit: its code, its inputs (local or fetched from peers), a thread, the
+    /// call; then reports.
+    async fn compute(self: Arc<Self>, c: v1::Compute) {
+        let Some(key) = c.key else {
+            tracing::warn!("ignoring a Compute without a key");
+            return;
+        };
+        let Ok((job, unit)) = key.parts() else {
+            tracing::warn!("ignoring a Compute with a bad key");
+            return;
+        };
+        let attempt = c.attempt;
+        let fail = |task: TaskIdx, error: TaskError| {
+            v1::worker_event::Event::UnitFailed(v1::UnitFailed {
+                key: Some(key),
+                attempt,
+                failure: Some(v1::TaskFailure {
+                    task,
+                    error: Some(wire::task_error(&error)),
+                }),
+            })
+        };
+        let code = match self.code(job).await {
+            Ok(code) => code,
+            Err(message) => {
+                // The job is gone (or its code unusable): the report is stale or explains it.
+                self.send(fail(0, TaskError::new(TaskErrorKind::Host, message)));
+                return;
+            }
+        };
+        if unit as usize >= code.plan.len() {
+            tracing::warn!(
+                job,
+                unit,
+                "ignoring a Compute for a unit the job does not have"
+            );
+            return;
+        }
+        let inputs = match self.inputs(&c.inputs).await {
+            Ok(inputs) => inputs,
+            Err(missing) => {
+                self.send(v1::worker_event::Event::MissingInput(v1::MissingInput {
+                    key: Some(key),
+                    attempt,
+                    ..missing
+                }));
+                return;
+            }
+        };
+        let Ok(_permit) = self.threads.acquire().await else {
+            return;
+        };
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let node = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let input = |t: TaskIdx| -> Value {
+                let u = code.plan.unit_of_task[t as usize];
+                inputs
+                    .iter()
+                    .find(|(k, _)| *k == u)
+                    .map(|(_, v)| v.clone())
+                    .expect("the scheduler sends every input of a unit")
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_unit(&node.runtime, &code, unit, attempt, input)
+            }))
+            .unwrap_or_else(|_| {
+                Err(UnitFailure {
+                    task: code.plan.last_step(unit),
+                    error: TaskError::new(TaskErrorKind::Host, "internal error in the worker"),
+                })
+            });
+            let elapsed = start.elapsed();
+            match result {
+                Ok(value) => {
+                    let nbytes = value.size_bytes();
+                    match node.store.put((job, unit), value) {
+                        Ok(()) => Ok((nbytes, elapsed)),
+                        Err(e) => Err(UnitFailure {
+                            task: code.plan.last_step(unit),
+                            error: TaskError::new(
+                                TaskErrorKind::Host,
+                                format!("cannot store the value: {e}"),
+                            ),
+                        }),
+                    }
+                }
+                Err(f) => Err(f),
+            }
+        })
+        .await;
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.units_total.fetch_add(1, Ordering::Relaxed);
+        let event = match outcome {
+            Ok(Ok((nbytes, elapsed))) => v1::worker_event::Event::UnitFinished(v1::UnitFinished {
+                key: Some(key),
+                attempt,
+                nbytes,
+                duration_ns: elapsed.as_nanos() as u64,
+            }),
+            Ok(Err(f)) => fail(f.task, f.error),
+            Err(e) => fail(
+                0,
+                TaskError::new(TaskErrorKind::Host, format!("internal error: {e}")),
+            ),
+        };
+        self.send(event);
+        self.memory_changed();
+    }
+
+    /// The values a unit needs: from the local store, else from the holders in order
+    /// (all inputs at once). On failure, the `MissingInput` to report (key and attempt
+    /// left for the caller).
+    async fn inputs(
+        &self,
+        inputs: &[v1::ComputeInput],
+    ) -> Result<SmallVec<[(UnitIdx, Value); 4]>, v1::MissingInput> {
+        let fetches = inputs.iter().map(|input| async move {
+            let key = input.key.ok_or_else(|| v1::MissingInput {
+                reason: "ComputeInput without a key".into(),
+                ..v1::MissingInput::default()
+            })?;
+            let parts = key.parts().map_err(|e| v1::MissingInput {
+                input: Some(key),
+                reason: e.to_string(),
+                ..v1::MissingInput::default()
+            })?;
+            if let Ok(Some(v)) = self.store.get(parts) {
+                return Ok((parts.1, v));
+            }
+            let mut tried = Vec::new();
+            let mut reasons = Vec::new();
+            for holder in &input.holders {
+                if *holder == self.own_address {
+                    continue;
+                }
+                let start = Instant::now();
+                match self.peers.fetch(holder, key, MAX_VALUE).await {
+                    Ok(v) => {
+                        self.fetched_bytes
+                            .fetch_add(input.nbytes, Ordering::Relaxed);
+                        self.fetch_ns
+                            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        return Ok((parts.1, v));
+                    }
+                    Err(e) => {
+                        tried.push(holder.clone());
+                        reasons.push(format!("{holder}: {e}"));
+                    }
+                }
+            }
+            if input.holders.contains(&self.own_address) {
+                tried.push(self.own_address.clone());
+                reasons.push(format!("{}: not in this worker's store", self.own_address));
+            }
+            Err(v1::MissingInput {
+                input: Some(key),
+                tried,
+                reason: if reasons.is_empty() {
+                    "no holder was named".into()
+                } else {
+                    reasons.join("; ")
+                },
+                ..v1::MissingInput::default()
+            })
+        });
+        let mut out = SmallVec::new();
+        for result in join_all(fetches).await {
+            out.push(result?);
+        }
+        Ok(out)
+    }
+
+    /// The code of `job`, fetched and built the first time any unit of it arrives.
+    async fn code(&self, job: JobId) -> Result<Arc<JobCode>, String> {
+        let cell = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(job)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.fetch_code(job)).await.clone()
+    }
+
+    async fn fetch_code(&self, job: JobId) -> Result<Arc<JobCode>, String> {
+        let mut scheduler = self.scheduler.clone();
+        let code = scheduler
+            .get_job(v1::GetJobRequest {
+                job_id: u64::from(job),
+            })
+            .await
+            .map_err(|s| format!("cannot get the code of job {job}: {}", s.message()))?
+            .into_inner();
+        let names = fabric_proto::component_map(&code.components).map_err(|e| e.to_string())?;
+        let mut components: BTreeMap<String, Result<Arc<Component>, String>> = BTreeMap::new();
+        for (name, hash) in &names {
+            let loaded = self.component(hash).await;
+            components.insert(name.clone(), loaded);
+        }
+        let runtime_defaults = self.runtime.config().default_limits;
+        tokio::task::spawn_blocking(move || {
+            let built = crate::code::build(
+                &code.graph_json,
+                &components,
+                PlanConfig {
+                    fuse: !code.no_fuse,
+                },
+            )
+            .map_err(|e| format!("job {job} does not build here: {e}"))?;
+            if built.plan.len() != code.unit_count as usize
+                || built.plan.task_count() as u64 != code.task_count
+            {
+                return Err(format!(
+                    "job {job} plans differently here ({} units, {} tasks) than on the scheduler ({} units, {} tasks)",
+                    built.plan.len(),
+                    built.plan.task_count(),
+                    code.unit_count,
+                    code.task_count
+                ));
+            }
+            let limits = code.limits.unwrap_or_default();
+            let defaults = Limits {
+                memory_bytes: if limits.memory_bytes > 0 {
+                    limits.memory_bytes
+                } else {
+                    runtime_defaults.memory_bytes
+                },
+                timeout: if limits.timeout_ms > 0 {
+                    Duration::from_millis(limits.timeout_ms)
+                } else {
+                    runtime_defaults.timeout
+                },
+            };
+            Ok(Arc::new(JobCode {
+                plan: built.plan,
+                components: built.components,
+                tenant: code.tenant.into(),
+                defaults,
+            }))
+        })
+        .await
+        .map_err(|e| format!("building job {job} panicked: {e}"))?
+    }
+
+    /// A component by hash: from the runtime's caches, else fetched from the scheduler.
+    async fn component(&self, hash: &str) -> Result<Arc<Component>, String> {
+        let runtime = self.runtime.clone();
+        let h = hash.to_string();
+        if let Ok(Some(c)) = tokio::task::spawn_blocking(move || runtime.load_cached(&h)).await {
+            return Ok(c);
+        }
+        let mut scheduler = self.scheduler.clone();
+        let mut stream = scheduler
+            .get_component(v1::GetComponentRequest {
+                hash: hash.to_string(),
+            })
+            .await
+            .map_err(|s| format!("cannot get component {hash}: {}", s.message()))?
+            .into_inner();
+        let mut bytes = Reassembler::new("component", MAX_COMPONENT);
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| format!("cannot get component {hash}: {}", s.message()))?
+        {
+            bytes
+                .push(chunk.total_size, chunk.data)
+                .map_err(|e| e.to_string())?;
+        }
+        let bytes: Bytes = bytes.finish().map_err(|e| e.to_string())?;
+        if blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err(format!("component {hash} arrived with different bytes"));
+        }
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.load(&bytes).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| format!("loading component {hash} panicked: {e}"))?
+    }
+}
+
+/// Awaits every future at once (they run concurrently), in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut pending: Vec<_> = futures.into_iter().enumerate().collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                results[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.expect("every future finished"))
+        .collect()
+}
+
+/// Resident memory of this process in bytes (Linux; 0 elsewhere).
+fn process_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

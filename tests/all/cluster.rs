@@ -1,0 +1,215 @@
+//! End-to-end tests of a real cluster: `fabric scheduler` and `fabric worker` processes on
+//! 127.0.0.1 with ports from the OS, driven with `fabric submit`, `result`, `status`...
+//! Synchronization is by what the processes print or report (`fabric status`), never by
+//! sleeping a fixed time.
+
+use std::time::Duration;
+
+use fabric_tests::{Cluster, GraphDir};
+use serde_json::{Value as Json, json};
+
+use crate::run::{graph, r, task, tree};
+
+/// Units run so far by the `index`th worker started (ids follow start order).
+fn units_total(status: &Json, index: usize) -> u64 {
+    status["workers"][index]["units_total"].as_u64().unwrap()
+}
+
+/// `n` independent `slow-inc(i, ms)` tasks and their sum (`sum` = n(n+1)/2).
+fn slow_sum(n: usize, ms: u32, extra: Json) -> Json {
+    let mut tasks: Vec<(String, Json)> = (0..n)
+        .map(|i| {
+            let mut t = json!({ "call": "math/slow-inc", "args": [i, ms] });
+            if let Json::Object(extra) = &extra {
+                t.as_object_mut().unwrap().extend(extra.clone());
+            }
+            (format!("s{i}"), t)
+        })
+        .collect();
+    let refs: Vec<Json> = (0..n).map(|i| r(&format!("s{i}"))).collect();
+    tasks.push(task("sum", "math/sum", json!([refs])));
+    graph(tasks, &["sum"])
+}
+
+#[test]
+fn foundation_graphs_on_three_workers() {
+    let cluster = Cluster::start(3, &["--nthreads", "2"]);
+    let dir = GraphDir::new();
+
+    let hello = fabric_tests::workspace_root().join("examples/hello.json");
+    let out = cluster.submit(&hello, &[]);
+    assert_eq!(out.code, 0, "{out}\n{}", cluster.logs());
+    assert_eq!(out.stdout, "{\"c\": 16}\n", "{out}");
+
+    let out = cluster.submit(&dir.write_graph(&tree(1 << 10)), &[]);
+    assert_eq!(
+        out.success(),
+        json!({ "root": 524_800 }),
+        "{}",
+        cluster.logs()
+    );
+
+    // Task failures come back with the guest's words, and unrelated branches finish.
+    let tasks = vec![
+        task("a", "faulty/fail", json!(["nope"])),
+        task("b", "faulty/boom", json!(["kaboom"])),
+        task("x", "math/add", json!([r("a"), r("b")])),
+        task("ok", "math/inc", json!([1])),
+    ];
+    let out = cluster.submit(&dir.write_graph(&graph(tasks, &["x", "ok"])), &[]);
+    assert_eq!(out.code, 1, "{out}");
+    let errors = out.error_lines();
+    assert!(
+        errors.contains(&"error: task `a` (faulty/fail) returned an error: nope"),
+        "{out}"
+    );
+    assert!(
+        errors.contains(&"error: task `b` (faulty/boom) panicked: kaboom"),
+        "{out}"
+    );
+    assert_eq!(
+        errors.last().copied(),
+        Some("error: 2 tasks failed; 1 task that depends on them did not run"),
+        "{out}"
+    );
+
+    // An invalid graph is refused here, before anything is sent.
+    let bad = graph(vec![task("a", "math/inc", json!(["one"]))], &["a"]);
+    let out = cluster.submit(&dir.write_graph(&bad), &[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("task `a`"), "{out}");
+
+    // Detach, then come back for the result; every job was released.
+    let out = cluster.submit(&hello, &["--detach"]);
+    let job = out.stdout.trim().to_string();
+    assert!(job.parse::<u64>().is_ok(), "{out}");
+    let out = cluster.fabric(&["result", &job]);
+    assert_eq!(out.stdout, "{\"c\": 16}\n", "{out}");
+    let status = cluster.status();
+    assert_eq!(status["workers"].as_array().unwrap().len(), 3, "{status}");
+    assert_eq!(status["jobs"], json!([]), "{status}");
+    let out = cluster.fabric(&["result", &job]);
+    assert_eq!(out.code, 2, "a released job is gone: {out}");
+}
+
+#[test]
+fn cancel_stops_a_job() {
+    let cluster = Cluster::start(1, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let out = cluster.submit(
+        &dir.write_graph(&slow_sum(50, 100, json!({}))),
+        &["--detach"],
+    );
+    let job = out.stdout.trim().to_string();
+    assert_eq!(out.code, 0, "{out}");
+    let out = cluster.fabric(&["cancel", &job]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = cluster.fabric(&["cancel", &job]);
+    assert_eq!(out.code, 1, "cancelling twice: {out}");
+    assert_eq!(cluster.status()["jobs"], json!([]));
+}
+
+#[test]
+fn persisted_outputs_are_listed_and_forgotten() {
+    let cluster = Cluster::start(2, &["--nthreads", "2"]);
+    let dir = GraphDir::new();
+    let path = dir.write_graph(&tree(64));
+    let out = cluster.submit(&path, &["--persist", "t64"]);
+    assert_eq!(out.code, 0, "{out}\n{}", cluster.logs());
+    assert_eq!(out.stdout, "", "persisted outputs are not printed: {out}");
+    let out = cluster.fabric(&["datasets", "--json"]);
+    let list = out.success();
+    assert_eq!(list[0]["name"], "t64", "{out}");
+    assert_eq!(list[0]["keys"], json!(["root"]), "{out}");
+
+    let out = cluster.submit(&path, &["--persist", "t64"]);
+    assert_eq!(out.code, 2, "the name is taken: {out}");
+    assert!(out.stderr.contains("forget it first"), "{out}");
+
+    assert_eq!(cluster.fabric(&["forget", "t64"]).code, 0);
+    assert_eq!(cluster.fabric(&["forget", "t64"]).code, 1);
+    assert_eq!(cluster.fabric(&["datasets", "--json"]).success(), json!([]));
+}
+
+#[test]
+fn a_worker_added_mid_job_takes_work() {
+    let mut cluster = Cluster::start(1, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let out = cluster.submit(
+        &dir.write_graph(&slow_sum(30, 100, json!({}))),
+        &["--detach"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let job = out.stdout.trim().to_string();
+    cluster.wait_for("the job to start", |s| {
+        s["jobs"][0]["done_tasks"].as_u64().unwrap_or(0) > 0
+    });
+    let added = cluster.add_worker(&["--nthreads", "1"]);
+    let out = cluster.fabric(&["result", &job]);
+    assert_eq!(out.success(), json!({ "sum": 465 }), "{}", cluster.logs());
+    cluster.wait_for("the new worker to report its work", |s| {
+        units_total(s, added) > 0
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_job_does_not_change_the_answer() {
+    let mut cluster = Cluster::start(2, &["--nthreads", "2"]);
+    let dir = GraphDir::new();
+    // Slow leaves, so that the kill lands while values are held and work is running.
+    let mut tasks: Vec<(String, Json)> = (0..16)
+        .map(|i| {
+            (
+                format!("l{i}"),
+                json!({ "call": "math/slow-inc", "args": [i, 150] }),
+            )
+        })
+        .collect();
+    for i in 0..8 {
+        tasks.push(task(
+            &format!("p{i}"),
+            "math/add",
+            json!([r(&format!("l{}", 2 * i)), r(&format!("l{}", 2 * i + 1))]),
+        ));
+    }
+    let refs: Vec<Json> = (0..8).map(|i| r(&format!("p{i}"))).collect();
+    tasks.push(task("sum", "math/sum", json!([refs])));
+    let out = cluster.submit(&dir.write_graph(&graph(tasks, &["sum"])), &["--detach"]);
+    assert_eq!(out.code, 0, "{out}");
+    let job = out.stdout.trim().to_string();
+    cluster.wait_for("worker 0 to hold results", |s| units_total(s, 0) >= 2);
+    cluster.kill_worker(0);
+    let out = cluster.fabric(&["result", &job]);
+    // Leaves give 1..=16.
+    assert_eq!(out.success(), json!({ "sum": 136 }), "{}", cluster.logs());
+    let status = cluster.status();
+    assert_eq!(status["workers"].as_array().unwrap().len(), 1, "{status}");
+}
+
+#[test]
+fn gpu_tasks_run_only_where_offered_two_at_a_time() {
+    let mut cluster = Cluster::start(0, &[]);
+    let gpu = cluster.add_worker(&["--nthreads", "4", "--resources", "gpu=2"]);
+    let cpu = cluster.add_worker(&["--nthreads", "4"]);
+    let dir = GraphDir::new();
+    let tasks: Vec<(String, Json)> = (0..8)
+        .map(|i| {
+            (
+                format!("g{i}"),
+                json!({ "call": "math/slow-inc", "args": [i, 200], "resources": { "gpu": 1 } }),
+            )
+        })
+        .collect();
+    let outputs: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let out = cluster.submit(&dir.write_graph(&graph(tasks, &outputs)), &[]);
+    let expected: serde_json::Map<String, Json> =
+        (0..8).map(|i| (format!("g{i}"), json!(i + 1))).collect();
+    assert_eq!(out.success(), Json::Object(expected), "{}", cluster.logs());
+    // Eight tasks of 200 ms, at most two at a time: at least four rounds.
+    assert!(out.elapsed >= Duration::from_millis(800), "{out}");
+    let status = cluster.wait_for("the gpu worker to report its work", |s| {
+        units_total(s, gpu) == 8
+    });
+    assert_eq!(units_total(&status, cpu), 0, "{status}");
+}
