@@ -126,9 +126,42 @@ fn persisted_outputs_are_listed_and_forgotten() {
     assert_eq!(out.code, 2, "the name is taken: {out}");
     assert!(out.stderr.contains("forget it first"), "{out}");
 
+    // Later graphs use the dataset's values where they are, type-checked.
+    let root = json!({ "dataset": "t64", "key": "root" });
+    let reuse = graph(
+        vec![
+            task("u", "math/inc", json!([root.clone()])),
+            task("v", "math/add", json!([root.clone(), r("u")])),
+        ],
+        &["u", "v"],
+    );
+    let reuse = dir.write_graph(&reuse);
+    let out = cluster.submit(&reuse, &[]);
+    assert_eq!(
+        out.success(),
+        json!({ "u": 2081, "v": 4161 }),
+        "{}",
+        cluster.logs()
+    );
+    let out = cluster.submit(&reuse, &[]);
+    assert_eq!(out.success(), json!({ "u": 2081, "v": 4161 }), "used twice");
+    let mistyped = graph(vec![task("w", "text/words", json!([root]))], &["w"]);
+    let out = cluster.submit(&dir.write_graph(&mistyped), &[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("but dataset `t64` key `root` is s64"),
+        "{out}"
+    );
+    // Another tenant does not see it.
+    let out = cluster.submit(&reuse, &["--tenant", "mallory"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("unknown dataset `t64`"), "{out}");
+
     assert_eq!(cluster.fabric(&["forget", "t64"]).code, 0);
     assert_eq!(cluster.fabric(&["forget", "t64"]).code, 1);
     assert_eq!(cluster.fabric(&["datasets", "--json"]).success(), json!([]));
+    let out = cluster.submit(&reuse, &[]);
+    assert_eq!(out.code, 2, "a forgotten dataset is gone: {out}");
 }
 
 #[test]

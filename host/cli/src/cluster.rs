@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use fabric_client::{Client, ClientError, JobOutcome, JobState, Submission};
-use fabric_core::{JobProgress, PlanConfig};
+use fabric_core::{Datasets, JobProgress, PlanConfig};
 use fabric_runtime::Limits;
 
 use crate::args;
@@ -218,19 +218,34 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
 }
 
 pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
-    // The same checks as `fabric run`, before anything is sent.
-    let runtime = a.runtime.runtime(Limits::default())?;
-    if let Err(code) = load_graph(&runtime, &a.graph, PlanConfig { fuse: !a.no_fuse })? {
-        return Ok(code);
-    }
-    drop(runtime);
-    let mut submission = Submission::from_file(&a.graph)?;
-    submission.tenant = a.tenant;
-    submission.no_fuse = a.no_fuse;
-    submission.timeout = a.timeout;
-    submission.memory = a.memory;
     tokio()?.block_on(async {
-        let client = a.scheduler.connect().await?;
+        // The same checks as `fabric run`, against the tenant's datasets, before anything
+        // is sent (and even when the scheduler cannot be reached: the graph's own problems
+        // come first).
+        let client = a.scheduler.connect().await;
+        let datasets = match &client {
+            Ok(client) => dataset_types(client, &a.tenant).await?,
+            Err(_) => Datasets::new(),
+        };
+        let runtime = a.runtime.runtime(Limits::default())?;
+        let checked = tokio::task::block_in_place(|| {
+            load_graph(
+                &runtime,
+                &a.graph,
+                &datasets,
+                PlanConfig { fuse: !a.no_fuse },
+            )
+        })?;
+        if let Err(code) = checked {
+            return Ok(code);
+        }
+        drop(runtime);
+        let client = client?;
+        let mut submission = Submission::from_file(&a.graph)?;
+        submission.tenant = a.tenant;
+        submission.no_fuse = a.no_fuse;
+        submission.timeout = a.timeout;
+        submission.memory = a.memory;
         let job = match client.submit(&submission, a.persist.as_deref()).await {
             Ok(job) => job,
             Err(ClientError::Rejected(problems)) => {
@@ -248,6 +263,24 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
         }
         follow(&client, job).await
     })
+}
+
+/// The types of `tenant`'s datasets on the cluster.
+async fn dataset_types(client: &Client, tenant: &str) -> Result<Datasets> {
+    let mut out = Datasets::new();
+    for d in client.datasets().await? {
+        if d.tenant != tenant {
+            continue;
+        }
+        let mut keys = std::collections::BTreeMap::new();
+        for (key, json) in d.types_json {
+            let ty = serde_json::from_str(&json)
+                .with_context(|| format!("dataset `{}` has a malformed type", d.name))?;
+            keys.insert(key, ty);
+        }
+        out.insert(d.name, keys);
+    }
+    Ok(out)
 }
 
 /// Waits for a job with a progress display, then prints it as `fabric run` does.
@@ -471,6 +504,7 @@ fn status_json(s: &fabric_client::ClusterStatusResponse) -> serde_json::Value {
                 "process_bytes": m.process_bytes,
                 "running_units": m.running_units,
                 "units_total": m.units_total,
+                "fetched_bytes_total": m.fetched_bytes_total,
                 "assigned_units": w.assigned_units,
                 "paused": m.paused,
                 "data_address": w.data_address,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use fabric_core::{GraphSpec, Plan, PlanConfig, ValidationReport};
+use fabric_core::{Datasets, GraphSpec, Plan, PlanConfig, ValidationReport};
 use fabric_runtime::{Component, Runtime};
 
 /// A graph file, validated and planned, with the components its plan calls.
@@ -32,7 +32,13 @@ pub enum LoadError {
 
 /// Reads, validates and plans `path`, loading the components it names (paths are relative
 /// to the graph file).
-pub fn load(runtime: &Runtime, path: &Path, plan_config: PlanConfig) -> Result<Loaded, LoadError> {
+/// `datasets` are the persisted datasets the graph may use (none for `fabric run`).
+pub fn load(
+    runtime: &Runtime,
+    path: &Path,
+    datasets: &Datasets,
+    plan_config: PlanConfig,
+) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read graph `{}`", path.display()))?;
     let spec = GraphSpec::from_json(&text)
@@ -62,8 +68,8 @@ pub fn load(runtime: &Runtime, path: &Path, plan_config: PlanConfig) -> Result<L
         .collect();
 
     let start = Instant::now();
-    let built =
-        fabric_worker::code::build_spec(spec, &by_name, plan_config).map_err(LoadError::Invalid)?;
+    let built = fabric_worker::code::build_spec(spec, &by_name, datasets, plan_config)
+        .map_err(LoadError::Invalid)?;
     let check_time = start.elapsed();
     Ok(Loaded {
         plan: built.plan,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fabric_core::{PlanConfig, Value};
+use fabric_core::{Datasets, PlanConfig, Value};
 use fabric_local::{JobReport, LocalConfig};
 use fabric_runtime::{Limits, Runtime, RuntimeConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -104,7 +104,12 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         timeout: a.timeout,
     };
     let runtime = a.runtime.runtime(limits)?;
-    let loaded = match load_graph(&runtime, &a.graph, PlanConfig { fuse: !a.no_fuse })? {
+    let loaded = match load_graph(
+        &runtime,
+        &a.graph,
+        &Datasets::new(),
+        PlanConfig { fuse: !a.no_fuse },
+    )? {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
@@ -148,9 +153,10 @@ pub(crate) const INVALID_GRAPH: u8 = 2;
 pub(crate) fn load_graph(
     runtime: &Runtime,
     path: &Path,
+    datasets: &Datasets,
     config: PlanConfig,
 ) -> Result<Result<Loaded, ExitCode>> {
-    match load(runtime, path, config) {
+    match load(runtime, path, datasets, config) {
         Ok(loaded) => Ok(Ok(loaded)),
         Err(LoadError::Invalid(report)) => {
             eprintln!("error: {report}");
@@ -260,7 +266,7 @@ pub(crate) fn print_outcome(o: &Outcome<'_>) -> ExitCode {
 
 pub fn check(a: CheckArgs) -> Result<ExitCode> {
     let runtime = a.runtime.runtime(Limits::default())?;
-    let loaded = match load_graph(&runtime, &a.graph, PlanConfig::default())? {
+    let loaded = match load_graph(&runtime, &a.graph, &Datasets::new(), PlanConfig::default())? {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };

@@ -69,6 +69,8 @@ pub enum Arg {
     Value(Value),
     /// The output of another task.
     Ref(TaskIdx),
+    /// A value of a persisted dataset: index into [`Graph::externals`].
+    External(u32),
     /// A list some of whose elements are refs; packed when the elements are numbers.
     List(Option<BulkKind>, Box<[Arg]>),
     Tuple(Box<[Arg]>),
@@ -80,18 +82,39 @@ pub enum Arg {
     Err(Box<Arg>),
 }
 
+/// Where an argument's value comes from, besides literals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// The output of a task of the graph.
+    Task(TaskIdx),
+    /// A dataset value: index into [`Graph::externals`].
+    External(u32),
+}
+
+/// A value of a persisted dataset that a graph uses: `{"dataset": NAME, "key": TASK}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct External {
+    /// The dataset's name.
+    pub dataset: Arc<str>,
+    /// The task of the dataset's graph whose value it is.
+    pub key: Arc<str>,
+    /// The value's type (the output type of that task).
+    pub ty: Type,
+}
+
 impl Arg {
-    /// Builds the argument's value, taking task outputs from `input`.
-    pub fn resolve<'v>(&self, input: &impl Fn(TaskIdx) -> &'v Value) -> Value {
+    /// Builds the argument's value, taking task outputs and dataset values from `input`.
+    pub fn resolve<'v>(&self, input: &impl Fn(Input) -> &'v Value) -> Value {
         let all = |args: &[Arg]| -> Vec<Value> { args.iter().map(|a| a.resolve(input)).collect() };
         match self {
             Arg::Value(v) => v.clone(),
-            Arg::Ref(t) => input(*t).clone(),
+            Arg::Ref(t) => input(Input::Task(*t)).clone(),
+            Arg::External(x) => input(Input::External(*x)).clone(),
             Arg::List(Some(kind), items) => {
                 let mut bulk = Bulk::with_capacity(*kind, items.len());
                 for item in items.iter() {
                     match item {
-                        Arg::Ref(t) => bulk.push(input(*t)),
+                        Arg::Ref(t) => bulk.push(input(Input::Task(*t))),
                         Arg::Value(v) => bulk.push(v),
                         other => bulk.push(&other.resolve(input)),
                     };
@@ -125,6 +148,8 @@ pub struct Graph {
     pub tasks: Vec<Task>,
     /// The requested outputs, in the order requested (no repeats).
     pub outputs: Vec<TaskIdx>,
+    /// The dataset values the tasks use, each once.
+    pub externals: Vec<External>,
 }
 
 impl Graph {
@@ -141,6 +166,30 @@ impl Graph {
     /// Number of tasks.
     pub fn len(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// The dataset values the steps of `tasks` use (indices into [`Graph::externals`]),
+    /// each once.
+    pub fn externals_of(&self, tasks: &[TaskIdx]) -> Vec<u32> {
+        fn walk(arg: &Arg, out: &mut Vec<u32>) {
+            match arg {
+                Arg::External(x) if !out.contains(x) => out.push(*x),
+                Arg::List(_, items) | Arg::Tuple(items) => items.iter().for_each(|a| walk(a, out)),
+                Arg::Record(fields) => fields.iter().for_each(|(_, a)| walk(a, out)),
+                Arg::Some(a) | Arg::Variant(_, a) | Arg::Ok(a) | Arg::Err(a) => walk(a, out),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        if !self.externals.is_empty() {
+            for &t in tasks {
+                self.tasks[t as usize]
+                    .args
+                    .iter()
+                    .for_each(|a| walk(a, &mut out));
+            }
+        }
+        out
     }
 
     /// Whether there are no tasks.

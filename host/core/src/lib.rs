@@ -13,12 +13,12 @@ pub mod value;
 #[cfg(test)]
 mod testutil;
 
-pub use graph::{Arg, ComponentInfo, Func, Graph, Task, TaskIdx, TaskOptions};
+pub use graph::{Arg, ComponentInfo, External, Func, Graph, Input, Task, TaskIdx, TaskOptions};
 pub use plan::{Plan, PlanConfig, UnitIdx, plan};
 pub use sched::{
     Comm, Failure, JobId, JobProgress, Scheduler, SchedulerConfig, UnitState, WorkerId, WorkerSpec,
 };
 pub use spec::{GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};
-pub use validate::{Catalog, GraphError, ValidationReport, validate};
+pub use validate::{Catalog, Datasets, GraphError, ValidationReport, validate, validate_with};
 pub use value::{Bulk, ConvertError, Value};

@@ -26,6 +26,7 @@ pub fn graph(deps: &[&[u32]], outputs: &[u32]) -> Graph {
             })
             .collect(),
         outputs: outputs.to_vec(),
+        externals: Vec::new(),
     }
 }
 

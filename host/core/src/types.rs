@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// A WIT value type, structurally: two types are equal when their shapes are equal
 /// (names of record fields, variant cases, enum cases and flags included; the names of
 /// the type definitions themselves are not part of the shape).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Type {
     Bool,
     S8,
@@ -81,7 +81,7 @@ impl Type {
 }
 
 /// Element kinds of numeric lists that Fabric keeps packed (no per-element boxing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BulkKind {
     U8,
     S32,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde_json::Value as Json;
 
-use crate::graph::{Arg, ComponentInfo, Func, Graph, Task, TaskIdx, TaskOptions};
+use crate::graph::{Arg, ComponentInfo, External, Func, Graph, Task, TaskIdx, TaskOptions};
 use crate::spec::{GraphSpec, TaskSpec};
 use crate::types::Type;
 use crate::value::{ConvertError, Value, case_of, describe};
@@ -16,6 +16,10 @@ use crate::value::{ConvertError, Value, case_of, describe};
 /// The components a graph may call: name -> signatures, or why the component could not be
 /// loaded (reported once, and tasks calling it are not checked further).
 pub type Catalog = BTreeMap<String, Result<ComponentInfo, String>>;
+
+/// The persisted datasets a graph may use: name -> key (a task of the dataset's graph) ->
+/// the type of its value. Only a cluster has datasets (`fabric submit --persist NAME`).
+pub type Datasets = BTreeMap<String, BTreeMap<String, Type>>;
 
 /// One problem found in a graph.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +58,27 @@ pub enum GraphError {
         param: String,
         ty: String,
         error: ConvertError,
+    },
+    #[error("task `{task}`: {problem}{at}")]
+    UnknownDataset {
+        task: String,
+        /// What is unknown: `unknown dataset `x` (datasets: a, b)`.
+        problem: String,
+        /// Where: ` in argument 2 (`b`)`.
+        at: String,
+    },
+    #[error(
+        "task `{task}`: argument {position} (`{param}`){at} expects {expected}, but dataset `{dataset}` key `{key}` is {found}"
+    )]
+    DatasetType {
+        task: String,
+        position: usize,
+        param: String,
+        at: String,
+        dataset: String,
+        key: String,
+        expected: String,
+        found: String,
     },
     #[error("task `{task}`: unknown ref `{target}`{at}")]
     UnknownRef {
@@ -113,8 +138,19 @@ impl std::error::Error for ValidationReport {}
 /// At most this many cycles are reported (each may be long).
 const MAX_CYCLES: usize = 10;
 
-/// Validates `spec` against the components in `catalog`.
+/// Validates `spec` against the components in `catalog`, with no datasets (a graph that
+/// uses one is invalid: only a cluster has datasets).
 pub fn validate(spec: GraphSpec, catalog: &Catalog) -> Result<Graph, ValidationReport> {
+    validate_with(spec, catalog, &Datasets::new())
+}
+
+/// Validates `spec` against the components in `catalog` and the persisted `datasets`.
+pub fn validate_with(
+    spec: GraphSpec,
+    catalog: &Catalog,
+    datasets: &Datasets,
+) -> Result<Graph, ValidationReport> {
+    let mut externals: Vec<External> = Vec::new();
     let mut v = Validator {
         catalog,
         errors: Vec::new(),
@@ -191,6 +227,8 @@ pub fn validate(spec: GraphSpec, catalog: &Catalog) -> Result<Graph, ValidationR
                 index: &index,
                 outputs: &calls,
                 funcs: &v.funcs,
+                datasets,
+                externals: &mut externals,
                 deps: &mut deps,
                 errors: &mut v.errors,
                 path: Vec::new(),
@@ -238,6 +276,7 @@ pub fn validate(spec: GraphSpec, catalog: &Catalog) -> Result<Graph, ValidationR
         ids,
         tasks,
         outputs,
+        externals,
     })
 }
 
@@ -389,10 +428,24 @@ fn as_ref(json: &Json) -> Option<&str> {
     }
 }
 
+/// The dataset and key of `{"dataset": "name", "key": "task"}`, if `json` is one.
+fn as_dataset(json: &Json) -> Option<(&str, &str)> {
+    match json {
+        Json::Object(o) if o.len() == 2 => Some((
+            o.get("dataset").and_then(Json::as_str)?,
+            o.get("key").and_then(Json::as_str)?,
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `json` has a task ref or a dataset value anywhere inside.
 fn contains_ref(json: &Json) -> bool {
     match json {
         Json::Array(items) => items.iter().any(contains_ref),
-        Json::Object(o) => as_ref(json).is_some() || o.values().any(contains_ref),
+        Json::Object(o) => {
+            as_ref(json).is_some() || as_dataset(json).is_some() || o.values().any(contains_ref)
+        }
         _ => false,
     }
 }
@@ -400,6 +453,9 @@ fn contains_ref(json: &Json) -> bool {
 fn collect_refs<'j>(json: &'j Json, f: &mut impl FnMut(&'j str)) {
     if let Some(target) = as_ref(json) {
         return f(target);
+    }
+    if as_dataset(json).is_some() {
+        return;
     }
     match json {
         Json::Array(items) => items.iter().for_each(|i| collect_refs(i, f)),
@@ -418,6 +474,8 @@ struct ArgBuilder<'a> {
     index: &'a FxHashMap<&'a str, TaskIdx>,
     outputs: &'a [Option<u32>],
     funcs: &'a [Func],
+    datasets: &'a Datasets,
+    externals: &'a mut Vec<External>,
     deps: &'a mut Deps,
     errors: &'a mut Vec<GraphError>,
     /// Where inside the argument the builder is (rendered only for errors).
@@ -445,6 +503,9 @@ impl ArgBuilder<'_> {
     fn build(&mut self, json: &Json, ty: &Type) -> Option<Arg> {
         if let Some(target) = as_ref(json) {
             return self.reference(target, ty);
+        }
+        if let Some((dataset, key)) = as_dataset(json) {
+            return self.dataset(dataset, key, ty);
         }
         if !contains_ref(json) {
             return match Value::from_json(json, ty) {
@@ -619,6 +680,76 @@ impl ArgBuilder<'_> {
             return None;
         }
         Some(Arg::Ref(t))
+    }
+
+    fn at(&self) -> String {
+        if self.path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", render(&self.path).concat())
+        }
+    }
+
+    fn dataset(&mut self, dataset: &str, key: &str, ty: &Type) -> Option<Arg> {
+        let problem = match self.datasets.get(dataset) {
+            None if self.datasets.is_empty() => Some(format!(
+                "unknown dataset `{dataset}` (datasets exist on a cluster: `fabric submit --persist {dataset}`)"
+            )),
+            None => Some(format!(
+                "unknown dataset `{dataset}` (datasets: {})",
+                list_or_none(self.datasets.keys())
+            )),
+            Some(keys) if !keys.contains_key(key) => Some(format!(
+                "dataset `{dataset}` has no key `{key}` (keys: {})",
+                list_or_none(keys.keys())
+            )),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            self.errors.push(GraphError::UnknownDataset {
+                task: self.task.into(),
+                problem,
+                at: format!(" in argument {} (`{}`)", self.position, self.param),
+            });
+            return None;
+        }
+        let found = &self.datasets[dataset][key];
+        let external = |ty: &Type, externals: &mut Vec<External>| {
+            let x = match externals
+                .iter()
+                .position(|e| &*e.dataset == dataset && &*e.key == key)
+            {
+                Some(x) => x,
+                None => {
+                    externals.push(External {
+                        dataset: dataset.into(),
+                        key: key.into(),
+                        ty: ty.clone(),
+                    });
+                    externals.len() - 1
+                }
+            };
+            Arg::External(x as u32)
+        };
+        if let Type::Option(inner) = ty
+            && **inner == *found
+        {
+            return Some(Arg::Some(Box::new(external(found, self.externals))));
+        }
+        if found != ty {
+            self.errors.push(GraphError::DatasetType {
+                task: self.task.into(),
+                position: self.position,
+                param: self.param.into(),
+                at: self.at(),
+                dataset: dataset.into(),
+                key: key.into(),
+                expected: ty.to_string(),
+                found: found.to_string(),
+            });
+            return None;
+        }
+        Some(external(found, self.externals))
     }
 
     fn literal_error(&mut self, error: ConvertError) -> Option<Arg> {
@@ -1271,8 +1402,12 @@ mod tests {
 
         // Resolving fills the refs in.
         let values = [Value::S64(5), Value::String("n".into())];
-        let input = |t: TaskIdx| {
-            if t == i { &values[0] } else { &values[1] }
+        let input = |t: crate::Input| {
+            if t == crate::Input::Task(i) {
+                &values[0]
+            } else {
+                &values[1]
+            }
         };
         match arg("list").resolve(&input) {
             Value::Bulk(b) => assert_eq!(*b, crate::value::Bulk::S64(vec![1, 5, 5])),
@@ -1911,5 +2046,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dataset_values_are_typed_and_named() {
+        let spec = |tasks: &str| {
+            GraphSpec::from_json(&format!(r#"{{"tasks": {tasks}, "outputs": ["t"]}}"#)).unwrap()
+        };
+        let mut datasets = Datasets::new();
+        datasets.insert(
+            "sq".into(),
+            BTreeMap::from([
+                ("c".to_string(), Type::S64),
+                ("s".to_string(), Type::String),
+            ]),
+        );
+        let g = validate_with(
+            spec(
+                r#"{"t": {"call": "m/add", "args": [{"dataset": "sq", "key": "c"}, {"dataset": "sq", "key": "c"}]}}"#,
+            ),
+            &good_catalog(),
+            &datasets,
+        )
+        .unwrap();
+        assert_eq!(g.externals.len(), 1, "one value, used twice");
+        assert_eq!(g.tasks[0].args[0], Arg::External(0));
+        assert!(g.tasks[0].deps.is_empty());
+        assert_eq!(g.externals_of(&[0]), [0]);
+
+        let errors = |tasks: &str, datasets: &Datasets| {
+            validate_with(spec(tasks), &good_catalog(), datasets)
+                .unwrap_err()
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            errors(
+                r#"{"t": {"call": "m/inc", "args": [{"dataset": "sq", "key": "s"}]}}"#,
+                &datasets
+            ),
+            ["task `t`: argument 1 (`x`) expects s64, but dataset `sq` key `s` is string"]
+        );
+        assert_eq!(
+            errors(
+                r#"{"t": {"call": "m/inc", "args": [{"dataset": "sq", "key": "zz"}]}}"#,
+                &datasets
+            ),
+            ["task `t`: dataset `sq` has no key `zz` (keys: c, s) in argument 1 (`x`)"]
+        );
+        assert_eq!(
+            errors(
+                r#"{"t": {"call": "m/inc", "args": [{"dataset": "nope", "key": "c"}]}}"#,
+                &datasets
+            ),
+            ["task `t`: unknown dataset `nope` (datasets: sq) in argument 1 (`x`)"]
+        );
+        assert_eq!(
+            errors(
+                r#"{"t": {"call": "m/inc", "args": [{"dataset": "sq", "key": "c"}]}}"#,
+                &Datasets::new()
+            ),
+            [
+                "task `t`: unknown dataset `sq` (datasets exist on a cluster: `fabric submit --persist sq`) in argument 1 (`x`)"
+            ]
+        );
     }
 }

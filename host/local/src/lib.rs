@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use fabric_core::{
-    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx, Value,
-    WorkerId, WorkerSpec,
+    Comm, Failure, Input, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx,
+    Value, WorkerId, WorkerSpec,
 };
 use fabric_runtime::{Component, Limits, Runtime, TaskError, TaskErrorKind};
 use fabric_worker::{JobCode, UnitFailure, run_unit};
@@ -86,6 +86,7 @@ pub fn run(
         components,
         tenant: config.tenant.as_str().into(),
         defaults: config.limits,
+        externals: Vec::new(),
     });
     let store = Arc::new(Store::new(plan.len()));
     let (events_tx, events) = unbounded::<Event>();
@@ -229,7 +230,10 @@ fn worker_loop(
     for batch in inbox {
         for Work { unit, attempt } in batch {
             let start = Instant::now();
-            let input = |t: TaskIdx| store.get(job.plan.unit_of_task[t as usize]);
+            let input = |i: Input| match i {
+                Input::Task(t) => store.get(job.plan.unit_of_task[t as usize]),
+                Input::External(_) => unreachable!("local graphs are validated without datasets"),
+            };
             // A panic here would be a bug in Fabric, not in the guest: report it as the
             // unit's failure rather than leave the scheduler waiting forever.
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {

@@ -276,6 +276,8 @@ impl From<&GraphError> for v1::ValidationError {
             | GraphError::Literal { task, .. }
             | GraphError::UnknownRef { task, .. }
             | GraphError::EdgeType { task, .. }
+            | GraphError::UnknownDataset { task, .. }
+            | GraphError::DatasetType { task, .. }
             | GraphError::BadOption { task, .. }
             | GraphError::UnknownOutput { task } => task.clone(),
             GraphError::ComponentLoad { .. } | GraphError::NoOutputs | GraphError::Cycle { .. } => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fabric_core::{
-    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx,
+    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, Type, UnitIdx,
     UnitState, WorkerId, WorkerSpec,
 };
 use fabric_proto::convert::required_key;
@@ -32,7 +32,12 @@ pub(crate) struct Prepared {
     pub persist: String,
     pub no_fuse: bool,
     pub limits: Option<v1::JobLimits>,
+    /// The dataset values the graph uses, in the order of `plan.graph.externals`.
+    pub externals: Vec<v1::ExternalValue>,
 }
+
+/// The values of the datasets a tenant may use: name -> key -> (type, where it is stored).
+pub(crate) type DatasetValues = BTreeMap<String, BTreeMap<String, (Type, v1::ValueKey)>>;
 
 /// What the gRPC handlers ask of the core.
 pub(crate) enum Command {
@@ -80,6 +85,11 @@ pub(crate) enum Command {
     ListDatasets {
         reply: oneshot::Sender<Vec<v1::Dataset>>,
     },
+    /// The datasets of a tenant, with their types, for validating a graph that uses them.
+    DatasetValues {
+        tenant: String,
+        reply: oneshot::Sender<DatasetValues>,
+    },
     ForgetDataset {
         name: String,
         reply: oneshot::Sender<bool>,
@@ -125,6 +135,8 @@ struct Registration {
 
 struct JobEntry {
     code: Arc<v1::JobCode>,
+    /// Where each dataset value the graph uses is stored (by `graph.externals` index).
+    externals: Vec<v1::ValueKey>,
     persist: String,
     updates: watch::Sender<v1::JobUpdate>,
     /// The last error of each task that failed, with its captured output.
@@ -265,6 +277,9 @@ impl Core {
                     .filter_map(|(name, &job)| self.dataset(name, job))
                     .collect();
                 let _ = reply.send(list);
+            }
+            Command::DatasetValues { tenant, reply } => {
+                let _ = reply.send(self.dataset_values(&tenant));
             }
             Command::ForgetDataset { name, reply } => {
                 let found = match self.datasets.remove(&name) {
@@ -472,7 +487,9 @@ impl Core {
         let id = self
             .sched
             .on_job_submitted(job.plan.clone(), &job.tenant, &mut self.out);
+        let externals = job.externals.iter().filter_map(|e| e.value).collect();
         let code = v1::JobCode {
+            externals: job.externals,
             job_id: u64::from(id),
             tenant: job.tenant,
             graph_json: job.graph_json,
@@ -496,6 +513,7 @@ impl Core {
             id,
             JobEntry {
                 code: Arc::new(code),
+                externals,
                 persist: job.persist,
                 updates,
                 errors: FxHashMap::default(),
@@ -640,6 +658,20 @@ impl Core {
                     nbytes: self.sched.nbytes(job, d),
                     holders: self.holders(job, d, Some(w)),
                 })
+                .chain(
+                    plan.graph
+                        .externals_of(plan.steps(unit))
+                        .into_iter()
+                        .filter_map(|x| {
+                            let key = *self.jobs.get(&job)?.externals.get(x as usize)?;
+                            let (dj, du) = key.parts().ok()?;
+                            Some(v1::ComputeInput {
+                                key: Some(key),
+                                nbytes: self.sched.nbytes(dj, du),
+                                holders: self.holders(dj, du, Some(w)),
+                            })
+                        }),
+                )
                 .collect();
             batches.entry(w).or_default().push(v1::SchedulerEvent {
                 event: Some(Event::Compute(v1::Compute {
@@ -735,11 +767,51 @@ impl Core {
     fn dataset(&self, name: &str, job: JobId) -> Option<v1::Dataset> {
         let entry = self.jobs.get(&job)?;
         let update = self.update(job)?;
+        let plan = self.sched.plan(job)?;
+        let types_json = plan
+            .graph
+            .outputs
+            .iter()
+            .map(|&t| {
+                let ty = &plan.graph.func(t).output;
+                let json = serde_json::to_string(ty).expect("types serialize");
+                (plan.graph.id(t).to_string(), json)
+            })
+            .collect();
         Some(v1::Dataset {
             name: name.to_string(),
             job_id: u64::from(job),
             tenant: entry.code.tenant.clone(),
             outputs: update.result.map(|r| r.outputs).unwrap_or_default(),
+            types_json,
         })
+    }
+
+    /// The values of `tenant`'s datasets (other tenants' datasets are invisible to it).
+    fn dataset_values(&self, tenant: &str) -> DatasetValues {
+        let mut out = DatasetValues::new();
+        for (name, &job) in &self.datasets {
+            let (Some(entry), Some(plan)) = (self.jobs.get(&job), self.sched.plan(job)) else {
+                continue;
+            };
+            if entry.code.tenant != tenant {
+                continue;
+            }
+            let values = plan
+                .graph
+                .outputs
+                .iter()
+                .zip(&plan.outputs)
+                .map(|(&t, &u)| {
+                    let ty = plan.graph.func(t).output.clone();
+                    (
+                        plan.graph.id(t).to_string(),
+                        (ty, v1::ValueKey::new(job, u)),
+                    )
+                })
+                .collect();
+            out.insert(name.clone(), values);
+        }
+        out
     }
 }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_core::PlanConfig;
+use fabric_core::{Datasets, PlanConfig};
 use fabric_proto::chunk::component_chunks;
 use fabric_proto::convert::check_component_hash;
 use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
@@ -131,13 +131,31 @@ impl SchedulerRpc for Service {
         if !missing.is_empty() {
             return reject(Vec::new(), missing);
         }
+        let tenant = if r.tenant.is_empty() {
+            "default".to_string()
+        } else {
+            r.tenant.clone()
+        };
+        let values = self
+            .ask(|reply| Command::DatasetValues {
+                tenant: tenant.clone(),
+                reply,
+            })
+            .await?;
         // Validation loads components (compiling them the first time): not on the reactor.
         let components = self.components.clone();
         let config = PlanConfig { fuse: !r.no_fuse };
-        let (graph_json, built) = tokio::task::spawn_blocking(move || {
+        let (graph_json, built, values) = tokio::task::spawn_blocking(move || {
             let loaded = components.load(&names);
-            let built = build(&r.graph_json, &loaded, config);
-            (r.graph_json, built)
+            let types: Datasets = values
+                .iter()
+                .map(|(name, keys)| {
+                    let keys = keys.iter().map(|(k, (ty, _))| (k.clone(), ty.clone()));
+                    (name.clone(), keys.collect())
+                })
+                .collect();
+            let built = build(&r.graph_json, &loaded, &types, config);
+            (r.graph_json, built, values)
         })
         .await
         .map_err(|e| Status::internal(format!("validation panicked: {e}")))?;
@@ -156,18 +174,30 @@ impl SchedulerRpc for Service {
                 return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
             }
         };
+        let externals = built
+            .plan
+            .graph
+            .externals
+            .iter()
+            .map(|e| {
+                let (_, key) = &values[&*e.dataset][&*e.key];
+                v1::ExternalValue {
+                    dataset: e.dataset.to_string(),
+                    key: e.key.to_string(),
+                    type_json: serde_json::to_string(&e.ty).expect("types serialize"),
+                    value: Some(*key),
+                }
+            })
+            .collect();
         let prepared = Prepared {
             plan: built.plan,
             graph_json,
             components: r.components,
-            tenant: if r.tenant.is_empty() {
-                "default".into()
-            } else {
-                r.tenant
-            },
+            tenant,
             persist: r.persist,
             no_fuse: r.no_fuse,
             limits: r.limits,
+            externals,
         };
         let id = self
             .ask(|reply| Command::Submit {

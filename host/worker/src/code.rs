@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fabric_core::{Catalog, ComponentInfo, GraphSpec, Plan, PlanConfig, ValidationReport};
+use fabric_core::{
+    Catalog, ComponentInfo, Datasets, GraphSpec, Plan, PlanConfig, ValidationReport,
+};
 use fabric_runtime::Component;
 
 /// A validated, planned graph and the component of each of its functions.
@@ -27,10 +29,11 @@ pub enum BuildError {
 }
 
 /// Validates and plans `spec` against `components` (name -> the loaded component, or why
-/// it could not be loaded).
+/// it could not be loaded) and the persisted `datasets` it may use.
 pub fn build_spec(
     spec: GraphSpec,
     components: &BTreeMap<String, Result<Arc<Component>, String>>,
+    datasets: &Datasets,
     config: PlanConfig,
 ) -> Result<Built, ValidationReport> {
     let catalog: Catalog = components
@@ -42,7 +45,7 @@ pub fn build_spec(
             (name.clone(), info.map_err(Clone::clone))
         })
         .collect();
-    let graph = fabric_core::validate(spec, &catalog)?;
+    let graph = fabric_core::validate_with(spec, &catalog, datasets)?;
     let plan = fabric_core::plan(graph, config);
     let components = plan
         .graph
@@ -63,8 +66,9 @@ pub fn build_spec(
 pub fn build(
     graph_json: &str,
     components: &BTreeMap<String, Result<Arc<Component>, String>>,
+    datasets: &Datasets,
     config: PlanConfig,
 ) -> Result<Built, BuildError> {
     let spec = GraphSpec::from_json(graph_json)?;
-    build_spec(spec, components, config).map_err(BuildError::Invalid)
+    build_spec(spec, components, datasets, config).map_err(BuildError::Invalid)
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_core::{Plan, TaskIdx, UnitIdx, Value};
+use fabric_core::{Input, JobId, Plan, TaskIdx, UnitIdx, Value};
 use fabric_runtime::{Component, Limits, Runtime, TaskContext, TaskError};
 use smallvec::SmallVec;
 
@@ -19,6 +19,9 @@ pub struct JobCode {
     pub tenant: Arc<str>,
     /// Limits of tasks that do not set their own.
     pub defaults: Limits,
+    /// Where each dataset value the graph uses is stored (job and unit that computed it),
+    /// by index of `plan.graph.externals`.
+    pub externals: Vec<(JobId, UnitIdx)>,
 }
 
 /// A step of a unit failed.
@@ -31,30 +34,37 @@ pub struct UnitFailure {
 }
 
 /// Runs `unit` of `job` (attempt number `attempt`), taking the values of tasks outside the
-/// unit from `input`. Returns the value of the unit's last step.
+/// unit, and of datasets, from `input`. Returns the value of the unit's last step.
 pub fn run_unit(
     runtime: &Runtime,
     job: &JobCode,
     unit: UnitIdx,
     attempt: u32,
-    input: impl Fn(TaskIdx) -> Value,
+    input: impl Fn(Input) -> Value,
 ) -> Result<Value, UnitFailure> {
     let graph = &job.plan.graph;
     let steps = job.plan.steps(unit);
-    // Values the current step may use: the unit's inputs first, then the previous step's.
-    let mut known: SmallVec<[(TaskIdx, Value); 4]> = graph.tasks[steps[0] as usize]
+    // Values the current step may use: the unit's inputs and dataset values first, then
+    // the previous step's.
+    let mut known: SmallVec<[(Input, Value); 4]> = graph.tasks[steps[0] as usize]
         .deps
         .iter()
-        .map(|&d| (d, input(d)))
+        .map(|&d| (Input::Task(d), input(Input::Task(d))))
+        .collect();
+    let externals = graph.externals_of(steps);
+    let datasets: SmallVec<[(Input, Value); 2]> = externals
+        .iter()
+        .map(|&x| (Input::External(x), input(Input::External(x))))
         .collect();
     for &t in steps {
         let task = &graph.tasks[t as usize];
         let func = &graph.funcs[task.func as usize];
-        let lookup = |x: TaskIdx| -> &Value {
+        let lookup = |x: Input| -> &Value {
             &known
                 .iter()
+                .chain(&datasets)
                 .find(|(k, _)| *k == x)
-                .expect("a step's inputs are the unit's inputs or the previous step")
+                .expect("a step's inputs are the unit's inputs, datasets or the previous step")
                 .1
         };
         let args: SmallVec<[Value; 4]> = task.args.iter().map(|a| a.resolve(&lookup)).collect();
@@ -75,7 +85,7 @@ pub fn run_unit(
             .call(component, &func.export, &args, &ctx, &limits)
             .map_err(|error| UnitFailure { task: t, error })?;
         known.clear();
-        known.push((t, out.value));
+        known.push((Input::Task(t), out.value));
     }
     Ok(known.pop().expect("a unit has at least one step").1)
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fabric_core::{JobId, PlanConfig, TaskIdx, UnitIdx, Value, WorkerSpec};
+use fabric_core::{Datasets, Input, JobId, PlanConfig, TaskIdx, Type, UnitIdx, Value, WorkerSpec};
 use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::v1::worker_data_server::WorkerDataServer;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
@@ -427,11 +427,22 @@ impl Node {
         let inputs = match self.inputs(&c.inputs).await {
             Ok(inputs) => inputs,
             Err(missing) => {
-                self.send(v1::worker_event::Event::MissingInput(v1::MissingInput {
-                    key: Some(key),
-                    attempt,
-                    ..missing
-                }));
+                let external = missing.input.is_some_and(|k| k.job != key.job);
+                if external {
+                    // A dataset value has no lineage in this job: the unit fails.
+                    let message = format!(
+                        "a dataset value it uses could not be fetched: {}",
+                        missing.reason
+                    );
+                    let task = code.plan.last_step(unit);
+                    self.send(fail(task, TaskError::new(TaskErrorKind::Host, message)));
+                } else {
+                    self.send(v1::worker_event::Event::MissingInput(v1::MissingInput {
+                        key: Some(key),
+                        attempt,
+                        ..missing
+                    }));
+                }
                 return;
             }
         };
@@ -442,11 +453,14 @@ impl Node {
         let node = self.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            let input = |t: TaskIdx| -> Value {
-                let u = code.plan.unit_of_task[t as usize];
+            let input = |i: Input| -> Value {
+                let wanted = match i {
+                    Input::Task(t) => (job, code.plan.unit_of_task[t as usize]),
+                    Input::External(x) => code.externals[x as usize],
+                };
                 inputs
                     .iter()
-                    .find(|(k, _)| *k == u)
+                    .find(|(k, _)| *k == wanted)
                     .map(|(_, v)| v.clone())
                     .expect("the scheduler sends every input of a unit")
             };
@@ -503,7 +517,7 @@ impl Node {
     async fn inputs(
         &self,
         inputs: &[v1::ComputeInput],
-    ) -> Result<SmallVec<[(UnitIdx, Value); 4]>, v1::MissingInput> {
+    ) -> Result<SmallVec<[((JobId, UnitIdx), Value); 4]>, v1::MissingInput> {
         let fetches = inputs.iter().map(|input| async move {
             let key = input.key.ok_or_else(|| v1::MissingInput {
                 reason: "ComputeInput without a key".into(),
@@ -515,7 +529,7 @@ impl Node {
                 ..v1::MissingInput::default()
             })?;
             if let Ok(Some(v)) = self.store.get(parts) {
-                return Ok((parts.1, v));
+                return Ok((parts, v));
             }
             let mut tried = Vec::new();
             let mut reasons = Vec::new();
@@ -530,7 +544,7 @@ impl Node {
                             .fetch_add(input.nbytes, Ordering::Relaxed);
                         self.fetch_ns
                             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        return Ok((parts.1, v));
+                        return Ok((parts, v));
                     }
                     Err(e) => {
                         tried.push(holder.clone());
@@ -588,10 +602,28 @@ impl Node {
             components.insert(name.clone(), loaded);
         }
         let runtime_defaults = self.runtime.config().default_limits;
+        let mut datasets = Datasets::new();
+        let mut stored: FxHashMap<(String, String), (JobId, UnitIdx)> = FxHashMap::default();
+        for e in &code.externals {
+            let ty: Type = serde_json::from_str(&e.type_json).map_err(|err| {
+                format!("job {job}: dataset `{}` has a bad type: {err}", e.dataset)
+            })?;
+            let value = e
+                .value
+                .ok_or_else(|| format!("job {job}: dataset `{}` has no value key", e.dataset))?
+                .parts()
+                .map_err(|err| err.to_string())?;
+            datasets
+                .entry(e.dataset.clone())
+                .or_default()
+                .insert(e.key.clone(), ty);
+            stored.insert((e.dataset.clone(), e.key.clone()), value);
+        }
         tokio::task::spawn_blocking(move || {
             let built = crate::code::build(
                 &code.graph_json,
                 &components,
+                &datasets,
                 PlanConfig {
                     fuse: !code.no_fuse,
                 },
@@ -621,11 +653,19 @@ impl Node {
                     runtime_defaults.timeout
                 },
             };
+            let externals = built
+                .plan
+                .graph
+                .externals
+                .iter()
+                .map(|e| stored[&(e.dataset.to_string(), e.key.to_string())])
+                .collect();
             Ok(Arc::new(JobCode {
                 plan: built.plan,
                 components: built.components,
                 tenant: code.tenant.into(),
                 defaults,
+                externals,
             }))
         })
         .await
