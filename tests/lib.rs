@@ -304,34 +304,7 @@ pub struct Cluster {
 /// Starts `fabric ARGS` with stdout piped and stderr to `log`; returns the process once its
 /// first stdout line (which announces its address) arrived, and that line.
 fn start_announcing(args: &[&str], log: &Path) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = fabric_command(args);
-    cmd.env("FABRIC_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(log).expect("cannot create a log file"));
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        // Keep draining, so the process never blocks on a full pipe.
-        for _ in lines {}
-    });
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(Some(Ok(line))) => (child, line),
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not announce itself ({other:?}); its log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    }
+    spawn_announcing(fabric_command(args), log)
 }
 
 impl Cluster {
@@ -426,19 +399,7 @@ impl Cluster {
 
     /// Every process's log, for failure messages.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        let mut entries: Vec<_> = std::fs::read_dir(self.logs.path())
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        entries.sort();
-        for path in entries {
-            out += &format!(
-                "--- {}\n{}\n",
-                path.file_name().unwrap_or_default().to_string_lossy(),
-                std::fs::read_to_string(&path).unwrap_or_default()
-            );
-        }
-        out
+        logs_in(self.logs.path())
     }
 }
 
@@ -451,4 +412,55 @@ impl Drop for Cluster {
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();
     }
+}
+
+/// Starts `cmd` (a `fabric scheduler` or `fabric worker`, possibly wrapped, e.g. in
+/// `ip netns exec`) with `FABRIC_LOG=info`, stdout piped and stderr to `log`; returns the
+/// process once its first stdout line (which announces its address) arrived, and that line.
+pub fn spawn_announcing(mut cmd: Command, log: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    cmd.env("FABRIC_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(log).expect("cannot create a log file"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep draining, so the process never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Some(Ok(line))) => (child, line),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not announce itself ({other:?}); its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Every file in `dir`, by name, each under a `--- NAME` header: the logs of processes, for
+/// failure messages.
+pub fn logs_in(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    entries.sort();
+    for path in entries {
+        out += &format!(
+            "--- {}\n{}\n",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::fs::read_to_string(&path).unwrap_or_default()
+        );
+    }
+    out
 }

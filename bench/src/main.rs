@@ -4,6 +4,7 @@
 //! prints one JSON line on stdout; see bench/RESULTS.md for how they are run and reported.
 
 mod alloc;
+mod cluster;
 mod graphs;
 
 use std::path::PathBuf;
@@ -62,6 +63,21 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         calls: usize,
     },
+    /// The same on a real cluster: `fabric scheduler` + 2 `fabric worker --nthreads 1`
+    /// processes on 127.0.0.1. PARTS: startup, latency, flat, tree, transfer, memory.
+    Cluster {
+        #[arg(default_values_t = ["startup".to_string(), "latency".into(), "flat".into(), "tree".into(), "transfer".into(), "memory".into()])]
+        parts: Vec<String>,
+        /// The `fabric` binary [default: target/release/fabric].
+        #[arg(long)]
+        fabric: Option<PathBuf>,
+        /// Tasks of the flat run.
+        #[arg(long, default_value_t = 100_000)]
+        flat: usize,
+        /// Tasks of the scheduler-memory run.
+        #[arg(long, default_value_t = 1_000_000)]
+        memory_tasks: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -104,6 +120,44 @@ fn main() -> Result<()> {
             }
         }
         Command::Latency { calls } => b.latency(calls)?,
+        Command::Cluster {
+            parts,
+            fabric,
+            flat,
+            memory_tasks,
+        } => {
+            let fabric = fabric.unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fabric")
+            });
+            if !fabric.exists() {
+                bail!(
+                    "{} is missing: build it with `cargo build --release -p fabric`",
+                    fabric.display()
+                );
+            }
+            let c = cluster::Bench {
+                fabric,
+                math: std::fs::read(&math_path)?,
+                reps: cli.reps,
+            };
+            for part in parts {
+                match part.as_str() {
+                    "startup" => c.startup()?,
+                    "latency" => c.latency(500)?,
+                    "flat" => {
+                        let (spec, expected) = graphs::flat(flat);
+                        c.throughput("cluster_flat", spec, expected)?;
+                    }
+                    "tree" => {
+                        let (spec, expected) = graphs::tree(14);
+                        c.throughput("cluster_tree", spec, expected)?;
+                    }
+                    "transfer" => c.transfer(&[256 << 20, 1 << 30])?,
+                    "memory" => c.memory(memory_tasks)?,
+                    other => bail!("unknown part `{other}`"),
+                }
+            }
+        }
     }
     Ok(())
 }

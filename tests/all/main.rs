@@ -1,5 +1,6 @@
 //! Fabric's component and end-to-end tests, in one binary.
 
 mod cluster;
+mod netns;
 mod run;
 mod runtime;

@@ -194,6 +194,8 @@ impl JobOutcome {
 pub struct Client {
     scheduler: SchedulerClient<Channel>,
     peers: Arc<Peers>,
+    /// Hashes of components the scheduler is known to have (uploaded or checked).
+    uploaded: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Client {
@@ -224,6 +226,7 @@ impl Client {
         Ok(Client {
             scheduler,
             peers: Arc::new(Peers::default()),
+            uploaded: Arc::default(),
         })
     }
 
@@ -233,10 +236,25 @@ impl Client {
 
     /// Uploads the components the scheduler does not have yet.
     pub async fn upload(&self, components: &[ComponentSource]) -> Result<(), ClientError> {
-        let hashes = components.iter().map(|c| c.hash.clone()).collect();
+        let known = |c: &&ComponentSource| {
+            self.uploaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&c.hash)
+        };
+        let hashes: Vec<String> = components
+            .iter()
+            .filter(|c| !known(c))
+            .map(|c| c.hash.clone())
+            .collect();
+        if hashes.is_empty() {
+            return Ok(());
+        }
         let missing = self
             .rpc()
-            .has_components(v1::HasComponentsRequest { hashes })
+            .has_components(v1::HasComponentsRequest {
+                hashes: hashes.clone(),
+            })
             .await?
             .into_inner()
             .missing;
@@ -246,6 +264,10 @@ impl Client {
                 .upload_component(tokio_stream::iter(chunks))
                 .await?;
         }
+        self.uploaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(hashes);
         Ok(())
     }
 
@@ -275,7 +297,19 @@ impl Client {
                 memory_bytes: submission.memory.unwrap_or(0),
             }),
         };
-        let response = self.rpc().submit(request).await?.into_inner();
+        let mut response = self.rpc().submit(request.clone()).await?.into_inner();
+        if let Some(v1::submit_response::Outcome::Rejected(r)) = &response.outcome
+            && r.errors.is_empty()
+            && !r.missing_components.is_empty()
+        {
+            // The scheduler lost components it had (it restarted): upload them again.
+            self.uploaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|h| !r.missing_components.contains(h));
+            self.upload(&submission.components).await?;
+            response = self.rpc().submit(request).await?.into_inner();
+        }
         match response.outcome {
             Some(v1::submit_response::Outcome::JobId(id)) => Ok(id),
             Some(v1::submit_response::Outcome::Rejected(r)) => {
@@ -324,14 +358,23 @@ impl Client {
     ) -> Result<Vec<(String, Value)>, ClientError> {
         let mut set = JoinSet::new();
         let mut values: Vec<Option<Value>> = vec![None; result.outputs.len()];
-        let mut next = 0;
+        // Small values came with the result; the others are fetched, several at once.
+        let mut remote = Vec::new();
+        for (i, location) in result.outputs.iter().enumerate() {
+            if location.inline_value.is_empty() {
+                remote.push(i);
+            } else {
+                values[i] = Some(fabric_proto::decode_value(location.inline_value.clone())?);
+            }
+        }
+        let mut remote = remote.into_iter();
         loop {
-            while set.len() < GATHER_WINDOW && next < result.outputs.len() {
-                let location = result.outputs[next].clone();
+            while set.len() < GATHER_WINDOW
+                && let Some(i) = remote.next()
+            {
+                let location = result.outputs[i].clone();
                 let peers = self.peers.clone();
-                let i = next;
                 set.spawn(async move { (i, fetch_output(&peers, &location).await) });
-                next += 1;
             }
             let Some(done) = set.join_next().await else {
                 break;

@@ -20,6 +20,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
+/// Bytes of small output values a job may keep on the scheduler (beyond, clients fetch).
+const MAX_INLINE_PER_JOB: u64 = 256 << 20;
+
 /// Where a worker's session sends the scheduler's messages.
 pub(crate) type Outbox = mpsc::UnboundedSender<Result<v1::SchedulerMessage, Status>>;
 
@@ -124,6 +127,8 @@ struct WorkerEntry {
     outbox: Outbox,
     last_seen: Instant,
     metrics: v1::WorkerMetrics,
+    /// Jobs whose code was sent to it.
+    knows: FxHashSet<JobId>,
 }
 
 struct Registration {
@@ -141,6 +146,10 @@ struct JobEntry {
     updates: watch::Sender<v1::JobUpdate>,
     /// The last error of each task that failed, with its captured output.
     errors: FxHashMap<TaskIdx, v1::TaskError>,
+    /// Encodings of small output values, handed to the client with the result.
+    inline: FxHashMap<UnitIdx, bytes::Bytes>,
+    /// Their total size, bounded by `MAX_INLINE_PER_JOB`.
+    inline_bytes: u64,
     /// The final update was sent.
     done: bool,
 }
@@ -189,7 +198,12 @@ impl Core {
     fn new(config: CoreConfig) -> Core {
         Core {
             config,
-            sched: Scheduler::new(SchedulerConfig::default()),
+            sched: Scheduler::new(SchedulerConfig {
+                // A remote worker's round trip is a few hundred microseconds: keep about
+                // two milliseconds of short tasks on their way to each thread.
+                lookahead_us: 2000.0,
+                ..SchedulerConfig::default()
+            }),
             out: Outgoing::default(),
             workers: FxHashMap::default(),
             registrations: FxHashMap::default(),
@@ -322,6 +336,7 @@ impl Core {
                 outbox,
                 last_seen: Instant::now(),
                 metrics: v1::WorkerMetrics::default(),
+                knows: FxHashSet::default(),
             },
         );
         tracing::info!(worker = wire_id, "worker attached");
@@ -404,6 +419,16 @@ impl Core {
             Event::UnitFinished(f) => {
                 let (job, unit) = required_key(f.key.as_ref(), "UnitFinished", "key")?;
                 self.check_unit(job, unit)?;
+                if !f.inline_value.is_empty()
+                    && self.sched.unit_state(job, unit) == Some(UnitState::Running(id))
+                    && let Some(entry) = self.jobs.get_mut(&job)
+                    && entry.inline_bytes + f.inline_value.len() as u64 <= MAX_INLINE_PER_JOB
+                {
+                    entry.inline_bytes += f.inline_value.len() as u64;
+                    if let Some(old) = entry.inline.insert(unit, f.inline_value) {
+                        entry.inline_bytes -= old.len() as u64;
+                    }
+                }
                 self.sched.on_unit_finished(
                     id,
                     job,
@@ -517,6 +542,8 @@ impl Core {
                 persist: job.persist,
                 updates,
                 errors: FxHashMap::default(),
+                inline: FxHashMap::default(),
+                inline_bytes: 0,
                 done: false,
             },
         );
@@ -600,6 +627,7 @@ impl Core {
                     key: Some(v1::ValueKey::new(job, u)),
                     nbytes: self.sched.nbytes(job, u),
                     holders: self.holders(job, u, None),
+                    inline_value: entry.inline.get(&u).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -673,7 +701,16 @@ impl Core {
                         }),
                 )
                 .collect();
-            batches.entry(w).or_default().push(v1::SchedulerEvent {
+            let batch = batches.entry(w).or_default();
+            if let Some(worker) = self.workers.get_mut(&w)
+                && worker.knows.insert(job)
+                && let Some(entry) = self.jobs.get(&job)
+            {
+                batch.push(v1::SchedulerEvent {
+                    event: Some(Event::JobCode((*entry.code).clone())),
+                });
+            }
+            batch.push(v1::SchedulerEvent {
                 event: Some(Event::Compute(v1::Compute {
                     key: Some(v1::ValueKey::new(job, unit)),
                     attempt: self.sched.attempt(job, unit),
@@ -682,6 +719,11 @@ impl Core {
             });
         }
         for job_id in std::mem::take(&mut self.forget) {
+            if let Ok(job) = JobId::try_from(job_id) {
+                for w in self.workers.values_mut() {
+                    w.knows.remove(&job);
+                }
+            }
             for w in self.workers.keys() {
                 batches.entry(*w).or_default().push(v1::SchedulerEvent {
                     event: Some(Event::ForgetJob(v1::ForgetJob { job_id })),

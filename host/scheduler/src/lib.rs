@@ -26,7 +26,6 @@ use std::time::Duration;
 use fabric_proto::v1::scheduler_server::SchedulerServer;
 use fabric_runtime::{Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
@@ -97,7 +96,7 @@ pub async fn serve(
                 .max_decoding_message_size(1 << 30)
                 .max_encoding_message_size(1 << 30),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(fabric_proto::transport::incoming(listener), shutdown)
         .await;
     ticker.abort();
     // The service (and with it the last sender) is gone: the core thread ends.

@@ -19,9 +19,9 @@ use fabric_runtime::{Component, Limits, Runtime, RuntimeConfig, TaskError, TaskE
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use tokio::net::TcpListener;
-use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tokio::sync::{OnceCell, mpsc};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
 use crate::data::DataService;
@@ -100,6 +100,8 @@ pub enum WorkerError {
 
 /// The largest value a worker accepts from a peer: 64 GiB.
 const MAX_VALUE: u64 = 64 << 30;
+/// Values of output units up to this size travel with their report (see `UnitFinished`).
+const MAX_INLINE: u64 = 16 << 10;
 /// The largest component a worker accepts: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -184,7 +186,7 @@ pub async fn run(
     let data_server = tokio::spawn(
         fabric_proto::transport::server_builder()
             .add_service(WorkerDataServer::new(DataService::new(store.clone())))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(fabric_proto::transport::incoming(listener)),
     );
 
     let mut scheduler = connect(&options.scheduler).await?;
@@ -231,13 +233,14 @@ pub async fn run(
     tracing::info!(worker_id, %data_address, "worker attached to {}", options.scheduler);
     on_attached(worker_id, &data_address);
 
+    let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work>();
     let node = Arc::new(Node {
         runtime,
         store,
         peers: Peers::default(),
         scheduler: scheduler.clone(),
         jobs: Mutex::new(FxHashMap::default()),
-        threads: Semaphore::new(spec.nthreads as usize),
+        work: work_tx,
         events: events.clone(),
         running: AtomicU32::new(0),
         units_total: AtomicU64::new(0),
@@ -246,6 +249,21 @@ pub async fn run(
         paused: AtomicBool::new(false),
         own_address: data_address,
     });
+
+    // One executor thread per task slot; they end when the node (the sender) is dropped.
+    for i in 0..spec.nthreads {
+        let (node, work) = (Arc::downgrade(&node), work_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("fabric-executor-{i}"))
+            .spawn(move || {
+                for w in work {
+                    let Some(node) = node.upgrade() else { return };
+                    node.execute(w);
+                }
+            })
+            .map_err(|e| WorkerError::Setup(format!("cannot start executor threads: {e}")))?;
+    }
+    drop(work_rx);
 
     // Events go out in batches: whatever accumulated while the last batch was sent.
     let sender = tokio::spawn(batch_events(events_rx, outbound));
@@ -303,6 +321,31 @@ async fn batch_events(
 
 type CodeCell = Arc<OnceCell<Result<Arc<JobCode>, String>>>;
 
+/// A unit ready to run: its code and every input at hand.
+struct Work {
+    key: v1::ValueKey,
+    attempt: u32,
+    code: Arc<JobCode>,
+    inputs: SmallVec<[((JobId, UnitIdx), Value); 4]>,
+}
+
+/// The report of a failed unit.
+fn failed(
+    key: v1::ValueKey,
+    attempt: u32,
+    task: TaskIdx,
+    error: &TaskError,
+) -> v1::worker_event::Event {
+    v1::worker_event::Event::UnitFailed(v1::UnitFailed {
+        key: Some(key),
+        attempt,
+        failure: Some(v1::TaskFailure {
+            task,
+            error: Some(wire::task_error(error)),
+        }),
+    })
+}
+
 /// Everything a running worker shares between its tasks.
 struct Node {
     runtime: Runtime,
@@ -311,7 +354,8 @@ struct Node {
     scheduler: SchedulerClient<Channel>,
     /// The code of each job seen, fetched once.
     jobs: Mutex<FxHashMap<JobId, CodeCell>>,
-    threads: Semaphore,
+    /// Units ready to run, for the executor threads (in the order they came).
+    work: crossbeam_channel::Sender<Work>,
     events: mpsc::UnboundedSender<v1::WorkerEvent>,
     running: AtomicU32,
     units_total: AtomicU64,
@@ -361,9 +405,8 @@ impl Node {
     fn handle(self: Arc<Self>, event: v1::SchedulerEvent) {
         use v1::scheduler_event::Event;
         match event.event {
-            Some(Event::Compute(c)) => {
-                tokio::spawn(self.compute(c));
-            }
+            Some(Event::Compute(c)) => self.compute(c),
+            Some(Event::JobCode(code)) => self.job_code(code),
             Some(Event::Release(r)) => {
                 for key in r.keys {
                     if let Ok(k) = key.parts() {
@@ -386,9 +429,9 @@ impl Node {
         }
     }
 
-    /// Runs one unit: its code, its inputs (local or fetched from peers), a thread, the
-    /// call; then reports.
-    async fn compute(self: Arc<Self>, c: v1::Compute) {
+    /// Takes a unit: straight to the executor threads when its code and inputs are here
+    /// (the common case), else through a task that fetches what is missing first.
+    fn compute(self: Arc<Self>, c: v1::Compute) {
         let Some(key) = c.key else {
             tracing::warn!("ignoring a Compute without a key");
             return;
@@ -397,17 +440,58 @@ impl Node {
             tracing::warn!("ignoring a Compute with a bad key");
             return;
         };
+        let ready = self.ready_code(job).filter(|code| {
+            c.inputs.iter().all(|i| {
+                i.key
+                    .and_then(|k| k.parts().ok())
+                    .is_some_and(|k| self.store.contains(k))
+            }) && (unit as usize) < code.plan.len()
+        });
+        if let Some(code) = ready {
+            let local: Option<SmallVec<_>> = c
+                .inputs
+                .iter()
+                .map(|i| {
+                    let k = i.key?.parts().ok()?;
+                    Some((k, self.store.get(k).ok()??))
+                })
+                .collect();
+            if let Some(inputs) = local {
+                self.run(Work {
+                    key,
+                    attempt: c.attempt,
+                    code,
+                    inputs,
+                });
+                return;
+            }
+        }
+        tokio::spawn(self.prepare(c, key, job, unit));
+    }
+
+    /// The code of `job` if it was fetched already.
+    fn ready_code(&self, job: JobId) -> Option<Arc<JobCode>> {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.get(&job)?.get()?.as_ref().ok().cloned()
+    }
+
+    /// Queues a unit whose code and inputs are at hand for the executor threads.
+    fn run(&self, work: Work) {
+        if self.work.send(work).is_err() {
+            tracing::warn!("the executor threads are gone");
+        }
+    }
+
+    /// Fetches a unit's code and missing inputs, then queues it (or reports why not).
+    async fn prepare(
+        self: Arc<Self>,
+        c: v1::Compute,
+        key: v1::ValueKey,
+        job: JobId,
+        unit: UnitIdx,
+    ) {
         let attempt = c.attempt;
-        let fail = |task: TaskIdx, error: TaskError| {
-            v1::worker_event::Event::UnitFailed(v1::UnitFailed {
-                key: Some(key),
-                attempt,
-                failure: Some(v1::TaskFailure {
-                    task,
-                    error: Some(wire::task_error(&error)),
-                }),
-            })
-        };
+        let fail = |task: TaskIdx, error: TaskError| failed(key, attempt, task, &error);
         let code = match self.code(job).await {
             Ok(code) => code,
             Err(message) => {
@@ -446,67 +530,77 @@ impl Node {
                 return;
             }
         };
-        let Ok(_permit) = self.threads.acquire().await else {
-            return;
-        };
+        self.run(Work {
+            key,
+            attempt,
+            code,
+            inputs,
+        });
+    }
+
+    /// Runs one unit on the calling (executor) thread and reports it.
+    fn execute(&self, work: Work) {
+        let Work {
+            key,
+            attempt,
+            code,
+            inputs,
+        } = work;
+        let (job, unit) = key.parts().expect("checked when the unit arrived");
         self.running.fetch_add(1, Ordering::Relaxed);
-        let node = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let input = |i: Input| -> Value {
-                let wanted = match i {
-                    Input::Task(t) => (job, code.plan.unit_of_task[t as usize]),
-                    Input::External(x) => code.externals[x as usize],
-                };
-                inputs
-                    .iter()
-                    .find(|(k, _)| *k == wanted)
-                    .map(|(_, v)| v.clone())
-                    .expect("the scheduler sends every input of a unit")
+        let start = Instant::now();
+        let input = |i: Input| -> Value {
+            let wanted = match i {
+                Input::Task(t) => (job, code.plan.unit_of_task[t as usize]),
+                Input::External(x) => code.externals[x as usize],
             };
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_unit(&node.runtime, &code, unit, attempt, input)
-            }))
-            .unwrap_or_else(|_| {
-                Err(UnitFailure {
-                    task: code.plan.last_step(unit),
-                    error: TaskError::new(TaskErrorKind::Host, "internal error in the worker"),
-                })
-            });
-            let elapsed = start.elapsed();
-            match result {
-                Ok(value) => {
-                    let nbytes = value.size_bytes();
-                    match node.store.put((job, unit), value) {
-                        Ok(()) => Ok((nbytes, elapsed)),
-                        Err(e) => Err(UnitFailure {
-                            task: code.plan.last_step(unit),
-                            error: TaskError::new(
-                                TaskErrorKind::Host,
-                                format!("cannot store the value: {e}"),
-                            ),
-                        }),
-                    }
+            inputs
+                .iter()
+                .find(|(k, _)| *k == wanted)
+                .map(|(_, v)| v.clone())
+                .expect("the scheduler sends every input of a unit")
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_unit(&self.runtime, &code, unit, attempt, input)
+        }))
+        .unwrap_or_else(|_| {
+            Err(UnitFailure {
+                task: code.plan.last_step(unit),
+                error: TaskError::new(TaskErrorKind::Host, "internal error in the worker"),
+            })
+        });
+        let elapsed = start.elapsed();
+        let event = match result {
+            Ok(value) => {
+                let nbytes = value.size_bytes();
+                let inline_value = if nbytes <= MAX_INLINE && code.plan.consumers(unit).is_empty() {
+                    fabric_proto::encode_value(&value)
+                } else {
+                    Bytes::new()
+                };
+                match self.store.put((job, unit), value) {
+                    Ok(()) => v1::worker_event::Event::UnitFinished(v1::UnitFinished {
+                        key: Some(key),
+                        attempt,
+                        nbytes,
+                        duration_ns: elapsed.as_nanos() as u64,
+                        inline_value,
+                    }),
+                    Err(e) => failed(
+                        key,
+                        attempt,
+                        code.plan.last_step(unit),
+                        &TaskError::new(
+                            TaskErrorKind::Host,
+                            format!("cannot store the value: {e}"),
+                        ),
+                    ),
                 }
-                Err(f) => Err(f),
             }
-        })
-        .await;
+            Err(f) => failed(key, attempt, f.task, &f.error),
+        };
         self.running.fetch_sub(1, Ordering::Relaxed);
         self.units_total.fetch_add(1, Ordering::Relaxed);
-        let event = match outcome {
-            Ok(Ok((nbytes, elapsed))) => v1::worker_event::Event::UnitFinished(v1::UnitFinished {
-                key: Some(key),
-                attempt,
-                nbytes,
-                duration_ns: elapsed.as_nanos() as u64,
-            }),
-            Ok(Err(f)) => fail(f.task, f.error),
-            Err(e) => fail(
-                0,
-                TaskError::new(TaskErrorKind::Host, format!("internal error: {e}")),
-            ),
-        };
         self.send(event);
         self.memory_changed();
     }
@@ -595,6 +689,29 @@ impl Node {
             .await
             .map_err(|s| format!("cannot get the code of job {job}: {}", s.message()))?
             .into_inner();
+        self.build_code(job, code).await
+    }
+
+    /// The scheduler sent a job's code ahead of its units: build it now.
+    fn job_code(self: Arc<Self>, code: v1::JobCode) {
+        let Ok(job) = JobId::try_from(code.job_id) else {
+            tracing::warn!("ignoring the code of job {}: bad id", code.job_id);
+            return;
+        };
+        let cell = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(job)
+            .or_default()
+            .clone();
+        tokio::spawn(async move {
+            cell.get_or_init(|| self.build_code(job, code)).await;
+        });
+    }
+
+    /// Loads the components of a job's code and plans its graph.
+    async fn build_code(&self, job: JobId, code: v1::JobCode) -> Result<Arc<JobCode>, String> {
         let names = fabric_proto::component_map(&code.components).map_err(|e| e.to_string())?;
         let mut components: BTreeMap<String, Result<Arc<Component>, String>> = BTreeMap::new();
         for (name, hash) in &names {

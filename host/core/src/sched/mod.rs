@@ -52,6 +52,11 @@ pub trait Comm {
 pub struct SchedulerConfig {
     /// Units a worker may hold beyond its threads, to hide the round trip to it.
     pub prefetch: u32,
+    /// Beyond `prefetch`, a worker is sent more units while the expected time of those it
+    /// was sent stays under this many microseconds per thread (at most 64 per thread):
+    /// short tasks on a remote worker would otherwise wait for the round trip. 0 for
+    /// in-process workers.
+    pub lookahead_us: f64,
     /// Expected duration of a function never seen, in microseconds.
     pub default_duration_us: f64,
     /// Bytes per microsecond between workers, for transfer estimates (`f64::INFINITY` when
@@ -68,6 +73,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             prefetch: 2,
+            lookahead_us: 0.0,
             default_duration_us: 500.0,
             bandwidth: 100.0, // bytes per microsecond: 100 MB/s, until measured
             wait_for_resources: true,
@@ -222,7 +228,12 @@ impl Scheduler {
             .iter()
             .map(|(name, amount)| (self.resource_id(name), *amount))
             .collect();
-        let worker = Worker::new(spec, resources, self.config.prefetch);
+        let worker = Worker::new(
+            spec,
+            resources,
+            self.config.prefetch,
+            self.config.lookahead_us,
+        );
         self.workers.push(Some(worker));
         // Units stranded for lack of resources may fit now.
         for k in std::mem::take(&mut self.stranded) {
@@ -935,7 +946,7 @@ impl Scheduler {
                 }
             }
             unit.state = UnitState::Running(id);
-            w.start(&self.classes[class as usize]);
+            w.start(f64::from(unit.est_us), &self.classes[class as usize]);
             comm.compute(id, job_id, u);
         }
     }

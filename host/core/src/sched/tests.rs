@@ -380,7 +380,8 @@ proptest! {
         fuse in any::<bool>(),
     ) {
         let g = random_dag(n, window, &picks);
-        let mut s = Scheduler::new(SchedulerConfig { prefetch: 1, ..SchedulerConfig::default() });
+        let lookahead_us = if n % 2 == 0 { 150.0 } else { 0.0 };
+        let mut s = Scheduler::new(SchedulerConfig { prefetch: 1, lookahead_us, ..SchedulerConfig::default() });
         let mut comm = TestComm::default();
         let mut live = vec![s.on_worker_added(worker("w0", 2, &[]), &mut comm)];
         let p = Arc::new(plan(g, PlanConfig { fuse }));
@@ -498,4 +499,31 @@ fn missing_input_recomputes_it_when_no_copy_is_left() {
     sim.run_to_end();
     assert_eq!(sim.comm.finished, [job]);
     let _ = w1;
+}
+
+#[test]
+fn short_tasks_are_sent_ahead_up_to_the_lookahead() {
+    let flat = |n: usize| graph(&vec![&[][..]; n], &(0..n as u32).collect::<Vec<_>>());
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 2,
+        lookahead_us: 1000.0,
+        default_duration_us: 10.0,
+        ..SchedulerConfig::default()
+    });
+    sim.add_worker(worker("a", 1, &[]));
+    sim.submit(flat(500));
+    // 10 us each: 1000 us of work per thread is 100 units, capped at 64 + prefetch.
+    assert_eq!(sim.comm.computes.len(), 66);
+    sim.run_to_end();
+
+    // Long tasks: only threads + prefetch.
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 2,
+        lookahead_us: 1000.0,
+        default_duration_us: 5000.0,
+        ..SchedulerConfig::default()
+    });
+    sim.add_worker(worker("a", 2, &[]));
+    sim.submit(flat(50));
+    assert_eq!(sim.comm.computes.len(), 4);
 }

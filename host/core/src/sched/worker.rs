@@ -21,8 +21,14 @@ pub struct WorkerSpec {
 pub(super) struct Worker {
     pub(super) spec: WorkerSpec,
     pub(super) nthreads: u32,
-    /// Units it may hold at once (threads + prefetch).
+    /// Units it may hold at once (threads + prefetch) whatever they are expected to take.
     window: u32,
+    /// Units it may hold at once when they are expected to be short (see `lookahead_us`).
+    max_window: u32,
+    /// Expected microseconds of work per thread it is sent ahead, up to `max_window` units.
+    lookahead_us: f64,
+    /// Expected microseconds of the units sent to it and not reported yet.
+    sent_us: f64,
     /// Units sent to it and not yet reported.
     pub(super) running: u32,
     /// Units placed here but not sent yet, by dispatch key.
@@ -41,14 +47,24 @@ pub(super) struct Worker {
 
 /// How far down a queue to look for a unit whose resources are free.
 const SCAN: usize = 64;
+/// Units per thread a worker may be sent ahead when they are short.
+const MAX_AHEAD_PER_THREAD: u32 = 64;
 
 impl Worker {
-    pub(super) fn new(spec: WorkerSpec, resources: Vec<(u32, u32)>, prefetch: u32) -> Worker {
+    pub(super) fn new(
+        spec: WorkerSpec,
+        resources: Vec<(u32, u32)>,
+        prefetch: u32,
+        lookahead_us: f64,
+    ) -> Worker {
         let nthreads = spec.nthreads.max(1);
         Worker {
             spec,
             nthreads,
             window: nthreads + prefetch,
+            max_window: nthreads.saturating_mul(MAX_AHEAD_PER_THREAD) + prefetch,
+            lookahead_us,
+            sent_us: 0.0,
             running: 0,
             queue: BTreeSet::new(),
             queued_us: 0.0,
@@ -60,7 +76,10 @@ impl Worker {
     }
 
     pub(super) fn has_room(&self) -> bool {
-        !self.paused && self.running < self.window
+        !self.paused
+            && (self.running < self.window
+                || (self.running < self.max_window
+                    && self.sent_us < self.lookahead_us * f64::from(self.nthreads)))
     }
 
     /// Expected wait before a newly queued unit could start.
@@ -100,9 +119,10 @@ impl Worker {
             .find(|&k| self.fits(&classes[class_of(k) as usize]))
     }
 
-    /// A unit was sent: it holds a thread slot and its resources.
-    pub(super) fn start(&mut self, demand: &Demand) {
+    /// A unit expected to take `est_us` was sent: it holds a thread slot and its resources.
+    pub(super) fn start(&mut self, est_us: f64, demand: &Demand) {
         self.running += 1;
+        self.sent_us += est_us;
         for (r, n) in demand {
             let i = self.offered(*r).expect("fits() checked the offer");
             self.used[i] += n;
@@ -112,6 +132,11 @@ impl Worker {
     /// A unit it ran finished or failed: its slot, resources and expected time are free.
     pub(super) fn finish(&mut self, est_us: f64, demand: &Demand) {
         self.running -= 1;
+        self.sent_us = if self.running == 0 {
+            0.0 // no rounding drift
+        } else {
+            (self.sent_us - est_us).max(0.0)
+        };
         self.queued_us = (self.queued_us - est_us).max(0.0);
         for (r, n) in demand {
             let i = self.offered(*r).expect("it ran here");

@@ -1,0 +1,400 @@
+//! Cluster benchmarks: a real `fabric scheduler` and two `fabric worker` processes (one
+//! thread each, like Dask's LocalCluster(n_workers=2, threads_per_worker=1)) on 127.0.0.1,
+//! driven through fabric-client: start to first result, single-task latency, flat and tree
+//! throughput, worker-to-worker transfer, scheduler memory per task.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fabric_client::{Client, ComponentSource, Submission};
+use fabric_core::{GraphSpec, Value};
+use serde_json::json;
+
+use crate::graphs;
+
+/// A scheduler and its workers, killed when dropped.
+pub struct Cluster {
+    pub url: String,
+    scheduler: Child,
+    workers: Vec<Child>,
+}
+
+/// Starts `fabric ARGS` and returns it with the first line it prints.
+fn announce(fabric: &Path, args: &[&str]) -> Result<(Child, String)> {
+    let mut child = Command::new(fabric)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", fabric.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .next()
+        .context("the process ended before announcing itself")??;
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, line))
+}
+
+impl Cluster {
+    /// A scheduler and one worker per entry of `workers` (its extra arguments).
+    pub fn start(fabric: &Path, workers: &[&[&str]]) -> Result<Cluster> {
+        let (scheduler, line) = announce(fabric, &["scheduler", "--listen", "127.0.0.1:0"])?;
+        let url = line
+            .rsplit(' ')
+            .next()
+            .context("no address announced")?
+            .to_string();
+        let mut cluster = Cluster {
+            url,
+            scheduler,
+            workers: Vec::new(),
+        };
+        // Workers start in parallel, as a cluster would.
+        let started: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = workers
+                .iter()
+                .map(|extra| {
+                    let url = cluster.url.clone();
+                    s.spawn(move || {
+                        let mut args = vec!["worker", "--scheduler", &url, "--nthreads", "1"];
+                        args.extend_from_slice(extra);
+                        announce(fabric, &args)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .collect()
+        });
+        for w in started {
+            cluster.workers.push(w?.0);
+        }
+        Ok(cluster)
+    }
+
+    /// The scheduler's resident and peak memory (VmRSS, VmHWM) in bytes.
+    pub fn scheduler_memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.scheduler.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+}
+
+/// Options of the cluster benchmarks.
+pub struct Bench {
+    pub fabric: PathBuf,
+    pub math: Vec<u8>,
+    pub reps: usize,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let k = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[k]
+}
+
+impl Bench {
+    fn submission(&self, spec: &GraphSpec) -> Submission {
+        let json = serde_json::to_string(spec).expect("specs serialize");
+        Submission::new(json, vec![ComponentSource::new("math", self.math.clone())])
+    }
+
+    fn runtime() -> Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?)
+    }
+
+    /// Runs `spec` and checks its outputs against `expected`.
+    async fn compute(client: &Client, sub: &Submission, expected: &[i64]) -> Result<()> {
+        let outcome = client.compute(sub, |_| {}).await?;
+        if !outcome.succeeded() {
+            bail!("job failed: {:?}", outcome.failures);
+        }
+        let got: Vec<i64> = outcome
+            .outputs
+            .iter()
+            .map(|(_, v)| match v {
+                Value::S64(x) => *x,
+                other => panic!("unexpected output {other:?}"),
+            })
+            .collect();
+        if got != expected {
+            bail!("wrong outputs");
+        }
+        Ok(())
+    }
+
+    /// Cluster start (processes spawned) to the first task's result.
+    pub fn startup(&self) -> Result<()> {
+        let rt = Self::runtime()?;
+        let (spec, expected) = graphs::single(1);
+        let sub = self.submission(&spec);
+        // Warm the component cache first (compilation is a one-time cost per machine).
+        {
+            let c = Cluster::start(&self.fabric, &[&[], &[]])?;
+            rt.block_on(async {
+                let client = Client::connect(&c.url).await?;
+                Self::compute(&client, &sub, &expected).await
+            })?;
+        }
+        let mut times = Vec::new();
+        for _ in 0..self.reps.max(5) {
+            let t0 = Instant::now();
+            let c = Cluster::start(&self.fabric, &[&[], &[]])?;
+            let ready = t0.elapsed();
+            rt.block_on(async {
+                let client = Client::connect(&c.url).await?;
+                Self::compute(&client, &sub, &expected).await
+            })?;
+            let first = t0.elapsed();
+            times.push((ready.as_secs_f64(), first.as_secs_f64()));
+        }
+        let ready = median(times.iter().map(|t| t.0).collect());
+        let first = median(times.iter().map(|t| t.1).collect());
+        println!(
+            "{}",
+            json!({"bench": "cluster_startup", "workers": 2, "ready_s": ready, "first_result_s": first, "reps": times.len()})
+        );
+        Ok(())
+    }
+
+    /// One tiny task, submit to result (gathered and released), many times.
+    pub fn latency(&self, calls: usize) -> Result<()> {
+        let rt = Self::runtime()?;
+        let c = Cluster::start(&self.fabric, &[&[], &[]])?;
+        let samples = rt.block_on(async {
+            let client = Client::connect(&c.url).await?;
+            let mut samples = Vec::with_capacity(calls);
+            let mut phases = [0.0f64; 4];
+            for i in 0..calls + 50 {
+                let (spec, expected) = graphs::single(i as i64);
+                let sub = self.submission(&spec);
+                let t = Instant::now();
+                let job = client.submit(&sub, None).await?;
+                let t1 = t.elapsed().as_secs_f64();
+                let update = client.wait(job, |_| {}).await?;
+                let t2 = t.elapsed().as_secs_f64();
+                let outputs = client.gather(&update.result.unwrap_or_default()).await?;
+                let t3 = t.elapsed().as_secs_f64();
+                client.release(job).await?;
+                let t4 = t.elapsed().as_secs_f64();
+                if outputs.first().map(|o| &o.1) != Some(&Value::S64(expected[0])) {
+                    bail!("wrong output");
+                }
+                if i >= 50 {
+                    samples.push(t4 * 1e6);
+                    for (p, x) in phases.iter_mut().zip([t1, t2 - t1, t3 - t2, t4 - t3]) {
+                        *p += x * 1e6 / calls as f64;
+                    }
+                }
+            }
+            eprintln!(
+                "mean us: submit {:.0}, wait {:.0}, gather {:.0}, release {:.0}",
+                phases[0], phases[1], phases[2], phases[3]
+            );
+            anyhow::Ok(samples)
+        })?;
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            json!({
+                "bench": "cluster_latency", "calls": calls,
+                "median_us": percentile(&sorted, 50.0), "p99_us": percentile(&sorted, 99.0),
+                "min_us": sorted[0],
+            })
+        );
+        Ok(())
+    }
+
+    /// A graph end to end on a fresh cluster: submit, run, gather every output.
+    pub fn throughput(&self, name: &str, spec: GraphSpec, expected: Vec<i64>) -> Result<()> {
+        let rt = Self::runtime()?;
+        let tasks = spec.tasks.0.len();
+        let sub = self.submission(&spec);
+        let c = Cluster::start(&self.fabric, &[&[], &[]])?;
+        let times = rt.block_on(async {
+            let client = Client::connect(&c.url).await?;
+            // Warm-up: 1,000 tasks.
+            let (warm, warm_expected) = graphs::flat(1000);
+            Self::compute(&client, &self.submission(&warm), &warm_expected).await?;
+            let mut times = Vec::new();
+            for _ in 0..self.reps {
+                let t = Instant::now();
+                let job = client.submit(&sub, None).await?;
+                let t1 = t.elapsed().as_secs_f64();
+                let update = client.wait(job, |_| {}).await?;
+                let t2 = t.elapsed().as_secs_f64();
+                let outputs = client.gather(&update.result.unwrap_or_default()).await?;
+                let t3 = t.elapsed().as_secs_f64();
+                client.release(job).await?;
+                let t4 = t.elapsed().as_secs_f64();
+                let got: Vec<Value> = outputs.into_iter().map(|o| o.1).collect();
+                let want: Vec<Value> = expected.iter().map(|&x| Value::S64(x)).collect();
+                if got != want {
+                    bail!("wrong outputs");
+                }
+                eprintln!(
+                    "{name}: submit {t1:.3} s, run {:.3} s, gather {:.3} s, release {:.3} s",
+                    t2 - t1,
+                    t3 - t2,
+                    t4 - t3
+                );
+                times.push(t4);
+            }
+            anyhow::Ok(times)
+        })?;
+        let s = median(times.clone());
+        println!(
+            "{}",
+            json!({
+                "bench": name, "tasks": tasks, "workers": 2,
+                "median_s": s, "tasks_per_s": tasks as f64 / s, "runs_s": times,
+            })
+        );
+        Ok(())
+    }
+
+    /// Worker-to-worker transfer of a `size`-byte f64 list: made on worker A, consumed on
+    /// worker B (placed there with resources), timed by B's fetch counters and end to end.
+    pub fn transfer(&self, sizes: &[u64]) -> Result<()> {
+        let rt = Self::runtime()?;
+        let c = Cluster::start(
+            &self.fabric,
+            &[&["--resources", "a=1"], &["--resources", "b=1"]],
+        )?;
+        rt.block_on(async {
+            let client = Client::connect(&c.url).await?;
+            for &size in sizes {
+                let mut rates = Vec::new();
+                let mut ends = Vec::new();
+                for trial in 0..self.reps + 1 {
+                    let n = size / 8;
+                    let mib = (size >> 20) * 2 + 64;
+                    let producer = json!({
+                        "components": {"math": "math.wasm"},
+                        "tasks": {"src": {"call": "math/seq", "args": [n], "resources": {"a": 1}, "memory_mib": mib}},
+                        "outputs": ["src"],
+                    });
+                    let name = format!("src-{size}-{trial}");
+                    let sub = Submission::new(producer.to_string(), vec![ComponentSource::new("math", self.math.clone())]);
+                    let out = client.persist(&sub, &name, |_| {}).await?;
+                    if !out.succeeded() {
+                        bail!("producer failed: {:?}", out.failures);
+                    }
+                    let consumer = json!({
+                        "components": {"math": "math.wasm"},
+                        "tasks": {"n": {"call": "math/mean", "args": [{"dataset": name, "key": "src"}], "resources": {"b": 1}, "memory_mib": mib}},
+                        "outputs": ["n"],
+                    });
+                    let before = fetch_counters(&client).await?;
+                    let t = Instant::now();
+                    let sub = Submission::new(consumer.to_string(), vec![ComponentSource::new("math", self.math.clone())]);
+                    let out = client.compute(&sub, |_| {}).await?;
+                    let end = t.elapsed().as_secs_f64();
+                    if !out.succeeded() {
+                        bail!("consumer failed: {:?}", out.failures);
+                    }
+                    // Counters travel with heartbeats: wait for the one after the fetch.
+                    let mut after = fetch_counters(&client).await?;
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while after.0 < before.0 + size && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        after = fetch_counters(&client).await?;
+                    }
+                    client.forget(&name).await?;
+                    if trial == 0 {
+                        continue; // warm-up: first large allocation on fresh workers
+                    }
+                    let bytes = (after.0 - before.0) as f64;
+                    let secs = (after.1 - before.1) as f64 / 1e9;
+                    rates.push(bytes / secs / 1e9);
+                    ends.push(end);
+                }
+                println!(
+                    "{}",
+                    json!({
+                        "bench": "transfer", "bytes": size, "kind": "list<f64>",
+                        "fetch_gb_per_s": median(rates.clone()), "end_to_end_s": median(ends.clone()),
+                        "fetch_runs_gb_per_s": rates,
+                    })
+                );
+            }
+            anyhow::Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Scheduler memory per task: resident memory while a random DAG of `n` tasks is
+    /// held, over an idle scheduler.
+    pub fn memory(&self, n: usize) -> Result<()> {
+        let rt = Self::runtime()?;
+        let c = Cluster::start(&self.fabric, &[&[], &[]])?;
+        let (spec, _) = graphs::random_dag(n, 42);
+        let sub = self.submission(&spec);
+        rt.block_on(async {
+            let client = Client::connect(&c.url).await?;
+            let (warm, warm_expected) = graphs::single(1);
+            Self::compute(&client, &self.submission(&warm), &warm_expected).await?;
+            let (idle, _) = c.scheduler_memory();
+            let job = client.submit(&sub, None).await?;
+            let (during, _) = c.scheduler_memory();
+            let update = client.wait(job, |_| {}).await?;
+            let (_, peak) = c.scheduler_memory();
+            client.release(job).await?;
+            println!(
+                "{}",
+                json!({
+                    "bench": "scheduler_memory", "tasks": n,
+                    "idle_rss_mb": idle as f64 / 1e6, "rss_after_submit_mb": during as f64 / 1e6,
+                    "peak_rss_mb": peak as f64 / 1e6,
+                    "bytes_per_task_after_submit": (during.saturating_sub(idle)) as f64 / n as f64,
+                    "bytes_per_task_peak": (peak.saturating_sub(idle)) as f64 / n as f64,
+                    "state": update.state,
+                })
+            );
+            anyhow::Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+/// Bytes fetched from peers and nanoseconds spent, summed over the workers.
+async fn fetch_counters(client: &Client) -> Result<(u64, u64)> {
+    let status = client.status().await?;
+    Ok(status.workers.iter().fold((0, 0), |(b, ns), w| {
+        let m = w.metrics.unwrap_or_default();
+        (b + m.fetched_bytes_total, ns + m.fetch_ns_total)
+    }))
+}
