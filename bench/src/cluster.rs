@@ -196,33 +196,15 @@ impl Bench {
         let samples = rt.block_on(async {
             let client = Client::connect(&c.url).await?;
             let mut samples = Vec::with_capacity(calls);
-            let mut phases = [0.0f64; 4];
             for i in 0..calls + 50 {
                 let (spec, expected) = graphs::single(i as i64);
                 let sub = self.submission(&spec);
                 let t = Instant::now();
-                let job = client.submit(&sub, None).await?;
-                let t1 = t.elapsed().as_secs_f64();
-                let update = client.wait(job, |_| {}).await?;
-                let t2 = t.elapsed().as_secs_f64();
-                let outputs = client.gather(&update.result.unwrap_or_default()).await?;
-                let t3 = t.elapsed().as_secs_f64();
-                client.release(job).await?;
-                let t4 = t.elapsed().as_secs_f64();
-                if outputs.first().map(|o| &o.1) != Some(&Value::S64(expected[0])) {
-                    bail!("wrong output");
-                }
+                Self::compute(&client, &sub, &expected).await?;
                 if i >= 50 {
-                    samples.push(t4 * 1e6);
-                    for (p, x) in phases.iter_mut().zip([t1, t2 - t1, t3 - t2, t4 - t3]) {
-                        *p += x * 1e6 / calls as f64;
-                    }
+                    samples.push(t.elapsed().as_secs_f64() * 1e6);
                 }
             }
-            eprintln!(
-                "mean us: submit {:.0}, wait {:.0}, gather {:.0}, release {:.0}",
-                phases[0], phases[1], phases[2], phases[3]
-            );
             anyhow::Ok(samples)
         })?;
         let mut sorted = samples.clone();

@@ -246,3 +246,82 @@ fn gpu_tasks_run_only_where_offered_two_at_a_time() {
     });
     assert_eq!(units_total(&status, cpu), 0, "{status}");
 }
+
+#[test]
+fn values_beyond_the_memory_limit_are_spilled_and_read_back() {
+    let spill = tempfile::tempdir().unwrap();
+    let spill_dir = spill.path().to_str().unwrap();
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--nthreads",
+            "2",
+            "--memory-limit",
+            "2MiB",
+            "--spill-dir",
+            spill_dir,
+        ],
+    );
+    let dir = GraphDir::new();
+    // Eight lists of 800 kB each, kept as a dataset: far more than the worker may hold.
+    let tasks: Vec<(String, Json)> = (0..8)
+        .map(|i| task(&format!("xs{i}"), "math/seq", json!([100_000 + i])))
+        .collect();
+    let outputs: Vec<String> = (0..8).map(|i| format!("xs{i}")).collect();
+    let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let out = cluster.submit(
+        &dir.write_graph(&graph(tasks, &outputs)),
+        &["--persist", "lists"],
+    );
+    assert_eq!(out.code, 0, "{out}\n{}", cluster.logs());
+    let status = cluster.wait_for("the worker to report spilling", |s| {
+        s["workers"][0]["spilled_bytes"].as_u64().unwrap_or(0) > 0
+    });
+    let worker = &status["workers"][0];
+    assert!(
+        worker["memory_bytes"].as_u64().unwrap() <= 2 << 20,
+        "{status}"
+    );
+    let spilled_files = walk(spill.path());
+    assert!(spilled_files > 0, "no spill files in {spill_dir}");
+
+    // Every value comes back whole: sum(0..n) for each.
+    let tasks: Vec<(String, Json)> = (0..8)
+        .map(|i| {
+            task(
+                &format!("s{i}"),
+                "math/fsum",
+                json!([{ "dataset": "lists", "key": format!("xs{i}") }]),
+            )
+        })
+        .collect();
+    let sums: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let sums: Vec<&str> = sums.iter().map(String::as_str).collect();
+    let out = cluster.submit(&dir.write_graph(&graph(tasks, &sums)), &[]);
+    let expected: serde_json::Map<String, Json> = (0..8u64)
+        .map(|i| {
+            let n = 100_000 + i;
+            (format!("s{i}"), json!((n * (n - 1) / 2) as f64))
+        })
+        .collect();
+    assert_eq!(out.success(), Json::Object(expected), "{}", cluster.logs());
+
+    // Forgetting the dataset deletes its spill files.
+    assert_eq!(cluster.fabric(&["forget", "lists"]).code, 0);
+    cluster.wait_for("the spill files to go", |_| walk(spill.path()) == 0);
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { walk(&p) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -330,11 +330,23 @@ impl Client {
     pub async fn wait(
         &self,
         job: u64,
+        on_progress: impl FnMut(&JobProgress),
+    ) -> Result<v1::JobUpdate, ClientError> {
+        self.watch(job, false, on_progress).await
+    }
+
+    async fn watch(
+        &self,
+        job: u64,
+        release_if_inline: bool,
         mut on_progress: impl FnMut(&JobProgress),
     ) -> Result<v1::JobUpdate, ClientError> {
         let mut stream = self
             .rpc()
-            .watch_job(v1::WatchJobRequest { job_id: job })
+            .watch_job(v1::WatchJobRequest {
+                job_id: job,
+                release_if_inline,
+            })
             .await?
             .into_inner();
         while let Some(update) = stream.message().await? {
@@ -421,7 +433,7 @@ impl Client {
         job: u64,
         on_progress: impl FnMut(&JobProgress),
     ) -> Result<JobOutcome, ClientError> {
-        let update = self.wait(job, on_progress).await?;
+        let update = self.watch(job, true, on_progress).await?;
         let state = JobState::try_from(update.state).unwrap_or(JobState::Unspecified);
         let progress = update
             .progress
@@ -435,7 +447,7 @@ impl Client {
         } else {
             Vec::new()
         };
-        if !persisted || state != JobState::Succeeded {
+        if (!persisted || state != JobState::Succeeded) && !result.released {
             self.release(job).await?;
         }
         Ok(JobOutcome {

@@ -657,6 +657,7 @@ impl Core {
             outputs,
             failures,
             persist: entry.persist.clone(),
+            released: false,
         });
         Some(update)
     }

@@ -136,12 +136,16 @@ impl SchedulerRpc for Service {
         } else {
             r.tenant.clone()
         };
-        let values = self
-            .ask(|reply| Command::DatasetValues {
+        // Only a graph that mentions a dataset needs the core's list of them.
+        let values = if r.graph_json.contains("\"dataset\"") {
+            self.ask(|reply| Command::DatasetValues {
                 tenant: tenant.clone(),
                 reply,
             })
-            .await?;
+            .await?
+        } else {
+            Default::default()
+        };
         // Validation loads components (compiling them the first time): not on the reactor.
         let components = self.components.clone();
         let config = PlanConfig { fuse: !r.no_fuse };
@@ -216,7 +220,8 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let job = request.into_inner().job_id;
+        let r = request.into_inner();
+        let (job, release_if_inline) = (r.job_id, r.release_if_inline);
         let mut rx = self
             .ask(|reply| Command::Watch { job, reply })
             .await?
@@ -224,10 +229,21 @@ impl SchedulerRpc for Service {
                 Status::not_found(format!("no job {job} (released, or never submitted)"))
             })?;
         let (tx, out) = mpsc::unbounded_channel();
+        let core = self.core.clone();
         tokio::spawn(async move {
             loop {
-                let update = rx.borrow_and_update().clone();
+                let mut update = rx.borrow_and_update().clone();
                 let last = update.result.is_some();
+                if let Some(result) = update.result.as_mut().filter(|r| {
+                    release_if_inline
+                        && r.persist.is_empty()
+                        && r.outputs.iter().all(|o| !o.inline_value.is_empty())
+                        && update.state != v1::JobState::Cancelled as i32
+                }) {
+                    result.released = true;
+                    let (reply, _) = oneshot::channel();
+                    let _ = core.send(Command::Release { job, reply });
+                }
                 if tx.send(Ok(update)).is_err() || last {
                     return;
                 }
