@@ -236,11 +236,10 @@ impl BulkSink {
     }
 }
 
-/// Recognizes the start of a value that is one packed list and does not fit in its first
-/// chunk: `Value { bulk: Bulk { kind, data } }`, framed exactly as senders write it.
-/// Returns the list, empty with room for every element, and the header's length. Any
-/// other shape (or any doubt) returns `None`, and the value is decoded the general way.
-fn bulk_header(first: &[u8], total: u64) -> Option<(BulkSink, usize)> {
+/// The layout of an encoding that is one packed list, `Value { bulk: Bulk { kind, data } }`
+/// framed exactly as senders write it, from its first bytes and total length: the element
+/// kind, the header's length and the data's length (whole elements to the very end).
+pub(crate) fn bulk_layout(first: &[u8], total: u64) -> Option<(BulkKind, usize, u64)> {
     use prost::encoding::{WireType, decode_varint};
     let mut buf = first;
     let mut next = || decode_varint(&mut buf).ok();
@@ -262,11 +261,20 @@ fn bulk_header(first: &[u8], total: u64) -> Option<(BulkSink, usize)> {
     let data = next()?;
     let header = first.len() - buf.len();
     let (size, _) = element(kind);
-    // The data runs exactly to the end of the value, in whole elements.
     let fits = (header as u64).checked_add(data) == Some(total)
         && total.checked_sub(body) == Some(1 + prost::encoding::encoded_len_varint(body) as u64)
-        && data % size as u64 == 0
-        && total > first.len() as u64;
+        && data % size as u64 == 0;
+    fits.then_some((kind, header, data))
+}
+
+/// Recognizes the start of a value that is one packed list and does not fit in its first
+/// chunk (see [`bulk_layout`]).
+/// Returns the list, empty with room for every element, and the header's length. Any
+/// other shape (or any doubt) returns `None`, and the value is decoded the general way.
+fn bulk_header(first: &[u8], total: u64) -> Option<(BulkSink, usize)> {
+    let (kind, header, data) = bulk_layout(first, total)?;
+    let (size, _) = element(kind);
+    let fits = total > first.len() as u64;
     fits.then(|| {
         let sink = BulkSink {
             bulk: Bulk::with_capacity(kind, (data / size as u64) as usize),

@@ -347,6 +347,38 @@ impl Writer<'_> {
 
 /// Appends bytes `start..end` of the little-endian form of `b`'s elements to `out`
 /// (the range may start or end inside an element).
+/// A packed list's elements as their little-endian bytes, when that is their memory form.
+pub(crate) fn le_bytes(b: &Bulk) -> Option<&[u8]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    Some(match b {
+        Bulk::U8(v) => v,
+        Bulk::S32(v) => bytemuck::cast_slice(v),
+        Bulk::U32(v) => bytemuck::cast_slice(v),
+        Bulk::S64(v) => bytemuck::cast_slice(v),
+        Bulk::U64(v) => bytemuck::cast_slice(v),
+        Bulk::F32(v) => bytemuck::cast_slice(v),
+        Bulk::F64(v) => bytemuck::cast_slice(v),
+    })
+}
+
+/// The same, writable: where a received list's bytes can be read straight into.
+pub(crate) fn le_bytes_mut(b: &mut Bulk) -> Option<&mut [u8]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    Some(match b {
+        Bulk::U8(v) => v,
+        Bulk::S32(v) => bytemuck::cast_slice_mut(v),
+        Bulk::U32(v) => bytemuck::cast_slice_mut(v),
+        Bulk::S64(v) => bytemuck::cast_slice_mut(v),
+        Bulk::U64(v) => bytemuck::cast_slice_mut(v),
+        Bulk::F32(v) => bytemuck::cast_slice_mut(v),
+        Bulk::F64(v) => bytemuck::cast_slice_mut(v),
+    })
+}
+
 pub(crate) fn put_bulk(b: &Bulk, start: usize, end: usize, out: &mut Vec<u8>) {
     match b {
         Bulk::U8(v) => out.extend_from_slice(&v[start..end]),
@@ -511,6 +543,23 @@ impl ValueChunks {
         }
         self.sent += n;
         Bytes::from(out)
+    }
+
+    /// The whole encoding as consecutive pieces, without copying: views of the structure
+    /// buffer and, on little-endian machines, of the packed lists' own memory (their wire
+    /// form is their memory form there). For writers that take slices (a raw stream).
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = std::borrow::Cow<'_, [u8]>> {
+        self.segments.iter().map(move |seg| match seg {
+            Segment::Head(r) => std::borrow::Cow::Borrowed(&self.head[r.clone()]),
+            Segment::Bulk(b) => match le_bytes(b) {
+                Some(bytes) => std::borrow::Cow::Borrowed(bytes),
+                None => {
+                    let mut out = Vec::with_capacity(b.byte_len());
+                    put_bulk(b, 0, b.byte_len(), &mut out);
+                    std::borrow::Cow::Owned(out)
+                }
+            },
+        })
     }
 
     /// The whole encoding in one buffer (a view of the structure buffer when the value has

@@ -131,6 +131,12 @@ struct WorkerEntry {
     knows: FxHashSet<JobId>,
 }
 
+/// A fetch sample counts toward the bandwidth estimate from this many bytes on (smaller
+/// transfers measure latency, not bandwidth).
+const MIN_BANDWIDTH_SAMPLE: u64 = 4 << 20;
+/// Weight of the newest bandwidth sample.
+const BANDWIDTH_ALPHA: f64 = 0.3;
+
 struct Registration {
     spec: WorkerSpec,
     data_address: String,
@@ -412,6 +418,21 @@ impl Core {
                     .ok_or(ProtoError::missing("Heartbeat", "metrics"))?;
                 let paused = metrics.paused;
                 if let Some(w) = self.workers.get_mut(&id) {
+                    // Learn the bandwidth between workers from what this one fetched since
+                    // its last heartbeat.
+                    let bytes = metrics
+                        .fetched_bytes_total
+                        .saturating_sub(w.metrics.fetched_bytes_total);
+                    let ns = metrics
+                        .fetch_ns_total
+                        .saturating_sub(w.metrics.fetch_ns_total);
+                    if bytes >= MIN_BANDWIDTH_SAMPLE && ns > 0 {
+                        let sample = bytes as f64 / (ns as f64 / 1e3);
+                        let old = self.sched.bandwidth();
+                        let new = old + BANDWIDTH_ALPHA * (sample - old);
+                        self.sched.set_bandwidth(new);
+                        tracing::debug!(sample, estimate = new, "bandwidth (bytes/us)");
+                    }
                     w.metrics = metrics;
                 }
                 self.sched.on_worker_paused(id, paused, &mut self.out);

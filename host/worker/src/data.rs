@@ -4,9 +4,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fabric_proto::v1::worker_data_server::WorkerData;
+use fabric_proto::transport::raw;
+use fabric_proto::v1::worker_data_server::{WorkerData, WorkerDataServer};
 use fabric_proto::{v1, value_chunks};
+use tokio::net::TcpStream;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::store::ValueStore;
@@ -47,5 +50,61 @@ impl WorkerData for DataService {
             })?;
         let chunks = value_chunks(&value).map(Ok);
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+/// Serves `store` on `listener`: raw fetches on connections that start with the raw magic,
+/// gRPC `WorkerData` on the others (see [`fabric_proto::transport::raw`]).
+pub async fn serve(listener: tokio::net::TcpListener, store: Arc<ValueStore>) {
+    let (grpc, incoming) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<TcpStream>>();
+    let accept = {
+        let store = store.clone();
+        async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, then go on.
+                        tracing::warn!("cannot accept a data connection: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (grpc, store) = (grpc.clone(), store.clone());
+                tokio::spawn(async move {
+                    if raw::is_raw(&stream, std::time::Duration::from_secs(10)).await {
+                        let lookup = |job: u64, unit: u32| {
+                            let store = store.clone();
+                            async move {
+                                let Ok(job) = u32::try_from(job) else {
+                                    return Ok(None);
+                                };
+                                tokio::task::spawn_blocking(move || store.get((job, unit)))
+                                    .await
+                                    .map_err(|e| e.to_string())?
+                                    .map_err(|e| e.to_string())
+                            }
+                        };
+                        if let Err(e) = raw::serve(stream, lookup).await {
+                            tracing::debug!("raw data connection ended: {e}");
+                        }
+                    } else {
+                        let _ = grpc.send(Ok(stream));
+                    }
+                });
+            }
+        }
+    };
+    let server = fabric_proto::transport::server_builder()
+        .add_service(WorkerDataServer::new(DataService::new(store)))
+        .serve_with_incoming(UnboundedReceiverStream::new(incoming));
+    tokio::select! {
+        () = accept => {}
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!("the data service failed: {e}");
+            }
+        }
     }
 }

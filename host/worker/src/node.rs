@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fabric_core::{Datasets, Input, JobId, PlanConfig, TaskIdx, Type, UnitIdx, Value, WorkerSpec};
 use fabric_proto::v1::scheduler_client::SchedulerClient;
-use fabric_proto::v1::worker_data_server::WorkerDataServer;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
 use fabric_runtime::{Component, Limits, Runtime, RuntimeConfig, TaskError, TaskErrorKind};
 use rustc_hash::FxHashMap;
@@ -24,7 +23,6 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
-use crate::data::DataService;
 use crate::executor::{JobCode, UnitFailure, run_unit};
 use crate::store::{StoreConfig, ValueStore};
 use crate::wire;
@@ -183,11 +181,7 @@ pub async fn run(
         },
     };
     let data_address = format!("http://{host}:{}", bound.port());
-    let data_server = tokio::spawn(
-        fabric_proto::transport::server_builder()
-            .add_service(WorkerDataServer::new(DataService::new(store.clone())))
-            .serve_with_incoming(fabric_proto::transport::incoming(listener)),
-    );
+    let data_server = tokio::spawn(crate::data::serve(listener, store.clone()));
 
     let mut scheduler = connect(&options.scheduler).await?;
     let refused = |status: tonic::Status| WorkerError::Scheduler {

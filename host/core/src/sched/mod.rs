@@ -326,6 +326,19 @@ impl Scheduler {
         self.fill(comm);
     }
 
+    /// The measured bandwidth between workers, in bytes per microsecond, for transfer
+    /// estimates from now on (ignored unless finite and positive).
+    pub fn set_bandwidth(&mut self, bytes_per_us: f64) {
+        if bytes_per_us.is_finite() && bytes_per_us > 0.0 {
+            self.config.bandwidth = bytes_per_us;
+        }
+    }
+
+    /// The bandwidth transfer estimates use, in bytes per microsecond.
+    pub fn bandwidth(&self) -> f64 {
+        self.config.bandwidth
+    }
+
     // ---------------------------------------------------------------- jobs
 
     /// A new job: its root units become ready at once.
