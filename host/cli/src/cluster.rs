@@ -163,6 +163,17 @@ fn tokio() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The scheduler's and workers' async runtime: one thread. Their heavy work runs on threads
+/// of its own (the core, the executors, blocking tasks); the async side only moves
+/// messages, and one thread saves the cross-thread wake-ups that dominate a short task's
+/// round trip.
+fn tokio_service() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
@@ -170,7 +181,7 @@ async fn ctrl_c() {
 }
 
 pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
-    tokio()?.block_on(async {
+    tokio_service()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -206,7 +217,7 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         memory_bytes: a.memory,
         timeout: a.timeout,
     });
-    tokio()?.block_on(async {
+    tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();
         fabric_worker::node::run(options, ctrl_c(), |id, data| {
             println!("fabric worker {id} attached to {scheduler}; serving data on {data}");
@@ -246,22 +257,38 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
         submission.no_fuse = a.no_fuse;
         submission.timeout = a.timeout;
         submission.memory = a.memory;
-        let job = match client.submit(&submission, a.persist.as_deref()).await {
-            Ok(job) => job,
-            Err(ClientError::Rejected(problems)) => {
-                eprintln!("error: the scheduler refused the graph:");
-                for p in problems {
-                    eprintln!("  {p}");
-                }
-                return Ok(ExitCode::from(crate::run::INVALID_GRAPH));
+        let refused = |problems: Vec<String>| {
+            eprintln!("error: the scheduler refused the graph:");
+            for p in problems {
+                eprintln!("  {p}");
             }
-            Err(e) => return Err(e.into()),
+            ExitCode::from(crate::run::INVALID_GRAPH)
         };
         if a.detach {
-            println!("{job}");
-            return Ok(ExitCode::SUCCESS);
+            return match client.submit(&submission, a.persist.as_deref()).await {
+                Ok(job) => {
+                    println!("{job}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(ClientError::Rejected(problems)) => Ok(refused(problems)),
+                Err(e) => Err(e.into()),
+            };
         }
-        follow(&client, job).await
+        let mut progress = Watcher::new();
+        let outcome = match &a.persist {
+            Some(name) => {
+                client
+                    .persist(&submission, name, |p| progress.update(p))
+                    .await
+            }
+            None => client.compute(&submission, |p| progress.update(p)).await,
+        };
+        progress.finish();
+        match outcome {
+            Ok(outcome) => Ok(print(&outcome)),
+            Err(ClientError::Rejected(problems)) => Ok(refused(problems)),
+            Err(e) => Err(e.into()),
+        }
     })
 }
 

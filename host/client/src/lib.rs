@@ -279,7 +279,55 @@ impl Client {
         persist: Option<&str>,
     ) -> Result<u64, ClientError> {
         self.upload(&submission.components).await?;
-        let request = v1::SubmitRequest {
+        let request = Self::request(submission, persist);
+        let mut response = self.rpc().submit(request.clone()).await?.into_inner();
+        if Self::lacks_components(&response) {
+            self.reupload(&response, submission).await?;
+            response = self.rpc().submit(request).await?.into_inner();
+        }
+        Self::job_id(response)
+    }
+
+    /// Whether the scheduler refused only because it lacks components.
+    fn lacks_components(response: &v1::SubmitResponse) -> bool {
+        matches!(&response.outcome, Some(v1::submit_response::Outcome::Rejected(r))
+            if r.errors.is_empty() && !r.missing_components.is_empty())
+    }
+
+    /// The scheduler lost components it had (it restarted): upload them again.
+    async fn reupload(
+        &self,
+        response: &v1::SubmitResponse,
+        submission: &Submission,
+    ) -> Result<(), ClientError> {
+        if let Some(v1::submit_response::Outcome::Rejected(r)) = &response.outcome {
+            self.uploaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|h| !r.missing_components.contains(h));
+        }
+        self.upload(&submission.components).await
+    }
+
+    /// The job id of an accepted submission, or every problem of a refused one.
+    fn job_id(response: v1::SubmitResponse) -> Result<u64, ClientError> {
+        match response.outcome {
+            Some(v1::submit_response::Outcome::JobId(id)) => Ok(id),
+            Some(v1::submit_response::Outcome::Rejected(r)) => {
+                let mut problems: Vec<String> = r.errors.into_iter().map(|e| e.message).collect();
+                problems.extend(
+                    r.missing_components
+                        .into_iter()
+                        .map(|h| format!("component {h} is not on the scheduler")),
+                );
+                Err(ClientError::Rejected(problems))
+            }
+            None => Err(fabric_proto::ProtoError::missing("SubmitResponse", "outcome").into()),
+        }
+    }
+
+    fn request(submission: &Submission, persist: Option<&str>) -> v1::SubmitRequest {
+        v1::SubmitRequest {
             graph_json: submission.graph_json.clone(),
             tenant: submission.tenant.clone(),
             persist: persist.unwrap_or_default().to_string(),
@@ -296,32 +344,6 @@ impl Client {
                 timeout_ms: submission.timeout.map_or(0, |t| t.as_millis() as u64),
                 memory_bytes: submission.memory.unwrap_or(0),
             }),
-        };
-        let mut response = self.rpc().submit(request.clone()).await?.into_inner();
-        if let Some(v1::submit_response::Outcome::Rejected(r)) = &response.outcome
-            && r.errors.is_empty()
-            && !r.missing_components.is_empty()
-        {
-            // The scheduler lost components it had (it restarted): upload them again.
-            self.uploaded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|h| !r.missing_components.contains(h));
-            self.upload(&submission.components).await?;
-            response = self.rpc().submit(request).await?.into_inner();
-        }
-        match response.outcome {
-            Some(v1::submit_response::Outcome::JobId(id)) => Ok(id),
-            Some(v1::submit_response::Outcome::Rejected(r)) => {
-                let mut problems: Vec<String> = r.errors.into_iter().map(|e| e.message).collect();
-                problems.extend(
-                    r.missing_components
-                        .into_iter()
-                        .map(|h| format!("component {h} is not on the scheduler")),
-                );
-                Err(ClientError::Rejected(problems))
-            }
-            None => Err(fabric_proto::ProtoError::missing("SubmitResponse", "outcome").into()),
         }
     }
 
@@ -434,6 +456,11 @@ impl Client {
         on_progress: impl FnMut(&JobProgress),
     ) -> Result<JobOutcome, ClientError> {
         let update = self.watch(job, true, on_progress).await?;
+        self.conclude(job, update).await
+    }
+
+    /// Gathers (unless persisted) and releases (unless released already) a job that ended.
+    async fn conclude(&self, job: u64, update: v1::JobUpdate) -> Result<JobOutcome, ClientError> {
         let state = JobState::try_from(update.state).unwrap_or(JobState::Unspecified);
         let progress = update
             .progress
@@ -460,14 +487,45 @@ impl Client {
         })
     }
 
-    /// Submits a graph, waits for it and gathers its outputs (Dask's `compute`).
+    /// Submits a graph, waits for it and gathers its outputs (Dask's `compute`), in one
+    /// call to the scheduler (`Run`) when it can.
     pub async fn compute(
         &self,
         submission: &Submission,
-        on_progress: impl FnMut(&JobProgress),
+        mut on_progress: impl FnMut(&JobProgress),
     ) -> Result<JobOutcome, ClientError> {
-        let job = self.submit(submission, None).await?;
-        self.result(job, on_progress).await
+        self.upload(&submission.components).await?;
+        let request = v1::RunRequest {
+            submit: Some(Self::request(submission, None)),
+            release_if_inline: true,
+        };
+        let mut stream = self.rpc().run(request).await?.into_inner();
+        let submitted = match stream.message().await?.and_then(|m| m.event) {
+            Some(v1::run_update::Event::Submitted(s)) => s,
+            _ => return Err(fabric_proto::ProtoError::missing("RunUpdate", "submitted").into()),
+        };
+        if Self::lacks_components(&submitted) {
+            // The scheduler restarted: upload again, then the two-call way.
+            self.reupload(&submitted, submission).await?;
+            let job = self.submit(submission, None).await?;
+            return self.result(job, on_progress).await;
+        }
+        let job = Self::job_id(submitted)?;
+        while let Some(message) = stream.message().await? {
+            let Some(v1::run_update::Event::Update(update)) = message.event else {
+                continue;
+            };
+            if let Some(p) = update.progress {
+                on_progress(&JobProgress::try_from(p)?);
+            }
+            if update.result.is_some() {
+                return self.conclude(job, update).await;
+            }
+        }
+        Err(
+            tonic::Status::unavailable(format!("the scheduler stopped reporting on job {job}"))
+                .into(),
+        )
     }
 
     /// Submits a graph and keeps its outputs on the workers as the dataset `name` (Dask's

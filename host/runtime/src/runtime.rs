@@ -98,6 +98,13 @@ impl Runtime {
         self.load_from(&bytes, Some(path.display().to_string()))
     }
 
+    /// The component with this content hash if it is loaded in memory already (no disk,
+    /// no compiling: cheap enough for an async context).
+    pub fn loaded_component(&self, hash: &str) -> Option<Arc<Component>> {
+        let parsed = blake3::Hash::from_hex(hash).ok()?;
+        self.loaded().get(parsed.as_bytes()).cloned()
+    }
+
     /// Loads a component by its content hash (64 hex digits, as [`Component::hash`]) from
     /// memory or the disk cache, without its bytes; `None` when neither has it (or the
     /// hash is malformed). A worker asks this before fetching a component's bytes.

@@ -41,6 +41,17 @@ impl Components {
         self.map().entry(hash).or_insert(bytes);
     }
 
+    /// The components a graph names if all are loaded in memory already (cheap).
+    pub(crate) fn loaded(
+        &self,
+        names: &BTreeMap<String, String>,
+    ) -> Option<BTreeMap<String, Result<Arc<Component>, String>>> {
+        names
+            .iter()
+            .map(|(name, hash)| Some((name.clone(), Ok(self.runtime.loaded_component(hash)?))))
+            .collect()
+    }
+
     /// Loads the components a graph names (blocking: the first load of a component
     /// compiles it): name -> component, or why it cannot be used. Every hash must have
     /// been checked with [`Components::has`].

@@ -1,6 +1,7 @@
 //! The `Scheduler` gRPC service: checks and converts requests, validates graphs, streams
 //! components, and hands everything that touches scheduling state to the core thread.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use fabric_proto::chunk::component_chunks;
 use fabric_proto::convert::check_component_hash;
 use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, check_version, component_map, v1};
+use fabric_runtime::Component;
 use fabric_worker::code::{BuildError, build};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -19,6 +21,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::components::Components;
 use crate::core::{Command, Prepared};
 
+/// Graph documents up to this size are validated on the reactor when their components
+/// are loaded already (microseconds of work; a thread hand-off would cost more).
+const SMALL_GRAPH: usize = 64 << 10;
 /// The largest component accepted: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -41,6 +46,170 @@ impl Service {
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         rx.await
             .map_err(|_| Status::internal("the scheduler's core stopped"))
+    }
+}
+
+impl Service {
+    /// Validates, plans and starts a submission, or says why it cannot run.
+    async fn start(&self, mut r: v1::SubmitRequest) -> Result<v1::SubmitResponse, Status> {
+        let names = component_map(&r.components)?;
+        let missing: Vec<String> = names
+            .values()
+            .filter(|h| !self.components.has(h))
+            .cloned()
+            .collect();
+        let reject = |errors: Vec<v1::ValidationError>, missing_components: Vec<String>| {
+            Ok(v1::SubmitResponse {
+                outcome: Some(v1::submit_response::Outcome::Rejected(v1::Rejection {
+                    errors,
+                    missing_components,
+                })),
+            })
+        };
+        if !missing.is_empty() {
+            return reject(Vec::new(), missing);
+        }
+        let tenant = if r.tenant.is_empty() {
+            "default".to_string()
+        } else {
+            r.tenant.clone()
+        };
+        // Only a graph that mentions a dataset needs the core's list of them.
+        let values = if r.graph_json.contains("\"dataset\"") {
+            self.ask(|reply| Command::DatasetValues {
+                tenant: tenant.clone(),
+                reply,
+            })
+            .await?
+        } else {
+            Default::default()
+        };
+        // Validation loads components (compiling them the first time): not on the reactor,
+        // unless the graph is small and its components are in memory already.
+        let components = self.components.clone();
+        let config = PlanConfig { fuse: !r.no_fuse };
+        let validate = move |loaded: BTreeMap<String, Result<Arc<Component>, String>>,
+                             graph_json: String,
+                             values: crate::core::DatasetValues| {
+            let types: Datasets = values
+                .iter()
+                .map(|(name, keys)| {
+                    let keys = keys.iter().map(|(k, (ty, _))| (k.clone(), ty.clone()));
+                    (name.clone(), keys.collect())
+                })
+                .collect();
+            let built = build(&graph_json, &loaded, &types, config);
+            (graph_json, built, values)
+        };
+        let graph_json = std::mem::take(&mut r.graph_json);
+        let quick = (graph_json.len() <= SMALL_GRAPH)
+            .then(|| components.loaded(&names))
+            .flatten();
+        let (graph_json, built, values) = match quick {
+            Some(loaded) => validate(loaded, graph_json, values),
+            None => tokio::task::spawn_blocking(move || {
+                let loaded = components.load(&names);
+                validate(loaded, graph_json, values)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("validation panicked: {e}")))?,
+        };
+
+        let built = match built {
+            Ok(b) => b,
+            Err(BuildError::Parse(e)) => {
+                return reject(
+                    vec![v1::ValidationError {
+                        task_id: String::new(),
+                        message: format!("not a valid graph document: {e}"),
+                    }],
+                    Vec::new(),
+                );
+            }
+            Err(BuildError::Invalid(report)) => {
+                return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
+            }
+        };
+        let externals = built
+            .plan
+            .graph
+            .externals
+            .iter()
+            .map(|e| {
+                let (_, key) = &values[&*e.dataset][&*e.key];
+                v1::ExternalValue {
+                    dataset: e.dataset.to_string(),
+                    key: e.key.to_string(),
+                    type_json: serde_json::to_string(&e.ty).expect("types serialize"),
+                    value: Some(*key),
+                }
+            })
+            .collect();
+        let prepared = Prepared {
+            plan: built.plan,
+            graph_json,
+            components: r.components,
+            tenant,
+            persist: r.persist,
+            no_fuse: r.no_fuse,
+            limits: r.limits,
+            externals,
+        };
+        let id = self
+            .ask(|reply| Command::Submit {
+                job: Box::new(prepared),
+                reply,
+            })
+            .await??;
+        Ok(v1::SubmitResponse {
+            outcome: Some(v1::submit_response::Outcome::JobId(id)),
+        })
+    }
+
+    /// The updates of a job.
+    async fn watch(&self, job: u64) -> Result<watch::Receiver<v1::JobUpdate>, Status> {
+        self.ask(|reply| Command::Watch { job, reply })
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!("no job {job} (released, or never submitted)"))
+            })
+    }
+
+    /// Streams a job's updates into `tx` (each made a `T` by `wrap`) until the last one;
+    /// `release_if_inline`: see `WatchJobRequest`.
+    fn follow<T: Send + 'static>(
+        &self,
+        job: u64,
+        mut rx: watch::Receiver<v1::JobUpdate>,
+        release_if_inline: bool,
+        tx: mpsc::UnboundedSender<Result<T, Status>>,
+        wrap: fn(v1::JobUpdate) -> T,
+    ) {
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut update = rx.borrow_and_update().clone();
+                let last = update.result.is_some();
+                if let Some(result) = update.result.as_mut().filter(|r| {
+                    release_if_inline
+                        && r.persist.is_empty()
+                        && r.outputs.iter().all(|o| !o.inline_value.is_empty())
+                        && update.state != v1::JobState::Cancelled as i32
+                }) {
+                    result.released = true;
+                    let (reply, _) = oneshot::channel();
+                    let _ = core.send(Command::Release { job, reply });
+                }
+                if tx.send(Ok(wrap(update))).is_err() || last {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The job was released or cancelled while being watched.
+                    let _ = tx.send(Err(Status::not_found(format!("job {job} was released"))));
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -113,105 +282,35 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
+        Ok(Response::new(self.start(request.into_inner()).await?))
+    }
+
+    type RunStream = BoxStream<v1::RunUpdate>;
+
+    async fn run(
+        &self,
+        request: Request<v1::RunRequest>,
+    ) -> Result<Response<Self::RunStream>, Status> {
         let r = request.into_inner();
-        let names = component_map(&r.components)?;
-        let missing: Vec<String> = names
-            .values()
-            .filter(|h| !self.components.has(h))
-            .cloned()
-            .collect();
-        let reject = |errors: Vec<v1::ValidationError>, missing_components: Vec<String>| {
-            Ok(Response::new(v1::SubmitResponse {
-                outcome: Some(v1::submit_response::Outcome::Rejected(v1::Rejection {
-                    errors,
-                    missing_components,
-                })),
-            }))
+        let submit = r
+            .submit
+            .ok_or_else(|| Status::invalid_argument("RunRequest without a submission"))?;
+        let submitted = self.start(submit).await?;
+        let (tx, out) = mpsc::unbounded_channel();
+        let job = match submitted.outcome {
+            Some(v1::submit_response::Outcome::JobId(job)) => Some(job),
+            _ => None,
         };
-        if !missing.is_empty() {
-            return reject(Vec::new(), missing);
+        let _ = tx.send(Ok(v1::RunUpdate {
+            event: Some(v1::run_update::Event::Submitted(submitted)),
+        }));
+        if let Some(job) = job {
+            let rx = self.watch(job).await?;
+            self.follow(job, rx, r.release_if_inline, tx, |update| v1::RunUpdate {
+                event: Some(v1::run_update::Event::Update(update)),
+            });
         }
-        let tenant = if r.tenant.is_empty() {
-            "default".to_string()
-        } else {
-            r.tenant.clone()
-        };
-        // Only a graph that mentions a dataset needs the core's list of them.
-        let values = if r.graph_json.contains("\"dataset\"") {
-            self.ask(|reply| Command::DatasetValues {
-                tenant: tenant.clone(),
-                reply,
-            })
-            .await?
-        } else {
-            Default::default()
-        };
-        // Validation loads components (compiling them the first time): not on the reactor.
-        let components = self.components.clone();
-        let config = PlanConfig { fuse: !r.no_fuse };
-        let (graph_json, built, values) = tokio::task::spawn_blocking(move || {
-            let loaded = components.load(&names);
-            let types: Datasets = values
-                .iter()
-                .map(|(name, keys)| {
-                    let keys = keys.iter().map(|(k, (ty, _))| (k.clone(), ty.clone()));
-                    (name.clone(), keys.collect())
-                })
-                .collect();
-            let built = build(&r.graph_json, &loaded, &types, config);
-            (r.graph_json, built, values)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("validation panicked: {e}")))?;
-        let built = match built {
-            Ok(b) => b,
-            Err(BuildError::Parse(e)) => {
-                return reject(
-                    vec![v1::ValidationError {
-                        task_id: String::new(),
-                        message: format!("not a valid graph document: {e}"),
-                    }],
-                    Vec::new(),
-                );
-            }
-            Err(BuildError::Invalid(report)) => {
-                return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
-            }
-        };
-        let externals = built
-            .plan
-            .graph
-            .externals
-            .iter()
-            .map(|e| {
-                let (_, key) = &values[&*e.dataset][&*e.key];
-                v1::ExternalValue {
-                    dataset: e.dataset.to_string(),
-                    key: e.key.to_string(),
-                    type_json: serde_json::to_string(&e.ty).expect("types serialize"),
-                    value: Some(*key),
-                }
-            })
-            .collect();
-        let prepared = Prepared {
-            plan: built.plan,
-            graph_json,
-            components: r.components,
-            tenant,
-            persist: r.persist,
-            no_fuse: r.no_fuse,
-            limits: r.limits,
-            externals,
-        };
-        let id = self
-            .ask(|reply| Command::Submit {
-                job: Box::new(prepared),
-                reply,
-            })
-            .await??;
-        Ok(Response::new(v1::SubmitResponse {
-            outcome: Some(v1::submit_response::Outcome::JobId(id)),
-        }))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
     }
 
     type WatchJobStream = BoxStream<v1::JobUpdate>;
@@ -221,39 +320,9 @@ impl SchedulerRpc for Service {
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let r = request.into_inner();
-        let (job, release_if_inline) = (r.job_id, r.release_if_inline);
-        let mut rx = self
-            .ask(|reply| Command::Watch { job, reply })
-            .await?
-            .ok_or_else(|| {
-                Status::not_found(format!("no job {job} (released, or never submitted)"))
-            })?;
+        let rx = self.watch(r.job_id).await?;
         let (tx, out) = mpsc::unbounded_channel();
-        let core = self.core.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut update = rx.borrow_and_update().clone();
-                let last = update.result.is_some();
-                if let Some(result) = update.result.as_mut().filter(|r| {
-                    release_if_inline
-                        && r.persist.is_empty()
-                        && r.outputs.iter().all(|o| !o.inline_value.is_empty())
-                        && update.state != v1::JobState::Cancelled as i32
-                }) {
-                    result.released = true;
-                    let (reply, _) = oneshot::channel();
-                    let _ = core.send(Command::Release { job, reply });
-                }
-                if tx.send(Ok(update)).is_err() || last {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    // The job was released or cancelled while being watched.
-                    let _ = tx.send(Err(Status::not_found(format!("job {job} was released"))));
-                    return;
-                }
-            }
-        });
+        self.follow(r.job_id, rx, r.release_if_inline, tx, |update| update);
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
     }
 

@@ -100,6 +100,8 @@ pub enum WorkerError {
 const MAX_VALUE: u64 = 64 << 30;
 /// Values of output units up to this size travel with their report (see `UnitFinished`).
 const MAX_INLINE: u64 = 16 << 10;
+/// Graph documents up to this size are planned without a thread hand-off.
+const SMALL_GRAPH: usize = 64 << 10;
 /// The largest component a worker accepts: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -730,7 +732,8 @@ impl Node {
                 .insert(e.key.clone(), ty);
             stored.insert((e.dataset.clone(), e.key.clone()), value);
         }
-        tokio::task::spawn_blocking(move || {
+        let small = code.graph_json.len() <= SMALL_GRAPH;
+        let make = move || {
             let built = crate::code::build(
                 &code.graph_json,
                 &components,
@@ -778,13 +781,21 @@ impl Node {
                 defaults,
                 externals,
             }))
-        })
-        .await
-        .map_err(|e| format!("building job {job} panicked: {e}"))?
+        };
+        // A small graph is planned here (microseconds); a large one on a blocking thread.
+        if small {
+            return make();
+        }
+        tokio::task::spawn_blocking(make)
+            .await
+            .map_err(|e| format!("building job {job} panicked: {e}"))?
     }
 
     /// A component by hash: from the runtime's caches, else fetched from the scheduler.
     async fn component(&self, hash: &str) -> Result<Arc<Component>, String> {
+        if let Some(c) = self.runtime.loaded_component(hash) {
+            return Ok(c);
+        }
         let runtime = self.runtime.clone();
         let h = hash.to_string();
         if let Ok(Some(c)) = tokio::task::spawn_blocking(move || runtime.load_cached(&h)).await {
