@@ -310,11 +310,15 @@ fn start_announcing(args: &[&str], log: &Path) -> (std::process::Child, String) 
 impl Cluster {
     /// A scheduler and `workers` workers, each started with `worker_args`.
     pub fn start(workers: usize, worker_args: &[&str]) -> Cluster {
+        Cluster::start_with(&[], workers, worker_args)
+    }
+
+    /// The same, with extra arguments for the scheduler.
+    pub fn start_with(scheduler_args: &[&str], workers: usize, worker_args: &[&str]) -> Cluster {
         let logs = tempfile::tempdir().expect("cannot create a temporary directory");
-        let (scheduler, line) = start_announcing(
-            &["scheduler", "--listen", "127.0.0.1:0"],
-            &logs.path().join("scheduler.log"),
-        );
+        let mut args = vec!["scheduler", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(scheduler_args);
+        let (scheduler, line) = start_announcing(&args, &logs.path().join("scheduler.log"));
         let url = line
             .rsplit(' ')
             .next()

@@ -325,3 +325,32 @@ fn walk(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn a_job_whose_client_vanishes_is_cancelled_but_a_detached_one_is_not() {
+    let cluster = Cluster::start_with(&["--disconnect-grace", "300ms"], 1, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let slow = dir.write_graph(&slow_sum(20, 100, json!({})));
+    let out = cluster.submit(&slow, &["--detach"]);
+    assert_eq!(out.code, 0, "{out}");
+    let detached = out.stdout.trim().to_string();
+
+    // An attached submission whose process dies.
+    let mut attached = cluster.command(&["submit", slow.to_str().unwrap()]);
+    let mut child = attached
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    cluster.wait_for("the attached job to start", |s| {
+        s["jobs"].as_array().is_some_and(|j| j.len() == 2)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = cluster.wait_for("the attached job to be cancelled", |s| {
+        s["jobs"].as_array().is_some_and(|j| j.len() == 1)
+    });
+    assert_eq!(status["jobs"][0]["id"].to_string(), detached, "{status}");
+    let out = cluster.fabric(&["result", &detached]);
+    assert_eq!(out.success(), json!({ "sum": 210 }), "{}", cluster.logs());
+}

@@ -47,6 +47,10 @@ pub struct SchedulerArgs {
     /// A worker silent for this long is removed and its work runs elsewhere.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = args::duration)]
     heartbeat_timeout: Duration,
+    /// A job whose `fabric submit` (without --detach) disconnects is cancelled this long
+    /// after, unless someone follows it by then (`fabric result JOB`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = args::duration)]
+    disconnect_grace: Duration,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -191,6 +195,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         let options = fabric_scheduler::SchedulerOptions {
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
+            disconnect_grace: a.disconnect_grace,
             runtime: a.runtime.config(Limits::default()),
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;

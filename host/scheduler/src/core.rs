@@ -78,6 +78,11 @@ pub(crate) enum Command {
         job: u64,
         reply: oneshot::Sender<bool>,
     },
+    /// The client that submitted and followed a job (`Run`) went away: cancel the job if
+    /// it is still running and nobody watches it.
+    Abandoned {
+        job: u64,
+    },
     GetJob {
         job: u64,
         reply: oneshot::Sender<Option<Arc<v1::JobCode>>>,
@@ -279,6 +284,17 @@ impl Core {
             Command::Cancel { job, reply } => {
                 let cancelled = self.job_id(job).is_some_and(|j| self.cancel(j));
                 let _ = reply.send(cancelled);
+            }
+            Command::Abandoned { job } => {
+                if let Some(j) = self.job_id(job)
+                    && self
+                        .jobs
+                        .get(&j)
+                        .is_some_and(|e| !e.done && e.updates.receiver_count() == 0)
+                {
+                    tracing::warn!(job, "its client went away: cancelling it");
+                    self.cancel(j);
+                }
             }
             Command::GetJob { job, reply } => {
                 let code = self

@@ -34,6 +34,9 @@ pub struct SchedulerOptions {
     pub heartbeat_interval: Duration,
     /// A worker silent for this long is removed (its work runs elsewhere).
     pub heartbeat_timeout: Duration,
+    /// A job submitted and followed in one call (`fabric submit` without `--detach`) is
+    /// cancelled this long after its client disconnects, unless someone watches it then.
+    pub disconnect_grace: Duration,
     /// The runtime's configuration (the scheduler loads components to type-check graphs;
     /// it shares the precompiled-component cache with workers on the same machine).
     pub runtime: RuntimeConfig,
@@ -44,6 +47,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(10),
+            disconnect_grace: Duration::from_secs(30),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -88,6 +92,7 @@ pub async fn serve(
         core,
         components: Arc::new(components::Components::new(runtime)),
         heartbeat_interval: options.heartbeat_interval,
+        disconnect_grace: options.disconnect_grace,
     };
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)

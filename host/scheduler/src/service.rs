@@ -35,6 +35,8 @@ pub(crate) struct Service {
     pub(crate) core: mpsc::UnboundedSender<Command>,
     pub(crate) components: Arc<Components>,
     pub(crate) heartbeat_interval: Duration,
+    /// How long a job started with `Run` survives its client's disconnection.
+    pub(crate) disconnect_grace: Duration,
 }
 
 impl Service {
@@ -203,10 +205,14 @@ impl Service {
                 if tx.send(Ok(wrap(update))).is_err() || last {
                     return;
                 }
-                if rx.changed().await.is_err() {
-                    // The job was released or cancelled while being watched.
-                    let _ = tx.send(Err(Status::not_found(format!("job {job} was released"))));
-                    return;
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        // The job was released or cancelled while being watched.
+                        let _ = tx.send(Err(Status::not_found(format!("job {job} was released"))));
+                        return;
+                    },
+                    // The client went away: stop watching (it no longer counts as a watcher).
+                    () = tx.closed() => return,
                 }
             }
         });
@@ -306,6 +312,15 @@ impl SchedulerRpc for Service {
         }));
         if let Some(job) = job {
             let rx = self.watch(job).await?;
+            // The job is attached to this call: when the client goes away before it ends,
+            // it is cancelled after the grace period, unless someone watches it by then.
+            let (core, grace) = (self.core.clone(), self.disconnect_grace);
+            let closed = tx.clone();
+            tokio::spawn(async move {
+                closed.closed().await;
+                tokio::time::sleep(grace).await;
+                let _ = core.send(Command::Abandoned { job });
+            });
             self.follow(job, rx, r.release_if_inline, tx, |update| v1::RunUpdate {
                 event: Some(v1::run_update::Event::Update(update)),
             });
