@@ -109,28 +109,37 @@ impl Runtime {
     /// memory or the disk cache, without its bytes; `None` when neither has it (or the
     /// hash is malformed). A worker asks this before fetching a component's bytes.
     pub fn load_cached(&self, hash: &str) -> Option<Arc<Component>> {
-        let parsed = blake3::Hash::from_hex(hash).ok()?;
-        if let Some(component) = self.loaded().get(parsed.as_bytes()) {
-            return Some(component.clone());
+        if let Some(component) = self.loaded_component(hash) {
+            return Some(component);
         }
+        let parsed = blake3::Hash::from_hex(hash).ok()?;
         let hex = parsed.to_hex().to_string();
         let compiled = self.inner.disk.as_ref()?.load(&self.inner.engine, &hex)?;
         let origin = format!("component {}", &hex[..12]);
+        self.install(&parsed, hex, &compiled, &origin).ok()
+    }
+
+    /// Links a compiled component and keeps it in memory under its hash. Two threads may
+    /// have loaded the same bytes at once: the first one in wins.
+    fn install(
+        &self,
+        hash: &blake3::Hash,
+        hex: String,
+        compiled: &wasmtime::component::Component,
+        origin: &str,
+    ) -> Result<Arc<Component>, RuntimeError> {
         let component = Component::new(
             hex,
-            &compiled,
+            compiled,
             &self.inner.linker,
-            &origin,
+            origin,
             self.inner.config.fast_paths,
-        )
-        .ok()?;
+        )?;
         let mut loaded = self.loaded();
-        Some(
-            loaded
-                .entry(*parsed.as_bytes())
-                .or_insert_with(|| Arc::new(component))
-                .clone(),
-        )
+        Ok(loaded
+            .entry(*hash.as_bytes())
+            .or_insert_with(|| Arc::new(component))
+            .clone())
     }
 
     fn load_from(
@@ -146,19 +155,7 @@ impl Runtime {
         let origin = origin.unwrap_or_else(|| format!("component {}", &hex[..12]));
         check_header(bytes, &origin)?;
         let compiled = self.compile(bytes, &hex, &origin)?;
-        let component = Component::new(
-            hex,
-            &compiled,
-            &self.inner.linker,
-            &origin,
-            self.inner.config.fast_paths,
-        )?;
-        // Two threads may have loaded the same bytes at once: the first one in wins.
-        let mut loaded = self.loaded();
-        Ok(loaded
-            .entry(*hash.as_bytes())
-            .or_insert_with(|| Arc::new(component))
-            .clone())
+        self.install(&hash, hex, &compiled, &origin)
     }
 
     fn compile(

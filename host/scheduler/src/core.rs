@@ -848,14 +848,10 @@ impl Core {
         let entry = self.jobs.get(&job)?;
         let update = self.update(job)?;
         let plan = self.sched.plan(job)?;
-        let types_json = plan
-            .graph
-            .outputs
-            .iter()
-            .map(|&t| {
-                let ty = &plan.graph.func(t).output;
+        let types_json = dataset_keys(plan, job)
+            .map(|(key, ty, _)| {
                 let json = serde_json::to_string(ty).expect("types serialize");
-                (plan.graph.id(t).to_string(), json)
+                (key.to_string(), json)
             })
             .collect();
         Some(v1::Dataset {
@@ -877,21 +873,28 @@ impl Core {
             if entry.code.tenant != tenant {
                 continue;
             }
-            let values = plan
-                .graph
-                .outputs
-                .iter()
-                .zip(&plan.outputs)
-                .map(|(&t, &u)| {
-                    let ty = plan.graph.func(t).output.clone();
-                    (
-                        plan.graph.id(t).to_string(),
-                        (ty, v1::ValueKey::new(job, u)),
-                    )
-                })
+            let values = dataset_keys(plan, job)
+                .map(|(key, ty, stored)| (key.to_string(), (ty.clone(), stored)))
                 .collect();
             out.insert(name.clone(), values);
         }
         out
     }
+}
+
+/// The values of a persisted job: each output's key (its task id), type, and where it is
+/// stored.
+fn dataset_keys(plan: &Plan, job: JobId) -> impl Iterator<Item = (&str, &Type, v1::ValueKey)> {
+    let graph = &plan.graph;
+    graph
+        .outputs
+        .iter()
+        .zip(&plan.outputs)
+        .map(move |(&t, &u)| {
+            (
+                graph.id(t),
+                &graph.func(t).output,
+                v1::ValueKey::new(job, u),
+            )
+        })
 }

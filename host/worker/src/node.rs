@@ -436,14 +436,11 @@ impl Node {
             tracing::warn!("ignoring a Compute with a bad key");
             return;
         };
-        let ready = self.ready_code(job).filter(|code| {
-            c.inputs.iter().all(|i| {
-                i.key
-                    .and_then(|k| k.parts().ok())
-                    .is_some_and(|k| self.store.contains(k))
-            }) && (unit as usize) < code.plan.len()
-        });
-        if let Some(code) = ready {
+        // One store lookup per input: a missing one sends the unit the slow way.
+        if let Some(code) = self
+            .ready_code(job)
+            .filter(|code| (unit as usize) < code.plan.len())
+        {
             let local: Option<SmallVec<_>> = c
                 .inputs
                 .iter()
@@ -463,6 +460,16 @@ impl Node {
             }
         }
         tokio::spawn(self.prepare(c, key, job, unit));
+    }
+
+    /// The cell that holds (or will hold) the code of `job`.
+    fn code_cell(&self, job: JobId) -> CodeCell {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(job)
+            .or_default()
+            .clone()
     }
 
     /// The code of `job` if it was fetched already.
@@ -666,13 +673,7 @@ impl Node {
 
     /// The code of `job`, fetched and built the first time any unit of it arrives.
     async fn code(&self, job: JobId) -> Result<Arc<JobCode>, String> {
-        let cell = self
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(job)
-            .or_default()
-            .clone();
+        let cell = self.code_cell(job);
         cell.get_or_init(|| self.fetch_code(job)).await.clone()
     }
 
@@ -694,13 +695,7 @@ impl Node {
             tracing::warn!("ignoring the code of job {}: bad id", code.job_id);
             return;
         };
-        let cell = self
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(job)
-            .or_default()
-            .clone();
+        let cell = self.code_cell(job);
         tokio::spawn(async move {
             cell.get_or_init(|| self.build_code(job, code)).await;
         });

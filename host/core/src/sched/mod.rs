@@ -180,6 +180,26 @@ pub struct Scheduler {
     dirty: Vec<WorkerId>,
 }
 
+/// A unit expected to take `est_us` (of resource class `class`) that ran on `worker` ended
+/// (finished, failed, or taken back): its thread slot, resources and expected time are free,
+/// and the worker is to be filled again. Takes the scheduler's fields, not the scheduler,
+/// so that callers may hold a job meanwhile; returns the worker for further accounting.
+fn free_slot<'w>(
+    workers: &'w mut [Option<Worker>],
+    classes: &[Demand],
+    dirty: &mut Vec<WorkerId>,
+    worker: WorkerId,
+    est_us: f64,
+    class: u32,
+) -> &'w mut Worker {
+    let w = workers[worker as usize]
+        .as_mut()
+        .expect("running on a live worker");
+    w.finish(est_us, &classes[class as usize]);
+    dirty.push(worker);
+    w
+}
+
 /// Orders units for dispatch: older jobs first, then the plan's priority.
 fn key(job: JobId, priority: u32) -> u64 {
     (u64::from(job) << 32) | u64::from(priority)
@@ -557,12 +577,15 @@ impl Scheduler {
         unit.nbytes = nbytes;
         unit.holders.push(worker);
         let class = job.class_of(u);
-        let w = self.workers[worker as usize]
-            .as_mut()
-            .expect("running on a live worker");
-        w.finish(est, &self.classes[class as usize]);
+        let w = free_slot(
+            &mut self.workers,
+            &self.classes,
+            &mut self.dirty,
+            worker,
+            est,
+            class,
+        );
         w.memory += nbytes;
-        self.dirty.push(worker);
 
         // Learn: split the time over the steps in proportion to what was expected of them.
         let steps = job.plan.steps(u);
@@ -637,11 +660,14 @@ impl Scheduler {
             .options
             .as_ref()
             .map_or(0, |o| o.retries);
-        let w = self.workers[worker as usize]
-            .as_mut()
-            .expect("running on a live worker");
-        w.finish(est, &self.classes[class as usize]);
-        self.dirty.push(worker);
+        free_slot(
+            &mut self.workers,
+            &self.classes,
+            &mut self.dirty,
+            worker,
+            est,
+            class,
+        );
         if u32::from(attempts) <= retries {
             job.units[u as usize].state = UnitState::Waiting;
             self.make_ready(job_id, u, comm);
@@ -678,11 +704,14 @@ impl Scheduler {
         let est = f64::from(unit.est_us);
         unit.state = UnitState::Waiting;
         unit.waiting = 0;
-        let w = self.workers[worker as usize]
-            .as_mut()
-            .expect("running on a live worker");
-        w.finish(est, &self.classes[class as usize]);
-        self.dirty.push(worker);
+        free_slot(
+            &mut self.workers,
+            &self.classes,
+            &mut self.dirty,
+            worker,
+            est,
+            class,
+        );
         let input_unit = &mut job.units[input as usize];
         if input_unit.state == UnitState::Memory {
             let nbytes = input_unit.nbytes;
@@ -1050,11 +1079,14 @@ impl Scheduler {
                     let est = f64::from(cu.est_us);
                     cu.state = UnitState::Waiting;
                     cu.waiting = 1;
-                    let w = self.workers[w_id as usize]
-                        .as_mut()
-                        .expect("running on a live worker");
-                    w.finish(est, &self.classes[class as usize]);
-                    self.dirty.push(w_id);
+                    free_slot(
+                        &mut self.workers,
+                        &self.classes,
+                        &mut self.dirty,
+                        w_id,
+                        est,
+                        class,
+                    );
                 }
                 _ => {}
             }
