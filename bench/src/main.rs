@@ -373,4 +373,5 @@ impl Comm for NullComm {
     fn compute(&mut self, _: WorkerId, _: JobId, _: UnitIdx) {}
     fn release(&mut self, _: WorkerId, _: JobId, _: UnitIdx) {}
     fn job_finished(&mut self, _: JobId) {}
+    fn retry_after(&mut self, _: JobId, _: UnitIdx, _: f64) {}
 }

@@ -354,3 +354,142 @@ fn a_job_whose_client_vanishes_is_cancelled_but_a_detached_one_is_not() {
     let out = cluster.fabric(&["result", &detached]);
     assert_eq!(out.success(), json!({ "sum": 210 }), "{}", cluster.logs());
 }
+
+#[test]
+fn retries_hostile_guests_and_time_limits() {
+    let cluster = Cluster::start_with(
+        &["--retry-backoff", "50ms"],
+        2,
+        &["--nthreads", "2", "--max-result-size", "4MiB"],
+    );
+    let dir = GraphDir::new();
+    let one = |call: &str, args: Json, extra: Json| {
+        let mut t = json!({ "call": call, "args": args });
+        t.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        dir.write_graph(&graph(vec![("t".into(), t)], &["t"]))
+    };
+
+    // Retries: a job default, then the failure with its attempts and worker.
+    let flaky = one("faulty/flaky", json!([2]), json!({}));
+    let out = cluster.submit(&flaky, &["--retries", "2"]);
+    assert_eq!(out.success(), json!({ "t": 2 }), "{}", cluster.logs());
+    let out = cluster.submit(&flaky, &["--retries", "1"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(
+        out.error_lines()[0],
+        "error: task `t` (faulty/flaky) returned an error: flaky: attempt 1 fails",
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("\n  after 2 attempts, the last on worker 127.0.0.1:"),
+        "{out}"
+    );
+
+    // Hostile guests: each stopped with its reason, the workers unharmed.
+    let tasks = vec![
+        task("deep", "faulty/recurse", json!([100_000_000u64])),
+        task("big", "faulty/bloat", json!([8])),
+        task("file", "faulty/read-file", json!(["/etc/passwd"])),
+        task("net", "faulty/connect", json!(["127.0.0.1:9"])),
+        task("hog", "faulty/hog", json!([1024])),
+        task("fine", "math/inc", json!([41])),
+    ];
+    let hostile = dir.write_graph(&graph(
+        tasks,
+        &["deep", "big", "file", "net", "hog", "fine"],
+    ));
+    let out = cluster.submit(&hostile, &["--memory", "64MiB"]);
+    assert_eq!(out.code, 1, "{out}");
+    let errors = out.error_lines();
+    for expected in [
+        "error: task `deep` (faulty/recurse) trapped: overflowed its stack",
+        "error: task `big` (faulty/bloat) returned too much: returned a value of 8.0 MiB, above the maximum result size of 4 MiB",
+        "error: task `file` (faulty/read-file) returned an error: cannot read /etc/passwd",
+        "error: task `net` (faulty/connect) returned an error: cannot connect to 127.0.0.1:9",
+        "error: task `hog` (faulty/hog) ran out of memory: exceeded its memory limit of 64 MiB",
+        "error: 5 tasks failed",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "no line starting with {expected:?}: {out}"
+        );
+    }
+    let hello = fabric_tests::workspace_root().join("examples/hello.json");
+    assert_eq!(cluster.submit(&hello, &[]).stdout, "{\"c\": 16}\n");
+
+    // A job over its time limit is cancelled, and says so.
+    let slow = dir.write_graph(&slow_sum(20, 1000, json!({})));
+    let out = cluster.submit(&slow, &["--job-timeout", "1s"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("was cancelled: exceeded its time limit of 1s"),
+        "{out}"
+    );
+    assert!(out.elapsed < Duration::from_secs(15), "{out}");
+
+    // Cancelling stops running tasks at once, not at their 60 s time limit.
+    let spin = |i: usize| task(&format!("s{i}"), "faulty/spin", json!([]));
+    let spinners = dir.write_graph(&graph(
+        (0..4).map(spin).collect(),
+        &["s0", "s1", "s2", "s3"],
+    ));
+    let out = cluster.submit(&spinners, &["--detach", "--timeout", "60s"]);
+    let job = out.stdout.trim().to_string();
+    let running = |s: &Json| -> u64 {
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["running_units"].as_u64().unwrap())
+            .sum()
+    };
+    cluster.wait_for("spinning tasks", |s| running(s) >= 2);
+    let cancelled = std::time::Instant::now();
+    assert_eq!(cluster.fabric(&["cancel", &job]).code, 0);
+    cluster.wait_for("the spinning tasks to stop", |s| running(s) == 0);
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        cancelled.elapsed()
+    );
+    assert_eq!(cluster.submit(&hello, &[]).stdout, "{\"c\": 16}\n");
+}
+
+#[test]
+fn a_task_that_keeps_losing_its_worker_is_quarantined() {
+    let mut cluster = Cluster::start(1, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let spin = graph(vec![task("t", "faulty/spin", json!([]))], &["t"]);
+    let out = cluster.submit(&dir.write_graph(&spin), &["--detach"]);
+    let job = out.stdout.trim().to_string();
+    for i in 0..3 {
+        cluster.wait_for("the task to run", |s| {
+            s["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["running_units"].as_u64() == Some(1))
+        });
+        cluster.kill_worker(i);
+        if i < 2 {
+            cluster.add_worker(&["--nthreads", "1"]);
+        }
+    }
+    let out = cluster.fabric(&["result", &job]);
+    assert_eq!(out.code, 1, "{out}");
+    let line = out.error_lines()[0];
+    assert!(
+        line.starts_with(
+            "error: task `t` (faulty/spin) quarantined: 3 workers were lost while it ran there: 127.0.0.1:"
+        ),
+        "{out}"
+    );
+    assert!(
+        line.ends_with("(connection lost); it is not run again, as it may be what kills them"),
+        "{out}"
+    );
+}

@@ -875,6 +875,7 @@ fn retried_failures_are_reported_once() {
         ],
         "{out}"
     );
+    assert!(out.stderr.contains("\n  after 3 attempts\n"), "{out}");
 
     // Every attempt runs: three attempts that each run into a 300 ms timeout take at least
     // 900 ms (a lower bound, which no timeout can undercut), and fail once.
@@ -893,6 +894,80 @@ fn retried_failures_are_reported_once() {
             "error: task `t` (faulty/spin) timed out: exceeded its time limit of 300ms",
             "error: 1 task failed",
         ],
+        "{out}"
+    );
+}
+
+#[test]
+fn retries_back_off_and_a_job_default_applies() {
+    // Fails twice, then succeeds: two retries are enough, one is not.
+    let flaky = |retries: &str| {
+        run_one(
+            "faulty/flaky",
+            json!([2]),
+            json!({}),
+            &["--retries", retries, "--retry-backoff", "200ms"],
+        )
+    };
+    let out = flaky("2");
+    assert_eq!(out.success(), json!({ "t": 2 }), "{out}");
+    // The back-offs: 200 ms, then 400 ms.
+    assert!(out.elapsed >= Duration::from_millis(600), "{out}");
+    let out = flaky("1");
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(
+        out.error_lines()[0],
+        "error: task `t` (faulty/flaky) returned an error: flaky: attempt 1 fails",
+        "{out}"
+    );
+    assert!(out.stderr.contains("\n  after 2 attempts\n"), "{out}");
+    // A task's own `retries` wins over the job's.
+    let out = run_one(
+        "faulty/flaky",
+        json!([1]),
+        json!({ "retries": 0 }),
+        &["--retries", "5"],
+    );
+    assert_eq!(out.code, 1, "{out}");
+    let out = run_one("math/inc", json!([1]), json!({}), &["--retries", "101"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("at most 100 retries"), "{out}");
+    let out = run_one("math/inc", json!([1]), json!({ "retries": 1000 }), &[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("task `t`: `retries` must be at most 100"),
+        "{out}"
+    );
+}
+
+#[test]
+fn hostile_guests_are_stopped_with_clear_errors() {
+    let tasks = vec![
+        task("deep", "faulty/recurse", json!([100_000_000u64])),
+        task("big", "faulty/bloat", json!([8])),
+        task("file", "faulty/read-file", json!(["/etc/passwd"])),
+        task("net", "faulty/connect", json!(["127.0.0.1:9"])),
+        task("fine", "math/inc", json!([41])),
+    ];
+    let g = graph(tasks, &["deep", "big", "file", "net", "fine"]);
+    let out = run_graph(&g, &["--max-result-size", "4MiB"]);
+    assert_eq!(out.code, 1, "{out}");
+    let errors = out.error_lines();
+    for expected in [
+        "error: task `deep` (faulty/recurse) trapped: overflowed its stack",
+        "error: task `big` (faulty/bloat) returned too much: returned a value of 8.0 MiB",
+        "error: task `file` (faulty/read-file) returned an error: cannot read /etc/passwd",
+        "error: task `net` (faulty/connect) returned an error: cannot connect to 127.0.0.1:9",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "no line starting with {expected:?}: {out}"
+        );
+    }
+    assert_eq!(
+        errors.last().copied(),
+        Some("error: 4 tasks failed"),
         "{out}"
     );
 }

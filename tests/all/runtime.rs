@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use fabric_core::{Bulk, FuncType, Type, Value};
 use fabric_runtime::{
-    CallOutput, Component, Level, Limits, Runtime, RuntimeConfig, RuntimeError, TaskContext,
-    TaskError, TaskErrorKind,
+    CallOutput, CancelFlag, Component, Level, Limits, Runtime, RuntimeConfig, RuntimeError,
+    TaskContext, TaskError, TaskErrorKind,
 };
 
 /// A component importing `foo:bar/baz@1.0.0`, which no host provides. From:
@@ -387,6 +387,97 @@ fn memory_is_capped() {
         .call(&faulty, "hog", &[Value::U32(8)], &ctx(), &limits)
         .unwrap();
     assert_eq!(out.value, Value::U64(8 << 20));
+}
+
+#[test]
+fn cancelling_stops_a_running_task_at_once() {
+    let faulty = load("faulty");
+    let cancel = CancelFlag::new();
+    let limits = Limits::new(64, Duration::from_secs(60));
+    let started = Instant::now();
+    let e = std::thread::scope(|s| {
+        let ctx = ctx().with_cancel(cancel.clone());
+        let task = s.spawn(move || runtime().call(&faulty, "spin", &[], &ctx, &limits));
+        std::thread::sleep(Duration::from_millis(50));
+        cancel.cancel();
+        task.join().unwrap().unwrap_err()
+    });
+    assert_eq!(e.kind, TaskErrorKind::Cancelled, "{e}");
+    assert_eq!(e.to_string(), "was cancelled: its job was cancelled");
+    // Long before the 60 s time limit: within a few epoch ticks of the flag.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A task whose flag is set before it starts does not start.
+    let ctx = ctx().with_cancel(cancel);
+    let e = runtime()
+        .call(&load("math"), "inc", &[Value::S64(1)], &ctx, &limits)
+        .unwrap_err();
+    assert_eq!(e.kind, TaskErrorKind::Cancelled, "{e}");
+}
+
+#[test]
+fn cancel_flags_keep_the_time_limit() {
+    let faulty = load("faulty");
+    let ctx = ctx().with_cancel(CancelFlag::new());
+    let limits = Limits::new(64, Duration::from_millis(100));
+    let e = runtime()
+        .call(&faulty, "spin", &[], &ctx, &limits)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "timed out: exceeded its time limit of 100ms");
+}
+
+#[test]
+fn deep_recursion_overflows_the_stack_cleanly() {
+    let e = error("faulty", "recurse", &[Value::U64(10_000_000)]);
+    assert_eq!(e.kind, TaskErrorKind::Trap, "{e}");
+    assert!(e.message.starts_with("overflowed its stack"), "{e}");
+    // Shallow recursion is fine, and the runtime carries on.
+    assert_eq!(
+        value("faulty", "recurse", &[Value::U64(100)]),
+        Value::U64(100)
+    );
+}
+
+#[test]
+fn results_above_the_maximum_size_fail_the_task() {
+    let small = Runtime::new(RuntimeConfig {
+        max_result_bytes: 4 << 20,
+        ..config()
+    })
+    .unwrap();
+    let faulty = small.load_file(fabric_tests::guest("faulty")).unwrap();
+    let e = small
+        .call(&faulty, "bloat", &[Value::U32(16)], &ctx(), &limits())
+        .unwrap_err();
+    assert_eq!(e.kind, TaskErrorKind::TooLarge, "{e}");
+    assert!(
+        e.message.contains("above the maximum result size of 4 MiB"),
+        "{e}"
+    );
+    let out = small
+        .call(&faulty, "bloat", &[Value::U32(2)], &ctx(), &limits())
+        .unwrap();
+    assert_eq!(out.value.size_bytes() >> 20, 2);
+}
+
+#[test]
+fn guests_see_no_files_and_no_network() {
+    let e = error("faulty", "read-file", &[string("/etc/passwd")]);
+    assert_eq!(e.kind, TaskErrorKind::GuestError, "{e}");
+    assert!(e.message.starts_with("cannot read /etc/passwd"), "{e}");
+    let e = error("faulty", "read-file", &[string("Cargo.toml")]);
+    assert_eq!(e.kind, TaskErrorKind::GuestError, "{e}");
+    // A listener the guest would reach if it had the network: nothing ever connects.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let e = error("faulty", "connect", &[string(&addr)]);
+    assert_eq!(e.kind, TaskErrorKind::GuestError, "{e}");
+    assert!(e.message.starts_with("cannot connect to"), "{e}");
+    assert!(listener.accept().is_err(), "the guest connected");
 }
 
 #[test]

@@ -42,12 +42,49 @@ impl Guest for Faulty {
         block.len() as u64
     }
 
+    fn recurse(depth: u64) -> u64 {
+        deep(depth)
+    }
+
+    fn bloat(mib: u32) -> Vec<u8> {
+        vec![7; mib as usize * (1 << 20)]
+    }
+
+    fn flaky(fails: u32) -> Result<u32, String> {
+        let attempt = fabric_sdk::context::attempt();
+        if attempt < fails {
+            Err(format!("flaky: attempt {attempt} fails"))
+        } else {
+            Ok(attempt)
+        }
+    }
+
+    fn read_file(path: String) -> Result<u64, String> {
+        std::fs::read(&path)
+            .map(|bytes| bytes.len() as u64)
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    }
+
+    fn connect(addr: String) -> Result<String, String> {
+        std::net::TcpStream::connect(&addr)
+            .map(|_| "connected".to_string())
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))
+    }
+
     fn chatty(msg: String) -> i64 {
         println!("{msg}");
         eprintln!("{msg}");
         fabric_sdk::warn!("{msg}");
         panic!("chatty failed")
     }
+}
+
+/// One frame of `recurse`; `black_box` keeps the optimizer from turning it into a loop.
+fn deep(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    hint::black_box(deep(hint::black_box(depth - 1))) + 1
 }
 
 export!(Faulty);

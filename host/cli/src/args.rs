@@ -1,5 +1,5 @@
-//! Parsers for command-line values: durations (`90s`, `500ms`), sizes (`512MiB`) and
-//! resource lists (`gpu=2,fpga=1`).
+//! Parsers for command-line values: durations (`90s`, `500ms`), sizes (`512MiB`), retry
+//! counts and resource lists (`gpu=2,fpga=1`).
 
 use std::time::Duration;
 
@@ -32,6 +32,21 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}`: the duration must be at least 1ms"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
+}
+
+/// Parses a retry count: 0 to [`fabric_core::MAX_RETRIES`].
+pub fn retries(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of retries"))?;
+    if n > fabric_core::MAX_RETRIES {
+        return Err(format!(
+            "at most {} retries (asked for {n})",
+            fabric_core::MAX_RETRIES
+        ));
+    }
+    Ok(n)
 }
 
 /// Parses `512MiB`, `2GiB`, `1.5GB`, `4096KiB`; a bare number is MiB. Returns bytes.

@@ -51,6 +51,10 @@ pub struct SchedulerArgs {
     /// after, unless someone follows it by then (`fabric result JOB`).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = args::duration)]
     disconnect_grace: Duration,
+    /// Wait before a failed task's first retry; each further retry waits twice as long
+    /// (up to a minute).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = args::duration)]
+    retry_backoff: Duration,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -89,6 +93,9 @@ pub struct WorkerArgs {
     /// Memory limit of each task instance that sets none and whose job sets none.
     #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = args::size)]
     memory: u64,
+    /// The largest value one task may return (e.g. 64MiB); a larger one fails the task.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = args::size)]
+    max_result_size: u64,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -119,6 +126,14 @@ pub struct SubmitArgs {
     /// Memory limit of each task that sets no `memory_mib` [default: the workers'].
     #[arg(long, value_name = "SIZE", value_parser = args::size)]
     memory: Option<u64>,
+    /// Retries of each task that sets no `retries` (at most 100); each retry waits twice
+    /// as long as the one before (the scheduler's --retry-backoff first).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = args::retries)]
+    retries: u32,
+    /// Wall-clock limit of the whole job (e.g. 10m); a job still running then is
+    /// cancelled [default: none].
+    #[arg(long, value_name = "DURATION", value_parser = args::duration)]
+    job_timeout: Option<Duration>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -196,6 +211,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
             disconnect_grace: a.disconnect_grace,
+            retry_backoff: a.retry_backoff,
             runtime: a.runtime.config(Limits::default()),
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
@@ -222,6 +238,7 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         memory_bytes: a.memory,
         timeout: a.timeout,
     });
+    options.runtime.max_result_bytes = a.max_result_size;
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();
         fabric_worker::node::run(options, ctrl_c(), |id, data| {
@@ -262,6 +279,8 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
         submission.no_fuse = a.no_fuse;
         submission.timeout = a.timeout;
         submission.memory = a.memory;
+        submission.retries = a.retries;
+        submission.job_timeout = a.job_timeout;
         let refused = |problems: Vec<String>| {
             eprintln!("error: the scheduler refused the graph:");
             for p in problems {
@@ -326,7 +345,10 @@ async fn follow(client: &Client, job: u64) -> Result<ExitCode> {
 
 fn print(outcome: &JobOutcome) -> ExitCode {
     if outcome.state == JobState::Cancelled {
-        eprintln!("error: job {} was cancelled", outcome.job);
+        match &outcome.reason {
+            Some(reason) => eprintln!("error: job {} was cancelled: {reason}", outcome.job),
+            None => eprintln!("error: job {} was cancelled", outcome.job),
+        }
         return ExitCode::from(crate::run::TASKS_FAILED);
     }
     if let Some(name) = outcome.dataset.as_ref().filter(|_| outcome.succeeded()) {
@@ -359,6 +381,8 @@ fn print(outcome: &JobOutcome) -> ExitCode {
                             (level.name().to_string(), l.message.clone())
                         })
                         .collect(),
+                    attempts: f.attempts,
+                    worker: (!f.worker.is_empty()).then(|| f.worker.clone()),
                 }
             })
             .collect(),

@@ -60,6 +60,16 @@ pub struct RunArgs {
     /// Memory limit of each task that sets no `memory_mib` (e.g. 256MiB, 1GiB).
     #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = args::size)]
     memory: u64,
+    /// The largest value one task may return (e.g. 64MiB); a larger one fails the task.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = args::size)]
+    max_result_size: u64,
+    /// Retries of each task that sets no `retries` (at most 100).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = args::retries)]
+    retries: u32,
+    /// Wait before a failed task's first retry; each further retry waits twice as long
+    /// (up to a minute).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = args::duration)]
+    retry_backoff: Duration,
     /// Resources each local worker offers, for tasks that ask for some (e.g. gpu=1).
     #[arg(long, value_name = "NAME=N,...", value_parser = args::resources)]
     resources: Option<args::Resources>,
@@ -103,7 +113,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         memory_bytes: a.memory,
         timeout: a.timeout,
     };
-    let runtime = a.runtime.runtime(limits)?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_result_bytes: a.max_result_size,
+        ..a.runtime.config(limits)
+    })
+    .context("cannot start the WebAssembly runtime")?;
     let loaded = match load_graph(
         &runtime,
         &a.graph,
@@ -119,6 +133,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         limits,
         resources: a.resources.unwrap_or_default().0,
         tenant: a.tenant,
+        retries: a.retries,
+        retry_backoff: a.retry_backoff,
     };
     let mut bar = Progress::new(loaded.plan.task_count() as u64);
     let t_run = Instant::now();
@@ -176,6 +192,10 @@ pub(crate) struct FailureView {
     pub stderr: String,
     /// (level, line) of what it logged.
     pub logs: Vec<(String, String)>,
+    /// How many times it ran.
+    pub attempts: u32,
+    /// The worker of its last attempt, when known.
+    pub worker: Option<String>,
 }
 
 /// How a job ended, local or remote.
@@ -206,6 +226,8 @@ fn finish(report: JobReport) -> ExitCode {
                     .iter()
                     .map(|(l, m)| (l.to_string(), m.clone()))
                     .collect(),
+                attempts: f.attempts,
+                worker: None,
             })
             .collect(),
         erred_tasks: report.progress.erred_tasks,
@@ -234,6 +256,12 @@ pub(crate) fn print_outcome(o: &Outcome<'_>) -> ExitCode {
     let failed = o.failures.len();
     for f in &o.failures {
         eprintln!("error: task `{}` ({}) {}", f.task, f.call, f.line);
+        match (f.attempts, &f.worker) {
+            (0 | 1, None) => {}
+            (0 | 1, Some(w)) => eprintln!("  on worker {w}"),
+            (n, None) => eprintln!("  after {n} attempts"),
+            (n, Some(w)) => eprintln!("  after {n} attempts, the last on worker {w}"),
+        }
         for (label, text) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
             let text = text.trim_end();
             if !text.is_empty() {

@@ -123,6 +123,10 @@ pub struct Submission {
     pub timeout: Option<Duration>,
     /// Memory limit of tasks that set none, in bytes (`None`: the workers' default).
     pub memory: Option<u64>,
+    /// Retries of tasks that set no `retries` (at most 100).
+    pub retries: u32,
+    /// Wall-clock limit of the whole job; a job still running then is cancelled.
+    pub job_timeout: Option<Duration>,
 }
 
 impl Submission {
@@ -135,6 +139,8 @@ impl Submission {
             no_fuse: false,
             timeout: None,
             memory: None,
+            retries: 0,
+            job_timeout: None,
         }
     }
 
@@ -180,6 +186,8 @@ pub struct JobOutcome {
     pub failures: Vec<JobFailure>,
     /// The dataset the outputs were kept as (not gathered), for a persisted job.
     pub dataset: Option<String>,
+    /// Why a cancelled job was cancelled.
+    pub reason: Option<String>,
 }
 
 impl JobOutcome {
@@ -343,6 +351,10 @@ impl Client {
             limits: Some(v1::JobLimits {
                 timeout_ms: submission.timeout.map_or(0, |t| t.as_millis() as u64),
                 memory_bytes: submission.memory.unwrap_or(0),
+                retries: submission.retries,
+                job_timeout_ms: submission
+                    .job_timeout
+                    .map_or(0, |t| (t.as_millis() as u64).max(1)),
             }),
         }
     }
@@ -484,6 +496,7 @@ impl Client {
             outputs,
             failures: result.failures,
             dataset: persisted.then_some(result.persist),
+            reason: (!result.reason.is_empty()).then_some(result.reason),
         })
     }
 

@@ -39,8 +39,8 @@ impl Func {
 /// Per-task options beyond the call itself; absent for most tasks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskOptions {
-    /// Retries after a failure.
-    pub retries: u32,
+    /// Retries after a failure (`None`: the job's default).
+    pub retries: Option<u32>,
     /// Wall-clock limit of one attempt, in milliseconds.
     pub timeout_ms: Option<u64>,
     /// Memory limit of one attempt, in MiB.

@@ -16,9 +16,12 @@ mod testutil;
 pub use graph::{Arg, ComponentInfo, External, Func, Graph, Input, Task, TaskIdx, TaskOptions};
 pub use plan::{Plan, PlanConfig, UnitIdx, plan};
 pub use sched::{
-    Comm, Failure, JobId, JobProgress, Scheduler, SchedulerConfig, UnitState, WorkerId, WorkerSpec,
+    Comm, Failure, JobId, JobProgress, MAX_BACKOFF_US, Scheduler, SchedulerConfig, UnitState,
+    WorkerId, WorkerSpec,
 };
 pub use spec::{GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};
-pub use validate::{Catalog, Datasets, GraphError, ValidationReport, validate, validate_with};
+pub use validate::{
+    Catalog, Datasets, GraphError, MAX_RETRIES, ValidationReport, validate, validate_with,
+};
 pub use value::{Bulk, ConvertError, Value};

@@ -44,6 +44,6 @@ pub fn with_retries(mut g: Graph, t: usize, retries: u32) -> Graph {
     g.tasks[t]
         .options
         .get_or_insert_with(Default::default)
-        .retries = retries;
+        .retries = Some(retries);
     g
 }

@@ -138,6 +138,9 @@ impl std::error::Error for ValidationReport {}
 /// At most this many cycles are reported (each may be long).
 const MAX_CYCLES: usize = 10;
 
+/// The most retries a task (or a job's default) may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
 /// Validates `spec` against the components in `catalog`, with no datasets (a graph that
 /// uses one is invalid: only a cluster has datasets).
 pub fn validate(spec: GraphSpec, catalog: &Catalog) -> Result<Graph, ValidationReport> {
@@ -361,6 +364,9 @@ impl Validator<'_> {
                 message,
             })
         };
+        if task.retries.is_some_and(|r| r > MAX_RETRIES) {
+            bad(format!("`retries` must be at most {MAX_RETRIES}"));
+        }
         if task.timeout_ms == Some(0) {
             bad("`timeout_ms` must be at least 1".into());
         }
@@ -375,7 +381,7 @@ impl Validator<'_> {
             }
         }
         Some(Box::new(TaskOptions {
-            retries: task.retries.unwrap_or(0),
+            retries: task.retries,
             timeout_ms: task.timeout_ms,
             memory_mib: task.memory_mib,
             resources: task
@@ -1059,7 +1065,7 @@ mod tests {
         );
         assert_eq!(task(&g, "a").options, None);
         let options = task(&g, "d").options.as_deref().expect("options");
-        assert_eq!(options.retries, 3);
+        assert_eq!(options.retries, Some(3));
         assert_eq!(options.resources, [(Arc::from("gpu"), 1)]);
         // A ref-free list literal is converted whole.
         let g = ok(r#"{"s": {"call": "m/sum", "args": [[1, 2]]}}"#, &["s"]);
@@ -1606,7 +1612,7 @@ mod tests {
         assert_eq!(
             g.tasks[0].options.as_deref(),
             Some(&TaskOptions {
-                retries: 0,
+                retries: None,
                 timeout_ms: Some(5),
                 memory_mib: Some(64),
                 resources: vec![],

@@ -5,14 +5,14 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use fabric_core::{
     Comm, Failure, Input, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx,
     Value, WorkerId, WorkerSpec,
 };
-use fabric_runtime::{Component, Limits, Runtime, TaskError, TaskErrorKind};
+use fabric_runtime::{CancelFlag, Component, Limits, Runtime, TaskError, TaskErrorKind};
 use fabric_worker::{JobCode, UnitFailure, run_unit};
 
 /// How a local run is set up.
@@ -26,6 +26,10 @@ pub struct LocalConfig {
     pub resources: Vec<(String, u32)>,
     /// The tenant the job runs for.
     pub tenant: String,
+    /// Retries of tasks that set no `retries` of their own.
+    pub retries: u32,
+    /// Wait before a failed task's first retry; it doubles with each further one.
+    pub retry_backoff: Duration,
 }
 
 impl Default for LocalConfig {
@@ -35,6 +39,8 @@ impl Default for LocalConfig {
             limits: Limits::default(),
             resources: Vec::new(),
             tenant: "default".into(),
+            retries: 0,
+            retry_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -49,6 +55,8 @@ pub struct TaskFailure {
     /// What went wrong; for failures the scheduler decided (no worker can run it), the kind
     /// is `Host`.
     pub error: TaskError,
+    /// How many times it ran (retries included); 0 when it never could.
+    pub attempts: u32,
 }
 
 /// How a job ended.
@@ -87,6 +95,7 @@ pub fn run(
         tenant: config.tenant.as_str().into(),
         defaults: config.limits,
         externals: Vec::new(),
+        cancel: CancelFlag::new(),
     });
     let store = Arc::new(Store::new(plan.len()));
     let (events_tx, events) = unbounded::<Event>();
@@ -110,6 +119,7 @@ pub fn run(
         let mut sched = Scheduler::new(SchedulerConfig {
             bandwidth: f64::INFINITY,
             wait_for_resources: false,
+            retry_backoff_us: config.retry_backoff.as_secs_f64() * 1e6,
             ..SchedulerConfig::default()
         });
         let mut comm = LocalComm::new(workers);
@@ -125,13 +135,25 @@ pub fn run(
             );
         }
         let job = sched.on_job_submitted(plan.clone(), &config.tenant, &mut comm);
+        sched.set_default_retries(job, config.retries);
         let mut task_errors: Vec<(TaskIdx, TaskError)> = Vec::new();
         comm.flush(&sched, job, &inboxes, &store);
         while !comm.finished {
-            let Ok(first) = events.recv() else {
-                break; // every worker is gone: cannot happen while inboxes are open
+            // Wait for workers' reports, or for the next back-off to end.
+            let first = match comm.next_retry() {
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(due) => events.recv_deadline(due),
             };
-            for event in std::iter::once(first).chain(events.try_iter()) {
+            let first = match first {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                // Every worker is gone: cannot happen while inboxes are open.
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            for (job, unit) in comm.due_retries(Instant::now()) {
+                sched.on_retry_due(job, unit, &mut comm);
+            }
+            for event in first.into_iter().chain(events.try_iter()) {
                 match event {
                     Event::Finished {
                         worker,
@@ -147,10 +169,7 @@ pub fn run(
                         task,
                         error,
                     } => {
-                        let failure = Failure {
-                            task,
-                            message: error.to_string().into(),
-                        };
+                        let failure = Failure::new(task, error.to_string());
                         task_errors.push((task, error));
                         sched.on_unit_failed(worker, job, unit, failure, &mut comm);
                     }
@@ -185,6 +204,7 @@ pub fn run(
                     task: graph.id(f.task).to_string(),
                     call: graph.func(f.task).name(),
                     error,
+                    attempts: f.attempts,
                 }
             })
             .collect();
@@ -317,6 +337,8 @@ struct LocalComm {
     batches: Vec<Vec<(JobId, UnitIdx)>>,
     releases: Vec<UnitIdx>,
     finished: bool,
+    /// Units backing off, by when they are due.
+    retries: Vec<(Instant, JobId, UnitIdx)>,
 }
 
 impl LocalComm {
@@ -325,7 +347,26 @@ impl LocalComm {
             batches: vec![Vec::new(); workers],
             releases: Vec::new(),
             finished: false,
+            retries: Vec::new(),
         }
+    }
+
+    /// When the next back-off ends.
+    fn next_retry(&self) -> Option<Instant> {
+        self.retries.iter().map(|r| r.0).min()
+    }
+
+    /// Takes the units whose back-off has ended by `now`.
+    fn due_retries(&mut self, now: Instant) -> Vec<(JobId, UnitIdx)> {
+        let mut due = Vec::new();
+        self.retries.retain(|&(at, job, unit)| {
+            let keep = at > now;
+            if !keep {
+                due.push((job, unit));
+            }
+            keep
+        });
+        due
     }
 
     fn flush(
@@ -366,5 +407,10 @@ impl Comm for LocalComm {
 
     fn job_finished(&mut self, _job: JobId) {
         self.finished = true;
+    }
+
+    fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64) {
+        let at = Instant::now() + Duration::from_secs_f64(delay_us / 1e6);
+        self.retries.push((at, job, unit));
     }
 }

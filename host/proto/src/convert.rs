@@ -180,6 +180,8 @@ impl v1::TaskErrorKind {
             v1::TaskErrorKind::BadArgument => "bad call",
             v1::TaskErrorKind::Host => "could not run",
             v1::TaskErrorKind::Scheduler => "not run",
+            v1::TaskErrorKind::TooLarge => "returned too much",
+            v1::TaskErrorKind::Cancelled => "was cancelled",
             v1::TaskErrorKind::Unspecified => "failed",
         }
     }
@@ -256,10 +258,7 @@ impl TryFrom<&v1::TaskFailure> for Failure {
             .as_ref()
             .ok_or(ProtoError::missing("TaskFailure", "error"))?;
         error.checked_kind()?;
-        Ok(Failure {
-            task: f.task,
-            message: error.to_string().into(),
-        })
+        Ok(Failure::new(f.task, error.to_string()))
     }
 }
 
@@ -331,7 +330,6 @@ pub fn component_map(refs: &[v1::ComponentRef]) -> Result<BTreeMap<String, Strin
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 
@@ -378,10 +376,7 @@ mod tests {
 
     #[test]
     fn failures_round_trip() {
-        let f = Failure {
-            task: 12,
-            message: "lost 3 workers while running it".into(),
-        };
+        let f = Failure::new(12, "lost 3 workers while running it");
         let p = v1::TaskFailure::from(&f);
         assert_eq!(
             p.error.as_ref().unwrap().kind,
@@ -405,10 +400,7 @@ mod tests {
         };
         assert_eq!(
             Failure::try_from(&p),
-            Ok(Failure {
-                task: 3,
-                message: Arc::from("panicked: kaboom"),
-            })
+            Ok(Failure::new(3, "panicked: kaboom"))
         );
     }
 

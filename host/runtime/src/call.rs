@@ -2,6 +2,7 @@
 //! `InstancePre`, one call, and what happened turned into a value or a [`TaskError`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fabric_core::{Type, Value};
 use wasmtime::component::Val;
@@ -23,7 +24,53 @@ pub struct TaskContext {
     pub attempt: u32,
     /// The tenant that submitted the job.
     pub tenant: Arc<str>,
+    /// Stops the task at the next epoch tick once set (the task fails as
+    /// [`Cancelled`](TaskErrorKind::Cancelled)).
+    pub cancel: Option<CancelFlag>,
 }
+
+/// Stops running tasks when set: within one epoch tick (5 ms) a task whose context carries
+/// it traps, and it fails as [`Cancelled`](TaskErrorKind::Cancelled). Clones share one flag;
+/// a worker keeps one per job and sets it when the job is cancelled.
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// A flag not set yet.
+    pub fn new() -> CancelFlag {
+        CancelFlag::default()
+    }
+
+    /// Sets the flag: every task carrying it stops.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for CancelFlag {
+    fn eq(&self, other: &CancelFlag) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CancelFlag {}
+
+/// The error a cancelled task's epoch callback stops it with.
+#[derive(Debug)]
+pub(crate) struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("its job was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
 
 impl TaskContext {
     /// A context for a task.
@@ -36,7 +83,14 @@ impl TaskContext {
             task_id: task_id.into(),
             attempt,
             tenant: tenant.into(),
+            cancel: None,
         }
+    }
+
+    /// The context with a flag that stops the task when set.
+    pub fn with_cancel(mut self, cancel: CancelFlag) -> TaskContext {
+        self.cancel = Some(cancel);
+        self
     }
 }
 
@@ -72,6 +126,7 @@ pub(crate) fn call(
     args: &[Value],
     ctx: &TaskContext,
     limits: &Limits,
+    max_result_bytes: u64,
 ) -> Result<CallOutput, TaskError> {
     let bad = |message: String| TaskError::new(TaskErrorKind::BadArgument, message);
     let entry = component.entry(export).ok_or_else(|| {
@@ -81,6 +136,12 @@ pub(crate) fn call(
             names.join(", ")
         ))
     })?;
+    if ctx.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
+        return Err(TaskError::new(
+            TaskErrorKind::Cancelled,
+            Cancelled.to_string(),
+        ));
+    }
     if let Some(why) = &entry.unsupported {
         return Err(bad(format!("`{export}` cannot be called: {why}")));
     }
@@ -104,7 +165,7 @@ pub(crate) fn call(
     let outcome = run(&mut store, component, entry, args, vals);
     let leftovers = store.into_data().finish();
     match outcome {
-        Ok(value) => finish(value, entry, leftovers),
+        Ok(value) => finish(value, entry, leftovers, max_result_bytes),
         Err(failure) => {
             let (kind, message) = match failure {
                 Failure::Wasm(e) => classify(&e, &leftovers, limits),
@@ -159,7 +220,12 @@ fn run(
 }
 
 /// Unwraps the `ok` side of a `result` export (an `err` fails the task).
-fn finish(value: Value, entry: &Export, leftovers: Leftovers) -> Result<CallOutput, TaskError> {
+fn finish(
+    value: Value,
+    entry: &Export,
+    leftovers: Leftovers,
+    max_result_bytes: u64,
+) -> Result<CallOutput, TaskError> {
     let value = match (&entry.ty.result, value) {
         (Some(Type::Result { .. }), Value::Result(result)) => match result {
             Ok(ok) => ok.map_or_else(Value::unit, |v| *v),
@@ -178,6 +244,24 @@ fn finish(value: Value, entry: &Export, leftovers: Leftovers) -> Result<CallOutp
         },
         (_, value) => value,
     };
+    // Numbers are never too large; anything else is measured.
+    if matches!(
+        value,
+        Value::String(_) | Value::Bulk(_) | Value::List(_) | Value::Tuple(_) | Value::Record(_)
+    ) || matches!(
+        value,
+        Value::Variant(..) | Value::Option(_) | Value::Result(_)
+    ) {
+        let size = value.size_bytes();
+        if size > max_result_bytes {
+            let message = format!(
+                "returned a value of {}, above the maximum result size of {}",
+                format_bytes(size),
+                format_bytes(max_result_bytes)
+            );
+            return Err(with_leftovers(TaskErrorKind::TooLarge, message, leftovers));
+        }
+    }
     Ok(CallOutput {
         value,
         logs: leftovers.logs,
@@ -204,7 +288,9 @@ fn classify(
     limits: &Limits,
 ) -> (TaskErrorKind, String) {
     let trap = error.chain().find_map(|e| e.downcast_ref::<Trap>());
-    if leftovers.out_of_memory {
+    if error.chain().any(|e| e.is::<Cancelled>()) {
+        (TaskErrorKind::Cancelled, Cancelled.to_string())
+    } else if leftovers.out_of_memory {
         let limit = format_bytes(limits.memory_bytes);
         (
             TaskErrorKind::OutOfMemory,
@@ -225,6 +311,11 @@ fn classify(
         (
             TaskErrorKind::Trap,
             format!("exited with status {}", exit.0),
+        )
+    } else if trap == Some(&Trap::StackOverflow) {
+        (
+            TaskErrorKind::Trap,
+            "overflowed its stack (call stack exhausted: unbounded recursion?)".to_string(),
         )
     } else if let Some(trap) = trap {
         let message = trap.to_string();

@@ -26,6 +26,10 @@ pub struct RuntimeConfig {
     /// Defaults to true; turning it off sends every call through the generic `Val` path,
     /// which is only useful to compare the two.
     pub fast_paths: bool,
+    /// The largest value a task may return, in bytes (as
+    /// [`Value::size_bytes`](fabric_core::Value::size_bytes) counts them); a larger one fails
+    /// the task as [`TooLarge`](crate::TaskErrorKind::TooLarge). Defaults to 1 GiB.
+    pub max_result_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +43,7 @@ impl Default for RuntimeConfig {
             default_limits: Limits::default(),
             max_memory_mib: 4096,
             fast_paths: true,
+            max_result_bytes: 1 << 30,
         }
     }
 }

@@ -63,6 +63,10 @@ pub enum TaskErrorKind {
     /// The host could not run the task for a reason that is not the guest's (for example
     /// every instance slot is in use); running it again may succeed.
     Host,
+    /// The task returned a value larger than the maximum result size.
+    TooLarge,
+    /// The task was stopped because its job was cancelled.
+    Cancelled,
 }
 
 impl TaskErrorKind {
@@ -76,6 +80,8 @@ impl TaskErrorKind {
             TaskErrorKind::OutOfMemory => "ran out of memory",
             TaskErrorKind::BadArgument => "bad call",
             TaskErrorKind::Host => "could not run",
+            TaskErrorKind::TooLarge => "returned too much",
+            TaskErrorKind::Cancelled => "was cancelled",
         }
     }
 }

@@ -38,7 +38,7 @@ mod store;
 mod typed;
 mod types;
 
-pub use call::{CallOutput, TaskContext};
+pub use call::{CallOutput, CancelFlag, TaskContext};
 pub use component::Component;
 pub use config::{Limits, RuntimeConfig};
 pub use error::{Level, RuntimeError, TaskError, TaskErrorKind};

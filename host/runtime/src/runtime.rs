@@ -199,7 +199,8 @@ impl Runtime {
     ///
     /// The value of an export returning `result<T, E>` is its `ok` payload; an `err` is a
     /// [`TaskErrorKind::GuestError`](crate::TaskErrorKind::GuestError). Traps, timeouts
-    /// and exhausted memory are errors too and never affect other calls.
+    /// and exhausted memory are errors too and never affect other calls, and so is a value
+    /// larger than [`RuntimeConfig::max_result_bytes`].
     pub fn call(
         &self,
         component: &Component,
@@ -213,7 +214,16 @@ impl Runtime {
             memory_bytes: limits.memory_bytes.min(ceiling),
             timeout: limits.timeout,
         };
-        call::call(&self.inner.engine, component, export, args, ctx, &limits)
+        let max_result = self.inner.config.max_result_bytes;
+        call::call(
+            &self.inner.engine,
+            component,
+            export,
+            args,
+            ctx,
+            &limits,
+            max_result,
+        )
     }
 }
 

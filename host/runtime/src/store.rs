@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::call::TaskContext;
+use crate::call::{Cancelled, TaskContext};
 use crate::capture::Capture;
 use crate::config::Limits;
 use crate::error::Level;
@@ -81,8 +83,29 @@ impl TaskState {
         // `size_of::<Val>()` bytes of fuel per element, allow a memory full of 8-byte numbers.
         let fuel = memory.saturating_mul(size_of::<wasmtime::component::Val>() / 8);
         store.set_hostcall_fuel(fuel.max(store.hostcall_fuel()));
-        store.set_epoch_deadline(deadline_ticks(limits.timeout, epoch_tick));
-        store.epoch_deadline_trap();
+        let ticks = deadline_ticks(limits.timeout, epoch_tick);
+        match ctx.cancel.clone() {
+            None => {
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            Some(cancel) => {
+                // Look at the flag on every tick, counting the ticks down to the deadline.
+                let mut left = ticks;
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    if cancel.is_cancelled() {
+                        return Err(wasmtime::Error::new(Cancelled));
+                    }
+                    left -= 1;
+                    if left == 0 {
+                        Err(Trap::Interrupt.into())
+                    } else {
+                        Ok(UpdateDeadline::Continue(1))
+                    }
+                });
+            }
+        }
         store
     }
 

@@ -104,6 +104,16 @@ pub(crate) enum Command {
     },
     /// Time passed: check heartbeats.
     Tick,
+    /// A unit's back-off is over.
+    RetryDue {
+        job: JobId,
+        unit: UnitIdx,
+    },
+    /// A job's time limit is over.
+    JobTimeout {
+        job: JobId,
+        limit: Duration,
+    },
 }
 
 /// How the core behaves.
@@ -111,18 +121,44 @@ pub(crate) enum Command {
 pub(crate) struct CoreConfig {
     /// A worker silent for this long is removed.
     pub heartbeat_timeout: Duration,
+    /// Wait before a failed unit's first retry (doubling with each further one).
+    pub retry_backoff: Duration,
 }
 
-/// Starts the core on a thread of its own; it stops when every sender is dropped.
+/// Starts the core on a thread of its own; it stops when every sender is dropped. Must be
+/// called within a Tokio runtime, whose timers wake the core for back-offs and time limits.
 pub(crate) fn spawn(
     config: CoreConfig,
 ) -> (mpsc::UnboundedSender<Command>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let timers = Timers {
+        runtime: tokio::runtime::Handle::current(),
+        core: tx.downgrade(),
+    };
     let handle = std::thread::Builder::new()
         .name("fabric-scheduler-core".into())
-        .spawn(move || Core::new(config).run(rx))
+        .spawn(move || Core::new(config, timers).run(rx))
         .expect("cannot spawn the scheduler's core thread");
     (tx, handle)
+}
+
+/// Sends the core a command later, on the Tokio runtime's timers. Holds the core's channel
+/// weakly, so that pending timers do not keep the core alive.
+struct Timers {
+    runtime: tokio::runtime::Handle,
+    core: mpsc::WeakUnboundedSender<Command>,
+}
+
+impl Timers {
+    fn after(&self, delay: Duration, command: Command) {
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(core) = core.upgrade() {
+                let _ = core.send(command);
+            }
+        });
+    }
 }
 
 struct WorkerEntry {
@@ -165,6 +201,17 @@ struct JobEntry {
     done: bool,
 }
 
+/// Formats a duration for people: `250ms`, `30s`, `1.5s`.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 /// Decisions of one batch, delivered when it ends.
 #[derive(Default)]
 struct Outgoing {
@@ -172,6 +219,8 @@ struct Outgoing {
     releases: Vec<(WorkerId, JobId, UnitIdx)>,
     /// Jobs whose state may have changed.
     touched: FxHashSet<JobId>,
+    /// Units backing off, with how long (microseconds).
+    retries: Vec<(JobId, UnitIdx, f64)>,
 }
 
 impl Comm for Outgoing {
@@ -188,10 +237,15 @@ impl Comm for Outgoing {
     fn job_finished(&mut self, job: JobId) {
         self.touched.insert(job);
     }
+
+    fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64) {
+        self.retries.push((job, unit, delay_us));
+    }
 }
 
 struct Core {
     config: CoreConfig,
+    timers: Timers,
     sched: Scheduler,
     out: Outgoing,
     workers: FxHashMap<WorkerId, WorkerEntry>,
@@ -206,15 +260,17 @@ struct Core {
 }
 
 impl Core {
-    fn new(config: CoreConfig) -> Core {
+    fn new(config: CoreConfig, timers: Timers) -> Core {
         Core {
-            config,
             sched: Scheduler::new(SchedulerConfig {
                 // A remote worker's round trip is a few hundred microseconds: keep about
                 // two milliseconds of short tasks on their way to each thread.
                 lookahead_us: 2000.0,
+                retry_backoff_us: config.retry_backoff.as_secs_f64() * 1e6,
                 ..SchedulerConfig::default()
             }),
+            config,
+            timers,
             out: Outgoing::default(),
             workers: FxHashMap::default(),
             registrations: FxHashMap::default(),
@@ -282,8 +338,17 @@ impl Core {
                 let _ = reply.send(found);
             }
             Command::Cancel { job, reply } => {
-                let cancelled = self.job_id(job).is_some_and(|j| self.cancel(j));
+                let cancelled = self
+                    .job_id(job)
+                    .is_some_and(|j| self.cancel(j, "cancelled by `fabric cancel`"));
                 let _ = reply.send(cancelled);
+            }
+            Command::RetryDue { job, unit } => self.sched.on_retry_due(job, unit, &mut self.out),
+            Command::JobTimeout { job, limit } => {
+                let reason = format!("exceeded its time limit of {}", human(limit));
+                if self.cancel(job, &reason) {
+                    tracing::warn!(job, "{reason}: cancelled");
+                }
             }
             Command::Abandoned { job } => {
                 if let Some(j) = self.job_id(job)
@@ -293,7 +358,7 @@ impl Core {
                         .is_some_and(|e| !e.done && e.updates.receiver_count() == 0)
                 {
                     tracing::warn!(job, "its client went away: cancelling it");
-                    self.cancel(j);
+                    self.cancel(j, "its client went away (submit with --detach to keep it)");
                 }
             }
             Command::GetJob { job, reply } => {
@@ -380,7 +445,7 @@ impl Core {
                 .send(Err(Status::unavailable(format!("removed: {reason}"))));
         }
         tracing::warn!(worker = wire_id, name = %reg.spec.name, "worker removed: {reason}");
-        self.sched.on_worker_removed(id, &mut self.out);
+        self.sched.on_worker_removed(id, reason, &mut self.out);
         // Every job may have lost values.
         self.out.touched.extend(self.jobs.keys().copied());
     }
@@ -549,6 +614,14 @@ impl Core {
         let id = self
             .sched
             .on_job_submitted(job.plan.clone(), &job.tenant, &mut self.out);
+        if let Some(limits) = &job.limits {
+            self.sched.set_default_retries(id, limits.retries);
+            if limits.job_timeout_ms > 0 {
+                let limit = Duration::from_millis(limits.job_timeout_ms);
+                self.timers
+                    .after(limit, Command::JobTimeout { job: id, limit });
+            }
+        }
         let externals = job.externals.iter().filter_map(|e| e.value).collect();
         let code = v1::JobCode {
             externals: job.externals,
@@ -603,7 +676,8 @@ impl Core {
         true
     }
 
-    fn cancel(&mut self, job: JobId) -> bool {
+    /// Cancels a running job (`reason` goes into its result); false when it is not running.
+    fn cancel(&mut self, job: JobId, reason: &str) -> bool {
         let Some(entry) = self.jobs.get(&job) else {
             return false;
         };
@@ -615,7 +689,10 @@ impl Core {
             job_id: u64::from(job),
             state: v1::JobState::Cancelled as i32,
             progress: Some(v1::JobProgress::from(&progress)),
-            result: Some(v1::JobResult::default()),
+            result: Some(v1::JobResult {
+                reason: reason.to_string(),
+                ..v1::JobResult::default()
+            }),
         });
         tracing::info!(job, "job cancelled");
         self.jobs.remove(&job);
@@ -668,22 +745,29 @@ impl Core {
                 });
             }
         }
-        let failures: Vec<v1::JobFailure> =
-            self.sched
-                .failures(job)
-                .iter()
-                .map(|f| v1::JobFailure {
-                    task_id: graph.id(f.task).to_string(),
-                    call: graph.func(f.task).name(),
-                    error: Some(entry.errors.get(&f.task).cloned().unwrap_or_else(|| {
-                        v1::TaskError {
+        let failures: Vec<v1::JobFailure> = self
+            .sched
+            .failures(job)
+            .iter()
+            .map(|f| v1::JobFailure {
+                task_id: graph.id(f.task).to_string(),
+                call: graph.func(f.task).name(),
+                // A worker's report carries the captured output; the scheduler's own
+                // failures (quarantine, resources) only their message.
+                error: Some(
+                    f.worker
+                        .as_ref()
+                        .and_then(|_| entry.errors.get(&f.task).cloned())
+                        .unwrap_or_else(|| v1::TaskError {
                             kind: v1::TaskErrorKind::Scheduler as i32,
                             message: f.message.to_string(),
                             ..v1::TaskError::default()
-                        }
-                    })),
-                })
-                .collect();
+                        }),
+                ),
+                attempts: f.attempts,
+                worker: f.worker.as_deref().unwrap_or_default().to_string(),
+            })
+            .collect();
         let failed = !failures.is_empty() || progress.erred_tasks > 0;
         update.state = if failed {
             v1::JobState::Failed
@@ -695,6 +779,7 @@ impl Core {
             failures,
             persist: entry.persist.clone(),
             released: false,
+            reason: String::new(),
         });
         Some(update)
     }
@@ -703,6 +788,10 @@ impl Core {
 
     fn flush(&mut self) {
         let out = std::mem::take(&mut self.out);
+        for &(job, unit, delay_us) in &out.retries {
+            let delay = Duration::from_secs_f64(delay_us / 1e6);
+            self.timers.after(delay, Command::RetryDue { job, unit });
+        }
         let mut batches: FxHashMap<WorkerId, Vec<v1::SchedulerEvent>> = FxHashMap::default();
         use v1::scheduler_event::Event;
         for (w, job, unit) in out.releases {

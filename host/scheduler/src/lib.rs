@@ -37,6 +37,9 @@ pub struct SchedulerOptions {
     /// A job submitted and followed in one call (`fabric submit` without `--detach`) is
     /// cancelled this long after its client disconnects, unless someone watches it then.
     pub disconnect_grace: Duration,
+    /// Wait before a failed task's first retry; each further retry waits twice as long
+    /// (up to a minute).
+    pub retry_backoff: Duration,
     /// The runtime's configuration (the scheduler loads components to type-check graphs;
     /// it shares the precompiled-component cache with workers on the same machine).
     pub runtime: RuntimeConfig,
@@ -48,6 +51,7 @@ impl Default for SchedulerOptions {
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(10),
             disconnect_grace: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -73,6 +77,7 @@ pub async fn serve(
     let runtime = Runtime::new(options.runtime.clone())?;
     let (core, core_thread) = core::spawn(core::CoreConfig {
         heartbeat_timeout: options.heartbeat_timeout,
+        retry_backoff: options.retry_backoff,
     });
     let ticker = {
         let core = core.clone();

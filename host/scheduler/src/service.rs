@@ -54,6 +54,15 @@ impl Service {
 impl Service {
     /// Validates, plans and starts a submission, or says why it cannot run.
     async fn start(&self, mut r: v1::SubmitRequest) -> Result<v1::SubmitResponse, Status> {
+        if let Some(limits) = &r.limits
+            && limits.retries > fabric_core::MAX_RETRIES
+        {
+            return Err(Status::invalid_argument(format!(
+                "at most {} retries (asked for {})",
+                fabric_core::MAX_RETRIES,
+                limits.retries
+            )));
+        }
         let names = component_map(&r.components)?;
         let missing: Vec<String> = names
             .values()
@@ -458,8 +467,11 @@ impl SchedulerRpc for Service {
                             return;
                         }
                     }
-                    Some(Err(status)) => break format!("session failed: {}", status.message()),
-                    None => break "session closed".to_string(),
+                    Some(Err(status)) => {
+                        tracing::debug!(worker, "session failed: {}", status.message());
+                        break "connection lost".to_string();
+                    }
+                    None => break "disconnected".to_string(),
                 }
             };
             let _ = core.send(Command::Detach { worker, reason });

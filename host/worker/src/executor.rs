@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabric_core::{Input, JobId, Plan, TaskIdx, UnitIdx, Value};
-use fabric_runtime::{Component, Limits, Runtime, TaskContext, TaskError};
+use fabric_runtime::{CancelFlag, Component, Limits, Runtime, TaskContext, TaskError};
 use smallvec::SmallVec;
 
 /// What a worker needs to run a job's units: the plan and the loaded component of each of
@@ -22,6 +22,9 @@ pub struct JobCode {
     /// Where each dataset value the graph uses is stored (job and unit that computed it),
     /// by index of `plan.graph.externals`.
     pub externals: Vec<(JobId, UnitIdx)>,
+    /// Set when the job is cancelled: its running tasks stop within an epoch tick, and
+    /// queued ones do not start.
+    pub cancel: CancelFlag,
 }
 
 /// A step of a unit failed.
@@ -79,7 +82,8 @@ pub fn run_unit(
                     .map_or(job.defaults.timeout, Duration::from_millis),
             },
         };
-        let ctx = TaskContext::new(graph.ids[t as usize].clone(), attempt, job.tenant.clone());
+        let ctx = TaskContext::new(graph.ids[t as usize].clone(), attempt, job.tenant.clone())
+            .with_cancel(job.cancel.clone());
         let component = &job.components[task.func as usize];
         let out = runtime
             .call(component, &func.export, &args, &ctx, &limits)

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use fabric_core::{Datasets, Input, JobId, PlanConfig, TaskIdx, Type, UnitIdx, Value, WorkerSpec};
 use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
-use fabric_runtime::{Component, Limits, Runtime, RuntimeConfig, TaskError, TaskErrorKind};
+use fabric_runtime::{
+    CancelFlag, Component, Limits, Runtime, RuntimeConfig, TaskError, TaskErrorKind,
+};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use tokio::net::TcpListener;
@@ -413,10 +415,15 @@ impl Node {
             }
             Some(Event::ForgetJob(f)) => {
                 if let Ok(job) = JobId::try_from(f.job_id) {
-                    self.jobs
+                    let cell = self
+                        .jobs
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&job);
+                    // Whatever of it still runs (a cancelled job) stops.
+                    if let Some(Ok(code)) = cell.as_ref().and_then(|c| c.get()) {
+                        code.cancel.cancel();
+                    }
                     self.store.remove_job(job);
                     self.memory_changed();
                 }
@@ -775,6 +782,7 @@ impl Node {
                 tenant: code.tenant.into(),
                 defaults,
                 externals,
+                cancel: CancelFlag::new(),
             }))
         };
         // A small graph is planned here (microseconds); a large one on a blocking thread.

@@ -31,6 +31,8 @@ fn kind(k: TaskErrorKind) -> v1::TaskErrorKind {
         TaskErrorKind::OutOfMemory => v1::TaskErrorKind::OutOfMemory,
         TaskErrorKind::BadArgument => v1::TaskErrorKind::BadArgument,
         TaskErrorKind::Host => v1::TaskErrorKind::Host,
+        TaskErrorKind::TooLarge => v1::TaskErrorKind::TooLarge,
+        TaskErrorKind::Cancelled => v1::TaskErrorKind::Cancelled,
     }
 }
 

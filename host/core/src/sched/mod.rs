@@ -45,6 +45,9 @@ pub trait Comm {
     /// Every unit of `job` has finished or failed; outputs stay in memory until
     /// [`Scheduler::on_job_released`].
     fn job_finished(&mut self, job: JobId);
+    /// `unit` of `job` failed and is to run again after `delay_us` microseconds (its
+    /// back-off): call [`Scheduler::on_retry_due`] then.
+    fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64);
 }
 
 /// How the scheduler decides.
@@ -67,7 +70,13 @@ pub struct SchedulerConfig {
     pub wait_for_resources: bool,
     /// A unit running on this many workers that were lost fails instead of running again.
     pub max_worker_losses: u8,
+    /// Wait before the first retry of a failed unit, in microseconds; each further retry
+    /// waits twice as long as the one before, up to [`MAX_BACKOFF_US`]. 0 retries at once.
+    pub retry_backoff_us: f64,
 }
+
+/// The longest wait before a retry: one minute.
+pub const MAX_BACKOFF_US: f64 = 60e6;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -78,6 +87,7 @@ impl Default for SchedulerConfig {
             bandwidth: 100.0, // bytes per microsecond: 100 MB/s, until measured
             wait_for_resources: true,
             max_worker_losses: 3,
+            retry_backoff_us: 100e3,
         }
     }
 }
@@ -93,6 +103,9 @@ pub enum UnitState {
     Queued(WorkerId),
     /// Sent to a worker.
     Running(WorkerId),
+    /// It failed and runs again once its back-off is over ([`Scheduler::on_retry_due`]);
+    /// its inputs are in memory.
+    Backoff,
     /// Its value is in memory on one or more workers.
     Memory,
     /// Its value was dropped: nothing needs it any more.
@@ -108,6 +121,24 @@ pub struct Failure {
     pub task: TaskIdx,
     /// What went wrong, one line.
     pub message: Arc<str>,
+    /// Attempts made at the unit, this one included (0: it never ran, the scheduler
+    /// failed it itself).
+    pub attempts: u32,
+    /// The worker the last attempt ran on; `None` when the scheduler failed the unit
+    /// itself (no worker offers its resources, it lost too many workers).
+    pub worker: Option<Arc<str>>,
+}
+
+impl Failure {
+    /// A failure of `task`; the scheduler fills in attempts and worker as it records it.
+    pub fn new(task: TaskIdx, message: impl Into<Arc<str>>) -> Failure {
+        Failure {
+            task,
+            message: message.into(),
+            attempts: 0,
+            worker: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +179,10 @@ struct Job {
     progress: JobProgress,
     failures: Vec<Failure>,
     finished: bool,
+    /// Retries of tasks that set none.
+    default_retries: u32,
+    /// The workers lost while a unit ran there, with why, for units that lost any.
+    lost_workers: FxHashMap<UnitIdx, Vec<String>>,
 }
 
 impl Job {
@@ -266,12 +301,15 @@ impl Scheduler {
         id
     }
 
-    /// A worker left or was lost: its queued and running units run elsewhere, and values
-    /// only it held are recomputed from their inputs (their lineage) where still needed.
-    pub fn on_worker_removed(&mut self, worker: WorkerId, comm: &mut impl Comm) {
+    /// A worker left or was lost (`reason` says how, for people): its queued and running
+    /// units run elsewhere, and values only it held are recomputed from their inputs
+    /// (their lineage) where still needed. A unit that was running on
+    /// [`SchedulerConfig::max_worker_losses`] lost workers fails instead, naming them.
+    pub fn on_worker_removed(&mut self, worker: WorkerId, reason: &str, comm: &mut impl Comm) {
         let Some(w) = self.workers.get_mut(worker as usize).and_then(Option::take) else {
             return;
         };
+        let lost_as = format!("{} ({reason})", w.spec.name);
         let mut job_ids: Vec<JobId> = self.jobs.keys().copied().collect();
         job_ids.sort_unstable();
         for job_id in job_ids {
@@ -283,6 +321,11 @@ impl Scheduler {
                     UnitState::Queued(x) if x == worker => requeue.push(u as UnitIdx),
                     UnitState::Running(x) if x == worker => {
                         unit.losses += 1;
+                        unit.attempts = unit.attempts.saturating_add(1);
+                        job.lost_workers
+                            .entry(u as UnitIdx)
+                            .or_default()
+                            .push(lost_as.clone());
                         requeue.push(u as UnitIdx);
                     }
                     UnitState::Memory if unit.holders.contains(&worker) => {
@@ -295,22 +338,16 @@ impl Scheduler {
                 }
             }
             for u in requeue {
-                let unit = &mut self.jobs.get_mut(&job_id).expect("listed").units[u as usize];
-                if unit.losses >= self.config.max_worker_losses {
+                let job = &self.jobs[&job_id];
+                let losses = job.units[u as usize].losses;
+                if losses >= self.config.max_worker_losses {
                     let message = format!(
-                        "lost {} workers while running it; not trying again (does it crash its worker?)",
-                        unit.losses
+                        "quarantined: {losses} workers were lost while it ran there: {}; it is \
+                         not run again, as it may be what kills them",
+                        job.lost_workers[&u].join(", ")
                     );
-                    let task = self.jobs[&job_id].plan.last_step(u);
-                    self.fail(
-                        job_id,
-                        u,
-                        Failure {
-                            task,
-                            message: message.into(),
-                        },
-                        comm,
-                    );
+                    let task = job.plan.last_step(u);
+                    self.fail(job_id, u, Failure::new(task, message), comm);
                 } else {
                     self.jobs.get_mut(&job_id).expect("listed").units[u as usize].state =
                         UnitState::Waiting;
@@ -428,6 +465,8 @@ impl Scheduler {
                 },
                 failures: Vec::new(),
                 finished: false,
+                default_retries: 0,
+                lost_workers: FxHashMap::default(),
             },
         );
         // Roots in priority order, so that equal-cost placement follows the plan.
@@ -635,14 +674,14 @@ impl Scheduler {
         self.fill(comm);
     }
 
-    /// A unit failed on `worker`. It runs again while it has retries left; then it and
-    /// everything downstream of it are erred.
+    /// A unit failed on `worker`. It runs again while it has retries left, each time
+    /// after a longer back-off; then it and everything downstream of it are erred.
     pub fn on_unit_failed(
         &mut self,
         worker: WorkerId,
         job_id: JobId,
         u: UnitIdx,
-        failure: Failure,
+        mut failure: Failure,
         comm: &mut impl Comm,
     ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -654,13 +693,15 @@ impl Scheduler {
         }
         let est = f64::from(unit.est_us);
         unit.attempts = unit.attempts.saturating_add(1);
-        let attempts = unit.attempts;
+        // Attempts cut short by a lost worker are not the unit's failures.
+        let failed = unit.attempts.saturating_sub(unit.losses);
         let class = job.class_of(u);
         let retries = job.plan.graph.tasks[failure.task as usize]
             .options
             .as_ref()
-            .map_or(0, |o| o.retries);
-        free_slot(
+            .and_then(|o| o.retries)
+            .unwrap_or(job.default_retries);
+        let w = free_slot(
             &mut self.workers,
             &self.classes,
             &mut self.dirty,
@@ -668,14 +709,48 @@ impl Scheduler {
             est,
             class,
         );
-        if u32::from(attempts) <= retries {
-            job.units[u as usize].state = UnitState::Waiting;
-            self.make_ready(job_id, u, comm);
+        failure.worker = Some(w.spec.name.as_str().into());
+        if u32::from(failed) <= retries {
+            let delay = self.config.retry_backoff_us * 2f64.powi(i32::from(failed) - 1);
+            if delay > 0.0 {
+                job.units[u as usize].state = UnitState::Backoff;
+                comm.retry_after(job_id, u, delay.min(MAX_BACKOFF_US));
+            } else {
+                job.units[u as usize].state = UnitState::Waiting;
+                self.make_ready(job_id, u, comm);
+            }
         } else {
             self.fail(job_id, u, failure, comm);
         }
         self.check_finished(job_id, comm);
         self.fill(comm);
+    }
+
+    /// The back-off of unit `u` is over ([`Comm::retry_after`]): it runs again. Stale calls
+    /// (the job is gone, or the unit went back to waiting for a lost input) do nothing.
+    pub fn on_retry_due(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
+        let Some(unit) = self
+            .jobs
+            .get_mut(&job_id)
+            .and_then(|j| j.units.get_mut(u as usize))
+        else {
+            return;
+        };
+        if unit.state != UnitState::Backoff {
+            return;
+        }
+        unit.state = UnitState::Waiting;
+        self.make_ready(job_id, u, comm);
+        // A root goes to the global ready set: any worker with room may take it.
+        self.mark_all_dirty();
+        self.fill(comm);
+    }
+
+    /// Retries of the job's tasks that set no `retries` of their own (default 0).
+    pub fn set_default_retries(&mut self, job: JobId, retries: u32) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.default_retries = retries;
+        }
     }
 
     /// `worker` could not start unit `u`: its input `input` could be had from none of the
@@ -765,12 +840,10 @@ impl Scheduler {
     }
 
     /// Marks `u` erred with `failure`, and everything downstream erred without running.
-    fn fail(&mut self, job_id: JobId, u: UnitIdx, failure: Failure, comm: &mut impl Comm) {
-        self.jobs
-            .get_mut(&job_id)
-            .expect("exists")
-            .failures
-            .push(failure);
+    fn fail(&mut self, job_id: JobId, u: UnitIdx, mut failure: Failure, comm: &mut impl Comm) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        failure.attempts = u32::from(job.units[u as usize].attempts);
+        job.failures.push(failure);
         self.err_from(job_id, u, comm);
     }
 
@@ -789,7 +862,7 @@ impl Scheduler {
                     let unit = job.units[x as usize].clone();
                     self.unqueue(k, class, &unit);
                 }
-                UnitState::Running(_) | UnitState::Waiting => {}
+                UnitState::Running(_) | UnitState::Waiting | UnitState::Backoff => {}
             }
             let job = self.jobs.get_mut(&job_id).expect("exists");
             job.units[x as usize].state = UnitState::Erred;
@@ -840,15 +913,7 @@ impl Scheduler {
                     self.describe_offers()
                 );
                 let task = job.plan.last_step(u);
-                self.fail(
-                    job_id,
-                    u,
-                    Failure {
-                        task,
-                        message: message.into(),
-                    },
-                    comm,
-                );
+                self.fail(job_id, u, Failure::new(task, message), comm);
             }
             return;
         }
@@ -1066,6 +1131,11 @@ impl Scheduler {
             let cu = &mut job.units[c as usize];
             match cu.state {
                 UnitState::Waiting => cu.waiting += 1,
+                UnitState::Backoff => {
+                    // It runs once the input is back (its back-off may be cut short).
+                    cu.state = UnitState::Waiting;
+                    cu.waiting = 1;
+                }
                 UnitState::Ready | UnitState::Queued(_) => {
                     let k = key(job_id, plan.priority[c as usize]);
                     let snapshot = cu.clone();
@@ -1198,7 +1268,7 @@ impl Scheduler {
                     .filter(|&&c| {
                         matches!(
                             job.units[c as usize].state,
-                            Waiting | Ready | Queued(_) | Running(_)
+                            Waiting | Ready | Queued(_) | Running(_) | Backoff
                         )
                     })
                     .count() as u32;
@@ -1207,7 +1277,12 @@ impl Scheduler {
                     .iter()
                     .any(|&d| job.units[d as usize].state == Erred);
                 // (A value computed before an input was lost and failed on recompute stays.)
-                if erred_dep && matches!(unit.state, Waiting | Ready | Queued(_) | Running(_)) {
+                if erred_dep
+                    && matches!(
+                        unit.state,
+                        Waiting | Ready | Queued(_) | Running(_) | Backoff
+                    )
+                {
                     return Err(format!("{}: an input failed but it is not erred", at()));
                 }
                 let pinned = u32::from(is_output[u as usize]);
@@ -1227,7 +1302,7 @@ impl Scheduler {
                             unit.waiting
                         ));
                     }
-                    Ready | Queued(_) | Running(_) if deps_missing > 0 => {
+                    Ready | Queued(_) | Running(_) | Backoff if deps_missing > 0 => {
                         return Err(format!("{}: {deps_missing} inputs not in memory", at()));
                     }
                     Ready

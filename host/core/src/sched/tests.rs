@@ -16,6 +16,7 @@ struct TestComm {
     computes: VecDeque<(WorkerId, JobId, UnitIdx)>,
     releases: Vec<(WorkerId, JobId, UnitIdx)>,
     finished: Vec<JobId>,
+    retries: VecDeque<(JobId, UnitIdx, f64)>,
 }
 
 impl Comm for TestComm {
@@ -27,6 +28,9 @@ impl Comm for TestComm {
     }
     fn job_finished(&mut self, job: JobId) {
         self.finished.push(job);
+    }
+    fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64) {
+        self.retries.push_back((job, unit, delay_us));
     }
 }
 
@@ -221,10 +225,7 @@ fn failure_errs_dependents_without_running_them() {
     for (_, j, u) in computes {
         let t = sim.s.plan(job).unwrap().last_step(u);
         if t == 0 {
-            let failure = Failure {
-                task: 0,
-                message: "boom".into(),
-            };
+            let failure = Failure::new(0, "boom");
             sim.s.on_unit_failed(w, j, u, failure, &mut sim.comm);
         } else {
             sim.s.on_unit_finished(w, j, u, 8, 5.0, &mut sim.comm);
@@ -249,15 +250,70 @@ fn retries_run_again_then_fail() {
     for attempt in 0..3 {
         let (_, j, u) = sim.comm.computes.pop_front().expect("runs again");
         assert_eq!(sim.s.attempt(j, u), attempt);
-        let failure = Failure {
-            task: 0,
-            message: "flaky".into(),
-        };
-        sim.s.on_unit_failed(w, j, u, failure, &mut sim.comm);
+        sim.s
+            .on_unit_failed(w, j, u, Failure::new(0, "flaky"), &mut sim.comm);
         sim.check();
+        if attempt < 2 {
+            // It waits out its back-off, twice as long each time, before running again.
+            assert!(sim.comm.computes.is_empty());
+            assert_eq!(sim.s.unit_state(j, u), Some(UnitState::Backoff));
+            let (rj, ru, delay) = sim.comm.retries.pop_front().expect("a retry");
+            assert_eq!((rj, ru), (j, u));
+            assert_eq!(delay, 100e3 * f64::from(1 << attempt));
+            sim.s.on_retry_due(j, u, &mut sim.comm);
+            sim.check();
+        }
     }
     assert!(sim.comm.computes.is_empty());
+    assert!(sim.comm.retries.is_empty());
     assert_eq!(sim.comm.finished, [job]);
+    let failure = &sim.s.failures(job)[0];
+    assert_eq!(failure.attempts, 3);
+    assert_eq!(failure.worker.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_job_default_applies_to_tasks_without_retries() {
+    let mut sim = Sim::new(SchedulerConfig {
+        retry_backoff_us: 0.0,
+        ..SchedulerConfig::default()
+    });
+    let w = sim.add_worker(worker("a", 1, &[]));
+    // Task 0 takes the job's default (2 retries); task 1 says 0 itself.
+    let job = sim.submit(with_retries(graph(&[&[], &[]], &[0, 1]), 1, 0));
+    sim.s.set_default_retries(job, 2);
+    let mut runs = [0; 2];
+    while let Some((_, j, u)) = sim.comm.computes.pop_front() {
+        let t = sim.s.plan(j).unwrap().last_step(u);
+        runs[t as usize] += 1;
+        sim.s
+            .on_unit_failed(w, j, u, Failure::new(t, "no"), &mut sim.comm);
+        sim.check();
+    }
+    assert_eq!(runs, [3, 1], "retried at once, without back-off");
+    assert_eq!(sim.comm.finished, [job]);
+}
+
+#[test]
+fn a_retry_waiting_for_a_lost_input_runs_when_the_input_is_back() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(with_retries(graph(&[&[], &[0]], &[1]), 1, 1));
+    sim.finish_next();
+    let (_, j, u) = sim.comm.computes.pop_front().unwrap();
+    sim.s
+        .on_unit_failed(w0, j, u, Failure::new(1, "flaky"), &mut sim.comm);
+    // Its input's only holder goes while it backs off.
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.s.on_worker_removed(w0, "test", &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.s.unit_state(j, u), Some(UnitState::Waiting));
+    // The stale back-off ends: nothing happens until the input is recomputed.
+    sim.s.on_retry_due(j, u, &mut sim.comm);
+    sim.check();
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+    assert_eq!(sim.s.who_has(j, u), &[w1]);
 }
 
 #[test]
@@ -292,7 +348,7 @@ fn lost_worker_work_is_rescheduled_and_lost_values_recomputed() {
     }
     let w1 = sim.add_worker(worker("b", 1, &[]));
     sim.comm.computes.retain(|c| c.0 != w0);
-    sim.s.on_worker_removed(w0, &mut sim.comm);
+    sim.s.on_worker_removed(w0, "test", &mut sim.comm);
     sim.check();
     sim.run_to_end();
     assert_eq!(sim.comm.finished, [job]);
@@ -309,11 +365,19 @@ fn a_unit_that_kills_workers_is_quarantined() {
     for i in 0..3 {
         let w = sim.add_worker(worker(&format!("w{i}"), 1, &[]));
         assert_eq!(sim.comm.computes.pop_front().map(|c| c.0), Some(w));
-        sim.s.on_worker_removed(w, &mut sim.comm);
+        sim.s
+            .on_worker_removed(w, "stopped heartbeating", &mut sim.comm);
         sim.check();
     }
     assert_eq!(sim.comm.finished, [job]);
-    assert!(sim.s.failures(job)[0].message.contains("lost 3 workers"));
+    let failure = &sim.s.failures(job)[0];
+    assert_eq!(
+        &*failure.message,
+        "quarantined: 3 workers were lost while it ran there: w0 (stopped heartbeating), \
+         w1 (stopped heartbeating), w2 (stopped heartbeating); it is not run again, as it \
+         may be what kills them"
+    );
+    assert_eq!((failure.attempts, failure.worker.as_deref()), (3, None));
 }
 
 #[test]
@@ -381,11 +445,13 @@ proptest! {
     ) {
         let g = random_dag(n, window, &picks);
         let lookahead_us = if n % 2 == 0 { 150.0 } else { 0.0 };
-        let mut s = Scheduler::new(SchedulerConfig { prefetch: 1, lookahead_us, ..SchedulerConfig::default() });
+        let retry_backoff_us = if n % 3 == 1 { 0.0 } else { 100e3 };
+        let mut s = Scheduler::new(SchedulerConfig { prefetch: 1, lookahead_us, retry_backoff_us, ..SchedulerConfig::default() });
         let mut comm = TestComm::default();
         let mut live = vec![s.on_worker_added(worker("w0", 2, &[]), &mut comm)];
         let p = Arc::new(plan(g, PlanConfig { fuse }));
         let job = s.on_job_submitted(p.clone(), "t", &mut comm);
+        s.set_default_retries(job, window % 3);
         let mut step = 0usize;
         let mut removals = 0;
         let mut paused = [false; 64];
@@ -402,12 +468,12 @@ proptest! {
                     removals += 1;
                     let w = live.remove((e as usize / 50) % live.len());
                     comm.computes.retain(|c| c.0 != w);
-                    s.on_worker_removed(w, &mut comm);
+                    s.on_worker_removed(w, "lost", &mut comm);
                 }
                 2 if !comm.computes.is_empty() => {
                     let (w, j, u) = comm.computes.pop_front().unwrap();
                     let task = p.last_step(u);
-                    s.on_unit_failed(w, j, u, Failure { task, message: "x".into() }, &mut comm);
+                    s.on_unit_failed(w, j, u, Failure::new(task, "x"), &mut comm);
                 }
                 // Bounded too: losing inputs forever never ends either.
                 3 if !comm.computes.is_empty() && missing < 8 => {
@@ -427,7 +493,15 @@ proptest! {
                     paused[w as usize % 64] = !paused[w as usize % 64];
                     s.on_worker_paused(w, paused[w as usize % 64], &mut comm);
                 }
+                5 if !comm.retries.is_empty() => {
+                    let (j, u, _) = comm.retries.pop_front().unwrap();
+                    s.on_retry_due(j, u, &mut comm);
+                }
                 _ => {
+                    // Back-offs end.
+                    while comm.computes.is_empty() && let Some((j, u, _)) = comm.retries.pop_front() {
+                        s.on_retry_due(j, u, &mut comm);
+                    }
                     if comm.computes.is_empty() {
                         // Paused workers take nothing: memory falls, they resume.
                         for &w in &live {
