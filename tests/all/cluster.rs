@@ -297,7 +297,7 @@ fn values_beyond_the_memory_limit_are_spilled_and_read_back() {
         .collect();
     let sums: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
     let sums: Vec<&str> = sums.iter().map(String::as_str).collect();
-    let out = cluster.submit(&dir.write_graph(&graph(tasks, &sums)), &[]);
+    let out = cluster.submit(&dir.write_graph(&graph(tasks.clone(), &sums)), &[]);
     let expected: serde_json::Map<String, Json> = (0..8u64)
         .map(|i| {
             let n = 100_000 + i;
@@ -306,9 +306,42 @@ fn values_beyond_the_memory_limit_are_spilled_and_read_back() {
         .collect();
     assert_eq!(out.success(), Json::Object(expected), "{}", cluster.logs());
 
+    // Spill files deleted underneath: the tasks that needed those values fail and say
+    // why; the worker keeps serving.
+    let deleted = remove_files(spill.path());
+    assert!(deleted > 0, "no spill files in {spill_dir}");
+    let out = cluster.submit(&dir.write_graph(&graph(tasks, &sums)), &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("a dataset value it uses could not be fetched"),
+        "{out}"
+    );
+    let hello = fabric_tests::workspace_root().join("examples/hello.json");
+    assert_eq!(cluster.submit(&hello, &[]).stdout, "{\"c\": 16}\n");
+
     // Forgetting the dataset deletes its spill files.
     assert_eq!(cluster.fabric(&["forget", "lists"]).code, 0);
     cluster.wait_for("the spill files to go", |_| walk(spill.path()) == 0);
+}
+
+/// Deletes the files under `dir`, recursively; returns how many.
+fn remove_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        remove_files(&p)
+                    } else {
+                        usize::from(std::fs::remove_file(&p).is_ok())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Files under `dir`, recursively.
@@ -492,4 +525,114 @@ fn a_task_that_keeps_losing_its_worker_is_quarantined() {
         line.ends_with("(connection lost); it is not run again, as it may be what kills them"),
         "{out}"
     );
+}
+
+/// Writes `bytes` to a new connection to `addr`, then reads until the server closes it or
+/// a second passes; returns what the server sent.
+fn poke(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    // The server may close the connection, or stop reading while its answers wait to be
+    // read, before taking everything: not an error here.
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn garbage_and_nonsense_on_the_ports_are_refused_and_serving_goes_on() {
+    let cluster = Cluster::start(2, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let status = cluster.status();
+    let scheduler = cluster.url.strip_prefix("http://").unwrap().to_string();
+    let data: Vec<String> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let a = w["data_address"].as_str().unwrap();
+            a.strip_prefix("http://").unwrap().to_string()
+        })
+        .collect();
+
+    // Random bytes of many lengths, an HTTP/2 preface followed by garbage frames, and a
+    // raw-path header followed by garbage, on the scheduler's port and a worker's.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let mut tried = 0;
+    for addr in [&scheduler, &data[0]] {
+        for n in [1, 7, 8, 24, 100, 4096, 1 << 20] {
+            poke(addr, &random(n));
+            let mut framed = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            framed.extend(random(n));
+            poke(addr, &framed);
+            let mut raw = b"FABRAW01".to_vec();
+            raw.extend(random(n));
+            poke(addr, &raw);
+            tried += 3;
+        }
+    }
+    assert_eq!(tried, 42);
+
+    // A well-formed raw request for a value nobody holds is answered "not found"; one cut
+    // short just ends the connection.
+    let mut request = b"FABRAW01".to_vec();
+    request.extend(999_999u64.to_le_bytes());
+    request.extend(5u32.to_le_bytes());
+    request.extend([1, 2, 3]);
+    let answer = poke(&data[1], &request);
+    assert_eq!(answer.first(), Some(&1), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer[9..]).contains("holds no value 999999/5"),
+        "{answer:?}"
+    );
+
+    // Protocol-valid nonsense through the client.
+    let out = cluster.fabric(&["cancel", "424242"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("no running job 424242"), "{out}");
+    let out = cluster.fabric(&["result", "424242"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("424242"), "{out}");
+    let out = cluster.fabric(&["forget", "no-such-dataset"]);
+    assert_eq!(out.code, 1, "{out}");
+
+    // Everyone still serves: a reduction that moves values between the two workers.
+    let out = cluster.submit(&dir.write_graph(&tree(256)), &[]);
+    assert_eq!(
+        out.success(),
+        json!({ "root": 32_896 }),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.status()["workers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn absurdly_large_graphs_are_refused_before_they_are_parsed() {
+    let cluster = Cluster::start_with(&["--max-job-tasks", "1000"], 1, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let out = cluster.submit(&dir.write_graph(&tree(1024)), &[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains(
+            "the graph has 2047 tasks, more than the 1000 a job may have here (fabric scheduler --max-job-tasks)"
+        ),
+        "{out}"
+    );
+    let out = cluster.submit(&dir.write_graph(&tree(256)), &[]);
+    assert_eq!(out.success(), json!({ "root": 32_896 }), "{out}");
 }

@@ -585,6 +585,27 @@ fn non_components_are_refused_clearly() {
         .load_file(dir.path().join("missing.wasm"))
         .unwrap_err();
     assert!(matches!(e, RuntimeError::Read { .. }), "{e:?}");
+
+    // A real component cut short anywhere, or with a byte flipped in its code.
+    let real = std::fs::read(fabric_tests::guest("math")).unwrap();
+    for cut in [9, 64, real.len() / 3, real.len() / 2, real.len() - 1] {
+        let e = runtime().load(&real[..cut]).unwrap_err();
+        assert!(
+            matches!(e, RuntimeError::Invalid { .. }),
+            "cut at {cut}: {e:?}"
+        );
+    }
+    for at in [real.len() / 4, real.len() / 2, real.len() * 3 / 4] {
+        let mut flipped = real.clone();
+        flipped[at] ^= 0xff;
+        // Either still a valid component (the byte was data) or a clear error.
+        if let Err(e) = runtime().load(&flipped) {
+            assert!(
+                matches!(e, RuntimeError::Invalid { .. } | RuntimeError::Link { .. }),
+                "flipped at {at}: {e:?}"
+            );
+        }
+    }
 }
 
 #[test]

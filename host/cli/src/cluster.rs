@@ -55,6 +55,10 @@ pub struct SchedulerArgs {
     /// (up to a minute).
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = args::duration)]
     retry_backoff: Duration,
+    /// The most tasks one job may have; larger graphs are refused before they are parsed
+    /// (the scheduler keeps about 2 kB per task).
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    max_job_tasks: usize,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -212,6 +216,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             heartbeat_timeout: a.heartbeat_timeout,
             disconnect_grace: a.disconnect_grace,
             retry_backoff: a.retry_backoff,
+            max_job_tasks: a.max_job_tasks,
             runtime: a.runtime.config(Limits::default()),
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;

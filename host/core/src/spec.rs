@@ -52,6 +52,44 @@ impl GraphSpec {
     pub fn from_json(text: &str) -> Result<GraphSpec, serde_json::Error> {
         serde_json::from_str(text)
     }
+
+    /// Counts the tasks of a graph document without building anything: a first pass that
+    /// checks the JSON and costs no memory, so that a server can refuse an absurdly large
+    /// graph before paying for it. The document's other problems are left to
+    /// [`GraphSpec::from_json`].
+    pub fn count_tasks(text: &str) -> Result<usize, serde_json::Error> {
+        /// The number of entries of a JSON object, each skipped unread.
+        struct Count(usize);
+        impl<'de> Deserialize<'de> for Count {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+                struct CountVisitor;
+                impl<'de> Visitor<'de> for CountVisitor {
+                    type Value = Count;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("an object of tasks by id")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+                        let mut n = 0;
+                        while map
+                            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                            .is_some()
+                        {
+                            n += 1;
+                        }
+                        Ok(Count(n))
+                    }
+                }
+                d.deserialize_map(CountVisitor)
+            }
+        }
+        #[derive(Deserialize)]
+        struct Shape {
+            #[serde(default)]
+            tasks: Option<Count>,
+        }
+        let shape: Shape = serde_json::from_str(text)?;
+        Ok(shape.tasks.map_or(0, |c| c.0))
+    }
 }
 
 impl Serialize for TaskList {
@@ -85,7 +123,72 @@ impl<'de> Deserialize<'de> for TaskList {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    const DOC: &str = r#"{"components": {"m": "m.wasm"},
+        "tasks": {"a": {"call": "m/f", "args": [1, {"ref": "b"}], "retries": 2},
+                  "b": {"call": "m/g", "args": [[1.5, "x", {"k": null}]]}},
+        "outputs": ["a"]}"#;
+
+    #[test]
+    fn counts_tasks_without_parsing_them() {
+        assert_eq!(GraphSpec::count_tasks(DOC).unwrap(), 2);
+        // Counting does not judge the tasks: parsing does.
+        let odd = r#"{"tasks": {"a": 1, "b": [], "a": {}}, "outputs": [], "extra": true}"#;
+        assert_eq!(GraphSpec::count_tasks(odd).unwrap(), 3);
+        assert!(GraphSpec::from_json(odd).is_err());
+        assert_eq!(GraphSpec::count_tasks(r#"{"outputs": []}"#).unwrap(), 0);
+        assert!(GraphSpec::count_tasks(r#"{"tasks": {"a": 1"#).is_err());
+        assert!(GraphSpec::count_tasks("[1, 2]").is_err());
+    }
+
+    #[test]
+    fn deeply_nested_values_are_refused_not_a_stack_overflow() {
+        let depth = 100_000;
+        let doc = format!(
+            r#"{{"tasks": {{"a": {{"call": "m/f", "args": [{}1{}]}}}}, "outputs": ["a"]}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let err = GraphSpec::from_json(&doc).unwrap_err().to_string();
+        assert!(err.contains("recursion limit exceeded"), "{err}");
+        // Skipping a value needs no recursion.
+        assert_eq!(GraphSpec::count_tasks(&doc).unwrap(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any text: an error or a graph, never a panic; counting agrees with parsing.
+        #[test]
+        fn any_text_parses_or_errs(text in "\\PC{0,200}") {
+            if let Ok(g) = GraphSpec::from_json(&text) {
+                prop_assert_eq!(GraphSpec::count_tasks(&text).ok(), Some(g.tasks.0.len()));
+            }
+        }
+
+        /// A real document with bytes replaced, deleted or cut off.
+        #[test]
+        fn mangled_documents_parse_or_err(
+            edits in prop::collection::vec((0usize..DOC.len(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let mut bytes = DOC.as_bytes().to_vec();
+            for (at, byte, how) in edits {
+                let at = at % bytes.len().max(1);
+                match how {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 if at < bytes.len() => { bytes.remove(at); }
+                    _ => bytes.truncate(at),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(g) = GraphSpec::from_json(&text) {
+                prop_assert_eq!(GraphSpec::count_tasks(&text).ok(), Some(g.tasks.0.len()));
+            }
+        }
+    }
 
     #[test]
     fn keeps_order_and_duplicates() {

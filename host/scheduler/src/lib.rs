@@ -40,6 +40,9 @@ pub struct SchedulerOptions {
     /// Wait before a failed task's first retry; each further retry waits twice as long
     /// (up to a minute).
     pub retry_backoff: Duration,
+    /// The most tasks one job may have: a larger graph is refused before it is parsed
+    /// (the scheduler keeps about 2 kB per task).
+    pub max_job_tasks: usize,
     /// The runtime's configuration (the scheduler loads components to type-check graphs;
     /// it shares the precompiled-component cache with workers on the same machine).
     pub runtime: RuntimeConfig,
@@ -52,6 +55,7 @@ impl Default for SchedulerOptions {
             heartbeat_timeout: Duration::from_secs(10),
             disconnect_grace: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
+            max_job_tasks: 2_000_000,
             runtime: RuntimeConfig::default(),
         }
     }
@@ -98,6 +102,7 @@ pub async fn serve(
         components: Arc::new(components::Components::new(runtime)),
         heartbeat_interval: options.heartbeat_interval,
         disconnect_grace: options.disconnect_grace,
+        max_job_tasks: options.max_job_tasks,
     };
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)

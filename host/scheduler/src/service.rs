@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_core::{Datasets, PlanConfig};
+use fabric_core::{Datasets, GraphSpec, PlanConfig};
 use fabric_proto::chunk::component_chunks;
 use fabric_proto::convert::check_component_hash;
 use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
@@ -37,6 +37,8 @@ pub(crate) struct Service {
     pub(crate) heartbeat_interval: Duration,
     /// How long a job started with `Run` survives its client's disconnection.
     pub(crate) disconnect_grace: Duration,
+    /// The most tasks a job may have.
+    pub(crate) max_job_tasks: usize,
 }
 
 impl Service {
@@ -99,6 +101,7 @@ impl Service {
         // unless the graph is small and its components are in memory already.
         let components = self.components.clone();
         let config = PlanConfig { fuse: !r.no_fuse };
+        let max_tasks = self.max_job_tasks;
         let validate = move |loaded: BTreeMap<String, Result<Arc<Component>, String>>,
                              graph_json: String,
                              values: crate::core::DatasetValues| {
@@ -109,7 +112,14 @@ impl Service {
                     (name.clone(), keys.collect())
                 })
                 .collect();
-            let built = build(&graph_json, &loaded, &types, config);
+            // Counting is cheap; building an absurdly large graph is not.
+            let built = match GraphSpec::count_tasks(&graph_json) {
+                Ok(tasks) if tasks > max_tasks => Err(BuildError::TooLarge {
+                    tasks,
+                    max: max_tasks,
+                }),
+                _ => build(&graph_json, &loaded, &types, config),
+            };
             (graph_json, built, values)
         };
         let graph_json = std::mem::take(&mut r.graph_json);
@@ -139,6 +149,16 @@ impl Service {
             }
             Err(BuildError::Invalid(report)) => {
                 return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
+            }
+            Err(e @ BuildError::TooLarge { .. }) => {
+                let message = format!("{e} (fabric scheduler --max-job-tasks)");
+                return reject(
+                    vec![v1::ValidationError {
+                        task_id: String::new(),
+                        message,
+                    }],
+                    Vec::new(),
+                );
             }
         };
         let externals = built

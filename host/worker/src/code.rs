@@ -26,6 +26,15 @@ pub enum BuildError {
     /// The graph is invalid: every problem.
     #[error("{0}")]
     Invalid(ValidationReport),
+    /// The graph has more tasks than a job may have here (see
+    /// [`GraphSpec::count_tasks`](fabric_core::GraphSpec::count_tasks)).
+    #[error("the graph has {tasks} tasks, more than the {max} a job may have here")]
+    TooLarge {
+        /// Tasks in the graph.
+        tasks: usize,
+        /// The most a job may have.
+        max: usize,
+    },
 }
 
 /// Validates and plans `spec` against `components` (name -> the loaded component, or why

@@ -632,9 +632,12 @@ impl Node {
                 reason: e.to_string(),
                 ..v1::MissingInput::default()
             })?;
-            if let Ok(Some(v)) = self.store.get(parts) {
-                return Ok((parts, v));
-            }
+            let local = match self.store.get(parts) {
+                Ok(Some(v)) => return Ok((parts, v)),
+                Ok(None) => "not in this worker's store".to_string(),
+                // A spill file lost or corrupt: the value is gone from here.
+                Err(e) => e.to_string(),
+            };
             let mut tried = Vec::new();
             let mut reasons = Vec::new();
             for holder in &input.holders {
@@ -658,7 +661,7 @@ impl Node {
             }
             if input.holders.contains(&self.own_address) {
                 tried.push(self.own_address.clone());
-                reasons.push(format!("{}: not in this worker's store", self.own_address));
+                reasons.push(format!("{}: {local}", self.own_address));
             }
             Err(v1::MissingInput {
                 input: Some(key),
