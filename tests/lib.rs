@@ -297,6 +297,10 @@ pub struct Cluster {
     /// The scheduler's URL.
     pub url: String,
     scheduler: std::process::Child,
+    /// The scheduler's extra arguments, for restarts.
+    scheduler_args: Vec<String>,
+    /// Restarts so far, to name their logs.
+    restarts: usize,
     workers: Vec<Option<std::process::Child>>,
     logs: tempfile::TempDir,
 }
@@ -328,6 +332,8 @@ impl Cluster {
         let mut cluster = Cluster {
             url,
             scheduler,
+            scheduler_args: scheduler_args.iter().map(|a| a.to_string()).collect(),
+            restarts: 0,
             workers: Vec::new(),
             logs,
         };
@@ -350,6 +356,27 @@ impl Cluster {
         );
         self.workers.push(Some(child));
         i
+    }
+
+    /// Kills the scheduler with SIGKILL and starts it again on the same address with the
+    /// same arguments (workers and clients reconnect on their own).
+    pub fn restart_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        self.restarts += 1;
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let mut args = vec!["scheduler", "--listen", &listen];
+        args.extend(self.scheduler_args.iter().map(String::as_str));
+        let log = self
+            .logs
+            .path()
+            .join(format!("scheduler-{}.log", self.restarts));
+        let (scheduler, line) = start_announcing(&args, &log);
+        assert!(
+            line.ends_with(&self.url),
+            "unexpected announcement `{line}`"
+        );
+        self.scheduler = scheduler;
     }
 
     /// Kills worker `i` with SIGKILL (no goodbye to anyone).

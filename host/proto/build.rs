@@ -6,6 +6,7 @@ const PROTOS: &[&str] = &[
     "proto/fabric/v1/value.proto",
     "proto/fabric/v1/scheduler.proto",
     "proto/fabric/v1/data.proto",
+    "proto/fabric/v1/journal.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -636,3 +636,53 @@ fn absurdly_large_graphs_are_refused_before_they_are_parsed() {
     let out = cluster.submit(&dir.write_graph(&tree(256)), &[]);
     assert_eq!(out.success(), json!({ "root": 32_896 }), "{out}");
 }
+
+#[test]
+fn a_restarted_scheduler_continues_its_jobs_from_the_journal() {
+    let journal = tempfile::tempdir().unwrap();
+    let journal_dir = journal.path().to_str().unwrap();
+    let mut cluster = Cluster::start_with(
+        &["--journal", journal_dir, "--restore-wait", "1s"],
+        2,
+        &["--nthreads", "2"],
+    );
+    let dir = GraphDir::new();
+    // Two jobs of 40 tasks of 100 ms on 4 threads: about a second each.
+    let graph_file = dir.write_graph(&slow_sum(40, 100, json!({})));
+    let out = cluster.submit(&graph_file, &["--detach"]);
+    assert_eq!(out.code, 0, "{out}");
+    let detached = out.stdout.trim().to_string();
+    let follower = cluster
+        .command(&["submit", graph_file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cluster.wait_for("both jobs under way", |s| {
+        let jobs = s["jobs"].as_array().unwrap();
+        jobs.len() == 2 && jobs.iter().all(|j| j["done_tasks"].as_u64() > Some(2))
+    });
+
+    cluster.restart_scheduler();
+
+    // The follower reconnects and prints the answer; the detached job's result is there.
+    let followed = follower.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&followed.stdout);
+    let stderr = String::from_utf8_lossy(&followed.stderr);
+    assert!(
+        followed.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(stdout, "{\"sum\": 820}\n", "{stderr}");
+    let out = cluster.fabric(&["result", &detached]);
+    assert_eq!(out.stdout, "{\"sum\": 820}\n", "{out}\n{}", cluster.logs());
+    // The same two workers, and new jobs get new ids.
+    let status = cluster.status();
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2, "{status}");
+    let out = cluster.submit(&graph_file, &["--detach"]);
+    let next: u64 = out.stdout.trim().parse().unwrap();
+    assert!(next > detached.parse::<u64>().unwrap(), "{out}");
+    let out = cluster.fabric(&["result", &next.to_string()]);
+    assert_eq!(out.stdout, "{\"sum\": 820}\n", "{out}");
+}

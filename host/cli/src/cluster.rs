@@ -59,6 +59,15 @@ pub struct SchedulerArgs {
     /// (the scheduler keeps about 2 kB per task).
     #[arg(long, value_name = "N", default_value_t = 2_000_000)]
     max_job_tasks: usize,
+    /// Keep a journal of jobs (and the components they use) in DIR, so that after a
+    /// restart the scheduler continues its unfinished jobs: workers and clients reconnect
+    /// on their own [default: no journal; a restart loses running jobs].
+    #[arg(long, value_name = "DIR")]
+    journal: Option<PathBuf>,
+    /// After a restart with a journal, wait this long for workers to come back (with the
+    /// values they hold) before continuing the journal's jobs.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = args::duration)]
+    restore_wait: Duration,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -100,6 +109,10 @@ pub struct WorkerArgs {
     /// The largest value one task may return (e.g. 64MiB); a larger one fails the task.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = args::size)]
     max_result_size: u64,
+    /// After losing the scheduler (a restart, a network failure), keep trying to attach
+    /// again, keeping the values held, for this long before exiting.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    reconnect_timeout: Duration,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -217,6 +230,8 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             disconnect_grace: a.disconnect_grace,
             retry_backoff: a.retry_backoff,
             max_job_tasks: a.max_job_tasks,
+            journal: a.journal,
+            restore_wait: a.restore_wait,
             runtime: a.runtime.config(Limits::default()),
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
@@ -244,6 +259,7 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         timeout: a.timeout,
     });
     options.runtime.max_result_bytes = a.max_result_size;
+    options.reconnect_timeout = a.reconnect_timeout;
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();
         fabric_worker::node::run(options, ctrl_c(), |id, data| {

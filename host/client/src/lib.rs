@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fabric_core::{GraphSpec, JobProgress, Value};
@@ -38,6 +38,18 @@ pub use fabric_proto::v1::{ClusterStatusResponse, Dataset, JobFailure, JobState}
 const MAX_VALUE: u64 = 64 << 30;
 /// Outputs fetched at once while gathering.
 const GATHER_WINDOW: usize = 64;
+/// How long a client following a job keeps trying to reach a scheduler that went away
+/// (a restart with a journal continues the job).
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether an error means the connection to the scheduler was lost (worth following
+/// again) rather than an answer.
+fn is_lost(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
 
 /// What can go wrong talking to a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -369,11 +381,44 @@ impl Client {
         self.watch(job, false, on_progress).await
     }
 
+    /// Follows a job to its last update. When the scheduler goes away (a restart with a
+    /// journal, a network failure), connects again and follows on, for up to
+    /// [`RECONNECT_TIMEOUT`].
     async fn watch(
         &self,
         job: u64,
         release_if_inline: bool,
         mut on_progress: impl FnMut(&JobProgress),
+    ) -> Result<v1::JobUpdate, ClientError> {
+        let mut lost: Option<(Instant, Duration)> = None;
+        loop {
+            let status = match self
+                .watch_once(job, release_if_inline, &mut on_progress)
+                .await
+            {
+                Ok(update) => return Ok(update),
+                Err(ClientError::Status(status)) if is_lost(&status) => status,
+                Err(e) => return Err(e),
+            };
+            let (since, wait) = lost.get_or_insert((Instant::now(), Duration::from_millis(50)));
+            if since.elapsed() >= RECONNECT_TIMEOUT {
+                return Err(ClientError::Status(status));
+            }
+            tracing::debug!(
+                job,
+                "lost the scheduler ({}); following again",
+                status.message()
+            );
+            tokio::time::sleep(*wait).await;
+            *wait = (*wait * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn watch_once(
+        &self,
+        job: u64,
+        release_if_inline: bool,
+        on_progress: &mut impl FnMut(&JobProgress),
     ) -> Result<v1::JobUpdate, ClientError> {
         let mut stream = self
             .rpc()
@@ -524,7 +569,14 @@ impl Client {
             return self.result(job, on_progress).await;
         }
         let job = Self::job_id(submitted)?;
-        while let Some(message) = stream.message().await? {
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(message)) => message,
+                // The scheduler went away: follow the job again once it is back.
+                Ok(None) => break,
+                Err(status) if is_lost(&status) => break,
+                Err(status) => return Err(status.into()),
+            };
             let Some(v1::run_update::Event::Update(update)) = message.event else {
                 continue;
             };
@@ -535,10 +587,8 @@ impl Client {
                 return self.conclude(job, update).await;
             }
         }
-        Err(
-            tonic::Status::unavailable(format!("the scheduler stopped reporting on job {job}"))
-                .into(),
-        )
+        let update = self.watch(job, true, on_progress).await?;
+        self.conclude(job, update).await
     }
 
     /// Submits a graph and keeps its outputs on the workers as the dataset `name` (Dask's

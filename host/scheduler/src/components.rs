@@ -1,7 +1,10 @@
 //! The scheduler's component store: every uploaded component's bytes once, by content
 //! hash, and its exports' signatures (loaded through the runtime's caches) for validation.
+//! With a journal, the bytes are also kept on disk, so that a restarted scheduler has them.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -12,14 +15,45 @@ use rustc_hash::FxHashMap;
 pub(crate) struct Components {
     runtime: Runtime,
     bytes: Mutex<FxHashMap<String, Bytes>>,
+    /// Where the bytes are kept on disk, one file per hash.
+    dir: Option<PathBuf>,
 }
 
 impl Components {
+    /// A store in memory only.
     pub(crate) fn new(runtime: Runtime) -> Components {
         Components {
             runtime,
             bytes: Mutex::new(FxHashMap::default()),
+            dir: None,
         }
+    }
+
+    /// A store also kept in `dir`, starting with the components found there (each checked
+    /// against its hash; a damaged file is skipped).
+    pub(crate) fn on_disk(runtime: Runtime, dir: PathBuf) -> std::io::Result<Components> {
+        std::fs::create_dir_all(&dir)?;
+        let mut bytes = FxHashMap::default();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let Some(hash) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if fabric_proto::check_component_hash(hash).is_err() {
+                continue; // a temporary file, or not ours
+            }
+            let data = std::fs::read(&path)?;
+            if blake3::hash(&data).to_hex().as_str() == hash {
+                bytes.insert(hash.to_string(), Bytes::from(data));
+            } else {
+                tracing::warn!("ignoring damaged component file {}", path.display());
+            }
+        }
+        Ok(Components {
+            runtime,
+            bytes: Mutex::new(bytes),
+            dir: Some(dir),
+        })
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, FxHashMap<String, Bytes>> {
@@ -36,9 +70,21 @@ impl Components {
         self.map().get(hash).cloned()
     }
 
-    /// Stores verified bytes under their hash.
-    pub(crate) fn insert(&self, hash: String, bytes: Bytes) {
+    /// Stores verified bytes under their hash (and on disk, durably, when kept there:
+    /// blocking).
+    pub(crate) fn insert(&self, hash: String, bytes: Bytes) -> std::io::Result<()> {
+        if self.has(&hash) {
+            return Ok(());
+        }
+        if let Some(dir) = &self.dir {
+            let tmp = dir.join(format!("{hash}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(&hash))?;
+        }
         self.map().entry(hash).or_insert(bytes);
+        Ok(())
     }
 
     /// The components a graph names if all are loaded in memory already (cheap).

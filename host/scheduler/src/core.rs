@@ -17,6 +17,8 @@ use fabric_core::{
 use fabric_proto::convert::required_key;
 use fabric_proto::{ProtoError, v1};
 use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::journal::Journal;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
@@ -47,6 +49,8 @@ pub(crate) enum Command {
     Register {
         spec: WorkerSpec,
         data_address: String,
+        /// Values it still holds from before (same cluster): (job, unit, bytes).
+        held: Vec<(JobId, UnitIdx, u64)>,
         reply: oneshot::Sender<u64>,
     },
     Attach {
@@ -114,6 +118,11 @@ pub(crate) enum Command {
         job: JobId,
         limit: Duration,
     },
+    /// The jobs of the journal, rebuilt (or why one could not be): continue them with the
+    /// values the workers that came back hold.
+    Restore {
+        jobs: Vec<(JobId, Result<Prepared, String>)>,
+    },
 }
 
 /// How the core behaves.
@@ -127,8 +136,14 @@ pub(crate) struct CoreConfig {
 
 /// Starts the core on a thread of its own; it stops when every sender is dropped. Must be
 /// called within a Tokio runtime, whose timers wake the core for back-offs and time limits.
+///
+/// With a `journal`, every job accepted and let go is recorded; `restoring` lists the
+/// journal's jobs, which are continued when [`Command::Restore`] comes (meanwhile new jobs
+/// get later ids, and watchers of those jobs wait).
 pub(crate) fn spawn(
     config: CoreConfig,
+    journal: Option<Journal>,
+    restoring: Vec<JobId>,
 ) -> (mpsc::UnboundedSender<Command>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let timers = Timers {
@@ -137,9 +152,33 @@ pub(crate) fn spawn(
     };
     let handle = std::thread::Builder::new()
         .name("fabric-scheduler-core".into())
-        .spawn(move || Core::new(config, timers).run(rx))
+        .spawn(move || {
+            let mut core = Core::new(config, timers);
+            core.journal = journal;
+            if let Some(&last) = restoring.iter().max() {
+                core.sched.reserve_job_ids(last.saturating_add(1));
+                core.restoring = Some(Restoring {
+                    jobs: restoring.into_iter().collect(),
+                    ..Restoring::default()
+                });
+            }
+            core.run(rx)
+        })
         .expect("cannot spawn the scheduler's core thread");
     (tx, handle)
+}
+
+/// Jobs of the journal not restored yet, and what waits for them.
+#[derive(Default)]
+struct Restoring {
+    jobs: FxHashSet<JobId>,
+    /// Values workers hold: job -> (unit, worker, bytes).
+    held: FxHashMap<JobId, Vec<(UnitIdx, WorkerId, u64)>>,
+    /// Watchers of restoring jobs.
+    watches: Vec<(
+        JobId,
+        oneshot::Sender<Option<watch::Receiver<v1::JobUpdate>>>,
+    )>,
 }
 
 /// Sends the core a command later, on the Tokio runtime's timers. Holds the core's channel
@@ -181,6 +220,7 @@ const BANDWIDTH_ALPHA: f64 = 0.3;
 struct Registration {
     spec: WorkerSpec,
     data_address: String,
+    held: Vec<(JobId, UnitIdx, u64)>,
     /// The core's id once the session attached.
     attached: Option<WorkerId>,
 }
@@ -246,6 +286,8 @@ impl Comm for Outgoing {
 struct Core {
     config: CoreConfig,
     timers: Timers,
+    journal: Option<Journal>,
+    restoring: Option<Restoring>,
     sched: Scheduler,
     out: Outgoing,
     workers: FxHashMap<WorkerId, WorkerEntry>,
@@ -271,6 +313,8 @@ impl Core {
             }),
             config,
             timers,
+            journal: None,
+            restoring: None,
             out: Outgoing::default(),
             workers: FxHashMap::default(),
             registrations: FxHashMap::default(),
@@ -299,6 +343,7 @@ impl Core {
             Command::Register {
                 spec,
                 data_address,
+                held,
                 reply,
             } => {
                 let id = self.next_registration;
@@ -309,6 +354,7 @@ impl Core {
                     Registration {
                         spec,
                         data_address,
+                        held,
                         attached: None,
                     },
                 );
@@ -327,6 +373,12 @@ impl Core {
                 let _ = reply.send(self.submit(*job));
             }
             Command::Watch { job, reply } => {
+                if let Some(j) = self.job_id(job)
+                    && let Some(r) = self.restoring.as_mut().filter(|r| r.jobs.contains(&j))
+                {
+                    r.watches.push((j, reply));
+                    return;
+                }
                 let rx = self.job_id(job).and_then(|j| {
                     let entry = self.jobs.get(&j)?;
                     Some(entry.updates.subscribe())
@@ -344,6 +396,7 @@ impl Core {
                 let _ = reply.send(cancelled);
             }
             Command::RetryDue { job, unit } => self.sched.on_retry_due(job, unit, &mut self.out),
+            Command::Restore { jobs } => self.restore(jobs),
             Command::JobTimeout { job, limit } => {
                 let reason = format!("exceeded its time limit of {}", human(limit));
                 if self.cancel(job, &reason) {
@@ -412,6 +465,14 @@ impl Core {
         }
         let id = self.sched.on_worker_added(reg.spec.clone(), &mut self.out);
         reg.attached = Some(id);
+        // Values from before a restart wait for their jobs to be restored; any others
+        // belong to jobs gone meanwhile, or were recomputed while the worker was away.
+        for (job, unit, nbytes) in std::mem::take(&mut reg.held) {
+            match self.restoring.as_mut().filter(|r| r.jobs.contains(&job)) {
+                Some(r) => r.held.entry(job).or_default().push((unit, id, nbytes)),
+                None => self.out.releases.push((id, job, unit)),
+            }
+        }
         let data_address: Arc<str> = reg.data_address.as_str().into();
         self.by_address.insert(data_address.clone(), id);
         self.workers.insert(
@@ -608,12 +669,58 @@ impl Core {
                 job.persist, job.persist
             )));
         }
-        let unit_count = job.plan.len() as u32;
-        let task_count = job.plan.task_count() as u64;
-        let total = job.plan.task_count();
         let id = self
             .sched
             .on_job_submitted(job.plan.clone(), &job.tenant, &mut self.out);
+        self.add_job(id, job, true);
+        Ok(u64::from(id))
+    }
+
+    /// The journal's jobs, rebuilt: each continues from the values the workers that came
+    /// back hold.
+    fn restore(&mut self, jobs: Vec<(JobId, Result<Prepared, String>)>) {
+        let Some(mut restoring) = self.restoring.take() else {
+            return;
+        };
+        for (id, prepared) in jobs {
+            match prepared {
+                Ok(job) => {
+                    let held = restoring.held.remove(&id).unwrap_or_default();
+                    tracing::info!(job = id, held = held.len(), "job restored");
+                    self.sched.on_job_restored(
+                        id,
+                        job.plan.clone(),
+                        &job.tenant,
+                        &held,
+                        &mut self.out,
+                    );
+                    self.add_job(id, job, false);
+                }
+                Err(why) => {
+                    tracing::error!(job = id, "cannot restore the job: {why}");
+                    if let Some(journal) = &self.journal {
+                        journal.gone(u64::from(id));
+                    }
+                }
+            }
+        }
+        // Values of jobs that could not be restored.
+        for (job, values) in restoring.held {
+            for (unit, worker, _) in values {
+                self.out.releases.push((worker, job, unit));
+            }
+        }
+        for (job, reply) in restoring.watches {
+            let _ = reply.send(self.jobs.get(&job).map(|e| e.updates.subscribe()));
+        }
+    }
+
+    /// Keeps the record of a job the scheduler core runs: its code for workers, its
+    /// updates for watchers, its time limit; a `new` one goes into the journal.
+    fn add_job(&mut self, id: JobId, job: Prepared, new: bool) {
+        let unit_count = job.plan.len() as u32;
+        let task_count = job.plan.task_count() as u64;
+        let total = job.plan.task_count();
         if let Some(limits) = &job.limits {
             self.sched.set_default_retries(id, limits.retries);
             if limits.job_timeout_ms > 0 {
@@ -634,6 +741,9 @@ impl Core {
             unit_count,
             task_count,
         };
+        if new && let Some(journal) = &self.journal {
+            journal.job(&code, &job.persist);
+        }
         let first = v1::JobUpdate {
             job_id: u64::from(id),
             state: v1::JobState::Running as i32,
@@ -659,7 +769,6 @@ impl Core {
         );
         self.out.touched.insert(id);
         tracing::info!(job = id, tasks = total, units = unit_count, "job submitted");
-        Ok(u64::from(id))
     }
 
     /// Drops a job and its values; `dataset`: also a persisted one.
@@ -673,6 +782,9 @@ impl Core {
         self.jobs.remove(&job);
         self.sched.on_job_released(job, &mut self.out);
         self.forget.push(u64::from(job));
+        if let Some(journal) = &self.journal {
+            journal.gone(u64::from(job));
+        }
         true
     }
 
@@ -698,6 +810,9 @@ impl Core {
         self.jobs.remove(&job);
         self.sched.on_job_released(job, &mut self.out);
         self.forget.push(u64::from(job));
+        if let Some(journal) = &self.journal {
+            journal.gone(u64::from(job));
+        }
         true
     }
 

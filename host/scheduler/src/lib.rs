@@ -17,9 +17,11 @@
 
 mod components;
 mod core;
+mod journal;
 mod service;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,12 @@ pub struct SchedulerOptions {
     /// Wait before a failed task's first retry; each further retry waits twice as long
     /// (up to a minute).
     pub retry_backoff: Duration,
+    /// Where to keep the journal (jobs accepted and let go) and the components, so that a
+    /// restarted scheduler continues its jobs; `None` keeps nothing.
+    pub journal: Option<PathBuf>,
+    /// After a restart with a journal, how long to wait for workers to come back (and
+    /// report the values they hold) before continuing the journal's jobs.
+    pub restore_wait: Duration,
     /// The most tasks one job may have: a larger graph is refused before it is parsed
     /// (the scheduler keeps about 2 kB per task).
     pub max_job_tasks: usize,
@@ -56,6 +64,8 @@ impl Default for SchedulerOptions {
             disconnect_grace: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             max_job_tasks: 2_000_000,
+            journal: None,
+            restore_wait: Duration::from_secs(3),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -67,6 +77,14 @@ pub enum ServeError {
     /// The WebAssembly runtime could not start.
     #[error("cannot start the WebAssembly runtime: {0}")]
     Runtime(#[from] fabric_runtime::RuntimeError),
+    /// The journal could not be opened.
+    #[error("cannot open the journal in {}: {source}", dir.display())]
+    Journal {
+        /// Its directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -79,10 +97,75 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let runtime = Runtime::new(options.runtime.clone())?;
-    let (core, core_thread) = core::spawn(core::CoreConfig {
-        heartbeat_timeout: options.heartbeat_timeout,
-        retry_backoff: options.retry_backoff,
-    });
+    let start = tokio::time::Instant::now();
+    let (journal, components, replayed) = match &options.journal {
+        Some(dir) => {
+            let failed = |source| ServeError::Journal {
+                dir: dir.clone(),
+                source,
+            };
+            let (journal, replayed) = journal::Journal::open(dir).map_err(failed)?;
+            let components =
+                components::Components::on_disk(runtime, dir.join("components")).map_err(failed)?;
+            if let Some(at) = replayed.truncated_at {
+                tracing::warn!("the journal's torn tail was cut off at byte {at}");
+            }
+            tracing::info!(
+                jobs = replayed.jobs.len(),
+                cluster = %replayed.cluster_id,
+                "journal {} opened",
+                dir.display()
+            );
+            (Some(journal), components, replayed)
+        }
+        None => (
+            None,
+            components::Components::new(runtime),
+            journal::Replayed {
+                cluster_id: journal::new_cluster_id(),
+                ..journal::Replayed::default()
+            },
+        ),
+    };
+    let components = Arc::new(components);
+    let restoring = replayed
+        .jobs
+        .iter()
+        .filter_map(|(code, _)| fabric_core::JobId::try_from(code.job_id).ok())
+        .collect();
+    let (core, core_thread) = core::spawn(
+        core::CoreConfig {
+            heartbeat_timeout: options.heartbeat_timeout,
+            retry_backoff: options.retry_backoff,
+        },
+        journal,
+        restoring,
+    );
+    if !replayed.jobs.is_empty() {
+        // Rebuild the journal's jobs meanwhile (validation may compile components), then
+        // give workers the rest of `restore_wait` to come back and report their values.
+        let (core, components) = (core.clone(), components.clone());
+        let until = start + options.restore_wait;
+        let jobs = replayed.jobs;
+        tokio::spawn(async move {
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                jobs.into_iter()
+                    .filter_map(|(code, persist)| {
+                        let id = fabric_core::JobId::try_from(code.job_id).ok()?;
+                        Some((id, service::rebuild(&components, code, persist)))
+                    })
+                    .collect()
+            })
+            .await;
+            tokio::time::sleep_until(until).await;
+            match rebuilt {
+                Ok(jobs) => {
+                    let _ = core.send(core::Command::Restore { jobs });
+                }
+                Err(e) => tracing::error!("rebuilding the journal's jobs panicked: {e}"),
+            }
+        });
+    }
     let ticker = {
         let core = core.clone();
         let every = options.heartbeat_interval;
@@ -99,10 +182,11 @@ pub async fn serve(
     };
     let service = service::Service {
         core,
-        components: Arc::new(components::Components::new(runtime)),
+        components,
         heartbeat_interval: options.heartbeat_interval,
         disconnect_grace: options.disconnect_grace,
         max_job_tasks: options.max_job_tasks,
+        cluster_id: replayed.cluster_id,
     };
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)

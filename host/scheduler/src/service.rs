@@ -39,6 +39,47 @@ pub(crate) struct Service {
     pub(crate) disconnect_grace: Duration,
     /// The most tasks a job may have.
     pub(crate) max_job_tasks: usize,
+    /// Which cluster this is (`RegisterResponse.cluster_id`).
+    pub(crate) cluster_id: String,
+}
+
+/// Rebuilds a job of the journal: its graph validated and planned again, with its
+/// components (kept beside the journal) and the types of the dataset values it uses.
+pub(crate) fn rebuild(
+    components: &Components,
+    code: v1::JobCode,
+    persist: String,
+) -> Result<Prepared, String> {
+    let names = component_map(&code.components).map_err(|e| e.to_string())?;
+    if let Some(hash) = names.values().find(|h| !components.has(h)) {
+        return Err(format!(
+            "its component {hash} is not kept beside the journal"
+        ));
+    }
+    let loaded = components.load(&names);
+    let mut types = Datasets::new();
+    for e in &code.externals {
+        let ty = serde_json::from_str(&e.type_json)
+            .map_err(|err| format!("dataset `{}` has a malformed type: {err}", e.dataset))?;
+        types
+            .entry(e.dataset.clone())
+            .or_default()
+            .insert(e.key.clone(), ty);
+    }
+    let config = PlanConfig {
+        fuse: !code.no_fuse,
+    };
+    let built = build(&code.graph_json, &loaded, &types, config).map_err(|e| e.to_string())?;
+    Ok(Prepared {
+        plan: built.plan,
+        graph_json: code.graph_json,
+        components: code.components,
+        tenant: code.tenant,
+        persist,
+        no_fuse: code.no_fuse,
+        limits: code.limits,
+        externals: code.externals,
+    })
 }
 
 impl Service {
@@ -309,7 +350,12 @@ impl SchedulerRpc for Service {
             )));
         }
         tracing::info!(%hash, size = bytes.len(), "component uploaded");
-        self.components.insert(hash.clone(), bytes);
+        let components = self.components.clone();
+        let stored = hash.clone();
+        tokio::task::spawn_blocking(move || components.insert(stored, bytes))
+            .await
+            .map_err(|e| Status::internal(format!("storing the component panicked: {e}")))?
+            .map_err(|e| Status::internal(format!("cannot store the component: {e}")))?;
         Ok(Response::new(v1::UploadComponentResponse { hash }))
     }
 
@@ -433,16 +479,30 @@ impl SchedulerRpc for Service {
             )));
         }
         let data_address = r.data_address;
+        // Values held from before count only in the cluster they were computed in.
+        let held = if r.cluster_id == self.cluster_id {
+            r.held
+                .iter()
+                .filter_map(|h| {
+                    let (job, unit) = h.key?.parts().ok()?;
+                    Some((job, unit, h.nbytes))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let worker_id = self
             .ask(|reply| Command::Register {
                 spec,
                 data_address,
+                held,
                 reply,
             })
             .await?;
         Ok(Response::new(v1::RegisterResponse {
             worker_id,
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u32,
+            cluster_id: self.cluster_id.clone(),
         }))
     }
 

@@ -57,6 +57,9 @@ pub struct WorkerOptions {
     pub advertise: Option<String>,
     /// The runtime's configuration; its default limits apply to tasks that set none.
     pub runtime: RuntimeConfig,
+    /// After losing its scheduler (a restart, a network failure), how long the worker
+    /// keeps trying to register again, keeping its values, before it gives up.
+    pub reconnect_timeout: Duration,
 }
 
 impl WorkerOptions {
@@ -75,6 +78,7 @@ impl WorkerOptions {
             data_listen: None,
             advertise: None,
             runtime: RuntimeConfig::default(),
+            reconnect_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -142,7 +146,9 @@ fn local_ip_towards(url: &str) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-/// Runs a worker until `shutdown` completes or the scheduler ends its session.
+/// Runs a worker until `shutdown` completes, or its scheduler is gone for longer than
+/// [`WorkerOptions::reconnect_timeout`] (a session that ends is opened again, keeping the
+/// values held when the scheduler is the same cluster).
 /// `on_attached` is called once the scheduler accepted the worker, with its id and data
 /// address.
 pub async fn run(
@@ -187,11 +193,7 @@ pub async fn run(
     let data_address = format!("http://{host}:{}", bound.port());
     let data_server = tokio::spawn(crate::data::serve(listener, store.clone()));
 
-    let mut scheduler = connect(&options.scheduler).await?;
-    let refused = |status: tonic::Status| WorkerError::Scheduler {
-        url: options.scheduler.clone(),
-        status: Box::new(status),
-    };
+    let scheduler = connect(&options.scheduler).await?;
     let spec = WorkerSpec {
         name: options
             .name
@@ -201,45 +203,38 @@ pub async fn run(
         resources: options.resources.clone(),
         memory_limit: options.memory_limit,
     };
-    let registered = scheduler
-        .register(v1::RegisterRequest {
+    let mut link = Link {
+        url: options.scheduler.clone(),
+        scheduler: scheduler.clone(),
+        request: v1::RegisterRequest {
             protocol_version: PROTOCOL_VERSION,
             spec: Some(v1::WorkerSpec::from(&spec)),
             data_address: data_address.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-        })
-        .await
-        .map_err(refused)?
-        .into_inner();
-    let worker_id = registered.worker_id;
+            ..v1::RegisterRequest::default()
+        },
+    };
+    let (mut session, registered) = link.attach().await?;
     let heartbeat = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(10)));
+    let mut cluster_id = registered.cluster_id;
+    tracing::info!(
+        worker_id = registered.worker_id,
+        %data_address,
+        "worker attached to {}",
+        options.scheduler
+    );
+    on_attached(registered.worker_id, &data_address);
 
-    let (events, events_rx) = mpsc::unbounded_channel::<v1::WorkerEvent>();
-    let (outbound, outbound_rx) = mpsc::unbounded_channel::<v1::WorkerMessage>();
-    outbound
-        .send(v1::WorkerMessage {
-            events: vec![v1::WorkerEvent {
-                event: Some(v1::worker_event::Event::Attach(v1::Attach { worker_id })),
-            }],
-        })
-        .expect("the receiver is here");
-    let mut inbound = scheduler
-        .session(UnboundedReceiverStream::new(outbound_rx))
-        .await
-        .map_err(refused)?
-        .into_inner();
-    tracing::info!(worker_id, %data_address, "worker attached to {}", options.scheduler);
-    on_attached(worker_id, &data_address);
-
+    let (events, mut events_rx) = mpsc::unbounded_channel::<v1::WorkerEvent>();
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work>();
     let node = Arc::new(Node {
         runtime,
         store,
         peers: Peers::default(),
-        scheduler: scheduler.clone(),
+        scheduler,
         jobs: Mutex::new(FxHashMap::default()),
         work: work_tx,
-        events: events.clone(),
+        events,
         running: AtomicU32::new(0),
         units_total: AtomicU64::new(0),
         fetched_bytes: AtomicU64::new(0),
@@ -263,8 +258,6 @@ pub async fn run(
     }
     drop(work_rx);
 
-    // Events go out in batches: whatever accumulated while the last batch was sent.
-    let sender = tokio::spawn(batch_events(events_rx, outbound));
     let beat = {
         let node = node.clone();
         tokio::spawn(async move {
@@ -278,42 +271,96 @@ pub async fn run(
         })
     };
 
-    let session = async {
-        loop {
-            match inbound.next().await {
-                Some(Ok(message)) => {
-                    for event in message.events {
-                        node.clone().handle(event);
-                    }
-                }
-                Some(Err(status)) => return WorkerError::SessionEnded(status.message().into()),
-                None => return WorkerError::SessionEnded("the stream closed".into()),
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        let ended = tokio::select! {
+            e = node.clone().serve(&mut session, &mut events_rx) => e,
+            () = &mut shutdown => break Ok(()),
+        };
+        tracing::warn!("{ended}; connecting again");
+        // The scheduler restarted, or removed this worker: register again, with the
+        // values held, until it answers or `reconnect_timeout` passes.
+        let lost = Instant::now();
+        let mut wait = Duration::from_millis(50);
+        let attached = loop {
+            link.request.held = node.held();
+            link.request.cluster_id = cluster_id.clone();
+            let error = match link.attach().await {
+                Ok(attached) => break Ok(attached),
+                Err(e) => e,
+            };
+            if lost.elapsed() >= options.reconnect_timeout {
+                break Err(error);
             }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => break Err(error),
+            }
+            wait = (wait * 2).min(Duration::from_secs(1));
+        };
+        let registered;
+        (session, registered) = match attached {
+            Ok(attached) => attached,
+            Err(e) => break Err(e),
+        };
+        if registered.cluster_id != cluster_id {
+            // A new cluster: job ids start over, so nothing held here means anything.
+            tracing::warn!("the scheduler is a new cluster: dropping every value and job");
+            node.forget_everything();
+            cluster_id = registered.cluster_id;
         }
-    };
-    let outcome = tokio::select! {
-        e = session => Err(e),
-        () = shutdown => Ok(()),
+        // Reports queued while disconnected are stale: what is held was just reported.
+        while events_rx.try_recv().is_ok() {}
+        tracing::info!(worker_id = registered.worker_id, "worker attached again");
     };
     beat.abort();
-    sender.abort();
     data_server.abort();
     outcome
 }
 
-/// Sends events in batches until the channel closes.
-async fn batch_events(
-    mut events: mpsc::UnboundedReceiver<v1::WorkerEvent>,
+/// The worker's way to its scheduler: registers and opens sessions.
+struct Link {
+    url: String,
+    scheduler: SchedulerClient<Channel>,
+    request: v1::RegisterRequest,
+}
+
+/// An open session: the scheduler's messages in, the worker's batches out.
+struct Session {
+    inbound: tonic::Streaming<v1::SchedulerMessage>,
     outbound: mpsc::UnboundedSender<v1::WorkerMessage>,
-) {
-    while let Some(first) = events.recv().await {
-        let mut batch = vec![first];
-        while let Ok(e) = events.try_recv() {
-            batch.push(e);
-        }
-        if outbound.send(v1::WorkerMessage { events: batch }).is_err() {
-            return;
-        }
+}
+
+impl Link {
+    /// Registers and opens a session (its first event names the worker).
+    async fn attach(&mut self) -> Result<(Session, v1::RegisterResponse), WorkerError> {
+        let refused = |status: tonic::Status| WorkerError::Scheduler {
+            url: self.url.clone(),
+            status: Box::new(status),
+        };
+        let registered = self
+            .scheduler
+            .register(self.request.clone())
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let (outbound, outbound_rx) = mpsc::unbounded_channel::<v1::WorkerMessage>();
+        outbound
+            .send(v1::WorkerMessage {
+                events: vec![v1::WorkerEvent {
+                    event: Some(v1::worker_event::Event::Attach(v1::Attach {
+                        worker_id: registered.worker_id,
+                    })),
+                }],
+            })
+            .expect("the receiver is here");
+        let inbound = self
+            .scheduler
+            .session(UnboundedReceiverStream::new(outbound_rx))
+            .await
+            .map_err(refused)?
+            .into_inner();
+        Ok((Session { inbound, outbound }, registered))
     }
 }
 
@@ -368,7 +415,64 @@ impl Node {
         let _ = self.events.send(v1::WorkerEvent { event: Some(event) });
     }
 
-    /// Sends a heartbeat; false once the session is gone.
+    /// Serves one session: the scheduler's messages in, this worker's events out in
+    /// batches (whatever accumulated while the last batch went). Returns why it ended.
+    async fn serve(
+        self: Arc<Self>,
+        session: &mut Session,
+        events: &mut mpsc::UnboundedReceiver<v1::WorkerEvent>,
+    ) -> WorkerError {
+        loop {
+            tokio::select! {
+                message = session.inbound.next() => match message {
+                    Some(Ok(message)) => {
+                        for event in message.events {
+                            self.clone().handle(event);
+                        }
+                    }
+                    Some(Err(status)) => {
+                        return WorkerError::SessionEnded(status.message().into());
+                    }
+                    None => return WorkerError::SessionEnded("the stream closed".into()),
+                },
+                Some(first) = events.recv() => {
+                    let mut batch = vec![first];
+                    while let Ok(e) = events.try_recv() {
+                        batch.push(e);
+                    }
+                    if session.outbound.send(v1::WorkerMessage { events: batch }).is_err() {
+                        return WorkerError::SessionEnded("the outbound stream closed".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The values held, as reported when registering again.
+    fn held(&self) -> Vec<v1::HeldValue> {
+        self.store
+            .held()
+            .into_iter()
+            .map(|((job, unit), nbytes)| v1::HeldValue {
+                key: Some(v1::ValueKey::new(job, unit)),
+                nbytes,
+            })
+            .collect()
+    }
+
+    /// Drops every value and job: the scheduler is a new cluster. What still runs stops.
+    fn forget_everything(&self) {
+        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(PoisonError::into_inner));
+        for cell in jobs.values() {
+            if let Some(Ok(code)) = cell.get() {
+                code.cancel.cancel();
+            }
+        }
+        self.store.clear();
+        self.memory_changed();
+    }
+
+    /// Queues a heartbeat; false once the node is shutting down.
     fn heartbeat(&self) -> bool {
         let m = self.store.metrics();
         let paused = self.store.paused();

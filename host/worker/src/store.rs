@@ -335,6 +335,25 @@ impl ValueStore {
         dropped.len()
     }
 
+    /// Every key held, with its value's size: what a worker reports when it registers
+    /// again with a restarted scheduler.
+    pub fn held(&self) -> Vec<(Key, u64)> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|(&key, e)| (key, e.size))
+            .collect()
+    }
+
+    /// Drops every value, deleting their spill files.
+    pub fn clear(&self) {
+        let jobs: std::collections::BTreeSet<JobId> =
+            self.lock().entries.keys().map(|&(job, _)| job).collect();
+        for job in jobs {
+            self.remove_job(job);
+        }
+    }
+
     /// What the store holds now.
     pub fn metrics(&self) -> StoreMetrics {
         let inner = self.lock();
@@ -742,6 +761,13 @@ mod tests {
         assert_eq!(store.remove_job(2), 0);
         assert_eq!(store.metrics().values, 3);
         assert!(store.contains((1, 3)));
+        store.sanity_check();
+        let mut held = store.held();
+        held.sort_unstable();
+        assert_eq!(held, [((1, 1), s), ((1, 2), s), ((1, 3), s)]);
+        store.clear();
+        assert!(store.held().is_empty());
+        assert_eq!(std::fs::read_dir(store.dir.path()).unwrap().count(), 0);
         store.sanity_check();
 
         let dir = store.dir.path().to_owned();

@@ -407,6 +407,128 @@ impl Scheduler {
     ) -> JobId {
         let id = self.next_job;
         self.next_job += 1;
+        self.insert_job(id, plan.clone(), tenant);
+        // Roots in priority order, so that equal-cost placement follows the plan.
+        for &u in &plan.by_priority {
+            if plan.deps(u).is_empty() {
+                self.make_ready(id, u, comm);
+            }
+        }
+        self.check_finished(id, comm);
+        self.mark_all_dirty();
+        self.fill(comm);
+        id
+    }
+
+    /// A job from before a restart, under its old id (later jobs get later ids), whose
+    /// values in `held` — (unit, worker, bytes) — live workers still hold. Those units are
+    /// in memory; units an output still needs that nobody holds run again, with whatever
+    /// inputs they need in turn; held values nothing needs any more are released.
+    pub fn on_job_restored(
+        &mut self,
+        id: JobId,
+        plan: Arc<Plan>,
+        tenant: &str,
+        held: &[(UnitIdx, WorkerId, u64)],
+        comm: &mut impl Comm,
+    ) {
+        self.next_job = self.next_job.max(id.saturating_add(1));
+        self.insert_job(id, plan.clone(), tenant);
+        let n = plan.len();
+        let job = self.jobs.get_mut(&id).expect("just inserted");
+        for &(u, w, nbytes) in held {
+            let Some(unit) = job.units.get_mut(u as usize) else {
+                continue;
+            };
+            let Some(worker) = self.workers.get_mut(w as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if unit.holders.contains(&w) {
+                continue;
+            }
+            if unit.holders.is_empty() {
+                unit.nbytes = nbytes;
+            }
+            unit.state = UnitState::Memory;
+            unit.holders.push(w);
+            worker.memory += unit.nbytes;
+        }
+        // What the outputs still need: from each output not in memory, back through the
+        // inputs that are not in memory either.
+        let in_memory = |units: &[Unit], u: UnitIdx| units[u as usize].state == UnitState::Memory;
+        let mut needed = vec![false; n];
+        let mut stack: Vec<UnitIdx> = plan
+            .outputs
+            .iter()
+            .copied()
+            .filter(|&o| !in_memory(&job.units, o))
+            .collect();
+        while let Some(u) = stack.pop() {
+            if std::mem::replace(&mut needed[u as usize], true) {
+                continue;
+            }
+            stack.extend(
+                plan.deps(u)
+                    .iter()
+                    .copied()
+                    .filter(|&d| !in_memory(&job.units, d) && !needed[d as usize]),
+            );
+        }
+        let mut is_output = vec![false; n];
+        for &o in &plan.outputs {
+            is_output[o as usize] = true;
+        }
+        let mut unneeded = Vec::new();
+        for u in 0..n as UnitIdx {
+            let refs = plan
+                .consumers(u)
+                .iter()
+                .filter(|&&c| needed[c as usize])
+                .count() as u32
+                + u32::from(is_output[u as usize]);
+            let waiting = plan
+                .deps(u)
+                .iter()
+                .filter(|&&d| !in_memory(&job.units, d))
+                .count() as u32;
+            let unit = &mut job.units[u as usize];
+            unit.refs = refs;
+            if unit.state == UnitState::Memory {
+                if refs == 0 {
+                    unneeded.push(u);
+                }
+            } else if needed[u as usize] {
+                unit.waiting = waiting;
+            } else {
+                unit.state = UnitState::Released;
+            }
+        }
+        let settled: Vec<UnitIdx> = (0..n as UnitIdx)
+            .filter(|&u| job.units[u as usize].state != UnitState::Waiting)
+            .collect();
+        job.settled_units = settled.len();
+        job.progress.done_tasks = settled.iter().map(|&u| plan.steps(u).len()).sum();
+        for u in unneeded {
+            self.release(id, u, comm);
+        }
+        for &u in &plan.by_priority {
+            let unit = &self.jobs[&id].units[u as usize];
+            if unit.state == UnitState::Waiting && unit.waiting == 0 {
+                self.make_ready(id, u, comm);
+            }
+        }
+        self.check_finished(id, comm);
+        self.mark_all_dirty();
+        self.fill(comm);
+    }
+
+    /// New jobs get ids from `next` on (ids below are the journal's, to be restored).
+    pub fn reserve_job_ids(&mut self, next: JobId) {
+        self.next_job = self.next_job.max(next);
+    }
+
+    /// Adds job `id` with every unit waiting for its inputs; nothing is queued yet.
+    fn insert_job(&mut self, id: JobId, plan: Arc<Plan>, tenant: &str) {
         let func_slots = plan
             .graph
             .funcs
@@ -469,16 +591,6 @@ impl Scheduler {
                 lost_workers: FxHashMap::default(),
             },
         );
-        // Roots in priority order, so that equal-cost placement follows the plan.
-        for &u in &plan.by_priority {
-            if plan.deps(u).is_empty() {
-                self.make_ready(id, u, comm);
-            }
-        }
-        self.check_finished(id, comm);
-        self.mark_all_dirty();
-        self.fill(comm);
-        id
     }
 
     /// The job's outputs were gathered (or are no longer wanted): drop everything it holds.

@@ -601,3 +601,78 @@ fn short_tasks_are_sent_ahead_up_to_the_lookahead() {
     sim.submit(flat(50));
     assert_eq!(sim.comm.computes.len(), 4);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A job interrupted by a scheduler restart at any point, restored with the values
+    /// of the workers that came back (any of them may not), finishes with every output.
+    #[test]
+    fn a_restored_job_finishes_from_what_survived(
+        n in 1u32..80,
+        window in 1u32..10,
+        picks in proptest::collection::vec(0u32..1000, 1..32),
+        before in 0usize..200,
+        back in proptest::collection::vec(any::<bool>(), 3),
+        fuse in any::<bool>(),
+    ) {
+        let p = Arc::new(plan(random_dag(n, window, &picks), PlanConfig { fuse }));
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let mut comm = TestComm::default();
+        let ws: Vec<WorkerId> = (0..3)
+            .map(|i| s.on_worker_added(worker(&format!("w{i}"), 2, &[]), &mut comm))
+            .collect();
+        let job = s.on_job_submitted(p.clone(), "t", &mut comm);
+        for _ in 0..before {
+            let Some((w, j, u)) = comm.computes.pop_front() else { break };
+            s.on_unit_finished(w, j, u, 8, 1.0, &mut comm);
+        }
+        // What each worker holds when the scheduler dies.
+        let mut held_before: Vec<(UnitIdx, usize)> = Vec::new();
+        for u in 0..p.len() as UnitIdx {
+            for w in s.who_has(job, u) {
+                held_before.push((u, ws.iter().position(|x| x == w).unwrap()));
+            }
+        }
+
+        // The new scheduler: the workers that come back report what they hold.
+        let mut s = Scheduler::new(SchedulerConfig::default());
+        let mut comm = TestComm::default();
+        let ids: Vec<Option<WorkerId>> = back
+            .iter()
+            .enumerate()
+            .map(|(i, &back)| back.then(|| s.on_worker_added(worker(&format!("w{i}"), 2, &[]), &mut comm)))
+            .collect();
+        if ids.iter().all(Option::is_none) {
+            s.on_worker_added(worker("fresh", 2, &[]), &mut comm);
+        }
+        let held: Vec<(UnitIdx, WorkerId, u64)> = held_before
+            .iter()
+            .filter_map(|&(u, i)| ids[i].map(|w| (u, w, 8)))
+            .collect();
+        s.on_job_restored(job, p.clone(), "t", &held, &mut comm);
+        if let Err(e) = s.check_invariants() {
+            prop_assert!(false, "after the restore: {e}\n{}", s.dump());
+        }
+        while let Some((w, j, u)) = comm.computes.pop_front() {
+            s.on_unit_finished(w, j, u, 8, 1.0, &mut comm);
+            if let Err(e) = s.check_invariants() {
+                prop_assert!(false, "{e}\n{}", s.dump());
+            }
+        }
+        prop_assert_eq!(&comm.finished, &[job], "stuck\n{}", s.dump());
+        let progress = s.progress(job).unwrap();
+        prop_assert_eq!(progress.done_tasks, progress.total_tasks);
+        for &out in &p.outputs {
+            prop_assert_eq!(s.unit_state(job, out), Some(UnitState::Memory));
+        }
+        // Held values nothing needs were released, and later jobs get later ids.
+        for &(u, w, _) in &held {
+            if s.unit_state(job, u) == Some(UnitState::Released) {
+                prop_assert!(comm.releases.contains(&(w, job, u)));
+            }
+        }
+        let next = s.on_job_submitted(p.clone(), "t", &mut comm);
+        prop_assert!(next > job);
+    }
+}
