@@ -686,3 +686,92 @@ fn a_restarted_scheduler_continues_its_jobs_from_the_journal() {
     let out = cluster.fabric(&["result", &next.to_string()]);
     assert_eq!(out.stdout, "{\"sum\": 820}\n", "{out}");
 }
+
+/// A reduction of `leaves` leaves `slow-inc(i, ms)` (each i + 1) by pairwise `add`s, then
+/// one `inc`: 2 × leaves tasks, whose answer is leaves × (leaves + 1) / 2 + 1.
+fn slow_tree(leaves: usize, ms: u32) -> Json {
+    let mut tasks: Vec<(String, Json)> = (0..leaves)
+        .map(|i| task(&format!("l{i}"), "math/slow-inc", json!([i, ms])))
+        .collect();
+    let mut level: Vec<String> = (0..leaves).map(|i| format!("l{i}")).collect();
+    let mut next_id = 0;
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for pair in level.chunks(2) {
+            match pair {
+                [a, b] => {
+                    let id = format!("a{next_id}");
+                    next_id += 1;
+                    tasks.push(task(&id, "math/add", json!([r(a), r(b)])));
+                    next.push(id);
+                }
+                [odd] => next.push(odd.clone()),
+                _ => unreachable!(),
+            }
+        }
+        level = next;
+    }
+    tasks.push(task("answer", "math/inc", json!([r(&level[0])])));
+    graph(tasks, &["answer"])
+}
+
+/// The chaos test: a 20,000-task job while workers are SIGKILLed and replaced every
+/// second or so, and the scheduler is SIGKILLed and restarted once. The answer must be
+/// exact. Bounded: a fixed schedule of faults, and the job must end within two minutes.
+#[test]
+fn chaos_a_20k_task_job_survives_killed_workers_and_a_restarted_scheduler() {
+    let journal = tempfile::tempdir().unwrap();
+    let journal_dir = journal.path().to_str().unwrap();
+    let worker_args = ["--nthreads", "2"];
+    let mut cluster = Cluster::start_with(
+        &["--journal", journal_dir, "--restore-wait", "1s"],
+        3,
+        &worker_args,
+    );
+    let dir = GraphDir::new();
+    // The leaves sleep 4 ms each on at most 6 threads: the job takes at least 6.7 s on any
+    // machine, so every fault below (the last at 3.5 s) lands while it runs.
+    let leaves = 10_000;
+    let g = slow_tree(leaves, 4);
+    assert_eq!(g["tasks"].as_object().unwrap().len(), 2 * leaves);
+    let out = cluster.submit(&dir.write_graph(&g), &["--detach"]);
+    assert_eq!(out.code, 0, "{out}");
+    let job = out.stdout.trim().to_string();
+
+    // The faults, at a fixed pace: a worker killed and replaced, four times, and the
+    // scheduler killed and restarted once, in the middle.
+    let mut live: Vec<usize> = vec![0, 1, 2];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut faults = Vec::new();
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(700));
+        if round == 2 {
+            cluster.restart_scheduler();
+            faults.push("scheduler".to_string());
+            continue;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let victim = live.remove(seed as usize % live.len());
+        cluster.kill_worker(victim);
+        live.push(cluster.add_worker(&worker_args));
+        faults.push(format!("worker {victim}"));
+    }
+
+    let out = cluster.fabric(&["result", &job]);
+    let expected = leaves * (leaves + 1) / 2 + 1;
+    assert_eq!(
+        out.success(),
+        json!({ "answer": expected }),
+        "after faults {faults:?}\n{}",
+        cluster.logs()
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(120),
+        "{:?} after faults {faults:?}",
+        out.elapsed
+    );
+    assert_eq!(faults.len(), 5);
+    assert_eq!(cluster.status()["jobs"], json!([]));
+}
