@@ -629,20 +629,38 @@ impl Core {
                 let (job, unit) = required_key(m.key.as_ref(), "MissingInput", "key")?;
                 let (input_job, input) = required_key(m.input.as_ref(), "MissingInput", "input")?;
                 self.check_unit(job, unit)?;
-                if input_job != job {
-                    return Err(ProtoError::invalid(
-                        "MissingInput",
-                        "the input belongs to another job",
-                    ));
-                }
                 let tried: Vec<WorkerId> = m
                     .tried
                     .iter()
                     .filter_map(|a| self.by_address.get(a.as_str()).copied())
                     .collect();
-                tracing::info!(job, unit, input, "input missing: {}", m.reason);
-                self.sched
-                    .on_missing_input(id, job, unit, input, &tried, &mut self.out);
+                tracing::info!(job, unit, input_job, input, "input missing: {}", m.reason);
+                if input_job == job {
+                    self.sched
+                        .on_missing_input(id, job, unit, input, &tried, &mut self.out);
+                } else {
+                    // A dataset value: only one the job was given counts.
+                    let given = m.input.is_some_and(|k| {
+                        self.jobs
+                            .get(&job)
+                            .is_some_and(|e| e.externals.contains(&k))
+                    });
+                    if !given {
+                        return Err(ProtoError::invalid(
+                            "MissingInput",
+                            "the input is neither the job's nor a dataset value it uses",
+                        ));
+                    }
+                    self.sched.on_missing_external(
+                        id,
+                        job,
+                        unit,
+                        input_job,
+                        input,
+                        &tried,
+                        &mut self.out,
+                    );
+                }
             }
         }
         Ok(())

@@ -625,22 +625,13 @@ impl Node {
         let inputs = match self.inputs(&c.inputs).await {
             Ok(inputs) => inputs,
             Err(missing) => {
-                let external = missing.input.is_some_and(|k| k.job != key.job);
-                if external {
-                    // A dataset value has no lineage in this job: the unit fails.
-                    let message = format!(
-                        "a dataset value it uses could not be fetched: {}",
-                        missing.reason
-                    );
-                    let task = code.plan.last_step(unit);
-                    self.send(fail(task, TaskError::new(TaskErrorKind::Host, message)));
-                } else {
-                    self.send(v1::worker_event::Event::MissingInput(v1::MissingInput {
-                        key: Some(key),
-                        attempt,
-                        ..missing
-                    }));
-                }
+                // The scheduler recomputes it (a dataset value in the dataset's job) and
+                // runs the unit again.
+                self.send(v1::worker_event::Event::MissingInput(v1::MissingInput {
+                    key: Some(key),
+                    attempt,
+                    ..missing
+                }));
                 return;
             }
         };

@@ -77,6 +77,10 @@ pub struct SchedulerConfig {
 
 /// The longest wait before a retry: one minute.
 pub const MAX_BACKOFF_US: f64 = 60e6;
+/// How long a unit waits between tries for a dataset value being recomputed.
+const DATASET_WAIT_US: f64 = 100e3;
+/// How many such tries before the unit fails (a minute).
+const MAX_DATASET_WAITS: u32 = 600;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -183,6 +187,8 @@ struct Job {
     default_retries: u32,
     /// The workers lost while a unit ran there, with why, for units that lost any.
     lost_workers: FxHashMap<UnitIdx, Vec<String>>,
+    /// Tries of units that found a dataset value missing.
+    dataset_waits: FxHashMap<UnitIdx, u32>,
 }
 
 impl Job {
@@ -589,6 +595,7 @@ impl Scheduler {
                 finished: false,
                 default_retries: 0,
                 lost_workers: FxHashMap::default(),
+                dataset_waits: FxHashMap::default(),
             },
         );
     }
@@ -928,6 +935,72 @@ impl Scheduler {
                 .all(|&d| job.units[d as usize].state == UnitState::Memory)
         {
             self.make_ready(job_id, u, comm);
+        }
+        self.fill(comm);
+    }
+
+    /// `worker` could not start unit `u`: a dataset value it uses (unit `input` of job
+    /// `owner`) could be had from none of the workers in `tried`. Those copies are taken
+    /// as lost (recomputed from the dataset's lineage when no copy is left), and the unit
+    /// tries again every 100 ms, which does not count as a failure, for up to a minute.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_missing_external(
+        &mut self,
+        worker: WorkerId,
+        job_id: JobId,
+        u: UnitIdx,
+        owner: JobId,
+        input: UnitIdx,
+        tried: &[WorkerId],
+        comm: &mut impl Comm,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if owner == job_id
+            || job.units.get(u as usize).map(|x| x.state) != Some(UnitState::Running(worker))
+        {
+            return; // stale, or nonsense from the worker
+        }
+        let class = job.class_of(u);
+        let est = f64::from(job.units[u as usize].est_us);
+        free_slot(
+            &mut self.workers,
+            &self.classes,
+            &mut self.dirty,
+            worker,
+            est,
+            class,
+        );
+        let waits = job.dataset_waits.entry(u).or_default();
+        *waits += 1;
+        if *waits > MAX_DATASET_WAITS {
+            let task = job.plan.last_step(u);
+            let message = "a dataset value it uses could not be had for a minute (its job \
+                           could not recompute it?)";
+            self.fail(job_id, u, Failure::new(task, message), comm);
+            self.check_finished(job_id, comm);
+        } else {
+            job.units[u as usize].state = UnitState::Backoff;
+            comm.retry_after(job_id, u, DATASET_WAIT_US);
+        }
+        if let Some(dataset) = self.jobs.get_mut(&owner)
+            && let Some(value) = dataset.units.get_mut(input as usize)
+            && value.state == UnitState::Memory
+        {
+            let nbytes = value.nbytes;
+            for &t in tried {
+                if let Some(i) = value.holders.iter().position(|h| *h == t) {
+                    value.holders.swap_remove(i);
+                    if let Some(w) = self.workers.get_mut(t as usize).and_then(Option::as_mut) {
+                        w.memory -= nbytes;
+                    }
+                }
+            }
+            if value.holders.is_empty() {
+                self.revive(owner, input, comm);
+                self.check_finished(owner, comm);
+            }
         }
         self.fill(comm);
     }
@@ -1281,6 +1354,8 @@ impl Scheduler {
             unit.state = UnitState::Waiting;
             unit.nbytes = 0;
             job.settled_units -= 1;
+            // Not finished until it is back (and then reported finished again).
+            job.finished = false;
             job.progress.done_tasks -= plan.steps(x).len();
             revived.push(x);
             for &d in plan.deps(x) {

@@ -359,6 +359,58 @@ fn lost_worker_work_is_rescheduled_and_lost_values_recomputed() {
 }
 
 #[test]
+fn a_finished_job_that_loses_an_output_finishes_again() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(graph(&[&[], &[]], &[0, 1]));
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.s.on_worker_removed(w0, "test", &mut sim.comm);
+    sim.check();
+    assert!(!sim.s.job_settled(job));
+    sim.run_to_end();
+    // Its watchers learn that it is whole again.
+    assert_eq!(sim.comm.finished, [job, job]);
+    let p = sim.s.progress(job).unwrap();
+    assert_eq!(p.done_tasks, p.total_tasks);
+    assert_eq!(sim.s.who_has(job, 0), &[w1]);
+}
+
+#[test]
+fn a_missing_dataset_value_is_recomputed_and_its_consumer_waits_for_it() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let dataset = sim.submit(graph(&[&[]], &[0]));
+    sim.run_to_end();
+    // A job using the dataset's value finds it gone from w0 (a spill file lost, say).
+    let job = sim.submit(graph(&[&[]], &[0]));
+    let (w, j, u) = sim.comm.computes.pop_front().unwrap();
+    assert_eq!(j, job);
+    sim.s
+        .on_missing_external(w, j, u, dataset, 0, &[w0], &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.s.unit_state(job, u), Some(UnitState::Backoff));
+    assert!(
+        !sim.s.job_settled(dataset),
+        "the dataset's value is recomputed"
+    );
+    sim.run_to_end();
+    assert!(sim.s.job_settled(dataset));
+    // The consumer tries again once its wait is over, and does not count it a failure.
+    let (rj, ru, delay) = sim.comm.retries.pop_front().unwrap();
+    assert_eq!((rj, ru, delay), (job, u, 100e3));
+    sim.s.on_retry_due(rj, ru, &mut sim.comm);
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [dataset, dataset, job]);
+    assert_eq!(sim.s.attempt(job, u), 0);
+    // Nonsense (the job's own id as the owner) is ignored.
+    sim.s
+        .on_missing_external(w0, job, u, job, 0, &[], &mut sim.comm);
+    sim.check();
+}
+
+#[test]
 fn a_unit_that_kills_workers_is_quarantined() {
     let mut sim = Sim::new(SchedulerConfig::default());
     let job = sim.submit(graph(&[&[]], &[0]));
