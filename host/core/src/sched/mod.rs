@@ -906,25 +906,13 @@ impl Scheduler {
             est,
             class,
         );
-        let input_unit = &mut job.units[input as usize];
-        if input_unit.state == UnitState::Memory {
-            let nbytes = input_unit.nbytes;
-            for &t in tried {
-                if let Some(i) = input_unit.holders.iter().position(|h| *h == t) {
-                    input_unit.holders.swap_remove(i);
-                    if let Some(w) = self.workers.get_mut(t as usize).and_then(Option::as_mut) {
-                        w.memory -= nbytes;
-                    }
-                }
-            }
-            if input_unit.holders.is_empty() {
-                // Its consumers (this unit among them) wait for it again (or err, when
-                // recomputing it needs a value that failed since).
-                self.revive(job_id, input, comm);
-                self.check_finished(job_id, comm);
-                self.fill(comm);
-                return;
-            }
+        if self.drop_copies(job_id, input, tried) {
+            // Its consumers (this unit among them) wait for it again (or err, when
+            // recomputing it needs a value that failed since).
+            self.revive(job_id, input, comm);
+            self.check_finished(job_id, comm);
+            self.fill(comm);
+            return;
         }
         let job = &self.jobs[&job_id];
         if job.units[u as usize].state == UnitState::Waiting
@@ -984,28 +972,37 @@ impl Scheduler {
             job.units[u as usize].state = UnitState::Backoff;
             comm.retry_after(job_id, u, DATASET_WAIT_US);
         }
-        if let Some(dataset) = self.jobs.get_mut(&owner)
-            && let Some(value) = dataset.units.get_mut(input as usize)
-            && value.state == UnitState::Memory
-        {
-            let nbytes = value.nbytes;
-            for &t in tried {
-                if let Some(i) = value.holders.iter().position(|h| *h == t) {
-                    value.holders.swap_remove(i);
-                    if let Some(w) = self.workers.get_mut(t as usize).and_then(Option::as_mut) {
-                        w.memory -= nbytes;
-                    }
-                }
-            }
-            if value.holders.is_empty() {
-                self.revive(owner, input, comm);
-                self.check_finished(owner, comm);
-            }
+        if self.drop_copies(owner, input, tried) {
+            self.revive(owner, input, comm);
+            self.check_finished(owner, comm);
         }
         self.fill(comm);
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// The copies on `tried` of the value of unit `u` of `job_id` could not be had: they
+    /// count as lost. Whether the value was in memory and no copy is left (the caller
+    /// revives it).
+    fn drop_copies(&mut self, job_id: JobId, u: UnitIdx, tried: &[WorkerId]) -> bool {
+        let Some(value) = self
+            .jobs
+            .get_mut(&job_id)
+            .and_then(|j| j.units.get_mut(u as usize))
+            .filter(|v| v.state == UnitState::Memory)
+        else {
+            return false;
+        };
+        for &t in tried {
+            if let Some(i) = value.holders.iter().position(|h| *h == t) {
+                value.holders.swap_remove(i);
+                if let Some(w) = self.workers.get_mut(t as usize).and_then(Option::as_mut) {
+                    w.memory -= value.nbytes;
+                }
+            }
+        }
+        value.holders.is_empty()
+    }
 
     /// Takes a ready or queued unit (given as it was) out of the set or queue holding it.
     fn unqueue(&mut self, k: u64, class: u32, unit: &Unit) {
