@@ -1025,8 +1025,19 @@ impl Scheduler {
     fn fail(&mut self, job_id: JobId, u: UnitIdx, mut failure: Failure, comm: &mut impl Comm) {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         failure.attempts = u32::from(job.units[u as usize].attempts);
+        // In a fused unit, the steps before the one that failed ran: they count as done,
+        // not as erred (their values are gone with the unit, but nothing skipped them).
+        let ran = job
+            .plan
+            .steps(u)
+            .iter()
+            .position(|&t| t == failure.task)
+            .unwrap_or(0);
         job.failures.push(failure);
         self.err_from(job_id, u, comm);
+        let progress = &mut self.jobs.get_mut(&job_id).expect("exists").progress;
+        progress.erred_tasks -= ran;
+        progress.done_tasks += ran;
     }
 
     /// Marks `u` and everything downstream of it erred (values already computed stay).

@@ -243,6 +243,23 @@ fn failure_errs_dependents_without_running_them() {
 }
 
 #[test]
+fn steps_of_a_fused_unit_before_the_failing_one_count_as_done() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w = sim.add_worker(worker("a", 1, &[]));
+    // 0 -> 1 -> 2 fuse into one unit; step 1 fails.
+    let g = graph(&[&[], &[0], &[1]], &[2]);
+    let p = Arc::new(plan(g, PlanConfig { fuse: true }));
+    assert_eq!(p.len(), 1);
+    let job = sim.s.on_job_submitted(p, "default", &mut sim.comm);
+    let (_, j, u) = sim.comm.computes.pop_front().unwrap();
+    sim.s
+        .on_unit_failed(w, j, u, Failure::new(1, "no"), &mut sim.comm);
+    sim.check();
+    let p = sim.s.progress(job).unwrap();
+    assert_eq!((p.done_tasks, p.erred_tasks, p.total_tasks), (1, 2, 3));
+}
+
+#[test]
 fn retries_run_again_then_fail() {
     let mut sim = Sim::new(SchedulerConfig::default());
     let w = sim.add_worker(worker("a", 1, &[]));
