@@ -2,5 +2,6 @@
 
 mod cluster;
 mod netns;
+mod polyglot;
 mod run;
 mod runtime;

@@ -1,6 +1,7 @@
 //! The `fabric` command: run type-checked graphs of WebAssembly tasks.
 
 mod args;
+mod build;
 mod cluster;
 mod load;
 mod run;
@@ -31,6 +32,8 @@ enum Command {
     Check(run::CheckArgs),
     /// List the exports of a component with their WIT signatures.
     Exports(run::ExportsArgs),
+    /// Build a guest project (Rust or Python) into a task component and check its exports.
+    Build(build::BuildArgs),
     /// Run a scheduler: serves clients (`fabric submit`) and workers (`fabric worker`).
     Scheduler(cluster::SchedulerArgs),
     /// Run a worker: registers with a scheduler, runs tasks, serves their results to peers.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Check(a) => run::check(a),
         Command::Exports(a) => run::exports(a),
+        Command::Build(a) => build::build(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
         Command::Submit(a) => cluster::submit(a),

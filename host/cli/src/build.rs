@@ -1,0 +1,330 @@
+//! `fabric build`: turns a guest project into a task component, whatever its language —
+//! Rust (cargo, wasm32-wasip2) or Python (componentize-py) — and checks that the component
+//! exports every function its world declares.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use fabric_runtime::Limits;
+
+use crate::run::RuntimeArgs;
+
+/// Fabric's guest contract, put beside a Python project's world as its dependency.
+const TASK_WIT: &str = include_str!("../../../wit/fabric-task.wit");
+
+/// `fabric build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The guest project: a Cargo crate (Rust), or a directory with one Python module
+    /// (`app.py`, or the only `.py` file) beside a `wit/` folder whose world includes
+    /// `fabric:task/task@0.1.0`.
+    dir: PathBuf,
+    /// Where to write the component [default: DIR/WORLD.wasm for Python, cargo's output
+    /// for Rust].
+    #[arg(long, short = 'o', value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// A guest project's language.
+#[derive(Debug, PartialEq)]
+enum Language {
+    Rust,
+    /// The module to build (a file stem).
+    Python(String),
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Language::Rust => f.write_str("Rust"),
+            Language::Python(module) => write!(f, "Python module {module}"),
+        }
+    }
+}
+
+/// Which language a project is written in, from its files.
+fn detect(dir: &Path) -> Result<Language> {
+    if dir.join("Cargo.toml").is_file() {
+        return Ok(Language::Rust);
+    }
+    let mut modules: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".py")?;
+            (!stem.starts_with('_')).then(|| stem.to_string())
+        })
+        .collect();
+    modules.sort();
+    match modules.as_slice() {
+        [] => bail!(
+            "cannot tell the language of {}: expected a Cargo.toml (Rust) or a Python module \
+             beside a wit/ folder",
+            dir.display()
+        ),
+        [one] => Ok(Language::Python(one.clone())),
+        many if many.iter().any(|m| m == "app") => Ok(Language::Python("app".into())),
+        many => bail!(
+            "{} has several Python modules ({}): name the one with the `WitWorld` class app.py",
+            dir.display(),
+            many.join(", ")
+        ),
+    }
+}
+
+/// The world a project's `wit/` folder defines, and the functions it exports.
+struct World {
+    name: String,
+    exports: Vec<String>,
+}
+
+/// Reads the world of `wit_dir` (its `.wit` files, not `deps/`): exactly one.
+fn world(wit_dir: &Path) -> Result<World> {
+    let mut worlds = Vec::new();
+    let entries = std::fs::read_dir(wit_dir).with_context(|| {
+        format!(
+            "cannot read {} (a Python task needs its world in a wit/ folder)",
+            wit_dir.display()
+        )
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "wit") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut current: Option<World> = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("world ") {
+                let name = rest.trim_end_matches('{').trim().to_string();
+                if let Some(done) = current.replace(World {
+                    name,
+                    exports: Vec::new(),
+                }) {
+                    worlds.push(done);
+                }
+            } else if let (Some(w), Some(rest)) = (current.as_mut(), line.strip_prefix("export "))
+                && let Some((name, _)) = rest.split_once(':')
+                && rest.contains("func(")
+            {
+                w.exports.push(name.trim().to_string());
+            }
+        }
+        worlds.extend(current);
+    }
+    match worlds.len() {
+        1 => Ok(worlds.pop().expect("one")),
+        0 => bail!("no world in {}", wit_dir.display()),
+        n => bail!(
+            "{n} worlds in {}: keep the task's world alone there",
+            wit_dir.display()
+        ),
+    }
+}
+
+/// The componentize-py to run: `FABRIC_COMPONENTIZE_PY`, else the one on the PATH.
+fn componentize_py() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FABRIC_COMPONENTIZE_PY") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "FABRIC_COMPONENTIZE_PY is {}, which does not exist",
+            path.display()
+        );
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("componentize-py"))
+            .find(|p| p.is_file())
+    });
+    found.ok_or_else(|| {
+        anyhow::anyhow!(
+            "componentize-py was not found: install it with `pip install componentize-py` \
+             (0.25 or later), or set FABRIC_COMPONENTIZE_PY to its path"
+        )
+    })
+}
+
+/// Builds a Python project with componentize-py; returns the component's path.
+fn build_python(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
+    let world = world(&dir.join("wit"))?;
+    let tool = componentize_py()?;
+    // The project's world plus Fabric's contract as its dependency.
+    let wit = tempfile::tempdir().context("cannot create a temporary directory")?;
+    for entry in std::fs::read_dir(dir.join("wit"))?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "wit") {
+            std::fs::copy(&path, wit.path().join(entry.file_name()))?;
+        }
+    }
+    let deps = wit.path().join("deps").join("fabric-task");
+    std::fs::create_dir_all(&deps)?;
+    std::fs::write(deps.join("fabric-task.wit"), TASK_WIT)?;
+    let out = out.unwrap_or_else(|| dir.join(format!("{}.wasm", world.name)));
+    let output = Command::new(&tool)
+        .arg("-d")
+        .arg(wit.path())
+        .args(["-w", &world.name, "componentize", module, "-p"])
+        .arg(dir)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .with_context(|| format!("cannot run {}", tool.display()))?;
+    if !output.status.success() {
+        bail!(
+            "componentize-py failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok((out, world))
+}
+
+/// Builds a Rust crate for wasm32-wasip2 with cargo; returns the component's path.
+fn build_rust(dir: &Path, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "cargo build failed ({}); is the target installed? \
+             (rustup target add wasm32-wasip2)",
+            output.status
+        );
+    }
+    // The component is the artifact of the crate in `dir` that ends in `.wasm`.
+    let manifest = std::fs::canonicalize(dir.join("Cargo.toml"))?;
+    let built = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| {
+            m["manifest_path"]
+                .as_str()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .is_some_and(|p| p == manifest)
+        })
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cargo built no .wasm for {} (is it a `cdylib` crate?)",
+                dir.display()
+            )
+        })?;
+    let world = world(&dir.join("wit")).unwrap_or(World {
+        name: String::new(),
+        exports: Vec::new(),
+    });
+    match out {
+        Some(out) => {
+            std::fs::copy(&built, &out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            Ok((out, world))
+        }
+        None => Ok((built, world)),
+    }
+}
+
+pub fn build(a: BuildArgs) -> Result<ExitCode> {
+    let start = Instant::now();
+    let language = detect(&a.dir)?;
+    let (out, world) = match &language {
+        Language::Rust => build_rust(&a.dir, a.out)?,
+        Language::Python(module) => build_python(&a.dir, module, a.out)?,
+    };
+    // The component loads (and is compiled into the cache) and exports its world.
+    let runtime = a.runtime.runtime(Limits::default())?;
+    let component = runtime
+        .load_file(&out)
+        .with_context(|| format!("the built component {} does not load", out.display()))?;
+    let exports = component.exports();
+    let missing: Vec<&str> = world
+        .exports
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !exports.contains_key(*name))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} does not export {} that its world `{}` declares",
+            out.display(),
+            missing.join(", "),
+            world.name
+        );
+    }
+    let names: Vec<&str> = exports.keys().map(String::as_str).collect();
+    eprintln!(
+        "built {} ({}, {:.1} MB, {:.1} s): {}",
+        out.display(),
+        language,
+        std::fs::metadata(&out).map_or(0.0, |m| m.len() as f64 / 1e6),
+        start.elapsed().as_secs_f64(),
+        names.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_world_and_its_exports() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("w.wit"),
+            "package a:b;\n\nworld things {\n    include fabric:task/task@0.1.0;\n    \
+             /// doc\n    export inc: func(x: s64) -> s64;\n    export safe-div: func(a: s64, \
+             b: s64) -> result<s64, string>;\n    export an-interface;\n}\n",
+        )
+        .unwrap();
+        let w = world(dir.path()).unwrap();
+        assert_eq!(w.name, "things");
+        assert_eq!(w.exports, ["inc", "safe-div"]);
+    }
+
+    #[test]
+    fn tells_languages_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(detect(dir.path()).is_err());
+        std::fs::write(dir.path().join("tasks.py"), "").unwrap();
+        std::fs::write(dir.path().join("_helpers.py"), "").unwrap();
+        assert_eq!(
+            detect(dir.path()).unwrap(),
+            Language::Python("tasks".into())
+        );
+        std::fs::write(dir.path().join("other.py"), "").unwrap();
+        let e = detect(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("several Python modules (other, tasks)"), "{e}");
+        std::fs::write(dir.path().join("Cargo.toml"), "").unwrap();
+        assert_eq!(detect(dir.path()).unwrap(), Language::Rust);
+    }
+}
