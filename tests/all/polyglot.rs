@@ -140,9 +140,7 @@ fn python_and_rust_tasks_mix_in_one_graph() {
         "{out}"
     );
     assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("error: task `x` (py/fail) panicked")),
+        errors.contains(&"error: task `x` (py/fail) panicked: ValueError: bad input"),
         "{out}"
     );
     assert!(

@@ -302,6 +302,8 @@ fn classify(
             TaskErrorKind::Timeout,
             format!("exceeded its time limit of {limit}"),
         )
+    } else if let Some(message) = python_exception(&leftovers.stderr) {
+        (TaskErrorKind::Panic, message)
     } else if let Some(message) = panic_message(&leftovers.stderr) {
         (TaskErrorKind::Panic, message)
     } else if let Some(exit) = error
@@ -328,6 +330,18 @@ fn classify(
     }
 }
 
+/// The exception of the last Python traceback printed on stderr (a componentize-py guest
+/// whose function raised): its first unindented line after the frames, e.g.
+/// `ValueError: bad input`.
+fn python_exception(stderr: &str) -> Option<String> {
+    let at = stderr.rfind("Traceback (most recent call last):")?;
+    stderr[at..]
+        .lines()
+        .skip(1)
+        .find(|line| !line.is_empty() && !line.starts_with(char::is_whitespace))
+        .map(str::to_string)
+}
+
 /// The message of a Rust panic printed on stderr: what follows
 /// `panicked at FILE:LINE:COL:` up to the `note: run with ...` line.
 fn panic_message(stderr: &str) -> Option<String> {
@@ -341,6 +355,30 @@ fn panic_message(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_python_exceptions() {
+        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 66, in fail\n\
+                      ValueError: bad input\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\n\
+                      Python function threw an unexpected exception\n";
+        assert_eq!(
+            python_exception(stderr).as_deref(),
+            Some("ValueError: bad input")
+        );
+        // Chained: the last exception counts.
+        let chained = "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'k'\n\n\
+                       During handling of the above exception, another exception occurred:\n\n\
+                       Traceback (most recent call last):\n  File \"a.py\", line 3\n    x()\n\
+                       RuntimeError: no k\n";
+        assert_eq!(
+            python_exception(chained).as_deref(),
+            Some("RuntimeError: no k")
+        );
+        assert_eq!(
+            python_exception("thread 'main' panicked at a.rs:1:1:\nbye\n"),
+            None
+        );
+    }
 
     #[test]
     fn finds_panic_messages() {
