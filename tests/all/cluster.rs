@@ -324,38 +324,31 @@ fn values_beyond_the_memory_limit_are_spilled_and_read_back() {
     cluster.wait_for("the spill files to go", |_| walk(spill.path()) == 0);
 }
 
-/// Deletes the files under `dir`, recursively; returns how many.
-fn remove_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        remove_files(&p)
-                    } else {
-                        usize::from(std::fs::remove_file(&p).is_ok())
-                    }
-                })
-                .sum()
+/// The files under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() { files(&p) } else { vec![p] }
         })
-        .unwrap_or(0)
+        .collect()
 }
 
-/// Files under `dir`, recursively.
+/// How many files are under `dir`, recursively.
 fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() { walk(&p) } else { 1 }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    files(dir).len()
+}
+
+/// Deletes the files under `dir`, recursively; returns how many.
+fn remove_files(dir: &std::path::Path) -> usize {
+    files(dir)
+        .iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
 }
 
 #[test]

@@ -42,6 +42,18 @@ const GATHER_WINDOW: usize = 64;
 /// (a restart with a journal continues the job).
 pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Reports an update's progress; the update itself when it is a job's last (it carries
+/// the result).
+fn last_update(
+    update: v1::JobUpdate,
+    on_progress: &mut impl FnMut(&JobProgress),
+) -> Result<Option<v1::JobUpdate>, ClientError> {
+    if let Some(p) = update.progress {
+        on_progress(&JobProgress::try_from(p)?);
+    }
+    Ok(update.result.is_some().then_some(update))
+}
+
 /// Whether an error means the connection to the scheduler was lost (worth following
 /// again) rather than an answer.
 fn is_lost(status: &tonic::Status) -> bool {
@@ -429,11 +441,8 @@ impl Client {
             .await?
             .into_inner();
         while let Some(update) = stream.message().await? {
-            if let Some(p) = update.progress {
-                on_progress(&JobProgress::try_from(p)?);
-            }
-            if update.result.is_some() {
-                return Ok(update);
+            if let Some(last) = last_update(update, on_progress)? {
+                return Ok(last);
             }
         }
         Err(
@@ -580,11 +589,8 @@ impl Client {
             let Some(v1::run_update::Event::Update(update)) = message.event else {
                 continue;
             };
-            if let Some(p) = update.progress {
-                on_progress(&JobProgress::try_from(p)?);
-            }
-            if update.result.is_some() {
-                return self.conclude(job, update).await;
+            if let Some(last) = last_update(update, &mut on_progress)? {
+                return self.conclude(job, last).await;
             }
         }
         let update = self.watch(job, true, on_progress).await?;

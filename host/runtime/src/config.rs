@@ -101,7 +101,7 @@ pub(crate) fn format_bytes(bytes: u64) -> String {
 }
 
 /// Formats a duration for messages: `2s`, `200ms`, `1.5s`.
-pub(crate) fn format_duration(d: Duration) -> String {
+pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else if d < Duration::from_secs(1) && d.subsec_nanos().is_multiple_of(1_000_000) {

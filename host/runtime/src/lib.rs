@@ -40,6 +40,6 @@ mod types;
 
 pub use call::{CallOutput, CancelFlag, TaskContext};
 pub use component::Component;
-pub use config::{Limits, RuntimeConfig};
+pub use config::{Limits, RuntimeConfig, format_duration};
 pub use error::{Level, RuntimeError, TaskError, TaskErrorKind};
 pub use runtime::Runtime;

@@ -241,17 +241,6 @@ struct JobEntry {
     done: bool,
 }
 
-/// Formats a duration for people: `250ms`, `30s`, `1.5s`.
-fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
 /// Decisions of one batch, delivered when it ends.
 #[derive(Default)]
 struct Outgoing {
@@ -398,7 +387,10 @@ impl Core {
             Command::RetryDue { job, unit } => self.sched.on_retry_due(job, unit, &mut self.out),
             Command::Restore { jobs } => self.restore(jobs),
             Command::JobTimeout { job, limit } => {
-                let reason = format!("exceeded its time limit of {}", human(limit));
+                let reason = format!(
+                    "exceeded its time limit of {}",
+                    fabric_runtime::format_duration(limit)
+                );
                 if self.cancel(job, &reason) {
                     tracing::warn!(job, "{reason}: cancelled");
                 }
@@ -797,13 +789,18 @@ impl Core {
         if !entry.persist.is_empty() && !dataset && self.datasets.contains_key(&entry.persist) {
             return true; // its outputs belong to the dataset
         }
+        self.drop_job(job);
+        true
+    }
+
+    /// Forgets a job: its values are dropped, workers forget its code, the journal lets it go.
+    fn drop_job(&mut self, job: JobId) {
         self.jobs.remove(&job);
         self.sched.on_job_released(job, &mut self.out);
         self.forget.push(u64::from(job));
         if let Some(journal) = &self.journal {
             journal.gone(u64::from(job));
         }
-        true
     }
 
     /// Cancels a running job (`reason` goes into its result); false when it is not running.
@@ -825,12 +822,7 @@ impl Core {
             }),
         });
         tracing::info!(job, "job cancelled");
-        self.jobs.remove(&job);
-        self.sched.on_job_released(job, &mut self.out);
-        self.forget.push(u64::from(job));
-        if let Some(journal) = &self.journal {
-            journal.gone(u64::from(job));
-        }
+        self.drop_job(job);
         true
     }
 

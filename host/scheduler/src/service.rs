@@ -12,7 +12,7 @@ use fabric_proto::convert::check_component_hash;
 use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, check_version, component_map, v1};
 use fabric_runtime::Component;
-use fabric_worker::code::{BuildError, build};
+use fabric_worker::code::{BuildError, SMALL_GRAPH, build};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -21,9 +21,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::components::Components;
 use crate::core::{Command, Prepared};
 
-/// Graph documents up to this size are validated on the reactor when their components
-/// are loaded already (microseconds of work; a thread hand-off would cost more).
-const SMALL_GRAPH: usize = 64 << 10;
 /// The largest component accepted: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -179,27 +176,20 @@ impl Service {
 
         let built = match built {
             Ok(b) => b,
-            Err(BuildError::Parse(e)) => {
-                return reject(
-                    vec![v1::ValidationError {
-                        task_id: String::new(),
-                        message: format!("not a valid graph document: {e}"),
-                    }],
-                    Vec::new(),
-                );
-            }
             Err(BuildError::Invalid(report)) => {
                 return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
             }
-            Err(e @ BuildError::TooLarge { .. }) => {
-                let message = format!("{e} (fabric scheduler --max-job-tasks)");
-                return reject(
-                    vec![v1::ValidationError {
-                        task_id: String::new(),
-                        message,
-                    }],
-                    Vec::new(),
-                );
+            // Problems of the whole document, not of a task.
+            Err(e) => {
+                let hint = match e {
+                    BuildError::TooLarge { .. } => " (fabric scheduler --max-job-tasks)",
+                    _ => "",
+                };
+                let problem = v1::ValidationError {
+                    task_id: String::new(),
+                    message: format!("{e}{hint}"),
+                };
+                return reject(vec![problem], Vec::new());
             }
         };
         let externals = built

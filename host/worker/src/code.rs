@@ -71,6 +71,10 @@ pub fn build_spec(
     })
 }
 
+/// Graph documents up to this size are validated and planned where they arrive, without a
+/// hand-off to a blocking thread: microseconds of work, which the hand-off would exceed.
+pub const SMALL_GRAPH: usize = 64 << 10;
+
 /// Parses `graph_json`, then [`build_spec`].
 pub fn build(
     graph_json: &str,

@@ -106,8 +106,6 @@ pub enum WorkerError {
 const MAX_VALUE: u64 = 64 << 30;
 /// Values of output units up to this size travel with their report (see `UnitFinished`).
 const MAX_INLINE: u64 = 16 << 10;
-/// Graph documents up to this size are planned without a thread hand-off.
-const SMALL_GRAPH: usize = 64 << 10;
 /// The largest component a worker accepts: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -462,14 +460,32 @@ impl Node {
 
     /// Drops every value and job: the scheduler is a new cluster. What still runs stops.
     fn forget_everything(&self) {
-        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(PoisonError::into_inner));
-        for cell in jobs.values() {
-            if let Some(Ok(code)) = cell.get() {
-                code.cancel.cancel();
-            }
+        let jobs: Vec<JobId> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        for job in jobs {
+            self.forget_job(job);
         }
+        // Values of jobs whose code never came (dataset values fetched for others).
         self.store.clear();
         self.memory_changed();
+    }
+
+    /// Drops a job's code and values; whatever of it still runs (a cancelled job) stops.
+    fn forget_job(&self, job: JobId) {
+        let cell = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&job);
+        if let Some(Ok(code)) = cell.as_ref().and_then(|c| c.get()) {
+            code.cancel.cancel();
+        }
+        self.store.remove_job(job);
     }
 
     /// Queues a heartbeat; false once the node is shutting down.
@@ -519,16 +535,7 @@ impl Node {
             }
             Some(Event::ForgetJob(f)) => {
                 if let Ok(job) = JobId::try_from(f.job_id) {
-                    let cell = self
-                        .jobs
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&job);
-                    // Whatever of it still runs (a cancelled job) stops.
-                    if let Some(Ok(code)) = cell.as_ref().and_then(|c| c.get()) {
-                        code.cancel.cancel();
-                    }
-                    self.store.remove_job(job);
+                    self.forget_job(job);
                     self.memory_changed();
                 }
             }
@@ -832,7 +839,7 @@ impl Node {
                 .insert(e.key.clone(), ty);
             stored.insert((e.dataset.clone(), e.key.clone()), value);
         }
-        let small = code.graph_json.len() <= SMALL_GRAPH;
+        let small = code.graph_json.len() <= crate::code::SMALL_GRAPH;
         let make = move || {
             let built = crate::code::build(
                 &code.graph_json,

@@ -118,6 +118,15 @@ pub enum UnitState {
     Erred,
 }
 
+impl UnitState {
+    /// Whether the unit is still to produce its value (it waits, is queued, runs or backs
+    /// off).
+    fn is_pending(self) -> bool {
+        use UnitState::*;
+        matches!(self, Waiting | Ready | Queued(_) | Running(_) | Backoff)
+    }
+}
+
 /// Why a unit failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -153,7 +162,6 @@ struct Unit {
     /// Consumers that have not finished, plus one while the unit is a job output.
     refs: u32,
     attempts: u8,
-    losses: u8,
     /// Expected duration charged to the worker holding it.
     est_us: f32,
     nbytes: u64,
@@ -326,7 +334,6 @@ impl Scheduler {
                 match unit.state {
                     UnitState::Queued(x) if x == worker => requeue.push(u as UnitIdx),
                     UnitState::Running(x) if x == worker => {
-                        unit.losses += 1;
                         unit.attempts = unit.attempts.saturating_add(1);
                         job.lost_workers
                             .entry(u as UnitIdx)
@@ -345,12 +352,14 @@ impl Scheduler {
             }
             for u in requeue {
                 let job = &self.jobs[&job_id];
-                let losses = job.units[u as usize].losses;
-                if losses >= self.config.max_worker_losses {
+                // (A unit that was only queued there lost nothing.)
+                let lost = job.lost_workers.get(&u).map_or(&[][..], Vec::as_slice);
+                if lost.len() >= usize::from(self.config.max_worker_losses) {
                     let message = format!(
-                        "quarantined: {losses} workers were lost while it ran there: {}; it is \
-                         not run again, as it may be what kills them",
-                        job.lost_workers[&u].join(", ")
+                        "quarantined: {} workers were lost while it ran there: {}; it is not \
+                         run again, as it may be what kills them",
+                        lost.len(),
+                        lost.join(", ")
                     );
                     let task = job.plan.last_step(u);
                     self.fail(job_id, u, Failure::new(task, message), comm);
@@ -547,7 +556,6 @@ impl Scheduler {
                 waiting: plan.deps(u).len() as u32,
                 refs: plan.consumers(u).len() as u32,
                 attempts: 0,
-                losses: 0,
                 est_us: 0.0,
                 nbytes: 0,
                 holders: SmallVec::new(),
@@ -813,7 +821,8 @@ impl Scheduler {
         let est = f64::from(unit.est_us);
         unit.attempts = unit.attempts.saturating_add(1);
         // Attempts cut short by a lost worker are not the unit's failures.
-        let failed = unit.attempts.saturating_sub(unit.losses);
+        let losses = job.lost_workers.get(&u).map_or(0, Vec::len);
+        let failed = usize::from(unit.attempts).saturating_sub(losses) as u32;
         let class = job.class_of(u);
         let retries = job.plan.graph.tasks[failure.task as usize]
             .options
@@ -829,8 +838,8 @@ impl Scheduler {
             class,
         );
         failure.worker = Some(w.spec.name.as_str().into());
-        if u32::from(failed) <= retries {
-            let delay = self.config.retry_backoff_us * 2f64.powi(i32::from(failed) - 1);
+        if failed <= retries {
+            let delay = self.config.retry_backoff_us * 2f64.powi(failed as i32 - 1);
             if delay > 0.0 {
                 job.units[u as usize].state = UnitState::Backoff;
                 comm.retry_after(job_id, u, delay.min(MAX_BACKOFF_US));
@@ -1460,24 +1469,14 @@ impl Scheduler {
                 let active_consumers = plan
                     .consumers(u)
                     .iter()
-                    .filter(|&&c| {
-                        matches!(
-                            job.units[c as usize].state,
-                            Waiting | Ready | Queued(_) | Running(_) | Backoff
-                        )
-                    })
+                    .filter(|&&c| job.units[c as usize].state.is_pending())
                     .count() as u32;
                 let erred_dep = plan
                     .deps(u)
                     .iter()
                     .any(|&d| job.units[d as usize].state == Erred);
                 // (A value computed before an input was lost and failed on recompute stays.)
-                if erred_dep
-                    && matches!(
-                        unit.state,
-                        Waiting | Ready | Queued(_) | Running(_) | Backoff
-                    )
-                {
+                if erred_dep && unit.state.is_pending() {
                     return Err(format!("{}: an input failed but it is not erred", at()));
                 }
                 let pinned = u32::from(is_output[u as usize]);
