@@ -33,7 +33,9 @@ struct Cli {
     /// Repetitions of each measurement; the median is reported.
     #[arg(long, global = true, default_value_t = 3)]
     reps: usize,
-    /// The math component [default: guest-examples/target/wasm32-wasip2/release/math.wasm].
+    /// The component the graphs call as `math` (its `inc` and `add`): a Python or JavaScript
+    /// build of the examples measures those languages [default:
+    /// guest-examples/target/wasm32-wasip2/release/math.wasm].
     #[arg(long, global = true)]
     math: Option<PathBuf>,
     #[command(subcommand)]

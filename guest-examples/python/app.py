@@ -2,7 +2,7 @@
 
 Each export of the world in wit/world.wit is a method of a class named `WitWorld`;
 imports (the task's log and context) are in `wit_world.imports`. WIT types map to Python
-as: s64/u32 -> int, string -> str, list<T> -> list, tuple -> tuple, record -> dataclass,
+as: s64/u64/u32 -> int, f64 -> float, string -> str, list<T> -> list, tuple -> tuple, record -> dataclass,
 result<T, string> -> return the value, or raise `Err(message)`.
 """
 
@@ -42,6 +42,12 @@ class WitWorld(wit_world.WitWorld):
         for w in words:
             totals[w] = totals.get(w, 0) + 1
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def spread(self, s: wit_world.Summary, name: str) -> wit_world.Series:
+        return wit_world.Series(name=name, values=[s.min, s.mean, s.max])
+
+    def rescale(self, s: wit_world.Series, k: float) -> list[float]:
+        return [v * k for v in s.values]
 
     def safe_div(self, a: int, b: int) -> int:
         if b == 0:

@@ -1,7 +1,8 @@
-//! Guests in other languages beside Rust: the Python example project (guest-examples/python)
-//! built with `fabric build` and componentize-py — which the test installs itself from PyPI
-//! into a virtual environment under the target directory, failing with the reason when it
-//! cannot — then graphs mixing Python and Rust tasks, on this machine and on a cluster.
+//! Guests in other languages beside Rust: the Python and JavaScript example projects
+//! (guest-examples/python, guest-examples/js) built with `fabric build` — through
+//! componentize-py and componentize-js, which the tests install themselves from PyPI and npm
+//! under the target directory, failing with the reason when they cannot — then graphs mixing
+//! Rust, Python and JavaScript tasks, on this machine and on a cluster.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,13 +16,20 @@ use crate::run::{graph, r, task};
 /// The componentize-py version the tests install.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
-/// componentize-py in a virtual environment under the target directory, installed once.
-fn componentize_py() -> PathBuf {
-    let venv = fabric_tests::cache_dir()
+/// The componentize-js version the tests install.
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+
+/// Where the tests install guest tools and put the components they build.
+fn tools_dir() -> PathBuf {
+    fabric_tests::cache_dir()
         .parent()
         .expect("the cache lives in the target directory")
         .join("fabric-tools")
-        .join("python");
+}
+
+/// componentize-py in a virtual environment under the target directory, installed once.
+fn componentize_py() -> PathBuf {
+    let venv = tools_dir().join("python");
     let tool = venv.join("bin").join("componentize-py");
     if tool.is_file() {
         return tool;
@@ -55,82 +63,141 @@ fn componentize_py() -> PathBuf {
     tool
 }
 
-/// The Python example component, built once with `fabric build`.
-fn python_examples() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let tool = componentize_py();
-        let out = tool
-            .parent()
-            .and_then(|bin| bin.parent())
-            .and_then(|venv| venv.parent())
-            .expect("the venv lives in fabric-tools")
-            .join("python-examples.wasm");
-        let mut cmd = fabric_command(["build"]);
-        cmd.arg(workspace_root().join("guest-examples/python"))
-            .arg("-o")
-            .arg(&out)
-            .env("FABRIC_COMPONENTIZE_PY", &tool);
-        let built = run_command(cmd);
-        assert_eq!(built.code, 0, "{built}");
-        assert!(
-            built.stderr.contains("add, count, "),
-            "the exports are listed: {built}"
-        );
-        out
-    })
+/// componentize-js in a node_modules under the target directory, installed once.
+fn componentize_js() -> PathBuf {
+    let prefix = tools_dir().join("js");
+    let tool = prefix.join("node_modules/.bin/componentize-js");
+    if tool.is_file() {
+        return tool;
+    }
+    std::fs::create_dir_all(&prefix).expect("cannot create the tools directory");
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(&prefix)
+        .arg(COMPONENTIZE_JS)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `npm` to install componentize-js ({e}): Node.js 20 or later with npm is needed to build JavaScript guests")
+        });
+    assert!(
+        status.success() && tool.is_file(),
+        "`npm install {COMPONENTIZE_JS}` failed ({status}): is the npm registry reachable?"
+    );
+    tool
 }
 
-/// Rust -> Python -> Rust with numbers, strings, lists and tuples, and the same words
-/// counted by both languages and merged.
+/// Builds an example project with `fabric build` into the tools directory, the
+/// componentizer named by `tool_var`; checks that `build` lists the exports.
+fn build_example(project: &str, tool_var: &str, tool: PathBuf) -> PathBuf {
+    let out = tools_dir().join(format!("{project}-examples.wasm"));
+    let mut cmd = fabric_command(["build"]);
+    cmd.arg(workspace_root().join("guest-examples").join(project))
+        .arg("-o")
+        .arg(&out)
+        .env(tool_var, tool);
+    let built = run_command(cmd);
+    assert_eq!(built.code, 0, "{built}");
+    assert!(
+        built
+            .stderr
+            .contains("add, count, fail, inc, rescale, safe-div, spread, words"),
+        "the exports are listed (and nothing else): {built}"
+    );
+    out
+}
+
+/// The Python example component, built once.
+fn python_examples() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_example("python", "FABRIC_COMPONENTIZE_PY", componentize_py()))
+}
+
+/// The JavaScript example component, built once.
+fn js_examples() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_example("js", "FABRIC_COMPONENTIZE_JS", componentize_js()))
+}
+
+/// Rust -> Python -> JavaScript -> Rust with numbers, strings, lists, tuples and records;
+/// the same words counted by all three languages and merged.
 fn mixed_graph() -> Json {
     let text = "The cat saw the dog; the DOG saw a cat.";
     let mut g = graph(
         vec![
+            // Numbers.
             task("a", "math/inc", json!([41])),
             task("b", "py/add", json!([r("a"), 100])),
-            task("c", "math/mul", json!([r("b"), 2])),
+            task("j", "js/add", json!([r("b"), 8])),
+            task("c", "math/mul", json!([r("j"), 2])),
             task("d", "py/safe-div", json!([r("c"), 4])),
-            task("e", "py/inc", json!([r("d")])),
+            task("e", "js/inc", json!([r("d")])),
+            // Records and lists of floats, and back the other way.
+            task("s", "math/stats", json!([[2.0, 4.0, 6.0, 8.0]])),
+            task("p", "py/spread", json!([r("s"), "bounds"])),
+            task("q", "js/rescale", json!([r("p"), 2.0])),
+            task("t", "math/fsum", json!([r("q")])),
+            task("js", "js/spread", json!([r("s"), "halves"])),
+            task("ps", "py/rescale", json!([r("js"), 0.5])),
+            task("back", "math/stats", json!([r("ps")])),
+            // Strings, lists and tuples.
             task("pw", "py/words", json!([text])),
             task("pc", "py/count", json!([r("pw")])),
+            task("jw", "js/words", json!([text])),
+            task("jc", "js/count", json!([r("jw")])),
             task("rw", "text/words", json!([text])),
             task("rc", "text/count", json!([r("rw")])),
-            task("m", "text/merge", json!([r("pc"), r("rc")])),
+            task("m1", "text/merge", json!([r("pc"), r("rc")])),
+            task("m", "text/merge", json!([r("m1"), r("jc")])),
         ],
-        &["e", "pc", "m"],
+        &["e", "p", "t", "back", "pc", "jc", "m"],
     );
     g["components"]["py"] = json!(python_examples());
+    g["components"]["js"] = json!(js_examples());
     g
 }
 
 fn assert_mixed_answer(out: &Outcome) {
+    let counts = json!([["the", 3], ["cat", 2], ["dog", 2], ["saw", 2], ["a", 1]]);
     assert_eq!(
         out.success(),
         json!({
-            "e": 72,
-            "pc": [["the", 3], ["cat", 2], ["dog", 2], ["saw", 2], ["a", 1]],
-            "m": [["the", 6], ["cat", 4], ["dog", 4], ["saw", 4], ["a", 2]],
+            "e": 76,
+            "p": {"name": "bounds", "values": [2.0, 5.0, 8.0]},
+            "t": 30.0,
+            "back": {"count": 3, "min": 1.0, "max": 4.0, "mean": 2.5},
+            "pc": counts,
+            "jc": counts,
+            "m": [["the", 9], ["cat", 6], ["dog", 6], ["saw", 6], ["a", 3]],
         }),
         "{out}"
     );
 }
 
 #[test]
-fn python_and_rust_tasks_mix_in_one_graph() {
+fn rust_python_and_javascript_tasks_mix_in_one_graph() {
     let dir = GraphDir::new();
     let out = dir.run(&mixed_graph(), &[]);
     assert_mixed_answer(&out);
 
-    // A Python exception is the task's error, with its traceback; `Err` is a task error.
+    // A Python exception or JavaScript error is the task's error, with its traceback; an
+    // `Err` or a thrown string from a function returning a result is a task error.
     let mut g = graph(
         vec![
             task("x", "py/fail", json!(["bad input"])),
             task("y", "py/safe-div", json!([1, 0])),
+            task("jx", "js/fail", json!(["bad js input"])),
+            task("jy", "js/safe-div", json!([2, 0])),
         ],
-        &["x", "y"],
+        &["x", "y", "jx", "jy"],
     );
     g["components"]["py"] = json!(python_examples());
+    g["components"]["js"] = json!(js_examples());
     let out = dir.run(&g, &[]);
     assert_eq!(out.code, 1, "{out}");
     let errors = out.error_lines();
@@ -148,10 +215,24 @@ fn python_and_rust_tasks_mix_in_one_graph() {
         "the traceback: {out}"
     );
     assert!(out.stderr.contains("in fail"), "the traceback: {out}");
+    assert!(
+        errors
+            .contains(&"error: task `jy` (js/safe-div) returned an error: cannot divide 2 by zero"),
+        "{out}"
+    );
+    assert!(
+        errors.contains(&"error: task `jx` (js/fail) panicked: bad js input"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("fail@app.js:"), "the stack: {out}");
+    assert!(
+        out.stderr.contains("log warn: task jx is about to fail"),
+        "the guest's log: {out}"
+    );
 }
 
 #[test]
-fn python_and_rust_tasks_mix_on_a_cluster() {
+fn rust_python_and_javascript_tasks_mix_on_a_cluster() {
     let cluster = Cluster::start(2, &["--nthreads", "1"]);
     let dir = GraphDir::new();
     let out = cluster.submit(&dir.write_graph(&mixed_graph()), &[]);
@@ -187,5 +268,39 @@ fn fabric_build_explains_what_it_cannot_do() {
         out.stderr
             .contains("install it with `pip install componentize-py`"),
         "{out}"
+    );
+
+    // A JavaScript project (a copy: the example may have its own node_modules).
+    let js = dir.path().join("js");
+    std::fs::create_dir_all(js.join("wit")).unwrap();
+    let example = workspace_root().join("guest-examples/js");
+    for file in ["app.js", "wit/world.wit"] {
+        std::fs::copy(example.join(file), js.join(file)).unwrap();
+    }
+    let mut cmd = fabric_command(["build"]);
+    cmd.arg(&js)
+        .env_remove("FABRIC_COMPONENTIZE_JS")
+        .env("PATH", dir.path());
+    let out = run_command(cmd);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("componentize-js was not found: install it in the project with `npm install"),
+        "{out}"
+    );
+    // A world export the module does not have is named.
+    std::fs::write(
+        js.join("app.js"),
+        "export function inc(x) { return x + 1n; }\n",
+    )
+    .unwrap();
+    let mut cmd = fabric_command(["build"]);
+    cmd.arg(&js)
+        .env("FABRIC_COMPONENTIZE_JS", componentize_js());
+    let out = run_command(cmd);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains(r#"does not export a "add" function"#),
+        "the missing export is named: {out}"
     );
 }

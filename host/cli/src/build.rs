@@ -1,6 +1,6 @@
 //! `fabric build`: turns a guest project into a task component, whatever its language —
-//! Rust (cargo, wasm32-wasip2) or Python (componentize-py) — and checks that the component
-//! exports every function its world declares.
+//! Rust (cargo, wasm32-wasip2), Python (componentize-py) or JavaScript (componentize-js) —
+//! and checks that the component exports every function its world declares.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -12,18 +12,20 @@ use fabric_runtime::Limits;
 
 use crate::run::RuntimeArgs;
 
-/// Fabric's guest contract, put beside a Python project's world as its dependency.
+/// Fabric's guest contract, put beside a Python or JavaScript project's world as its
+/// dependency.
 const TASK_WIT: &str = include_str!("../../../wit/fabric-task.wit");
 
 /// `fabric build`.
 #[derive(Args)]
 pub struct BuildArgs {
     /// The guest project: a Cargo crate (Rust), or a directory with one Python module
-    /// (`app.py`, or the only `.py` file) beside a `wit/` folder whose world includes
+    /// (`app.py`, or the only `.py` file) or one JavaScript module (`app.js`, or the only
+    /// `.js`/`.mjs` file) beside a `wit/` folder whose world includes
     /// `fabric:task/task@0.1.0`.
     dir: PathBuf,
-    /// Where to write the component [default: DIR/WORLD.wasm for Python, cargo's output
-    /// for Rust].
+    /// Where to write the component [default: DIR/WORLD.wasm for Python and JavaScript,
+    /// cargo's output for Rust].
     #[arg(long, short = 'o', value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -36,6 +38,8 @@ enum Language {
     Rust,
     /// The module to build (a file stem).
     Python(String),
+    /// The module to build (a file name).
+    JavaScript(String),
 }
 
 impl std::fmt::Display for Language {
@@ -43,6 +47,7 @@ impl std::fmt::Display for Language {
         match self {
             Language::Rust => f.write_str("Rust"),
             Language::Python(module) => write!(f, "Python module {module}"),
+            Language::JavaScript(module) => write!(f, "JavaScript module {module}"),
         }
     }
 }
@@ -52,28 +57,62 @@ fn detect(dir: &Path) -> Result<Language> {
     if dir.join("Cargo.toml").is_file() {
         return Ok(Language::Rust);
     }
-    let mut modules: Vec<String> = std::fs::read_dir(dir)
+    let mut python = Vec::new();
+    let mut js = Vec::new();
+    for entry in std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".py")?;
-            (!stem.starts_with('_')).then(|| stem.to_string())
-        })
-        .collect();
-    modules.sort();
-    match modules.as_slice() {
-        [] => bail!(
-            "cannot tell the language of {}: expected a Cargo.toml (Rust) or a Python module \
-             beside a wit/ folder",
+    {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with(['_', '.']) || !entry.path().is_file() {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".py") {
+            python.push(stem.to_string());
+        } else if name.ends_with(".js") || name.ends_with(".mjs") {
+            js.push(name);
+        }
+    }
+    python.sort();
+    js.sort();
+    match (python.as_slice(), js.as_slice()) {
+        ([], []) => bail!(
+            "cannot tell the language of {}: expected a Cargo.toml (Rust), or a Python or \
+             JavaScript module beside a wit/ folder",
             dir.display()
         ),
-        [one] => Ok(Language::Python(one.clone())),
-        many if many.iter().any(|m| m == "app") => Ok(Language::Python("app".into())),
-        many => bail!(
-            "{} has several Python modules ({}): name the one with the `WitWorld` class app.py",
+        ([_, ..], [_, ..]) => bail!(
+            "{} has both Python ({}) and JavaScript ({}) modules: keep one language per project",
             dir.display(),
-            many.join(", ")
+            python.join(", "),
+            js.join(", ")
+        ),
+        (modules, []) => pick(dir, modules, "app", "app.py", "Python").map(Language::Python),
+        ([], modules) => {
+            pick(dir, modules, "app.js", "app.js", "JavaScript").map(Language::JavaScript)
+        }
+    }
+}
+
+/// The module to build among a project's `modules`: the only one, or `main` (the module of
+/// file `main_file`).
+fn pick(
+    dir: &Path,
+    modules: &[String],
+    main: &str,
+    main_file: &str,
+    language: &str,
+) -> Result<String> {
+    match modules {
+        [one] => Ok(one.clone()),
+        many if many.iter().any(|m| m == main) => Ok(main.to_string()),
+        many => bail!(
+            "{} has several {language} modules ({}): name the one with the task's exports \
+             {main_file}",
+            dir.display(),
+            many.join(", "),
         ),
     }
 }
@@ -89,7 +128,7 @@ fn world(wit_dir: &Path) -> Result<World> {
     let mut worlds = Vec::new();
     let entries = std::fs::read_dir(wit_dir).with_context(|| {
         format!(
-            "cannot read {} (a Python task needs its world in a wit/ folder)",
+            "cannot read {} (a task needs its world in a wit/ folder)",
             wit_dir.display()
         )
     })?;
@@ -129,36 +168,95 @@ fn world(wit_dir: &Path) -> Result<World> {
     }
 }
 
-/// The componentize-py to run: `FABRIC_COMPONENTIZE_PY`, else the one on the PATH.
-fn componentize_py() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FABRIC_COMPONENTIZE_PY") {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!(
-            "FABRIC_COMPONENTIZE_PY is {}, which does not exist",
-            path.display()
-        );
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("componentize-py"))
-            .find(|p| p.is_file())
-    });
-    found.ok_or_else(|| {
-        anyhow::anyhow!(
-            "componentize-py was not found: install it with `pip install componentize-py` \
-             (0.25 or later), or set FABRIC_COMPONENTIZE_PY to its path"
-        )
-    })
+/// A componentizer: the tool that turns a project in another language into a component.
+struct Tool {
+    /// Its executable's name.
+    name: &'static str,
+    /// The variable that names its executable.
+    env: &'static str,
+    /// Where in a project it may be installed (besides the PATH).
+    local: Option<&'static str>,
+    /// How to install it.
+    install: &'static str,
 }
 
-/// Builds a Python project with componentize-py; returns the component's path.
-fn build_python(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
-    let world = world(&dir.join("wit"))?;
-    let tool = componentize_py()?;
-    // The project's world plus Fabric's contract as its dependency.
+const COMPONENTIZE_PY: Tool = Tool {
+    name: "componentize-py",
+    env: "FABRIC_COMPONENTIZE_PY",
+    local: None,
+    install: "install it with `pip install componentize-py` (0.25 or later)",
+};
+
+const COMPONENTIZE_JS: Tool = Tool {
+    name: "componentize-js",
+    env: "FABRIC_COMPONENTIZE_JS",
+    local: Some("node_modules/.bin/componentize-js"),
+    install: "install it in the project with `npm install --save-dev \
+              @bytecodealliance/componentize-js@0.23` (Node.js 20 or later)",
+};
+
+impl Tool {
+    /// The executable to run: the variable's, else the project's own, else the PATH's.
+    fn find(&self, project: &Path) -> Result<PathBuf> {
+        if let Some(path) = std::env::var_os(self.env) {
+            let path = PathBuf::from(path);
+            if path.is_file() {
+                return Ok(path);
+            }
+            bail!("{} is {}, which does not exist", self.env, path.display());
+        }
+        let local = self.local.map(|l| project.join(l)).filter(|p| p.is_file());
+        let on_path = || {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|p| p.join(self.name))
+                    .find(|p| p.is_file())
+            })
+        };
+        local.or_else(on_path).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} was not found: {}, or set {} to its path",
+                self.name,
+                self.install,
+                self.env
+            )
+        })
+    }
+
+    /// Runs the tool in `dir` with `args`; its output is the error if it fails.
+    fn run(&self, path: &Path, dir: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
+        let output = Command::new(path)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run {} ({}){}",
+                    path.display(),
+                    self.name,
+                    if self.local.is_some() {
+                        "; is Node.js installed?"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+        if !output.status.success() {
+            bail!(
+                "{} failed ({}):\n{}{}",
+                self.name,
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A copy of a project's world (`DIR/wit/*.wit`) with Fabric's contract as its dependency,
+/// as componentizers want it.
+fn world_with_contract(dir: &Path) -> Result<tempfile::TempDir> {
     let wit = tempfile::tempdir().context("cannot create a temporary directory")?;
     for entry in std::fs::read_dir(dir.join("wit"))?.flatten() {
         let path = entry.path();
@@ -169,24 +267,59 @@ fn build_python(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathB
     let deps = wit.path().join("deps").join("fabric-task");
     std::fs::create_dir_all(&deps)?;
     std::fs::write(deps.join("fabric-task.wit"), TASK_WIT)?;
+    Ok(wit)
+}
+
+/// Builds a Python project with componentize-py; returns the component's path.
+fn build_python(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
+    let world = world(&dir.join("wit"))?;
+    let tool = COMPONENTIZE_PY.find(dir)?;
+    let wit = world_with_contract(dir)?;
     let out = out.unwrap_or_else(|| dir.join(format!("{}.wasm", world.name)));
-    let output = Command::new(&tool)
-        .arg("-d")
-        .arg(wit.path())
-        .args(["-w", &world.name, "componentize", module, "-p"])
-        .arg(dir)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .with_context(|| format!("cannot run {}", tool.display()))?;
-    if !output.status.success() {
-        bail!(
-            "componentize-py failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    COMPONENTIZE_PY.run(
+        &tool,
+        dir,
+        &[
+            "-d".as_ref(),
+            wit.path().as_os_str(),
+            "-w".as_ref(),
+            world.name.as_ref(),
+            "componentize".as_ref(),
+            module.as_ref(),
+            "-p".as_ref(),
+            dir.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+    )?;
+    Ok((out, world))
+}
+
+/// Builds a JavaScript project with componentize-js; returns the component's path.
+fn build_js(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
+    let world = world(&dir.join("wit"))?;
+    let tool = COMPONENTIZE_JS.find(dir)?;
+    let wit = world_with_contract(dir)?;
+    let out = out.unwrap_or_else(|| dir.join(format!("{}.wasm", world.name)));
+    // Tasks serve no HTTP: without these features the component imports no wasi:http,
+    // which Fabric does not offer.
+    // Run in the project, so that stack traces name its files as the author knows them.
+    COMPONENTIZE_JS.run(
+        &tool,
+        dir,
+        &[
+            module.as_ref(),
+            "--wit".as_ref(),
+            wit.path().as_os_str(),
+            "--world-name".as_ref(),
+            world.name.as_ref(),
+            "--disable".as_ref(),
+            "http".as_ref(),
+            "fetch-event".as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+    )?;
     Ok((out, world))
 }
 
@@ -255,10 +388,15 @@ fn build_rust(dir: &Path, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
 
 pub fn build(a: BuildArgs) -> Result<ExitCode> {
     let start = Instant::now();
-    let language = detect(&a.dir)?;
+    // Tools run in the project: paths given relative to here must not change meaning.
+    let dir = std::path::absolute(&a.dir)
+        .with_context(|| format!("cannot resolve {}", a.dir.display()))?;
+    let out = a.out.map(std::path::absolute).transpose()?;
+    let language = detect(&dir)?;
     let (out, world) = match &language {
-        Language::Rust => build_rust(&a.dir, a.out)?,
-        Language::Python(module) => build_python(&a.dir, module, a.out)?,
+        Language::Rust => build_rust(&dir, out)?,
+        Language::Python(module) => build_python(&dir, module, out)?,
+        Language::JavaScript(module) => build_js(&dir, module, out)?,
     };
     // The component loads (and is compiled into the cache) and exports its world.
     let runtime = a.runtime.runtime(Limits::default())?;
@@ -324,7 +462,32 @@ mod tests {
         std::fs::write(dir.path().join("other.py"), "").unwrap();
         let e = detect(dir.path()).unwrap_err().to_string();
         assert!(e.contains("several Python modules (other, tasks)"), "{e}");
+        std::fs::write(dir.path().join("app.js"), "").unwrap();
+        let e = detect(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("both Python (other, tasks) and JavaScript (app.js)"),
+            "{e}"
+        );
         std::fs::write(dir.path().join("Cargo.toml"), "").unwrap();
         assert_eq!(detect(dir.path()).unwrap(), Language::Rust);
+
+        let js = tempfile::tempdir().unwrap();
+        std::fs::write(js.path().join("tasks.mjs"), "").unwrap();
+        std::fs::create_dir(js.path().join("lib.js")).unwrap();
+        assert_eq!(
+            detect(js.path()).unwrap(),
+            Language::JavaScript("tasks.mjs".into())
+        );
+        std::fs::write(js.path().join("util.js"), "").unwrap();
+        let e = detect(js.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("several JavaScript modules (tasks.mjs, util.js)"),
+            "{e}"
+        );
+        std::fs::write(js.path().join("app.js"), "").unwrap();
+        assert_eq!(
+            detect(js.path()).unwrap(),
+            Language::JavaScript("app.js".into())
+        );
     }
 }

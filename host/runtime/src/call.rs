@@ -304,6 +304,8 @@ fn classify(
         )
     } else if let Some(message) = python_exception(&leftovers.stderr) {
         (TaskErrorKind::Panic, message)
+    } else if let Some(message) = js_exception(&leftovers.stderr) {
+        (TaskErrorKind::Panic, message)
     } else if let Some(message) = panic_message(&leftovers.stderr) {
         (TaskErrorKind::Panic, message)
     } else if let Some(exit) = error
@@ -342,6 +344,34 @@ fn python_exception(stderr: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Why a JavaScript guest (componentize-js) aborted, from what its engine printed on stderr
+/// before its abort line: the message of the uncaught error above the error's `Stack:`, a
+/// thrown value that is not an error (printed as JSON), or else that the engine itself gave
+/// up.
+fn js_exception(stderr: &str) -> Option<String> {
+    let at = stderr.rfind("Redirecting call to abort() to mozalloc_abort")?;
+    let lines: Vec<&str> = stderr[..at].lines().collect();
+    let last_before = |end: usize| lines[..end].iter().rev().find(|l| !l.trim().is_empty());
+    if let Some(stack) = lines.iter().rposition(|l| *l == "Stack:")
+        && let Some(message) = last_before(stack)
+    {
+        return Some(message.to_string());
+    }
+    if let Some(thrown) = last_before(lines.len())
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(thrown)
+    {
+        return Some(match value {
+            serde_json::Value::String(s) => s,
+            other => format!("threw {other}"),
+        });
+    }
+    Some(
+        "the JavaScript engine aborted (a known cause: a negative s64 passed to or returned \
+         by a componentize-js guest, bytecodealliance/ComponentizeJS#343)"
+            .to_string(),
+    )
+}
+
 /// The message of a Rust panic printed on stderr: what follows
 /// `panicked at FILE:LINE:COL:` up to the `note: run with ...` line.
 fn panic_message(stderr: &str) -> Option<String> {
@@ -376,6 +406,33 @@ mod tests {
         );
         assert_eq!(
             python_exception("thread 'main' panicked at a.rs:1:1:\nbye\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_javascript_errors() {
+        let abort = "Redirecting call to abort() to mozalloc_abort\n";
+        let thrown = format!(
+            "started\ncan't access property \"foo\" of null\nStack:\n  fail@app.js:4:46\n  \
+             export_fail@/tmp/x/sources/initializer.js:247:15\n\n{abort}"
+        );
+        assert_eq!(
+            js_exception(&thrown).as_deref(),
+            Some("can't access property \"foo\" of null")
+        );
+        assert_eq!(
+            js_exception(&format!("\"bad input\"\n{abort}")).as_deref(),
+            Some("bad input")
+        );
+        assert_eq!(
+            js_exception(&format!("{{\"code\":7}}\n{abort}")).as_deref(),
+            Some("threw {\"code\":7}")
+        );
+        let bare = js_exception(abort).unwrap();
+        assert!(bare.contains("JavaScript engine aborted"), "{bare}");
+        assert_eq!(
+            js_exception("thread 'main' panicked at a.rs:1:1:\nbye\n"),
             None
         );
     }

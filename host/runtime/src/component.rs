@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use fabric_core::FuncType;
 use rustc_hash::FxHashMap;
-use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::types::{ComponentFunc, ComponentInstance, ComponentItem};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 
 use crate::error::RuntimeError;
@@ -41,6 +41,30 @@ impl std::fmt::Debug for Component {
     }
 }
 
+/// Whether an exported instance is componentize-py's pre-initialization hook (`exports`
+/// with one function, `init(app-name, symbols, stub-wasi)`): it ran when the component was
+/// built, is no task, and must not run again.
+fn is_componentize_py_init(
+    name: &str,
+    instance: &ComponentInstance,
+    engine: &wasmtime::Engine,
+) -> bool {
+    let mut funcs = instance
+        .exports(engine)
+        .filter_map(|(name, item)| match item.ty {
+            ComponentItem::ComponentFunc(f) => Some((name, f)),
+            _ => None,
+        });
+    let (Some(("init", init)), None) = (funcs.next(), funcs.next()) else {
+        return false;
+    };
+    name == "exports"
+        && init
+            .params()
+            .map(|(n, _)| n)
+            .eq(["app-name", "symbols", "stub-wasi"])
+}
+
 impl Component {
     /// Links a compiled component and indexes its exported functions.
     pub(crate) fn new(
@@ -71,6 +95,9 @@ impl Component {
                     let Some(instance_index) = compiled.get_export_index(None, name) else {
                         continue;
                     };
+                    if is_componentize_py_init(name, &instance, engine) {
+                        continue;
+                    }
                     // Interfaces go by their short name, unless another interface took it.
                     let short = interface_name(name);
                     let prefix = if interfaces
