@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use fabric_client::{Client, ComponentSource, Submission};
+use fabric_client::{Array, Client, ComponentSource, Submission};
 use fabric_core::{GraphSpec, Value};
 use serde_json::json;
 
@@ -80,18 +80,28 @@ impl Cluster {
 
     /// The scheduler's resident and peak memory (VmRSS, VmHWM) in bytes.
     pub fn scheduler_memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.scheduler.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory(&self.scheduler)
     }
+
+    /// Each worker's peak resident memory (VmHWM) in bytes.
+    pub fn worker_peaks(&self) -> Vec<u64> {
+        self.workers.iter().map(|w| memory(w).1).collect()
+    }
+}
+
+/// A process's resident and peak memory (VmRSS, VmHWM) in bytes.
+fn memory(process: &Child) -> (u64, u64) {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", process.id())).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 impl Drop for Cluster {
@@ -340,6 +350,53 @@ impl Bench {
 
     /// Scheduler memory per task: resident memory while a random DAG of `n` tasks is
     /// held, over an idle scheduler.
+    /// Dask's array benchmark (array_sum.py): `(x + x.T).sum()` and `x.mean(axis=0)` of a
+    /// `n` x `n` random array in `chunk` x `chunk` chunks, generated anew for each run;
+    /// a fresh cluster per expression so that the workers' peak memory is its own.
+    pub fn arrays(&self, n: usize, chunk: usize) -> Result<()> {
+        let rt = Self::runtime()?;
+        for expr in ["sum_xxT", "mean_axis0"] {
+            let cluster = Cluster::start(&self.fabric, &[&[], &[]])?;
+            let mut runs = Vec::new();
+            rt.block_on(async {
+                let client = Client::connect(&cluster.url).await?;
+                for rep in 0..self.reps.max(1) {
+                    let x = Array::random(&[n, n], &[chunk, chunk], rep as u64 + 1);
+                    let start = Instant::now();
+                    if expr == "sum_xxT" {
+                        let s = (&x + &x.t()).sum(None).compute(&client).await?;
+                        // E[sum] = 2 * n * n * 0.5
+                        let per = s.data[0] / (n * n) as f64;
+                        if (per - 1.0).abs() > 1e-3 {
+                            bail!("sum(x + x.T) / n^2 = {per}, expected about 1");
+                        }
+                    } else {
+                        let m = x.mean(Some(0)).compute(&client).await?;
+                        let avg = m.data.iter().sum::<f64>() / m.data.len() as f64;
+                        if m.shape != [n] || (avg - 0.5).abs() > 1e-3 {
+                            bail!("mean(axis=0) has shape {:?} and average {avg}", m.shape);
+                        }
+                    }
+                    runs.push(start.elapsed().as_secs_f64());
+                    eprintln!("array {expr}: {:.3} s", runs[runs.len() - 1]);
+                }
+                anyhow::Ok(())
+            })?;
+            let peaks = cluster.worker_peaks();
+            let secs = median(runs.clone());
+            println!(
+                "{}",
+                json!({
+                    "bench": format!("cluster_array_{expr}"), "n": n, "chunk": chunk,
+                    "median_s": secs, "runs_s": runs,
+                    "GBps": (n * n * 8) as f64 / 1e9 / secs,
+                    "worker_peak_rss_bytes": peaks,
+                })
+            );
+        }
+        Ok(())
+    }
+
     pub fn memory(&self, n: usize) -> Result<()> {
         let rt = Self::runtime()?;
         let c = Cluster::start(&self.fabric, &[&[], &[]])?;

@@ -66,7 +66,8 @@ enum Command {
         calls: usize,
     },
     /// The same on a real cluster: `fabric scheduler` + 2 `fabric worker --nthreads 1`
-    /// processes on 127.0.0.1. PARTS: startup, latency, flat, tree, transfer, memory.
+    /// processes on 127.0.0.1. PARTS: startup, latency, flat, tree, transfer, memory, and
+    /// arrays (Dask's array_sum.py; not run by default).
     Cluster {
         #[arg(default_values_t = ["startup".to_string(), "latency".into(), "flat".into(), "tree".into(), "transfer".into(), "memory".into()])]
         parts: Vec<String>,
@@ -156,6 +157,7 @@ fn main() -> Result<()> {
                     }
                     "transfer" => c.transfer(&[256 << 20, 1 << 30])?,
                     "memory" => c.memory(memory_tasks)?,
+                    "arrays" => c.arrays(20_000, 2_000)?,
                     other => bail!("unknown part `{other}`"),
                 }
             }

@@ -1,5 +1,6 @@
 //! Fabric's component and end-to-end tests, in one binary.
 
+mod arrays;
 mod cluster;
 mod netns;
 mod polyglot;

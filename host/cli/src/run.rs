@@ -98,7 +98,7 @@ pub struct CheckArgs {
 /// `fabric exports`.
 #[derive(Args)]
 pub struct ExportsArgs {
-    /// A component (`.wasm`).
+    /// A component (`.wasm`), or the name of a built-in one (`builtin:array`).
     component: PathBuf,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -312,8 +312,17 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
 }
 
 pub fn exports(a: ExportsArgs) -> Result<ExitCode> {
-    let runtime = a.runtime.runtime(Limits::default())?;
-    let component = runtime.load_file(&a.component)?;
+    let builtin = a
+        .component
+        .to_str()
+        .and_then(|name| fabric_kernels::components().get(name));
+    let component = match builtin {
+        Some(builtin) => builtin.clone(),
+        None => a
+            .runtime
+            .runtime(Limits::default())?
+            .load_file(&a.component)?,
+    };
     for (name, ty) in component.exports() {
         println!("{name}: {ty}");
     }

@@ -19,6 +19,10 @@
 
 #![warn(missing_docs)]
 
+mod array;
+
+pub use array::{Array, Dense};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,6 +111,9 @@ pub enum ClientError {
     /// The scheduler sent something malformed.
     #[error("the scheduler sent a malformed message: {0}")]
     Proto(#[from] fabric_proto::ProtoError),
+    /// A collection's job did not produce its value: the first task failure, or why.
+    #[error("the computation failed: {0}")]
+    Failed(String),
 }
 
 /// A component a graph names, with its bytes.

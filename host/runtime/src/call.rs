@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fabric_core::{Type, Value};
+use fabric_core::{FuncType, Type, Value};
 use wasmtime::component::Val;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
-use crate::component::{Component, Export};
+use crate::component::{Component, Export, Wasm};
 use crate::config::{Limits, format_bytes, format_duration};
 use crate::convert::{from_val, to_val};
 use crate::epoch::TICK;
@@ -118,7 +118,8 @@ enum Failure {
     Host(String),
 }
 
-/// Calls `export` of `component` in a fresh store; see [`Runtime::call`](crate::Runtime::call).
+/// Calls `export` of `component`: in a fresh store for a WebAssembly component, directly
+/// for a native one; see [`Runtime::call`](crate::Runtime::call).
 pub(crate) fn call(
     engine: &Engine,
     component: &Component,
@@ -129,7 +130,7 @@ pub(crate) fn call(
     max_result_bytes: u64,
 ) -> Result<CallOutput, TaskError> {
     let bad = |message: String| TaskError::new(TaskErrorKind::BadArgument, message);
-    let entry = component.entry(export).ok_or_else(|| {
+    let ty = component.export(export).ok_or_else(|| {
         let names: Vec<&str> = component.exports().keys().map(String::as_str).collect();
         bad(format!(
             "no export `{export}` (the component exports: {})",
@@ -142,17 +143,25 @@ pub(crate) fn call(
             Cancelled.to_string(),
         ));
     }
-    if let Some(why) = &entry.unsupported {
-        return Err(bad(format!("`{export}` cannot be called: {why}")));
-    }
-    if args.len() != entry.ty.params.len() {
+    if args.len() != ty.params.len() {
         return Err(bad(format!(
             "`{export}` takes {} argument(s), got {}",
-            entry.ty.params.len(),
+            ty.params.len(),
             args.len()
         )));
     }
-    if !Engine::same(component.instance_pre().engine(), engine) {
+    let wasm = match component.code() {
+        Ok(wasm) => wasm,
+        Err(native) => {
+            let value = native.call(export, args, limits)?;
+            return finish(value, ty, Leftovers::default(), max_result_bytes);
+        }
+    };
+    let entry = wasm.entry(export).expect("every export has an entry");
+    if let Some(why) = &entry.unsupported {
+        return Err(bad(format!("`{export}` cannot be called: {why}")));
+    }
+    if !Engine::same(wasm.pre.engine(), engine) {
         return Err(bad("the component was loaded by another Runtime".into()));
     }
     // Without a fast path, check and convert the arguments before paying for a store.
@@ -162,10 +171,10 @@ pub(crate) fn call(
     };
 
     let mut store = TaskState::new_store(engine, ctx, limits, TICK);
-    let outcome = run(&mut store, component, entry, args, vals);
+    let outcome = run(&mut store, wasm, entry, args, vals);
     let leftovers = store.into_data().finish();
     match outcome {
-        Ok(value) => finish(value, entry, leftovers, max_result_bytes),
+        Ok(value) => finish(value, &entry.ty, leftovers, max_result_bytes),
         Err(failure) => {
             let (kind, message) = match failure {
                 Failure::Wasm(e) => classify(&e, &leftovers, limits),
@@ -188,15 +197,12 @@ fn to_vals(entry: &Export, args: &[Value]) -> Result<Vec<Val>, String> {
 
 fn run(
     store: &mut Store<TaskState>,
-    component: &Component,
+    wasm: &Wasm,
     entry: &Export,
     args: &[Value],
     vals: Option<Vec<Val>>,
 ) -> Result<Value, Failure> {
-    let instance = component
-        .instance_pre()
-        .instantiate(&mut *store)
-        .map_err(Failure::Wasm)?;
+    let instance = wasm.pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
     let func = instance
         .get_func(&mut *store, entry.index)
         .ok_or_else(|| Failure::Host("the export is missing from the instance".into()))?;
@@ -222,11 +228,11 @@ fn run(
 /// Unwraps the `ok` side of a `result` export (an `err` fails the task).
 fn finish(
     value: Value,
-    entry: &Export,
+    ty: &FuncType,
     leftovers: Leftovers,
     max_result_bytes: u64,
 ) -> Result<CallOutput, TaskError> {
-    let value = match (&entry.ty.result, value) {
+    let value = match (&ty.result, value) {
         (Some(Type::Result { .. }), Value::Result(result)) => match result {
             Ok(ok) => ok.map_or_else(Value::unit, |v| *v),
             Err(err) => {

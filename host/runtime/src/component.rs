@@ -2,25 +2,56 @@
 //! worked out up front so that a call looks nothing up but one hash-map entry.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use fabric_core::FuncType;
+use fabric_core::{FuncType, Value};
 use rustc_hash::FxHashMap;
 use wasmtime::component::types::{ComponentFunc, ComponentInstance, ComponentItem};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 
-use crate::error::RuntimeError;
+use crate::config::Limits;
+use crate::error::{RuntimeError, TaskError};
 use crate::store::TaskState;
 use crate::typed::{FastCall, fast_path};
 use crate::types::func_type;
 
-/// A task component, compiled and linked, ready to be instantiated for each call.
-///
-/// Obtained from [`Runtime::load`](crate::Runtime::load); cheap to share (`Arc`).
+/// A task component: typed exports that graphs call. Usually WebAssembly, compiled and
+/// linked, ready to be instantiated for each call (from
+/// [`Runtime::load`](crate::Runtime::load)); or one of the host's own built-in components
+/// ([`Component::native`]). Cheap to share (`Arc`).
 pub struct Component {
     hash: String,
-    pre: InstancePre<TaskState>,
     exports: BTreeMap<String, FuncType>,
+    code: Code,
+}
+
+/// How a component's exports run.
+enum Code {
+    Wasm(Wasm),
+    Native(Arc<dyn Native>),
+}
+
+/// A WebAssembly component's code: what each call instantiates, and its exports.
+pub(crate) struct Wasm {
+    pub(crate) pre: InstancePre<TaskState>,
     entries: FxHashMap<String, Export>,
+}
+
+impl Wasm {
+    pub(crate) fn entry(&self, name: &str) -> Option<&Export> {
+        self.entries.get(name)
+    }
+}
+
+/// The code of a component implemented by the host, such as Fabric's built-in array and
+/// dataframe kernels: it is trusted native code, run on the worker's thread without a
+/// sandbox, and it sees the same values a WebAssembly export would.
+pub trait Native: Send + Sync + 'static {
+    /// Calls `export` with `args`, which the graph's validation checked against the
+    /// export's signature. An error is the task's error; `limits.memory_bytes` bounds what
+    /// the call should allocate (refuse larger outputs with
+    /// [`TaskErrorKind::OutOfMemory`](crate::TaskErrorKind::OutOfMemory)).
+    fn call(&self, export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError>;
 }
 
 /// What a call needs to know about one export.
@@ -156,13 +187,27 @@ impl Component {
         }
         Ok(Component {
             hash,
-            pre,
             exports,
-            entries,
+            code: Code::Wasm(Wasm { pre, entries }),
         })
     }
 
-    /// The blake3 hash of the component's bytes, in hex: its identity.
+    /// A component whose exports (`exports`, by name) are run by the host's `code`. Its
+    /// name is its identity (what [`Component::hash`] returns): `builtin:array`, say.
+    pub fn native(
+        name: impl Into<String>,
+        exports: BTreeMap<String, FuncType>,
+        code: Arc<dyn Native>,
+    ) -> Component {
+        Component {
+            hash: name.into(),
+            exports,
+            code: Code::Native(code),
+        }
+    }
+
+    /// The blake3 hash of the component's bytes, in hex: its identity (a built-in
+    /// component's name).
     pub fn hash(&self) -> &str {
         &self.hash
     }
@@ -180,12 +225,17 @@ impl Component {
         self.exports.get(name)
     }
 
-    pub(crate) fn entry(&self, name: &str) -> Option<&Export> {
-        self.entries.get(name)
+    /// Whether the host runs this component natively (a built-in).
+    pub fn is_native(&self) -> bool {
+        matches!(self.code, Code::Native(_))
     }
 
-    pub(crate) fn instance_pre(&self) -> &InstancePre<TaskState> {
-        &self.pre
+    /// The WebAssembly code, or the native code, of the component.
+    pub(crate) fn code(&self) -> Result<&Wasm, &dyn Native> {
+        match &self.code {
+            Code::Wasm(wasm) => Ok(wasm),
+            Code::Native(native) => Err(native.as_ref()),
+        }
     }
 }
 

@@ -10,12 +10,13 @@ pub enum RuntimeError {
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
     /// A component file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why it could not be read.
-        source: std::io::Error,
+        /// Why it could not be read (in the message, not a separate source, so that it is
+        /// said once).
+        cause: std::io::Error,
     },
     /// The bytes are not a WebAssembly component (garbage, a core module, a precompiled
     /// artifact...).

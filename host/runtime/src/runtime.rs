@@ -91,9 +91,9 @@ impl Runtime {
     /// Loads a component from a file, like [`Runtime::load`]; errors name the file.
     pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Arc<Component>, RuntimeError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| RuntimeError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         self.load_from(&bytes, Some(path.display().to_string()))
     }

@@ -40,6 +40,7 @@ pub(crate) struct TaskState {
 }
 
 /// What a finished task leaves behind besides its result.
+#[derive(Default)]
 pub(crate) struct Leftovers {
     pub(crate) logs: Vec<(Level, String)>,
     pub(crate) stdout: String,

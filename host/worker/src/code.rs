@@ -38,14 +38,16 @@ pub enum BuildError {
 }
 
 /// Validates and plans `spec` against `components` (name -> the loaded component, or why
-/// it could not be loaded) and the persisted `datasets` it may use.
+/// it could not be loaded), the built-in components (`builtin:array`, which a graph may call
+/// without listing them) and the persisted `datasets` it may use.
 pub fn build_spec(
     spec: GraphSpec,
     components: &BTreeMap<String, Result<Arc<Component>, String>>,
     datasets: &Datasets,
     config: PlanConfig,
 ) -> Result<Built, ValidationReport> {
-    let catalog: Catalog = components
+    let builtins = fabric_kernels::components();
+    let mut catalog: Catalog = components
         .iter()
         .map(|(name, c)| {
             let info = c.as_ref().map(|c| ComponentInfo {
@@ -54,15 +56,25 @@ pub fn build_spec(
             (name.clone(), info.map_err(Clone::clone))
         })
         .collect();
+    for (name, builtin) in builtins {
+        catalog.entry(name.clone()).or_insert_with(|| {
+            Ok(ComponentInfo {
+                exports: builtin.exports().clone(),
+            })
+        });
+    }
     let graph = fabric_core::validate_with(spec, &catalog, datasets)?;
     let plan = fabric_core::plan(graph, config);
     let components = plan
         .graph
         .funcs
         .iter()
-        .map(|f| match &components[&*f.component] {
-            Ok(c) => c.clone(),
-            Err(_) => unreachable!("validation rejects calls of components that did not load"),
+        .map(|f| match components.get(&*f.component) {
+            Some(Ok(c)) => c.clone(),
+            None => builtins[&*f.component].clone(),
+            Some(Err(_)) => {
+                unreachable!("validation rejects calls of components that did not load")
+            }
         })
         .collect();
     Ok(Built {

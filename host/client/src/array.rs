@@ -1,0 +1,683 @@
+//! Chunked n-dimensional arrays of `f64` in the style of `dask.array`: every operation is
+//! lazy and adds calls of the built-in `builtin:array` kernels, one per chunk, to a graph;
+//! [`Array::compute`] runs that graph on a cluster and returns the whole array.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), fabric_client::ClientError> {
+//! use fabric_client::{Array, Client};
+//!
+//! let client = Client::connect("http://127.0.0.1:7878").await?;
+//! let x = Array::random(&[20_000, 20_000], &[2_000, 2_000], 42);
+//! let total = (&x + &x.t()).sum(None).compute(&client).await?;
+//! println!("{}", total.data[0]);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fabric_core::{Bulk, Value};
+use serde_json::{Value as Json, json};
+
+use crate::{Client, ClientError, Submission};
+
+/// How many partial results one combining task takes in a tree reduction.
+const FAN_IN: usize = 8;
+
+/// One kernel call: a task of the graph an array builds.
+#[derive(Debug)]
+struct Node {
+    /// The task's id, unique in the process.
+    key: String,
+    /// The export of `builtin:array` it calls.
+    export: &'static str,
+    args: Vec<Arg>,
+}
+
+/// An argument of a kernel call.
+#[derive(Debug)]
+enum Arg {
+    Json(Json),
+    Node(Arc<Node>),
+    Nodes(Vec<Arc<Node>>),
+}
+
+impl Node {
+    fn new(export: &'static str, args: Vec<Arg>) -> Arc<Node> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Node {
+            key: format!("{export}-{n}"),
+            export,
+            args,
+        })
+    }
+}
+
+/// A chunked array: its shape, how it is cut into chunks, and the task computing each chunk
+/// (row-major over the grid of chunks). Cheap to clone; operations return new arrays.
+#[derive(Clone, Debug)]
+pub struct Array {
+    shape: Vec<usize>,
+    /// The chunk lengths along each axis (they add up to the shape).
+    chunks: Vec<Vec<usize>>,
+    blocks: Vec<Arc<Node>>,
+}
+
+/// A computed array: its shape and its numbers in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    /// Length along each axis (empty for a single number).
+    pub shape: Vec<usize>,
+    /// The numbers, last axis fastest.
+    pub data: Vec<f64>,
+}
+
+impl Dense {
+    /// Reads a chunk record (`{shape, data}`) as the kernels return it.
+    pub fn from_value(value: &Value) -> Option<Dense> {
+        let Value::Record(fields) = value else {
+            return None;
+        };
+        let get = |name: &str| fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v);
+        let shape = match get("shape")? {
+            Value::Bulk(b) => match &**b {
+                Bulk::U64(v) => v.iter().map(|&n| n as usize).collect(),
+                _ => return None,
+            },
+            Value::List(l) if l.is_empty() => Vec::new(),
+            _ => return None,
+        };
+        let data = match get("data")? {
+            Value::Bulk(b) => match &**b {
+                Bulk::F64(v) => v.clone(),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(Dense { shape, data })
+    }
+}
+
+/// Splits `len` into chunks of `chunk` (the last one shorter).
+fn split(len: usize, chunk: usize) -> Vec<usize> {
+    let chunk = chunk.max(1);
+    let mut out = vec![chunk; len / chunk];
+    if !len.is_multiple_of(chunk) || len == 0 {
+        out.push(len % chunk);
+    }
+    out
+}
+
+impl Array {
+    fn creation(
+        shape: &[usize],
+        chunk: &[usize],
+        mut make: impl FnMut(&[usize], usize) -> Arc<Node>,
+    ) -> Array {
+        assert_eq!(
+            shape.len(),
+            chunk.len(),
+            "the chunk shape {chunk:?} must have one length per axis of {shape:?}"
+        );
+        let chunks: Vec<Vec<usize>> = shape
+            .iter()
+            .zip(chunk)
+            .map(|(&n, &c)| split(n, c))
+            .collect();
+        let grid = grid_of(&chunks);
+        let blocks = (0..grid.iter().product())
+            .map(|b| {
+                let index = unravel(b, &grid);
+                let block: Vec<usize> = index.iter().zip(&chunks).map(|(&i, c)| c[i]).collect();
+                make(&block, b)
+            })
+            .collect();
+        Array {
+            shape: shape.to_vec(),
+            chunks,
+            blocks,
+        }
+    }
+
+    /// Uniform random numbers in [0, 1) of `shape`, cut into chunks of `chunk`; the same
+    /// `seed` gives the same array.
+    pub fn random(shape: &[usize], chunk: &[usize], seed: u64) -> Array {
+        Array::creation(shape, chunk, |block, b| {
+            // A distinct, well-mixed seed per chunk.
+            let chunk_seed = seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(b as u64)
+                .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            Node::new(
+                "random",
+                vec![Arg::Json(json!(block)), Arg::Json(json!(chunk_seed))],
+            )
+        })
+    }
+
+    /// `value` everywhere.
+    pub fn full(shape: &[usize], chunk: &[usize], value: f64) -> Array {
+        Array::creation(shape, chunk, |block, _| {
+            Node::new(
+                "full",
+                vec![Arg::Json(json!(block)), Arg::Json(json!(value))],
+            )
+        })
+    }
+
+    /// Zeros.
+    pub fn zeros(shape: &[usize], chunk: &[usize]) -> Array {
+        Array::full(shape, chunk, 0.0)
+    }
+
+    /// Ones.
+    pub fn ones(shape: &[usize], chunk: &[usize]) -> Array {
+        Array::full(shape, chunk, 1.0)
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The chunk lengths along each axis.
+    pub fn chunks(&self) -> &[Vec<usize>] {
+        &self.chunks
+    }
+
+    /// The number of tasks the array's graph has.
+    pub fn tasks(&self) -> usize {
+        walk(&self.blocks).len()
+    }
+
+    fn grid(&self) -> Vec<usize> {
+        grid_of(&self.chunks)
+    }
+
+    /// The transpose (axes reversed).
+    pub fn t(&self) -> Array {
+        let grid = self.grid();
+        let out_grid: Vec<usize> = grid.iter().rev().copied().collect();
+        let blocks = (0..self.blocks.len())
+            .map(|b| {
+                let mut index = unravel(b, &out_grid);
+                index.reverse();
+                let source = &self.blocks[ravel(&index, &grid)];
+                Node::new("transpose", vec![Arg::Node(source.clone())])
+            })
+            .collect();
+        Array {
+            shape: self.shape.iter().rev().copied().collect(),
+            chunks: self.chunks.iter().rev().cloned().collect(),
+            blocks,
+        }
+    }
+
+    /// `self op other`, elementwise; both arrays must have the same shape and chunks.
+    ///
+    /// # Panics
+    /// When the shapes or the chunks differ.
+    pub fn zip(&self, other: &Array, op: &'static str) -> Array {
+        assert_eq!(
+            self.shape, other.shape,
+            "cannot {op} arrays of shapes {:?} and {:?}",
+            self.shape, other.shape
+        );
+        assert_eq!(
+            self.chunks, other.chunks,
+            "cannot {op} arrays chunked differently ({:?} and {:?})",
+            self.chunks, other.chunks
+        );
+        let blocks = self
+            .blocks
+            .iter()
+            .zip(&other.blocks)
+            .map(|(a, b)| Node::new(op, vec![Arg::Node(a.clone()), Arg::Node(b.clone())]))
+            .collect();
+        Array {
+            blocks,
+            ..self.clone()
+        }
+    }
+
+    /// `self op k` for every element (`op` a `binary-op` case: `add`, `mul`, `less`...).
+    pub fn scalar(&self, op: &'static str, k: f64) -> Array {
+        self.map_blocks(|block| {
+            Node::new(
+                "scalar",
+                vec![
+                    Arg::Node(block.clone()),
+                    Arg::Json(json!(op)),
+                    Arg::Json(json!(k)),
+                ],
+            )
+        })
+    }
+
+    /// `op(self)` for every element (`neg`, `abs`, `sqrt`, `exp`, `log`, `floor`, `ceil`).
+    pub fn unary(&self, op: &'static str) -> Array {
+        self.map_blocks(|block| {
+            Node::new(
+                "unary",
+                vec![Arg::Node(block.clone()), Arg::Json(json!(op))],
+            )
+        })
+    }
+
+    fn map_blocks(&self, f: impl FnMut(&Arc<Node>) -> Arc<Node>) -> Array {
+        Array {
+            blocks: self.blocks.iter().map(f).collect(),
+            ..self.clone()
+        }
+    }
+
+    /// A reduction (`sum`, `prod`, `min`, `max`) along `axis`, or of everything; partial
+    /// results per chunk, combined in a tree with `fold` (by `combine`, a `binary-op`).
+    fn reduce(&self, export: &'static str, combine: &'static str, axis: Option<usize>) -> Array {
+        if let Some(axis) = axis {
+            assert!(
+                axis < self.shape.len(),
+                "axis {axis} is out of range for an array of shape {:?}",
+                self.shape
+            );
+        }
+        let partials: Vec<Arc<Node>> = self
+            .blocks
+            .iter()
+            .map(|b| Node::new(export, vec![Arg::Node(b.clone()), Arg::Json(json!(axis))]))
+            .collect();
+        let fold = |parts: Vec<Arc<Node>>| {
+            tree(parts, |group| {
+                Node::new("fold", vec![Arg::Nodes(group), Arg::Json(json!(combine))])
+            })
+        };
+        self.group_along(axis, partials, fold)
+    }
+
+    /// Groups per-chunk partial results that reduce into the same output chunk (all of
+    /// them, or those differing only along `axis`), and combines each group.
+    fn group_along(
+        &self,
+        axis: Option<usize>,
+        partials: Vec<Arc<Node>>,
+        combine: impl Fn(Vec<Arc<Node>>) -> Arc<Node>,
+    ) -> Array {
+        let Some(axis) = axis else {
+            return Array {
+                shape: Vec::new(),
+                chunks: Vec::new(),
+                blocks: vec![combine(partials)],
+            };
+        };
+        let grid = self.grid();
+        let mut out_grid = grid.clone();
+        out_grid.remove(axis);
+        let mut groups: Vec<Vec<Arc<Node>>> = vec![Vec::new(); out_grid.iter().product()];
+        for (b, partial) in partials.into_iter().enumerate() {
+            let mut index = unravel(b, &grid);
+            index.remove(axis);
+            groups[ravel(&index, &out_grid)].push(partial);
+        }
+        let mut shape = self.shape.clone();
+        shape.remove(axis);
+        let mut chunks = self.chunks.clone();
+        chunks.remove(axis);
+        Array {
+            shape,
+            chunks,
+            blocks: groups.into_iter().map(combine).collect(),
+        }
+    }
+
+    /// The sum along `axis`, or of every element (a single number).
+    pub fn sum(&self, axis: Option<usize>) -> Array {
+        self.reduce("sum", "add", axis)
+    }
+
+    /// The product along `axis`, or of every element.
+    pub fn prod(&self, axis: Option<usize>) -> Array {
+        self.reduce("prod", "mul", axis)
+    }
+
+    /// The minimum along `axis`, or of every element.
+    pub fn min(&self, axis: Option<usize>) -> Array {
+        self.reduce("min", "minimum", axis)
+    }
+
+    /// The maximum along `axis`, or of every element.
+    pub fn max(&self, axis: Option<usize>) -> Array {
+        self.reduce("max", "maximum", axis)
+    }
+
+    /// The number of elements a reduction along `axis` (or of everything) takes into each
+    /// result.
+    fn count(&self, axis: Option<usize>) -> usize {
+        match axis {
+            Some(axis) => self.shape[axis],
+            None => self.shape.iter().product(),
+        }
+    }
+
+    /// The mean along `axis`, or of every element.
+    pub fn mean(&self, axis: Option<usize>) -> Array {
+        let n = self.count(axis) as f64;
+        self.sum(axis).scalar("div", n)
+    }
+
+    /// The standard deviation along `axis` (or of every element) with `ddof` degrees of
+    /// freedom (0: population, 1: sample), from partial moments combined pairwise, which is
+    /// numerically stable.
+    pub fn std(&self, axis: Option<usize>, ddof: f64) -> Array {
+        let partials = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Node::new(
+                    "moments",
+                    vec![Arg::Node(b.clone()), Arg::Json(json!(axis))],
+                )
+            })
+            .collect();
+        let combined = self.group_along(axis, partials, |parts| {
+            tree_with(parts, 2, |pair| {
+                let mut pair = pair.into_iter();
+                let (a, b) = (pair.next().expect("two"), pair.next().expect("two"));
+                Node::new("combine-moments", vec![Arg::Node(a), Arg::Node(b)])
+            })
+        });
+        combined.map_blocks(|m| {
+            Node::new(
+                "std-of-moments",
+                vec![Arg::Node(m.clone()), Arg::Json(json!(ddof))],
+            )
+        })
+    }
+
+    /// The matrix product of two matrices (chunks of `self`'s columns must match chunks of
+    /// `other`'s rows).
+    ///
+    /// # Panics
+    /// When the arrays are not matrices or their inner chunks differ.
+    pub fn matmul(&self, other: &Array) -> Array {
+        assert!(
+            self.shape.len() == 2 && other.shape.len() == 2,
+            "matmul takes two matrices, got shapes {:?} and {:?}",
+            self.shape,
+            other.shape
+        );
+        assert_eq!(
+            self.chunks[1], other.chunks[0],
+            "the column chunks of the left matrix must match the row chunks of the right one"
+        );
+        let (m, k, n) = (
+            self.chunks[0].len(),
+            self.chunks[1].len(),
+            other.chunks[1].len(),
+        );
+        let mut blocks = Vec::with_capacity(m * n);
+        for i in 0..m {
+            for j in 0..n {
+                let products = (0..k)
+                    .map(|p| {
+                        Node::new(
+                            "matmul",
+                            vec![
+                                Arg::Node(self.blocks[i * k + p].clone()),
+                                Arg::Node(other.blocks[p * n + j].clone()),
+                            ],
+                        )
+                    })
+                    .collect();
+                blocks.push(tree(products, |group| {
+                    Node::new("fold", vec![Arg::Nodes(group), Arg::Json(json!("add"))])
+                }));
+            }
+        }
+        Array {
+            shape: vec![self.shape[0], other.shape[1]],
+            chunks: vec![self.chunks[0].clone(), other.chunks[1].clone()],
+            blocks,
+        }
+    }
+
+    /// The whole array in one chunk: the chunks joined along each axis, last axis first.
+    fn assembled(&self) -> Arc<Node> {
+        let mut level = self.blocks.clone();
+        let mut grid = self.grid();
+        while let Some(&len) = grid.last() {
+            let axis = grid.len() - 1;
+            level = level
+                .chunks(len)
+                .map(|row| match row {
+                    [one] => one.clone(),
+                    many => Node::new(
+                        "concat",
+                        vec![Arg::Nodes(many.to_vec()), Arg::Json(json!(axis))],
+                    ),
+                })
+                .collect();
+            grid.pop();
+        }
+        level.pop().expect("an array has at least one chunk")
+    }
+
+    /// The graph document computing the whole array (output `result`, one chunk record),
+    /// as `fabric run` and `fabric submit` take it.
+    pub fn to_graph(&self) -> Json {
+        let whole = self.assembled();
+        let mut tasks = BTreeMap::new();
+        for node in walk(std::slice::from_ref(&whole)) {
+            let args: Vec<Json> = node
+                .args
+                .iter()
+                .map(|a| match a {
+                    Arg::Json(j) => j.clone(),
+                    Arg::Node(n) => json!({"ref": n.key}),
+                    Arg::Nodes(ns) => ns.iter().map(|n| json!({"ref": n.key})).collect(),
+                })
+                .collect();
+            tasks.insert(
+                node.key.clone(),
+                json!({"call": format!("builtin:array/{}", node.export), "args": args}),
+            );
+        }
+        tasks.insert("result".into(), tasks[&whole.key].clone());
+        tasks.remove(&whole.key);
+        let tasks: serde_json::Map<String, Json> = tasks
+            .into_iter()
+            .map(|(k, mut v)| {
+                rename_ref(&mut v, &whole.key, "result");
+                (k, v)
+            })
+            .collect();
+        json!({"components": {}, "tasks": tasks, "outputs": ["result"]})
+    }
+
+    /// Computes the array on a cluster and returns it whole.
+    pub async fn compute(&self, client: &Client) -> Result<Dense, ClientError> {
+        let submission = Submission::new(self.to_graph().to_string(), Vec::new());
+        let outcome = client.compute(&submission, |_| {}).await?;
+        if !outcome.succeeded() {
+            let why = outcome.failures.first().map_or_else(
+                || format!("the job ended {:?}", outcome.state),
+                |f| {
+                    let message = f.error.as_ref().map_or("", |e| e.message.as_str());
+                    format!("task `{}` ({}): {message}", f.task_id, f.call)
+                },
+            );
+            return Err(ClientError::Failed(why));
+        }
+        outcome
+            .outputs
+            .iter()
+            .find(|(id, _)| id == "result")
+            .and_then(|(_, v)| Dense::from_value(v))
+            .ok_or_else(|| ClientError::Failed("the job returned no array".into()))
+    }
+}
+
+/// The tasks behind `roots`, each once, dependencies first.
+fn walk(roots: &[Arc<Node>]) -> Vec<Arc<Node>> {
+    let mut seen = HashSet::new();
+    let mut order = Vec::new();
+    let mut stack: Vec<(Arc<Node>, bool)> =
+        roots.iter().rev().map(|b| (b.clone(), false)).collect();
+    while let Some((node, expanded)) = stack.pop() {
+        if expanded {
+            order.push(node);
+            continue;
+        }
+        if !seen.insert(node.key.clone()) {
+            continue;
+        }
+        stack.push((node.clone(), true));
+        for arg in node.args.iter().rev() {
+            match arg {
+                Arg::Node(n) => stack.push((n.clone(), false)),
+                Arg::Nodes(ns) => stack.extend(ns.iter().rev().map(|n| (n.clone(), false))),
+                Arg::Json(_) => {}
+            }
+        }
+    }
+    order
+}
+
+/// Replaces references to `from` by references to `to` inside a task document.
+fn rename_ref(v: &mut Json, from: &str, to: &str) {
+    match v {
+        Json::Object(map) => {
+            if map.get("ref").and_then(Json::as_str) == Some(from) {
+                map.insert("ref".into(), json!(to));
+            }
+            map.values_mut().for_each(|v| rename_ref(v, from, to));
+        }
+        Json::Array(items) => items.iter_mut().for_each(|v| rename_ref(v, from, to)),
+        _ => {}
+    }
+}
+
+/// Combines `parts` in a tree of fan-in [`FAN_IN`].
+fn tree(parts: Vec<Arc<Node>>, combine: impl Fn(Vec<Arc<Node>>) -> Arc<Node>) -> Arc<Node> {
+    tree_with(parts, FAN_IN, combine)
+}
+
+/// Combines `parts` in a tree whose combining calls take `fan_in` parts (the last of a
+/// level may take fewer; one left over passes up unchanged).
+fn tree_with(
+    mut parts: Vec<Arc<Node>>,
+    fan_in: usize,
+    combine: impl Fn(Vec<Arc<Node>>) -> Arc<Node>,
+) -> Arc<Node> {
+    assert!(!parts.is_empty(), "nothing to combine");
+    while parts.len() > 1 {
+        parts = parts
+            .chunks(fan_in)
+            .map(|group| match group {
+                [one] => one.clone(),
+                many => combine(many.to_vec()),
+            })
+            .collect();
+    }
+    parts.pop().expect("one part left")
+}
+
+/// The number of chunks along each axis.
+fn grid_of(chunks: &[Vec<usize>]) -> Vec<usize> {
+    chunks.iter().map(Vec::len).collect()
+}
+
+/// The grid index of the `b`-th chunk (row-major).
+fn unravel(mut b: usize, grid: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; grid.len()];
+    for d in (0..grid.len()).rev() {
+        index[d] = b % grid[d];
+        b /= grid[d];
+    }
+    index
+}
+
+/// The position of a grid index (row-major).
+fn ravel(index: &[usize], grid: &[usize]) -> usize {
+    index.iter().zip(grid).fold(0, |acc, (&i, &n)| acc * n + i)
+}
+
+macro_rules! binary_ops {
+    ($($trait:ident $method:ident $op:literal),*) => {$(
+        impl std::ops::$trait<&Array> for &Array {
+            type Output = Array;
+            fn $method(self, other: &Array) -> Array {
+                self.zip(other, $op)
+            }
+        }
+        impl std::ops::$trait<f64> for &Array {
+            type Output = Array;
+            fn $method(self, k: f64) -> Array {
+                self.scalar($op, k)
+            }
+        }
+    )*};
+}
+
+binary_ops!(Add add "add", Sub sub "sub", Mul mul "mul", Div div "div");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_into_chunks() {
+        assert_eq!(split(10, 4), [4, 4, 2]);
+        assert_eq!(split(8, 4), [4, 4]);
+        assert_eq!(split(3, 5), [3]);
+    }
+
+    #[test]
+    fn ravels_and_unravels() {
+        let grid = [3, 4, 5];
+        for b in 0..60 {
+            assert_eq!(ravel(&unravel(b, &grid), &grid), b);
+        }
+    }
+
+    #[test]
+    fn builds_the_graph_of_a_sum_of_x_and_its_transpose() {
+        let x = Array::random(&[8, 8], &[4, 4], 1);
+        let s = (&x + &x.t()).sum(None);
+        // 4 random, 4 transpose, 4 add, 4 partial sums, 1 fold.
+        assert_eq!(s.tasks(), 17);
+        let g = s.to_graph();
+        let tasks = g["tasks"].as_object().unwrap();
+        assert_eq!(tasks.len(), 17);
+        assert_eq!(tasks["result"]["call"], "builtin:array/fold");
+        // Every reference names a task of the graph.
+        fn refs(v: &Json, out: &mut Vec<String>) {
+            match v {
+                Json::Object(m) => {
+                    if let Some(r) = m.get("ref").and_then(Json::as_str) {
+                        out.push(r.to_string());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Json::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&g, &mut all);
+        assert!(all.iter().all(|r| tasks.contains_key(r)), "{all:?}");
+    }
+
+    #[test]
+    fn reductions_along_an_axis_keep_the_other_chunks() {
+        let x = Array::ones(&[10, 6], &[4, 3]);
+        let m = x.mean(Some(0));
+        assert_eq!(m.shape(), [6]);
+        assert_eq!(m.chunks(), [vec![3, 3]]);
+        let t = x.t();
+        assert_eq!(t.shape(), [6, 10]);
+        assert_eq!(t.chunks(), [vec![3, 3], vec![4, 4, 2]]);
+    }
+}

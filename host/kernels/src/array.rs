@@ -1,0 +1,1003 @@
+//! `builtin:array`: n-dimensional chunk kernels (creation, elementwise arithmetic and
+//! comparisons, transpose, slicing and concatenation, reductions along an axis or over all,
+//! partial moments for mean/std, blocked matmul) and the component that publishes them.
+//! Chunked arrays (fabric-client's collections) are graphs of these calls, one per chunk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fabric_core::{Bulk, FuncType, Type, Value};
+use fabric_runtime::{Component, Limits, Native, TaskError, TaskErrorKind};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::chunk::{Chunk, ChunkRef, chunk_type, elements};
+
+/// A binary elementwise operation; comparisons give 1.0 for true and 0.0 for false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+    Less,
+    LessEqual,
+    Greater,
+    GreaterEqual,
+    Equal,
+    NotEqual,
+}
+
+impl BinaryOp {
+    /// Every operation by its WIT name (the case of the `binary-op` enum, and the export of
+    /// the same name that applies it to two chunks).
+    pub const ALL: [(&'static str, BinaryOp); 13] = [
+        ("add", BinaryOp::Add),
+        ("sub", BinaryOp::Sub),
+        ("mul", BinaryOp::Mul),
+        ("div", BinaryOp::Div),
+        ("pow", BinaryOp::Pow),
+        ("maximum", BinaryOp::Maximum),
+        ("minimum", BinaryOp::Minimum),
+        ("less", BinaryOp::Less),
+        ("less-equal", BinaryOp::LessEqual),
+        ("greater", BinaryOp::Greater),
+        ("greater-equal", BinaryOp::GreaterEqual),
+        ("equal", BinaryOp::Equal),
+        ("not-equal", BinaryOp::NotEqual),
+    ];
+
+    /// The operation named `name`.
+    pub fn named(name: &str) -> Option<BinaryOp> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, op)| op)
+    }
+
+    /// Applies the operation to one pair.
+    #[inline]
+    pub fn apply(self, a: f64, b: f64) -> f64 {
+        let truth = |t: bool| if t { 1.0 } else { 0.0 };
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
+            BinaryOp::Maximum => a.max(b),
+            BinaryOp::Minimum => a.min(b),
+            BinaryOp::Less => truth(a < b),
+            BinaryOp::LessEqual => truth(a <= b),
+            BinaryOp::Greater => truth(a > b),
+            BinaryOp::GreaterEqual => truth(a >= b),
+            BinaryOp::Equal => truth(a == b),
+            BinaryOp::NotEqual => truth(a != b),
+        }
+    }
+}
+
+/// A unary elementwise operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sqrt,
+    Exp,
+    Log,
+    Floor,
+    Ceil,
+}
+
+impl UnaryOp {
+    /// Every operation by its WIT name (the cases of the `unary-op` enum).
+    pub const ALL: [(&'static str, UnaryOp); 7] = [
+        ("neg", UnaryOp::Neg),
+        ("abs", UnaryOp::Abs),
+        ("sqrt", UnaryOp::Sqrt),
+        ("exp", UnaryOp::Exp),
+        ("log", UnaryOp::Log),
+        ("floor", UnaryOp::Floor),
+        ("ceil", UnaryOp::Ceil),
+    ];
+
+    #[inline]
+    fn apply(self, x: f64) -> f64 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Floor => x.floor(),
+            UnaryOp::Ceil => x.ceil(),
+        }
+    }
+}
+
+/// A reduction of many numbers into one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    Sum,
+    Prod,
+    Min,
+    Max,
+}
+
+impl Reduction {
+    /// Every reduction by the name of its export.
+    pub const ALL: [(&'static str, Reduction); 4] = [
+        ("sum", Reduction::Sum),
+        ("prod", Reduction::Prod),
+        ("min", Reduction::Min),
+        ("max", Reduction::Max),
+    ];
+
+    fn identity(self) -> f64 {
+        match self {
+            Reduction::Sum => 0.0,
+            Reduction::Prod => 1.0,
+            Reduction::Min => f64::INFINITY,
+            Reduction::Max => f64::NEG_INFINITY,
+        }
+    }
+
+    #[inline]
+    fn step(self, acc: f64, x: f64) -> f64 {
+        match self {
+            Reduction::Sum => acc + x,
+            Reduction::Prod => acc * x,
+            Reduction::Min => acc.min(x),
+            Reduction::Max => acc.max(x),
+        }
+    }
+
+    /// Reduces a slice, in eight interleaved lanes (which the compiler vectorizes, and
+    /// which keep a long sum's rounding error small).
+    fn all(self, xs: &[f64]) -> f64 {
+        let mut lanes = [self.identity(); 8];
+        let mut blocks = xs.chunks_exact(8);
+        for block in &mut blocks {
+            for (acc, &x) in lanes.iter_mut().zip(block) {
+                *acc = self.step(*acc, x);
+            }
+        }
+        let tail = blocks
+            .remainder()
+            .iter()
+            .fold(self.identity(), |a, &x| self.step(a, x));
+        lanes.iter().fold(tail, |a, &x| self.step(a, x))
+    }
+}
+
+/// Uniform numbers in [0, 1) from `seed` (the same seed gives the same chunk everywhere).
+pub fn random(shape: &[usize], seed: u64) -> Result<Chunk, String> {
+    let n = elements(shape)?;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let data = (0..n).map(|_| rng.random::<f64>()).collect();
+    Ok(Chunk::new(shape.to_vec(), data))
+}
+
+/// `value` everywhere.
+pub fn full(shape: &[usize], value: f64) -> Result<Chunk, String> {
+    Ok(Chunk::new(shape.to_vec(), vec![value; elements(shape)?]))
+}
+
+/// `start, start + step, ...`: `n` numbers in one dimension.
+pub fn arange(start: f64, step: f64, n: usize) -> Result<Chunk, String> {
+    elements(&[n])?;
+    Ok(Chunk::new(
+        vec![n],
+        (0..n).map(|i| start + step * i as f64).collect(),
+    ))
+}
+
+/// `a op b` elementwise; `b` may also be a single number (shape `[]` or one element),
+/// applied to every element of `a`.
+pub fn binary(a: &ChunkRef, b: &ChunkRef, op: BinaryOp) -> Result<Chunk, String> {
+    if b.shape.is_empty() && !a.shape.is_empty() {
+        return Ok(scalar(a, op, b.data[0]));
+    }
+    if a.shape != b.shape {
+        return Err(format!(
+            "cannot {} chunks of shapes {:?} and {:?}",
+            BinaryOp::ALL
+                .iter()
+                .find(|(_, o)| *o == op)
+                .map_or("combine", |(n, _)| n),
+            a.shape,
+            b.shape
+        ));
+    }
+    let data = a
+        .data
+        .iter()
+        .zip(b.data.iter())
+        .map(|(&x, &y)| op.apply(x, y))
+        .collect();
+    Ok(Chunk::new(a.shape.clone(), data))
+}
+
+/// `a op k` for every element of `a`.
+pub fn scalar(a: &ChunkRef, op: BinaryOp, k: f64) -> Chunk {
+    Chunk::new(
+        a.shape.clone(),
+        a.data.iter().map(|&x| op.apply(x, k)).collect(),
+    )
+}
+
+/// `k op a` for every element of `a`.
+pub fn rscalar(k: f64, op: BinaryOp, a: &ChunkRef) -> Chunk {
+    Chunk::new(
+        a.shape.clone(),
+        a.data.iter().map(|&x| op.apply(k, x)).collect(),
+    )
+}
+
+/// `op(a)` elementwise.
+pub fn unary(a: &ChunkRef, op: UnaryOp) -> Chunk {
+    Chunk::new(
+        a.shape.clone(),
+        a.data.iter().map(|&x| op.apply(x)).collect(),
+    )
+}
+
+/// The axes reversed (rows and columns swapped for a matrix), in cache-sized tiles.
+pub fn transpose(a: &ChunkRef) -> Chunk {
+    match a.shape.as_slice() {
+        [rows, cols] => {
+            let (rows, cols) = (*rows, *cols);
+            let mut out = vec![0.0; rows * cols];
+            const TILE: usize = 32;
+            for r0 in (0..rows).step_by(TILE) {
+                for c0 in (0..cols).step_by(TILE) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        let row = &a.data[r * cols..(r + 1) * cols];
+                        for c in c0..(c0 + TILE).min(cols) {
+                            out[c * rows + r] = row[c];
+                        }
+                    }
+                }
+            }
+            Chunk::new(vec![cols, rows], out)
+        }
+        [] | [_] => Chunk::new(a.shape.clone(), a.data.to_vec()),
+        shape => {
+            // General n-d: walk the output in order, reading through reversed strides.
+            let out_shape: Vec<usize> = shape.iter().rev().copied().collect();
+            let strides = strides(shape);
+            let in_strides: Vec<usize> = strides.iter().rev().copied().collect();
+            let mut index = vec![0usize; out_shape.len()];
+            let mut out = Vec::with_capacity(a.len());
+            for _ in 0..a.len() {
+                let at: usize = index.iter().zip(&in_strides).map(|(i, s)| i * s).sum();
+                out.push(a.data[at]);
+                for d in (0..index.len()).rev() {
+                    index[d] += 1;
+                    if index[d] < out_shape[d] {
+                        break;
+                    }
+                    index[d] = 0;
+                }
+            }
+            Chunk::new(out_shape, out)
+        }
+    }
+}
+
+/// Row-major strides (in elements) of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
+
+/// Checks `axis` against a chunk of `ndim` dimensions; returns the sizes before, along and
+/// after it.
+fn split_at_axis(shape: &[usize], axis: usize) -> Result<(usize, usize, usize), String> {
+    if axis >= shape.len() {
+        return Err(format!(
+            "axis {axis} is out of range for a chunk of shape {shape:?}"
+        ));
+    }
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    Ok((outer, shape[axis], inner))
+}
+
+/// `shape` without `axis`.
+fn drop_axis(shape: &[usize], axis: usize) -> Vec<usize> {
+    let mut out = shape.to_vec();
+    out.remove(axis);
+    out
+}
+
+/// Reduces `a` along `axis` (dropping that axis), or over everything (a single number).
+pub fn reduce(a: &ChunkRef, axis: Option<usize>, r: Reduction) -> Result<Chunk, String> {
+    let Some(axis) = axis else {
+        return Ok(Chunk::scalar(r.all(&a.data)));
+    };
+    let (outer, n, inner) = split_at_axis(&a.shape, axis)?;
+    let mut out = vec![r.identity(); outer * inner];
+    if inner == 1 {
+        for (o, acc) in out.iter_mut().enumerate() {
+            *acc = r.all(&a.data[o * n..(o + 1) * n]);
+        }
+    } else {
+        for o in 0..outer {
+            let acc = &mut out[o * inner..(o + 1) * inner];
+            for k in 0..n {
+                let row = &a.data[(o * n + k) * inner..(o * n + k + 1) * inner];
+                for (x, &y) in acc.iter_mut().zip(row) {
+                    *x = r.step(*x, y);
+                }
+            }
+        }
+    }
+    Ok(Chunk::new(drop_axis(&a.shape, axis), out))
+}
+
+/// The mean along `axis` (or of everything).
+pub fn mean(a: &ChunkRef, axis: Option<usize>) -> Result<Chunk, String> {
+    let count = match axis {
+        Some(axis) => split_at_axis(&a.shape, axis)?.1,
+        None => a.len(),
+    };
+    let mut sum = reduce(a, axis, Reduction::Sum)?;
+    sum.data.iter_mut().for_each(|x| *x /= count as f64);
+    Ok(sum)
+}
+
+/// Partial moments of `a` along `axis` (or of everything), for a mean or standard deviation
+/// combined across chunks: a chunk of shape `[3, ...reduced]` holding the count, the mean
+/// and the sum of squared deviations from the mean.
+pub fn moments(a: &ChunkRef, axis: Option<usize>) -> Result<Chunk, String> {
+    let (outer, n, inner) = match axis {
+        Some(axis) => split_at_axis(&a.shape, axis)?,
+        None => (1, a.len(), 1),
+    };
+    let reduced = match axis {
+        Some(axis) => drop_axis(&a.shape, axis),
+        None => Vec::new(),
+    };
+    let m = outer * inner;
+    let mean = mean(a, axis)?.data;
+    let mut m2 = vec![0.0; m];
+    for o in 0..outer {
+        for k in 0..n {
+            let row = &a.data[(o * n + k) * inner..(o * n + k + 1) * inner];
+            let mu = &mean[o * inner..(o + 1) * inner];
+            for ((acc, &x), &mu) in m2[o * inner..(o + 1) * inner].iter_mut().zip(row).zip(mu) {
+                *acc += (x - mu) * (x - mu);
+            }
+        }
+    }
+    let mut data = vec![n as f64; m];
+    data.extend(mean);
+    data.extend(m2);
+    let mut shape = vec![3];
+    shape.extend(reduced);
+    Ok(Chunk::new(shape, data))
+}
+
+/// The three parts of a moments chunk.
+struct Moments<'c> {
+    count: &'c [f64],
+    mean: &'c [f64],
+    /// Sums of squared deviations from the mean.
+    m2: &'c [f64],
+}
+
+/// Splits a moments chunk into its parts.
+fn moment_parts<'c>(m: &'c ChunkRef) -> Result<Moments<'c>, String> {
+    if m.shape.first() != Some(&3) {
+        return Err(format!(
+            "expected moments (a chunk of shape [3, ...]), got shape {:?}",
+            m.shape
+        ));
+    }
+    let k = m.len() / 3;
+    Ok(Moments {
+        count: &m.data[..k],
+        mean: &m.data[k..2 * k],
+        m2: &m.data[2 * k..],
+    })
+}
+
+/// Moments of the union of two sets of numbers from the moments of each (Chan et al.).
+pub fn combine_moments(a: &ChunkRef, b: &ChunkRef) -> Result<Chunk, String> {
+    if a.shape != b.shape {
+        return Err(format!(
+            "cannot combine moments of shapes {:?} and {:?}",
+            a.shape, b.shape
+        ));
+    }
+    let Moments {
+        count: na,
+        mean: ma,
+        m2: qa,
+    } = moment_parts(a)?;
+    let Moments {
+        count: nb,
+        mean: mb,
+        m2: qb,
+    } = moment_parts(b)?;
+    let k = na.len();
+    let mut data = vec![0.0; 3 * k];
+    for i in 0..k {
+        let n = na[i] + nb[i];
+        let delta = mb[i] - ma[i];
+        let (mean, q) = if n == 0.0 {
+            (0.0, 0.0)
+        } else {
+            (
+                ma[i] + delta * nb[i] / n,
+                qa[i] + qb[i] + delta * delta * na[i] * nb[i] / n,
+            )
+        };
+        data[i] = n;
+        data[k + i] = mean;
+        data[2 * k + i] = q;
+    }
+    Ok(Chunk::new(a.shape.clone(), data))
+}
+
+/// The standard deviation from moments, with `ddof` degrees of freedom taken off the count
+/// (0 for the population, 1 for the sample standard deviation).
+pub fn std_of_moments(m: &ChunkRef, ddof: f64) -> Result<Chunk, String> {
+    let parts = moment_parts(m)?;
+    let data = parts
+        .count
+        .iter()
+        .zip(parts.m2)
+        .map(|(&n, &q)| (q / (n - ddof)).sqrt())
+        .collect();
+    Ok(Chunk::new(m.shape[1..].to_vec(), data))
+}
+
+/// Elementwise `op` over many chunks of one shape: the combining step of a tree reduction.
+pub fn fold(parts: &[ChunkRef], op: BinaryOp) -> Result<Chunk, String> {
+    let Some((first, rest)) = parts.split_first() else {
+        return Err("nothing to fold: the list of chunks is empty".into());
+    };
+    let mut acc = first.data.to_vec();
+    for part in rest {
+        if part.shape != first.shape {
+            return Err(format!(
+                "cannot fold chunks of shapes {:?} and {:?}",
+                first.shape, part.shape
+            ));
+        }
+        for (x, &y) in acc.iter_mut().zip(part.data.iter()) {
+            *x = op.apply(*x, y);
+        }
+    }
+    Ok(Chunk::new(first.shape.clone(), acc))
+}
+
+/// The matrix product of two matrices.
+pub fn matmul(a: &ChunkRef, b: &ChunkRef) -> Result<Chunk, String> {
+    let (&[m, k], &[k2, n]) = (a.shape.as_slice(), b.shape.as_slice()) else {
+        return Err(format!(
+            "matmul takes two matrices, got shapes {:?} and {:?}",
+            a.shape, b.shape
+        ));
+    };
+    if k != k2 {
+        return Err(format!(
+            "cannot multiply a {m}x{k} matrix by a {k2}x{n} one"
+        ));
+    }
+    let mut out = vec![0.0; m * n];
+    // i-k-j order: the inner loop runs along rows of b and of the output, contiguously.
+    for i in 0..m {
+        let row = &mut out[i * n..(i + 1) * n];
+        for (p, &x) in a.data[i * k..(i + 1) * k].iter().enumerate() {
+            if x != 0.0 {
+                for (o, &y) in row.iter_mut().zip(&b.data[p * n..(p + 1) * n]) {
+                    *o += x * y;
+                }
+            }
+        }
+    }
+    Ok(Chunk::new(vec![m, n], out))
+}
+
+/// The block `start..stop` (per axis, `stop` exclusive) of `a`.
+pub fn slice(a: &ChunkRef, start: &[usize], stop: &[usize]) -> Result<Chunk, String> {
+    let nd = a.shape.len();
+    if start.len() != nd || stop.len() != nd {
+        return Err(format!(
+            "a slice of a chunk of shape {:?} needs {nd} starts and stops, got {} and {}",
+            a.shape,
+            start.len(),
+            stop.len()
+        ));
+    }
+    for d in 0..nd {
+        if start[d] > stop[d] || stop[d] > a.shape[d] {
+            return Err(format!(
+                "slice {}..{} is out of range for axis {d} of length {}",
+                start[d], stop[d], a.shape[d]
+            ));
+        }
+    }
+    let shape: Vec<usize> = start.iter().zip(stop).map(|(s, e)| e - s).collect();
+    let mut out = Vec::with_capacity(elements(&shape)?);
+    if nd == 0 {
+        out.extend_from_slice(&a.data);
+    } else if out.capacity() > 0 {
+        // Copy contiguous runs along the last axis, walking the other axes in order.
+        let strides = strides(&a.shape);
+        let mut index = start[..nd - 1].to_vec();
+        loop {
+            let base: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+            out.extend_from_slice(&a.data[base + start[nd - 1]..base + stop[nd - 1]]);
+            let mut d = nd - 1;
+            loop {
+                if d == 0 {
+                    return Ok(Chunk::new(shape, out));
+                }
+                d -= 1;
+                index[d] += 1;
+                if index[d] < stop[d] {
+                    break;
+                }
+                index[d] = start[d];
+            }
+        }
+    }
+    Ok(Chunk::new(shape, out))
+}
+
+/// Chunks joined along `axis`; their other axes must agree.
+pub fn concat(parts: &[ChunkRef], axis: usize) -> Result<Chunk, String> {
+    let Some(first) = parts.first() else {
+        return Err("nothing to concatenate: the list of chunks is empty".into());
+    };
+    let (outer, _, inner) = split_at_axis(&first.shape, axis)?;
+    let mut shape = first.shape.clone();
+    shape[axis] = 0;
+    for part in parts {
+        let same_elsewhere = part.shape.len() == first.shape.len()
+            && (0..first.shape.len()).all(|d| d == axis || part.shape[d] == first.shape[d]);
+        if !same_elsewhere {
+            return Err(format!(
+                "cannot concatenate chunks of shapes {:?} and {:?} along axis {axis}",
+                first.shape, part.shape
+            ));
+        }
+        shape[axis] += part.shape[axis];
+    }
+    let mut out = Vec::with_capacity(elements(&shape)?);
+    for o in 0..outer {
+        for part in parts {
+            let run = part.shape[axis] * inner;
+            out.extend_from_slice(&part.data[o * run..(o + 1) * run]);
+        }
+    }
+    Ok(Chunk::new(shape, out))
+}
+
+// ---------------------------------------------------------------------------------------
+// The component.
+
+/// `builtin:array`: every kernel above as an export.
+pub fn component() -> Component {
+    let chunk = chunk_type();
+    let shape = Type::list(Type::U64);
+    let enum_of = |names: &[&str]| Type::Enum(names.iter().map(|&n| Arc::from(n)).collect());
+    let binary_op = enum_of(&BinaryOp::ALL.map(|(n, _)| n));
+    let unary_op = enum_of(&UnaryOp::ALL.map(|(n, _)| n));
+    let axis = Type::Option(Arc::new(Type::U32));
+    let f = |params: &[(&str, &Type)], result: &Type| FuncType {
+        params: params
+            .iter()
+            .map(|&(n, t)| (Arc::from(n), t.clone()))
+            .collect(),
+        result: Some(result.clone()),
+    };
+    let mut exports = BTreeMap::new();
+    let mut add = |name: &str, ty: FuncType| {
+        exports.insert(name.to_string(), ty);
+    };
+    add(
+        "random",
+        f(&[("shape", &shape), ("seed", &Type::U64)], &chunk),
+    );
+    add("zeros", f(&[("shape", &shape)], &chunk));
+    add("ones", f(&[("shape", &shape)], &chunk));
+    add(
+        "full",
+        f(&[("shape", &shape), ("value", &Type::F64)], &chunk),
+    );
+    add(
+        "arange",
+        f(
+            &[
+                ("start", &Type::F64),
+                ("step", &Type::F64),
+                ("n", &Type::U64),
+            ],
+            &chunk,
+        ),
+    );
+    add(
+        "from-list",
+        f(
+            &[("shape", &shape), ("data", &Type::list(Type::F64))],
+            &chunk,
+        ),
+    );
+    for (name, _) in BinaryOp::ALL {
+        add(name, f(&[("a", &chunk), ("b", &chunk)], &chunk));
+    }
+    add(
+        "scalar",
+        f(
+            &[("a", &chunk), ("op", &binary_op), ("k", &Type::F64)],
+            &chunk,
+        ),
+    );
+    add(
+        "rscalar",
+        f(
+            &[("k", &Type::F64), ("op", &binary_op), ("a", &chunk)],
+            &chunk,
+        ),
+    );
+    add("unary", f(&[("a", &chunk), ("op", &unary_op)], &chunk));
+    add("transpose", f(&[("a", &chunk)], &chunk));
+    for (name, _) in Reduction::ALL {
+        add(name, f(&[("a", &chunk), ("axis", &axis)], &chunk));
+    }
+    add("mean", f(&[("a", &chunk), ("axis", &axis)], &chunk));
+    add("moments", f(&[("a", &chunk), ("axis", &axis)], &chunk));
+    add(
+        "combine-moments",
+        f(&[("a", &chunk), ("b", &chunk)], &chunk),
+    );
+    add(
+        "std-of-moments",
+        f(&[("m", &chunk), ("ddof", &Type::F64)], &chunk),
+    );
+    add(
+        "fold",
+        f(
+            &[("parts", &Type::list(chunk.clone())), ("op", &binary_op)],
+            &chunk,
+        ),
+    );
+    add("matmul", f(&[("a", &chunk), ("b", &chunk)], &chunk));
+    add(
+        "slice",
+        f(
+            &[("a", &chunk), ("start", &shape), ("stop", &shape)],
+            &chunk,
+        ),
+    );
+    add(
+        "concat",
+        f(
+            &[("parts", &Type::list(chunk.clone())), ("axis", &Type::U32)],
+            &chunk,
+        ),
+    );
+    add("item", f(&[("a", &chunk)], &Type::F64));
+    Component::native("builtin:array", exports, Arc::new(ArrayKernels))
+}
+
+/// The code of `builtin:array`.
+struct ArrayKernels;
+
+impl Native for ArrayKernels {
+    fn call(&self, export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError> {
+        let out = dispatch(export, args, limits)?;
+        Ok(out)
+    }
+}
+
+/// Why a kernel call failed: the caller's mistake (shapes, axes), or too much memory.
+fn error(message: String) -> TaskError {
+    TaskError::new(TaskErrorKind::GuestError, message)
+}
+
+fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError> {
+    let chunk = |i: usize| ChunkRef::from_value(&args[i]).map_err(error);
+    let shape = |i: usize| -> Result<Vec<usize>, TaskError> {
+        let shape = usizes(&args[i]).map_err(error)?;
+        let bytes = elements(&shape).map_err(error)? as u64 * 8;
+        if bytes > limits.memory_bytes {
+            return Err(TaskError::new(
+                TaskErrorKind::OutOfMemory,
+                format!(
+                    "a chunk of shape {shape:?} takes {bytes} bytes, more than the task's \
+                     memory limit of {} bytes",
+                    limits.memory_bytes
+                ),
+            ));
+        }
+        Ok(shape)
+    };
+    let f64_arg = |i: usize| match args[i] {
+        Value::F64(x) => Ok(x),
+        _ => Err(error(format!("argument {i} must be an f64"))),
+    };
+    let u64_arg = |i: usize| match args[i] {
+        Value::U64(x) => Ok(x),
+        _ => Err(error(format!("argument {i} must be a u64"))),
+    };
+    let binary_op = |i: usize| match &args[i] {
+        Value::Enum(name) => {
+            BinaryOp::named(name).ok_or_else(|| error(format!("no operation `{name}`")))
+        }
+        _ => Err(error(format!("argument {i} must be a binary-op"))),
+    };
+    let axis = |i: usize| match &args[i] {
+        Value::Option(None) => Ok(None),
+        Value::Option(Some(v)) => match **v {
+            Value::U32(a) => Ok(Some(a as usize)),
+            _ => Err(error("the axis must be a u32".into())),
+        },
+        _ => Err(error("the axis must be an option<u32>".into())),
+    };
+    let chunks = |i: usize| -> Result<Vec<ChunkRef<'_>>, TaskError> {
+        match &args[i] {
+            Value::List(items) => items
+                .iter()
+                .map(|v| ChunkRef::from_value(v).map_err(error))
+                .collect(),
+            _ => Err(error(format!("argument {i} must be a list of chunks"))),
+        }
+    };
+    let out: Chunk = if let Some(op) = BinaryOp::named(export) {
+        binary(&chunk(0)?, &chunk(1)?, op).map_err(error)?
+    } else if let Some(&(_, r)) = Reduction::ALL.iter().find(|(n, _)| *n == export) {
+        reduce(&chunk(0)?, axis(1)?, r).map_err(error)?
+    } else {
+        match export {
+            "random" => random(&shape(0)?, u64_arg(1)?).map_err(error)?,
+            "zeros" => full(&shape(0)?, 0.0).map_err(error)?,
+            "ones" => full(&shape(0)?, 1.0).map_err(error)?,
+            "full" => full(&shape(0)?, f64_arg(1)?).map_err(error)?,
+            "arange" => {
+                let n = u64_arg(2)? as usize;
+                shape_fits(n, limits)?;
+                arange(f64_arg(0)?, f64_arg(1)?, n).map_err(error)?
+            }
+            "from-list" => {
+                let shape = usizes(&args[0]).map_err(error)?;
+                let data = match &args[1] {
+                    Value::Bulk(b) => match &**b {
+                        Bulk::F64(v) => v.clone(),
+                        _ => return Err(error("data must be a list<f64>".into())),
+                    },
+                    _ => return Err(error("data must be a list<f64>".into())),
+                };
+                let n = elements(&shape).map_err(error)?;
+                if n != data.len() {
+                    return Err(error(format!(
+                        "a chunk of shape {shape:?} holds {n} numbers, {} were given",
+                        data.len()
+                    )));
+                }
+                Chunk::new(shape, data)
+            }
+            "scalar" => scalar(&chunk(0)?, binary_op(1)?, f64_arg(2)?),
+            "rscalar" => rscalar(f64_arg(0)?, binary_op(1)?, &chunk(2)?),
+            "unary" => {
+                let op = match &args[1] {
+                    Value::Enum(name) => UnaryOp::ALL
+                        .iter()
+                        .find(|(n, _)| **n == **name)
+                        .map(|&(_, op)| op)
+                        .ok_or_else(|| error(format!("no operation `{name}`")))?,
+                    _ => return Err(error("argument 1 must be a unary-op".into())),
+                };
+                unary(&chunk(0)?, op)
+            }
+            "transpose" => transpose(&chunk(0)?),
+            "mean" => mean(&chunk(0)?, axis(1)?).map_err(error)?,
+            "moments" => moments(&chunk(0)?, axis(1)?).map_err(error)?,
+            "combine-moments" => combine_moments(&chunk(0)?, &chunk(1)?).map_err(error)?,
+            "std-of-moments" => std_of_moments(&chunk(0)?, f64_arg(1)?).map_err(error)?,
+            "fold" => fold(&chunks(0)?, binary_op(1)?).map_err(error)?,
+            "matmul" => matmul(&chunk(0)?, &chunk(1)?).map_err(error)?,
+            "slice" => slice(
+                &chunk(0)?,
+                &usizes(&args[1]).map_err(error)?,
+                &usizes(&args[2]).map_err(error)?,
+            )
+            .map_err(error)?,
+            "concat" => {
+                let axis = match args[1] {
+                    Value::U32(a) => a as usize,
+                    _ => return Err(error("the axis must be a u32".into())),
+                };
+                concat(&chunks(0)?, axis).map_err(error)?
+            }
+            "item" => {
+                let a = chunk(0)?;
+                return match a.data.as_ref() {
+                    [x] => Ok(Value::F64(*x)),
+                    _ => Err(error(format!(
+                        "item takes a chunk of one number, this one has shape {:?}",
+                        a.shape
+                    ))),
+                };
+            }
+            other => return Err(error(format!("builtin:array has no export `{other}`"))),
+        }
+    };
+    Ok(out.into_value())
+}
+
+/// Refuses a one-dimensional output of `n` numbers beyond the task's memory limit.
+fn shape_fits(n: usize, limits: &Limits) -> Result<(), TaskError> {
+    if (n as u64).saturating_mul(8) > limits.memory_bytes {
+        return Err(TaskError::new(
+            TaskErrorKind::OutOfMemory,
+            format!(
+                "{n} numbers take more than the task's memory limit of {} bytes",
+                limits.memory_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A `list<u64>` as sizes.
+fn usizes(value: &Value) -> Result<Vec<usize>, String> {
+    match value {
+        Value::Bulk(b) => match &**b {
+            Bulk::U64(v) => Ok(v.iter().map(|&n| n as usize).collect()),
+            _ => Err("expected a list<u64>".into()),
+        },
+        Value::List(items) if items.is_empty() => Ok(Vec::new()),
+        _ => Err("expected a list<u64>".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(shape: &[usize], data: &[f64]) -> Chunk {
+        Chunk::new(shape.to_vec(), data.to_vec())
+    }
+
+    #[test]
+    fn elementwise_and_broadcast_scalars() {
+        let a = c(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let b = c(&[2, 2], &[4.0, 3.0, 2.0, 1.0]);
+        assert_eq!(
+            binary(&a.view(), &b.view(), BinaryOp::Add).unwrap().data,
+            [5.0; 4]
+        );
+        assert_eq!(
+            binary(&a.view(), &b.view(), BinaryOp::Greater)
+                .unwrap()
+                .data,
+            [0.0, 0.0, 1.0, 1.0]
+        );
+        let k = Chunk::scalar(10.0);
+        assert_eq!(
+            binary(&a.view(), &k.view(), BinaryOp::Mul).unwrap().data,
+            [10.0, 20.0, 30.0, 40.0]
+        );
+        assert_eq!(
+            rscalar(1.0, BinaryOp::Sub, &a.view()).data,
+            [0.0, -1.0, -2.0, -3.0]
+        );
+        let e = binary(&a.view(), &c(&[4], &[0.0; 4]).view(), BinaryOp::Sub).unwrap_err();
+        assert_eq!(e, "cannot sub chunks of shapes [2, 2] and [4]");
+    }
+
+    #[test]
+    fn transposes_matrices_and_cubes() {
+        let a = c(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let t = transpose(&a.view());
+        assert_eq!(t.shape, [3, 2]);
+        assert_eq!(t.data, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let cube = c(&[2, 1, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let t = transpose(&cube.view());
+        assert_eq!(t.shape, [3, 1, 2]);
+        assert_eq!(t.data, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        // A matrix larger than a tile.
+        let big = random(&[70, 45], 1).unwrap();
+        let tt = transpose(&transpose(&big.view()).view());
+        assert_eq!(tt, big);
+    }
+
+    #[test]
+    fn reduces_along_axes() {
+        let a = c(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let sum0 = reduce(&a.view(), Some(0), Reduction::Sum).unwrap();
+        assert_eq!(
+            (sum0.shape.as_slice(), sum0.data.as_slice()),
+            (&[3][..], &[5.0, 7.0, 9.0][..])
+        );
+        let max1 = reduce(&a.view(), Some(1), Reduction::Max).unwrap();
+        assert_eq!(max1.data, [3.0, 6.0]);
+        let all = reduce(&a.view(), None, Reduction::Sum).unwrap();
+        assert_eq!((all.shape.len(), all.data[0]), (0, 21.0));
+        assert_eq!(mean(&a.view(), Some(0)).unwrap().data, [2.5, 3.5, 4.5]);
+        assert!(reduce(&a.view(), Some(2), Reduction::Sum).is_err());
+    }
+
+    #[test]
+    fn moments_combine_to_the_standard_deviation_of_the_whole() {
+        let x = random(&[40, 3], 7).unwrap();
+        let top = slice(&x.view(), &[0, 0], &[15, 3]).unwrap();
+        let bottom = slice(&x.view(), &[15, 0], &[40, 3]).unwrap();
+        let m = combine_moments(
+            &moments(&top.view(), Some(0)).unwrap().view(),
+            &moments(&bottom.view(), Some(0)).unwrap().view(),
+        )
+        .unwrap();
+        let std = std_of_moments(&m.view(), 1.0).unwrap();
+        for col in 0..3 {
+            let xs: Vec<f64> = (0..40).map(|r| x.data[r * 3 + col]).collect();
+            let mu = xs.iter().sum::<f64>() / 40.0;
+            let var = xs.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / 39.0;
+            assert!((std.data[col] - var.sqrt()).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn slices_and_concatenates_back() {
+        let x = random(&[5, 7], 3).unwrap();
+        let left = slice(&x.view(), &[0, 0], &[5, 4]).unwrap();
+        let right = slice(&x.view(), &[0, 4], &[5, 7]).unwrap();
+        assert_eq!(concat(&[left.view(), right.view()], 1).unwrap(), x);
+        let top = slice(&x.view(), &[0, 0], &[2, 7]).unwrap();
+        let bottom = slice(&x.view(), &[2, 0], &[5, 7]).unwrap();
+        assert_eq!(concat(&[top.view(), bottom.view()], 0).unwrap(), x);
+        assert!(slice(&x.view(), &[0, 0], &[6, 7]).is_err());
+        let e = concat(&[left.view(), top.view()], 0).unwrap_err();
+        assert!(e.contains("cannot concatenate"), "{e}");
+    }
+
+    #[test]
+    fn multiplies_matrices() {
+        let a = c(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b = c(&[3, 2], &[7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
+        let p = matmul(&a.view(), &b.view()).unwrap();
+        assert_eq!(p.shape, [2, 2]);
+        assert_eq!(p.data, [58.0, 64.0, 139.0, 154.0]);
+        assert!(matmul(&a.view(), &a.view()).is_err());
+    }
+
+    #[test]
+    fn random_chunks_are_reproducible_and_uniform() {
+        let a = random(&[100, 100], 42).unwrap();
+        assert_eq!(a, random(&[100, 100], 42).unwrap());
+        assert_ne!(a, random(&[100, 100], 43).unwrap());
+        assert!(a.data.iter().all(|&x| (0.0..1.0).contains(&x)));
+        let mean = a.data.iter().sum::<f64>() / a.data.len() as f64;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+    }
+
+    #[test]
+    fn the_component_checks_shapes_and_memory() {
+        let component = component();
+        assert!(component.is_native());
+        assert!(component.exports().contains_key("add"));
+        let limits = Limits {
+            memory_bytes: 1 << 20,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let shape = Value::Bulk(Arc::new(Bulk::U64(vec![1000, 1000])));
+        let e = dispatch("zeros", &[shape], &limits).unwrap_err();
+        assert_eq!(e.kind, TaskErrorKind::OutOfMemory);
+        let small = Value::Bulk(Arc::new(Bulk::U64(vec![2])));
+        let ones = dispatch("ones", &[small], &limits).unwrap();
+        let sum = dispatch("sum", &[ones, Value::Option(None)], &limits).unwrap();
+        assert_eq!(dispatch("item", &[sum], &limits).unwrap(), Value::F64(2.0));
+    }
+}

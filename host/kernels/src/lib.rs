@@ -1,0 +1,29 @@
+//! Fabric's built-in kernels: chunk operations implemented natively in Rust and published
+//! to graphs as components (`builtin:array`), so that a graph calls `builtin:array/add` like
+//! any component, the validator type-checks the call, and user WebAssembly tasks can take
+//! and return the same chunk records.
+
+pub mod array;
+pub mod chunk;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use fabric_runtime::Component;
+
+pub use chunk::{Chunk, ChunkRef};
+
+/// The prefix of every built-in component's name.
+pub const PREFIX: &str = "builtin:";
+
+/// The built-in components by name (`builtin:array`). Graphs use them without listing them
+/// under `components`.
+pub fn components() -> &'static BTreeMap<String, Arc<Component>> {
+    static ALL: OnceLock<BTreeMap<String, Arc<Component>>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        [array::component()]
+            .into_iter()
+            .map(|c| (c.hash().to_string(), Arc::new(c)))
+            .collect()
+    })
+}

@@ -1,0 +1,185 @@
+//! Chunked arrays: graphs of the built-in `builtin:array` kernels, built with fabric-client's
+//! `Array`, run with `fabric run` and on a cluster, compared with straightforward
+//! single-threaded computations on the same numbers.
+
+use fabric_client::{Array, Client, Dense};
+use fabric_tests::{Cluster, GraphDir, Outcome};
+use serde_json::{Value as Json, json};
+
+/// The chunk record of an output of `fabric run`.
+fn dense(out: &Outcome, id: &str) -> Dense {
+    let json = &out.success()[id];
+    Dense {
+        shape: serde_json::from_value(json["shape"].clone()).expect("a shape"),
+        data: serde_json::from_value(json["data"].clone()).expect("numbers"),
+    }
+}
+
+/// Runs `array`'s graph with `fabric run`.
+fn run(dir: &GraphDir, array: &Array) -> Dense {
+    let out = dir.run(&array.to_graph(), &[]);
+    dense(&out, "result")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn assert_close(got: &Dense, shape: &[usize], want: &[f64]) {
+    assert_eq!(got.shape, shape);
+    assert_eq!(got.data.len(), want.len());
+    for (i, (g, w)) in got.data.iter().zip(want).enumerate() {
+        assert!(close(*g, *w), "element {i}: {g} != {w}");
+    }
+}
+
+/// An irregular chunking: 50 x 30 in 16 x 7 chunks (the last ones shorter).
+fn x() -> Array {
+    Array::random(&[50, 30], &[16, 7], 7)
+}
+
+#[test]
+fn array_expressions_match_a_plain_computation() {
+    let dir = GraphDir::new();
+    let x = x();
+    let whole = run(&dir, &x);
+    assert_eq!(whole.shape, [50, 30]);
+    let at = |r: usize, c: usize| whole.data[r * 30 + c];
+    assert!(whole.data.iter().all(|v| (0.0..1.0).contains(v)));
+
+    // (x + x.T).sum() on a square array, as in Dask's benchmark.
+    let sq = Array::random(&[40, 40], &[16, 16], 3);
+    let s = run(&dir, &sq);
+    let mut want = 0.0;
+    for r in 0..40 {
+        for c in 0..40 {
+            want += s.data[r * 40 + c] + s.data[c * 40 + r];
+        }
+    }
+    assert_close(&run(&dir, &(&sq + &sq.t()).sum(None)), &[], &[want]);
+
+    // x.mean(axis=0) and x.std(axis=1, ddof=1).
+    let mean0: Vec<f64> = (0..30)
+        .map(|c| (0..50).map(|r| at(r, c)).sum::<f64>() / 50.0)
+        .collect();
+    assert_close(&run(&dir, &x.mean(Some(0))), &[30], &mean0);
+    let std1: Vec<f64> = (0..50)
+        .map(|r| {
+            let mu = (0..30).map(|c| at(r, c)).sum::<f64>() / 30.0;
+            ((0..30).map(|c| (at(r, c) - mu).powi(2)).sum::<f64>() / 29.0).sqrt()
+        })
+        .collect();
+    assert_close(&run(&dir, &x.std(Some(1), 1.0)), &[50], &std1);
+
+    // min, max and elementwise arithmetic with scalars.
+    let lo = whole.data.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = whole.data.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert_close(&run(&dir, &x.min(None)), &[], &[lo]);
+    assert_close(&run(&dir, &x.max(None)), &[], &[hi]);
+    let y = &(&x * 2.0) - &x;
+    let want: Vec<f64> = whole.data.iter().map(|v| v * 2.0 - v).collect();
+    assert_close(&run(&dir, &y), &[50, 30], &want);
+
+    // x.T @ x (30 x 30), in blocks.
+    let gram = run(&dir, &x.t().matmul(&x));
+    let mut want = vec![0.0; 30 * 30];
+    for i in 0..30 {
+        for j in 0..30 {
+            want[i * 30 + j] = (0..50).map(|k| at(k, i) * at(k, j)).sum();
+        }
+    }
+    assert_close(&gram, &[30, 30], &want);
+}
+
+#[test]
+fn kernel_errors_are_task_errors_and_bad_calls_are_rejected() {
+    let dir = GraphDir::new();
+    let g = json!({
+        "tasks": {
+            "x": {"call": "builtin:array/ones", "args": [[2, 3]]},
+            "y": {"call": "builtin:array/ones", "args": [[3, 2]]},
+            "bad": {"call": "builtin:array/add", "args": [{"ref": "x"}, {"ref": "y"}]},
+            "far": {"call": "builtin:array/sum", "args": [{"ref": "x"}, 5]},
+        },
+        "outputs": ["bad", "far"],
+    });
+    let out = dir.run(&g, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    let errors = out.error_lines();
+    assert!(
+        errors.contains(
+            &"error: task `bad` (builtin:array/add) returned an error: cannot add chunks of shapes [2, 3] and [3, 2]"
+        ),
+        "{out}"
+    );
+    assert!(
+        errors.contains(
+            &"error: task `far` (builtin:array/sum) returned an error: axis 5 is out of range for a chunk of shape [2, 3]"
+        ),
+        "{out}"
+    );
+
+    // Calls are type-checked like any component's.
+    let g = json!({
+        "tasks": {
+            "x": {"call": "builtin:array/ones", "args": ["two by three"]},
+            "y": {"call": "builtin:array/nope", "args": []},
+        },
+        "outputs": ["x", "y"],
+    });
+    let out = dir.run(&g, &[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("task `x`: argument 1 (`shape: list<u64>`)"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("task `y`: component `builtin:array` has no export `nope`"),
+        "{out}"
+    );
+
+    // A chunk beyond the task's memory limit is refused before it is allocated.
+    let g = json!({
+        "tasks": {"x": {"call": "builtin:array/zeros", "args": [[100000, 100000]]}},
+        "outputs": ["x"],
+    });
+    let out = dir.run(&g, &["--memory", "64MiB"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("(builtin:array/zeros) ran out of memory"),
+        "{out}"
+    );
+}
+
+#[test]
+fn arrays_compute_on_a_cluster() {
+    let cluster = Cluster::start(2, &["--nthreads", "1"]);
+    let dir = GraphDir::new();
+    let x = x();
+    let whole = run(&dir, &x);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sum, mean) = runtime.block_on(async {
+        let client = Client::connect(&cluster.url).await.unwrap();
+        let sum = x.sum(None).compute(&client).await.unwrap();
+        let mean = x.mean(Some(0)).compute(&client).await.unwrap();
+        (sum, mean)
+    });
+    assert_close(&sum, &[], &[whole.data.iter().sum()]);
+    let mean0: Vec<f64> = (0..30)
+        .map(|c| (0..50).map(|r| whole.data[r * 30 + c]).sum::<f64>() / 50.0)
+        .collect();
+    assert_close(&mean, &[30], &mean0);
+
+    // The same graph through `fabric submit`.
+    let out = cluster.submit(&dir.write_graph(&x.t().to_graph()), &[]);
+    let t = dense(&out, "result");
+    assert_eq!(t.shape, [30, 50]);
+    assert_eq!(t.data[1], whole.data[30], "t[0, 1] = x[1, 0]");
+    let _: Json = out.success();
+}
