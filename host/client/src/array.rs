@@ -231,11 +231,36 @@ impl Array {
             "cannot {op} arrays chunked differently ({:?} and {:?})",
             self.chunks, other.chunks
         );
+        let matrices = self.shape.len() == 2;
         let blocks = self
             .blocks
             .iter()
             .zip(&other.blocks)
-            .map(|(a, b)| Node::new(op, vec![Arg::Node(a.clone()), Arg::Node(b.clone())]))
+            .map(|(a, b)| {
+                match (
+                    transposed(a).filter(|_| matrices),
+                    transposed(b).filter(|_| matrices),
+                ) {
+                    // `a op b.T` in one kernel, the transpose never made (the `x + x.T` case).
+                    (_, Some(source)) => Node::new(
+                        "binary-transposed",
+                        vec![
+                            Arg::Node(a.clone()),
+                            Arg::Node(source),
+                            Arg::Json(json!(op)),
+                        ],
+                    ),
+                    (Some(source), None) if COMMUTATIVE.contains(&op) => Node::new(
+                        "binary-transposed",
+                        vec![
+                            Arg::Node(b.clone()),
+                            Arg::Node(source),
+                            Arg::Json(json!(op)),
+                        ],
+                    ),
+                    _ => Node::new(op, vec![Arg::Node(a.clone()), Arg::Node(b.clone())]),
+                }
+            })
             .collect();
         Array {
             blocks,
@@ -284,11 +309,42 @@ impl Array {
                 self.shape
             );
         }
-        let partials: Vec<Arc<Node>> = self
-            .blocks
-            .iter()
-            .map(|b| Node::new(export, vec![Arg::Node(b.clone()), Arg::Json(json!(axis))]))
-            .collect();
+        let mut partials: Vec<(usize, Arc<Node>)> = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let partial = match elementwise(block) {
+                // Reduce `a op b` (or `a op b.T`) in one pass, without making it.
+                Some((a, b, op, transpose_b)) => Node::new(
+                    "reduce-binary",
+                    vec![
+                        Arg::Node(a),
+                        Arg::Node(b),
+                        Arg::Json(op),
+                        Arg::Json(json!(transpose_b)),
+                        Arg::Json(json!(export)),
+                        Arg::Json(json!(axis)),
+                    ],
+                ),
+                None => Node::new(
+                    export,
+                    vec![Arg::Node(block.clone()), Arg::Json(json!(axis))],
+                ),
+            };
+            // Reducing everything, the order is free: the partials of chunks (i, j) and
+            // (j, i) of `x op x.T` read the same two chunks, so they go side by side and
+            // the graph's depth-first order makes each pair of chunks once, then drops it.
+            let pair = match (axis, elementwise(block)) {
+                (None, Some((_, _, _, true))) => {
+                    let grid = self.grid();
+                    let mut index = unravel(i, &grid);
+                    index.reverse();
+                    i.min(ravel(&index, &grid))
+                }
+                _ => i,
+            };
+            partials.push((pair, partial));
+        }
+        partials.sort_by_key(|&(pair, _)| pair);
+        let partials: Vec<Arc<Node>> = partials.into_iter().map(|(_, p)| p).collect();
         let fold = |parts: Vec<Arc<Node>>| {
             tree(parts, |group| {
                 Node::new("fold", vec![Arg::Nodes(group), Arg::Json(json!(combine))])
@@ -545,6 +601,48 @@ fn walk(roots: &[Arc<Node>]) -> Vec<Arc<Node>> {
     order
 }
 
+/// The elementwise operations of two chunks (`binary-op` cases, and exports).
+const ELEMENTWISE: [&str; 13] = [
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "less",
+    "less-equal",
+    "greater",
+    "greater-equal",
+    "equal",
+    "not-equal",
+];
+
+/// The operands, operation and whether the second is transposed, if `node` combines two
+/// chunks elementwise.
+fn elementwise(node: &Node) -> Option<(Arc<Node>, Arc<Node>, Json, bool)> {
+    match (node.export, node.args.as_slice()) {
+        ("binary-transposed", [Arg::Node(a), Arg::Node(b), Arg::Json(op)]) => {
+            Some((a.clone(), b.clone(), op.clone(), true))
+        }
+        (op, [Arg::Node(a), Arg::Node(b)]) if ELEMENTWISE.contains(&op) => {
+            Some((a.clone(), b.clone(), json!(op), false))
+        }
+        _ => None,
+    }
+}
+
+/// Operations whose operands may swap.
+const COMMUTATIVE: [&str; 6] = ["add", "mul", "maximum", "minimum", "equal", "not-equal"];
+
+/// The chunk a `transpose` of a matrix chunk reads, if `node` is one.
+fn transposed(node: &Node) -> Option<Arc<Node>> {
+    match (node.export, node.args.as_slice()) {
+        ("transpose", [Arg::Node(source)]) => Some(source.clone()),
+        _ => None,
+    }
+}
+
 /// Replaces references to `from` by references to `to` inside a task document.
 fn rename_ref(v: &mut Json, from: &str, to: &str) {
     match v {
@@ -646,11 +744,17 @@ mod tests {
     fn builds_the_graph_of_a_sum_of_x_and_its_transpose() {
         let x = Array::random(&[8, 8], &[4, 4], 1);
         let s = (&x + &x.t()).sum(None);
-        // 4 random, 4 transpose, 4 add, 4 partial sums, 1 fold.
-        assert_eq!(s.tasks(), 17);
+        // 4 random, 4 one-pass sums of a block plus the transpose of another, 1 fold.
+        assert_eq!(s.tasks(), 9);
         let g = s.to_graph();
         let tasks = g["tasks"].as_object().unwrap();
-        assert_eq!(tasks.len(), 17);
+        assert_eq!(tasks.len(), 9);
+        assert!(
+            tasks
+                .values()
+                .all(|t| t["call"] != "builtin:array/transpose"),
+            "{g}"
+        );
         assert_eq!(tasks["result"]["call"], "builtin:array/fold");
         // Every reference names a task of the graph.
         fn refs(v: &Json, out: &mut Vec<String>) {

@@ -8,8 +8,6 @@ use std::sync::Arc;
 
 use fabric_core::{Bulk, FuncType, Type, Value};
 use fabric_runtime::{Component, Limits, Native, TaskError, TaskErrorKind};
-use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
 
 use crate::chunk::{Chunk, ChunkRef, chunk_type, elements};
 
@@ -78,6 +76,59 @@ impl BinaryOp {
             BinaryOp::NotEqual => truth(a != b),
         }
     }
+}
+
+/// Runs `$body` with `$f` bound to a closure computing `$op`, so that each operation gets
+/// its own compiled (and vectorized) loop instead of a `match` per element.
+macro_rules! with_op {
+    ($op:expr, $f:ident => $body:expr) => {
+        match $op {
+            BinaryOp::Add => {
+                let $f = |a: f64, b: f64| a + b;
+                $body
+            }
+            BinaryOp::Sub => {
+                let $f = |a: f64, b: f64| a - b;
+                $body
+            }
+            BinaryOp::Mul => {
+                let $f = |a: f64, b: f64| a * b;
+                $body
+            }
+            BinaryOp::Div => {
+                let $f = |a: f64, b: f64| a / b;
+                $body
+            }
+            op => {
+                let $f = |a: f64, b: f64| op.apply(a, b);
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`with_op!`], for the step of a reduction.
+macro_rules! with_reduction {
+    ($r:expr, $g:ident => $body:expr) => {
+        match $r {
+            Reduction::Sum => {
+                let $g = |a: f64, b: f64| a + b;
+                $body
+            }
+            Reduction::Prod => {
+                let $g = |a: f64, b: f64| a * b;
+                $body
+            }
+            Reduction::Min => {
+                let $g = |a: f64, b: f64| a.min(b);
+                $body
+            }
+            Reduction::Max => {
+                let $g = |a: f64, b: f64| a.max(b);
+                $body
+            }
+        }
+    };
 }
 
 /// A unary elementwise operation.
@@ -158,26 +209,28 @@ impl Reduction {
     /// Reduces a slice, in eight interleaved lanes (which the compiler vectorizes, and
     /// which keep a long sum's rounding error small).
     fn all(self, xs: &[f64]) -> f64 {
-        let mut lanes = [self.identity(); 8];
-        let mut blocks = xs.chunks_exact(8);
-        for block in &mut blocks {
-            for (acc, &x) in lanes.iter_mut().zip(block) {
-                *acc = self.step(*acc, x);
-            }
-        }
-        let tail = blocks
-            .remainder()
-            .iter()
-            .fold(self.identity(), |a, &x| self.step(a, x));
-        lanes.iter().fold(tail, |a, &x| self.step(a, x))
+        with_reduction!(self, g => lanes(xs.iter().copied(), self.identity(), g))
     }
 }
 
-/// Uniform numbers in [0, 1) from `seed` (the same seed gives the same chunk everywhere).
+/// Folds `xs` with `g` in eight interleaved lanes (which the compiler vectorizes, and which
+/// keep a long sum's rounding error small).
+#[inline]
+fn lanes(xs: impl Iterator<Item = f64>, identity: f64, g: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [identity; 8];
+    for (i, x) in xs.enumerate() {
+        acc[i & 7] = g(acc[i & 7], x);
+    }
+    acc.iter().fold(identity, |a, &x| g(a, x))
+}
+
+/// Uniform numbers in [0, 1) from `seed` (the same seed gives the same chunk everywhere):
+/// the top 53 bits of wyrand outputs, which cost one multiplication each.
 pub fn random(shape: &[usize], seed: u64) -> Result<Chunk, String> {
     let n = elements(shape)?;
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let data = (0..n).map(|_| rng.random::<f64>()).collect();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    const SCALE: f64 = 1.0 / (1u64 << 53) as f64;
+    let data = (0..n).map(|_| (rng.u64(..) >> 11) as f64 * SCALE).collect();
     Ok(Chunk::new(shape.to_vec(), data))
 }
 
@@ -212,14 +265,90 @@ pub fn binary(a: &ChunkRef, b: &ChunkRef, op: BinaryOp) -> Result<Chunk, String>
             b.shape
         ));
     }
-    let data = a
-        .data
-        .iter()
-        .zip(b.data.iter())
-        .map(|(&x, &y)| op.apply(x, y))
-        .collect();
+    let data =
+        with_op!(op, f => a.data.iter().zip(b.data.iter()).map(|(&x, &y)| f(x, y)).collect());
     Ok(Chunk::new(a.shape.clone(), data))
 }
+
+/// `a op transpose(b)` for two matrices, without making the transpose: the kernel behind
+/// `x + x.T`. Reads `b` in cache-sized tiles.
+pub fn binary_transposed(a: &ChunkRef, b: &ChunkRef, op: BinaryOp) -> Result<Chunk, String> {
+    let (rows, cols) = transposed_shapes(a, b)?;
+    let mut out = a.data.to_vec();
+    with_op!(op, f => for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..(r0 + TILE).min(rows) {
+                let tile = &mut out[r * cols + c0..r * cols + c1];
+                for (c, x) in (c0..c1).zip(tile) {
+                    *x = f(*x, b.data[c * rows + r]);
+                }
+            }
+        }
+    });
+    Ok(Chunk::new(a.shape.clone(), out))
+}
+
+/// `r(a op b)` — or `r(a op transpose(b))` — along `axis` or over everything, in one
+/// pass that never makes the elementwise result when reducing everything: the kernel
+/// behind `(x + x.T).sum()`.
+pub fn reduce_binary(
+    a: &ChunkRef,
+    b: &ChunkRef,
+    op: BinaryOp,
+    transpose_b: bool,
+    r: Reduction,
+    axis: Option<usize>,
+) -> Result<Chunk, String> {
+    if axis.is_some() || (!transpose_b && a.shape != b.shape) {
+        let combined = if transpose_b {
+            binary_transposed(a, b, op)?
+        } else {
+            binary(a, b, op)?
+        };
+        return reduce(&combined.view(), axis, r);
+    }
+    if !transpose_b {
+        let pairs = a.data.iter().zip(b.data.iter());
+        let total = with_op!(op, f => with_reduction!(r, g =>
+            lanes(pairs.map(|(&x, &y)| f(x, y)), r.identity(), g)));
+        return Ok(Chunk::scalar(total));
+    }
+    let (rows, cols) = transposed_shapes(a, b)?;
+    let total = with_op!(op, f => with_reduction!(r, g => {
+        let mut acc = [r.identity(); 8];
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for row in r0..(r0 + TILE).min(rows) {
+                    let left = &a.data[row * cols..(row + 1) * cols];
+                    for c in c0..(c0 + TILE).min(cols) {
+                        acc[c & 7] = g(acc[c & 7], f(left[c], b.data[c * rows + row]));
+                    }
+                }
+            }
+        }
+        acc.iter().fold(r.identity(), |x, &y| g(x, y))
+    }));
+    Ok(Chunk::scalar(total))
+}
+
+/// The rows and columns of `a`, which must be a matrix shaped like the transpose of `b`.
+fn transposed_shapes(a: &ChunkRef, b: &ChunkRef) -> Result<(usize, usize), String> {
+    match (a.shape.as_slice(), b.shape.as_slice()) {
+        (&[rows, cols], &[brows, bcols]) if (rows, cols) == (bcols, brows) => Ok((rows, cols)),
+        (&[_, _], &[_, _]) => Err(format!(
+            "cannot combine a chunk of shape {:?} with the transpose of one of shape {:?}",
+            a.shape, b.shape
+        )),
+        _ => Err(format!(
+            "a transposed operand needs two matrices, got shapes {:?} and {:?}",
+            a.shape, b.shape
+        )),
+    }
+}
+
+/// The side of the square tiles that transposing kernels walk (32 x 32 doubles: 8 KiB).
+const TILE: usize = 32;
 
 /// `a op k` for every element of `a`.
 pub fn scalar(a: &ChunkRef, op: BinaryOp, k: f64) -> Chunk {
@@ -251,7 +380,6 @@ pub fn transpose(a: &ChunkRef) -> Chunk {
         [rows, cols] => {
             let (rows, cols) = (*rows, *cols);
             let mut out = vec![0.0; rows * cols];
-            const TILE: usize = 32;
             for r0 in (0..rows).step_by(TILE) {
                 for c0 in (0..cols).step_by(TILE) {
                     for r in r0..(r0 + TILE).min(rows) {
@@ -638,6 +766,25 @@ pub fn component() -> Component {
         add(name, f(&[("a", &chunk), ("b", &chunk)], &chunk));
     }
     add(
+        "binary-transposed",
+        f(&[("a", &chunk), ("b", &chunk), ("op", &binary_op)], &chunk),
+    );
+    let reduction = enum_of(&Reduction::ALL.map(|(n, _)| n));
+    add(
+        "reduce-binary",
+        f(
+            &[
+                ("a", &chunk),
+                ("b", &chunk),
+                ("op", &binary_op),
+                ("transpose-b", &Type::Bool),
+                ("reduction", &reduction),
+                ("axis", &axis),
+            ],
+            &chunk,
+        ),
+    );
+    add(
         "scalar",
         f(
             &[("a", &chunk), ("op", &binary_op), ("k", &Type::F64)],
@@ -788,6 +935,22 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
                 }
                 Chunk::new(shape, data)
             }
+            "binary-transposed" => {
+                binary_transposed(&chunk(0)?, &chunk(1)?, binary_op(2)?).map_err(error)?
+            }
+            "reduce-binary" => {
+                let transpose_b = matches!(args[3], Value::Bool(true));
+                let r = match &args[4] {
+                    Value::Enum(name) => Reduction::ALL
+                        .iter()
+                        .find(|(n, _)| **n == **name)
+                        .map(|&(_, r)| r)
+                        .ok_or_else(|| error(format!("no reduction `{name}`")))?,
+                    _ => return Err(error("argument 4 must be a reduction".into())),
+                };
+                let (a, b) = (chunk(0)?, chunk(1)?);
+                reduce_binary(&a, &b, binary_op(2)?, transpose_b, r, axis(5)?).map_err(error)?
+            }
             "scalar" => scalar(&chunk(0)?, binary_op(1)?, f64_arg(2)?),
             "rscalar" => rscalar(f64_arg(0)?, binary_op(1)?, &chunk(2)?),
             "unary" => {
@@ -912,6 +1075,37 @@ mod tests {
         let big = random(&[70, 45], 1).unwrap();
         let tt = transpose(&transpose(&big.view()).view());
         assert_eq!(tt, big);
+        // a - b.T without making b.T.
+        let other = random(&[45, 70], 2).unwrap();
+        let fused = binary_transposed(&big.view(), &other.view(), BinaryOp::Sub).unwrap();
+        let plain = binary(&big.view(), &transpose(&other.view()).view(), BinaryOp::Sub).unwrap();
+        assert_eq!(fused, plain);
+        assert!(binary_transposed(&big.view(), &big.view(), BinaryOp::Add).is_err());
+        // The same, reduced in one pass.
+        for (r, axis) in [
+            (Reduction::Sum, None),
+            (Reduction::Max, None),
+            (Reduction::Sum, Some(1)),
+        ] {
+            let one_pass =
+                reduce_binary(&big.view(), &other.view(), BinaryOp::Sub, true, r, axis).unwrap();
+            let two = reduce(&plain.view(), axis, r).unwrap();
+            assert_eq!(one_pass.shape, two.shape);
+            for (x, y) in one_pass.data.iter().zip(&two.data) {
+                assert!((x - y).abs() < 1e-9, "{x} {y}");
+            }
+        }
+        let direct = reduce_binary(
+            &big.view(),
+            &big.view(),
+            BinaryOp::Mul,
+            false,
+            Reduction::Sum,
+            None,
+        )
+        .unwrap();
+        let squares: f64 = big.data.iter().map(|x| x * x).sum();
+        assert!((direct.data[0] - squares).abs() < 1e-9);
     }
 
     #[test]

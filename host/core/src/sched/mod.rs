@@ -1129,6 +1129,30 @@ impl Scheduler {
         self.enqueue(job_id, u, best, est);
     }
 
+    /// Root `u` (key `k`) just went to `worker`: the next roots in priority order that feed a
+    /// consumer of `u` go to the same worker's queue, so that the consumer finds its inputs
+    /// together instead of fetching one from a peer (Dask's co-assignment of root tasks:
+    /// chunks (i, j) and (j, i) of `x + x.T`, say).
+    fn co_assign(&mut self, worker: WorkerId, job_id: JobId, u: UnitIdx, class: u32, k: u64) {
+        /// Siblings considered per root: a consumer rarely reads more roots than this.
+        const MAX_SIBLINGS: usize = 4;
+        let job = &self.jobs[&job_id];
+        let consumers = job.plan.consumers(u);
+        let siblings: SmallVec<[(u64, UnitIdx); MAX_SIBLINGS]> = self.ready[class as usize]
+            .range(k + 1..)
+            .take(MAX_SIBLINGS)
+            .map(|&k2| (k2, unkey(k2)))
+            .take_while(|&(_, (j, _))| j == job_id)
+            .map(|(k2, (_, p))| (k2, job.plan.by_priority[p as usize]))
+            .filter(|&(_, s)| job.plan.consumers(s).iter().any(|c| consumers.contains(c)))
+            .collect();
+        for (k2, s) in siblings {
+            self.ready[class as usize].remove(&k2);
+            let est = self.estimate(job_id, s);
+            self.enqueue(job_id, s, worker, est);
+        }
+    }
+
     fn enqueue(&mut self, job_id: JobId, u: UnitIdx, worker: WorkerId, est: f64) {
         let job = self.jobs.get_mut(&job_id).expect("exists");
         let unit = &mut job.units[u as usize];
@@ -1257,6 +1281,9 @@ impl Scheduler {
             unit.state = UnitState::Running(id);
             w.start(f64::from(unit.est_us), &self.classes[class as usize]);
             comm.compute(id, job_id, u);
+            if !from_own {
+                self.co_assign(id, job_id, u, class, k);
+            }
         }
     }
 

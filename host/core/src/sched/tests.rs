@@ -137,6 +137,39 @@ fn tree_reduction_finishes_and_releases_intermediates() {
 }
 
 #[test]
+fn roots_read_by_one_consumer_go_to_one_worker() {
+    // Like the chunks of `x + x.T`: roots 0..8, consumer 8+k reading roots (k, 7-k), and a
+    // sum of the consumers. Each pair of roots should meet on one worker, so that no
+    // consumer fetches an input from a peer.
+    let mut deps: Vec<Vec<u32>> = (0..8).map(|_| vec![]).collect();
+    for k in 0..8 {
+        deps.push(vec![k, 7 - k]);
+    }
+    deps.push((8..16).collect());
+    let refs: Vec<&[u32]> = deps.iter().map(Vec::as_slice).collect();
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.add_worker(worker("a", 1, &[]));
+    sim.add_worker(worker("b", 1, &[]));
+    let job = sim.submit(graph(&refs, &[16]));
+    let mut ran_on = std::collections::BTreeMap::new();
+    while let Some((w, _, u)) = sim.finish_next() {
+        let task = sim.s.plan(job).unwrap().last_step(u);
+        ran_on.insert(task, w);
+    }
+    assert_eq!(sim.comm.finished, [job]);
+    for k in 0..8 {
+        assert_eq!(
+            ran_on[&k],
+            ran_on[&(7 - k)],
+            "roots {k} and {} ran on different workers",
+            7 - k
+        );
+    }
+    let used: std::collections::BTreeSet<_> = ran_on.values().collect();
+    assert_eq!(used.len(), 2, "both workers got work");
+}
+
+#[test]
 fn depth_first_order_keeps_memory_low() {
     let mut sim = Sim::new(SchedulerConfig::default());
     sim.add_worker(worker("a", 1, &[]));
