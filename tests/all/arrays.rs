@@ -71,6 +71,14 @@ fn array_expressions_match_a_plain_computation() {
         .collect();
     assert_close(&run(&dir, &x.std(Some(1), 1.0)), &[50], &std1);
 
+    // arange, compared with a comparison.
+    let r = Array::arange(10, 4);
+    assert_close(
+        &run(&dir, &r.scalar("greater-equal", 6.0)),
+        &[10],
+        &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+    );
+
     // min, max and elementwise arithmetic with scalars.
     let lo = whole.data.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = whole.data.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -79,6 +87,22 @@ fn array_expressions_match_a_plain_computation() {
     let y = &(&x * 2.0) - &x;
     let want: Vec<f64> = whole.data.iter().map(|v| v * 2.0 - v).collect();
     assert_close(&run(&dir, &y), &[50, 30], &want);
+
+    // Slicing across chunk boundaries, and rechunking, give the same numbers.
+    let part = run(&dir, &x.slice(&[5..37, 3..29]));
+    let want: Vec<f64> = (5..37)
+        .flat_map(|r| (3..29).map(move |c| (r, c)))
+        .map(|(r, c)| at(r, c))
+        .collect();
+    assert_close(&part, &[32, 26], &want);
+    let rechunked = x.rechunk(&[25, 11]);
+    assert_eq!(rechunked.chunks(), [vec![25, 25], vec![11, 11, 8]]);
+    assert_eq!(run(&dir, &rechunked), whole);
+    let sums = run(&dir, &(&rechunked + &x.rechunk(&[9, 30])).sum(Some(1)));
+    let want: Vec<f64> = (0..50)
+        .map(|r| (0..30).map(|c| 2.0 * at(r, c)).sum())
+        .collect();
+    assert_close(&sums, &[50], &want);
 
     // x.T @ x (30 x 30), in blocks.
     let gram = run(&dir, &x.t().matmul(&x));
@@ -164,13 +188,25 @@ fn arrays_compute_on_a_cluster() {
         .enable_all()
         .build()
         .unwrap();
-    let (sum, mean) = runtime.block_on(async {
+    let (sum, mean, kept_sum, kept_graph) = runtime.block_on(async {
         let client = Client::connect(&cluster.url).await.unwrap();
         let sum = x.sum(None).compute(&client).await.unwrap();
         let mean = x.mean(Some(0)).compute(&client).await.unwrap();
-        (sum, mean)
+        // Persisted, the chunks stay on the workers and are not computed again.
+        let kept = x.persist(&client, "x").await.unwrap();
+        let datasets = client.datasets().await.unwrap();
+        assert!(datasets.iter().any(|d| d.name == "x"), "{datasets:?}");
+        let kept_sum = kept.sum(None);
+        let graph = kept_sum.to_graph();
+        (sum, mean, kept_sum.compute(&client).await.unwrap(), graph)
     });
     assert_close(&sum, &[], &[whole.data.iter().sum()]);
+    assert_eq!(kept_sum, sum);
+    let text = kept_graph.to_string();
+    assert!(
+        !text.contains("builtin:array/random") && text.contains(r#"{"dataset":"x","#),
+        "{text}"
+    );
     let mean0: Vec<f64> = (0..30)
         .map(|c| (0..50).map(|r| whole.data[r * 30 + c]).sum::<f64>() / 50.0)
         .collect();

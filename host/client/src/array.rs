@@ -14,7 +14,7 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +34,9 @@ struct Node {
     /// The export of `builtin:array` it calls.
     export: &'static str,
     args: Vec<Arg>,
+    /// The persisted dataset holding the value (as `key`), for a chunk of a persisted
+    /// array: it is referenced, not computed.
+    dataset: Option<String>,
 }
 
 /// An argument of a kernel call.
@@ -52,7 +55,26 @@ impl Node {
             key: format!("{export}-{n}"),
             export,
             args,
+            dataset: None,
         })
+    }
+
+    /// The value `key` of the persisted dataset `name`.
+    fn persisted(name: &str, key: &str) -> Arc<Node> {
+        Arc::new(Node {
+            key: key.to_string(),
+            export: "",
+            args: Vec::new(),
+            dataset: Some(name.to_string()),
+        })
+    }
+
+    /// How a graph refers to the node's value.
+    fn reference(&self) -> Json {
+        match &self.dataset {
+            Some(name) => json!({"dataset": name, "key": self.key}),
+            None => json!({"ref": self.key}),
+        }
     }
 }
 
@@ -178,6 +200,32 @@ impl Array {
         Array::full(shape, chunk, 1.0)
     }
 
+    /// `0, 1, ..., n - 1` in chunks of `chunk`.
+    pub fn arange(n: usize, chunk: usize) -> Array {
+        let chunks = split(n, chunk);
+        let mut start = 0;
+        let blocks = chunks
+            .iter()
+            .map(|&len| {
+                let node = Node::new(
+                    "arange",
+                    vec![
+                        Arg::Json(json!(start as f64)),
+                        Arg::Json(json!(1.0)),
+                        Arg::Json(json!(len)),
+                    ],
+                );
+                start += len;
+                node
+            })
+            .collect();
+        Array {
+            shape: vec![n],
+            chunks: vec![chunks],
+            blocks,
+        }
+    }
+
     /// The array's shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -216,21 +264,18 @@ impl Array {
         }
     }
 
-    /// `self op other`, elementwise; both arrays must have the same shape and chunks.
+    /// `self op other`, elementwise (`op` a `binary-op` case); `other` is rechunked like
+    /// `self` if it is chunked differently.
     ///
     /// # Panics
-    /// When the shapes or the chunks differ.
+    /// When the shapes differ.
     pub fn zip(&self, other: &Array, op: &'static str) -> Array {
         assert_eq!(
             self.shape, other.shape,
             "cannot {op} arrays of shapes {:?} and {:?}",
             self.shape, other.shape
         );
-        assert_eq!(
-            self.chunks, other.chunks,
-            "cannot {op} arrays chunked differently ({:?} and {:?})",
-            self.chunks, other.chunks
-        );
+        let other = &other.rechunk_to(self.chunks.clone());
         let matrices = self.shape.len() == 2;
         let blocks = self
             .blocks
@@ -499,57 +544,193 @@ impl Array {
         }
     }
 
-    /// The whole array in one chunk: the chunks joined along each axis, last axis first.
+    /// The whole array in one chunk.
     fn assembled(&self) -> Arc<Node> {
-        let mut level = self.blocks.clone();
-        let mut grid = self.grid();
-        while let Some(&len) = grid.last() {
-            let axis = grid.len() - 1;
-            level = level
-                .chunks(len)
-                .map(|row| match row {
-                    [one] => one.clone(),
-                    many => Node::new(
-                        "concat",
-                        vec![Arg::Nodes(many.to_vec()), Arg::Json(json!(axis))],
-                    ),
-                })
-                .collect();
-            grid.pop();
+        join(self.blocks.clone(), self.grid())
+    }
+
+    /// The elements `ranges[d]` along each axis `d`, chunked as they were (the chunks at the
+    /// edges cut short).
+    ///
+    /// # Panics
+    /// When a range does not fit its axis or the number of ranges differs from the axes.
+    pub fn slice(&self, ranges: &[std::ops::Range<usize>]) -> Array {
+        assert_eq!(
+            ranges.len(),
+            self.shape.len(),
+            "one range per axis of {:?}",
+            self.shape
+        );
+        for (d, r) in ranges.iter().enumerate() {
+            assert!(
+                r.start <= r.end && r.end <= self.shape[d],
+                "range {r:?} does not fit axis {d} of length {}",
+                self.shape[d]
+            );
         }
-        level.pop().expect("an array has at least one chunk")
+        // Per axis: the input chunks overlapping the range, with the part of each taken.
+        let pieces: Vec<Vec<Piece>> = ranges
+            .iter()
+            .zip(&self.chunks)
+            .map(|(r, chunks)| overlaps(chunks, r.clone()))
+            .collect();
+        let grid = self.grid();
+        let out_grid: Vec<usize> = pieces.iter().map(Vec::len).collect();
+        let blocks = (0..out_grid.iter().product())
+            .map(|b| {
+                let index = unravel(b, &out_grid);
+                let parts: Vec<&Piece> = index.iter().zip(&pieces).map(|(&i, p)| &p[i]).collect();
+                self.cut(&parts, &grid)
+            })
+            .collect();
+        Array {
+            shape: ranges.iter().map(|r| r.end - r.start).collect(),
+            chunks: pieces
+                .iter()
+                .map(|p| p.iter().map(|x| x.stop - x.start).collect())
+                .collect(),
+            blocks,
+        }
+    }
+
+    /// The same array cut into chunks of `chunk` (Dask's `rechunk`): each new chunk is made
+    /// of slices of the old chunks it overlaps, concatenated.
+    ///
+    /// # Panics
+    /// When `chunk` does not have one length per axis.
+    pub fn rechunk(&self, chunk: &[usize]) -> Array {
+        assert_eq!(
+            chunk.len(),
+            self.shape.len(),
+            "the chunk shape {chunk:?} must have one length per axis of {:?}",
+            self.shape
+        );
+        let chunks: Vec<Vec<usize>> = self
+            .shape
+            .iter()
+            .zip(chunk)
+            .map(|(&n, &c)| split(n, c))
+            .collect();
+        self.rechunk_to(chunks)
+    }
+
+    /// The same array cut into the chunks `chunks` (lengths per axis, adding up to the
+    /// shape).
+    fn rechunk_to(&self, chunks: Vec<Vec<usize>>) -> Array {
+        if chunks == self.chunks {
+            return self.clone();
+        }
+        let grid = self.grid();
+        let out_grid = grid_of(&chunks);
+        let blocks = (0..out_grid.iter().product())
+            .map(|b| {
+                let index = unravel(b, &out_grid);
+                // Per axis: the old chunks the new one overlaps.
+                let pieces: Vec<Vec<Piece>> = index
+                    .iter()
+                    .enumerate()
+                    .map(|(d, &i)| {
+                        let start: usize = chunks[d][..i].iter().sum();
+                        overlaps(&self.chunks[d], start..start + chunks[d][i])
+                    })
+                    .collect();
+                let piece_grid: Vec<usize> = pieces.iter().map(Vec::len).collect();
+                let parts = (0..piece_grid.iter().product())
+                    .map(|p| {
+                        let at = unravel(p, &piece_grid);
+                        let parts: Vec<&Piece> =
+                            at.iter().zip(&pieces).map(|(&i, p)| &p[i]).collect();
+                        self.cut(&parts, &grid)
+                    })
+                    .collect();
+                join(parts, piece_grid)
+            })
+            .collect();
+        Array {
+            shape: self.shape.clone(),
+            chunks,
+            blocks,
+        }
+    }
+
+    /// The part `parts` (one per axis) of one of the array's chunks: the chunk itself when
+    /// the parts cover it, else a `slice` of it.
+    fn cut(&self, parts: &[&Piece], grid: &[usize]) -> Arc<Node> {
+        let index: Vec<usize> = parts.iter().map(|p| p.block).collect();
+        let block = &self.blocks[ravel(&index, grid)];
+        let whole = parts
+            .iter()
+            .enumerate()
+            .all(|(d, p)| p.start == 0 && p.stop == self.chunks[d][p.block]);
+        if whole {
+            return block.clone();
+        }
+        let start: Vec<usize> = parts.iter().map(|p| p.start).collect();
+        let stop: Vec<usize> = parts.iter().map(|p| p.stop).collect();
+        Node::new(
+            "slice",
+            vec![
+                Arg::Node(block.clone()),
+                Arg::Json(json!(start)),
+                Arg::Json(json!(stop)),
+            ],
+        )
     }
 
     /// The graph document computing the whole array (output `result`, one chunk record),
     /// as `fabric run` and `fabric submit` take it.
     pub fn to_graph(&self) -> Json {
-        let whole = self.assembled();
-        let mut tasks = BTreeMap::new();
-        for node in walk(std::slice::from_ref(&whole)) {
-            let args: Vec<Json> = node
-                .args
-                .iter()
-                .map(|a| match a {
-                    Arg::Json(j) => j.clone(),
-                    Arg::Node(n) => json!({"ref": n.key}),
-                    Arg::Nodes(ns) => ns.iter().map(|n| json!({"ref": n.key})).collect(),
-                })
-                .collect();
-            tasks.insert(
-                node.key.clone(),
-                json!({"call": format!("builtin:array/{}", node.export), "args": args}),
+        let mut whole = self.assembled();
+        if whole.dataset.is_some() {
+            // A persisted chunk is no task: copy it into one.
+            whole = Node::new(
+                "fold",
+                vec![Arg::Nodes(vec![whole]), Arg::Json(json!("add"))],
             );
         }
-        tasks.insert("result".into(), tasks[&whole.key].clone());
-        tasks.remove(&whole.key);
-        let tasks: serde_json::Map<String, Json> = tasks
-            .into_iter()
-            .map(|(k, mut v)| {
-                rename_ref(&mut v, &whole.key, "result");
-                (k, v)
+        let mut tasks = document(std::slice::from_ref(&whole));
+        let result = tasks.remove(&whole.key).expect("the root is a task");
+        tasks.insert("result".into(), result);
+        for task in tasks.values_mut() {
+            rename_ref(task, &whole.key, "result");
+        }
+        json!({"components": {}, "tasks": tasks, "outputs": ["result"]})
+    }
+
+    /// Computes the array's chunks on a cluster and keeps them in the workers' memory as the
+    /// dataset `name` (Dask's `persist`); returns the same array made of those chunks, which
+    /// later computations use without computing them again.
+    pub async fn persist(&self, client: &Client, name: &str) -> Result<Array, ClientError> {
+        let outputs: Vec<&str> = self
+            .blocks
+            .iter()
+            .filter(|b| b.dataset.is_none())
+            .map(|b| b.key.as_str())
+            .collect();
+        if !outputs.is_empty() {
+            let graph = json!({
+                "components": {},
+                "tasks": document(&self.blocks),
+                "outputs": outputs,
+            });
+            let submission = Submission::new(graph.to_string(), Vec::new());
+            let outcome = client.persist(&submission, name, |_| {}).await?;
+            if !outcome.succeeded() {
+                return Err(ClientError::Failed(failure(&outcome)));
+            }
+        }
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| match b.dataset {
+                Some(_) => b.clone(),
+                None => Node::persisted(name, &b.key),
             })
             .collect();
-        json!({"components": {}, "tasks": tasks, "outputs": ["result"]})
+        Ok(Array {
+            blocks,
+            ..self.clone()
+        })
     }
 
     /// Computes the array on a cluster and returns it whole.
@@ -557,14 +738,7 @@ impl Array {
         let submission = Submission::new(self.to_graph().to_string(), Vec::new());
         let outcome = client.compute(&submission, |_| {}).await?;
         if !outcome.succeeded() {
-            let why = outcome.failures.first().map_or_else(
-                || format!("the job ended {:?}", outcome.state),
-                |f| {
-                    let message = f.error.as_ref().map_or("", |e| e.message.as_str());
-                    format!("task `{}` ({}): {message}", f.task_id, f.call)
-                },
-            );
-            return Err(ClientError::Failed(why));
+            return Err(ClientError::Failed(failure(&outcome)));
         }
         outcome
             .outputs
@@ -573,6 +747,38 @@ impl Array {
             .and_then(|(_, v)| Dense::from_value(v))
             .ok_or_else(|| ClientError::Failed("the job returned no array".into()))
     }
+}
+
+/// Why a job failed: its first task failure, or how it ended.
+fn failure(outcome: &crate::JobOutcome) -> String {
+    outcome.failures.first().map_or_else(
+        || format!("the job ended {:?}", outcome.state),
+        |f| {
+            let message = f.error.as_ref().map_or("", |e| e.message.as_str());
+            format!("task `{}` ({}): {message}", f.task_id, f.call)
+        },
+    )
+}
+
+/// The tasks computing `roots` (persisted chunks are referenced, not computed), by id.
+fn document(roots: &[Arc<Node>]) -> serde_json::Map<String, Json> {
+    walk(roots)
+        .into_iter()
+        .filter(|node| node.dataset.is_none())
+        .map(|node| {
+            let args: Vec<Json> = node
+                .args
+                .iter()
+                .map(|a| match a {
+                    Arg::Json(j) => j.clone(),
+                    Arg::Node(n) => n.reference(),
+                    Arg::Nodes(ns) => ns.iter().map(|n| n.reference()).collect(),
+                })
+                .collect();
+            let task = json!({"call": format!("builtin:array/{}", node.export), "args": args});
+            (node.key.clone(), task)
+        })
+        .collect()
 }
 
 /// The tasks behind `roots`, each once, dependencies first.
@@ -682,6 +888,52 @@ fn tree_with(
     parts.pop().expect("one part left")
 }
 
+/// The part of one chunk along one axis: chunk `block`, elements `start..stop` of it.
+#[derive(Debug, PartialEq)]
+struct Piece {
+    block: usize,
+    start: usize,
+    stop: usize,
+}
+
+/// The chunks of lengths `chunks` that `range` overlaps, with the part of each it takes.
+fn overlaps(chunks: &[usize], range: std::ops::Range<usize>) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (block, &len) in chunks.iter().enumerate() {
+        let (lo, hi) = (range.start.max(offset), range.end.min(offset + len));
+        if lo < hi || (range.is_empty() && out.is_empty() && range.start <= offset + len) {
+            out.push(Piece {
+                block,
+                start: lo.min(hi) - offset,
+                stop: hi.max(lo) - offset,
+            });
+        }
+        offset += len;
+    }
+    out
+}
+
+/// One chunk from a grid of chunks (row-major, `grid` chunks per axis): joined along the
+/// last axis first, then the others.
+fn join(mut level: Vec<Arc<Node>>, mut grid: Vec<usize>) -> Arc<Node> {
+    while let Some(&len) = grid.last() {
+        let axis = grid.len() - 1;
+        level = level
+            .chunks(len)
+            .map(|row| match row {
+                [one] => one.clone(),
+                many => Node::new(
+                    "concat",
+                    vec![Arg::Nodes(many.to_vec()), Arg::Json(json!(axis))],
+                ),
+            })
+            .collect();
+        grid.pop();
+    }
+    level.pop().expect("an array has at least one chunk")
+}
+
 /// The number of chunks along each axis.
 fn grid_of(chunks: &[Vec<usize>]) -> Vec<usize> {
     chunks.iter().map(Vec::len).collect()
@@ -772,6 +1024,30 @@ mod tests {
         let mut all = Vec::new();
         refs(&g, &mut all);
         assert!(all.iter().all(|r| tasks.contains_key(r)), "{all:?}");
+    }
+
+    #[test]
+    fn finds_the_chunks_a_range_overlaps() {
+        let p = |block, start, stop| Piece { block, start, stop };
+        assert_eq!(
+            overlaps(&[4, 4, 2], 3..9),
+            [p(0, 3, 4), p(1, 0, 4), p(2, 0, 1)]
+        );
+        assert_eq!(overlaps(&[4, 4, 2], 4..8), [p(1, 0, 4)]);
+        assert_eq!(overlaps(&[4, 4, 2], 0..10).len(), 3);
+    }
+
+    #[test]
+    fn slices_and_rechunks_keep_shapes() {
+        let x = Array::random(&[10, 7], &[4, 3], 1);
+        let s = x.slice(&[2..9, 1..7]);
+        assert_eq!(s.shape(), [7, 6]);
+        assert_eq!(s.chunks(), [vec![2, 4, 1], vec![2, 3, 1]]);
+        let r = x.rechunk(&[5, 7]);
+        assert_eq!(r.chunks(), [vec![5, 5], vec![7]]);
+        // Each new chunk joins slices of the old ones: 2 x 3 old chunks per new chunk here.
+        assert!(r.tasks() > x.tasks());
+        assert_eq!(x.rechunk(&[4, 3]).tasks(), x.tasks());
     }
 
     #[test]
