@@ -301,9 +301,9 @@ fn build_js(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, 
     let tool = COMPONENTIZE_JS.find(dir)?;
     let wit = world_with_contract(dir)?;
     let out = out.unwrap_or_else(|| dir.join(format!("{}.wasm", world.name)));
-    // Tasks serve no HTTP: without these features the component imports no wasi:http,
+    // Run in the project, so that stack traces name its files as the author knows them;
+    // without the HTTP features (tasks serve no HTTP) the component imports no wasi:http,
     // which Fabric does not offer.
-    // Run in the project, so that stack traces name its files as the author knows them.
     COMPONENTIZE_JS.run(
         &tool,
         dir,

@@ -347,13 +347,7 @@ impl Array {
     /// A reduction (`sum`, `prod`, `min`, `max`) along `axis`, or of everything; partial
     /// results per chunk, combined in a tree with `fold` (by `combine`, a `binary-op`).
     fn reduce(&self, export: &'static str, combine: &'static str, axis: Option<usize>) -> Array {
-        if let Some(axis) = axis {
-            assert!(
-                axis < self.shape.len(),
-                "axis {axis} is out of range for an array of shape {:?}",
-                self.shape
-            );
-        }
+        self.check_axis(axis);
         let mut partials: Vec<(usize, Arc<Node>)> = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
             let partial = match elementwise(block) {
@@ -453,6 +447,18 @@ impl Array {
         self.reduce("max", "maximum", axis)
     }
 
+    /// # Panics
+    /// When `axis` is not one of the array's.
+    fn check_axis(&self, axis: Option<usize>) {
+        if let Some(axis) = axis {
+            assert!(
+                axis < self.shape.len(),
+                "axis {axis} is out of range for an array of shape {:?}",
+                self.shape
+            );
+        }
+    }
+
     /// The number of elements a reduction along `axis` (or of everything) takes into each
     /// result.
     fn count(&self, axis: Option<usize>) -> usize {
@@ -464,6 +470,7 @@ impl Array {
 
     /// The mean along `axis`, or of every element.
     pub fn mean(&self, axis: Option<usize>) -> Array {
+        self.check_axis(axis);
         let n = self.count(axis) as f64;
         self.sum(axis).scalar("div", n)
     }
@@ -472,6 +479,7 @@ impl Array {
     /// freedom (0: population, 1: sample), from partial moments combined pairwise, which is
     /// numerically stable.
     pub fn std(&self, axis: Option<usize>, ddof: f64) -> Array {
+        self.check_axis(axis);
         let partials = self
             .blocks
             .iter()
@@ -792,7 +800,8 @@ fn walk(roots: &[Arc<Node>]) -> Vec<Arc<Node>> {
             order.push(node);
             continue;
         }
-        if !seen.insert(node.key.clone()) {
+        // A persisted chunk keeps the key of the task that made it: both may appear.
+        if !seen.insert((node.dataset.is_some(), node.key.clone())) {
             continue;
         }
         stack.push((node.clone(), true));
@@ -1048,6 +1057,30 @@ mod tests {
         // Each new chunk joins slices of the old ones: 2 x 3 old chunks per new chunk here.
         assert!(r.tasks() > x.tasks());
         assert_eq!(x.rechunk(&[4, 3]).tasks(), x.tasks());
+    }
+
+    #[test]
+    fn a_persisted_array_and_its_source_mix() {
+        let x = Array::random(&[4, 4], &[2, 2], 1);
+        let kept = Array {
+            blocks: x
+                .blocks
+                .iter()
+                .map(|b| Node::persisted("x", &b.key))
+                .collect(),
+            ..x.clone()
+        };
+        let g = (&kept + &x).sum(None).to_graph();
+        let text = g.to_string();
+        // The source's chunks are computed, the persisted ones referenced.
+        assert_eq!(text.matches("builtin:array/random").count(), 4, "{text}");
+        assert_eq!(text.matches(r#""dataset":"x""#).count(), 4, "{text}");
+    }
+
+    #[test]
+    #[should_panic(expected = "axis 2 is out of range for an array of shape [4, 4]")]
+    fn reductions_check_their_axis() {
+        Array::ones(&[4, 4], &[2, 2]).std(Some(2), 1.0);
     }
 
     #[test]

@@ -433,8 +433,8 @@ fn split_at_axis(shape: &[usize], axis: usize) -> Result<(usize, usize, usize), 
             "axis {axis} is out of range for a chunk of shape {shape:?}"
         ));
     }
-    let outer = shape[..axis].iter().product();
-    let inner = shape[axis + 1..].iter().product();
+    let outer = elements(&shape[..axis])?;
+    let inner = elements(&shape[axis + 1..])?;
     Ok((outer, shape[axis], inner))
 }
 
@@ -560,8 +560,11 @@ pub fn combine_moments(a: &ChunkRef, b: &ChunkRef) -> Result<Chunk, String> {
     for i in 0..k {
         let n = na[i] + nb[i];
         let delta = mb[i] - ma[i];
-        let (mean, q) = if n == 0.0 {
-            (0.0, 0.0)
+        // An empty side (whose mean is NaN) contributes nothing.
+        let (mean, q) = if nb[i] == 0.0 {
+            (ma[i], qa[i])
+        } else if na[i] == 0.0 {
+            (mb[i], qb[i])
         } else {
             (
                 ma[i] + delta * nb[i] / n,
@@ -856,9 +859,9 @@ fn error(message: String) -> TaskError {
 
 fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError> {
     let chunk = |i: usize| ChunkRef::from_value(&args[i]).map_err(error);
-    let shape = |i: usize| -> Result<Vec<usize>, TaskError> {
-        let shape = usizes(&args[i]).map_err(error)?;
-        let bytes = elements(&shape).map_err(error)? as u64 * 8;
+    // Outputs not bounded by the inputs' size are checked before they are allocated.
+    let room = |shape: &[usize]| -> Result<(), TaskError> {
+        let bytes = elements(shape).map_err(error)? as u64 * 8;
         if bytes > limits.memory_bytes {
             return Err(TaskError::new(
                 TaskErrorKind::OutOfMemory,
@@ -869,6 +872,17 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
                 ),
             ));
         }
+        Ok(())
+    };
+    let reduced = |a: &ChunkRef, axis: Option<usize>| -> Result<(), TaskError> {
+        match axis {
+            Some(axis) if axis < a.shape.len() => room(&drop_axis(&a.shape, axis)),
+            _ => Ok(()),
+        }
+    };
+    let shape = |i: usize| -> Result<Vec<usize>, TaskError> {
+        let shape = usizes(&args[i]).map_err(error)?;
+        room(&shape)?;
         Ok(shape)
     };
     let f64_arg = |i: usize| match args[i] {
@@ -905,7 +919,9 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
     let out: Chunk = if let Some(op) = BinaryOp::named(export) {
         binary(&chunk(0)?, &chunk(1)?, op).map_err(error)?
     } else if let Some(&(_, r)) = Reduction::ALL.iter().find(|(n, _)| *n == export) {
-        reduce(&chunk(0)?, axis(1)?, r).map_err(error)?
+        let (a, axis) = (chunk(0)?, axis(1)?);
+        reduced(&a, axis)?;
+        reduce(&a, axis, r).map_err(error)?
     } else {
         match export {
             "random" => random(&shape(0)?, u64_arg(1)?).map_err(error)?,
@@ -948,8 +964,9 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
                         .ok_or_else(|| error(format!("no reduction `{name}`")))?,
                     _ => return Err(error("argument 4 must be a reduction".into())),
                 };
-                let (a, b) = (chunk(0)?, chunk(1)?);
-                reduce_binary(&a, &b, binary_op(2)?, transpose_b, r, axis(5)?).map_err(error)?
+                let (a, b, axis) = (chunk(0)?, chunk(1)?, axis(5)?);
+                reduced(&a, axis)?;
+                reduce_binary(&a, &b, binary_op(2)?, transpose_b, r, axis).map_err(error)?
             }
             "scalar" => scalar(&chunk(0)?, binary_op(1)?, f64_arg(2)?),
             "rscalar" => rscalar(f64_arg(0)?, binary_op(1)?, &chunk(2)?),
@@ -965,12 +982,27 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
                 unary(&chunk(0)?, op)
             }
             "transpose" => transpose(&chunk(0)?),
-            "mean" => mean(&chunk(0)?, axis(1)?).map_err(error)?,
-            "moments" => moments(&chunk(0)?, axis(1)?).map_err(error)?,
+            "mean" => {
+                let (a, axis) = (chunk(0)?, axis(1)?);
+                reduced(&a, axis)?;
+                mean(&a, axis).map_err(error)?
+            }
+            "moments" => {
+                let (a, axis) = (chunk(0)?, axis(1)?);
+                reduced(&a, axis)?;
+                room(&[3, elements(&a.shape).map_err(error)?])?;
+                moments(&a, axis).map_err(error)?
+            }
             "combine-moments" => combine_moments(&chunk(0)?, &chunk(1)?).map_err(error)?,
             "std-of-moments" => std_of_moments(&chunk(0)?, f64_arg(1)?).map_err(error)?,
             "fold" => fold(&chunks(0)?, binary_op(1)?).map_err(error)?,
-            "matmul" => matmul(&chunk(0)?, &chunk(1)?).map_err(error)?,
+            "matmul" => {
+                let (a, b) = (chunk(0)?, chunk(1)?);
+                if let (Some(m), Some(n)) = (a.shape.first(), b.shape.last()) {
+                    room(&[*m, *n])?;
+                }
+                matmul(&a, &b).map_err(error)?
+            }
             "slice" => slice(
                 &chunk(0)?,
                 &usizes(&args[1]).map_err(error)?,
@@ -982,7 +1014,18 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
                     Value::U32(a) => a as usize,
                     _ => return Err(error("the axis must be a u32".into())),
                 };
-                concat(&chunks(0)?, axis).map_err(error)?
+                let parts = chunks(0)?;
+                if let Some(first) = parts.first()
+                    && axis < first.shape.len()
+                {
+                    let mut shape = first.shape.clone();
+                    shape[axis] = parts
+                        .iter()
+                        .try_fold(0usize, |n, p| n.checked_add(*p.shape.get(axis)?))
+                        .ok_or_else(|| error("the chunks do not fit together".into()))?;
+                    room(&shape)?;
+                }
+                concat(&parts, axis).map_err(error)?
             }
             "item" => {
                 let a = chunk(0)?;
@@ -1135,6 +1178,10 @@ mod tests {
         )
         .unwrap();
         let std = std_of_moments(&m.view(), 1.0).unwrap();
+        // An empty partial changes nothing.
+        let empty = moments(&Chunk::new(vec![0, 3], Vec::new()).view(), Some(0)).unwrap();
+        assert_eq!(combine_moments(&m.view(), &empty.view()).unwrap(), m);
+        assert_eq!(combine_moments(&empty.view(), &m.view()).unwrap(), m);
         for col in 0..3 {
             let xs: Vec<f64> = (0..40).map(|r| x.data[r * 3 + col]).collect();
             let mu = xs.iter().sum::<f64>() / 40.0;
@@ -1188,6 +1235,16 @@ mod tests {
         };
         let shape = Value::Bulk(Arc::new(Bulk::U64(vec![1000, 1000])));
         let e = dispatch("zeros", &[shape], &limits).unwrap_err();
+        assert_eq!(e.kind, TaskErrorKind::OutOfMemory);
+        // Outputs larger than their inputs are checked too: an outer product, a reduction
+        // of an empty axis that keeps huge ones.
+        let column = Chunk::new(vec![100_000, 1], vec![1.0; 100_000]).into_value();
+        let row = Chunk::new(vec![1, 100_000], vec![1.0; 100_000]).into_value();
+        let e = dispatch("matmul", &[column, row], &limits).unwrap_err();
+        assert_eq!(e.kind, TaskErrorKind::OutOfMemory);
+        let hollow = Chunk::new(vec![1 << 20, 0, 1 << 20], Vec::new()).into_value();
+        let axis1 = Value::Option(Some(Box::new(Value::U32(1))));
+        let e = dispatch("sum", &[hollow, axis1], &limits).unwrap_err();
         assert_eq!(e.kind, TaskErrorKind::OutOfMemory);
         let small = Value::Bulk(Arc::new(Bulk::U64(vec![2])));
         let ones = dispatch("ones", &[small], &limits).unwrap();
