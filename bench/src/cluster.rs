@@ -3,89 +3,51 @@
 //! driven through fabric-client: start to first result, single-task latency, flat and tree
 //! throughput, worker-to-worker transfer, scheduler memory per task.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use fabric_client::{Array, Client, ComponentSource, Submission};
+use anyhow::{Result, bail};
+use fabric_client::{Array, Client, ComponentSource, LocalCluster, Submission};
 use fabric_core::{GraphSpec, Value};
 use serde_json::json;
 
 use crate::graphs;
 
-/// A scheduler and its workers, killed when dropped.
+/// A scheduler and its workers (fabric-client's `LocalCluster`), with their memory.
 pub struct Cluster {
     pub url: String,
-    scheduler: Child,
-    workers: Vec<Child>,
-}
-
-/// Starts `fabric ARGS` and returns it with the first line it prints.
-fn announce(fabric: &Path, args: &[&str]) -> Result<(Child, String)> {
-    let mut child = Command::new(fabric)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {}", fabric.display()))?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .next()
-        .context("the process ended before announcing itself")??;
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, line))
+    local: LocalCluster,
 }
 
 impl Cluster {
-    /// A scheduler and one worker per entry of `workers` (its extra arguments).
+    /// A scheduler and one worker per entry of `workers` (its extra arguments), each with
+    /// one thread unless the entry says otherwise.
     pub fn start(fabric: &Path, workers: &[&[&str]]) -> Result<Cluster> {
-        let (scheduler, line) = announce(fabric, &["scheduler", "--listen", "127.0.0.1:0"])?;
-        let url = line
-            .rsplit(' ')
-            .next()
-            .context("no address announced")?
-            .to_string();
-        let mut cluster = Cluster {
-            url,
-            scheduler,
-            workers: Vec::new(),
-        };
-        // Workers start in parallel, as a cluster would.
-        let started: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = workers
-                .iter()
-                .map(|extra| {
-                    let url = cluster.url.clone();
-                    s.spawn(move || {
-                        let mut args = vec!["worker", "--scheduler", &url, "--nthreads", "1"];
-                        args.extend_from_slice(extra);
-                        announce(fabric, &args)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("no panic"))
-                .collect()
-        });
-        for w in started {
-            cluster.workers.push(w?.0);
-        }
-        Ok(cluster)
+        let with_threads: Vec<Vec<&str>> = workers
+            .iter()
+            .map(|extra| {
+                let mut args = vec!["--nthreads", "1"];
+                args.extend_from_slice(extra);
+                args
+            })
+            .collect();
+        let refs: Vec<&[&str]> = with_threads.iter().map(Vec::as_slice).collect();
+        let local = LocalCluster::start_with(fabric, &refs)?;
+        Ok(Cluster {
+            url: local.url().to_string(),
+            local,
+        })
     }
 
     /// The scheduler's resident and peak memory (VmRSS, VmHWM) in bytes.
     pub fn scheduler_memory(&self) -> (u64, u64) {
-        memory(&self.scheduler)
+        memory(self.local.scheduler())
     }
 
     /// Each worker's peak resident memory (VmHWM) in bytes.
     pub fn worker_peaks(&self) -> Vec<u64> {
-        self.workers.iter().map(|w| memory(w).1).collect()
+        self.local.workers().iter().map(|w| memory(w).1).collect()
     }
 }
 
@@ -102,17 +64,6 @@ fn memory(process: &Child) -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        let _ = self.scheduler.kill();
-        let _ = self.scheduler.wait();
-    }
 }
 
 /// Options of the cluster benchmarks.

@@ -2,7 +2,7 @@
 //! `Array`, run with `fabric run` and on a cluster, compared with straightforward
 //! single-threaded computations on the same numbers.
 
-use fabric_client::{Array, Client, Dense};
+use fabric_client::{Array, Client, Dense, LocalCluster};
 use fabric_tests::{Cluster, GraphDir, Outcome};
 use serde_json::{Value as Json, json};
 
@@ -218,4 +218,31 @@ fn arrays_compute_on_a_cluster() {
     assert_eq!(t.shape, [30, 50]);
     assert_eq!(t.data[1], whole.data[30], "t[0, 1] = x[1, 0]");
     let _: Json = out.success();
+}
+
+#[test]
+fn a_local_cluster_starts_computes_and_stops() {
+    let threads: &[&str] = &["--nthreads", "1"];
+    let local = LocalCluster::start_with(fabric_tests::fabric_bin(), &[threads, threads]).unwrap();
+    let pids: Vec<u32> = std::iter::once(local.scheduler())
+        .chain(local.workers())
+        .map(|c| c.id())
+        .collect();
+    let ones = Array::ones(&[30, 20], &[7, 6]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let total = runtime.block_on(async {
+        let client = local.client().await.unwrap();
+        ones.sum(None).compute(&client).await.unwrap()
+    });
+    assert_eq!(total.data, [600.0]);
+    drop(local);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} outlived its cluster"
+        );
+    }
 }

@@ -20,8 +20,10 @@
 #![warn(missing_docs)]
 
 mod array;
+mod local;
 
 pub use array::{Array, Dense};
+pub use local::LocalCluster;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,6 +113,9 @@ pub enum ClientError {
     /// The scheduler sent something malformed.
     #[error("the scheduler sent a malformed message: {0}")]
     Proto(#[from] fabric_proto::ProtoError),
+    /// A cluster on this machine could not be started.
+    #[error("cannot start a local cluster: {0}")]
+    Local(String),
     /// A collection's job did not produce its value: the first task failure, or why.
     #[error("the computation failed: {0}")]
     Failed(String),
