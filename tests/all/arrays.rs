@@ -246,3 +246,26 @@ fn a_local_cluster_starts_computes_and_stops() {
         );
     }
 }
+
+#[test]
+fn user_components_read_and_make_the_kernels_chunks() {
+    let dir = GraphDir::new();
+    let g = json!({
+        "components": {"math": fabric_tests::guest("math")},
+        "tasks": {
+            "x": {"call": "builtin:array/random", "args": [[4, 5], 3]},
+            "n": {"call": "math/norm", "args": [{"ref": "x"}]},
+            "c": {"call": "math/clip", "args": [{"ref": "x"}, 0.25, 0.75]},
+            "hi": {"call": "builtin:array/max", "args": [{"ref": "c"}, null]},
+            "lo": {"call": "builtin:array/min", "args": [{"ref": "c"}, null]},
+        },
+        "outputs": ["x", "n", "hi", "lo"],
+    });
+    let out = dir.run(&g, &[]);
+    let x = dense(&out, "x");
+    let norm = out.success()["n"].as_f64().expect("a number");
+    let want = x.data.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(close(norm, want), "{norm} != {want}");
+    let (hi, lo) = (dense(&out, "hi"), dense(&out, "lo"));
+    assert!(hi.data[0] <= 0.75 && lo.data[0] >= 0.25, "{out}");
+}

@@ -104,6 +104,17 @@ impl Guest for Math {
         // `as` saturates at the bounds of i64 and maps NaN to 0.
         rounded as i64
     }
+
+    fn norm(c: Chunk) -> f64 {
+        c.data.iter().map(|x| x * x).sum::<f64>().sqrt()
+    }
+
+    fn clip(c: Chunk, lo: f64, hi: f64) -> Chunk {
+        Chunk {
+            data: c.data.into_iter().map(|x| x.clamp(lo, hi)).collect(),
+            shape: c.shape,
+        }
+    }
 }
 
 /// The sum of `xs`, starting from `+0.0`.
