@@ -21,6 +21,15 @@ fn run(dir: &GraphDir, array: &Array) -> Dense {
     dense(&out, "result")
 }
 
+/// Runs a client future to its end.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -184,11 +193,7 @@ fn arrays_compute_on_a_cluster() {
     let dir = GraphDir::new();
     let x = x();
     let whole = run(&dir, &x);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (sum, mean, kept_sum, kept_graph) = runtime.block_on(async {
+    let (sum, mean, kept_sum, kept_graph) = block_on(async {
         let client = Client::connect(&cluster.url).await.unwrap();
         let sum = x.sum(None).compute(&client).await.unwrap();
         let mean = x.mean(Some(0)).compute(&client).await.unwrap();
@@ -229,11 +234,7 @@ fn a_local_cluster_starts_computes_and_stops() {
         .map(|c| c.id())
         .collect();
     let ones = Array::ones(&[30, 20], &[7, 6]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let total = runtime.block_on(async {
+    let total = block_on(async {
         let client = local.client().await.unwrap();
         ones.sum(None).compute(&client).await.unwrap()
     });

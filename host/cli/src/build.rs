@@ -2,6 +2,7 @@
 //! Rust (cargo, wasm32-wasip2), Python (componentize-py) or JavaScript (componentize-js) —
 //! and checks that the component exports every function its world declares.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -178,6 +179,27 @@ struct Tool {
     local: Option<&'static str>,
     /// How to install it.
     install: &'static str,
+    /// Its arguments for a build.
+    args: fn(&Job) -> Vec<OsString>,
+}
+
+/// What a componentizer is asked to build.
+struct Job<'a> {
+    /// The project (the tool runs there).
+    dir: &'a Path,
+    /// The module with the exports.
+    module: &'a str,
+    /// The world's folder, Fabric's contract beside it.
+    wit: &'a Path,
+    /// The world's name.
+    world: &'a str,
+    /// The component to write.
+    out: &'a Path,
+}
+
+/// Arguments from a list of strings and paths.
+fn os_args<const N: usize>(args: [&OsStr; N]) -> Vec<OsString> {
+    args.into_iter().map(OsStr::to_os_string).collect()
 }
 
 const COMPONENTIZE_PY: Tool = Tool {
@@ -185,6 +207,20 @@ const COMPONENTIZE_PY: Tool = Tool {
     env: "FABRIC_COMPONENTIZE_PY",
     local: None,
     install: "install it with `pip install componentize-py` (0.25 or later)",
+    args: |j| {
+        os_args([
+            "-d".as_ref(),
+            j.wit.as_os_str(),
+            "-w".as_ref(),
+            j.world.as_ref(),
+            "componentize".as_ref(),
+            j.module.as_ref(),
+            "-p".as_ref(),
+            j.dir.as_os_str(),
+            "-o".as_ref(),
+            j.out.as_os_str(),
+        ])
+    },
 };
 
 const COMPONENTIZE_JS: Tool = Tool {
@@ -193,6 +229,23 @@ const COMPONENTIZE_JS: Tool = Tool {
     local: Some("node_modules/.bin/componentize-js"),
     install: "install it in the project with `npm install --save-dev \
               @bytecodealliance/componentize-js@0.23` (Node.js 20 or later)",
+    // The tool runs in the project, so stack traces name its files as the author knows
+    // them; without the HTTP features (tasks serve no HTTP) the component imports no
+    // wasi:http, which Fabric does not offer.
+    args: |j| {
+        os_args([
+            j.module.as_ref(),
+            "--wit".as_ref(),
+            j.wit.as_os_str(),
+            "--world-name".as_ref(),
+            j.world.as_ref(),
+            "--disable".as_ref(),
+            "http".as_ref(),
+            "fetch-event".as_ref(),
+            "-o".as_ref(),
+            j.out.as_os_str(),
+        ])
+    },
 };
 
 impl Tool {
@@ -224,7 +277,7 @@ impl Tool {
     }
 
     /// Runs the tool in `dir` with `args`; its output is the error if it fails.
-    fn run(&self, path: &Path, dir: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
+    fn run(&self, path: &Path, dir: &Path, args: &[OsString]) -> Result<()> {
         let output = Command::new(path)
             .current_dir(dir)
             .args(args)
@@ -270,56 +323,26 @@ fn world_with_contract(dir: &Path) -> Result<tempfile::TempDir> {
     Ok(wit)
 }
 
-/// Builds a Python project with componentize-py; returns the component's path.
-fn build_python(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
+/// Builds a Python or JavaScript project's `module` with its componentizer; returns the
+/// component's path.
+fn componentize(
+    tool: &Tool,
+    dir: &Path,
+    module: &str,
+    out: Option<PathBuf>,
+) -> Result<(PathBuf, World)> {
     let world = world(&dir.join("wit"))?;
-    let tool = COMPONENTIZE_PY.find(dir)?;
+    let path = tool.find(dir)?;
     let wit = world_with_contract(dir)?;
     let out = out.unwrap_or_else(|| dir.join(format!("{}.wasm", world.name)));
-    COMPONENTIZE_PY.run(
-        &tool,
+    let args = (tool.args)(&Job {
         dir,
-        &[
-            "-d".as_ref(),
-            wit.path().as_os_str(),
-            "-w".as_ref(),
-            world.name.as_ref(),
-            "componentize".as_ref(),
-            module.as_ref(),
-            "-p".as_ref(),
-            dir.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ],
-    )?;
-    Ok((out, world))
-}
-
-/// Builds a JavaScript project with componentize-js; returns the component's path.
-fn build_js(dir: &Path, module: &str, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
-    let world = world(&dir.join("wit"))?;
-    let tool = COMPONENTIZE_JS.find(dir)?;
-    let wit = world_with_contract(dir)?;
-    let out = out.unwrap_or_else(|| dir.join(format!("{}.wasm", world.name)));
-    // Run in the project, so that stack traces name its files as the author knows them;
-    // without the HTTP features (tasks serve no HTTP) the component imports no wasi:http,
-    // which Fabric does not offer.
-    COMPONENTIZE_JS.run(
-        &tool,
-        dir,
-        &[
-            module.as_ref(),
-            "--wit".as_ref(),
-            wit.path().as_os_str(),
-            "--world-name".as_ref(),
-            world.name.as_ref(),
-            "--disable".as_ref(),
-            "http".as_ref(),
-            "fetch-event".as_ref(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ],
-    )?;
+        module,
+        wit: wit.path(),
+        world: &world.name,
+        out: &out,
+    });
+    tool.run(&path, dir, &args)?;
     Ok((out, world))
 }
 
@@ -395,8 +418,8 @@ pub fn build(a: BuildArgs) -> Result<ExitCode> {
     let language = detect(&dir)?;
     let (out, world) = match &language {
         Language::Rust => build_rust(&dir, out)?,
-        Language::Python(module) => build_python(&dir, module, out)?,
-        Language::JavaScript(module) => build_js(&dir, module, out)?,
+        Language::Python(module) => componentize(&COMPONENTIZE_PY, &dir, module, out)?,
+        Language::JavaScript(module) => componentize(&COMPONENTIZE_JS, &dir, module, out)?,
     };
     // The component loads (and is compiled into the cache) and exports its world.
     let runtime = a.runtime.runtime(Limits::default())?;

@@ -348,37 +348,42 @@ impl Array {
     /// results per chunk, combined in a tree with `fold` (by `combine`, a `binary-op`).
     fn reduce(&self, export: &'static str, combine: &'static str, axis: Option<usize>) -> Array {
         self.check_axis(axis);
+        let grid = self.grid();
         let mut partials: Vec<(usize, Arc<Node>)> = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
-            let partial = match elementwise(block) {
+            let (partial, transposed) = match elementwise(block) {
                 // Reduce `a op b` (or `a op b.T`) in one pass, without making it.
-                Some((a, b, op, transpose_b)) => Node::new(
-                    "reduce-binary",
-                    vec![
-                        Arg::Node(a),
-                        Arg::Node(b),
-                        Arg::Json(op),
-                        Arg::Json(json!(transpose_b)),
-                        Arg::Json(json!(export)),
-                        Arg::Json(json!(axis)),
-                    ],
+                Some((a, b, op, transpose_b)) => (
+                    Node::new(
+                        "reduce-binary",
+                        vec![
+                            Arg::Node(a),
+                            Arg::Node(b),
+                            Arg::Json(op),
+                            Arg::Json(json!(transpose_b)),
+                            Arg::Json(json!(export)),
+                            Arg::Json(json!(axis)),
+                        ],
+                    ),
+                    transpose_b,
                 ),
-                None => Node::new(
-                    export,
-                    vec![Arg::Node(block.clone()), Arg::Json(json!(axis))],
+                None => (
+                    Node::new(
+                        export,
+                        vec![Arg::Node(block.clone()), Arg::Json(json!(axis))],
+                    ),
+                    false,
                 ),
             };
             // Reducing everything, the order is free: the partials of chunks (i, j) and
             // (j, i) of `x op x.T` read the same two chunks, so they go side by side and
             // the graph's depth-first order makes each pair of chunks once, then drops it.
-            let pair = match (axis, elementwise(block)) {
-                (None, Some((_, _, _, true))) => {
-                    let grid = self.grid();
-                    let mut index = unravel(i, &grid);
-                    index.reverse();
-                    i.min(ravel(&index, &grid))
-                }
-                _ => i,
+            let pair = if axis.is_none() && transposed {
+                let mut index = unravel(i, &grid);
+                index.reverse();
+                i.min(ravel(&index, &grid))
+            } else {
+                i
             };
             partials.push((pair, partial));
         }

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fabric_core::{Bulk, FuncType, Type, Value};
+use fabric_core::{FuncType, Type, Value};
 use fabric_runtime::{Component, Limits, Native, TaskError, TaskErrorKind};
 
-use crate::chunk::{Chunk, ChunkRef, chunk_type, elements};
+use crate::chunk::{self, Chunk, ChunkRef, chunk_type, elements};
 
 /// A binary elementwise operation; comparisons give 1.0 for true and 0.0 for false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +76,11 @@ impl BinaryOp {
             BinaryOp::NotEqual => truth(a != b),
         }
     }
+}
+
+/// The entry of `table` (a WIT enum's cases, or exports) named `name`.
+fn named<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
+    table.iter().find(|(n, _)| *n == name).map(|&(_, x)| x)
 }
 
 /// Runs `$body` with `$f` bound to a closure computing `$op`, so that each operation gets
@@ -880,8 +885,9 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
             _ => Ok(()),
         }
     };
+    let sizes = |i: usize| chunk::sizes(&args[i]).map_err(error);
     let shape = |i: usize| -> Result<Vec<usize>, TaskError> {
-        let shape = usizes(&args[i]).map_err(error)?;
+        let shape = sizes(i)?;
         room(&shape)?;
         Ok(shape)
     };
@@ -893,12 +899,16 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
         Value::U64(x) => Ok(x),
         _ => Err(error(format!("argument {i} must be a u64"))),
     };
-    let binary_op = |i: usize| match &args[i] {
-        Value::Enum(name) => {
-            BinaryOp::named(name).ok_or_else(|| error(format!("no operation `{name}`")))
+    // The case of an enum argument, from the enum's table.
+    fn case<T: Copy>(table: &[(&str, T)], arg: &Value, what: &str) -> Result<T, TaskError> {
+        match arg {
+            Value::Enum(name) => {
+                named(table, name).ok_or_else(|| error(format!("no {what} `{name}`")))
+            }
+            _ => Err(error(format!("expected a {what}"))),
         }
-        _ => Err(error(format!("argument {i} must be a binary-op"))),
-    };
+    }
+    let binary_op = |i: usize| case(&BinaryOp::ALL, &args[i], "binary-op");
     let axis = |i: usize| match &args[i] {
         Value::Option(None) => Ok(None),
         Value::Option(Some(v)) => match **v {
@@ -918,7 +928,7 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
     };
     let out: Chunk = if let Some(op) = BinaryOp::named(export) {
         binary(&chunk(0)?, &chunk(1)?, op).map_err(error)?
-    } else if let Some(&(_, r)) = Reduction::ALL.iter().find(|(n, _)| *n == export) {
+    } else if let Some(r) = named(&Reduction::ALL, export) {
         let (a, axis) = (chunk(0)?, axis(1)?);
         reduced(&a, axis)?;
         reduce(&a, axis, r).map_err(error)?
@@ -930,57 +940,27 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
             "full" => full(&shape(0)?, f64_arg(1)?).map_err(error)?,
             "arange" => {
                 let n = u64_arg(2)? as usize;
-                shape_fits(n, limits)?;
+                room(&[n])?;
                 arange(f64_arg(0)?, f64_arg(1)?, n).map_err(error)?
             }
             "from-list" => {
-                let shape = usizes(&args[0]).map_err(error)?;
-                let data = match &args[1] {
-                    Value::Bulk(b) => match &**b {
-                        Bulk::F64(v) => v.clone(),
-                        _ => return Err(error("data must be a list<f64>".into())),
-                    },
-                    _ => return Err(error("data must be a list<f64>".into())),
-                };
-                let n = elements(&shape).map_err(error)?;
-                if n != data.len() {
-                    return Err(error(format!(
-                        "a chunk of shape {shape:?} holds {n} numbers, {} were given",
-                        data.len()
-                    )));
-                }
-                Chunk::new(shape, data)
+                let data = chunk::numbers(&args[1]).map_err(error)?;
+                let c = ChunkRef::new(sizes(0)?, data).map_err(error)?;
+                Chunk::new(c.shape, c.data.into_owned())
             }
             "binary-transposed" => {
                 binary_transposed(&chunk(0)?, &chunk(1)?, binary_op(2)?).map_err(error)?
             }
             "reduce-binary" => {
                 let transpose_b = matches!(args[3], Value::Bool(true));
-                let r = match &args[4] {
-                    Value::Enum(name) => Reduction::ALL
-                        .iter()
-                        .find(|(n, _)| **n == **name)
-                        .map(|&(_, r)| r)
-                        .ok_or_else(|| error(format!("no reduction `{name}`")))?,
-                    _ => return Err(error("argument 4 must be a reduction".into())),
-                };
+                let r = case(&Reduction::ALL, &args[4], "reduction")?;
                 let (a, b, axis) = (chunk(0)?, chunk(1)?, axis(5)?);
                 reduced(&a, axis)?;
                 reduce_binary(&a, &b, binary_op(2)?, transpose_b, r, axis).map_err(error)?
             }
             "scalar" => scalar(&chunk(0)?, binary_op(1)?, f64_arg(2)?),
             "rscalar" => rscalar(f64_arg(0)?, binary_op(1)?, &chunk(2)?),
-            "unary" => {
-                let op = match &args[1] {
-                    Value::Enum(name) => UnaryOp::ALL
-                        .iter()
-                        .find(|(n, _)| **n == **name)
-                        .map(|&(_, op)| op)
-                        .ok_or_else(|| error(format!("no operation `{name}`")))?,
-                    _ => return Err(error("argument 1 must be a unary-op".into())),
-                };
-                unary(&chunk(0)?, op)
-            }
+            "unary" => unary(&chunk(0)?, case(&UnaryOp::ALL, &args[1], "unary-op")?),
             "transpose" => transpose(&chunk(0)?),
             "mean" => {
                 let (a, axis) = (chunk(0)?, axis(1)?);
@@ -1003,12 +983,7 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
                 }
                 matmul(&a, &b).map_err(error)?
             }
-            "slice" => slice(
-                &chunk(0)?,
-                &usizes(&args[1]).map_err(error)?,
-                &usizes(&args[2]).map_err(error)?,
-            )
-            .map_err(error)?,
+            "slice" => slice(&chunk(0)?, &sizes(1)?, &sizes(2)?).map_err(error)?,
             "concat" => {
                 let axis = match args[1] {
                     Value::U32(a) => a as usize,
@@ -1043,34 +1018,10 @@ fn dispatch(export: &str, args: &[Value], limits: &Limits) -> Result<Value, Task
     Ok(out.into_value())
 }
 
-/// Refuses a one-dimensional output of `n` numbers beyond the task's memory limit.
-fn shape_fits(n: usize, limits: &Limits) -> Result<(), TaskError> {
-    if (n as u64).saturating_mul(8) > limits.memory_bytes {
-        return Err(TaskError::new(
-            TaskErrorKind::OutOfMemory,
-            format!(
-                "{n} numbers take more than the task's memory limit of {} bytes",
-                limits.memory_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A `list<u64>` as sizes.
-fn usizes(value: &Value) -> Result<Vec<usize>, String> {
-    match value {
-        Value::Bulk(b) => match &**b {
-            Bulk::U64(v) => Ok(v.iter().map(|&n| n as usize).collect()),
-            _ => Err("expected a list<u64>".into()),
-        },
-        Value::List(items) if items.is_empty() => Ok(Vec::new()),
-        _ => Err("expected a list<u64>".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use fabric_core::Bulk;
+
     use super::*;
 
     fn c(shape: &[usize], data: &[f64]) -> Chunk {

@@ -81,36 +81,13 @@ impl<'a> ChunkRef<'a> {
                 .map(|(_, v)| v)
                 .ok_or_else(|| format!("the chunk has no `{name}` field"))
         };
-        let shape: Vec<usize> = match field("shape")? {
-            Value::Bulk(b) => match &**b {
-                Bulk::U64(v) => v.iter().map(|&n| n as usize).collect(),
-                _ => return Err("a chunk's shape must be a list<u64>".into()),
-            },
-            Value::List(items) => items
-                .iter()
-                .map(|v| match v {
-                    Value::U64(n) => Ok(*n as usize),
-                    _ => Err("a chunk's shape must be a list<u64>".to_string()),
-                })
-                .collect::<Result<_, _>>()?,
-            _ => return Err("a chunk's shape must be a list<u64>".into()),
-        };
-        let data: Cow<'a, [f64]> = match field("data")? {
-            Value::Bulk(b) => match &**b {
-                Bulk::F64(v) => Cow::Borrowed(v.as_slice()),
-                _ => return Err("a chunk's data must be a list<f64>".into()),
-            },
-            Value::List(items) => Cow::Owned(
-                items
-                    .iter()
-                    .map(|v| match v {
-                        Value::F64(x) => Ok(*x),
-                        _ => Err("a chunk's data must be a list<f64>".to_string()),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            _ => return Err("a chunk's data must be a list<f64>".into()),
-        };
+        let shape = sizes(field("shape")?).map_err(|e| format!("a chunk's shape: {e}"))?;
+        let data = numbers(field("data")?).map_err(|e| format!("a chunk's data: {e}"))?;
+        ChunkRef::new(shape, data)
+    }
+
+    /// A chunk of `shape` holding `data`, or why the two do not fit.
+    pub fn new(shape: Vec<usize>, data: Cow<'a, [f64]>) -> Result<ChunkRef<'a>, String> {
         let expected = elements(&shape)?;
         if expected != data.len() {
             return Err(format!(
@@ -129,6 +106,43 @@ impl<'a> ChunkRef<'a> {
     /// Whether the chunk has no elements.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+}
+
+/// A `list<u64>` value as sizes.
+pub fn sizes(value: &Value) -> Result<Vec<usize>, String> {
+    match value {
+        Value::Bulk(b) => match &**b {
+            Bulk::U64(v) => Ok(v.iter().map(|&n| n as usize).collect()),
+            _ => Err("expected a list<u64>".into()),
+        },
+        Value::List(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::U64(n) => Ok(*n as usize),
+                _ => Err("expected a list<u64>".to_string()),
+            })
+            .collect(),
+        _ => Err("expected a list<u64>".into()),
+    }
+}
+
+/// A `list<f64>` value's numbers, borrowed when they are packed.
+pub fn numbers(value: &Value) -> Result<Cow<'_, [f64]>, String> {
+    match value {
+        Value::Bulk(b) => match &**b {
+            Bulk::F64(v) => Ok(Cow::Borrowed(v.as_slice())),
+            _ => Err("expected a list<f64>".into()),
+        },
+        Value::List(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::F64(x) => Ok(*x),
+                _ => Err("expected a list<f64>".to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Cow::Owned),
+        _ => Err("expected a list<f64>".into()),
     }
 }
 
