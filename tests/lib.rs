@@ -345,11 +345,18 @@ impl Cluster {
 
     /// Starts one more worker and waits until the scheduler accepted it; returns its index.
     pub fn add_worker(&mut self, args: &[&str]) -> usize {
+        self.add_worker_with_env(args, &[])
+    }
+
+    /// The same, with extra environment variables (an object store's settings).
+    pub fn add_worker_with_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> usize {
         let i = self.workers.len();
         let mut all = vec!["worker", "--scheduler", &self.url];
         all.extend_from_slice(args);
+        let mut cmd = fabric_command(&all);
+        cmd.envs(env.iter().copied());
         let (child, line) =
-            start_announcing(&all, &self.logs.path().join(format!("worker-{i}.log")));
+            spawn_announcing(cmd, &self.logs.path().join(format!("worker-{i}.log")));
         assert!(
             line.contains("attached"),
             "unexpected announcement `{line}`"
@@ -494,4 +501,44 @@ pub fn logs_in(dir: &Path) -> String {
         );
     }
     out
+}
+
+/// Where the tests install the tools they need (componentize-py, componentize-js, an S3
+/// server): beside the component cache in the target directory.
+pub fn tools_dir() -> PathBuf {
+    cache_dir()
+        .parent()
+        .expect("the cache lives in the target directory")
+        .join("fabric-tools")
+}
+
+/// The executable `exe` of the PyPI package `package`, installed once into the virtual
+/// environment `tools_dir()/venv` (each tool its own, so tests installing different tools
+/// at once do not race).
+pub fn python_tool(venv: &str, package: &str, exe: &str) -> PathBuf {
+    let venv = tools_dir().join(venv);
+    let tool = venv.join("bin").join(exe);
+    if tool.is_file() {
+        return tool;
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `{python} -m venv` to install {package}: {e}"));
+    assert!(
+        status.success(),
+        "`{python} -m venv {}` failed ({status}): Python 3 with venv is needed to install {package}",
+        venv.display()
+    );
+    let status = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", package])
+        .status()
+        .expect("cannot run pip");
+    assert!(
+        status.success() && tool.is_file(),
+        "`pip install {package}` failed ({status}): is PyPI reachable?"
+    );
+    tool
 }

@@ -8,7 +8,9 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use fabric_client::{Array, Client, ComponentSource, LocalCluster, Submission};
+use fabric_client::arrow_array::cast::AsArray;
+use fabric_client::arrow_array::types::Float64Type;
+use fabric_client::{Array, Client, ComponentSource, DataFrame, LocalCluster, Submission};
 use fabric_core::{GraphSpec, Value};
 use serde_json::json;
 
@@ -301,6 +303,85 @@ impl Bench {
 
     /// Scheduler memory per task: resident memory while a random DAG of `n` tasks is
     /// held, over an idle scheduler.
+    /// Dask's dataframe benchmark (dataframe_groupby.py) on the files it generates in `dir`
+    /// (`csv/*.csv`, `parquet/*.parquet`): Q1 `groupby("key").x.sum()` and Q2
+    /// `groupby("key").agg({"x": "mean", "y": "max"})`, each re-reading the files; a fresh
+    /// cluster per format, warmed up on one file first as Dask's program does.
+    pub fn dataframes(&self, dir: &Path) -> Result<()> {
+        let rt = Self::runtime()?;
+        let dir = dir.canonicalize()?;
+        let data_dir = dir.to_string_lossy().into_owned();
+        let mut first: Option<Vec<f64>> = None;
+        for format in ["csv", "parquet"] {
+            let cluster = Cluster::start(
+                &self.fabric,
+                &[&["--data-dir", &data_dir], &["--data-dir", &data_dir]],
+            )?;
+            let pattern = format!("{data_dir}/{format}/*.{format}");
+            let read = |pattern: &str| match format {
+                "csv" => DataFrame::read_csv(pattern),
+                _ => DataFrame::read_parquet(pattern),
+            };
+            rt.block_on(async {
+                let client = Client::connect(&cluster.url).await?;
+                let one = format!("{data_dir}/{format}/part-00.{format}");
+                read(&one)?
+                    .groupby(&["key"])
+                    .sum("x")?
+                    .compute(&client)
+                    .await?;
+                for query in ["q1_sum", "q2_agg"] {
+                    let mut runs = Vec::new();
+                    for _ in 0..self.reps.max(1) {
+                        let start = Instant::now();
+                        let df = read(&pattern)?.groupby(&["key"]);
+                        let out = match query {
+                            "q1_sum" => df.sum("x")?,
+                            _ => df.agg(&[("x", "mean"), ("y", "max")])?,
+                        }
+                        .compute(&client)
+                        .await?;
+                        runs.push(start.elapsed().as_secs_f64());
+                        eprintln!("dataframe {format} {query}: {:.3} s", runs[runs.len() - 1]);
+                        if out.num_rows() != 1000 {
+                            bail!("{format} {query}: {} groups, expected 1000", out.num_rows());
+                        }
+                        if query == "q1_sum" {
+                            // CSV and Parquet hold the same rows: their sums must agree.
+                            let sums: Vec<f64> = out
+                                .column_by_name("x")
+                                .and_then(|c| c.as_primitive_opt::<Float64Type>())
+                                .map(|c| c.values().to_vec())
+                                .unwrap_or_default();
+                            match &first {
+                                None => first = Some(sums),
+                                Some(expected) => {
+                                    for (a, b) in sums.iter().zip(expected) {
+                                        if (a - b).abs() > 1e-9 * b.abs().max(1.0) {
+                                            bail!("{format} sums differ from csv: {a} vs {b}");
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let secs = median(runs.clone());
+                    println!(
+                        "{}",
+                        json!({
+                            "bench": format!("cluster_dataframe_{format}_{query}"),
+                            "median_s": secs, "runs_s": runs,
+                            "rows_per_s": 18_300_000.0 / secs,
+                            "worker_peak_rss_bytes": cluster.worker_peaks(),
+                        })
+                    );
+                }
+                anyhow::Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
     /// Dask's array benchmark (array_sum.py): `(x + x.T).sum()` and `x.mean(axis=0)` of a
     /// `n` x `n` random array in `chunk` x `chunk` chunks, generated anew for each run;
     /// a fresh cluster per expression so that the workers' peak memory is its own.

@@ -7,7 +7,7 @@ mod alloc;
 mod cluster;
 mod graphs;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,8 @@ enum Command {
     },
     /// The same on a real cluster: `fabric scheduler` + 2 `fabric worker --nthreads 1`
     /// processes on 127.0.0.1. PARTS: startup, latency, flat, tree, transfer, memory, and
-    /// arrays (Dask's array_sum.py; not run by default).
+    /// arrays and dataframes (Dask's array_sum.py and dataframe_groupby.py, on the files
+    /// the latter generates in /tmp/daskbench/data; not run by default).
     Cluster {
         #[arg(default_values_t = ["startup".to_string(), "latency".into(), "flat".into(), "tree".into(), "transfer".into(), "memory".into()])]
         parts: Vec<String>,
@@ -158,6 +159,7 @@ fn main() -> Result<()> {
                     "transfer" => c.transfer(&[256 << 20, 1 << 30])?,
                     "memory" => c.memory(memory_tasks)?,
                     "arrays" => c.arrays(20_000, 2_000)?,
+                    "dataframes" => c.dataframes(Path::new("/tmp/daskbench/data"))?,
                     other => bail!("unknown part `{other}`"),
                 }
             }

@@ -2,6 +2,7 @@
 
 mod arrays;
 mod cluster;
+mod dataframes;
 mod netns;
 mod polyglot;
 mod run;

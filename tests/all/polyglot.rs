@@ -19,53 +19,14 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// The componentize-js version the tests install.
 const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
 
-/// Where the tests install guest tools and put the components they build.
-fn tools_dir() -> PathBuf {
-    fabric_tests::cache_dir()
-        .parent()
-        .expect("the cache lives in the target directory")
-        .join("fabric-tools")
-}
-
 /// componentize-py in a virtual environment under the target directory, installed once.
 fn componentize_py() -> PathBuf {
-    let venv = tools_dir().join("python");
-    let tool = venv.join("bin").join("componentize-py");
-    if tool.is_file() {
-        return tool;
-    }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let status = Command::new(&python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{python} -m venv` to install componentize-py: {e}")
-        });
-    assert!(
-        status.success(),
-        "`{python} -m venv {}` failed ({status}): Python 3 with venv is needed to build Python guests",
-        venv.display()
-    );
-    let status = Command::new(venv.join("bin").join("pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            COMPONENTIZE_PY,
-        ])
-        .status()
-        .expect("cannot run pip");
-    assert!(
-        status.success() && tool.is_file(),
-        "`pip install {COMPONENTIZE_PY}` failed ({status}): is PyPI reachable?"
-    );
-    tool
+    fabric_tests::python_tool("python", COMPONENTIZE_PY, "componentize-py")
 }
 
 /// componentize-js in a node_modules under the target directory, installed once.
 fn componentize_js() -> PathBuf {
-    let prefix = tools_dir().join("js");
+    let prefix = fabric_tests::tools_dir().join("js");
     let tool = prefix.join("node_modules/.bin/componentize-js");
     if tool.is_file() {
         return tool;
@@ -95,7 +56,7 @@ fn componentize_js() -> PathBuf {
 /// Builds an example project with `fabric build` into the tools directory, the
 /// componentizer named by `tool_var`; checks that `build` lists the exports.
 fn build_example(project: &str, tool_var: &str, tool: PathBuf) -> PathBuf {
-    let out = tools_dir().join(format!("{project}-examples.wasm"));
+    let out = fabric_tests::tools_dir().join(format!("{project}-examples.wasm"));
     let mut cmd = fabric_command(["build"]);
     cmd.arg(workspace_root().join("guest-examples").join(project))
         .arg("-o")

@@ -450,7 +450,7 @@ fn every_problem_is_reported_at_once() {
         "task `b`: `math/add` takes 2 arguments (func(a: s64, b: s64) -> s64), found 1",
         "task `c`: unknown ref `zz` in argument 1 (`xs`)",
         "task `t`: argument 1 (`xs`) expects list<s64>, but `q` returns list<f64>",
-        "task `i`: unknown component `other` (known: builtin:array, f, junk, math, nope)",
+        "task `i`: unknown component `other` (known: builtin:array, builtin:dataframe, f, junk, math, nope)",
         "task `bc`: `call` must be `component/export`, found `inc`",
         "task `to`: `timeout_ms` must be at least 1",
         "outputs: unknown task `unknown`",
@@ -510,7 +510,7 @@ fn duplicate_id() {
 fn unknown_component() {
     assert_one_problem(
         &run_one("maths/inc", json!([1]), json!(null), &[]),
-        "task `t`: unknown component `maths` (known: builtin:array, faulty, math, text)",
+        "task `t`: unknown component `maths` (known: builtin:array, builtin:dataframe, faulty, math, text)",
     );
 }
 

@@ -109,6 +109,12 @@ pub struct WorkerArgs {
     /// The largest value one task may return (e.g. 64MiB); a larger one fails the task.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = args::size)]
     max_result_size: u64,
+    /// A directory under which built-in readers and writers (`builtin:dataframe`'s
+    /// read_csv, read_parquet, to_parquet) may open local files; repeat for several.
+    /// `{tenant}` stands for the job's tenant (`--data-dir /data/{tenant}`). Without any,
+    /// tasks on this worker open no local files, only object-store URLs (s3://...).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dirs: Vec<std::path::PathBuf>,
     /// After losing the scheduler (a restart, a network failure), keep trying to attach
     /// again, keeping the values held, for this long before exiting.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
@@ -259,6 +265,7 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         timeout: a.timeout,
     });
     options.runtime.max_result_bytes = a.max_result_size;
+    options.runtime.local_data = Some(a.data_dirs);
     options.reconnect_timeout = a.reconnect_timeout;
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();

@@ -43,8 +43,23 @@ pub fn load(
         .with_context(|| format!("cannot read graph `{}`", path.display()))?;
     let spec = GraphSpec::from_json(&text)
         .with_context(|| format!("`{}` is not a valid graph document", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    load_spec(
+        runtime,
+        spec,
+        path.parent().unwrap_or(Path::new(".")),
+        datasets,
+        plan_config,
+    )
+}
 
+/// Loads the components of `spec` (paths relative to `base`), then validates and plans it.
+pub fn load_spec(
+    runtime: &Runtime,
+    spec: GraphSpec,
+    base: &Path,
+    datasets: &Datasets,
+    plan_config: PlanConfig,
+) -> Result<Loaded, LoadError> {
     // Load (and, the first time, compile) the components in parallel.
     let entries: Vec<(String, PathBuf)> = spec
         .components

@@ -3,6 +3,7 @@
 mod args;
 mod build;
 mod cluster;
+mod df;
 mod load;
 mod run;
 
@@ -32,6 +33,9 @@ enum Command {
     Check(run::CheckArgs),
     /// List the exports of a component with their WIT signatures.
     Exports(run::ExportsArgs),
+    /// Run a dataframe query written as in pandas, here or on a cluster:
+    /// fabric df "read_csv('data/*.csv').groupby('key').x.sum()"
+    Df(df::DfArgs),
     /// Build a guest project (Rust or Python) into a task component and check its exports.
     Build(build::BuildArgs),
     /// Run a scheduler: serves clients (`fabric submit`) and workers (`fabric worker`).
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Check(a) => run::check(a),
         Command::Exports(a) => run::exports(a),
+        Command::Df(a) => df::df(a),
         Command::Build(a) => build::build(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),

@@ -14,68 +14,17 @@
 //! # }
 //! ```
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fabric_core::{Bulk, Value};
 use serde_json::{Value as Json, json};
 
+use crate::graph::{Arg, Node, document, failure, rename_ref, tree, tree_with, walk};
 use crate::{Client, ClientError, Submission};
 
-/// How many partial results one combining task takes in a tree reduction.
-const FAN_IN: usize = 8;
-
-/// One kernel call: a task of the graph an array builds.
-#[derive(Debug)]
-struct Node {
-    /// The task's id, unique in the process.
-    key: String,
-    /// The export of `builtin:array` it calls.
-    export: &'static str,
-    args: Vec<Arg>,
-    /// The persisted dataset holding the value (as `key`), for a chunk of a persisted
-    /// array: it is referenced, not computed.
-    dataset: Option<String>,
-}
-
-/// An argument of a kernel call.
-#[derive(Debug)]
-enum Arg {
-    Json(Json),
-    Node(Arc<Node>),
-    Nodes(Vec<Arc<Node>>),
-}
-
-impl Node {
-    fn new(export: &'static str, args: Vec<Arg>) -> Arc<Node> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Node {
-            key: format!("{export}-{n}"),
-            export,
-            args,
-            dataset: None,
-        })
-    }
-
-    /// The value `key` of the persisted dataset `name`.
-    fn persisted(name: &str, key: &str) -> Arc<Node> {
-        Arc::new(Node {
-            key: key.to_string(),
-            export: "",
-            args: Vec::new(),
-            dataset: Some(name.to_string()),
-        })
-    }
-
-    /// How a graph refers to the node's value.
-    fn reference(&self) -> Json {
-        match &self.dataset {
-            Some(name) => json!({"dataset": name, "key": self.key}),
-            None => json!({"ref": self.key}),
-        }
-    }
+/// A call of the `builtin:array` export `export`.
+fn node(export: &'static str, args: Vec<Arg>) -> Arc<Node> {
+    Node::new("builtin:array", export, args)
 }
 
 /// A chunked array: its shape, how it is cut into chunks, and the task computing each chunk
@@ -173,7 +122,7 @@ impl Array {
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 .wrapping_add(b as u64)
                 .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            Node::new(
+            node(
                 "random",
                 vec![Arg::Json(json!(block)), Arg::Json(json!(chunk_seed))],
             )
@@ -183,7 +132,7 @@ impl Array {
     /// `value` everywhere.
     pub fn full(shape: &[usize], chunk: &[usize], value: f64) -> Array {
         Array::creation(shape, chunk, |block, _| {
-            Node::new(
+            node(
                 "full",
                 vec![Arg::Json(json!(block)), Arg::Json(json!(value))],
             )
@@ -207,7 +156,7 @@ impl Array {
         let blocks = chunks
             .iter()
             .map(|&len| {
-                let node = Node::new(
+                let node = node(
                     "arange",
                     vec![
                         Arg::Json(json!(start as f64)),
@@ -254,7 +203,7 @@ impl Array {
                 let mut index = unravel(b, &out_grid);
                 index.reverse();
                 let source = &self.blocks[ravel(&index, &grid)];
-                Node::new("transpose", vec![Arg::Node(source.clone())])
+                node("transpose", vec![Arg::Node(source.clone())])
             })
             .collect();
         Array {
@@ -287,7 +236,7 @@ impl Array {
                     transposed(b).filter(|_| matrices),
                 ) {
                     // `a op b.T` in one kernel, the transpose never made (the `x + x.T` case).
-                    (_, Some(source)) => Node::new(
+                    (_, Some(source)) => node(
                         "binary-transposed",
                         vec![
                             Arg::Node(a.clone()),
@@ -295,7 +244,7 @@ impl Array {
                             Arg::Json(json!(op)),
                         ],
                     ),
-                    (Some(source), None) if COMMUTATIVE.contains(&op) => Node::new(
+                    (Some(source), None) if COMMUTATIVE.contains(&op) => node(
                         "binary-transposed",
                         vec![
                             Arg::Node(b.clone()),
@@ -303,7 +252,7 @@ impl Array {
                             Arg::Json(json!(op)),
                         ],
                     ),
-                    _ => Node::new(op, vec![Arg::Node(a.clone()), Arg::Node(b.clone())]),
+                    _ => node(op, vec![Arg::Node(a.clone()), Arg::Node(b.clone())]),
                 }
             })
             .collect();
@@ -316,7 +265,7 @@ impl Array {
     /// `self op k` for every element (`op` a `binary-op` case: `add`, `mul`, `less`...).
     pub fn scalar(&self, op: &'static str, k: f64) -> Array {
         self.map_blocks(|block| {
-            Node::new(
+            node(
                 "scalar",
                 vec![
                     Arg::Node(block.clone()),
@@ -330,7 +279,7 @@ impl Array {
     /// `op(self)` for every element (`neg`, `abs`, `sqrt`, `exp`, `log`, `floor`, `ceil`).
     pub fn unary(&self, op: &'static str) -> Array {
         self.map_blocks(|block| {
-            Node::new(
+            node(
                 "unary",
                 vec![Arg::Node(block.clone()), Arg::Json(json!(op))],
             )
@@ -354,7 +303,7 @@ impl Array {
             let (partial, transposed) = match elementwise(block) {
                 // Reduce `a op b` (or `a op b.T`) in one pass, without making it.
                 Some((a, b, op, transpose_b)) => (
-                    Node::new(
+                    node(
                         "reduce-binary",
                         vec![
                             Arg::Node(a),
@@ -368,7 +317,7 @@ impl Array {
                     transpose_b,
                 ),
                 None => (
-                    Node::new(
+                    node(
                         export,
                         vec![Arg::Node(block.clone()), Arg::Json(json!(axis))],
                     ),
@@ -391,7 +340,7 @@ impl Array {
         let partials: Vec<Arc<Node>> = partials.into_iter().map(|(_, p)| p).collect();
         let fold = |parts: Vec<Arc<Node>>| {
             tree(parts, |group| {
-                Node::new("fold", vec![Arg::Nodes(group), Arg::Json(json!(combine))])
+                node("fold", vec![Arg::Nodes(group), Arg::Json(json!(combine))])
             })
         };
         self.group_along(axis, partials, fold)
@@ -489,7 +438,7 @@ impl Array {
             .blocks
             .iter()
             .map(|b| {
-                Node::new(
+                node(
                     "moments",
                     vec![Arg::Node(b.clone()), Arg::Json(json!(axis))],
                 )
@@ -499,11 +448,11 @@ impl Array {
             tree_with(parts, 2, |pair| {
                 let mut pair = pair.into_iter();
                 let (a, b) = (pair.next().expect("two"), pair.next().expect("two"));
-                Node::new("combine-moments", vec![Arg::Node(a), Arg::Node(b)])
+                node("combine-moments", vec![Arg::Node(a), Arg::Node(b)])
             })
         });
         combined.map_blocks(|m| {
-            Node::new(
+            node(
                 "std-of-moments",
                 vec![Arg::Node(m.clone()), Arg::Json(json!(ddof))],
             )
@@ -536,7 +485,7 @@ impl Array {
             for j in 0..n {
                 let products = (0..k)
                     .map(|p| {
-                        Node::new(
+                        node(
                             "matmul",
                             vec![
                                 Arg::Node(self.blocks[i * k + p].clone()),
@@ -546,7 +495,7 @@ impl Array {
                     })
                     .collect();
                 blocks.push(tree(products, |group| {
-                    Node::new("fold", vec![Arg::Nodes(group), Arg::Json(json!("add"))])
+                    node("fold", vec![Arg::Nodes(group), Arg::Json(json!("add"))])
                 }));
             }
         }
@@ -680,7 +629,7 @@ impl Array {
         }
         let start: Vec<usize> = parts.iter().map(|p| p.start).collect();
         let stop: Vec<usize> = parts.iter().map(|p| p.stop).collect();
-        Node::new(
+        node(
             "slice",
             vec![
                 Arg::Node(block.clone()),
@@ -696,7 +645,7 @@ impl Array {
         let mut whole = self.assembled();
         if whole.dataset.is_some() {
             // A persisted chunk is no task: copy it into one.
-            whole = Node::new(
+            whole = node(
                 "fold",
                 vec![Arg::Nodes(vec![whole]), Arg::Json(json!("add"))],
             );
@@ -762,65 +711,6 @@ impl Array {
     }
 }
 
-/// Why a job failed: its first task failure, or how it ended.
-fn failure(outcome: &crate::JobOutcome) -> String {
-    outcome.failures.first().map_or_else(
-        || format!("the job ended {:?}", outcome.state),
-        |f| {
-            let message = f.error.as_ref().map_or("", |e| e.message.as_str());
-            format!("task `{}` ({}): {message}", f.task_id, f.call)
-        },
-    )
-}
-
-/// The tasks computing `roots` (persisted chunks are referenced, not computed), by id.
-fn document(roots: &[Arc<Node>]) -> serde_json::Map<String, Json> {
-    walk(roots)
-        .into_iter()
-        .filter(|node| node.dataset.is_none())
-        .map(|node| {
-            let args: Vec<Json> = node
-                .args
-                .iter()
-                .map(|a| match a {
-                    Arg::Json(j) => j.clone(),
-                    Arg::Node(n) => n.reference(),
-                    Arg::Nodes(ns) => ns.iter().map(|n| n.reference()).collect(),
-                })
-                .collect();
-            let task = json!({"call": format!("builtin:array/{}", node.export), "args": args});
-            (node.key.clone(), task)
-        })
-        .collect()
-}
-
-/// The tasks behind `roots`, each once, dependencies first.
-fn walk(roots: &[Arc<Node>]) -> Vec<Arc<Node>> {
-    let mut seen = HashSet::new();
-    let mut order = Vec::new();
-    let mut stack: Vec<(Arc<Node>, bool)> =
-        roots.iter().rev().map(|b| (b.clone(), false)).collect();
-    while let Some((node, expanded)) = stack.pop() {
-        if expanded {
-            order.push(node);
-            continue;
-        }
-        // A persisted chunk keeps the key of the task that made it: both may appear.
-        if !seen.insert((node.dataset.is_some(), node.key.clone())) {
-            continue;
-        }
-        stack.push((node.clone(), true));
-        for arg in node.args.iter().rev() {
-            match arg {
-                Arg::Node(n) => stack.push((n.clone(), false)),
-                Arg::Nodes(ns) => stack.extend(ns.iter().rev().map(|n| (n.clone(), false))),
-                Arg::Json(_) => {}
-            }
-        }
-    }
-    order
-}
-
 /// The elementwise operations of two chunks (`binary-op` cases, and exports).
 const ELEMENTWISE: [&str; 13] = [
     "add",
@@ -863,45 +753,6 @@ fn transposed(node: &Node) -> Option<Arc<Node>> {
     }
 }
 
-/// Replaces references to `from` by references to `to` inside a task document.
-fn rename_ref(v: &mut Json, from: &str, to: &str) {
-    match v {
-        Json::Object(map) => {
-            if map.get("ref").and_then(Json::as_str) == Some(from) {
-                map.insert("ref".into(), json!(to));
-            }
-            map.values_mut().for_each(|v| rename_ref(v, from, to));
-        }
-        Json::Array(items) => items.iter_mut().for_each(|v| rename_ref(v, from, to)),
-        _ => {}
-    }
-}
-
-/// Combines `parts` in a tree of fan-in [`FAN_IN`].
-fn tree(parts: Vec<Arc<Node>>, combine: impl Fn(Vec<Arc<Node>>) -> Arc<Node>) -> Arc<Node> {
-    tree_with(parts, FAN_IN, combine)
-}
-
-/// Combines `parts` in a tree whose combining calls take `fan_in` parts (the last of a
-/// level may take fewer; one left over passes up unchanged).
-fn tree_with(
-    mut parts: Vec<Arc<Node>>,
-    fan_in: usize,
-    combine: impl Fn(Vec<Arc<Node>>) -> Arc<Node>,
-) -> Arc<Node> {
-    assert!(!parts.is_empty(), "nothing to combine");
-    while parts.len() > 1 {
-        parts = parts
-            .chunks(fan_in)
-            .map(|group| match group {
-                [one] => one.clone(),
-                many => combine(many.to_vec()),
-            })
-            .collect();
-    }
-    parts.pop().expect("one part left")
-}
-
 /// The part of one chunk along one axis: chunk `block`, elements `start..stop` of it.
 #[derive(Debug, PartialEq)]
 struct Piece {
@@ -937,7 +788,7 @@ fn join(mut level: Vec<Arc<Node>>, mut grid: Vec<usize>) -> Arc<Node> {
             .chunks(len)
             .map(|row| match row {
                 [one] => one.clone(),
-                many => Node::new(
+                many => node(
                     "concat",
                     vec![Arg::Nodes(many.to_vec()), Arg::Json(json!(axis))],
                 ),

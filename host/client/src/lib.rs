@@ -20,9 +20,14 @@
 #![warn(missing_docs)]
 
 mod array;
+mod dataframe;
+mod graph;
 mod local;
 
 pub use array::{Array, Dense};
+pub use dataframe::{DataFrame, GroupBy, Rolling, decode as decode_frame};
+pub use fabric_frame::arrow_array::RecordBatch;
+pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
 
 use std::path::{Path, PathBuf};
@@ -119,6 +124,10 @@ pub enum ClientError {
     /// A collection's job did not produce its value: the first task failure, or why.
     #[error("the computation failed: {0}")]
     Failed(String),
+    /// A collection cannot be built as asked: an unknown column, a bad expression, files
+    /// that cannot be listed or read by the client.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A component a graph names, with its bytes.

@@ -17,11 +17,12 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts a scheduler and `workers` workers of `threads` threads each, with the `fabric`
-    /// binary found by [`LocalCluster::find_fabric`].
+    /// binary found by [`LocalCluster::find_fabric`]. The workers may read and write any
+    /// local file the user may (`--data-dir /`): the cluster is the user's own.
     pub fn start(workers: usize, threads: usize) -> Result<LocalCluster, ClientError> {
         let fabric = LocalCluster::find_fabric()?;
         let threads = threads.to_string();
-        let extra = ["--nthreads", threads.as_str()];
+        let extra = ["--nthreads", threads.as_str(), "--data-dir", "/"];
         LocalCluster::start_with(&fabric, &vec![&extra[..]; workers])
     }
 
@@ -119,8 +120,17 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for child in self.workers.iter_mut().chain([&mut self.scheduler]) {
+        // The scheduler first, so that it does not report the workers' ends as failures.
+        for child in [&mut self.scheduler]
+            .into_iter()
+            .chain(self.workers.iter_mut())
+        {
             let _ = child.kill();
+        }
+        for child in [&mut self.scheduler]
+            .into_iter()
+            .chain(self.workers.iter_mut())
+        {
             let _ = child.wait();
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fabric_core::{FuncType, Type, Value};
-use fabric_runtime::{Component, Limits, Native, TaskError, TaskErrorKind};
+use fabric_runtime::{Component, Limits, Native, NativeCall, TaskError, TaskErrorKind};
 
 use crate::chunk::{self, Chunk, ChunkRef, chunk_type, elements};
 
@@ -851,9 +851,8 @@ pub fn component() -> Component {
 struct ArrayKernels;
 
 impl Native for ArrayKernels {
-    fn call(&self, export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError> {
-        let out = dispatch(export, args, limits)?;
-        Ok(out)
+    fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
+        dispatch(export, args, call.limits)
     }
 }
 

@@ -1,10 +1,11 @@
 //! Fabric's built-in kernels: chunk operations implemented natively in Rust and published
-//! to graphs as components (`builtin:array`), so that a graph calls `builtin:array/add` like
-//! any component, the validator type-checks the call, and user WebAssembly tasks can take
-//! and return the same chunk records.
+//! to graphs as components (`builtin:array`, `builtin:dataframe`), so that a graph calls
+//! `builtin:array/add` like any component, the validator type-checks the call, and user
+//! WebAssembly tasks can take and return the same chunk and frame records.
 
 pub mod array;
 pub mod chunk;
+pub mod dataframe;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -21,7 +22,7 @@ pub const PREFIX: &str = "builtin:";
 pub fn components() -> &'static BTreeMap<String, Arc<Component>> {
     static ALL: OnceLock<BTreeMap<String, Arc<Component>>> = OnceLock::new();
     ALL.get_or_init(|| {
-        [array::component()]
+        [array::component(), dataframe::component()]
             .into_iter()
             .map(|c| (c.hash().to_string(), Arc::new(c)))
             .collect()

@@ -8,8 +8,8 @@ use fabric_core::{FuncType, Type, Value};
 use wasmtime::component::Val;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
-use crate::component::{Component, Export, Wasm};
-use crate::config::{Limits, format_bytes, format_duration};
+use crate::component::{Component, Export, NativeCall, Wasm};
+use crate::config::{Limits, RuntimeConfig, format_bytes, format_duration};
 use crate::convert::{from_val, to_val};
 use crate::epoch::TICK;
 use crate::error::{Level, TaskError, TaskErrorKind};
@@ -127,8 +127,9 @@ pub(crate) fn call(
     args: &[Value],
     ctx: &TaskContext,
     limits: &Limits,
-    max_result_bytes: u64,
+    config: &RuntimeConfig,
 ) -> Result<CallOutput, TaskError> {
+    let max_result_bytes = config.max_result_bytes;
     let bad = |message: String| TaskError::new(TaskErrorKind::BadArgument, message);
     let ty = component.export(export).ok_or_else(|| {
         let names: Vec<&str> = component.exports().keys().map(String::as_str).collect();
@@ -153,7 +154,12 @@ pub(crate) fn call(
     let wasm = match component.code() {
         Ok(wasm) => wasm,
         Err(native) => {
-            let value = native.call(export, args, limits)?;
+            let call = NativeCall {
+                limits,
+                tenant: &ctx.tenant,
+                local_data: config.local_data.as_deref(),
+            };
+            let value = native.call(export, args, &call)?;
             return finish(value, ty, Leftovers::default(), max_result_bytes);
         }
     };

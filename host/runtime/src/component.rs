@@ -48,10 +48,22 @@ impl Wasm {
 /// sandbox, and it sees the same values a WebAssembly export would.
 pub trait Native: Send + Sync + 'static {
     /// Calls `export` with `args`, which the graph's validation checked against the
-    /// export's signature. An error is the task's error; `limits.memory_bytes` bounds what
-    /// the call should allocate (refuse larger outputs with
+    /// export's signature. An error is the task's error; `call.limits.memory_bytes` bounds
+    /// what the call should allocate (refuse larger outputs with
     /// [`TaskErrorKind::OutOfMemory`](crate::TaskErrorKind::OutOfMemory)).
-    fn call(&self, export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError>;
+    fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError>;
+}
+
+/// What a native export knows about the task it runs for.
+#[derive(Clone, Copy, Debug)]
+pub struct NativeCall<'a> {
+    /// The task's limits.
+    pub limits: &'a Limits,
+    /// The tenant that submitted the job.
+    pub tenant: &'a str,
+    /// The local directories the task may read and write files under
+    /// ([`RuntimeConfig::local_data`](crate::RuntimeConfig::local_data)); `None`: any.
+    pub local_data: Option<&'a [std::path::PathBuf]>,
 }
 
 /// What a call needs to know about one export.

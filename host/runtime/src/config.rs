@@ -30,6 +30,11 @@ pub struct RuntimeConfig {
     /// [`Value::size_bytes`](fabric_core::Value::size_bytes) counts them); a larger one fails
     /// the task as [`TooLarge`](crate::TaskErrorKind::TooLarge). Defaults to 1 GiB.
     pub max_result_bytes: u64,
+    /// The local directories Fabric's built-in readers and writers (`builtin:dataframe`)
+    /// may open files under for a task; `{tenant}` in a directory stands for the task's
+    /// tenant. `None` (the default, for a single user's own process) allows any path; an
+    /// empty list allows none (object stores only).
+    pub local_data: Option<Vec<PathBuf>>,
 }
 
 impl Default for RuntimeConfig {
@@ -44,6 +49,7 @@ impl Default for RuntimeConfig {
             max_memory_mib: 4096,
             fast_paths: true,
             max_result_bytes: 1 << 30,
+            local_data: None,
         }
     }
 }

@@ -39,7 +39,7 @@ mod typed;
 mod types;
 
 pub use call::{CallOutput, CancelFlag, TaskContext};
-pub use component::{Component, Native};
+pub use component::{Component, Native, NativeCall};
 pub use config::{Limits, RuntimeConfig, format_duration};
 pub use error::{Level, RuntimeError, TaskError, TaskErrorKind};
 pub use runtime::Runtime;

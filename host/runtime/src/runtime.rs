@@ -214,7 +214,6 @@ impl Runtime {
             memory_bytes: limits.memory_bytes.min(ceiling),
             timeout: limits.timeout,
         };
-        let max_result = self.inner.config.max_result_bytes;
         call::call(
             &self.inner.engine,
             component,
@@ -222,7 +221,7 @@ impl Runtime {
             args,
             ctx,
             &limits,
-            max_result,
+            &self.inner.config,
         )
     }
 }

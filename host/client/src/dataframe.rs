@@ -1,0 +1,717 @@
+//! Partitioned dataframes in the style of `dask.dataframe`: every operation is lazy and adds
+//! calls of the built-in `builtin:dataframe` kernels to a graph. Operations on each
+//! partition (filter, assign, select, the first half of a groupby) are fused into one task
+//! per partition, reading its file and reducing it in one pass; [`DataFrame::compute`] runs
+//! the graph and returns an Arrow record batch.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), fabric_client::ClientError> {
+//! use fabric_client::{Client, DataFrame};
+//!
+//! let client = Client::connect("http://127.0.0.1:7878").await?;
+//! let sums = DataFrame::read_csv("data/*.csv")?
+//!     .filter("x > 10")?
+//!     .groupby(&["key"])
+//!     .agg(&[("x", "sum"), ("y", "max")])?
+//!     .compute(&client)
+//!     .await?;
+//! println!("{} groups", sums.num_rows());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use fabric_core::{Bulk, Value};
+use fabric_frame::arrow_array::RecordBatch;
+use fabric_frame::arrow_schema::{Schema, SchemaRef};
+use fabric_frame::expr::Expr;
+use fabric_frame::groupby::How;
+use fabric_frame::read::Format;
+use fabric_frame::{DataAccess, FrameError};
+use serde_json::{Value as Json, json};
+
+use crate::graph::{Arg, Node, document, failure, tree};
+use crate::{Client, ClientError, Submission};
+
+const COMPONENT: &str = "builtin:dataframe";
+
+fn node(export: &'static str, args: Vec<Arg>) -> Arc<Node> {
+    Node::new(COMPONENT, export, args)
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> ClientError {
+        ClientError::Invalid(e.to_string())
+    }
+}
+
+/// Where a partition's rows come from before its pending steps.
+#[derive(Clone, Debug)]
+enum Base {
+    /// A file, read by the partition's task.
+    File(Json),
+    /// The output of another task.
+    Task(Arc<Node>),
+}
+
+/// One partition: its base and the steps not yet given to a task.
+#[derive(Clone, Debug)]
+struct Part {
+    base: Base,
+    steps: Vec<Json>,
+}
+
+impl Part {
+    /// The task computing the partition (with its pending steps fused into it).
+    fn task(&self) -> Arc<Node> {
+        match (&self.base, self.steps.is_empty()) {
+            (Base::Task(n), true) => n.clone(),
+            (Base::Task(n), false) => node(
+                "map",
+                vec![
+                    Arg::Node(n.clone()),
+                    Arg::Json(Json::from(self.steps.clone())),
+                ],
+            ),
+            (Base::File(source), _) => node(
+                "read",
+                vec![
+                    Arg::Json(source.clone()),
+                    Arg::Json(Json::from(self.steps.clone())),
+                ],
+            ),
+        }
+    }
+
+    fn with(&self, step: Json) -> Part {
+        let mut p = self.clone();
+        p.steps.push(step);
+        p
+    }
+}
+
+/// A partitioned dataframe: its columns and one task (or file read) per partition. Cheap
+/// to clone; operations return new frames.
+#[derive(Clone, Debug)]
+pub struct DataFrame {
+    schema: SchemaRef,
+    parts: Vec<Part>,
+    /// The column the partitions are sorted by, each after the one before (after
+    /// `sort_values` or `set_index`).
+    sorted_by: Option<String>,
+}
+
+/// A groupby waiting for its aggregates.
+#[derive(Clone, Debug)]
+pub struct GroupBy {
+    frame: DataFrame,
+    keys: Vec<String>,
+}
+
+/// A rolling window waiting for its aggregates.
+#[derive(Clone, Debug)]
+pub struct Rolling {
+    frame: DataFrame,
+    window: String,
+    on: String,
+}
+
+fn type_names(schema: &Schema) -> Json {
+    schema
+        .fields()
+        .iter()
+        .map(|f| json!([f.name(), f.data_type().to_string()]))
+        .collect()
+}
+
+impl DataFrame {
+    fn read(pattern: &str, format: Format) -> Result<DataFrame, ClientError> {
+        let files = fabric_frame::store::expand(pattern)?;
+        // The client reads the first file's schema where it runs, as Dask does.
+        let schema = fabric_frame::read::schema_of(&files[0], format, &DataAccess::Anywhere)?;
+        let parts = files
+            .iter()
+            .map(|url| {
+                let source = match format {
+                    Format::Csv => {
+                        json!({"format": "csv", "url": url, "schema": type_names(&schema)})
+                    }
+                    Format::Parquet => json!({"format": "parquet", "url": url}),
+                };
+                Part {
+                    base: Base::File(source),
+                    steps: Vec::new(),
+                }
+            })
+            .collect();
+        Ok(DataFrame {
+            schema,
+            parts,
+            sorted_by: None,
+        })
+    }
+
+    /// A frame of the CSV files `pattern` names (`data/*.csv`, `s3://bucket/2024-*.csv`, a
+    /// directory), one partition per file; column types are inferred from the first file.
+    /// The files are listed now, by this process; workers read them.
+    pub fn read_csv(pattern: &str) -> Result<DataFrame, ClientError> {
+        Self::read(pattern, Format::Csv)
+    }
+
+    /// A frame of the Parquet files `pattern` names, one partition per file.
+    pub fn read_parquet(pattern: &str) -> Result<DataFrame, ClientError> {
+        Self::read(pattern, Format::Parquet)
+    }
+
+    /// The columns and their types.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The column the partitions are ordered by, after `sort_values` or `set_index`.
+    pub fn sorted_by(&self) -> Option<&str> {
+        self.sorted_by.as_deref()
+    }
+
+    /// How many partitions the frame has.
+    pub fn npartitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The columns after `step`, checked on an empty partition (so mistakes show now).
+    fn after(&self, step: fabric_frame::read::Step, json: Json) -> Result<DataFrame, ClientError> {
+        let empty = RecordBatch::new_empty(self.schema.clone());
+        let out = fabric_frame::read::apply(empty, &[step])?;
+        Ok(DataFrame {
+            schema: out.schema(),
+            parts: self.parts.iter().map(|p| p.with(json.clone())).collect(),
+            sorted_by: self.sorted_by.clone(),
+        })
+    }
+
+    /// The rows where `predicate` holds, in pandas' `query` syntax: `x > 10 and key ==
+    /// 'k0001'`, `ts >= '2024-03-01'` (a leading filter is pushed into Parquet reads).
+    pub fn filter(&self, predicate: &str) -> Result<DataFrame, ClientError> {
+        let e = Expr::parse(predicate)?;
+        self.after(
+            fabric_frame::read::Step::Filter(e),
+            json!({"filter": predicate}),
+        )
+    }
+
+    /// The frame with column `name` set to `expr` (pandas' `eval` syntax: `x * 2 + y`).
+    pub fn assign(&self, name: &str, expr: &str) -> Result<DataFrame, ClientError> {
+        let e = Expr::parse(expr)?;
+        self.after(
+            fabric_frame::read::Step::Assign(name.into(), e),
+            json!({"assign": [name, expr]}),
+        )
+    }
+
+    /// Only `columns`, in that order.
+    pub fn select(&self, columns: &[&str]) -> Result<DataFrame, ClientError> {
+        let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        self.after(
+            fabric_frame::read::Step::Select(cols.clone()),
+            json!({"select": cols}),
+        )
+    }
+
+    /// Groups rows by the `keys` columns; aggregate with [`GroupBy::agg`].
+    pub fn groupby(&self, keys: &[&str]) -> GroupBy {
+        GroupBy {
+            frame: self.clone(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn tasks(&self) -> Vec<Arc<Node>> {
+        self.parts.iter().map(Part::task).collect()
+    }
+
+    fn of_tasks(schema: SchemaRef, tasks: Vec<Arc<Node>>, sorted_by: Option<String>) -> DataFrame {
+        DataFrame {
+            schema,
+            parts: tasks
+                .into_iter()
+                .map(|t| Part {
+                    base: Base::Task(t),
+                    steps: Vec::new(),
+                })
+                .collect(),
+            sorted_by,
+        }
+    }
+
+    fn column_names(&self) -> Vec<&str> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect()
+    }
+
+    fn check_columns(&self, columns: &[String]) -> Result<(), ClientError> {
+        for c in columns {
+            if self.schema.index_of(c).is_err() {
+                return Err(ClientError::Invalid(format!(
+                    "no column `{c}` (the columns are: {})",
+                    self.column_names().join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins with `other` on the columns `on` (`how`: "inner" or "left"), by hashing both
+    /// sides into as many parts as the larger has partitions. A column name on both sides
+    /// gets `_x` and `_y`, as in pandas' merge.
+    pub fn join(
+        &self,
+        other: &DataFrame,
+        on: &[&str],
+        how: &str,
+    ) -> Result<DataFrame, ClientError> {
+        let on: Vec<String> = on.iter().map(|c| c.to_string()).collect();
+        self.check_columns(&on)?;
+        other.check_columns(&on)?;
+        if !["inner", "left"].contains(&how) {
+            return Err(ClientError::Invalid(format!(
+                "unknown join `{how}` (inner or left)"
+            )));
+        }
+        // The result's schema, from joining empty partitions.
+        let schema = fabric_frame::join::join(
+            &RecordBatch::new_empty(self.schema.clone()),
+            &RecordBatch::new_empty(other.schema.clone()),
+            &on,
+            if how == "left" {
+                fabric_frame::join::JoinHow::Left
+            } else {
+                fabric_frame::join::JoinHow::Inner
+            },
+        )?
+        .schema();
+        let n = self.parts.len().max(other.parts.len());
+        let split = |f: &DataFrame| -> Vec<Arc<Node>> {
+            f.tasks()
+                .into_iter()
+                .map(|t| {
+                    node(
+                        "split-hash",
+                        vec![Arg::Node(t), Arg::Json(json!(on)), Arg::Json(json!(n))],
+                    )
+                })
+                .collect()
+        };
+        let (left, right) = (split(self), split(other));
+        let bucket = |splits: &[Arc<Node>], i: usize| -> Arg {
+            Arg::Nodes(
+                splits
+                    .iter()
+                    .map(|s| node("nth", vec![Arg::Node(s.clone()), Arg::Json(json!(i))]))
+                    .collect(),
+            )
+        };
+        let tasks = (0..n)
+            .map(|i| {
+                node(
+                    "join",
+                    vec![
+                        bucket(&left, i),
+                        bucket(&right, i),
+                        Arg::Json(json!(on)),
+                        Arg::Json(json!(how)),
+                    ],
+                )
+            })
+            .collect();
+        Ok(Self::of_tasks(schema, tasks, None))
+    }
+
+    /// The frame sorted by `by` across partitions: each partition is sampled, boundaries
+    /// cut the values into as many ranges as there are partitions, and each range is
+    /// gathered and sorted (the result's partitions follow each other in order).
+    pub fn sort_values(&self, by: &str) -> Result<DataFrame, ClientError> {
+        self.check_columns(&[by.to_string()])?;
+        let n = self.parts.len();
+        let tasks = self.tasks();
+        if n == 1 {
+            let sorted = node(
+                "sort",
+                vec![
+                    Arg::Nodes(tasks),
+                    Arg::Json(json!([by])),
+                    Arg::Json(json!(false)),
+                ],
+            );
+            return Ok(Self::of_tasks(
+                self.schema.clone(),
+                vec![sorted],
+                Some(by.into()),
+            ));
+        }
+        let samples = tasks
+            .iter()
+            .map(|t| {
+                node(
+                    "sample",
+                    vec![
+                        Arg::Node(t.clone()),
+                        Arg::Json(json!(by)),
+                        Arg::Json(json!(256)),
+                    ],
+                )
+            })
+            .collect();
+        let bounds = node("boundaries", vec![Arg::Nodes(samples), Arg::Json(json!(n))]);
+        let splits: Vec<Arc<Node>> = tasks
+            .iter()
+            .map(|t| {
+                node(
+                    "split-range",
+                    vec![
+                        Arg::Node(t.clone()),
+                        Arg::Json(json!(by)),
+                        Arg::Node(bounds.clone()),
+                    ],
+                )
+            })
+            .collect();
+        let sorted = (0..n)
+            .map(|i| {
+                let pieces = splits
+                    .iter()
+                    .map(|s| node("nth", vec![Arg::Node(s.clone()), Arg::Json(json!(i))]))
+                    .collect();
+                node(
+                    "sort",
+                    vec![
+                        Arg::Nodes(pieces),
+                        Arg::Json(json!([by])),
+                        Arg::Json(json!(false)),
+                    ],
+                )
+            })
+            .collect();
+        Ok(Self::of_tasks(self.schema.clone(), sorted, Some(by.into())))
+    }
+
+    /// The frame ordered by the time (or integer) column `column`, which rolling windows
+    /// then run along (Dask's `set_index`; the column stays a column).
+    pub fn set_index(&self, column: &str) -> Result<DataFrame, ClientError> {
+        if self.sorted_by.as_deref() == Some(column) {
+            return Ok(self.clone());
+        }
+        self.sort_values(column)
+    }
+
+    /// Rolling windows of length `window` (`1h`, `30min`, `10s`) along the column `on`; the
+    /// frame must be ordered by it ([`DataFrame::set_index`]).
+    pub fn rolling(&self, window: &str, on: &str) -> Result<Rolling, ClientError> {
+        self.check_columns(&[on.to_string()])?;
+        let ty = self
+            .schema
+            .field_with_name(on)
+            .map_err(FrameError::from)?
+            .data_type()
+            .clone();
+        fabric_frame::window::window_length(window, &ty)?;
+        if self.sorted_by.as_deref() != Some(on) {
+            return Err(ClientError::Invalid(format!(
+                "rolling along `{on}` needs the frame ordered by it: call set_index(\"{on}\") first"
+            )));
+        }
+        Ok(Rolling {
+            frame: self.clone(),
+            window: window.into(),
+            on: on.into(),
+        })
+    }
+
+    /// The graph writing each partition as `DIR/part-NNNNN.parquet`; each output is the
+    /// number of rows of one file.
+    pub fn to_parquet_graph(&self, dir: &str) -> Json {
+        let dir = dir.trim_end_matches('/');
+        let writes: Vec<Arc<Node>> = self
+            .tasks()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let file = format!("{dir}/part-{i:05}.parquet");
+                node("to-parquet", vec![Arg::Node(t), Arg::Json(json!(file))])
+            })
+            .collect();
+        let outputs: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+        json!({"components": {}, "tasks": document(&writes), "outputs": outputs})
+    }
+
+    /// Writes each partition as `DIR/part-NNNNN.parquet` (a local directory the workers may
+    /// write to, or an object-store prefix); returns the rows written.
+    pub async fn to_parquet(&self, client: &Client, dir: &str) -> Result<u64, ClientError> {
+        let outputs = run(client, self.to_parquet_graph(dir)).await?;
+        Ok(outputs
+            .iter()
+            .map(|(_, v)| match v {
+                Value::U64(n) => *n,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// The graph document computing the whole frame as one partition (output `result`), as
+    /// `fabric run` and `fabric submit` take it.
+    pub fn to_graph(&self) -> Json {
+        let whole = match self.tasks().as_slice() {
+            [one] => one.clone(),
+            many => node("concat", vec![Arg::Nodes(many.to_vec())]),
+        };
+        let mut tasks = document(std::slice::from_ref(&whole));
+        let result = tasks.remove(&whole.key).expect("the root is a task");
+        tasks.insert("result".into(), result);
+        for task in tasks.values_mut() {
+            crate::graph::rename_ref(task, &whole.key, "result");
+        }
+        json!({"components": {}, "tasks": tasks, "outputs": ["result"]})
+    }
+
+    /// Computes the frame on a cluster and returns it as one record batch.
+    pub async fn compute(&self, client: &Client) -> Result<RecordBatch, ClientError> {
+        let outputs = run(client, self.to_graph()).await?;
+        let value = outputs
+            .iter()
+            .find(|(id, _)| id == "result")
+            .map(|(_, v)| v)
+            .ok_or_else(|| ClientError::Failed("the job returned no frame".into()))?;
+        Ok(decode(value)?)
+    }
+
+    /// Computes the partitions and keeps them in the workers' memory as the dataset `name`
+    /// (Dask's `persist`); the frame returned reads them from there.
+    pub async fn persist(&self, client: &Client, name: &str) -> Result<DataFrame, ClientError> {
+        let tasks = self.tasks();
+        let outputs: Vec<&str> = tasks
+            .iter()
+            .filter(|t| t.dataset.is_none())
+            .map(|t| t.key.as_str())
+            .collect();
+        if !outputs.is_empty() {
+            let graph = json!({"components": {}, "tasks": document(&tasks), "outputs": outputs});
+            let submission = Submission::new(graph.to_string(), Vec::new());
+            let outcome = client.persist(&submission, name, |_| {}).await?;
+            if !outcome.succeeded() {
+                return Err(ClientError::Failed(failure(&outcome)));
+            }
+        }
+        let persisted = tasks
+            .iter()
+            .map(|t| match t.dataset {
+                Some(_) => t.clone(),
+                None => Node::persisted(name, &t.key),
+            })
+            .collect();
+        Ok(Self::of_tasks(
+            self.schema.clone(),
+            persisted,
+            self.sorted_by.clone(),
+        ))
+    }
+}
+
+/// Runs a graph; its outputs.
+async fn run(client: &Client, graph: Json) -> Result<Vec<(String, Value)>, ClientError> {
+    let submission = Submission::new(graph.to_string(), Vec::new());
+    let outcome = client.compute(&submission, |_| {}).await?;
+    if !outcome.succeeded() {
+        return Err(ClientError::Failed(failure(&outcome)));
+    }
+    Ok(outcome.outputs)
+}
+
+/// Reads a `frame` value (as a job returns it) into a record batch.
+pub fn decode(value: &Value) -> Result<RecordBatch, FrameError> {
+    let bytes = match value {
+        Value::Record(fields) => fields
+            .iter()
+            .find(|(n, _)| &**n == "arrow-ipc")
+            .map(|(_, v)| v),
+        _ => None,
+    };
+    match bytes {
+        Some(Value::Bulk(b)) => match &**b {
+            Bulk::U8(bytes) => fabric_frame::decode(bytes),
+            _ => Err(FrameError::Invalid(
+                "a frame's bytes must be a list<u8>".into(),
+            )),
+        },
+        _ => Err(FrameError::Invalid(
+            "expected a frame record { arrow-ipc }".into(),
+        )),
+    }
+}
+
+/// The aggregates of `specs` (`(column, how)`), named after the column, or `column_how`
+/// when a column is aggregated more than once.
+fn aggregates(specs: &[(&str, &str)]) -> Result<Vec<(String, How, String)>, ClientError> {
+    specs
+        .iter()
+        .map(|&(column, how)| {
+            let h = How::named(how).ok_or_else(|| {
+                let names: Vec<&str> = How::ALL.iter().map(|(n, _)| *n).collect();
+                ClientError::Invalid(format!("unknown aggregate `{how}` ({})", names.join(", ")))
+            })?;
+            let repeated = specs.iter().filter(|(c, _)| *c == column).count() > 1;
+            let name = if repeated {
+                format!("{column}_{how}")
+            } else {
+                column.to_string()
+            };
+            Ok((column.to_string(), h, name))
+        })
+        .collect()
+}
+
+fn aggregates_json(aggs: &[(String, How, String)]) -> Json {
+    aggs.iter()
+        .map(|(c, h, n)| json!({"column": c, "how": h.name(), "name": n}))
+        .collect()
+}
+
+impl GroupBy {
+    /// The key columns.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// One row per group, sorted by key: the key columns, then one column per `(column,
+    /// how)` (`how`: sum, mean, min, max, count, std, var). Each partition is reduced where
+    /// it is read, and the partial results are combined in a tree.
+    pub fn agg(&self, specs: &[(&str, &str)]) -> Result<DataFrame, ClientError> {
+        let aggs = aggregates(specs)?;
+        let grouping = fabric_frame::groupby::Grouping {
+            keys: self.keys.clone(),
+            aggregates: aggs
+                .iter()
+                .map(|(c, h, n)| fabric_frame::groupby::Aggregate {
+                    column: c.clone(),
+                    how: *h,
+                    name: n.clone(),
+                })
+                .collect(),
+        };
+        // Checked on an empty partition: unknown columns and wrong types show now.
+        let empty = RecordBatch::new_empty(self.frame.schema.clone());
+        let partial = fabric_frame::groupby::partial(&grouping, &[empty], &self.frame.schema)?;
+        let result = fabric_frame::groupby::combine(&grouping, &[partial], true)?;
+        let g = json!({"keys": self.keys, "aggregates": aggregates_json(&aggs)});
+        let partials: Vec<Arc<Node>> = self
+            .frame
+            .parts
+            .iter()
+            .map(|p| p.with(json!({"group": g})).task())
+            .collect();
+        let combine = |finish: bool| {
+            let g = g.clone();
+            move |parts: Vec<Arc<Node>>| {
+                node(
+                    "combine",
+                    vec![
+                        Arg::Nodes(parts),
+                        Arg::Json(g.clone()),
+                        Arg::Json(json!(finish)),
+                    ],
+                )
+            }
+        };
+        // Partials merge in a tree; the root computes the final columns.
+        let root = match partials.len() {
+            0 => return Err(ClientError::Invalid("the frame has no partitions".into())),
+            _ => {
+                let merged = tree(partials, combine(false));
+                combine(true)(vec![merged])
+            }
+        };
+        Ok(DataFrame::of_tasks(result.schema(), vec![root], None))
+    }
+
+    /// `agg` of one column with one aggregate (`df.groupby(["key"]).sum("x")`).
+    pub fn sum(&self, column: &str) -> Result<DataFrame, ClientError> {
+        self.agg(&[(column, "sum")])
+    }
+
+    /// The mean of `column` per group.
+    pub fn mean(&self, column: &str) -> Result<DataFrame, ClientError> {
+        self.agg(&[(column, "mean")])
+    }
+
+    /// The number of values of `column` per group.
+    pub fn count(&self, column: &str) -> Result<DataFrame, ClientError> {
+        self.agg(&[(column, "count")])
+    }
+}
+
+impl Rolling {
+    /// The column the windows run along.
+    pub fn on(&self) -> &str {
+        &self.on
+    }
+
+    /// Every row with the aggregates over its window (`(t - window, t]`), each as a new
+    /// column named after its column (or `column_how` when a column has several). Each
+    /// partition reads the rows of the one before it that its first windows reach.
+    pub fn agg(&self, specs: &[(&str, &str)]) -> Result<DataFrame, ClientError> {
+        let aggs = aggregates(specs)?;
+        let aggs: Vec<(String, How, String)> = aggs
+            .into_iter()
+            .map(|(c, h, n)| {
+                let name = if n == c {
+                    format!("{c}_{}", h.name())
+                } else {
+                    n
+                };
+                (c, h, name)
+            })
+            .collect();
+        let parsed: Vec<fabric_frame::groupby::Aggregate> = aggs
+            .iter()
+            .map(|(c, h, n)| fabric_frame::groupby::Aggregate {
+                column: c.clone(),
+                how: *h,
+                name: n.clone(),
+            })
+            .collect();
+        let empty = RecordBatch::new_empty(self.frame.schema.clone());
+        let schema =
+            fabric_frame::window::rolling(&empty, None, &self.on, &self.window, &parsed)?.schema();
+        let tasks = self.frame.tasks();
+        let out = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let before = match i {
+                    0 => Arg::Json(Json::Null),
+                    _ => Arg::Node(node(
+                        "edge",
+                        vec![
+                            Arg::Node(tasks[i - 1].clone()),
+                            Arg::Json(json!(self.on)),
+                            Arg::Json(json!(self.window)),
+                        ],
+                    )),
+                };
+                node(
+                    "rolling",
+                    vec![
+                        Arg::Node(t.clone()),
+                        before,
+                        Arg::Json(json!(self.on)),
+                        Arg::Json(json!(self.window)),
+                        Arg::Json(aggregates_json(&aggs)),
+                    ],
+                )
+            })
+            .collect();
+        Ok(DataFrame::of_tasks(schema, out, Some(self.on.clone())))
+    }
+}

@@ -1,0 +1,668 @@
+//! Expressions on a partition's columns in pandas' `query`/`eval` syntax: `x > 500 and key
+//! == 'k0001'`, `x * 2 + y`, `ts >= '2024-03-01'`, evaluated with Arrow's compute kernels.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Datum, Float64Array, Int64Array, RecordBatch, Scalar,
+    StringArray,
+};
+use arrow_schema::DataType;
+
+use crate::{FrameError, Result, column, invalid};
+
+/// A parsed expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// A column, by name.
+    Column(String),
+    /// A number written as an integer.
+    Int(i64),
+    /// A number with a fraction or an exponent.
+    Float(f64),
+    /// A quoted string (also used for dates and times, compared with a time column).
+    Str(String),
+    /// `true` or `false`.
+    Bool(bool),
+    /// `-e`.
+    Neg(Box<Expr>),
+    /// `not e` or `~e`.
+    Not(Box<Expr>),
+    /// `a op b`.
+    Binary(Box<Expr>, Op, Box<Expr>),
+}
+
+/// A binary operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+impl Op {
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::Add => "+",
+            Op::Sub => "-",
+            Op::Mul => "*",
+            Op::Div => "/",
+            Op::Rem => "%",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::And => "and",
+            Op::Or => "or",
+        }
+    }
+
+    /// How tightly the operator binds (higher binds tighter).
+    fn precedence(self) -> u8 {
+        match self {
+            Op::Or => 1,
+            Op::And => 2,
+            Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge => 3,
+            Op::Add | Op::Sub => 4,
+            Op::Mul | Op::Div | Op::Rem => 5,
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Column(c) if is_identifier(c) => f.write_str(c),
+            Expr::Column(c) => write!(f, "`{c}`"),
+            Expr::Int(i) => write!(f, "{i}"),
+            Expr::Float(x) => write!(f, "{x:?}"),
+            Expr::Str(s) => write!(f, "'{}'", s.replace('\'', "\\'")),
+            Expr::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
+            Expr::Neg(e) => write!(f, "-({e})"),
+            Expr::Not(e) => write!(f, "not ({e})"),
+            Expr::Binary(a, op, b) => write!(f, "({a} {} {b})", op.symbol()),
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+        && !matches!(
+            s,
+            "and" | "or" | "not" | "True" | "False" | "true" | "false"
+        )
+}
+
+impl Expr {
+    /// Parses `text`; the error points at the offending character.
+    pub fn parse(text: &str) -> Result<Expr> {
+        let tokens = lex(text)?;
+        let mut p = Parser {
+            text,
+            tokens: &tokens,
+            at: 0,
+        };
+        let e = p.expr(0)?;
+        match p.tokens.get(p.at) {
+            None => Ok(e),
+            Some((pos, t)) => Err(p.error(*pos, &format!("unexpected {t}"))),
+        }
+    }
+
+    /// The columns the expression reads, each once, in order of appearance.
+    pub fn columns(&self) -> Vec<String> {
+        fn walk(e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::Column(c) if !out.contains(c) => out.push(c.clone()),
+                Expr::Neg(e) | Expr::Not(e) => walk(e, out),
+                Expr::Binary(a, _, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
+    /// Evaluates the expression on every row of `batch`: a column as long as the batch.
+    pub fn eval(&self, batch: &RecordBatch) -> Result<ArrayRef> {
+        let v = self.value(batch)?;
+        Ok(match v {
+            Val::Array(a) => a,
+            Val::Scalar(s) => {
+                // A constant expression: repeat it.
+                let indices = arrow_array::UInt32Array::from(vec![0u32; batch.num_rows()]);
+                arrow_select::take::take(s.as_ref(), &indices, None)?
+            }
+        })
+    }
+
+    /// Evaluates a predicate: which rows of `batch` it keeps (null counts as false).
+    pub fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let a = self.eval(batch)?;
+        let Some(mask) = a.as_any().downcast_ref::<BooleanArray>() else {
+            return Err(invalid(format!(
+                "the filter `{self}` gives {} values, not true/false",
+                a.data_type()
+            )));
+        };
+        Ok(match mask.null_count() {
+            0 => mask.clone(),
+            _ => arrow_select::filter::prep_null_mask_filter(mask),
+        })
+    }
+
+    /// The rows of `batch` the predicate keeps.
+    pub fn filter(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mask = self.mask(batch)?;
+        if mask.true_count() == batch.num_rows() {
+            return Ok(batch.clone());
+        }
+        Ok(arrow_select::filter::filter_record_batch(batch, &mask)?)
+    }
+
+    fn value(&self, batch: &RecordBatch) -> Result<Val> {
+        Ok(match self {
+            Expr::Column(c) => Val::Array(column(batch, c)?.clone()),
+            Expr::Int(i) => Val::Scalar(Arc::new(Int64Array::from(vec![*i]))),
+            Expr::Float(x) => Val::Scalar(Arc::new(Float64Array::from(vec![*x]))),
+            Expr::Str(s) => Val::Scalar(Arc::new(StringArray::from(vec![s.as_str()]))),
+            Expr::Bool(b) => Val::Scalar(Arc::new(BooleanArray::from(vec![*b]))),
+            Expr::Neg(e) => e.value(batch)?.map(|a| {
+                arrow_arith::numeric::neg(a.as_ref())
+                    .map_err(|err| invalid(format!("cannot negate `{e}`: {err}")))
+            })?,
+            Expr::Not(e) => e.value(batch)?.map(|a| {
+                let b = boolean(&a, e)?;
+                Ok(Arc::new(arrow_arith::boolean::not(b)?) as ArrayRef)
+            })?,
+            Expr::Binary(a, op, b) => {
+                let (l, r) = (a.value(batch)?, b.value(batch)?);
+                binary(l, *op, r).map_err(|e| match e {
+                    FrameError::Invalid(why) => invalid(format!("in `{self}`: {why}")),
+                    other => other,
+                })?
+            }
+        })
+    }
+}
+
+/// An intermediate result: a column, or a constant.
+enum Val {
+    Array(ArrayRef),
+    Scalar(ArrayRef),
+}
+
+impl Val {
+    fn array(&self) -> &ArrayRef {
+        match self {
+            Val::Array(a) | Val::Scalar(a) => a,
+        }
+    }
+
+    fn is_scalar(&self) -> bool {
+        matches!(self, Val::Scalar(_))
+    }
+
+    fn map(self, f: impl FnOnce(ArrayRef) -> Result<ArrayRef>) -> Result<Val> {
+        Ok(match self {
+            Val::Array(a) => Val::Array(f(a)?),
+            Val::Scalar(a) => Val::Scalar(f(a)?),
+        })
+    }
+
+    fn datum(&self) -> Box<dyn Datum + '_> {
+        match self {
+            Val::Array(a) => Box::new(a),
+            Val::Scalar(a) => Box::new(Scalar::new(a)),
+        }
+    }
+}
+
+fn boolean<'a>(a: &'a ArrayRef, e: &Expr) -> Result<&'a BooleanArray> {
+    a.as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| invalid(format!("`{e}` is {}, not true/false", a.data_type())))
+}
+
+/// The type both sides are brought to before an arithmetic or comparison kernel runs.
+fn common_type(l: &DataType, r: &DataType, op: Op) -> Option<DataType> {
+    use DataType::*;
+    let value_type = |t: &DataType| match t {
+        Dictionary(_, v) => (**v).clone(),
+        other => other.clone(),
+    };
+    let (l, r) = (value_type(l), value_type(r));
+    if l == r {
+        return Some(match (&l, op) {
+            // Pandas divides integers into floats.
+            (Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Op::Div) => Float64,
+            _ => l,
+        });
+    }
+    let int = |t: &DataType| t.is_integer();
+    let stringy = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    Some(match (&l, &r) {
+        (a, b) if int(a) && int(b) && op != Op::Div => Int64,
+        (a, b) if a.is_numeric() && b.is_numeric() => Float64,
+        (a, b) if stringy(a) && stringy(b) => Utf8,
+        // A quoted date or time against a time column: the string becomes a time.
+        (t @ (Timestamp(..) | Date32 | Date64), s) | (s, t @ (Timestamp(..) | Date32 | Date64))
+            if stringy(s) =>
+        {
+            t.clone()
+        }
+        _ => return None,
+    })
+}
+
+fn cast(v: &Val, to: &DataType) -> Result<Val> {
+    let a = v.array();
+    if a.data_type() == to {
+        return Ok(match v {
+            Val::Array(a) => Val::Array(a.clone()),
+            Val::Scalar(a) => Val::Scalar(a.clone()),
+        });
+    }
+    let options = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let c = arrow_cast::cast_with_options(a, to, &options)
+        .map_err(|e| invalid(format!("cannot make {} a {to}: {e}", a.data_type())))?;
+    Ok(match v {
+        Val::Array(_) => Val::Array(c),
+        Val::Scalar(_) => Val::Scalar(c),
+    })
+}
+
+fn binary(l: Val, op: Op, r: Val) -> Result<Val> {
+    let scalar = l.is_scalar() && r.is_scalar();
+    let wrap = |a: ArrayRef| {
+        if scalar {
+            Val::Scalar(a)
+        } else {
+            Val::Array(a)
+        }
+    };
+    if matches!(op, Op::And | Op::Or) {
+        let (la, ra) = (l.array(), r.array());
+        let lb = la.as_any().downcast_ref::<BooleanArray>();
+        let rb = ra.as_any().downcast_ref::<BooleanArray>();
+        let (Some(lb), Some(rb)) = (lb, rb) else {
+            return Err(invalid(format!(
+                "`{}` joins true/false values, not {} and {}",
+                op.symbol(),
+                la.data_type(),
+                ra.data_type()
+            )));
+        };
+        // A scalar side is broadcast by repeating it.
+        let n = la.len().max(ra.len());
+        let repeat = |b: &BooleanArray| -> BooleanArray {
+            if b.len() == n {
+                b.clone()
+            } else {
+                BooleanArray::from(vec![b.value(0); n])
+            }
+        };
+        let (lb, rb) = (repeat(lb), repeat(rb));
+        let out = match op {
+            Op::And => arrow_arith::boolean::and_kleene(&lb, &rb)?,
+            _ => arrow_arith::boolean::or_kleene(&lb, &rb)?,
+        };
+        return Ok(wrap(Arc::new(out)));
+    }
+    let (lt, rt) = (l.array().data_type().clone(), r.array().data_type().clone());
+    let to = common_type(&lt, &rt, op)
+        .ok_or_else(|| invalid(format!("cannot apply `{}` to {lt} and {rt}", op.symbol())))?;
+    let (l, r) = (cast(&l, &to)?, cast(&r, &to)?);
+    let (ld, rd) = (l.datum(), r.datum());
+    let (ld, rd) = (ld.as_ref(), rd.as_ref());
+    use arrow_arith::numeric as num;
+    use arrow_ord::cmp;
+    let out: ArrayRef = match op {
+        Op::Add => num::add(ld, rd)?,
+        Op::Sub => num::sub(ld, rd)?,
+        Op::Mul => num::mul(ld, rd)?,
+        Op::Div => num::div(ld, rd)?,
+        Op::Rem => num::rem(ld, rd)?,
+        Op::Eq => Arc::new(cmp::eq(ld, rd)?),
+        Op::Ne => Arc::new(cmp::neq(ld, rd)?),
+        Op::Lt => Arc::new(cmp::lt(ld, rd)?),
+        Op::Le => Arc::new(cmp::lt_eq(ld, rd)?),
+        Op::Gt => Arc::new(cmp::gt(ld, rd)?),
+        Op::Ge => Arc::new(cmp::gt_eq(ld, rd)?),
+        Op::And | Op::Or => unreachable!("handled above"),
+    };
+    Ok(wrap(out))
+}
+
+// ---------------------------------------------------------------------------------------
+// Lexing and parsing.
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Ident(String),
+    Quoted(String),
+    Int(i64),
+    Float(f64),
+    Op(Op),
+    Minus,
+    Not,
+    Open,
+    Close,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Ident(s) => write!(f, "`{s}`"),
+            Token::Quoted(s) => write!(f, "'{s}'"),
+            Token::Int(i) => write!(f, "{i}"),
+            Token::Float(x) => write!(f, "{x}"),
+            Token::Op(op) => write!(f, "`{}`", op.symbol()),
+            Token::Minus => f.write_str("`-`"),
+            Token::Not => f.write_str("`not`"),
+            Token::Open => f.write_str("`(`"),
+            Token::Close => f.write_str("`)`"),
+        }
+    }
+}
+
+fn lex(text: &str) -> Result<Vec<(usize, Token)>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err = |at: usize, what: &str| -> FrameError {
+        invalid(format!(
+            "{what} at character {} of `{text}`",
+            text[..at].chars().count() + 1
+        ))
+    };
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        let two = |s: &str| text[i..].starts_with(s);
+        let token = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'(' => Token::Open,
+            b')' => Token::Close,
+            b'+' => Token::Op(Op::Add),
+            b'-' => Token::Minus,
+            b'*' => Token::Op(Op::Mul),
+            b'/' => Token::Op(Op::Div),
+            b'%' => Token::Op(Op::Rem),
+            b'&' => Token::Op(Op::And),
+            b'|' => Token::Op(Op::Or),
+            b'~' => Token::Not,
+            b'=' if two("==") => Token::Op(Op::Eq),
+            b'!' if two("!=") => Token::Op(Op::Ne),
+            b'<' if two("<=") => Token::Op(Op::Le),
+            b'>' if two(">=") => Token::Op(Op::Ge),
+            b'<' => Token::Op(Op::Lt),
+            b'>' => Token::Op(Op::Gt),
+            b'=' => return Err(err(i, "`=` where `==` was meant")),
+            b'\'' | b'"' | b'`' => {
+                let mut s = String::new();
+                let mut chars = text[i + 1..].char_indices();
+                let end = loop {
+                    match chars.next() {
+                        None => return Err(err(start, "an unterminated quote")),
+                        Some((_, '\\')) => {
+                            if let Some((_, next)) = chars.next() {
+                                s.push(next);
+                            }
+                        }
+                        Some((k, ch)) if ch as u32 == c as u32 => break i + 1 + k + 1,
+                        Some((_, ch)) => s.push(ch),
+                    }
+                };
+                out.push((
+                    start,
+                    if c == b'`' {
+                        Token::Ident(s)
+                    } else {
+                        Token::Quoted(s)
+                    },
+                ));
+                i = end;
+                continue;
+            }
+            b'0'..=b'9' | b'.' => {
+                let mut j = i;
+                let mut float = false;
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'0'..=b'9' | b'_' => {}
+                        b'.' => float = true,
+                        b'e' | b'E' => {
+                            float = true;
+                            if j + 1 < bytes.len() && matches!(bytes[j + 1], b'+' | b'-') {
+                                j += 1;
+                            }
+                        }
+                        _ => break,
+                    }
+                    j += 1;
+                }
+                let lit = text[i..j].replace('_', "");
+                let token = match (float, lit.parse::<i64>()) {
+                    (false, Ok(n)) => Token::Int(n),
+                    _ => Token::Float(
+                        lit.parse()
+                            .map_err(|_| err(start, &format!("`{lit}` is not a number")))?,
+                    ),
+                };
+                out.push((start, token));
+                i = j;
+                continue;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                let rest = &text[i..];
+                let len = rest
+                    .char_indices()
+                    .find(|&(_, ch)| !(ch.is_alphanumeric() || ch == '_'))
+                    .map_or(rest.len(), |(k, _)| k);
+                let word = &rest[..len];
+                let token = match word {
+                    "and" => Token::Op(Op::And),
+                    "or" => Token::Op(Op::Or),
+                    "not" => Token::Not,
+                    _ => Token::Ident(word.to_string()),
+                };
+                out.push((start, token));
+                i += len;
+                continue;
+            }
+            _ => {
+                let ch = text[i..].chars().next().unwrap_or('?');
+                return Err(err(i, &format!("unexpected `{ch}`")));
+            }
+        };
+        let len = match &token {
+            Token::Op(Op::Eq | Op::Ne | Op::Le | Op::Ge) => 2,
+            _ => 1,
+        };
+        out.push((start, token));
+        i += len;
+    }
+    Ok(out)
+}
+
+struct Parser<'t> {
+    text: &'t str,
+    tokens: &'t [(usize, Token)],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, pos: usize, what: &str) -> FrameError {
+        invalid(format!(
+            "{what} at character {} of `{}`",
+            self.text[..pos].chars().count() + 1,
+            self.text
+        ))
+    }
+
+    fn next(&mut self) -> Option<&(usize, Token)> {
+        let t = self.tokens.get(self.at);
+        self.at += 1;
+        t
+    }
+
+    /// Precedence climbing: operators binding tighter than `min` are taken here.
+    fn expr(&mut self, min: u8) -> Result<Expr> {
+        let mut left = self.unary()?;
+        loop {
+            let op = match self.tokens.get(self.at) {
+                Some((_, Token::Op(op))) => *op,
+                Some((_, Token::Minus)) => Op::Sub,
+                _ => break,
+            };
+            let p = op.precedence();
+            if p <= min {
+                break;
+            }
+            self.at += 1;
+            let right = self.expr(p)?;
+            left = Expr::Binary(Box::new(left), op, Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr> {
+        let end = self.text.len();
+        let Some((pos, token)) = self.next().cloned() else {
+            return Err(self.error(end, "the expression ends early"));
+        };
+        Ok(match token {
+            Token::Minus => match self.unary()? {
+                Expr::Int(i) => Expr::Int(-i),
+                Expr::Float(x) => Expr::Float(-x),
+                e => Expr::Neg(Box::new(e)),
+            },
+            // `not` binds looser than comparisons: `not x > 1` is `not (x > 1)`.
+            Token::Not => Expr::Not(Box::new(self.expr(Op::And.precedence())?)),
+            Token::Open => {
+                let e = self.expr(0)?;
+                match self.next() {
+                    Some((_, Token::Close)) => e,
+                    _ => return Err(self.error(pos, "a `(` without its `)`")),
+                }
+            }
+            Token::Ident(name) => match name.as_str() {
+                "True" | "true" => Expr::Bool(true),
+                "False" | "false" => Expr::Bool(false),
+                _ => Expr::Column(name),
+            },
+            Token::Quoted(s) => Expr::Str(s),
+            Token::Int(i) => Expr::Int(i),
+            Token::Float(x) => Expr::Float(x),
+            other => return Err(self.error(pos, &format!("unexpected {other}"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_schema::{Field, Schema};
+
+    fn batch() -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("x", DataType::Float64, false),
+            Field::new("n", DataType::Int64, false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "a", "c"])),
+                Arc::new(Float64Array::from(vec![1.0, 2.5, -3.0, 10.0])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn precedence_follows_python() {
+        let e = Expr::parse("x + 2 * n > 3 and not key == 'a' or n == 1").unwrap();
+        assert_eq!(
+            e.to_string(),
+            "((((x + (2 * n)) > 3) and not ((key == 'a'))) or (n == 1))"
+        );
+        assert_eq!(Expr::parse("-x - -2").unwrap().to_string(), "(-(x) - -2)");
+        assert_eq!(
+            Expr::parse("`odd name` + 1").unwrap().columns(),
+            ["odd name"]
+        );
+    }
+
+    #[test]
+    fn filters_and_computes() {
+        let b = batch();
+        let kept = Expr::parse("x > 0 & key != 'c'")
+            .unwrap()
+            .filter(&b)
+            .unwrap();
+        assert_eq!(kept.num_rows(), 2);
+        let z = Expr::parse("x * n + 1").unwrap().eval(&b).unwrap();
+        assert_eq!(
+            z.as_primitive::<Float64Type>().values().to_vec(),
+            vec![2.0, 6.0, -8.0, 41.0]
+        );
+        let m = Expr::parse("n % 2 + 10").unwrap().eval(&b).unwrap();
+        assert_eq!(
+            m.as_primitive::<Int64Type>().values().to_vec(),
+            vec![11, 10, 11, 10]
+        );
+        let half = Expr::parse("n / 2").unwrap().eval(&b).unwrap();
+        assert_eq!(half.as_primitive::<Float64Type>().value(0), 0.5);
+        let all = Expr::parse("True").unwrap().filter(&b).unwrap();
+        assert_eq!(all.num_rows(), 4);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = Expr::parse("x >> 1").unwrap_err().to_string();
+        assert!(e.contains("character 4"), "{e}");
+        let e = Expr::parse("x = 1").unwrap_err().to_string();
+        assert!(e.contains("`==`"), "{e}");
+        let e = Expr::parse("(x + 1").unwrap_err().to_string();
+        assert!(e.contains("without its `)`"), "{e}");
+        let e = Expr::parse("z > 1").unwrap().filter(&batch()).unwrap_err();
+        assert!(e.to_string().contains("no column `z`"), "{e}");
+        let e = Expr::parse("key + 1").unwrap().eval(&batch()).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot apply `+` to Utf8 and Int64"),
+            "{e}"
+        );
+        let e = Expr::parse("x + 1").unwrap().filter(&batch()).unwrap_err();
+        assert!(e.to_string().contains("not true/false"), "{e}");
+    }
+}

@@ -1,0 +1,779 @@
+//! Groupby in two halves, as Dask does it: each partition is reduced to one row per group
+//! holding the aggregates' partial states (sums, counts, extremes, moments), partials are
+//! merged in a tree, and the last merge computes the final columns.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema};
+use rustc_hash::FxHashMap;
+
+use crate::{Result, column, invalid, shared};
+
+/// What an aggregate computes for each group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    Sum,
+    Mean,
+    Min,
+    Max,
+    /// Values that are not null.
+    Count,
+    /// Sample standard deviation (pandas' default `ddof=1`).
+    Std,
+    /// Sample variance (`ddof=1`).
+    Var,
+}
+
+impl How {
+    /// Every aggregate with its name.
+    pub const ALL: [(&'static str, How); 7] = [
+        ("sum", How::Sum),
+        ("mean", How::Mean),
+        ("min", How::Min),
+        ("max", How::Max),
+        ("count", How::Count),
+        ("std", How::Std),
+        ("var", How::Var),
+    ];
+
+    /// The aggregate called `name`.
+    pub fn named(name: &str) -> Option<How> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|&(_, h)| h)
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, h)| *h == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// The partial states it keeps.
+    fn states(self) -> &'static [State] {
+        match self {
+            How::Sum => &[State::Sum],
+            How::Mean => &[State::Sum, State::Count],
+            How::Min => &[State::Min],
+            How::Max => &[State::Max],
+            How::Count => &[State::Count],
+            How::Std | How::Var => &[State::Moments],
+        }
+    }
+}
+
+/// One output column: `name` = `how` of `column`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregate {
+    /// The input column.
+    pub column: String,
+    /// What to compute.
+    pub how: How,
+    /// The output column's name.
+    pub name: String,
+}
+
+/// A groupby: the key columns and the aggregates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grouping {
+    /// The columns whose values make a group.
+    pub keys: Vec<String>,
+    /// The columns computed per group.
+    pub aggregates: Vec<Aggregate>,
+}
+
+impl Grouping {
+    /// The input columns the groupby reads.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = self.keys.clone();
+        for a in &self.aggregates {
+            if !out.contains(&a.column) {
+                out.push(a.column.clone());
+            }
+        }
+        out
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.keys.is_empty() {
+            return Err(invalid("a groupby needs at least one key column"));
+        }
+        if self.aggregates.is_empty() {
+            return Err(invalid("a groupby needs at least one aggregate"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Sum,
+    Count,
+    Min,
+    Max,
+    /// Count, mean and sum of squared deviations (Chan et al.).
+    Moments,
+}
+
+/// The running state of one [`State`] for every group.
+enum Acc {
+    Sum(Vec<f64>),
+    Count(Vec<i64>),
+    Min(Vec<f64>),
+    Max(Vec<f64>),
+    Moments {
+        n: Vec<f64>,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+    },
+}
+
+/// A row's group id; `SKIP` for rows whose key is null (pandas drops them).
+pub(crate) const SKIP: u32 = u32::MAX;
+
+impl Acc {
+    fn new(s: State) -> Acc {
+        match s {
+            State::Sum => Acc::Sum(Vec::new()),
+            State::Count => Acc::Count(Vec::new()),
+            State::Min => Acc::Min(Vec::new()),
+            State::Max => Acc::Max(Vec::new()),
+            State::Moments => Acc::Moments {
+                n: Vec::new(),
+                mean: Vec::new(),
+                m2: Vec::new(),
+            },
+        }
+    }
+
+    fn grow(&mut self, groups: usize) {
+        match self {
+            Acc::Sum(v) => v.resize(groups, 0.0),
+            Acc::Count(v) => v.resize(groups, 0),
+            Acc::Min(v) => v.resize(groups, f64::INFINITY),
+            Acc::Max(v) => v.resize(groups, f64::NEG_INFINITY),
+            Acc::Moments { n, mean, m2 } => {
+                n.resize(groups, 0.0);
+                mean.resize(groups, 0.0);
+                m2.resize(groups, 0.0);
+            }
+        }
+    }
+
+    /// Adds raw values (already f64; nulls are skipped).
+    fn update(&mut self, gids: &[u32], values: &Float64Array) {
+        let xs = values.values();
+        let valid = |i: usize| values.is_valid(i) && gids[i] != SKIP;
+        let all = values.null_count() == 0;
+        macro_rules! each {
+            (|$g:ident, $x:ident| $body:expr) => {
+                if all {
+                    for (&$g, &$x) in gids.iter().zip(xs.iter()) {
+                        if $g != SKIP {
+                            $body
+                        }
+                    }
+                } else {
+                    for (i, (&$g, &$x)) in gids.iter().zip(xs.iter()).enumerate() {
+                        if valid(i) {
+                            $body
+                        }
+                    }
+                }
+            };
+        }
+        match self {
+            Acc::Sum(s) => each!(|g, x| s[g as usize] += x),
+            Acc::Count(c) => each!(|g, _x| c[g as usize] += 1),
+            Acc::Min(m) => each!(|g, x| m[g as usize] = m[g as usize].min(x)),
+            Acc::Max(m) => each!(|g, x| m[g as usize] = m[g as usize].max(x)),
+            Acc::Moments { n, mean, m2 } => each!(|g, x| {
+                let g = g as usize;
+                n[g] += 1.0;
+                let d = x - mean[g];
+                mean[g] += d / n[g];
+                m2[g] += d * (x - mean[g]);
+            }),
+        }
+    }
+
+    /// Merges partial states read from `batch`'s columns `prefix.suffix`.
+    fn merge(&mut self, gids: &[u32], batch: &RecordBatch, prefix: &str) -> Result<()> {
+        let f = |suffix: &str| -> Result<Vec<f64>> {
+            let c = column(batch, &format!("{prefix}.{suffix}"))?;
+            Ok(c.as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| invalid(format!("partial state {prefix}.{suffix} is not f64")))?
+                .values()
+                .to_vec())
+        };
+        let zip = |xs: Vec<f64>, mut g: Box<dyn FnMut(usize, f64) + '_>| {
+            for (&gid, x) in gids.iter().zip(xs) {
+                if gid != SKIP {
+                    g(gid as usize, x)
+                }
+            }
+        };
+        match self {
+            Acc::Sum(s) => zip(f("sum")?, Box::new(|g, x| s[g] += x)),
+            Acc::Min(m) => zip(f("min")?, Box::new(|g, x| m[g] = m[g].min(x))),
+            Acc::Max(m) => zip(f("max")?, Box::new(|g, x| m[g] = m[g].max(x))),
+            Acc::Count(c) => {
+                let col = column(batch, &format!("{prefix}.count"))?;
+                let counts = col
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| invalid(format!("partial state {prefix}.count is not i64")))?;
+                for (&gid, k) in gids.iter().zip(counts.values().iter()) {
+                    if gid != SKIP {
+                        c[gid as usize] += k;
+                    }
+                }
+            }
+            Acc::Moments { n, mean, m2 } => {
+                let (bn, bmean, bm2) = (f("n")?, f("mean")?, f("m2")?);
+                for (i, &gid) in gids.iter().enumerate() {
+                    if gid == SKIP || bn[i] == 0.0 {
+                        continue;
+                    }
+                    let g = gid as usize;
+                    let (na, nb) = (n[g], bn[i]);
+                    let total = na + nb;
+                    let d = bmean[i] - mean[g];
+                    mean[g] += d * nb / total;
+                    m2[g] += bm2[i] + d * d * na * nb / total;
+                    n[g] = total;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state_columns(&self, prefix: &str) -> Vec<(String, ArrayRef)> {
+        let f = |v: &Vec<f64>| Arc::new(Float64Array::from(v.clone())) as ArrayRef;
+        let named = |s: &str| format!("{prefix}.{s}");
+        match self {
+            Acc::Sum(v) => vec![(named("sum"), f(v))],
+            Acc::Min(v) => vec![(named("min"), f(v))],
+            Acc::Max(v) => vec![(named("max"), f(v))],
+            Acc::Count(v) => vec![(named("count"), Arc::new(Int64Array::from(v.clone())))],
+            Acc::Moments { n, mean, m2 } => vec![
+                (named("n"), f(n)),
+                (named("mean"), f(mean)),
+                (named("m2"), f(m2)),
+            ],
+        }
+    }
+}
+
+/// Maps each row's key to a group id, remembering every key once.
+pub(crate) enum Keys {
+    /// One string column (any of Arrow's string layouts, dictionaries included).
+    Str(GroupIds<Box<str>>),
+    /// One integer column.
+    Int(GroupIds<i64>, DataType),
+    /// Anything else: keys encoded as Arrow rows.
+    Rows(GroupIds<Box<[u8]>>, RowConverter),
+}
+
+pub(crate) struct GroupIds<K> {
+    ids: FxHashMap<K, u32>,
+    keys: Vec<K>,
+}
+
+impl<K: Hash + Eq + Clone> GroupIds<K> {
+    fn new() -> Self {
+        GroupIds {
+            ids: FxHashMap::default(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The id of `key`, a new one the first time; `own` makes the key to keep.
+    #[inline]
+    fn id<Q>(&mut self, key: &Q, own: impl Fn(&Q) -> K) -> u32
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(&g) = self.ids.get(key) {
+            return g;
+        }
+        let g = self.keys.len() as u32;
+        self.keys.push(own(key));
+        self.ids.insert(own(key), g);
+        g
+    }
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+impl Keys {
+    pub(crate) fn new(types: &[DataType]) -> Result<Keys> {
+        Ok(match types {
+            [t] if is_string(t) => Keys::Str(GroupIds::new()),
+            [DataType::Dictionary(_, v)] if is_string(v) => Keys::Str(GroupIds::new()),
+            [t] if t.is_integer() => Keys::Int(GroupIds::new(), t.clone()),
+            _ => {
+                let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
+                Keys::Rows(GroupIds::new(), RowConverter::new(fields)?)
+            }
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Keys::Str(g) => g.keys.len(),
+            Keys::Int(g, _) => g.keys.len(),
+            Keys::Rows(g, _) => g.keys.len(),
+        }
+    }
+
+    /// The group id of every row of `columns` into `out`.
+    pub(crate) fn ids(&mut self, columns: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
+        out.clear();
+        match self {
+            Keys::Str(g) => strings(g, &columns[0], out)?,
+            Keys::Int(g, _) => {
+                let c = arrow_cast::cast(&columns[0], &DataType::Int64)?;
+                let c = c.as_primitive::<Int64Type>();
+                out.extend(c.iter().map(|k| k.map_or(SKIP, |k| g.id(&k, |&k| k))));
+            }
+            Keys::Rows(g, converter) => {
+                let rows = converter.convert_columns(columns)?;
+                let nulls: Vec<_> = columns.iter().filter_map(|c| c.logical_nulls()).collect();
+                for (i, row) in rows.iter().enumerate() {
+                    out.push(if nulls.iter().any(|n| n.is_null(i)) {
+                        SKIP
+                    } else {
+                        g.id(row.as_ref(), |r| Box::from(r))
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key columns, one row per group in id order, with the types `fields` name.
+    fn columns(&self, fields: &[Field]) -> Result<Vec<ArrayRef>> {
+        Ok(match self {
+            Keys::Str(g) => vec![Arc::new(StringArray::from_iter_values(
+                g.keys.iter().map(|k| &**k),
+            ))],
+            Keys::Int(g, t) => {
+                let c: ArrayRef = Arc::new(Int64Array::from(g.keys.clone()));
+                vec![arrow_cast::cast(&c, t)?]
+            }
+            Keys::Rows(g, converter) => {
+                let parser = converter.parser();
+                let rows = g.keys.iter().map(|k| parser.parse(k));
+                let _ = fields;
+                converter.convert_rows(rows)?
+            }
+        })
+    }
+}
+
+fn strings(g: &mut GroupIds<Box<str>>, c: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
+    match c.data_type() {
+        DataType::Utf8 => out.extend(
+            c.as_string::<i32>()
+                .iter()
+                .map(|k| k.map_or(SKIP, |k| g.id(k, |k| Box::from(k)))),
+        ),
+        DataType::LargeUtf8 => out.extend(
+            c.as_string::<i64>()
+                .iter()
+                .map(|k| k.map_or(SKIP, |k| g.id(k, |k| Box::from(k)))),
+        ),
+        DataType::Utf8View => out.extend(
+            c.as_string_view()
+                .iter()
+                .map(|k| k.map_or(SKIP, |k| g.id(k, |k| Box::from(k)))),
+        ),
+        DataType::Dictionary(..) => {
+            // Each distinct value is looked up once, then rows take their value's id.
+            let dict = c.as_any_dictionary();
+            let mut value_ids = Vec::new();
+            strings(g, dict.values(), &mut value_ids)?;
+            let keys = arrow_cast::cast(dict.keys(), &DataType::Int64)?;
+            let keys = keys.as_primitive::<Int64Type>();
+            out.extend(
+                keys.iter()
+                    .map(|k| k.map_or(SKIP, |k| value_ids[k as usize])),
+            );
+        }
+        other => return Err(invalid(format!("{other} is not a string column"))),
+    }
+    Ok(())
+}
+
+/// A groupby in progress: partial states per group, fed batch by batch.
+pub struct Grouper {
+    grouping: Grouping,
+    key_fields: Vec<Field>,
+    keys: Keys,
+    /// One accumulator per (aggregate, state).
+    accs: Vec<(usize, Acc)>,
+    ids: Vec<u32>,
+}
+
+impl Grouper {
+    /// A grouper for partitions of `schema`.
+    pub fn new(grouping: &Grouping, schema: &Schema) -> Result<Grouper> {
+        grouping.check()?;
+        let key_fields = grouping
+            .keys
+            .iter()
+            .map(|k| {
+                schema
+                    .field_with_name(k)
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .map_err(|_| crate::no_column(schema, k))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let types: Vec<DataType> = key_fields.iter().map(|f| f.data_type().clone()).collect();
+        let accs = grouping
+            .aggregates
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.how.states().iter().map(move |&s| (i, Acc::new(s))))
+            .collect();
+        Ok(Grouper {
+            grouping: grouping.clone(),
+            key_fields,
+            keys: Keys::new(&types)?,
+            accs,
+            ids: Vec::new(),
+        })
+    }
+
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.grouping
+            .keys
+            .iter()
+            .map(|k| column(batch, k).cloned())
+            .collect()
+    }
+
+    fn assign_ids(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = self.key_columns(batch)?;
+        let mut ids = std::mem::take(&mut self.ids);
+        self.keys.ids(&keys, &mut ids)?;
+        self.ids = ids;
+        let groups = self.keys.len();
+        for (_, acc) in &mut self.accs {
+            acc.grow(groups);
+        }
+        Ok(())
+    }
+
+    /// Adds the rows of a partition's batch.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.assign_ids(batch)?;
+        let mut cached: Option<(usize, ArrayRef)> = None;
+        for (i, acc) in &mut self.accs {
+            let a = &self.grouping.aggregates[*i];
+            let values = match &cached {
+                Some((j, v)) if j == i => v.clone(),
+                _ => {
+                    let c = column(batch, &a.column)?;
+                    let v = match (a.how, c.data_type()) {
+                        (How::Count, _) => arrow_cast::cast(
+                            &arrow_arith::boolean::is_not_null(c)?,
+                            &DataType::Float64,
+                        )
+                        .map(|ones| ones_with_nulls(&ones, c.as_ref()))?,
+                        (_, t) if t.is_numeric() => arrow_cast::cast(c, &DataType::Float64)?,
+                        (_, t) => {
+                            return Err(invalid(format!(
+                                "cannot take the {} of `{}`, a {t} column",
+                                a.how.name(),
+                                a.column
+                            )));
+                        }
+                    };
+                    cached = Some((*i, v.clone()));
+                    v
+                }
+            };
+            acc.update(&self.ids, values.as_primitive::<Float64Type>());
+        }
+        Ok(())
+    }
+
+    /// Adds a partial result made by [`Grouper::partial`].
+    pub fn merge(&mut self, partial: &RecordBatch) -> Result<()> {
+        self.assign_ids(partial)?;
+        for (i, acc) in &mut self.accs {
+            acc.merge(&self.ids, partial, &self.grouping.aggregates[*i].name)?;
+        }
+        Ok(())
+    }
+
+    /// The partial states: the key columns, then `name.state` columns.
+    pub fn partial(&self) -> Result<RecordBatch> {
+        let mut fields = self.key_fields.clone();
+        let mut columns = self.keys.columns(&self.key_fields)?;
+        for (i, acc) in &self.accs {
+            for (name, c) in acc.state_columns(&self.grouping.aggregates[*i].name) {
+                fields.push(Field::new(name, c.data_type().clone(), false));
+                columns.push(c);
+            }
+        }
+        let fields: Vec<Field> = fields
+            .into_iter()
+            .zip(&columns)
+            .map(|(f, c)| f.with_data_type(c.data_type().clone()))
+            .collect();
+        Ok(RecordBatch::try_new(shared(Schema::new(fields)), columns)?)
+    }
+
+    /// The final result: one row per group, sorted by key, the key columns then one column
+    /// per aggregate.
+    pub fn finish(&self) -> Result<RecordBatch> {
+        let keys = self.keys.columns(&self.key_fields)?;
+        let mut fields: Vec<Field> = self
+            .key_fields
+            .iter()
+            .zip(&keys)
+            .map(|(f, c)| f.clone().with_data_type(c.data_type().clone()))
+            .collect();
+        let mut columns = keys.clone();
+        for (i, a) in self.grouping.aggregates.iter().enumerate() {
+            let states: Vec<&Acc> = self
+                .accs
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, acc)| acc)
+                .collect();
+            let c: ArrayRef = match (a.how, states.as_slice()) {
+                (How::Sum, [Acc::Sum(s)]) => Arc::new(Float64Array::from(s.clone())),
+                (How::Min, [Acc::Min(m)]) | (How::Max, [Acc::Max(m)]) => Arc::new(
+                    // A group with no values keeps the ±infinity it started from: null.
+                    m.iter()
+                        .map(|&x| (!x.is_infinite()).then_some(x))
+                        .collect::<Float64Array>(),
+                ),
+                (How::Count, [Acc::Count(c)]) => Arc::new(Int64Array::from(c.clone())),
+                (How::Mean, [Acc::Sum(s), Acc::Count(c)]) => Arc::new(
+                    s.iter()
+                        .zip(c)
+                        .map(|(&s, &c)| (c > 0).then(|| s / c as f64))
+                        .collect::<Float64Array>(),
+                ),
+                (How::Std | How::Var, [Acc::Moments { n, m2, .. }]) => Arc::new(
+                    n.iter()
+                        .zip(m2)
+                        .map(|(&n, &m2)| {
+                            (n > 1.0).then(|| {
+                                let var = m2 / (n - 1.0);
+                                if a.how == How::Std { var.sqrt() } else { var }
+                            })
+                        })
+                        .collect::<Float64Array>(),
+                ),
+                _ => unreachable!("states follow How::states"),
+            };
+            fields.push(Field::new(&a.name, c.data_type().clone(), true));
+            columns.push(c);
+        }
+        let batch = RecordBatch::try_new(shared(Schema::new(fields)), columns)?;
+        crate::sort::sort_batch(&batch, &self.grouping.keys, false)
+    }
+}
+
+/// `ones` (1.0 where the column is not null) keeping `c`'s nulls, for counting.
+fn ones_with_nulls(ones: &ArrayRef, c: &dyn Array) -> ArrayRef {
+    match c.logical_nulls() {
+        None => ones.clone(),
+        Some(nulls) => Arc::new(Float64Array::new(
+            ones.as_primitive::<Float64Type>().values().clone(),
+            Some(nulls),
+        )),
+    }
+}
+
+/// Groups `batches` into partial states.
+pub fn partial(
+    grouping: &Grouping,
+    batches: &[RecordBatch],
+    schema: &Schema,
+) -> Result<RecordBatch> {
+    let mut g = Grouper::new(grouping, schema)?;
+    for b in batches {
+        g.update(b)?;
+    }
+    g.partial()
+}
+
+/// Merges partial states; `finish` computes the final columns instead of new partials.
+pub fn combine(grouping: &Grouping, partials: &[RecordBatch], finish: bool) -> Result<RecordBatch> {
+    let first = partials
+        .first()
+        .ok_or_else(|| invalid("nothing to combine"))?;
+    let mut g = Grouper::new(grouping, &first.schema())?;
+    for p in partials {
+        g.merge(p)?;
+    }
+    if finish { g.finish() } else { g.partial() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::types::Float64Type;
+
+    fn frame(keys: &[&str], x: &[f64]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        RecordBatch::try_new(
+            shared(schema),
+            vec![
+                Arc::new(StringArray::from(keys.to_vec())),
+                Arc::new(Float64Array::from(x.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn grouping(hows: &[How]) -> Grouping {
+        Grouping {
+            keys: vec!["key".into()],
+            aggregates: hows
+                .iter()
+                .map(|&how| Aggregate {
+                    column: "x".into(),
+                    how,
+                    name: how.name().into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn partials_merge_to_the_whole() {
+        let all = [
+            How::Sum,
+            How::Mean,
+            How::Min,
+            How::Max,
+            How::Count,
+            How::Std,
+            How::Var,
+        ];
+        let g = grouping(&all);
+        let a = frame(&["a", "b", "a"], &[1.0, 2.0, 3.0]);
+        let b = frame(&["b", "c", "a", "b"], &[4.0, 5.0, 8.0, 6.0]);
+        let pa = partial(&g, std::slice::from_ref(&a), &a.schema()).unwrap();
+        let pb = partial(&g, std::slice::from_ref(&b), &b.schema()).unwrap();
+        let out = combine(&g, &[pb, pa], true).unwrap();
+        let keys: Vec<&str> = out.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        let col = |name: &str| -> Vec<Option<f64>> {
+            out.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .iter()
+                .collect()
+        };
+        assert_eq!(col("sum"), [Some(12.0), Some(12.0), Some(5.0)]);
+        assert_eq!(col("mean"), [Some(4.0), Some(4.0), Some(5.0)]);
+        assert_eq!(col("min"), [Some(1.0), Some(2.0), Some(5.0)]);
+        assert_eq!(col("max"), [Some(8.0), Some(6.0), Some(5.0)]);
+        let var = col("var");
+        assert!((var[0].unwrap() - 13.0).abs() < 1e-12); // 1, 3, 8: mean 4, (9+1+16)/2
+        assert!((var[1].unwrap() - 4.0).abs() < 1e-12); // 2, 4, 6
+        assert_eq!(var[2], None); // one value: no sample variance
+        let count = out
+            .column_by_name("count")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(count.values().to_vec(), vec![3, 3, 1]);
+    }
+
+    #[test]
+    fn null_keys_and_values_are_skipped() {
+        let schema = Schema::new(vec![
+            Field::new("key", DataType::Int32, true),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        let b = RecordBatch::try_new(
+            shared(schema),
+            vec![
+                Arc::new(arrow_array::Int32Array::from(vec![
+                    Some(2),
+                    None,
+                    Some(1),
+                    Some(2),
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    Some(1.0),
+                    Some(9.0),
+                    None,
+                    Some(3.0),
+                ])),
+            ],
+        )
+        .unwrap();
+        let g = grouping(&[How::Sum, How::Count]);
+        let out = combine(
+            &g,
+            &[partial(&g, std::slice::from_ref(&b), &b.schema()).unwrap()],
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.num_rows(), 2);
+        assert_eq!(out.column(0).data_type(), &DataType::Int32);
+        let count = out
+            .column_by_name("count")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(count.values().to_vec(), vec![0, 2]);
+    }
+
+    #[test]
+    fn several_keys_group_together() {
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Utf8, false),
+            Field::new("b", DataType::Int64, false),
+            Field::new("x", DataType::Float64, false),
+        ]);
+        let batch = RecordBatch::try_new(
+            shared(schema),
+            vec![
+                Arc::new(StringArray::from(vec!["p", "p", "q", "p"])),
+                Arc::new(Int64Array::from(vec![1, 2, 1, 1])),
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0])),
+            ],
+        )
+        .unwrap();
+        let g = Grouping {
+            keys: vec!["a".into(), "b".into()],
+            aggregates: vec![Aggregate {
+                column: "x".into(),
+                how: How::Sum,
+                name: "x".into(),
+            }],
+        };
+        let out = combine(
+            &g,
+            &[partial(&g, std::slice::from_ref(&batch), &batch.schema()).unwrap()],
+            true,
+        )
+        .unwrap();
+        let sums: Vec<f64> = out
+            .column(2)
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(sums, [5.0, 2.0, 3.0]);
+    }
+}

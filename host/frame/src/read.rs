@@ -1,0 +1,368 @@
+//! Reading partitions from CSV and Parquet files and running a partition's chain of steps
+//! (filter, assign, select, the first half of a groupby) while the batches stream in, so a
+//! partition that is only aggregated is never held whole in memory.
+
+use std::io::Read;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter,
+};
+use parquet::file::reader::ChunkReader;
+
+use crate::expr::Expr;
+use crate::groupby::{Grouper, Grouping};
+use crate::store::{DataAccess, Location};
+use crate::{FrameError, Result, invalid, shared};
+
+/// Rows per batch while reading.
+const BATCH_ROWS: usize = 8192;
+
+/// A file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// One partition's file.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The file's format.
+    pub format: Format,
+    /// A local path or an object-store URL.
+    pub url: String,
+    /// For CSV: the columns' types (every partition of a frame reads the same ones).
+    pub schema: Option<SchemaRef>,
+}
+
+/// What a partition goes through, in order.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Keep the rows where the predicate holds.
+    Filter(Expr),
+    /// Add (or replace) a column computed from the others.
+    Assign(String, Expr),
+    /// Keep only these columns, in this order.
+    Select(Vec<String>),
+    /// Reduce the partition to a groupby's partial states (always the last step).
+    Group(Grouping),
+}
+
+/// The columns a chain of steps reads from its input (`None`: all of them).
+pub fn needed_columns(steps: &[Step]) -> Option<Vec<String>> {
+    let mut needed: Option<Vec<String>> = None;
+    let add = |needed: &mut Option<Vec<String>>, cols: Vec<String>| {
+        if let Some(n) = needed {
+            for c in cols {
+                if !n.contains(&c) {
+                    n.push(c);
+                }
+            }
+        }
+    };
+    for step in steps.iter().rev() {
+        match step {
+            Step::Group(g) => needed = Some(g.columns()),
+            Step::Select(cols) => {
+                needed = Some(match needed.take() {
+                    None => cols.clone(),
+                    Some(n) => n.into_iter().filter(|c| cols.contains(c)).collect(),
+                })
+            }
+            Step::Filter(e) => add(&mut needed, e.columns()),
+            Step::Assign(name, e) => {
+                if let Some(n) = &mut needed {
+                    n.retain(|c| c != name);
+                }
+                add(&mut needed, e.columns());
+            }
+        }
+    }
+    needed
+}
+
+fn check_steps(steps: &[Step]) -> Result<()> {
+    if let Some(i) = steps.iter().position(|s| matches!(s, Step::Group(_)))
+        && i + 1 != steps.len()
+    {
+        return Err(invalid(
+            "a groupby must be the last step of a partition's chain",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs batches through the steps: the partition (or its groupby partial).
+struct Chain<'s> {
+    steps: &'s [Step],
+    grouper: Option<Grouper>,
+    batches: Vec<RecordBatch>,
+    schema: Option<SchemaRef>,
+}
+
+impl<'s> Chain<'s> {
+    fn new(steps: &'s [Step]) -> Result<Chain<'s>> {
+        check_steps(steps)?;
+        Ok(Chain {
+            steps,
+            grouper: None,
+            batches: Vec::new(),
+            schema: None,
+        })
+    }
+
+    fn push(&mut self, mut batch: RecordBatch) -> Result<()> {
+        for step in self.steps {
+            batch = match step {
+                Step::Filter(e) => e.filter(&batch)?,
+                Step::Assign(name, e) => assign(&batch, name, e)?,
+                Step::Select(cols) => crate::select(&batch, cols)?,
+                Step::Group(g) => {
+                    let grouper = match &mut self.grouper {
+                        Some(gr) => gr,
+                        None => self.grouper.insert(Grouper::new(g, &batch.schema())?),
+                    };
+                    return grouper.update(&batch);
+                }
+            };
+        }
+        self.schema.get_or_insert_with(|| batch.schema());
+        if batch.num_rows() > 0 {
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+
+    /// The result; `input` is the schema the chain was fed (for an empty input).
+    fn finish(mut self, input: &SchemaRef) -> Result<RecordBatch> {
+        if self.grouper.is_none() && self.schema.is_none() {
+            // No batch came: run an empty one through, for the output's schema.
+            self.push(RecordBatch::new_empty(input.clone()))?;
+        }
+        if let Some(g) = &self.grouper {
+            return g.partial();
+        }
+        let schema = self.schema.clone().unwrap_or_else(|| input.clone());
+        if self.batches.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        crate::concat(&schema, &self.batches)
+    }
+}
+
+/// `batch` with column `name` set to `expr`.
+pub fn assign(batch: &RecordBatch, name: &str, expr: &Expr) -> Result<RecordBatch> {
+    let values = expr.eval(batch)?;
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    let field = Field::new(name, values.data_type().clone(), true);
+    match schema.index_of(name) {
+        Ok(i) => {
+            fields[i] = field;
+            columns[i] = values;
+        }
+        Err(_) => {
+            fields.push(field);
+            columns.push(values);
+        }
+    }
+    Ok(RecordBatch::try_new(shared(Schema::new(fields)), columns)?)
+}
+
+/// Runs a partition already in memory through `steps`.
+pub fn apply(batch: RecordBatch, steps: &[Step]) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut chain = Chain::new(steps)?;
+    chain.push(batch)?;
+    chain.finish(&schema)
+}
+
+/// Reads one partition's file and runs it through `steps`, reading only the columns the
+/// steps need; a leading filter is pushed into the Parquet reader (it decodes the other
+/// columns only for the rows the filter keeps).
+pub fn read(
+    source: &Source,
+    steps: &[Step],
+    access: &DataAccess,
+    tenant: &str,
+) -> Result<RecordBatch> {
+    let location = Location::resolve(&source.url, access, tenant, false)?;
+    let needed = needed_columns(steps);
+    let mut chain = Chain::new(steps)?;
+    let named = |e: FrameError| match e {
+        FrameError::Io(why) if !why.contains(&source.url) => {
+            FrameError::Io(format!("{}: {why}", source.url))
+        }
+        other => other,
+    };
+    let input = match source.format {
+        Format::Csv => {
+            let schema = source
+                .schema
+                .clone()
+                .ok_or_else(|| invalid("reading CSV needs the columns' types"))?;
+            match &location {
+                Location::Local(path) => {
+                    let file = std::fs::File::open(path)
+                        .map_err(|e| FrameError::Io(format!("{}: {e}", source.url)))?;
+                    read_csv(file, &schema, needed.as_deref(), &mut chain)
+                }
+                remote => {
+                    let bytes = remote.bytes()?;
+                    read_csv(&bytes[..], &schema, needed.as_deref(), &mut chain)
+                }
+            }
+        }
+        Format::Parquet => match &location {
+            Location::Local(path) => {
+                let file = std::fs::File::open(path)
+                    .map_err(|e| FrameError::Io(format!("{}: {e}", source.url)))?;
+                read_parquet(file, needed.as_deref(), steps, &mut chain)
+            }
+            remote => read_parquet(remote.bytes()?, needed.as_deref(), steps, &mut chain),
+        },
+    }
+    .map_err(named)?;
+    chain.finish(&input).map_err(named)
+}
+
+fn projection(schema: &Schema, needed: Option<&[String]>) -> Result<Option<Vec<usize>>> {
+    needed
+        .map(|cols| {
+            let mut idx = cols
+                .iter()
+                // Columns a step adds itself are not read.
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect::<Vec<_>>();
+            idx.sort_unstable();
+            Ok(idx)
+        })
+        .transpose()
+}
+
+fn read_csv(
+    input: impl Read,
+    schema: &SchemaRef,
+    needed: Option<&[String]>,
+    chain: &mut Chain,
+) -> Result<SchemaRef> {
+    let mut builder = arrow_csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .with_batch_size(BATCH_ROWS);
+    let mut input_schema = schema.clone();
+    if let Some(p) = projection(schema, needed)? {
+        input_schema = shared(schema.project(&p)?);
+        builder = builder.with_projection(p);
+    }
+    for batch in builder.build(input)? {
+        chain.push(batch?)?;
+    }
+    Ok(input_schema)
+}
+
+fn read_parquet<T: ChunkReader + 'static>(
+    input: T,
+    needed: Option<&[String]>,
+    steps: &[Step],
+    chain: &mut Chain,
+) -> Result<SchemaRef> {
+    let footer = ArrowReaderMetadata::load(&input, ArrowReaderOptions::new())?;
+    // Strings are read as dictionaries: Parquet stores them so, and grouping or filtering
+    // by a dictionary looks at each distinct value once.
+    let file_schema = footer.schema().clone();
+    let fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            ),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let options = ArrowReaderOptions::new().with_schema(shared(Schema::new_with_metadata(
+        fields,
+        file_schema.metadata().clone(),
+    )));
+    let metadata = ArrowReaderMetadata::try_new(footer.metadata().clone(), options)?;
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata)
+        .with_batch_size(BATCH_ROWS);
+    let schema = builder.schema().clone();
+    let mut input_schema = schema.clone();
+    if let Some(p) = projection(&schema, needed)? {
+        input_schema = shared(schema.project(&p)?);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), p);
+        builder = builder.with_projection(mask);
+    }
+    // Predicate pushdown: a first filter on columns of the file.
+    if let Some(Step::Filter(e)) = steps.first() {
+        let cols = e.columns();
+        let idx: Option<Vec<usize>> = cols.iter().map(|c| schema.index_of(c).ok()).collect();
+        if let Some(mut idx) = idx.filter(|i| !i.is_empty()) {
+            idx.sort_unstable();
+            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+            let e = e.clone();
+            let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+                e.mask(&batch)
+                    .map_err(|err| arrow_schema::ArrowError::ComputeError(err.to_string()))
+            });
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        }
+    }
+    for batch in builder.build()? {
+        chain.push(batch?)?;
+    }
+    Ok(input_schema)
+}
+
+/// The columns and types of a dataset, from its first file: inferred from up to 1000 rows of
+/// a CSV file (as pandas and Dask do), or read from a Parquet file's footer.
+pub fn schema_of(url: &str, format: Format, access: &DataAccess) -> Result<SchemaRef> {
+    let location = Location::resolve(url, access, "", false)?;
+    let failed = |e: FrameError| match e {
+        FrameError::Io(why) => FrameError::Io(format!("{url}: {why}")),
+        other => other,
+    };
+    match format {
+        Format::Csv => {
+            let bytes = location.bytes()?;
+            let (schema, _) = arrow_csv::reader::Format::default()
+                .with_header(true)
+                .infer_schema(&bytes[..], Some(1000))
+                .map_err(|e| failed(e.into()))?;
+            Ok(shared(schema))
+        }
+        Format::Parquet => {
+            let bytes = location.bytes()?;
+            let b =
+                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| failed(e.into()))?;
+            Ok(b.schema().clone())
+        }
+    }
+}
+
+/// Writes a partition as one Parquet file (snappy-compressed); returns its rows.
+pub fn write_parquet(
+    batch: &RecordBatch,
+    url: &str,
+    access: &DataAccess,
+    tenant: &str,
+) -> Result<u64> {
+    let location = Location::resolve(url, access, tenant, true)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    location.put(out)?;
+    Ok(batch.num_rows() as u64)
+}

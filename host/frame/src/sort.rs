@@ -1,0 +1,124 @@
+//! Sorting: a partition by columns, and the pieces of a global sort (range boundaries from
+//! samples of every partition, then each partition split at the boundaries).
+
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
+use arrow_schema::Schema;
+
+use crate::{Result, column, invalid, shared};
+
+/// `batch` sorted by the columns `by` (nulls last).
+pub fn sort_batch(batch: &RecordBatch, by: &[String], descending: bool) -> Result<RecordBatch> {
+    if batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let indices = sort_indices(batch, by, descending)?;
+    take(batch, &indices)
+}
+
+fn sort_indices(batch: &RecordBatch, by: &[String], descending: bool) -> Result<UInt32Array> {
+    if by.is_empty() {
+        return Err(invalid("sorting needs at least one column"));
+    }
+    let columns = by
+        .iter()
+        .map(|c| {
+            Ok(SortColumn {
+                values: column(batch, c)?.clone(),
+                options: Some(SortOptions {
+                    descending,
+                    nulls_first: false,
+                }),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(lexsort_to_indices(&columns, None)?)
+}
+
+/// The rows of `batch` at `indices`, in that order.
+pub fn take(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
+    Ok(arrow_select::take::take_record_batch(batch, indices)?)
+}
+
+/// Up to `n` evenly spaced values of `column` of a partition (after sorting it): what the
+/// boundaries of a global sort are chosen from.
+pub fn sample(batch: &RecordBatch, by: &str, n: usize) -> Result<RecordBatch> {
+    let one = select_one(batch, by)?;
+    let sorted = sort_batch(&one, &[by.to_string()], false)?;
+    let rows = sorted.num_rows();
+    let n = n.min(rows);
+    let picks: UInt32Array = (0..n).map(|i| ((i * rows) / n.max(1)) as u32).collect();
+    take(&sorted, &picks)
+}
+
+fn select_one(batch: &RecordBatch, by: &str) -> Result<RecordBatch> {
+    let c = column(batch, by)?.clone();
+    let field = batch.schema().field_with_name(by)?.clone();
+    Ok(RecordBatch::try_new(
+        shared(Schema::new(vec![field])),
+        vec![c],
+    )?)
+}
+
+/// `parts - 1` boundaries that cut the values of `samples` (one-column partitions) into
+/// `parts` ranges of about equal size.
+pub fn boundaries(samples: &[RecordBatch], parts: usize) -> Result<RecordBatch> {
+    let first = samples.first().ok_or_else(|| invalid("no samples"))?;
+    let all = crate::concat(&first.schema(), samples)?;
+    let by = first.schema().field(0).name().clone();
+    let sorted = sort_batch(&all, &[by], false)?;
+    let rows = sorted.num_rows();
+    let picks: UInt32Array = (1..parts.max(1))
+        .filter(|_| rows > 0)
+        .map(|i| ((i * rows) / parts) as u32)
+        .collect();
+    take(&sorted, &picks)
+}
+
+/// Splits `batch` into `bounds.num_rows() + 1` partitions by the value of `by`: part `i`
+/// holds the rows with `bounds[i-1] <= value < bounds[i]` (nulls go to the last part).
+pub fn split_range(
+    batch: &RecordBatch,
+    by: &str,
+    bounds: &RecordBatch,
+) -> Result<Vec<RecordBatch>> {
+    let values = column(batch, by)?;
+    let b: &ArrayRef = bounds.column(0);
+    let values = if values.data_type() == b.data_type() {
+        values.clone()
+    } else {
+        arrow_cast::cast(values, b.data_type())?
+    };
+    // Each row's part: how many boundaries are <= its value, found by binary search with
+    // Arrow's row comparator.
+    let cmp = arrow_ord::ord::make_comparator(values.as_ref(), b.as_ref(), SortOptions::default())?;
+    let parts = b.len() + 1;
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
+    for i in 0..values.len() {
+        let part = if values.is_null(i) {
+            parts - 1
+        } else {
+            let (mut lo, mut hi) = (0, b.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if cmp(i, mid).is_ge() {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        rows[part].push(i as u32);
+    }
+    rows.into_iter()
+        .map(|r| take(batch, &UInt32Array::from(r)))
+        .collect()
+}
+
+/// Concatenates parts of one range and sorts them.
+pub fn sort_parts(parts: &[RecordBatch], by: &[String], descending: bool) -> Result<RecordBatch> {
+    let first = parts.first().ok_or_else(|| invalid("nothing to sort"))?;
+    let all = crate::concat(&first.schema(), parts)?;
+    sort_batch(&all, by, descending)
+}

@@ -1,0 +1,432 @@
+//! Where partitions are read from and written to: local paths (checked against the
+//! worker's data directories) and object stores (`s3://bucket/key`, and `gs://`, `az://`
+//! when built with the `gcp`/`azure` features), with glob patterns expanded to files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::{FrameError, Result};
+
+/// Which local files the built-in readers and writers may open for a task.
+///
+/// A worker of a shared cluster is started with the directories its tenants' data lives in
+/// (`fabric worker --data-dir /data/{tenant} --data-dir /data/public`); `{tenant}` stands
+/// for the tenant of the job. Symbolic links are resolved before the check, so a link
+/// cannot lead out of the directories. Object-store URLs are not concerned: access to them
+/// is the store's credentials'.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DataAccess {
+    /// Any local path (a single user's `fabric run`).
+    #[default]
+    Anywhere,
+    /// Only paths under these directories; none means no local path at all.
+    Under(Vec<PathBuf>),
+}
+
+impl DataAccess {
+    /// The real path of `path`, if a task of `tenant` may read it (or, when `write`, create
+    /// it: then its directory must exist).
+    pub fn check(&self, path: &Path, tenant: &str, write: bool) -> Result<PathBuf> {
+        let real = if write {
+            // The file and its directories may not exist yet: the nearest existing ancestor
+            // is resolved, and what follows it is kept as written (without `..`).
+            if path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(FrameError::Io(format!(
+                    "{}: a path to write may not contain `..`",
+                    path.display()
+                )));
+            }
+            let mut existing = path;
+            let mut rest = Vec::new();
+            while !existing.exists() {
+                match (existing.parent(), existing.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        rest.push(name);
+                        existing = if parent.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            parent
+                        };
+                    }
+                    _ => break,
+                }
+            }
+            let mut real = real_path(existing)?;
+            real.extend(rest.iter().rev());
+            real
+        } else {
+            real_path(path)?
+        };
+        let DataAccess::Under(roots) = self else {
+            return Ok(real);
+        };
+        let allowed: Vec<PathBuf> = roots
+            .iter()
+            .filter_map(|root| {
+                let root = root.to_string_lossy().replace("{tenant}", tenant);
+                std::fs::canonicalize(root).ok()
+            })
+            .collect();
+        if allowed.iter().any(|root| real.starts_with(root)) {
+            return Ok(real);
+        }
+        let shown: Vec<String> = roots
+            .iter()
+            .map(|r| r.to_string_lossy().replace("{tenant}", tenant))
+            .collect();
+        Err(FrameError::Denied(if shown.is_empty() {
+            format!(
+                "{} is a local path, and this worker reads no local files (its operator \
+                 gives directories with --data-dir); use an object store URL such as \
+                 s3://bucket/key",
+                path.display()
+            )
+        } else {
+            format!(
+                "{} is outside the directories this worker may read for tenant `{tenant}`: {}",
+                path.display(),
+                shown.join(", ")
+            )
+        }))
+    }
+}
+
+fn real_path(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).map_err(|e| FrameError::Io(format!("{}: {e}", path.display())))
+}
+
+/// A file to read or write.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// A local file (already checked against the data access rules).
+    Local(PathBuf),
+    /// An object in a store.
+    Remote {
+        /// The store (one per bucket, shared by every task of the process).
+        store: Arc<dyn ObjectStore>,
+        /// The object's key in the store.
+        path: StorePath,
+        /// The URL it was named by, for messages.
+        url: String,
+    },
+}
+
+/// A URL split into scheme, bucket and key; `None` for a local path.
+fn split_url(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme == "file" {
+        return None;
+    }
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    Some((scheme, bucket, key))
+}
+
+fn local_path(url: &str) -> &Path {
+    Path::new(url.strip_prefix("file://").unwrap_or(url))
+}
+
+/// The store of `scheme://bucket`, made once per process from the environment's settings
+/// (for S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
+/// `AWS_ALLOW_HTTP`...).
+fn store(scheme: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    /// Stores by (scheme, bucket).
+    type Stores = HashMap<(String, String), Arc<dyn ObjectStore>>;
+    static STORES: OnceLock<Mutex<Stores>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (scheme.to_string(), bucket.to_string());
+    if let Some(s) = stores.get(&key) {
+        return Ok(s.clone());
+    }
+    let failed = |e: object_store::Error| FrameError::Io(format!("{scheme}://{bucket}: {e}"));
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" | "s3a" => Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(failed)?,
+        ),
+        #[cfg(feature = "gcp")]
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(failed)?,
+        ),
+        #[cfg(feature = "azure")]
+        "az" | "abfs" => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .build()
+                .map_err(failed)?,
+        ),
+        "gs" | "az" | "abfs" => {
+            return Err(FrameError::Invalid(format!(
+                "{scheme}:// needs Fabric built with the `{}` feature",
+                if scheme == "gs" { "gcp" } else { "azure" }
+            )));
+        }
+        other => {
+            return Err(FrameError::Invalid(format!(
+                "unknown storage scheme `{other}://` (Fabric reads local paths, file://, s3://, \
+                 gs:// and az://)"
+            )));
+        }
+    };
+    stores.insert(key, store.clone());
+    Ok(store)
+}
+
+/// Runs an object-store future from a synchronous task thread.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("fabric-store")
+                .enable_all()
+                .build()
+                .expect("a tokio runtime for object stores")
+        })
+        .block_on(f)
+}
+
+impl Location {
+    /// Where `url` is, for a task of `tenant`; local paths are checked against `access`.
+    pub fn resolve(url: &str, access: &DataAccess, tenant: &str, write: bool) -> Result<Location> {
+        match split_url(url) {
+            None => Ok(Location::Local(access.check(
+                local_path(url),
+                tenant,
+                write,
+            )?)),
+            Some((scheme, bucket, key)) => Ok(Location::Remote {
+                store: store(scheme, bucket)?,
+                path: StorePath::from(key),
+                url: url.to_string(),
+            }),
+        }
+    }
+
+    /// The whole object's bytes (local files are read into memory too).
+    pub fn bytes(&self) -> Result<Bytes> {
+        match self {
+            Location::Local(p) => std::fs::read(p)
+                .map(Bytes::from)
+                .map_err(|e| FrameError::Io(format!("{}: {e}", p.display()))),
+            Location::Remote { store, path, url } => {
+                block_on(async { store.get(path).await?.bytes().await })
+                    .map_err(|e| FrameError::Io(format!("{url}: {e}")))
+            }
+        }
+    }
+
+    /// Writes `data` as the whole object.
+    pub fn put(&self, data: Vec<u8>) -> Result<()> {
+        match self {
+            Location::Local(p) => {
+                let failed = |e: std::io::Error| FrameError::Io(format!("{}: {e}", p.display()));
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir).map_err(failed)?;
+                }
+                std::fs::write(p, data).map_err(failed)
+            }
+            Location::Remote { store, path, url } => {
+                block_on(store.put(path, PutPayload::from(data)))
+                    .map(|_| ())
+                    .map_err(|e| FrameError::Io(format!("{url}: {e}")))
+            }
+        }
+    }
+}
+
+/// Whether `name` matches the glob `pattern` (`*` any run of characters, `?` one).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Classic two-pointer matching with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
+/// The files `pattern` names, sorted: one file, every file of a directory, or the files
+/// whose names match a glob in the last part of the path (`data/2024-*.csv`,
+/// `s3://bucket/logs/*.parquet`). Listing happens where this runs (the client, as in Dask).
+pub fn expand(pattern: &str) -> Result<Vec<String>> {
+    let none = || FrameError::Io(format!("no files match `{pattern}`"));
+    let mut found = match split_url(pattern) {
+        None => {
+            let path = local_path(pattern);
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let glob = name.as_deref().filter(|n| has_glob(n));
+            if path
+                .parent()
+                .is_some_and(|d| has_glob(&d.to_string_lossy()))
+            {
+                return Err(FrameError::Invalid(format!(
+                    "`{pattern}`: a pattern may only use `*` and `?` in its last part"
+                )));
+            }
+            let (dir, glob) = match glob {
+                Some(g) => (path.parent().unwrap_or(Path::new(".")), Some(g)),
+                None if path.is_dir() => (path, None),
+                None => {
+                    std::fs::metadata(path)
+                        .map_err(|e| FrameError::Io(format!("{pattern}: {e}")))?;
+                    return Ok(vec![pattern.to_string()]);
+                }
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| FrameError::Io(format!("{}: {e}", dir.display())))?;
+            let mut files = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| FrameError::Io(format!("{}: {e}", dir.display())))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let wanted = match glob {
+                    Some(g) => glob_match(g, &name),
+                    None => !name.starts_with(['.', '_']),
+                };
+                if wanted && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    files.push(dir.join(name).to_string_lossy().into_owned());
+                }
+            }
+            files
+        }
+        Some((scheme, bucket, key)) => {
+            let store = store(scheme, bucket)?;
+            let (prefix, glob) = match key.rsplit_once('/') {
+                Some((dir, name)) if has_glob(name) => (dir, Some(name)),
+                None if has_glob(key) => ("", Some(key)),
+                _ => (key, None),
+            };
+            if has_glob(prefix) {
+                return Err(FrameError::Invalid(format!(
+                    "`{pattern}`: a pattern may only use `*` and `?` in its last part"
+                )));
+            }
+            let listed = block_on(store.list_with_delimiter(Some(&StorePath::from(prefix))))
+                .map_err(|e| FrameError::Io(format!("{pattern}: {e}")))?;
+            let names: Vec<String> = listed
+                .objects
+                .iter()
+                .map(|o| o.location.to_string())
+                .filter(|k| match glob {
+                    Some(g) => glob_match(g, k.rsplit('/').next().unwrap_or(k)),
+                    None => true,
+                })
+                .collect();
+            if names.is_empty() && glob.is_none() {
+                // A single object, not a "directory".
+                block_on(store.head(&StorePath::from(key)))
+                    .map_err(|e| FrameError::Io(format!("{pattern}: {e}")))?;
+                return Ok(vec![pattern.to_string()]);
+            }
+            names
+                .into_iter()
+                .map(|k| format!("{scheme}://{bucket}/{k}"))
+                .collect()
+        }
+    };
+    if found.is_empty() {
+        return Err(none());
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_names() {
+        assert!(glob_match("*.csv", "part-01.csv"));
+        assert!(glob_match("part-??.csv", "part-01.csv"));
+        assert!(glob_match("2024-*-*.csv", "2024-01-02.csv"));
+        assert!(!glob_match("*.csv", "part.parquet"));
+        assert!(!glob_match("part-?.csv", "part-01.csv"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn expands_local_patterns_and_checks_access() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.csv", "a.csv", "c.txt"] {
+            std::fs::write(dir.path().join(name), "x\n1\n").unwrap();
+        }
+        let d = dir.path().to_string_lossy();
+        let csv = expand(&format!("{d}/*.csv")).unwrap();
+        assert_eq!(csv, [format!("{d}/a.csv"), format!("{d}/b.csv")]);
+        assert_eq!(expand(&d).unwrap().len(), 3);
+        let e = expand(&format!("{d}/*.json")).unwrap_err().to_string();
+        assert!(e.contains("no files match"), "{e}");
+
+        let other = tempfile::tempdir().unwrap();
+        let access = DataAccess::Under(vec![other.path().join("{tenant}")]);
+        std::fs::create_dir(other.path().join("ana")).unwrap();
+        let e = access
+            .check(&dir.path().join("a.csv"), "ana", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside the directories"), "{e}");
+        std::fs::write(other.path().join("ana/x.csv"), "x\n").unwrap();
+        assert!(
+            access
+                .check(&other.path().join("ana/x.csv"), "ana", false)
+                .is_ok()
+        );
+        assert!(
+            access
+                .check(&other.path().join("ana/x.csv"), "bob", false)
+                .is_err()
+        );
+        // A link out of the directory is followed before the check.
+        std::os::unix::fs::symlink(dir.path().join("a.csv"), other.path().join("ana/l.csv"))
+            .unwrap();
+        assert!(
+            access
+                .check(&other.path().join("ana/l.csv"), "ana", false)
+                .is_err()
+        );
+        let none = DataAccess::Under(Vec::new());
+        let e = none
+            .check(&dir.path().join("a.csv"), "ana", false)
+            .unwrap_err();
+        assert!(e.to_string().contains("reads no local files"), "{e}");
+    }
+}

@@ -1,0 +1,479 @@
+//! `builtin:dataframe`: fabric-frame's partition operations as a component. A partition is
+//! the record `frame { arrow-ipc: list<u8> }` (an Arrow IPC stream, moved as bytes), so user
+//! components in any language can take and return frames with their own Arrow library.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fabric_core::{Bulk, FuncType, Type, Value};
+use fabric_frame::arrow_array::RecordBatch;
+use fabric_frame::arrow_schema::{DataType, Field, Schema};
+use fabric_frame::expr::Expr;
+use fabric_frame::groupby::{Aggregate, Grouping, How};
+use fabric_frame::join::JoinHow;
+use fabric_frame::read::{Format, Source, Step};
+use fabric_frame::{DataAccess, FrameError};
+use fabric_runtime::{Component, Native, NativeCall, TaskError, TaskErrorKind};
+
+/// The WIT type of a partition.
+pub fn frame_type() -> Type {
+    record(&[("arrow-ipc", Type::list(Type::U8))])
+}
+
+fn record(fields: &[(&str, Type)]) -> Type {
+    Type::Record(
+        fields
+            .iter()
+            .map(|(n, t)| (Arc::from(*n), t.clone()))
+            .collect(),
+    )
+}
+
+fn enum_of(names: &[&str]) -> Type {
+    Type::Enum(names.iter().map(|&n| Arc::from(n)).collect())
+}
+
+/// The WIT type of one aggregate: `record aggregate { column, how, name }`.
+pub fn aggregate_type() -> Type {
+    record(&[
+        ("column", Type::String),
+        ("how", enum_of(&How::ALL.map(|(n, _)| n))),
+        ("name", Type::String),
+    ])
+}
+
+/// The WIT type of a groupby: `record grouping { keys: list<string>, aggregates }`.
+pub fn grouping_type() -> Type {
+    record(&[
+        ("keys", Type::list(Type::String)),
+        ("aggregates", Type::list(aggregate_type())),
+    ])
+}
+
+/// The WIT type of a partition's step.
+pub fn step_type() -> Type {
+    Type::Variant(Arc::from([
+        (Arc::from("filter"), Some(Type::String)),
+        (
+            Arc::from("assign"),
+            Some(Type::Tuple(Arc::from([Type::String, Type::String]))),
+        ),
+        (Arc::from("select"), Some(Type::list(Type::String))),
+        (Arc::from("group"), Some(grouping_type())),
+    ]))
+}
+
+/// The WIT type of a partition's file: `record source { format, url, schema }`, where the
+/// schema (for CSV) lists each column's name and Arrow type (`["ts", "Timestamp(s)"]`).
+pub fn source_type() -> Type {
+    record(&[
+        ("format", enum_of(&["csv", "parquet"])),
+        ("url", Type::String),
+        (
+            "schema",
+            Type::Option(Arc::new(Type::list(Type::Tuple(Arc::from([
+                Type::String,
+                Type::String,
+            ]))))),
+        ),
+    ])
+}
+
+/// `builtin:dataframe`: every operation as an export.
+pub fn component() -> Component {
+    let frame = frame_type();
+    let frames = Type::list(frame.clone());
+    let strings = Type::list(Type::String);
+    let f = |params: &[(&str, &Type)], result: &Type| FuncType {
+        params: params
+            .iter()
+            .map(|&(n, t)| (Arc::from(n), t.clone()))
+            .collect(),
+        result: Some(result.clone()),
+    };
+    let steps = Type::list(step_type());
+    let mut exports = BTreeMap::new();
+    let mut add = |name: &str, ty: FuncType| {
+        exports.insert(name.to_string(), ty);
+    };
+    add(
+        "read",
+        f(&[("source", &source_type()), ("steps", &steps)], &frame),
+    );
+    add("map", f(&[("f", &frame), ("steps", &steps)], &frame));
+    add(
+        "combine",
+        f(
+            &[
+                ("parts", &frames),
+                ("grouping", &grouping_type()),
+                ("finish", &Type::Bool),
+            ],
+            &frame,
+        ),
+    );
+    add(
+        "split-hash",
+        f(
+            &[("f", &frame), ("on", &strings), ("parts", &Type::U32)],
+            &frames,
+        ),
+    );
+    add("nth", f(&[("parts", &frames), ("i", &Type::U32)], &frame));
+    add("concat", f(&[("parts", &frames)], &frame));
+    add(
+        "join",
+        f(
+            &[
+                ("left", &frames),
+                ("right", &frames),
+                ("on", &strings),
+                ("how", &enum_of(&JoinHow::ALL.map(|(n, _)| n))),
+            ],
+            &frame,
+        ),
+    );
+    add(
+        "sample",
+        f(
+            &[("f", &frame), ("by", &Type::String), ("n", &Type::U32)],
+            &frame,
+        ),
+    );
+    add(
+        "boundaries",
+        f(&[("samples", &frames), ("parts", &Type::U32)], &frame),
+    );
+    add(
+        "split-range",
+        f(
+            &[("f", &frame), ("by", &Type::String), ("bounds", &frame)],
+            &frames,
+        ),
+    );
+    add(
+        "sort",
+        f(
+            &[
+                ("parts", &frames),
+                ("by", &strings),
+                ("descending", &Type::Bool),
+            ],
+            &frame,
+        ),
+    );
+    add(
+        "edge",
+        f(
+            &[
+                ("f", &frame),
+                ("on", &Type::String),
+                ("window", &Type::String),
+            ],
+            &frame,
+        ),
+    );
+    add(
+        "rolling",
+        f(
+            &[
+                ("f", &frame),
+                ("before", &Type::Option(Arc::new(frame.clone()))),
+                ("on", &Type::String),
+                ("window", &Type::String),
+                ("aggregates", &Type::list(aggregate_type())),
+            ],
+            &frame,
+        ),
+    );
+    add("rows", f(&[("f", &frame)], &Type::U64));
+    add(
+        "to-parquet",
+        f(&[("f", &frame), ("url", &Type::String)], &Type::U64),
+    );
+    Component::native("builtin:dataframe", exports, Arc::new(DataFrameKernels))
+}
+
+struct DataFrameKernels;
+
+impl Native for DataFrameKernels {
+    fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
+        let access = match call.local_data {
+            None => DataAccess::Anywhere,
+            Some(dirs) => DataAccess::Under(dirs.iter().map(PathBuf::from).collect()),
+        };
+        let out = dispatch(export, args, &access, call.tenant).map_err(|e| {
+            let kind = match e {
+                FrameError::Io(_) | FrameError::Denied(_) | FrameError::Invalid(_) => {
+                    TaskErrorKind::GuestError
+                }
+            };
+            TaskError::new(kind, e.to_string())
+        })?;
+        // Partitions larger than the task's memory limit are refused, as a guest's would be.
+        let size = out.size_bytes();
+        if size > call.limits.memory_bytes {
+            return Err(TaskError::new(
+                TaskErrorKind::OutOfMemory,
+                format!(
+                    "`{export}` made {size} bytes of partitions, more than the task's memory \
+                     limit of {} bytes",
+                    call.limits.memory_bytes
+                ),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+type R<T> = Result<T, FrameError>;
+
+fn bad(what: impl Into<String>) -> FrameError {
+    FrameError::Invalid(what.into())
+}
+
+/// The value of field `name` of a record.
+fn field<'v>(v: &'v Value, name: &str) -> R<&'v Value> {
+    match v {
+        Value::Record(fields) => fields
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| bad(format!("the record has no field `{name}`"))),
+        _ => Err(bad(format!("expected a record with `{name}`"))),
+    }
+}
+
+fn string(v: &Value) -> R<&str> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(bad("expected a string")),
+    }
+}
+
+fn strings(v: &Value) -> R<Vec<String>> {
+    match v {
+        Value::List(items) => items.iter().map(|s| string(s).map(String::from)).collect(),
+        _ => Err(bad("expected a list of strings")),
+    }
+}
+
+fn u32_of(v: &Value) -> R<u32> {
+    match v {
+        Value::U32(n) => Ok(*n),
+        _ => Err(bad("expected a u32")),
+    }
+}
+
+fn enum_case(v: &Value) -> R<&str> {
+    match v {
+        Value::Enum(c) => Ok(c),
+        _ => Err(bad("expected an enum case")),
+    }
+}
+
+/// Reads a `frame` record.
+pub fn decode(v: &Value) -> R<RecordBatch> {
+    match field(v, "arrow-ipc")? {
+        Value::Bulk(b) => match &**b {
+            Bulk::U8(bytes) => fabric_frame::decode(bytes),
+            _ => Err(bad("a frame's bytes must be a list<u8>")),
+        },
+        Value::List(items) => {
+            let bytes = items
+                .iter()
+                .map(|b| match b {
+                    Value::U8(x) => Ok(*x),
+                    _ => Err(bad("a frame's bytes must be a list<u8>")),
+                })
+                .collect::<R<Vec<u8>>>()?;
+            fabric_frame::decode(&bytes)
+        }
+        _ => Err(bad("a frame's bytes must be a list<u8>")),
+    }
+}
+
+/// Makes a `frame` record.
+pub fn encode(batch: &RecordBatch) -> R<Value> {
+    let bytes = fabric_frame::encode(batch)?;
+    Ok(Value::Record(Arc::from([(
+        Arc::from("arrow-ipc"),
+        Value::Bulk(Arc::new(Bulk::U8(bytes))),
+    )])))
+}
+
+fn frames(v: &Value) -> R<Vec<RecordBatch>> {
+    match v {
+        Value::List(items) => items.iter().map(decode).collect(),
+        _ => Err(bad("expected a list of frames")),
+    }
+}
+
+fn encode_all(batches: &[RecordBatch]) -> R<Value> {
+    Ok(Value::List(
+        batches.iter().map(encode).collect::<R<Vec<_>>>()?.into(),
+    ))
+}
+
+fn aggregate(v: &Value) -> R<Aggregate> {
+    let how = enum_case(field(v, "how")?)?;
+    Ok(Aggregate {
+        column: string(field(v, "column")?)?.to_string(),
+        how: How::named(how).ok_or_else(|| bad(format!("no aggregate `{how}`")))?,
+        name: string(field(v, "name")?)?.to_string(),
+    })
+}
+
+fn aggregates(v: &Value) -> R<Vec<Aggregate>> {
+    match v {
+        Value::List(items) => items.iter().map(aggregate).collect(),
+        _ => Err(bad("expected a list of aggregates")),
+    }
+}
+
+fn grouping(v: &Value) -> R<Grouping> {
+    Ok(Grouping {
+        keys: strings(field(v, "keys")?)?,
+        aggregates: aggregates(field(v, "aggregates")?)?,
+    })
+}
+
+fn steps(v: &Value) -> R<Vec<Step>> {
+    let Value::List(items) = v else {
+        return Err(bad("expected a list of steps"));
+    };
+    items
+        .iter()
+        .map(|s| match s {
+            Value::Variant(case, Some(payload)) => Ok(match &**case {
+                "filter" => Step::Filter(Expr::parse(string(payload)?)?),
+                "assign" => match &**payload {
+                    Value::Tuple(pair) if pair.len() == 2 => Step::Assign(
+                        string(&pair[0])?.to_string(),
+                        Expr::parse(string(&pair[1])?)?,
+                    ),
+                    _ => return Err(bad("assign takes (name, expression)")),
+                },
+                "select" => Step::Select(strings(payload)?),
+                "group" => Step::Group(grouping(payload)?),
+                other => return Err(bad(format!("no step `{other}`"))),
+            }),
+            _ => Err(bad("expected a step")),
+        })
+        .collect()
+}
+
+fn source(v: &Value) -> R<Source> {
+    let format = match enum_case(field(v, "format")?)? {
+        "csv" => Format::Csv,
+        "parquet" => Format::Parquet,
+        other => return Err(bad(format!("no format `{other}`"))),
+    };
+    let schema = match field(v, "schema")? {
+        Value::Option(Some(columns)) => {
+            let Value::List(columns) = &**columns else {
+                return Err(bad("a schema is a list of (name, type)"));
+            };
+            let fields = columns
+                .iter()
+                .map(|c| match c {
+                    Value::Tuple(pair) if pair.len() == 2 => {
+                        let (name, ty) = (string(&pair[0])?, string(&pair[1])?);
+                        let ty: DataType = ty
+                            .parse()
+                            .map_err(|e| bad(format!("column `{name}`: bad type `{ty}`: {e}")))?;
+                        Ok(Field::new(name, ty, true))
+                    }
+                    _ => Err(bad("a schema is a list of (name, type)")),
+                })
+                .collect::<R<Vec<_>>>()?;
+            Some(Arc::new(Schema::new(fields)))
+        }
+        _ => None,
+    };
+    Ok(Source {
+        format,
+        url: string(field(v, "url")?)?.to_string(),
+        schema,
+    })
+}
+
+fn nth<T: Clone>(items: &[T], i: u32) -> R<T> {
+    items
+        .get(i as usize)
+        .cloned()
+        .ok_or_else(|| bad(format!("no part {i}: there are {} parts", items.len())))
+}
+
+fn dispatch(export: &str, args: &[Value], access: &DataAccess, tenant: &str) -> R<Value> {
+    use fabric_frame::{join, read, sort, window};
+    let frame = |i: usize| decode(&args[i]);
+    let out = match export {
+        "read" => read::read(&source(&args[0])?, &steps(&args[1])?, access, tenant)?,
+        "map" => read::apply(frame(0)?, &steps(&args[1])?)?,
+        "combine" => {
+            let finish = matches!(args[2], Value::Bool(true));
+            fabric_frame::groupby::combine(&grouping(&args[1])?, &frames(&args[0])?, finish)?
+        }
+        "split-hash" => {
+            let parts =
+                join::split_hash(&frame(0)?, &strings(&args[1])?, u32_of(&args[2])? as usize)?;
+            return encode_all(&parts);
+        }
+        "nth" => {
+            // The part is passed on as it is, without decoding it.
+            let Value::List(items) = &args[0] else {
+                return Err(bad("expected a list of frames"));
+            };
+            return nth(items, u32_of(&args[1])?);
+        }
+        "concat" => join::concat_parts(&frames(&args[0])?)?,
+        "join" => {
+            let how = enum_case(&args[3])?;
+            let how = JoinHow::ALL
+                .iter()
+                .find(|(n, _)| *n == how)
+                .map(|&(_, h)| h)
+                .ok_or_else(|| bad(format!("no join `{how}`")))?;
+            let (l, r) = (frames(&args[0])?, frames(&args[1])?);
+            join::join(
+                &join::concat_parts(&l)?,
+                &join::concat_parts(&r)?,
+                &strings(&args[2])?,
+                how,
+            )?
+        }
+        "sample" => sort::sample(&frame(0)?, string(&args[1])?, u32_of(&args[2])? as usize)?,
+        "boundaries" => sort::boundaries(&frames(&args[0])?, u32_of(&args[1])? as usize)?,
+        "split-range" => {
+            let parts = sort::split_range(&frame(0)?, string(&args[1])?, &frame(2)?)?;
+            return encode_all(&parts);
+        }
+        "sort" => {
+            let descending = matches!(args[2], Value::Bool(true));
+            sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, descending)?
+        }
+        "edge" => window::edge(&frame(0)?, string(&args[1])?, string(&args[2])?)?,
+        "rolling" => {
+            let before = match &args[1] {
+                Value::Option(Some(f)) => Some(decode(f)?),
+                _ => None,
+            };
+            window::rolling(
+                &frame(0)?,
+                before.as_ref(),
+                string(&args[2])?,
+                string(&args[3])?,
+                &aggregates(&args[4])?,
+            )?
+        }
+        "rows" => return Ok(Value::U64(frame(0)?.num_rows() as u64)),
+        "to-parquet" => {
+            let rows = read::write_parquet(&frame(0)?, string(&args[1])?, access, tenant)?;
+            return Ok(Value::U64(rows));
+        }
+        other => return Err(bad(format!("builtin:dataframe has no export `{other}`"))),
+    };
+    encode(&out)
+}

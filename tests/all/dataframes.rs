@@ -1,0 +1,539 @@
+//! Partitioned dataframes: graphs of the built-in `builtin:dataframe` kernels, built with
+//! fabric-client's `DataFrame`, run on a 2-worker cluster over CSV and Parquet files, and
+//! compared with straightforward single-threaded computations on the same rows.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use fabric_client::arrow_array::cast::AsArray;
+use fabric_client::arrow_array::types::{Float64Type, Int64Type};
+use fabric_client::arrow_array::{Array, RecordBatch};
+use fabric_client::{Client, ClientError, DataFrame};
+use fabric_tests::{Cluster, GraphDir};
+
+/// One generated row.
+#[derive(Clone, Debug)]
+struct Row {
+    id: i64,
+    key: String,
+    x: f64,
+    y: i64,
+    /// Seconds since 2024-01-01 00:00:00, increasing with `id`.
+    t: i64,
+}
+
+const FILES: usize = 3;
+const ROWS: usize = 1500;
+
+/// Rows split into `FILES` partitions, ordered by time across them.
+fn rows() -> Vec<Row> {
+    let mut state = 7u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut t = 0;
+    (0..(FILES * ROWS) as i64)
+        .map(|id| {
+            t += (next() % 120) as i64; // irregular steps, some rows share a second
+            Row {
+                id,
+                key: format!("k{}", next() % 13),
+                x: (next() % 100_000) as f64 / 100.0 - 200.0,
+                y: (next() % 1000) as i64,
+                t,
+            }
+        })
+        .collect()
+}
+
+fn timestamp(t: i64) -> String {
+    let (d, s) = (t / 86_400, t % 86_400);
+    // January to March of 2024 are enough for these rows (under 60 days).
+    let (month, day) = if d < 31 { (1, d + 1) } else { (2, d - 30) };
+    format!(
+        "2024-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// Writes the rows as `events/part-N.csv` and a table of keys (some keys have none, one
+/// listed key has no rows) as `keys.csv`.
+fn write_data(dir: &Path, rows: &[Row]) {
+    std::fs::create_dir_all(dir.join("events")).unwrap();
+    for (i, part) in rows.chunks(ROWS).enumerate() {
+        let mut csv = String::from("id,key,x,y,ts\n");
+        for r in part {
+            let _ = writeln!(csv, "{},{},{},{},{}", r.id, r.key, r.x, r.y, timestamp(r.t));
+        }
+        std::fs::write(dir.join(format!("events/part-{i}.csv")), csv).unwrap();
+    }
+    let mut keys = String::from("key,weight\n");
+    for k in (0..13).filter(|k| k % 4 != 1).chain([99]) {
+        let _ = writeln!(keys, "k{k},{}", k * 10);
+    }
+    std::fs::write(dir.join("keys.csv"), keys).unwrap();
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Vec<String> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    c.as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect()
+}
+
+fn floats(b: &RecordBatch, name: &str) -> Vec<f64> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    c.as_primitive::<Float64Type>()
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect()
+}
+
+fn ints(b: &RecordBatch, name: &str) -> Vec<i64> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    c.as_primitive::<Int64Type>().values().to_vec()
+}
+
+/// Plain groupby: key -> values.
+fn by_key<'r>(rows: impl Iterator<Item = &'r Row>) -> BTreeMap<String, Vec<&'r Row>> {
+    let mut groups: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        groups.entry(r.key.clone()).or_default().push(r);
+    }
+    groups
+}
+
+struct Setup {
+    dir: GraphDir,
+    cluster: Cluster,
+    rows: Vec<Row>,
+}
+
+fn setup() -> Setup {
+    let dir = GraphDir::new();
+    let rows = rows();
+    write_data(dir.path(), &rows);
+    let data = dir.path().to_string_lossy().into_owned();
+    let cluster = Cluster::start(2, &["--nthreads", "1", "--data-dir", &data]);
+    Setup { dir, cluster, rows }
+}
+
+impl Setup {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+}
+
+#[test]
+fn groupby_join_rolling_and_sort_match_a_plain_computation() {
+    let s = setup();
+    let events = s.path("events/*.csv");
+    block_on(async {
+        let client = Client::connect(&s.cluster.url).await?;
+        let df = DataFrame::read_csv(&events)?;
+        assert_eq!(df.npartitions(), FILES);
+
+        // Q1 of dataframe_groupby.py: groupby("key").x.sum()
+        let q1 = df.groupby(&["key"]).sum("x")?.compute(&client).await?;
+        let plain = by_key(s.rows.iter());
+        assert_eq!(
+            strings(&q1, "key"),
+            plain.keys().cloned().collect::<Vec<_>>()
+        );
+        for (got, rows) in floats(&q1, "x").iter().zip(plain.values()) {
+            let want: f64 = rows.iter().map(|r| r.x).sum();
+            assert!(close(*got, want), "sum {got} != {want}");
+        }
+
+        // Q2: agg({"x": "mean", "y": "max"}), plus std and count, after a filter and an
+        // assigned column; and the same read back from Parquet written by to_parquet.
+        let filtered = df
+            .filter("x > 0 and y % 3 != 0")?
+            .assign("z", "x * y - 1")?;
+        let written = filtered.to_parquet(&client, &s.path("pq")).await?;
+        let kept: Vec<&Row> = s
+            .rows
+            .iter()
+            .filter(|r| r.x > 0.0 && r.y % 3 != 0)
+            .collect();
+        assert_eq!(written as usize, kept.len());
+        let plain = by_key(kept.iter().copied());
+        for source in [filtered, DataFrame::read_parquet(&s.path("pq"))?] {
+            let q2 = source
+                .groupby(&["key"])
+                .agg(&[("x", "mean"), ("y", "max"), ("z", "std"), ("z", "count")])?
+                .compute(&client)
+                .await?;
+            assert_eq!(
+                strings(&q2, "key"),
+                plain.keys().cloned().collect::<Vec<_>>()
+            );
+            let (mean, max) = (floats(&q2, "x"), floats(&q2, "y"));
+            let (std, count) = (floats(&q2, "z_std"), ints(&q2, "z_count"));
+            for (i, rows) in plain.values().enumerate() {
+                let n = rows.len() as f64;
+                let m = rows.iter().map(|r| r.x).sum::<f64>() / n;
+                assert!(close(mean[i], m), "mean {} != {m}", mean[i]);
+                let y = rows.iter().map(|r| r.y).max().unwrap() as f64;
+                assert_eq!(max[i], y);
+                let z: Vec<f64> = rows.iter().map(|r| r.x * r.y as f64 - 1.0).collect();
+                let zm = z.iter().sum::<f64>() / n;
+                let sd = (z.iter().map(|v| (v - zm).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                assert!((std[i] - sd).abs() <= 1e-7 * sd, "std {} != {sd}", std[i]);
+                assert_eq!(count[i], rows.len() as i64);
+            }
+        }
+
+        // A join (inner and left) with a table of keys, then a groupby of the result.
+        let keys = DataFrame::read_csv(&s.path("keys.csv"))?;
+        let weight = |k: &str| -> Option<i64> {
+            let n: i64 = k[1..].parse().ok()?;
+            (n % 4 != 1 && n < 13).then_some(n * 10)
+        };
+        let inner = df.join(&keys, &["key"], "inner")?;
+        let joined = inner.sort_values("id")?.compute(&client).await?;
+        let want: Vec<&Row> = s.rows.iter().filter(|r| weight(&r.key).is_some()).collect();
+        assert_eq!(
+            ints(&joined, "id"),
+            want.iter().map(|r| r.id).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            ints(&joined, "weight"),
+            want.iter()
+                .map(|r| weight(&r.key).unwrap())
+                .collect::<Vec<_>>()
+        );
+        let left = df.join(&keys, &["key"], "left")?.compute(&client).await?;
+        assert_eq!(left.num_rows(), s.rows.len());
+        let missing = left.column_by_name("weight").unwrap().null_count();
+        assert_eq!(missing, s.rows.len() - want.len());
+        let per_weight = inner
+            .groupby(&["weight"])
+            .sum("x")?
+            .compute(&client)
+            .await?;
+        assert_eq!(per_weight.num_rows(), plain_weights(&s.rows, weight));
+
+        // A rolling window of 10 minutes along ts, across partition boundaries.
+        let rolled = df
+            .set_index("ts")?
+            .rolling("10min", "ts")?
+            .agg(&[("x", "sum"), ("x", "max"), ("y", "count")])?
+            .compute(&client)
+            .await?;
+        assert_eq!(
+            ints(&rolled, "id"),
+            s.rows.iter().map(|r| r.id).collect::<Vec<_>>()
+        );
+        let (sum, max, count) = (
+            floats(&rolled, "x_sum"),
+            floats(&rolled, "x_max"),
+            ints(&rolled, "y_count"),
+        );
+        for (i, r) in s.rows.iter().enumerate() {
+            // Rows up to this one (ties in time count in order, as in pandas) within 10 min.
+            let window: Vec<&Row> = s.rows[..=i].iter().filter(|o| o.t > r.t - 600).collect();
+            let want: f64 = window.iter().map(|o| o.x).sum();
+            assert!(
+                (sum[i] - want).abs() < 1e-6,
+                "row {i}: rolling sum {} != {want}",
+                sum[i]
+            );
+            let want = window.iter().map(|o| o.x).fold(f64::MIN, f64::max);
+            assert_eq!(max[i], want, "row {i}: rolling max");
+            assert_eq!(count[i], window.len() as i64, "row {i}: rolling count");
+        }
+
+        // sort_values by a column in no particular order, across partitions.
+        let sorted = df.sort_values("x")?;
+        assert_eq!(sorted.npartitions(), FILES);
+        let xs = floats(&sorted.compute(&client).await?, "x");
+        let mut want: Vec<f64> = s.rows.iter().map(|r| r.x).collect();
+        want.sort_by(f64::total_cmp);
+        assert_eq!(xs, want);
+        Ok::<_, ClientError>(())
+    })
+    .unwrap();
+}
+
+fn plain_weights(rows: &[Row], weight: impl Fn(&str) -> Option<i64>) -> usize {
+    let set: std::collections::BTreeSet<i64> = rows.iter().filter_map(|r| weight(&r.key)).collect();
+    set.len()
+}
+
+#[test]
+fn mistakes_are_reported_clearly() {
+    let s = setup();
+    let events = s.path("events/*.csv");
+    let df = DataFrame::read_csv(&events).unwrap();
+    // Found while the graph is built, before anything runs.
+    let e = df.filter("z > 1").unwrap_err().to_string();
+    assert!(
+        e.contains("no column `z` (the columns are: id, key, x, y, ts)"),
+        "{e}"
+    );
+    let e = df.filter("x >> 1").unwrap_err().to_string();
+    assert!(e.contains("unexpected `>` at character 4"), "{e}");
+    let e = df
+        .groupby(&["key"])
+        .agg(&[("key", "mean")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot take the mean of `key`, a Utf8 column"),
+        "{e}"
+    );
+    let e = df
+        .groupby(&["key"])
+        .agg(&[("x", "median")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown aggregate `median`"), "{e}");
+    let e = df.rolling("1h", "ts").unwrap_err().to_string();
+    assert!(e.contains("set_index(\"ts\") first"), "{e}");
+    let e = DataFrame::read_csv(&s.path("nothing/*.csv"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("No such file"), "{e}");
+    let e = DataFrame::read_csv(&s.path("events/*.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no files match"), "{e}");
+
+    block_on(async {
+        let client = Client::connect(&s.cluster.url).await.unwrap();
+        // A file outside the workers' data directories.
+        let outside = GraphDir::new();
+        write_data(outside.path(), &s.rows[..10]);
+        let other = outside
+            .path()
+            .join("keys.csv")
+            .to_string_lossy()
+            .into_owned();
+        let e = DataFrame::read_csv(&other)
+            .unwrap()
+            .compute(&client)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is outside the directories this worker may read"),
+            "{e}"
+        );
+        // A malformed file: the error names it and the line.
+        std::fs::write(
+            s.dir.path().join("events/part-1.csv"),
+            "id,key,x,y,ts\n1,k1,oops,2,2024-01-01 00:00:00\n",
+        )
+        .unwrap();
+        let e = df
+            .groupby(&["key"])
+            .sum("x")
+            .unwrap()
+            .compute(&client)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("part-1.csv") && e.contains("oops"), "{e}");
+    });
+}
+
+/// The S3-compatible server the S3 test starts: moto's server mode (PyPI), on loopback.
+const MOTO: &str = "moto[server]==5.2.5";
+
+/// A moto S3 server on 127.0.0.1, stopped when dropped.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        use std::io::{BufRead, BufReader};
+        let moto = fabric_tests::python_tool("moto", MOTO, "moto_server");
+        let mut child = std::process::Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start moto_server");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // " * Running on http://127.0.0.1:PORT"
+                if !sent
+                    && let Some(port) = line
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse::<u16>().ok())
+                    && line.contains("Running on")
+                {
+                    let _ = tx.send(port);
+                    sent = true;
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("moto_server did not say where it listens");
+        S3Server { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain (unsigned) HTTP PUT: moto accepts them, which keeps the test's own uploads
+    /// free of an S3 client.
+    fn put(&self, path: &str, body: &[u8]) {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "PUT {path}: {answer}");
+    }
+
+    /// The settings object_store reads from the environment.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "fabric-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "fabric-test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses `fabric df --csv` output of `key,x` into a map.
+fn csv_sums(out: &str) -> BTreeMap<String, f64> {
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            let (k, v) = l.split_once(',').expect("key,value");
+            (k.to_string(), v.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn read_csv_from_s3_on_a_cluster_and_in_process() {
+    let s3 = S3Server::start();
+    let rows = rows();
+    let dir = GraphDir::new();
+    write_data(dir.path(), &rows);
+    s3.put("/fabric-data", b"");
+    for i in 0..FILES {
+        let body = std::fs::read(dir.path().join(format!("events/part-{i}.csv"))).unwrap();
+        s3.put(&format!("/fabric-data/events/part-{i}.csv"), &body);
+    }
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Workers with no local data directory: only object stores.
+    let mut cluster = Cluster::start(0, &[]);
+    for _ in 0..2 {
+        cluster.add_worker_with_env(&["--nthreads", "1"], &env);
+    }
+    let df = |args: &[&str]| {
+        let mut cmd = fabric_tests::fabric_command(["df"]);
+        cmd.args(args).envs(env.iter().copied());
+        fabric_tests::run_command(cmd)
+    };
+    let want = by_key(rows.iter());
+    let check = |out: &fabric_tests::Outcome| {
+        assert_eq!(out.code, 0, "{out}");
+        let got = csv_sums(&out.stdout);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        for (k, rows) in &want {
+            let sum: f64 = rows.iter().map(|r| r.x).sum();
+            assert!(close(got[k], sum), "{k}: {} != {sum}", got[k]);
+        }
+    };
+    let query = "read_csv('s3://fabric-data/events/*.csv').groupby('key').x.sum()";
+    check(&df(&["--scheduler", &cluster.url, "--csv", query]));
+    check(&df(&["--csv", query]));
+
+    // Written back to the store as Parquet by the workers, then read from there.
+    let out = df(&[
+        "--scheduler",
+        &cluster.url,
+        "read_csv('s3://fabric-data/events/*.csv').to_parquet('s3://fabric-data/pq')",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("wrote {} rows in 3 files", rows.len())),
+        "{out}"
+    );
+    let out = df(&[
+        "--scheduler",
+        &cluster.url,
+        "--csv",
+        "read_parquet('s3://fabric-data/pq/').groupby('key').x.sum()",
+    ]);
+    check(&out);
+
+    // A local path on these workers is refused, and says why.
+    let local = dir.path().join("events/part-0.csv");
+    let out = df(&[
+        "--scheduler",
+        &cluster.url,
+        &format!("read_csv('{}').groupby('key').x.sum()", local.display()),
+    ]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("this worker reads no local files"),
+        "{out}"
+    );
+    // A missing object is named.
+    let out = df(&["read_csv('s3://fabric-data/nothing.csv')"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("s3://fabric-data/nothing.csv"), "{out}");
+}
