@@ -270,3 +270,60 @@ fn user_components_read_and_make_the_kernels_chunks() {
     let (hi, lo) = (dense(&out, "hi"), dense(&out, "lo"));
     assert!(hi.data[0] <= 0.75 && lo.data[0] >= 0.25, "{out}");
 }
+
+/// A NumPy `.npy` file (format 1.0, little-endian float64, C order) holding `data`.
+fn write_npy(path: &std::path::Path, shape: &[usize], data: &[f64]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    for x in data {
+        out.extend(x.to_le_bytes());
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn arrays_read_from_npy_files_chunk_by_chunk() {
+    let dir = GraphDir::new();
+    let (rows, cols) = (23, 17);
+    let data: Vec<f64> = (0..rows * cols)
+        .map(|i| ((i * 37) % 101) as f64 - 50.0)
+        .collect();
+    let path = dir.path().join("x.npy");
+    write_npy(&path, &[rows, cols], &data);
+    let url = path.to_string_lossy().into_owned();
+    let x = Array::from_npy(&url, &[10, 6]).unwrap();
+    assert_eq!(x.shape(), [rows, cols]);
+    assert_eq!(x.chunks(), [vec![10, 10, 3], vec![6, 6, 5]]);
+    assert_close(&run(&dir, &x), &[rows, cols], &data);
+    let means: Vec<f64> = (0..cols)
+        .map(|c| (0..rows).map(|r| data[r * cols + c]).sum::<f64>() / rows as f64)
+        .collect();
+    assert_close(&run(&dir, &x.mean(Some(0))), &[cols], &means);
+    let e = Array::from_npy(&url, &[10]).unwrap_err().to_string();
+    assert!(
+        e.contains("has 2 dimensions (shape [23, 17]), the chunks 1"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("bad.npy"), b"not numpy").unwrap();
+    let bad = dir.path().join("bad.npy").to_string_lossy().into_owned();
+    let e = Array::from_npy(&bad, &[1]).unwrap_err().to_string();
+    assert!(e.contains("not a .npy file Fabric reads"), "{e}");
+    // The file changes after the graph was built: the task's error says so.
+    write_npy(&path, &[2, 2], &[1.0; 4]);
+    let out = dir.run(&x.to_graph(), &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("outside the array of shape [2, 2]"),
+        "{out}"
+    );
+}

@@ -129,6 +129,50 @@ impl Array {
         })
     }
 
+    /// The array stored in the NumPy `.npy` file at `url` (a local path the workers may
+    /// read, or `s3://...`), cut into chunks of `chunk`: each chunk's task reads only its
+    /// own bytes. The header is read here, now (shape and element type; integers and
+    /// float32 become f64).
+    pub fn from_npy(url: &str, chunk: &[usize]) -> Result<Array, ClientError> {
+        let location = fabric_frame::store::Location::resolve(
+            url,
+            &fabric_frame::DataAccess::Anywhere,
+            "",
+            false,
+        )?;
+        let header = fabric_frame::npy::header(&location, url)?;
+        if chunk.len() != header.shape.len() {
+            return Err(ClientError::Invalid(format!(
+                "{url} has {} dimensions (shape {:?}), the chunks {}",
+                header.shape.len(),
+                header.shape,
+                chunk.len()
+            )));
+        }
+        let shape = header.shape;
+        let grid: Vec<usize> = shape
+            .iter()
+            .zip(chunk)
+            .map(|(&n, &c)| split(n, c).len())
+            .collect();
+        Ok(Array::creation(&shape, chunk, |block, b| {
+            let start: Vec<usize> = unravel(b, &grid)
+                .iter()
+                .zip(chunk)
+                .map(|(i, c)| i * (*c).max(1))
+                .collect();
+            let stop: Vec<usize> = start.iter().zip(block).map(|(s, n)| s + n).collect();
+            node(
+                "read-npy",
+                vec![
+                    Arg::Json(json!(url)),
+                    Arg::Json(json!(start)),
+                    Arg::Json(json!(stop)),
+                ],
+            )
+        }))
+    }
+
     /// `value` everywhere.
     pub fn full(shape: &[usize], chunk: &[usize], value: f64) -> Array {
         Array::creation(shape, chunk, |block, _| {

@@ -1,13 +1,15 @@
 //! Fabric's dataframe partitions on Apache Arrow: a partition is one Arrow record batch,
 //! moved between tasks as Arrow IPC bytes; this crate reads partitions from CSV and Parquet
 //! (local files or object stores), evaluates pandas-style expressions on them, and runs the
-//! per-partition halves of groupby, join, rolling windows and sorting. It does no I/O of its
-//! own besides reading and writing the files it is asked to; the `builtin:dataframe`
-//! component (fabric-kernels) publishes it to graphs, fabric-client builds the graphs.
+//! per-partition halves of groupby, join, rolling windows and sorting; it also reads blocks
+//! of NumPy `.npy` files for arrays. It does no I/O of its own besides reading and writing
+//! the files it is asked to; fabric-kernels publishes it to graphs (`builtin:dataframe`,
+//! `builtin:array/read-npy`), fabric-client builds the graphs.
 
 pub mod expr;
 pub mod groupby;
 pub mod join;
+pub mod npy;
 pub mod read;
 pub mod sort;
 pub mod store;

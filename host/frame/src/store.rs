@@ -170,12 +170,10 @@ fn store(scheme: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
                 .build()
                 .map_err(failed)?,
         ),
-        "gs" | "az" | "abfs" => {
-            return Err(FrameError::Invalid(format!(
-                "{scheme}:// needs Fabric built with the `{}` feature",
-                if scheme == "gs" { "gcp" } else { "azure" }
-            )));
-        }
+        #[cfg(not(feature = "gcp"))]
+        "gs" => return Err(needs_feature("gs", "gcp")),
+        #[cfg(not(feature = "azure"))]
+        "az" | "abfs" => return Err(needs_feature(scheme, "azure")),
         other => {
             return Err(FrameError::Invalid(format!(
                 "unknown storage scheme `{other}://` (Fabric reads local paths, file://, s3://, \
@@ -185,6 +183,15 @@ fn store(scheme: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     };
     stores.insert(key, store.clone());
     Ok(store)
+}
+
+/// A store this build was made without.
+#[allow(dead_code)] // unused when every store's feature is on
+fn needs_feature(scheme: &str, feature: &str) -> FrameError {
+    FrameError::Invalid(format!(
+        "{scheme}:// needs Fabric built with the `{feature}` feature (cargo build --release \
+         --features {feature})"
+    ))
 }
 
 /// Runs an object-store future from a synchronous task thread.
@@ -229,6 +236,37 @@ impl Location {
                 block_on(async { store.get(path).await?.bytes().await })
                     .map_err(|e| FrameError::Io(format!("{url}: {e}")))
             }
+        }
+    }
+
+    /// The bytes of `ranges` of the object (one read each for a local file; one request
+    /// that the store may coalesce for an object).
+    pub fn ranges(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
+        match self {
+            Location::Local(p) => {
+                use std::os::unix::fs::FileExt;
+                let failed = |e: std::io::Error| FrameError::Io(format!("{}: {e}", p.display()));
+                let file = std::fs::File::open(p).map_err(failed)?;
+                ranges
+                    .iter()
+                    .map(|r| {
+                        let mut buf = vec![0u8; (r.end - r.start) as usize];
+                        let mut filled = 0;
+                        // Short reads end at the end of the file: the caller checks lengths.
+                        while filled < buf.len() {
+                            match file.read_at(&mut buf[filled..], r.start + filled as u64) {
+                                Ok(0) => break,
+                                Ok(n) => filled += n,
+                                Err(e) => return Err(failed(e)),
+                            }
+                        }
+                        buf.truncate(filled);
+                        Ok(Bytes::from(buf))
+                    })
+                    .collect()
+            }
+            Location::Remote { store, path, url } => block_on(store.get_ranges(path, ranges))
+                .map_err(|e| FrameError::Io(format!("{url}: {e}"))),
         }
     }
 

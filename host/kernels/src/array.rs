@@ -844,6 +844,13 @@ pub fn component() -> Component {
         ),
     );
     add("item", f(&[("a", &chunk)], &Type::F64));
+    add(
+        "read-npy",
+        f(
+            &[("url", &Type::String), ("start", &shape), ("stop", &shape)],
+            &chunk,
+        ),
+    );
     Component::native("builtin:array", exports, Arc::new(ArrayKernels))
 }
 
@@ -852,8 +859,45 @@ struct ArrayKernels;
 
 impl Native for ArrayKernels {
     fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
-        dispatch(export, args, call.limits)
+        match export {
+            "read-npy" => read_npy(args, call),
+            _ => dispatch(export, args, call.limits),
+        }
     }
+}
+
+/// `read-npy(url, start, stop)`: one block of a `.npy` file, read where the task runs
+/// (local paths only under the worker's data directories).
+fn read_npy(args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
+    let Value::String(url) = &args[0] else {
+        return Err(error("the url must be a string".into()));
+    };
+    let (start, stop) = (
+        chunk::sizes(&args[1]).map_err(error)?,
+        chunk::sizes(&args[2]).map_err(error)?,
+    );
+    let shape: Vec<usize> = start
+        .iter()
+        .zip(&stop)
+        .map(|(a, b)| b.saturating_sub(*a))
+        .collect();
+    let bytes = elements(&shape).map_err(error)? as u64 * 8;
+    if bytes > call.limits.memory_bytes {
+        return Err(TaskError::new(
+            TaskErrorKind::OutOfMemory,
+            format!(
+                "a block of shape {shape:?} takes {bytes} bytes, more than the task's memory \
+                 limit of {} bytes",
+                call.limits.memory_bytes
+            ),
+        ));
+    }
+    let access = crate::dataframe::data_access(call);
+    let frame_error = |e: fabric_frame::FrameError| error(e.to_string());
+    let location = fabric_frame::store::Location::resolve(url, &access, call.tenant, false)
+        .map_err(frame_error)?;
+    let data = fabric_frame::npy::read_block(&location, url, &start, &stop).map_err(frame_error)?;
+    Ok(Chunk::new(shape, data).into_value())
 }
 
 /// Why a kernel call failed: the caller's mistake (shapes, axes), or too much memory.

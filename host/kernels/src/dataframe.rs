@@ -197,12 +197,17 @@ pub fn component() -> Component {
 
 struct DataFrameKernels;
 
+/// The local files a task may open.
+pub(crate) fn data_access(call: &NativeCall) -> DataAccess {
+    match call.local_data {
+        None => DataAccess::Anywhere,
+        Some(dirs) => DataAccess::Under(dirs.iter().map(PathBuf::from).collect()),
+    }
+}
+
 impl Native for DataFrameKernels {
     fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
-        let access = match call.local_data {
-            None => DataAccess::Anywhere,
-            Some(dirs) => DataAccess::Under(dirs.iter().map(PathBuf::from).collect()),
-        };
+        let access = data_access(call);
         let out = dispatch(export, args, &access, call.tenant).map_err(|e| {
             let kind = match e {
                 FrameError::Io(_) | FrameError::Denied(_) | FrameError::Invalid(_) => {
