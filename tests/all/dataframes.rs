@@ -269,6 +269,27 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
             assert_eq!(count[i], window.len() as i64, "row {i}: rolling count");
         }
 
+        // A window longer than a partition reads through the edges of several.
+        let long = df
+            .set_index("ts")?
+            .rolling("30h", "ts")?
+            .agg(&[("x", "sum")])?
+            .compute(&client)
+            .await?;
+        let sum = floats(&long, "x_sum");
+        for (i, r) in s.rows.iter().enumerate().step_by(97) {
+            let want: f64 = s.rows[..=i]
+                .iter()
+                .filter(|o| o.t > r.t - 30 * 3600)
+                .map(|o| o.x)
+                .sum();
+            assert!(
+                (sum[i] - want).abs() < 1e-6,
+                "row {i}: 30h sum {} != {want}",
+                sum[i]
+            );
+        }
+
         // sort_values by a column in no particular order, across partitions.
         let sorted = df.sort_values("x")?;
         assert_eq!(sorted.npartitions(), FILES);

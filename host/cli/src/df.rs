@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use fabric_client::{Client, DataFrame, GroupBy, RecordBatch, Rolling};
 use fabric_core::{Datasets, GraphSpec, PlanConfig};
+use fabric_frame::groupby::How;
 use fabric_local::LocalConfig;
 use fabric_runtime::{Limits, Runtime, RuntimeConfig};
 use serde_json::Value as Json;
@@ -109,8 +110,12 @@ impl Parser<'_> {
     }
 
     fn skip_space(&mut self) {
-        while self.text[self.at..].starts_with(char::is_whitespace) {
-            self.at += 1;
+        while let Some(c) = self.text[self.at..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.at += c.len_utf8();
         }
     }
 
@@ -348,8 +353,6 @@ fn kwarg<'a>(kwargs: &'a [(String, Term)], key: &str) -> Option<&'a Term> {
     kwargs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-const AGGREGATES: [&str; 7] = ["sum", "mean", "min", "max", "count", "std", "var"];
-
 /// The numeric columns of `frame` that are not `keys`.
 fn numeric_columns(frame: &DataFrame, keys: &[String]) -> Vec<String> {
     frame
@@ -509,14 +512,12 @@ fn aggregation(
             .flat_map(|c| hows.iter().map(move |h| (c.clone(), h.clone())))
             .collect()
     };
-    if AGGREGATES.contains(&name) {
+    if How::named(name).is_some() {
         return Ok(each(&[name.to_string()]));
     }
     if name != "agg" && name != "aggregate" {
-        bail!(
-            "unknown aggregate `{name}` ({}, or agg)",
-            AGGREGATES.join(", ")
-        );
+        let names: Vec<&str> = How::ALL.iter().map(|(n, _)| *n).collect();
+        bail!("unknown aggregate `{name}` ({}, or agg)", names.join(", "));
     }
     match one_arg(name, args, kwargs, "func")? {
         Term::Dict(items) => {
@@ -694,5 +695,12 @@ mod tests {
         );
         let e = parse("read_csv('a.csv").unwrap_err().to_string();
         assert!(e.contains("unterminated string"), "{e}");
+        // Spaces of any width.
+        assert_eq!(
+            parse("read_csv('a.csv')\u{a0}.head(1)\u{3000}")
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

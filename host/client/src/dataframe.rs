@@ -276,21 +276,22 @@ impl DataFrame {
         let on: Vec<String> = on.iter().map(|c| c.to_string()).collect();
         self.check_columns(&on)?;
         other.check_columns(&on)?;
-        if !["inner", "left"].contains(&how) {
+        use fabric_frame::join::JoinHow;
+        let Some(&(_, kind)) = JoinHow::ALL.iter().find(|(n, _)| *n == how) else {
+            let names: Vec<&str> = JoinHow::ALL.iter().map(|(n, _)| *n).collect();
             return Err(ClientError::Invalid(format!(
-                "unknown join `{how}` (inner or left)"
+                "unknown join `{how}` ({})",
+                names.join(" or ")
             )));
-        }
+        };
+        fabric_frame::join::check_keys(&self.schema, &other.schema, &on)?;
         // The result's schema, from joining empty partitions.
         let schema = fabric_frame::join::join(
             &RecordBatch::new_empty(self.schema.clone()),
             &RecordBatch::new_empty(other.schema.clone()),
             &on,
-            if how == "left" {
-                fabric_frame::join::JoinHow::Left
-            } else {
-                fabric_frame::join::JoinHow::Inner
-            },
+            kind,
+            u64::MAX,
         )?
         .schema();
         let n = self.parts.len().max(other.parts.len());
@@ -375,6 +376,7 @@ impl DataFrame {
                         Arg::Node(t.clone()),
                         Arg::Json(json!(by)),
                         Arg::Node(bounds.clone()),
+                        Arg::Json(json!(n)),
                     ],
                 )
             })
@@ -684,34 +686,35 @@ impl Rolling {
         let empty = RecordBatch::new_empty(self.frame.schema.clone());
         let schema =
             fabric_frame::window::rolling(&empty, None, &self.on, &self.window, &parsed)?.schema();
-        let tasks = self.frame.tasks();
-        let out = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let before = match i {
-                    0 => Arg::Json(Json::Null),
-                    _ => Arg::Node(node(
-                        "edge",
-                        vec![
-                            Arg::Node(tasks[i - 1].clone()),
-                            Arg::Json(json!(self.on)),
-                            Arg::Json(json!(self.window)),
-                        ],
-                    )),
-                };
-                node(
-                    "rolling",
-                    vec![
-                        Arg::Node(t.clone()),
-                        before,
-                        Arg::Json(json!(self.on)),
-                        Arg::Json(json!(self.window)),
-                        Arg::Json(aggregates_json(&aggs)),
-                    ],
-                )
-            })
-            .collect();
+        // Each partition's windows read the edge before it; edges chain, so a window
+        // longer than a partition (or an empty partition) is read through.
+        let mut edge: Option<Arc<Node>> = None;
+        let mut out = Vec::new();
+        for t in self.frame.tasks() {
+            let before = || match &edge {
+                Some(e) => Arg::Node(e.clone()),
+                None => Arg::Json(Json::Null),
+            };
+            out.push(node(
+                "rolling",
+                vec![
+                    Arg::Node(t.clone()),
+                    before(),
+                    Arg::Json(json!(self.on)),
+                    Arg::Json(json!(self.window)),
+                    Arg::Json(aggregates_json(&aggs)),
+                ],
+            ));
+            edge = Some(node(
+                "edge",
+                vec![
+                    Arg::Node(t),
+                    before(),
+                    Arg::Json(json!(self.on)),
+                    Arg::Json(json!(self.window)),
+                ],
+            ));
+        }
         Ok(DataFrame::of_tasks(schema, out, Some(self.on.clone())))
     }
 }

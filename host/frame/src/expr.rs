@@ -112,10 +112,18 @@ impl Expr {
     /// Parses `text`; the error points at the offending character.
     pub fn parse(text: &str) -> Result<Expr> {
         let tokens = lex(text)?;
+        // Evaluating and dropping recurse along the tree: its size is bounded too.
+        if tokens.len() > MAX_TOKENS {
+            return Err(invalid(format!(
+                "the expression has {} parts, more than {MAX_TOKENS}",
+                tokens.len()
+            )));
+        }
         let mut p = Parser {
             text,
             tokens: &tokens,
             at: 0,
+            depth: 0,
         };
         let e = p.expr(0)?;
         match p.tokens.get(p.at) {
@@ -315,8 +323,12 @@ fn binary(l: Val, op: Op, r: Val) -> Result<Val> {
                 ra.data_type()
             )));
         };
-        // A scalar side is broadcast by repeating it.
-        let n = la.len().max(ra.len());
+        // A scalar side is broadcast by repeating it to the other side's length.
+        let n = match (l.is_scalar(), r.is_scalar()) {
+            (true, false) => ra.len(),
+            (false, _) => la.len(),
+            (true, true) => 1,
+        };
         let repeat = |b: &BooleanArray| -> BooleanArray {
             if b.len() == n {
                 b.clone()
@@ -485,6 +497,10 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>> {
                     .char_indices()
                     .find(|&(_, ch)| !(ch.is_alphanumeric() || ch == '_'))
                     .map_or(rest.len(), |(k, _)| k);
+                if len == 0 {
+                    let ch = rest.chars().next().unwrap_or('?');
+                    return Err(err(i, &format!("unexpected `{ch}`")));
+                }
                 let word = &rest[..len];
                 let token = match word {
                     "and" => Token::Op(Op::And),
@@ -515,7 +531,14 @@ struct Parser<'t> {
     text: &'t str,
     tokens: &'t [(usize, Token)],
     at: usize,
+    /// Nesting so far: deeper expressions are refused, not a stack overflow.
+    depth: usize,
 }
+
+/// How deeply parentheses, `not` and `-` may nest.
+const MAX_DEPTH: usize = 200;
+/// How many tokens an expression may have.
+const MAX_TOKENS: usize = 2000;
 
 impl Parser<'_> {
     fn error(&self, pos: usize, what: &str) -> FrameError {
@@ -553,7 +576,21 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr> {
+        self.depth += 1;
+        let out = self.unary_inner();
+        self.depth -= 1;
+        out
+    }
+
+    fn unary_inner(&mut self) -> Result<Expr> {
         let end = self.text.len();
+        if self.depth > MAX_DEPTH {
+            let pos = self.tokens.get(self.at).map_or(end, |(p, _)| *p);
+            return Err(self.error(
+                pos,
+                &format!("the expression nests deeper than {MAX_DEPTH}"),
+            ));
+        }
         let Some((pos, token)) = self.next().cloned() else {
             return Err(self.error(end, "the expression ends early"));
         };
@@ -664,5 +701,35 @@ mod tests {
         );
         let e = Expr::parse("x + 1").unwrap().filter(&batch()).unwrap_err();
         assert!(e.to_string().contains("not true/false"), "{e}");
+        // Not a loop, not a stack overflow.
+        let e = Expr::parse("key == \u{2019}a\u{2019}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unexpected `\u{2019}`"), "{e}");
+        let deep = format!("{}x{}", "(".repeat(300), ")".repeat(300));
+        let e = Expr::parse(&deep).unwrap_err().to_string();
+        assert!(e.contains("nests deeper than 200"), "{e}");
+        let e = Expr::parse(&format!("{}x", "- ".repeat(150))).unwrap();
+        assert_eq!(e.columns(), ["x"]);
+        let e = Expr::parse(&format!("{}x", "not ".repeat(300)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nests deeper"), "{e}");
+        let e = Expr::parse(&"x + ".repeat(100_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 2000"), "{e}");
+        // A constant side of `and` on an empty partition.
+        let empty = batch().slice(0, 0);
+        let kept = Expr::parse("x > 1 and True")
+            .unwrap()
+            .filter(&empty)
+            .unwrap();
+        assert_eq!(kept.num_rows(), 0);
+        let kept = Expr::parse("True and x > 1")
+            .unwrap()
+            .filter(&batch())
+            .unwrap();
+        assert_eq!(kept.num_rows(), 2);
     }
 }

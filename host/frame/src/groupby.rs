@@ -155,8 +155,9 @@ impl Acc {
         match self {
             Acc::Sum(v) => v.resize(groups, 0.0),
             Acc::Count(v) => v.resize(groups, 0),
-            Acc::Min(v) => v.resize(groups, f64::INFINITY),
-            Acc::Max(v) => v.resize(groups, f64::NEG_INFINITY),
+            // NaN until a value comes: f64::min/max skip NaN, so it also ends up as "no
+            // value" (null) for a group whose values are all null or NaN, as in pandas.
+            Acc::Min(v) | Acc::Max(v) => v.resize(groups, f64::NAN),
             Acc::Moments { n, mean, m2 } => {
                 n.resize(groups, 0.0);
                 mean.resize(groups, 0.0);
@@ -318,7 +319,10 @@ impl Keys {
         Ok(match types {
             [t] if is_string(t) => Keys::Str(GroupIds::new()),
             [DataType::Dictionary(_, v)] if is_string(v) => Keys::Str(GroupIds::new()),
-            [t] if t.is_integer() => Keys::Int(GroupIds::new(), t.clone()),
+            // (u64 keys above i64::MAX would not fit: they go by rows.)
+            [t] if t.is_integer() && *t != DataType::UInt64 => {
+                Keys::Int(GroupIds::new(), t.clone())
+            }
             _ => {
                 let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
                 Keys::Rows(GroupIds::new(), RowConverter::new(fields)?)
@@ -397,16 +401,30 @@ fn strings(g: &mut GroupIds<Box<str>>, c: &ArrayRef, out: &mut Vec<u32>) -> Resu
                 .map(|k| k.map_or(SKIP, |k| g.id(k, |k| Box::from(k)))),
         ),
         DataType::Dictionary(..) => {
-            // Each distinct value is looked up once, then rows take their value's id.
+            // Each distinct value used is looked up once, then rows take their value's id.
+            // (A filtered partition keeps its whole dictionary: unused values make no group.)
             let dict = c.as_any_dictionary();
-            let mut value_ids = Vec::new();
-            strings(g, dict.values(), &mut value_ids)?;
             let keys = arrow_cast::cast(dict.keys(), &DataType::Int64)?;
             let keys = keys.as_primitive::<Int64Type>();
-            out.extend(
-                keys.iter()
-                    .map(|k| k.map_or(SKIP, |k| value_ids[k as usize])),
-            );
+            let values = dict.values();
+            let mut used = vec![false; values.len()];
+            for k in keys.iter().flatten() {
+                if let Some(u) = used.get_mut(k as usize) {
+                    *u = true;
+                }
+            }
+            let values = arrow_cast::cast(values, &DataType::Utf8)?;
+            let values = values.as_string::<i32>();
+            let value_ids: Vec<u32> = (0..values.len())
+                .map(|v| match used[v] && values.is_valid(v) {
+                    true => g.id(values.value(v), |k| Box::from(k)),
+                    false => SKIP,
+                })
+                .collect();
+            out.extend(keys.iter().map(|k| {
+                k.and_then(|k| value_ids.get(k as usize).copied())
+                    .unwrap_or(SKIP)
+            }));
         }
         other => return Err(invalid(format!("{other} is not a string column"))),
     }
@@ -555,9 +573,8 @@ impl Grouper {
             let c: ArrayRef = match (a.how, states.as_slice()) {
                 (How::Sum, [Acc::Sum(s)]) => Arc::new(Float64Array::from(s.clone())),
                 (How::Min, [Acc::Min(m)]) | (How::Max, [Acc::Max(m)]) => Arc::new(
-                    // A group with no values keeps the ±infinity it started from: null.
                     m.iter()
-                        .map(|&x| (!x.is_infinite()).then_some(x))
+                        .map(|&x| (!x.is_nan()).then_some(x))
                         .collect::<Float64Array>(),
                 ),
                 (How::Count, [Acc::Count(c)]) => Arc::new(Int64Array::from(c.clone())),
@@ -737,6 +754,58 @@ mod tests {
             .unwrap()
             .as_primitive::<Int64Type>();
         assert_eq!(count.values().to_vec(), vec![0, 2]);
+    }
+
+    #[test]
+    fn infinities_are_values_and_unused_dictionary_values_make_no_group() {
+        let g = grouping(&[How::Min, How::Max]);
+        let b = frame(&["a", "a", "b"], &[1.0, f64::INFINITY, f64::NEG_INFINITY]);
+        let out = combine(
+            &g,
+            &[partial(&g, std::slice::from_ref(&b), &b.schema()).unwrap()],
+            true,
+        )
+        .unwrap();
+        let max = out
+            .column_by_name("max")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        assert_eq!(max.value(0), f64::INFINITY);
+        let min = out
+            .column_by_name("min")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        assert_eq!(min.value(1), f64::NEG_INFINITY);
+        // A dictionary of three values of which the rows use one.
+        let keys = arrow_array::DictionaryArray::<arrow_array::types::Int32Type>::try_new(
+            arrow_array::Int32Array::from(vec![1, 1]),
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+        )
+        .unwrap();
+        let schema = Schema::new(vec![
+            Field::new("key", keys.data_type().clone(), false),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        let b = RecordBatch::try_new(
+            shared(schema),
+            vec![Arc::new(keys), Arc::new(Float64Array::from(vec![2.0, 3.0]))],
+        )
+        .unwrap();
+        let g = grouping(&[How::Sum]);
+        let out = combine(
+            &g,
+            &[partial(&g, std::slice::from_ref(&b), &b.schema()).unwrap()],
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(
+            out.column_by_name("sum")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0),
+            5.0
+        );
     }
 
     #[test]

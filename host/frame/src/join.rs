@@ -28,12 +28,64 @@ impl JoinHow {
         [("inner", JoinHow::Inner), ("left", JoinHow::Left)];
 }
 
+/// The key columns of `batch`, each brought to its family's one type (strings of any
+/// layout to Utf8, integers to Int64, floats to Float64), so that equal keys hash and
+/// compare equal whichever side and file they come from.
 fn key_columns(batch: &RecordBatch, on: &[String]) -> Result<Vec<ArrayRef>> {
     if on.is_empty() {
         return Err(invalid("a join needs at least one key column"));
     }
-    on.iter().map(|k| column(batch, k).cloned()).collect()
+    on.iter()
+        .map(|k| {
+            let c = column(batch, k)?;
+            let to = family(c.data_type()).1;
+            Ok(match &to {
+                t if t == c.data_type() => c.clone(),
+                t => arrow_cast::cast(c, t)?,
+            })
+        })
+        .collect()
 }
+
+/// A key type's family and the type its family joins as.
+fn family(t: &DataType) -> (&'static str, DataType) {
+    let t = match t {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        t => t,
+    };
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ("string", DataType::Utf8),
+        // u64 keys above i64::MAX keep their type (and must then match exactly).
+        t if t.is_integer() && *t != DataType::UInt64 => ("integer", DataType::Int64),
+        t if t.is_floating() => ("float", DataType::Float64),
+        t => ("other", t.clone()),
+    }
+}
+
+/// Checks that the key columns `on` of two schemas can be joined.
+pub fn check_keys(left: &Schema, right: &Schema, on: &[String]) -> Result<()> {
+    for k in on {
+        let l = left
+            .field_with_name(k)
+            .map_err(|_| crate::no_column(left, k))?;
+        let r = right
+            .field_with_name(k)
+            .map_err(|_| crate::no_column(right, k))?;
+        let (lf, rf) = (family(l.data_type()), family(r.data_type()));
+        if lf.1 != rf.1 {
+            return Err(invalid(format!(
+                "the join key `{k}` is {} on the left and {} on the right: make them the same \
+                 type first (e.g. assign(\"{k}\", ...))",
+                l.data_type(),
+                r.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The most parts a frame may be split into.
+pub const MAX_PARTS: usize = 1 << 16;
 
 /// A hash of each row's key that is the same for equal keys on either side of a join,
 /// whatever string layout or integer width each side uses.
@@ -41,11 +93,6 @@ fn hashes(columns: &[ArrayRef]) -> Result<Vec<u64>> {
     let n = columns.first().map_or(0, |c| c.len());
     let mut out = vec![0u64; n];
     for c in columns {
-        let c = match c.data_type() {
-            DataType::Dictionary(_, v) => arrow_cast::cast(c, v)?,
-            t if t.is_integer() => arrow_cast::cast(c, &DataType::Int64)?,
-            _ => c.clone(),
-        };
         let mut mix = |i: usize, f: &dyn Fn(&mut FxHasher)| {
             let mut h = FxHasher::default();
             h.write_u64(out[i]);
@@ -75,7 +122,7 @@ fn hashes(columns: &[ArrayRef]) -> Result<Vec<u64>> {
                 .for_each(|(i, k)| mix(i, &|h| h.write_i64(k.unwrap_or(0)))),
             t => {
                 let converter = RowConverter::new(vec![SortField::new(t.clone())])?;
-                let rows = converter.convert_columns(std::slice::from_ref(&c))?;
+                let rows = converter.convert_columns(std::slice::from_ref(c))?;
                 for (i, r) in rows.iter().enumerate() {
                     mix(i, &|h| h.write(r.as_ref()));
                 }
@@ -87,8 +134,10 @@ fn hashes(columns: &[ArrayRef]) -> Result<Vec<u64>> {
 
 /// Splits `batch` into `parts` partitions by a hash of the `on` columns.
 pub fn split_hash(batch: &RecordBatch, on: &[String], parts: usize) -> Result<Vec<RecordBatch>> {
-    if parts == 0 {
-        return Err(invalid("cannot split into 0 parts"));
+    if parts == 0 || parts > MAX_PARTS {
+        return Err(invalid(format!(
+            "cannot split into {parts} parts (1 to {MAX_PARTS})"
+        )));
     }
     let hashes = hashes(&key_columns(batch, on)?)?;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
@@ -108,38 +157,11 @@ pub fn join(
     right: &RecordBatch,
     on: &[String],
     how: JoinHow,
+    max_bytes: u64,
 ) -> Result<RecordBatch> {
+    check_keys(&left.schema(), &right.schema(), on)?;
     let (lk, rk) = (key_columns(left, on)?, key_columns(right, on)?);
     let rtypes: Vec<DataType> = rk.iter().map(|c| c.data_type().clone()).collect();
-    // Both sides' keys are brought to the right side's types, then numbered by one table.
-    let lk = lk
-        .iter()
-        .zip(&rtypes)
-        .map(|(c, t)| {
-            let same_family = |a: &DataType, b: &DataType| {
-                let s = |t: &DataType| {
-                    matches!(
-                        t,
-                        DataType::Utf8
-                            | DataType::LargeUtf8
-                            | DataType::Utf8View
-                            | DataType::Dictionary(..)
-                    )
-                };
-                (s(a) && s(b)) || (a.is_integer() && b.is_integer())
-            };
-            if c.data_type() == t || same_family(c.data_type(), t) {
-                Ok(c.clone())
-            } else {
-                arrow_cast::cast(c, t).map_err(|e| {
-                    invalid(format!(
-                        "the join keys do not compare: {} and {t}: {e}",
-                        c.data_type()
-                    ))
-                })
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut keys = Keys::new(&rtypes)?;
     let mut rids = Vec::new();
     keys.ids(&rk, &mut rids)?;
@@ -155,6 +177,28 @@ pub fn join(
     }
     let mut lids = Vec::new();
     keys.ids(&lk, &mut lids)?;
+    // Count the result's rows before making it: a many-to-many join can be huge.
+    let mut count = vec![0u64; known];
+    for &id in &rids {
+        if id != SKIP {
+            count[id as usize] += 1;
+        }
+    }
+    let rows: u64 = lids
+        .iter()
+        .map(|&id| match count.get(id as usize) {
+            Some(&n) if n > 0 => n,
+            _ => u64::from(how == JoinHow::Left),
+        })
+        .sum();
+    let width = |b: &RecordBatch| b.get_array_memory_size() as u64 / b.num_rows().max(1) as u64;
+    let bytes = rows.saturating_mul(width(left) + width(right) + 8);
+    if bytes > max_bytes {
+        return Err(crate::FrameError::TooLarge(format!(
+            "the join makes {rows} rows (about {bytes} bytes), more than the task's memory \
+             limit of {max_bytes} bytes"
+        )));
+    }
     let (mut li, mut ri): (Vec<u32>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
     for (row, &id) in lids.iter().enumerate() {
         let mut r = match id {
@@ -263,7 +307,7 @@ mod tests {
     #[test]
     fn joins_inner_and_left() {
         let on = ["id".to_string()];
-        let inner = join(&left(), &right(), &on, JoinHow::Inner).unwrap();
+        let inner = join(&left(), &right(), &on, JoinHow::Inner, u64::MAX).unwrap();
         assert_eq!(inner.num_rows(), 5); // 1 once, each of the two 2s twice
         let names: Vec<_> = inner
             .schema()
@@ -272,7 +316,9 @@ mod tests {
             .map(|f| f.name().clone())
             .collect();
         assert_eq!(names, ["id", "v_x", "v_y"]);
-        let l = join(&left(), &right(), &on, JoinHow::Left).unwrap();
+        let l = join(&left(), &right(), &on, JoinHow::Left, u64::MAX).unwrap();
+        let e = join(&left(), &right(), &on, JoinHow::Inner, 100).unwrap_err();
+        assert!(e.to_string().contains("the join makes 5 rows"), "{e}");
         assert_eq!(l.num_rows(), 6);
         assert_eq!(complete_rows(&l, &["v_y"]), 5);
     }
@@ -285,7 +331,11 @@ mod tests {
             split_hash(&right(), &on, 3).unwrap(),
         );
         let total: usize = (0..3)
-            .map(|i| join(&l[i], &r[i], &on, JoinHow::Inner).unwrap().num_rows())
+            .map(|i| {
+                join(&l[i], &r[i], &on, JoinHow::Inner, u64::MAX)
+                    .unwrap()
+                    .num_rows()
+            })
             .sum();
         assert_eq!(total, 5);
     }

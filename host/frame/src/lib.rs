@@ -36,6 +36,9 @@ pub enum FrameError {
     /// The path is outside what the task may read or write.
     #[error("{0}")]
     Denied(String),
+    /// The result would be larger than the task may make.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The result of a dataframe operation.

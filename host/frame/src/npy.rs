@@ -28,6 +28,9 @@ pub struct Dtype {
 
 impl Dtype {
     fn parse(descr: &str) -> Option<Dtype> {
+        if !descr.is_ascii() || descr.len() < 3 {
+            return None;
+        }
         let (order, rest) = descr.split_at(1);
         let big_endian = match order {
             "<" | "|" | "=" => false,
@@ -83,7 +86,10 @@ pub fn header(location: &Location, url: &str) -> Result<Header> {
         1 => (u16::from_le_bytes([start[8], start[9]]) as u64, 10),
         2 | 3 => {
             let b = read(location, 8..12)?;
-            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64, 12)
+            let b: [u8; 4] = b[..]
+                .try_into()
+                .map_err(|_| bad(url, "the header is cut short"))?;
+            (u32::from_le_bytes(b) as u64, 12)
         }
         v => return Err(bad(url, &format!("unknown format version {v}"))),
     };
@@ -149,6 +155,11 @@ pub fn read_block(
     }
     let size = h.dtype.size;
     // Strides in elements, then one byte range per run along the last axis.
+    let too_big = || bad(url, &format!("its shape {:?} is too large", h.shape));
+    h.shape
+        .iter()
+        .try_fold(size, |n, &d| n.checked_mul(d))
+        .ok_or_else(too_big)?;
     let mut strides = vec![1usize; dims];
     for a in (0..dims.saturating_sub(1)).rev() {
         strides[a] = strides[a + 1] * h.shape[a + 1];

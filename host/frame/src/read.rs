@@ -101,6 +101,8 @@ fn check_steps(steps: &[Step]) -> Result<()> {
 /// Runs batches through the steps: the partition (or its groupby partial).
 struct Chain<'s> {
     steps: &'s [Step],
+    /// Leading steps the reader already applied (a filter pushed into Parquet).
+    skip: usize,
     grouper: Option<Grouper>,
     batches: Vec<RecordBatch>,
     schema: Option<SchemaRef>,
@@ -111,6 +113,7 @@ impl<'s> Chain<'s> {
         check_steps(steps)?;
         Ok(Chain {
             steps,
+            skip: 0,
             grouper: None,
             batches: Vec::new(),
             schema: None,
@@ -118,7 +121,7 @@ impl<'s> Chain<'s> {
     }
 
     fn push(&mut self, mut batch: RecordBatch) -> Result<()> {
-        for step in self.steps {
+        for step in &self.steps[self.skip..] {
             batch = match step {
                 Step::Filter(e) => e.filter(&batch)?,
                 Step::Assign(name, e) => assign(&batch, name, e)?,
@@ -253,15 +256,34 @@ fn read_csv(
     needed: Option<&[String]>,
     chain: &mut Chain,
 ) -> Result<SchemaRef> {
+    // Every file of a frame must have the first file's columns, in the same order: the
+    // types are applied by position.
+    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut input, &mut header)
+        .map_err(|e| FrameError::Io(format!("cannot read the header line: {e}")))?;
+    let names: Vec<&str> = header
+        .trim_end_matches(['\r', '\n'])
+        .split(',')
+        .map(|n| n.trim().trim_matches('"'))
+        .collect();
+    let expected: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if names != expected {
+        return Err(FrameError::Io(format!(
+            "its columns ({}) are not those of the frame's first file ({})",
+            names.join(", "),
+            expected.join(", ")
+        )));
+    }
     let mut builder = arrow_csv::ReaderBuilder::new(schema.clone())
-        .with_header(true)
+        .with_header(false)
         .with_batch_size(BATCH_ROWS);
     let mut input_schema = schema.clone();
     if let Some(p) = projection(schema, needed)? {
         input_schema = shared(schema.project(&p)?);
         builder = builder.with_projection(p);
     }
-    for batch in builder.build(input)? {
+    for batch in builder.build_buffered(input)? {
         chain.push(batch?)?;
     }
     Ok(input_schema)
@@ -314,6 +336,7 @@ fn read_parquet<T: ChunkReader + 'static>(
                     .map_err(|err| arrow_schema::ArrowError::ComputeError(err.to_string()))
             });
             builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+            chain.skip = 1;
         }
     }
     for batch in builder.build()? {
@@ -337,7 +360,16 @@ pub fn schema_of(url: &str, format: Format, access: &DataAccess) -> Result<Schem
                 .with_header(true)
                 .infer_schema(&bytes[..], Some(1000))
                 .map_err(|e| failed(e.into()))?;
-            Ok(shared(schema))
+            // A column empty in the rows looked at is read as text, not dropped.
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Null => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            Ok(shared(Schema::new(fields)))
         }
         Format::Parquet => {
             let bytes = location.bytes()?;

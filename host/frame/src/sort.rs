@@ -63,6 +63,12 @@ fn select_one(batch: &RecordBatch, by: &str) -> Result<RecordBatch> {
 /// `parts - 1` boundaries that cut the values of `samples` (one-column partitions) into
 /// `parts` ranges of about equal size.
 pub fn boundaries(samples: &[RecordBatch], parts: usize) -> Result<RecordBatch> {
+    if parts == 0 || parts > crate::join::MAX_PARTS {
+        return Err(invalid(format!(
+            "cannot cut into {parts} ranges (1 to {})",
+            crate::join::MAX_PARTS
+        )));
+    }
     let first = samples.first().ok_or_else(|| invalid("no samples"))?;
     let all = crate::concat(&first.schema(), samples)?;
     let by = first.schema().field(0).name().clone();
@@ -75,13 +81,21 @@ pub fn boundaries(samples: &[RecordBatch], parts: usize) -> Result<RecordBatch> 
     take(&sorted, &picks)
 }
 
-/// Splits `batch` into `bounds.num_rows() + 1` partitions by the value of `by`: part `i`
-/// holds the rows with `bounds[i-1] <= value < bounds[i]` (nulls go to the last part).
+/// Splits `batch` into `parts` partitions by the value of `by`: part `i` holds the rows with
+/// `bounds[i-1] <= value < bounds[i]`; nulls go to the last part that has a range (with
+/// fewer boundaries than `parts - 1`, from too few samples, the parts after it are empty).
 pub fn split_range(
     batch: &RecordBatch,
     by: &str,
     bounds: &RecordBatch,
+    parts: usize,
 ) -> Result<Vec<RecordBatch>> {
+    if parts == 0 || parts > crate::join::MAX_PARTS || bounds.num_rows() >= parts {
+        return Err(invalid(format!(
+            "cannot split into {parts} parts at {} boundaries",
+            bounds.num_rows()
+        )));
+    }
     let values = column(batch, by)?;
     let b: &ArrayRef = bounds.column(0);
     let values = if values.data_type() == b.data_type() {
@@ -92,11 +106,11 @@ pub fn split_range(
     // Each row's part: how many boundaries are <= its value, found by binary search with
     // Arrow's row comparator.
     let cmp = arrow_ord::ord::make_comparator(values.as_ref(), b.as_ref(), SortOptions::default())?;
-    let parts = b.len() + 1;
+    let ranges = b.len() + 1;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
     for i in 0..values.len() {
         let part = if values.is_null(i) {
-            parts - 1
+            ranges - 1
         } else {
             let (mut lo, mut hi) = (0, b.len());
             while lo < hi {

@@ -30,73 +30,106 @@ pub enum DataAccess {
 
 impl DataAccess {
     /// The real path of `path`, if a task of `tenant` may read it (or, when `write`, create
-    /// it: then its directory must exist).
+    /// it: the file and its missing directories are then checked where they would be).
     pub fn check(&self, path: &Path, tenant: &str, write: bool) -> Result<PathBuf> {
-        let real = if write {
-            // The file and its directories may not exist yet: the nearest existing ancestor
-            // is resolved, and what follows it is kept as written (without `..`).
-            if path
-                .components()
-                .any(|c| c == std::path::Component::ParentDir)
-            {
-                return Err(FrameError::Io(format!(
-                    "{}: a path to write may not contain `..`",
-                    path.display()
-                )));
-            }
-            let mut existing = path;
-            let mut rest = Vec::new();
-            while !existing.exists() {
-                match (existing.parent(), existing.file_name()) {
-                    (Some(parent), Some(name)) => {
-                        rest.push(name);
-                        existing = if parent.as_os_str().is_empty() {
-                            Path::new(".")
-                        } else {
-                            parent
-                        };
-                    }
-                    _ => break,
-                }
-            }
-            let mut real = real_path(existing)?;
-            real.extend(rest.iter().rev());
-            real
-        } else {
-            real_path(path)?
-        };
         let DataAccess::Under(roots) = self else {
-            return Ok(real);
+            return resolve(path, write);
         };
+        // A tenant names one directory: never `..`, `/x` or an empty name.
+        let plain = !tenant.is_empty()
+            && tenant != "."
+            && tenant != ".."
+            && !tenant.contains(['/', '\\', '\0']);
         let allowed: Vec<PathBuf> = roots
             .iter()
+            .filter(|root| plain || !root.to_string_lossy().contains("{tenant}"))
             .filter_map(|root| {
-                let root = root.to_string_lossy().replace("{tenant}", tenant);
-                std::fs::canonicalize(root).ok()
+                std::fs::canonicalize(root.to_string_lossy().replace("{tenant}", tenant)).ok()
             })
             .collect();
-        if allowed.iter().any(|root| real.starts_with(root)) {
-            return Ok(real);
-        }
-        let shown: Vec<String> = roots
-            .iter()
-            .map(|r| r.to_string_lossy().replace("{tenant}", tenant))
-            .collect();
-        Err(FrameError::Denied(if shown.is_empty() {
-            format!(
-                "{} is a local path, and this worker reads no local files (its operator \
-                 gives directories with --data-dir); use an object store URL such as \
-                 s3://bucket/key",
+        let denied = || {
+            let shown: Vec<String> = roots
+                .iter()
+                .map(|r| r.to_string_lossy().replace("{tenant}", tenant))
+                .collect();
+            FrameError::Denied(if shown.is_empty() {
+                format!(
+                    "{} is a local path, and this worker reads no local files (its operator \
+                     gives directories with --data-dir); use an object store URL such as \
+                     s3://bucket/key",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "{} is outside the directories this worker may read for tenant `{tenant}`: {}",
+                    path.display(),
+                    shown.join(", ")
+                )
+            })
+        };
+        if write
+            && path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(FrameError::Denied(format!(
+                "{}: a path to write may not contain `..` here",
                 path.display()
-            )
+            )));
+        }
+        // A path that is not under a directory even as written is denied before anything
+        // is looked up (so nothing can be learnt about what exists outside).
+        let absolute = std::path::absolute(path).map_err(|e| FrameError::Io(e.to_string()))?;
+        let lexical: PathBuf = absolute.components().collect();
+        let under_as_written = roots.iter().any(|root| {
+            let root = root.to_string_lossy().replace("{tenant}", tenant);
+            std::path::absolute(root).is_ok_and(|r| lexical.starts_with(r))
+        });
+        let real = match resolve(path, write) {
+            Ok(real) => real,
+            Err(_) if !under_as_written => return Err(denied()),
+            Err(e) => return Err(e),
+        };
+        if allowed.iter().any(|root| real.starts_with(root)) {
+            Ok(real)
         } else {
-            format!(
-                "{} is outside the directories this worker may read for tenant `{tenant}`: {}",
-                path.display(),
-                shown.join(", ")
-            )
-        }))
+            Err(denied())
+        }
     }
+}
+
+/// The real path of a file to read, or of a file to write: its nearest existing ancestor
+/// resolved (symbolic links included, dangling ones refused) and the rest kept as written.
+fn resolve(path: &Path, write: bool) -> Result<PathBuf> {
+    if !write {
+        return real_path(path);
+    }
+    let mut existing = path;
+    let mut rest = Vec::new();
+    // `symlink_metadata`: a dangling link counts as existing, and then fails to resolve.
+    while std::fs::symlink_metadata(existing).is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => break,
+        }
+    }
+    if rest.is_empty() && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(FrameError::Denied(format!(
+            "{} is a symbolic link: Fabric does not write through links",
+            path.display()
+        )));
+    }
+    let mut real = real_path(existing)?;
+    real.extend(rest.iter().rev());
+    Ok(real)
 }
 
 fn real_path(path: &Path) -> Result<PathBuf> {
@@ -278,7 +311,18 @@ impl Location {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir).map_err(failed)?;
                 }
-                std::fs::write(p, data).map_err(failed)
+                // The path was checked; a link put there since is not followed.
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                const O_NOFOLLOW: i32 = 0o400000; // Linux
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(O_NOFOLLOW)
+                    .open(p)
+                    .map_err(failed)?;
+                file.write_all(&data).map_err(failed)
             }
             Location::Remote { store, path, url } => {
                 block_on(store.put(path, PutPayload::from(data)))
@@ -383,9 +427,13 @@ pub fn expand(pattern: &str) -> Result<Vec<String>> {
                 .objects
                 .iter()
                 .map(|o| o.location.to_string())
-                .filter(|k| match glob {
-                    Some(g) => glob_match(g, k.rsplit('/').next().unwrap_or(k)),
-                    None => true,
+                .filter(|k| {
+                    let name = k.rsplit('/').next().unwrap_or(k);
+                    match glob {
+                        Some(g) => glob_match(g, name),
+                        // As for a local directory: no `_SUCCESS`, no hidden files.
+                        None => !name.starts_with(['.', '_']),
+                    }
                 })
                 .collect();
             if names.is_empty() && glob.is_none() {
@@ -459,6 +507,37 @@ mod tests {
         assert!(
             access
                 .check(&other.path().join("ana/l.csv"), "ana", false)
+                .is_err()
+        );
+        // A tenant cannot climb out of its directory.
+        std::fs::write(other.path().join("secret.csv"), "x\n").unwrap();
+        let e = access
+            .check(&other.path().join("secret.csv"), "..", false)
+            .unwrap_err();
+        assert!(e.to_string().contains("outside the directories"), "{e}");
+        // Nothing is learnt about files outside: denied, not "no such file".
+        let e = access
+            .check(Path::new("/nonexistent/x.csv"), "ana", false)
+            .unwrap_err();
+        assert!(e.to_string().contains("outside the directories"), "{e}");
+        // Writes: new directories inside are fine, links are not followed.
+        let out = other.path().join("ana/new/dir/out.parquet");
+        assert!(access.check(&out, "ana", true).is_ok());
+        std::os::unix::fs::symlink("/tmp/fabric-nowhere", other.path().join("ana/dangling"))
+            .unwrap();
+        assert!(
+            access
+                .check(&other.path().join("ana/dangling"), "ana", true)
+                .is_err()
+        );
+        assert!(
+            access
+                .check(&other.path().join("ana/dangling/x"), "ana", true)
+                .is_err()
+        );
+        assert!(
+            access
+                .check(&other.path().join("ana/../x"), "ana", true)
                 .is_err()
         );
         let none = DataAccess::Under(Vec::new());

@@ -50,7 +50,8 @@ pub fn window_length(text: &str, ty: &DataType) -> Result<i64> {
         DataType::Date32 => 86400e9,
         t if t.is_integer() => {
             return match nanos_per {
-                None => Ok(number as i64),
+                None if number >= 1.0 => Ok(number as i64),
+                None => Err(invalid(format!("window `{text}` is empty"))),
                 Some(_) => Err(invalid(format!(
                     "window `{text}` has a time unit, but the column is {t}: give a number"
                 ))),
@@ -84,23 +85,39 @@ fn positions(batch: &RecordBatch, on: &str) -> Result<(Vec<i64>, DataType)> {
     Ok((c.as_primitive::<Int64Type>().values().to_vec(), ty))
 }
 
-/// The rows of a partition within one window of its last position: what the next
-/// partition's windows reach back to. The partition must span at least the window.
-pub fn edge(batch: &RecordBatch, on: &str, window: &str) -> Result<RecordBatch> {
-    let (pos, ty) = positions(batch, on)?;
+/// The rows within one window of the last position of the partition and the edge of the
+/// partition before it (`before`): what the next partition's windows reach back to. Edges
+/// chain, so windows longer than a partition, and empty partitions, are read through.
+pub fn edge(
+    batch: &RecordBatch,
+    before: Option<&RecordBatch>,
+    on: &str,
+    window: &str,
+) -> Result<RecordBatch> {
+    let all = with_before(batch, before)?;
+    let (pos, ty) = positions(&all, on)?;
     let w = window_length(window, &ty)?;
-    let (Some(&lo), Some(&hi)) = (pos.first(), pos.last()) else {
-        return Ok(batch.clone());
+    let Some(&hi) = pos.last() else {
+        return Ok(all);
     };
-    if hi - lo < w {
-        return Err(invalid(format!(
-            "a partition spans less than the window {window} ({} rows from {lo} to {hi}): \
-             windows would reach past the partition before it; use fewer, longer partitions",
-            pos.len()
-        )));
+    let keep: BooleanArray = pos
+        .iter()
+        .map(|&p| Some(p > hi.saturating_sub(w)))
+        .collect();
+    Ok(arrow_select::filter::filter_record_batch(&all, &keep)?)
+}
+
+/// `before` (the edge of the previous partitions) then `batch`.
+fn with_before(batch: &RecordBatch, before: Option<&RecordBatch>) -> Result<RecordBatch> {
+    match before {
+        Some(b) if b.num_rows() > 0 => {
+            if b.schema() != batch.schema() {
+                return Err(invalid("the previous partition's edge has another schema"));
+            }
+            crate::concat(&batch.schema(), &[b.clone(), batch.clone()])
+        }
+        _ => Ok(batch.clone()),
     }
-    let keep: BooleanArray = pos.iter().map(|&p| Some(p > hi - w)).collect();
-    Ok(arrow_select::filter::filter_record_batch(batch, &keep)?)
 }
 
 /// Each row of `batch` with the aggregates of the rows whose position is in
@@ -113,23 +130,24 @@ pub fn rolling(
     window: &str,
     aggregates: &[Aggregate],
 ) -> Result<RecordBatch> {
-    let all = match before {
-        Some(b) if b.num_rows() > 0 => {
-            if b.schema() != batch.schema() {
-                return Err(invalid("the previous partition's edge has another schema"));
-            }
-            crate::concat(&batch.schema(), &[b.clone(), batch.clone()])?
-        }
-        _ => batch.clone(),
-    };
+    let all = with_before(batch, before)?;
     let offset = all.num_rows() - batch.num_rows();
     let (pos, ty) = positions(&all, on)?;
     if let Some(i) = pos.windows(2).position(|w| w[0] > w[1]) {
-        return Err(invalid(format!(
-            "rolling needs the rows sorted by `{on}`, but row {} comes before a smaller value \
-             (sort_values or set_index first)",
-            i.saturating_sub(offset)
-        )));
+        return Err(invalid(if i + 1 < offset {
+            format!("the previous partition's edge is not sorted by `{on}`")
+        } else if i + 1 == offset {
+            format!(
+                "the partitions are not in order of `{on}`: this one starts before the one \
+                 before it ends (sort_values or set_index first)"
+            )
+        } else {
+            format!(
+                "rolling needs the rows sorted by `{on}`, but row {} comes before a smaller \
+                 value (sort_values or set_index first)",
+                i - offset
+            )
+        }));
     }
     let w = window_length(window, &ty)?;
     let schema = batch.schema();
@@ -156,7 +174,10 @@ pub fn rolling(
 /// One rolling aggregate over sorted positions, for rows `offset..`.
 fn roll(pos: &[i64], x: &Float64Array, w: i64, offset: usize, how: How) -> ArrayRef {
     let n = pos.len();
-    let (mut start, mut count, mut sum, mut sumsq) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let (mut start, mut count, mut sum) = (0usize, 0usize, 0.0f64);
+    // Mean and sum of squared deviations, updated as values enter and leave (Welford):
+    // stable where sum-of-squares formulas cancel.
+    let (mut mean, mut m2) = (0.0f64, 0.0f64);
     // Candidates for the extreme, as indices with values kept monotonic.
     let mut extreme: VecDeque<usize> = VecDeque::new();
     let better = |a: f64, b: f64| match how {
@@ -170,18 +191,26 @@ fn roll(pos: &[i64], x: &Float64Array, w: i64, offset: usize, how: How) -> Array
             let v = x.value(i);
             count += 1;
             sum += v;
-            sumsq += v * v;
+            let d = v - mean;
+            mean += d / count as f64;
+            m2 += d * (v - mean);
             while extreme.back().is_some_and(|&j| better(v, x.value(j))) {
                 extreme.pop_back();
             }
             extreme.push_back(i);
         }
-        while pos[start] <= pos[i] - w {
+        while pos[start] <= pos[i].saturating_sub(w) {
             if x.is_valid(start) {
                 let v = x.value(start);
                 count -= 1;
                 sum -= v;
-                sumsq -= v * v;
+                if count == 0 {
+                    (mean, m2) = (0.0, 0.0);
+                } else {
+                    let d = v - mean;
+                    mean -= d / count as f64;
+                    m2 -= d * (v - mean);
+                }
             }
             if extreme.front() == Some(&start) {
                 extreme.pop_front();
@@ -192,7 +221,7 @@ fn roll(pos: &[i64], x: &Float64Array, w: i64, offset: usize, how: How) -> Array
             continue;
         }
         let c = count as f64;
-        let var = || (count > 1).then(|| ((sumsq - sum * sum / c) / (c - 1.0)).max(0.0));
+        let var = || (count > 1).then(|| (m2 / (c - 1.0)).max(0.0));
         match how {
             How::Count => counts.push(count as i64),
             How::Sum => floats.push((count > 0).then_some(sum)),
@@ -240,7 +269,7 @@ mod tests {
         // Whole series: t = 0, 30, 60, 90, 120, 150 s; x = 1..6; window 1min = (t-60, t].
         let a = series(&[0, 30, 60], &[1.0, 2.0, 3.0]);
         let b = series(&[90, 120, 150], &[4.0, 5.0, 6.0]);
-        let e = edge(&a, "ts", "1min").unwrap();
+        let e = edge(&a, None, "ts", "1min").unwrap();
         assert_eq!(e.num_rows(), 2); // 30 and 60 are within a minute of 60
         let aggs = [agg(How::Sum), agg(How::Max), agg(How::Count), agg(How::Min)];
         let out = rolling(&b, Some(&e), "ts", "1min", &aggs).unwrap();
@@ -279,8 +308,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("sorted by `ts`"), "{e}");
-        let e = edge(&series(&[0, 10], &[1.0, 2.0]), "ts", "1min").unwrap_err();
-        assert!(e.to_string().contains("spans less than the window"), "{e}");
+        // Edges chain through short and empty partitions.
+        let (p0, p1) = (series(&[0, 10], &[1.0, 2.0]), series(&[], &[]));
+        let e0 = edge(&p0, None, "ts", "1min").unwrap();
+        let e1 = edge(&p1, Some(&e0), "ts", "1min").unwrap();
+        let out = rolling(
+            &series(&[40], &[4.0]),
+            Some(&e1),
+            "ts",
+            "1min",
+            &[agg(How::Sum)],
+        )
+        .unwrap();
+        assert_eq!(
+            out.column_by_name("sum")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0),
+            7.0
+        );
+        assert!(window_length("0", &DataType::Int64).is_err());
+        // Large values: the variance does not cancel away.
+        let big = series(&[0, 1, 2], &[1e9, 1e9 + 1.0, 1e9 + 2.0]);
+        let v = rolling(&big, None, "ts", "1min", &[agg(How::Var)]).unwrap();
+        let v = v
+            .column_by_name("var")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(2);
+        assert!((v - 1.0).abs() < 1e-6, "{v}");
         assert_eq!(
             window_length("1h", &DataType::Timestamp(TimeUnit::Millisecond, None)).unwrap(),
             3_600_000

@@ -148,7 +148,12 @@ pub fn component() -> Component {
     add(
         "split-range",
         f(
-            &[("f", &frame), ("by", &Type::String), ("bounds", &frame)],
+            &[
+                ("f", &frame),
+                ("by", &Type::String),
+                ("bounds", &frame),
+                ("parts", &Type::U32),
+            ],
             &frames,
         ),
     );
@@ -168,6 +173,7 @@ pub fn component() -> Component {
         f(
             &[
                 ("f", &frame),
+                ("before", &Type::Option(Arc::new(frame.clone()))),
                 ("on", &Type::String),
                 ("window", &Type::String),
             ],
@@ -208,8 +214,9 @@ pub(crate) fn data_access(call: &NativeCall) -> DataAccess {
 impl Native for DataFrameKernels {
     fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
         let access = data_access(call);
-        let out = dispatch(export, args, &access, call.tenant).map_err(|e| {
+        let out = dispatch(export, args, &access, call).map_err(|e| {
             let kind = match e {
+                FrameError::TooLarge(_) => TaskErrorKind::OutOfMemory,
                 FrameError::Io(_) | FrameError::Denied(_) | FrameError::Invalid(_) => {
                     TaskErrorKind::GuestError
                 }
@@ -411,7 +418,8 @@ fn nth<T: Clone>(items: &[T], i: u32) -> R<T> {
         .ok_or_else(|| bad(format!("no part {i}: there are {} parts", items.len())))
 }
 
-fn dispatch(export: &str, args: &[Value], access: &DataAccess, tenant: &str) -> R<Value> {
+fn dispatch(export: &str, args: &[Value], access: &DataAccess, call: &NativeCall) -> R<Value> {
+    let tenant = call.tenant;
     use fabric_frame::{join, read, sort, window};
     let frame = |i: usize| decode(&args[i]);
     let out = match export {
@@ -447,19 +455,36 @@ fn dispatch(export: &str, args: &[Value], access: &DataAccess, tenant: &str) -> 
                 &join::concat_parts(&r)?,
                 &strings(&args[2])?,
                 how,
+                call.limits.memory_bytes,
             )?
         }
         "sample" => sort::sample(&frame(0)?, string(&args[1])?, u32_of(&args[2])? as usize)?,
         "boundaries" => sort::boundaries(&frames(&args[0])?, u32_of(&args[1])? as usize)?,
         "split-range" => {
-            let parts = sort::split_range(&frame(0)?, string(&args[1])?, &frame(2)?)?;
+            let parts = sort::split_range(
+                &frame(0)?,
+                string(&args[1])?,
+                &frame(2)?,
+                u32_of(&args[3])? as usize,
+            )?;
             return encode_all(&parts);
         }
         "sort" => {
             let descending = matches!(args[2], Value::Bool(true));
             sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, descending)?
         }
-        "edge" => window::edge(&frame(0)?, string(&args[1])?, string(&args[2])?)?,
+        "edge" => {
+            let before = match &args[1] {
+                Value::Option(Some(f)) => Some(decode(f)?),
+                _ => None,
+            };
+            window::edge(
+                &frame(0)?,
+                before.as_ref(),
+                string(&args[2])?,
+                string(&args[3])?,
+            )?
+        }
         "rolling" => {
             let before = match &args[1] {
                 Value::Option(Some(f)) => Some(decode(f)?),
