@@ -183,7 +183,10 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
             .collect();
         assert_eq!(written as usize, kept.len());
         let plain = by_key(kept.iter().copied());
-        for source in [filtered, DataFrame::read_parquet(&s.path("pq"))?] {
+        // The same frame persisted in the workers' memory (Dask's persist), then used.
+        let persisted = filtered.persist(&client, "filtered").await?;
+        assert_eq!(persisted.npartitions(), FILES);
+        for source in [filtered, DataFrame::read_parquet(&s.path("pq"))?, persisted] {
             let q2 = source
                 .groupby(&["key"])
                 .agg(&[("x", "mean"), ("y", "max"), ("z", "std"), ("z", "count")])?
@@ -557,4 +560,26 @@ fn read_csv_from_s3_on_a_cluster_and_in_process() {
     let out = df(&["read_csv('s3://fabric-data/nothing.csv')"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("s3://fabric-data/nothing.csv"), "{out}");
+}
+
+#[test]
+fn a_long_read_stops_at_the_time_limit() {
+    let dir = GraphDir::new();
+    let mut csv = String::from("key,x\n");
+    for i in 0..400_000 {
+        let _ = writeln!(csv, "k{},{}.25", i % 97, i);
+    }
+    let path = dir.write("big.csv", csv);
+    let df = DataFrame::read_csv(&path.to_string_lossy()).unwrap();
+    let graph = df.groupby(&["key"]).sum("x").unwrap().to_graph();
+    let out = dir.run(&graph, &["--timeout", "5ms"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("timed out: exceeded its time limit of 5ms"),
+        "{out}"
+    );
+    // And without the limit, the same graph gives the sums.
+    let out = dir.run(&graph, &[]);
+    assert_eq!(out.code, 0, "{out}");
 }

@@ -97,6 +97,8 @@ impl fmt::Display for Term {
 struct Parser<'t> {
     text: &'t str,
     at: usize,
+    /// Nesting of lists, dicts and frames in arguments, bounded.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -190,6 +192,16 @@ impl Parser<'_> {
     }
 
     fn term(&mut self) -> Result<Term> {
+        if self.depth >= 64 {
+            return Err(self.error("the query nests too deeply"));
+        }
+        self.depth += 1;
+        let term = self.term_inner();
+        self.depth -= 1;
+        term
+    }
+
+    fn term_inner(&mut self) -> Result<Term> {
         match self.peek() {
             Some('\'' | '"') => Ok(Term::Str(self.string()?)),
             Some('[') => {
@@ -289,7 +301,11 @@ impl Parser<'_> {
 }
 
 fn parse(text: &str) -> Result<Vec<Link>> {
-    let mut p = Parser { text, at: 0 };
+    let mut p = Parser {
+        text,
+        at: 0,
+        depth: 0,
+    };
     let chain = p.chain()?;
     if p.peek().is_some() {
         return Err(p.error("unexpected text after the query"));
@@ -695,6 +711,13 @@ mod tests {
         );
         let e = parse("read_csv('a.csv").unwrap_err().to_string();
         assert!(e.contains("unterminated string"), "{e}");
+        let deep = format!(
+            "read_csv({}'a'{})",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse(&deep).unwrap_err().to_string();
+        assert!(e.contains("nests too deeply"), "{e}");
         // Spaces of any width.
         assert_eq!(
             parse("read_csv('a.csv')\u{a0}.head(1)\u{3000}")

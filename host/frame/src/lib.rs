@@ -39,6 +39,9 @@ pub enum FrameError {
     /// The result would be larger than the task may make.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller asked the work to stop (a time limit, a cancelled job).
+    #[error("stopped")]
+    Stopped,
 }
 
 /// The result of a dataframe operation.

@@ -71,21 +71,16 @@ fn bad(url: &str, why: &str) -> FrameError {
     FrameError::Io(format!("{url}: not a .npy file Fabric reads: {why}"))
 }
 
-/// The bytes of one range.
-fn read(location: &Location, range: Range<u64>) -> Result<bytes::Bytes> {
-    Ok(location.ranges(std::slice::from_ref(&range))?.remove(0))
-}
-
 /// Reads and parses the header of the `.npy` file at `location`.
 pub fn header(location: &Location, url: &str) -> Result<Header> {
-    let start = read(location, 0..10)?;
+    let start = location.range(0..10)?;
     if start.len() < 10 || &start[..6] != b"\x93NUMPY" {
         return Err(bad(url, "it does not start with \\x93NUMPY"));
     }
     let (len, at) = match start[6] {
         1 => (u16::from_le_bytes([start[8], start[9]]) as u64, 10),
         2 | 3 => {
-            let b = read(location, 8..12)?;
+            let b = location.range(8..12)?;
             let b: [u8; 4] = b[..]
                 .try_into()
                 .map_err(|_| bad(url, "the header is cut short"))?;
@@ -93,7 +88,7 @@ pub fn header(location: &Location, url: &str) -> Result<Header> {
         }
         v => return Err(bad(url, &format!("unknown format version {v}"))),
     };
-    let text = read(location, at..at + len)?;
+    let text = location.range(at..at + len)?;
     let text = std::str::from_utf8(&text).map_err(|_| bad(url, "the header is not text"))?;
     // {'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }
     let field = |name: &str| -> Option<&str> {

@@ -101,6 +101,8 @@ fn check_steps(steps: &[Step]) -> Result<()> {
 /// Runs batches through the steps: the partition (or its groupby partial).
 struct Chain<'s> {
     steps: &'s [Step],
+    /// Asked before each batch: true stops the work.
+    stop: &'s dyn Fn() -> bool,
     /// Leading steps the reader already applied (a filter pushed into Parquet).
     skip: usize,
     grouper: Option<Grouper>,
@@ -109,10 +111,11 @@ struct Chain<'s> {
 }
 
 impl<'s> Chain<'s> {
-    fn new(steps: &'s [Step]) -> Result<Chain<'s>> {
+    fn new(steps: &'s [Step], stop: &'s dyn Fn() -> bool) -> Result<Chain<'s>> {
         check_steps(steps)?;
         Ok(Chain {
             steps,
+            stop,
             skip: 0,
             grouper: None,
             batches: Vec::new(),
@@ -121,6 +124,9 @@ impl<'s> Chain<'s> {
     }
 
     fn push(&mut self, mut batch: RecordBatch) -> Result<()> {
+        if (self.stop)() {
+            return Err(FrameError::Stopped);
+        }
         for step in &self.steps[self.skip..] {
             batch = match step {
                 Step::Filter(e) => e.filter(&batch)?,
@@ -182,23 +188,25 @@ pub fn assign(batch: &RecordBatch, name: &str, expr: &Expr) -> Result<RecordBatc
 /// Runs a partition already in memory through `steps`.
 pub fn apply(batch: RecordBatch, steps: &[Step]) -> Result<RecordBatch> {
     let schema = batch.schema();
-    let mut chain = Chain::new(steps)?;
+    let mut chain = Chain::new(steps, &|| false)?;
     chain.push(batch)?;
     chain.finish(&schema)
 }
 
 /// Reads one partition's file and runs it through `steps`, reading only the columns the
 /// steps need; a leading filter is pushed into the Parquet reader (it decodes the other
-/// columns only for the rows the filter keeps).
+/// columns only for the rows the filter keeps). `stop` is asked before each batch; when it
+/// says so, the read ends with [`FrameError::Stopped`].
 pub fn read(
     source: &Source,
     steps: &[Step],
     access: &DataAccess,
     tenant: &str,
+    stop: &dyn Fn() -> bool,
 ) -> Result<RecordBatch> {
     let location = Location::resolve(&source.url, access, tenant, false)?;
     let needed = needed_columns(steps);
-    let mut chain = Chain::new(steps)?;
+    let mut chain = Chain::new(steps, stop)?;
     let named = |e: FrameError| match e {
         FrameError::Io(why) if !why.contains(&source.url) => {
             FrameError::Io(format!("{}: {why}", source.url))
@@ -355,10 +363,22 @@ pub fn schema_of(url: &str, format: Format, access: &DataAccess) -> Result<Schem
     };
     match format {
         Format::Csv => {
-            let bytes = location.bytes()?;
+            // The first rows are enough: at most 4 MiB is read, cut after its last full line.
+            const HEAD: u64 = 4 << 20;
+            let bytes = location.head(HEAD)?;
+            let head = match bytes.len() as u64 {
+                n if n < HEAD => &bytes[..],
+                _ => {
+                    let end = bytes
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(bytes.len(), |i| i + 1);
+                    &bytes[..end]
+                }
+            };
             let (schema, _) = arrow_csv::reader::Format::default()
                 .with_header(true)
-                .infer_schema(&bytes[..], Some(1000))
+                .infer_schema(head, Some(1000))
                 .map_err(|e| failed(e.into()))?;
             // A column empty in the rows looked at is read as text, not dropped.
             let fields: Vec<Field> = schema
@@ -372,10 +392,16 @@ pub fn schema_of(url: &str, format: Format, access: &DataAccess) -> Result<Schem
             Ok(shared(Schema::new(fields)))
         }
         Format::Parquet => {
-            let bytes = location.bytes()?;
-            let b =
-                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| failed(e.into()))?;
-            Ok(b.schema().clone())
+            // A local file is read for its footer only.
+            let footer = match &location {
+                Location::Local(path) => {
+                    let file = std::fs::File::open(path)
+                        .map_err(|e| FrameError::Io(format!("{url}: {e}")))?;
+                    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                }
+                remote => ArrowReaderMetadata::load(&remote.bytes()?, ArrowReaderOptions::new()),
+            };
+            Ok(footer.map_err(|e| failed(e.into()))?.schema().clone())
         }
     }
 }

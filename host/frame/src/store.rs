@@ -303,6 +303,23 @@ impl Location {
         }
     }
 
+    /// The bytes of one range (fewer at the end of a local file).
+    pub fn range(&self, range: std::ops::Range<u64>) -> Result<Bytes> {
+        Ok(self.ranges(std::slice::from_ref(&range))?.remove(0))
+    }
+
+    /// The first `n` bytes of the object (all of it when it is shorter).
+    pub fn head(&self, n: u64) -> Result<Bytes> {
+        match self {
+            Location::Local(_) => self.range(0..n),
+            Location::Remote { store, path, url } => block_on(async {
+                let size = store.head(path).await?.size;
+                store.get_range(path, 0..n.min(size)).await
+            })
+            .map_err(|e| FrameError::Io(format!("{url}: {e}"))),
+        }
+    }
+
     /// Writes `data` as the whole object.
     pub fn put(&self, data: Vec<u8>) -> Result<()> {
         match self {

@@ -214,9 +214,22 @@ pub(crate) fn data_access(call: &NativeCall) -> DataAccess {
 impl Native for DataFrameKernels {
     fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
         let access = data_access(call);
-        let out = dispatch(export, args, &access, call).map_err(|e| {
+        // Reads ask between batches whether the task must stop, and say why here.
+        let why = std::cell::RefCell::new(None);
+        let stop = || match call.interrupted() {
+            Some(e) => {
+                *why.borrow_mut() = Some(e);
+                true
+            }
+            None => false,
+        };
+        let out = dispatch(export, args, &access, call, &stop).map_err(|e| {
+            if let Some(stopped) = why.borrow_mut().take() {
+                return stopped;
+            }
             let kind = match e {
                 FrameError::TooLarge(_) => TaskErrorKind::OutOfMemory,
+                FrameError::Stopped => TaskErrorKind::Cancelled,
                 FrameError::Io(_) | FrameError::Denied(_) | FrameError::Invalid(_) => {
                     TaskErrorKind::GuestError
                 }
@@ -418,12 +431,18 @@ fn nth<T: Clone>(items: &[T], i: u32) -> R<T> {
         .ok_or_else(|| bad(format!("no part {i}: there are {} parts", items.len())))
 }
 
-fn dispatch(export: &str, args: &[Value], access: &DataAccess, call: &NativeCall) -> R<Value> {
+fn dispatch(
+    export: &str,
+    args: &[Value],
+    access: &DataAccess,
+    call: &NativeCall,
+    stop: &dyn Fn() -> bool,
+) -> R<Value> {
     let tenant = call.tenant;
     use fabric_frame::{join, read, sort, window};
     let frame = |i: usize| decode(&args[i]);
     let out = match export {
-        "read" => read::read(&source(&args[0])?, &steps(&args[1])?, access, tenant)?,
+        "read" => read::read(&source(&args[0])?, &steps(&args[1])?, access, tenant, stop)?,
         "map" => read::apply(frame(0)?, &steps(&args[1])?)?,
         "combine" => {
             let finish = matches!(args[2], Value::Bool(true));

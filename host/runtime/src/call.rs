@@ -158,6 +158,8 @@ pub(crate) fn call(
                 limits,
                 tenant: &ctx.tenant,
                 local_data: config.local_data.as_deref(),
+                started: std::time::Instant::now(),
+                cancel: ctx.cancel.as_ref(),
             };
             let value = native.call(export, args, &call)?;
             return finish(value, ty, Leftovers::default(), max_result_bytes);

@@ -64,6 +64,32 @@ pub struct NativeCall<'a> {
     /// The local directories the task may read and write files under
     /// ([`RuntimeConfig::local_data`](crate::RuntimeConfig::local_data)); `None`: any.
     pub local_data: Option<&'a [std::path::PathBuf]>,
+    /// When the call started (its time limit counts from there).
+    pub started: std::time::Instant,
+    /// Set when the task's job is cancelled.
+    pub cancel: Option<&'a crate::CancelFlag>,
+}
+
+impl NativeCall<'_> {
+    /// Why the task must stop now, if it must: its job was cancelled, or its time limit
+    /// passed. Long native calls ask between pieces of work (a CSV read, per batch).
+    pub fn interrupted(&self) -> Option<TaskError> {
+        if self.cancel.is_some_and(|c| c.is_cancelled()) {
+            return Some(TaskError::new(
+                crate::TaskErrorKind::Cancelled,
+                "its job was cancelled".to_string(),
+            ));
+        }
+        (self.started.elapsed() > self.limits.timeout).then(|| {
+            TaskError::new(
+                crate::TaskErrorKind::Timeout,
+                format!(
+                    "exceeded its time limit of {}",
+                    crate::format_duration(self.limits.timeout)
+                ),
+            )
+        })
+    }
 }
 
 /// What a call needs to know about one export.
