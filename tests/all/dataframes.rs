@@ -543,6 +543,19 @@ fn read_csv_from_s3_on_a_cluster_and_in_process() {
         "read_parquet('s3://fabric-data/pq/').groupby('key').x.sum()",
     ]);
     check(&out);
+    // The same with a filter pushed into the ranged Parquet reads.
+    let out = df(&[
+        "--scheduler",
+        &cluster.url,
+        "--csv",
+        "read_parquet('s3://fabric-data/pq/').query('x > 0').groupby('key').x.sum()",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    let got = csv_sums(&out.stdout);
+    for (k, rows) in by_key(rows.iter().filter(|r| r.x > 0.0)) {
+        let sum: f64 = rows.iter().map(|r| r.x).sum();
+        assert!(close(got[&k], sum), "{k}: {} != {sum}", got[&k]);
+    }
 
     // A local path on these workers is refused, and says why.
     let local = dir.path().join("events/part-0.csv");

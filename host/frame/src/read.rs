@@ -8,8 +8,8 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-    RowFilter,
+    ArrowPredicateFn, ArrowReaderBuilder, ArrowReaderMetadata, ArrowReaderOptions,
+    ParquetRecordBatchReaderBuilder, RowFilter,
 };
 use parquet::file::reader::ChunkReader;
 
@@ -237,7 +237,9 @@ pub fn read(
                     .map_err(|e| FrameError::Io(format!("{}: {e}", source.url)))?;
                 read_parquet(file, needed.as_deref(), steps, &mut chain)
             }
-            remote => read_parquet(remote.bytes()?, needed.as_deref(), steps, &mut chain),
+            Location::Remote { store, path, .. } => {
+                read_parquet_remote(store, path, needed.as_deref(), steps, &mut chain)
+            }
         },
     }
     .map_err(named)?;
@@ -297,16 +299,11 @@ fn read_csv(
     Ok(input_schema)
 }
 
-fn read_parquet<T: ChunkReader + 'static>(
-    input: T,
-    needed: Option<&[String]>,
-    steps: &[Step],
-    chain: &mut Chain,
-) -> Result<SchemaRef> {
-    let footer = ArrowReaderMetadata::load(&input, ArrowReaderOptions::new())?;
-    // Strings are read as dictionaries: Parquet stores them so, and grouping or filtering
-    // by a dictionary looks at each distinct value once.
-    let file_schema = footer.schema().clone();
+/// Reader options for a Parquet file of `file_schema`: strings are read as dictionaries
+/// (Parquet stores them so, and grouping or filtering by a dictionary looks at each distinct
+/// value once).
+fn parquet_options(footer: &ArrowReaderMetadata) -> Result<ArrowReaderMetadata> {
+    let file_schema = footer.schema();
     let fields: Vec<Field> = file_schema
         .fields()
         .iter()
@@ -321,9 +318,21 @@ fn read_parquet<T: ChunkReader + 'static>(
         fields,
         file_schema.metadata().clone(),
     )));
-    let metadata = ArrowReaderMetadata::try_new(footer.metadata().clone(), options)?;
-    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata)
-        .with_batch_size(BATCH_ROWS);
+    Ok(ArrowReaderMetadata::try_new(
+        footer.metadata().clone(),
+        options,
+    )?)
+}
+
+/// Sets a Parquet reader (local or remote) up for the chain: the columns it needs, and a
+/// first filter pushed down (the other columns are then decoded only for kept rows).
+fn configure<T>(
+    mut builder: ArrowReaderBuilder<T>,
+    needed: Option<&[String]>,
+    steps: &[Step],
+    chain: &mut Chain,
+) -> Result<(ArrowReaderBuilder<T>, SchemaRef)> {
+    builder = builder.with_batch_size(BATCH_ROWS);
     let schema = builder.schema().clone();
     let mut input_schema = schema.clone();
     if let Some(p) = projection(&schema, needed)? {
@@ -331,7 +340,6 @@ fn read_parquet<T: ChunkReader + 'static>(
         let mask = ProjectionMask::roots(builder.parquet_schema(), p);
         builder = builder.with_projection(mask);
     }
-    // Predicate pushdown: a first filter on columns of the file.
     if let Some(Step::Filter(e)) = steps.first() {
         let cols = e.columns();
         let idx: Option<Vec<usize>> = cols.iter().map(|c| schema.index_of(c).ok()).collect();
@@ -347,10 +355,109 @@ fn read_parquet<T: ChunkReader + 'static>(
             chain.skip = 1;
         }
     }
+    Ok((builder, input_schema))
+}
+
+fn read_parquet<T: ChunkReader + 'static>(
+    input: T,
+    needed: Option<&[String]>,
+    steps: &[Step],
+    chain: &mut Chain,
+) -> Result<SchemaRef> {
+    let footer = ArrowReaderMetadata::load(&input, ArrowReaderOptions::new())?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(input, parquet_options(&footer)?);
+    let (builder, input_schema) = configure(builder, needed, steps, chain)?;
     for batch in builder.build()? {
         chain.push(batch?)?;
     }
     Ok(input_schema)
+}
+
+/// The same from an object store, with ranged reads: the footer, then for each row group
+/// only the column chunks the chain reads.
+fn read_parquet_remote(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+    needed: Option<&[String]>,
+    steps: &[Step],
+    chain: &mut Chain,
+) -> Result<SchemaRef> {
+    use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+    let mut input = StoreReader {
+        store: store.clone(),
+        path: path.clone(),
+    };
+    crate::store::block_on(async {
+        let footer = ArrowReaderMetadata::load_async(&mut input, ArrowReaderOptions::new()).await?;
+        let builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(input, parquet_options(&footer)?);
+        let (builder, input_schema) = configure(builder, needed, steps, chain)?;
+        let mut stream = builder.build()?;
+        while let Some(row_group) = stream.next_row_group().await? {
+            for batch in row_group {
+                chain.push(batch?)?;
+            }
+        }
+        Ok(input_schema)
+    })
+}
+
+/// A Parquet file in an object store, read by ranges.
+struct StoreReader {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    path: object_store::path::Path,
+}
+
+/// A boxed future, as parquet's async reader wants them.
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+fn store_error(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for StoreReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> Boxed<'_, parquet::errors::Result<bytes::Bytes>> {
+        use object_store::ObjectStoreExt;
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> Boxed<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        // One call: the store coalesces nearby ranges.
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(store_error)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> Boxed<'a, parquet::errors::Result<std::sync::Arc<parquet::file::metadata::ParquetMetaData>>>
+    {
+        Box::pin(async move {
+            use object_store::ObjectStoreExt;
+            let size = self.store.head(&self.path).await.map_err(store_error)?.size;
+            let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(std::sync::Arc::new(metadata))
+        })
+    }
 }
 
 /// The columns and types of a dataset, from its first file: inferred from up to 1000 rows of
@@ -392,14 +499,23 @@ pub fn schema_of(url: &str, format: Format, access: &DataAccess) -> Result<Schem
             Ok(shared(Schema::new(fields)))
         }
         Format::Parquet => {
-            // A local file is read for its footer only.
+            // The footer only.
             let footer = match &location {
                 Location::Local(path) => {
                     let file = std::fs::File::open(path)
                         .map_err(|e| FrameError::Io(format!("{url}: {e}")))?;
                     ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
                 }
-                remote => ArrowReaderMetadata::load(&remote.bytes()?, ArrowReaderOptions::new()),
+                Location::Remote { store, path, .. } => {
+                    let mut input = StoreReader {
+                        store: store.clone(),
+                        path: path.clone(),
+                    };
+                    crate::store::block_on(ArrowReaderMetadata::load_async(
+                        &mut input,
+                        ArrowReaderOptions::new(),
+                    ))
+                }
             };
             Ok(footer.map_err(|e| failed(e.into()))?.schema().clone())
         }
