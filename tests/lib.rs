@@ -542,3 +542,17 @@ pub fn python_tool(venv: &str, package: &str, exe: &str) -> PathBuf {
     );
     tool
 }
+
+/// Runs a client future to its end on a one-thread tokio runtime.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
+/// Whether two numbers agree to 1e-9, relative to the larger (absolute below 1).
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}

@@ -3,7 +3,7 @@
 //! single-threaded computations on the same numbers.
 
 use fabric_client::{Array, Client, Dense, LocalCluster};
-use fabric_tests::{Cluster, GraphDir, Outcome};
+use fabric_tests::{Cluster, GraphDir, Outcome, block_on, close};
 use serde_json::{Value as Json, json};
 
 /// The chunk record of an output of `fabric run`.
@@ -19,19 +19,6 @@ fn dense(out: &Outcome, id: &str) -> Dense {
 fn run(dir: &GraphDir, array: &Array) -> Dense {
     let out = dir.run(&array.to_graph(), &[]);
     dense(&out, "result")
-}
-
-/// Runs a client future to its end.
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(f)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 fn assert_close(got: &Dense, shape: &[usize], want: &[f64]) {

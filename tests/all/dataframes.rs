@@ -10,7 +10,7 @@ use fabric_client::arrow_array::cast::AsArray;
 use fabric_client::arrow_array::types::{Float64Type, Int64Type};
 use fabric_client::arrow_array::{Array, RecordBatch};
 use fabric_client::{Client, ClientError, DataFrame};
-use fabric_tests::{Cluster, GraphDir};
+use fabric_tests::{Cluster, GraphDir, block_on, close};
 
 /// One generated row.
 #[derive(Clone, Debug)]
@@ -78,18 +78,6 @@ fn write_data(dir: &Path, rows: &[Row]) {
         let _ = writeln!(keys, "k{k},{}", k * 10);
     }
     std::fs::write(dir.join("keys.csv"), keys).unwrap();
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(f)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 fn strings(b: &RecordBatch, name: &str) -> Vec<String> {

@@ -49,11 +49,7 @@ pub struct Dense {
 impl Dense {
     /// Reads a chunk record (`{shape, data}`) as the kernels return it.
     pub fn from_value(value: &Value) -> Option<Dense> {
-        let Value::Record(fields) = value else {
-            return None;
-        };
-        let get = |name: &str| fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v);
-        let shape = match get("shape")? {
+        let shape = match value.field("shape")? {
             Value::Bulk(b) => match &**b {
                 Bulk::U64(v) => v.iter().map(|&n| n as usize).collect(),
                 _ => return None,
@@ -61,7 +57,7 @@ impl Dense {
             Value::List(l) if l.is_empty() => Vec::new(),
             _ => return None,
         };
-        let data = match get("data")? {
+        let data = match value.field("data")? {
             Value::Bulk(b) => match &**b {
                 Bulk::F64(v) => v.clone(),
                 _ => return None,

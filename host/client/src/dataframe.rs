@@ -60,11 +60,26 @@ enum Base {
 struct Part {
     base: Base,
     steps: Vec<Json>,
+    /// The task computing it, made once: a frame used twice in one graph (a self-join, a
+    /// sort then a rolling window) reads its files once.
+    task: std::sync::OnceLock<Arc<Node>>,
 }
 
 impl Part {
     /// The task computing the partition (with its pending steps fused into it).
+    fn new(base: Base) -> Part {
+        Part {
+            base,
+            steps: Vec::new(),
+            task: std::sync::OnceLock::new(),
+        }
+    }
+
     fn task(&self) -> Arc<Node> {
+        self.task.get_or_init(|| self.make_task()).clone()
+    }
+
+    fn make_task(&self) -> Arc<Node> {
         match (&self.base, self.steps.is_empty()) {
             (Base::Task(n), true) => n.clone(),
             (Base::Task(n), false) => node(
@@ -85,9 +100,12 @@ impl Part {
     }
 
     fn with(&self, step: Json) -> Part {
-        let mut p = self.clone();
-        p.steps.push(step);
-        p
+        let mut steps = self.steps.clone();
+        steps.push(step);
+        Part {
+            steps,
+            ..Part::new(self.base.clone())
+        }
     }
 }
 
@@ -139,10 +157,7 @@ impl DataFrame {
                     }
                     Format::Parquet => json!({"format": "parquet", "url": url}),
                 };
-                Part {
-                    base: Base::File(source),
-                    steps: Vec::new(),
-                }
+                Part::new(Base::File(source))
             })
             .collect();
         Ok(DataFrame {
@@ -235,10 +250,7 @@ impl DataFrame {
             schema,
             parts: tasks
                 .into_iter()
-                .map(|t| Part {
-                    base: Base::Task(t),
-                    steps: Vec::new(),
-                })
+                .map(|t| Part::new(Base::Task(t)))
                 .collect(),
             sorted_by,
         }
@@ -533,14 +545,7 @@ async fn run(client: &Client, graph: Json) -> Result<Vec<(String, Value)>, Clien
 
 /// Reads a `frame` value (as a job returns it) into a record batch.
 pub fn decode(value: &Value) -> Result<RecordBatch, FrameError> {
-    let bytes = match value {
-        Value::Record(fields) => fields
-            .iter()
-            .find(|(n, _)| &**n == "arrow-ipc")
-            .map(|(_, v)| v),
-        _ => None,
-    };
-    match bytes {
+    match value.field("arrow-ipc") {
         Some(Value::Bulk(b)) => match &**b {
             Bulk::U8(bytes) => fabric_frame::decode(bytes),
             _ => Err(FrameError::Invalid(

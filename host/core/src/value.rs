@@ -137,6 +137,14 @@ impl Value {
         Value::Tuple(Arc::from([]))
     }
 
+    /// The field `name` of a record (`None` for another value or a missing field).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Record(fields) => fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// An estimate of the memory this value holds, in bytes: what placement and memory
     /// accounting use.
     pub fn size_bytes(&self) -> u64 {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::enum_of;
 use fabric_core::{FuncType, Type, Value};
 use fabric_runtime::{Component, Limits, Native, NativeCall, TaskError, TaskErrorKind};
 
@@ -727,17 +728,10 @@ pub fn concat(parts: &[ChunkRef], axis: usize) -> Result<Chunk, String> {
 pub fn component() -> Component {
     let chunk = chunk_type();
     let shape = Type::list(Type::U64);
-    let enum_of = |names: &[&str]| Type::Enum(names.iter().map(|&n| Arc::from(n)).collect());
     let binary_op = enum_of(&BinaryOp::ALL.map(|(n, _)| n));
     let unary_op = enum_of(&UnaryOp::ALL.map(|(n, _)| n));
     let axis = Type::Option(Arc::new(Type::U32));
-    let f = |params: &[(&str, &Type)], result: &Type| FuncType {
-        params: params
-            .iter()
-            .map(|&(n, t)| (Arc::from(n), t.clone()))
-            .collect(),
-        result: Some(result.clone()),
-    };
+    let f = crate::signature;
     let mut exports = BTreeMap::new();
     let mut add = |name: &str, ty: FuncType| {
         exports.insert(name.to_string(), ty);

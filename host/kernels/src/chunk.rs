@@ -71,14 +71,12 @@ pub struct ChunkRef<'a> {
 impl<'a> ChunkRef<'a> {
     /// Reads a chunk record; an error says what is wrong with it.
     pub fn from_value(value: &'a Value) -> Result<ChunkRef<'a>, String> {
-        let Value::Record(fields) = value else {
+        if !matches!(value, Value::Record(_)) {
             return Err("expected a chunk record { shape, data }".into());
-        };
+        }
         let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| &**n == name)
-                .map(|(_, v)| v)
+            value
+                .field(name)
                 .ok_or_else(|| format!("the chunk has no `{name}` field"))
         };
         let shape = sizes(field("shape")?).map_err(|e| format!("a chunk's shape: {e}"))?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::enum_of;
 use fabric_core::{Bulk, FuncType, Type, Value};
 use fabric_frame::arrow_array::RecordBatch;
 use fabric_frame::arrow_schema::{DataType, Field, Schema};
@@ -28,10 +29,6 @@ fn record(fields: &[(&str, Type)]) -> Type {
             .map(|(n, t)| (Arc::from(*n), t.clone()))
             .collect(),
     )
-}
-
-fn enum_of(names: &[&str]) -> Type {
-    Type::Enum(names.iter().map(|&n| Arc::from(n)).collect())
 }
 
 /// The WIT type of one aggregate: `record aggregate { column, how, name }`.
@@ -85,13 +82,7 @@ pub fn component() -> Component {
     let frame = frame_type();
     let frames = Type::list(frame.clone());
     let strings = Type::list(Type::String);
-    let f = |params: &[(&str, &Type)], result: &Type| FuncType {
-        params: params
-            .iter()
-            .map(|&(n, t)| (Arc::from(n), t.clone()))
-            .collect(),
-        result: Some(result.clone()),
-    };
+    let f = crate::signature;
     let steps = Type::list(step_type());
     let mut exports = BTreeMap::new();
     let mut add = |name: &str, ty: FuncType| {
@@ -260,14 +251,8 @@ fn bad(what: impl Into<String>) -> FrameError {
 
 /// The value of field `name` of a record.
 fn field<'v>(v: &'v Value, name: &str) -> R<&'v Value> {
-    match v {
-        Value::Record(fields) => fields
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, v)| v)
-            .ok_or_else(|| bad(format!("the record has no field `{name}`"))),
-        _ => Err(bad(format!("expected a record with `{name}`"))),
-    }
+    v.field(name)
+        .ok_or_else(|| bad(format!("expected a record with a field `{name}`")))
 }
 
 fn string(v: &Value) -> R<&str> {

@@ -10,9 +10,26 @@ pub mod dataframe;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use fabric_core::{FuncType, Type};
 use fabric_runtime::Component;
 
 pub use chunk::{Chunk, ChunkRef};
+
+/// The signature `(params) -> result` of a built-in export.
+pub(crate) fn signature(params: &[(&str, &Type)], result: &Type) -> FuncType {
+    FuncType {
+        params: params
+            .iter()
+            .map(|&(n, t)| (Arc::from(n), t.clone()))
+            .collect(),
+        result: Some(result.clone()),
+    }
+}
+
+/// The WIT type `enum { names... }`.
+pub(crate) fn enum_of(names: &[&str]) -> Type {
+    Type::Enum(names.iter().map(|&n| Arc::from(n)).collect())
+}
 
 /// The prefix of every built-in component's name.
 pub const PREFIX: &str = "builtin:";
