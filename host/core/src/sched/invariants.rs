@@ -1,0 +1,170 @@
+//! The invariants of the state, checked after every event by the tests, and a dump.
+
+use rustc_hash::FxHashMap;
+
+use super::{Scheduler, UnitState, WorkerId, key};
+use crate::plan::UnitIdx;
+
+impl Scheduler {
+    /// A description of every unit and worker, for failing tests.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> String {
+        let mut out = String::new();
+        for (j, job) in &self.jobs {
+            for (u, unit) in job.units.iter().enumerate() {
+                out += &format!(
+                    "job {j} unit {u}: {:?} waiting {} refs {} deps {:?}\n",
+                    unit.state,
+                    unit.waiting,
+                    unit.refs,
+                    job.plan.deps(u as UnitIdx)
+                );
+            }
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some(w) = w {
+                out += &format!("worker {i}: running {} queue {:?}\n", w.running, w.queue);
+            }
+        }
+        out += &format!("ready {:?} stranded {:?}\n", self.ready, self.stranded);
+        out
+    }
+
+    /// Checks every invariant of the state; the error names the first one broken.
+    /// Tests call it after every event.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        use UnitState::*;
+        let mut running = vec![0u32; self.workers.len()];
+        let mut queued = vec![0usize; self.workers.len()];
+        let mut memory = vec![0u64; self.workers.len()];
+        let mut used: FxHashMap<(WorkerId, u32), u32> = FxHashMap::default();
+        let live = |w: WorkerId| self.workers.get(w as usize).is_some_and(Option::is_some);
+        for (&job_id, job) in &self.jobs {
+            let plan = &job.plan;
+            let mut is_output = vec![false; plan.len()];
+            plan.outputs
+                .iter()
+                .for_each(|&o| is_output[o as usize] = true);
+            let mut settled = 0;
+            for (u, unit) in job.units.iter().enumerate() {
+                let u = u as UnitIdx;
+                let at = || format!("job {job_id} unit {u} ({:?})", unit.state);
+                let k = key(job_id, plan.priority[u as usize]);
+                let class = job.class_of(u);
+                let deps_missing = plan
+                    .deps(u)
+                    .iter()
+                    .filter(|&&d| job.units[d as usize].state != Memory)
+                    .count() as u32;
+                let active_consumers = plan
+                    .consumers(u)
+                    .iter()
+                    .filter(|&&c| job.units[c as usize].state.is_pending())
+                    .count() as u32;
+                let erred_dep = plan
+                    .deps(u)
+                    .iter()
+                    .any(|&d| job.units[d as usize].state == Erred);
+                // (A value computed before an input was lost and failed on recompute stays.)
+                if erred_dep && unit.state.is_pending() {
+                    return Err(format!("{}: an input failed but it is not erred", at()));
+                }
+                let pinned = u32::from(is_output[u as usize]);
+                if unit.refs != active_consumers + pinned {
+                    return Err(format!(
+                        "{}: refs {} but {} active consumers + {pinned}",
+                        at(),
+                        unit.refs,
+                        active_consumers
+                    ));
+                }
+                match unit.state {
+                    Waiting if unit.waiting != deps_missing || unit.waiting == 0 => {
+                        return Err(format!(
+                            "{}: waiting {} but {deps_missing} inputs missing",
+                            at(),
+                            unit.waiting
+                        ));
+                    }
+                    Ready | Queued(_) | Running(_) | Backoff if deps_missing > 0 => {
+                        return Err(format!("{}: {deps_missing} inputs not in memory", at()));
+                    }
+                    Ready
+                        if !self.ready[class as usize].contains(&k)
+                            && !self.stranded.contains(&k) =>
+                    {
+                        return Err(format!("{}: in no ready set", at()));
+                    }
+                    Queued(w)
+                        if !live(w)
+                            || !self.workers[w as usize]
+                                .as_ref()
+                                .is_some_and(|x| x.queue.contains(&k)) =>
+                    {
+                        return Err(format!("{}: not in worker {w}'s queue", at()));
+                    }
+                    Queued(w) => queued[w as usize] += 1,
+                    Running(w) if !live(w) => return Err(format!("{}: on a dead worker", at())),
+                    Running(w) => {
+                        running[w as usize] += 1;
+                        for &(r, n) in &self.classes[class as usize] {
+                            *used.entry((w, r)).or_default() += n;
+                        }
+                    }
+                    Memory if unit.holders.is_empty() || !unit.holders.iter().all(|&h| live(h)) => {
+                        return Err(format!("{}: holders {:?}", at(), unit.holders));
+                    }
+                    Memory => unit
+                        .holders
+                        .iter()
+                        .for_each(|&h| memory[h as usize] += unit.nbytes),
+                    Released if unit.refs != 0 || !unit.holders.is_empty() => {
+                        return Err(format!("{}: released but still referenced or held", at()));
+                    }
+                    _ => {}
+                }
+                if matches!(unit.state, Memory | Released | Erred) {
+                    settled += 1;
+                }
+            }
+            if settled != job.settled_units {
+                return Err(format!(
+                    "job {job_id}: {settled} settled units, counted {}",
+                    job.settled_units
+                ));
+            }
+        }
+        for (id, w) in self.workers.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let id = id as WorkerId;
+            if w.running != running[id as usize] {
+                return Err(format!(
+                    "worker {id}: running {} but {} units run there",
+                    w.running, running[id as usize]
+                ));
+            }
+            if w.queue.len() != queued[id as usize] {
+                return Err(format!(
+                    "worker {id}: queue of {} but {} units queued there",
+                    w.queue.len(),
+                    queued[id as usize]
+                ));
+            }
+            if w.memory != memory[id as usize] {
+                return Err(format!(
+                    "worker {id}: memory {} but holds {}",
+                    w.memory, memory[id as usize]
+                ));
+            }
+            for (r, cap, in_use) in w.used() {
+                let expected = used.get(&(id, r)).copied().unwrap_or(0);
+                if in_use != expected || in_use > cap {
+                    return Err(format!(
+                        "worker {id}: resource {r} used {in_use} (expected {expected}, offered {cap})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! Placement: queuing ready units where they would finish first, and filling workers.
+
+use smallvec::SmallVec;
+
+use super::{Comm, Demand, Failure, JobId, Scheduler, Unit, UnitState, WorkerId, key, unkey};
+use crate::plan::UnitIdx;
+
+impl Scheduler {
+    /// Takes a ready or queued unit (given as it was) out of the set or queue holding it.
+    pub(super) fn unqueue(&mut self, k: u64, class: u32, unit: &Unit) {
+        match unit.state {
+            UnitState::Ready if !self.ready[class as usize].remove(&k) => {
+                self.stranded.remove(&k);
+            }
+            UnitState::Queued(w) => {
+                let w = self.workers[w as usize]
+                    .as_mut()
+                    .expect("queued on a live worker");
+                w.queue.remove(&k);
+                w.queued_us = (w.queued_us - f64::from(unit.est_us)).max(0.0);
+            }
+            _ => {}
+        }
+    }
+
+    /// All inputs of `u` are in memory: queue it.
+    pub(super) fn make_ready(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
+        let job = &self.jobs[&job_id];
+        let class = job.class_of(u);
+        let k = key(job_id, job.plan.priority[u as usize]);
+        let demand = &self.classes[class as usize];
+        if !self.workers.iter().flatten().any(|w| w.could_run(demand)) {
+            if self.config.wait_for_resources {
+                self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state =
+                    UnitState::Ready;
+                self.stranded.insert(k);
+            } else {
+                let message = format!(
+                    "needs {} but no worker offers that{}",
+                    self.describe_demand(demand),
+                    self.describe_offers()
+                );
+                let task = job.plan.last_step(u);
+                self.fail(job_id, u, Failure::new(task, message), comm);
+            }
+            return;
+        }
+        if job.plan.deps(u).is_empty() {
+            self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state = UnitState::Ready;
+            self.ready[class as usize].insert(k);
+            return;
+        }
+        let est = self.estimate(job_id, u);
+        let best = self.best_worker(job_id, u, est, demand);
+        self.enqueue(job_id, u, best, est);
+    }
+
+    /// Root `u` (key `k`) just went to `worker`: the next roots in priority order that feed a
+    /// consumer of `u` go to the same worker's queue, so that the consumer finds its inputs
+    /// together instead of fetching one from a peer (Dask's co-assignment of root tasks:
+    /// chunks (i, j) and (j, i) of `x + x.T`, say).
+    fn co_assign(&mut self, worker: WorkerId, job_id: JobId, u: UnitIdx, class: u32, k: u64) {
+        /// Siblings considered per root: a consumer rarely reads more roots than this.
+        const MAX_SIBLINGS: usize = 4;
+        let job = &self.jobs[&job_id];
+        let consumers = job.plan.consumers(u);
+        let siblings: SmallVec<[(u64, UnitIdx); MAX_SIBLINGS]> = self.ready[class as usize]
+            .range(k + 1..)
+            .take(MAX_SIBLINGS)
+            .map(|&k2| (k2, unkey(k2)))
+            .take_while(|&(_, (j, _))| j == job_id)
+            .map(|(k2, (_, p))| (k2, job.plan.by_priority[p as usize]))
+            .filter(|&(_, s)| job.plan.consumers(s).iter().any(|c| consumers.contains(c)))
+            .collect();
+        for (k2, s) in siblings {
+            self.ready[class as usize].remove(&k2);
+            let est = self.estimate(job_id, s);
+            self.enqueue(job_id, s, worker, est);
+        }
+    }
+
+    pub(super) fn enqueue(&mut self, job_id: JobId, u: UnitIdx, worker: WorkerId, est: f64) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let unit = &mut job.units[u as usize];
+        unit.state = UnitState::Queued(worker);
+        unit.est_us = est as f32;
+        let w = self.workers[worker as usize].as_mut().expect("live");
+        w.queue.insert(key(job_id, job.plan.priority[u as usize]));
+        w.queued_us += f64::from(unit.est_us);
+        self.dirty.push(worker);
+    }
+
+    /// Expected run time of a unit: the sum of its steps' learned durations.
+    fn estimate(&self, job_id: JobId, u: UnitIdx) -> f64 {
+        let job = &self.jobs[&job_id];
+        job.plan
+            .steps(u)
+            .iter()
+            .map(|&t| {
+                self.durations
+                    .expected(job.func_slots[job.plan.graph.tasks[t as usize].func as usize])
+            })
+            .sum()
+    }
+
+    /// Bytes of `u`'s inputs that `worker` does not hold.
+    pub(super) fn missing_bytes(&self, job_id: JobId, u: UnitIdx, worker: WorkerId) -> u64 {
+        let job = &self.jobs[&job_id];
+        job.plan
+            .deps(u)
+            .iter()
+            .map(|&d| &job.units[d as usize])
+            .filter(|d| !d.holders.contains(&worker))
+            .map(|d| d.nbytes)
+            .sum()
+    }
+
+    /// The worker where `u` would finish first, among those that could ever run it.
+    fn best_worker(&self, job_id: JobId, u: UnitIdx, est: f64, demand: &Demand) -> WorkerId {
+        let mut best = (f64::INFINITY, WorkerId::MAX);
+        for (id, w) in self.workers.iter().enumerate() {
+            let Some(w) = w else { continue };
+            if !w.could_run(demand) {
+                continue;
+            }
+            let transfer =
+                self.missing_bytes(job_id, u, id as WorkerId) as f64 / self.config.bandwidth;
+            let finish = w.backlog_us() + transfer + est;
+            if finish < best.0 {
+                best = (finish, id as WorkerId);
+            }
+        }
+        debug_assert!(
+            best.1 != WorkerId::MAX,
+            "make_ready checked that a worker could run it"
+        );
+        best.1
+    }
+
+    /// Sends work to every dirty worker with room: the best of its own queue and the global
+    /// ready set, by priority; an idle worker with nothing to take steals.
+    pub(super) fn fill(&mut self, comm: &mut impl Comm) {
+        while let Some(id) = self.dirty.pop() {
+            self.fill_worker(id, comm);
+        }
+    }
+
+    pub(super) fn mark_all_dirty(&mut self) {
+        self.dirty.extend(
+            self.workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.is_some())
+                .map(|(i, _)| i as WorkerId),
+        );
+    }
+
+    fn fill_worker(&mut self, id: WorkerId, comm: &mut impl Comm) {
+        loop {
+            let Some(w) = self.workers.get(id as usize).and_then(Option::as_ref) else {
+                return;
+            };
+            if !w.has_room() {
+                return;
+            }
+            let own = w.first_fitting(&self.jobs_classes(), &self.classes);
+            let global = self
+                .ready
+                .iter()
+                .enumerate()
+                .filter(|(c, set)| !set.is_empty() && w.fits(&self.classes[*c]))
+                .filter_map(|(_, set)| set.first().copied())
+                .min();
+            let pick = match (own, global) {
+                (Some(a), Some(b)) => Some((a.min(b), a <= b)),
+                (Some(a), None) => Some((a, true)),
+                (None, Some(b)) => Some((b, false)),
+                (None, None) => None,
+            };
+            let Some((k, from_own)) = pick else {
+                if !self.steal_for(id) {
+                    return;
+                }
+                continue;
+            };
+            let (job_id, priority) = unkey(k);
+            let u = self.jobs[&job_id].plan.by_priority[priority as usize];
+            // A root is estimated when it starts: durations learned since it became ready count.
+            let fresh_estimate = (!from_own).then(|| self.estimate(job_id, u));
+            let job = self
+                .jobs
+                .get_mut(&job_id)
+                .expect("queued units belong to live jobs");
+            let class = job.class_of(u);
+            let w = self.workers[id as usize].as_mut().expect("live");
+            let unit = &mut job.units[u as usize];
+            match fresh_estimate {
+                None => {
+                    w.queue.remove(&k);
+                }
+                Some(est) => {
+                    self.ready[class as usize].remove(&k);
+                    unit.est_us = est as f32;
+                    w.queued_us += est;
+                }
+            }
+            unit.state = UnitState::Running(id);
+            w.start(f64::from(unit.est_us), &self.classes[class as usize]);
+            comm.compute(id, job_id, u);
+            if !from_own {
+                self.co_assign(id, job_id, u, class, k);
+            }
+        }
+    }
+
+    /// Resource class of a queued dispatch key, for `first_fitting`.
+    fn jobs_classes(&self) -> impl Fn(u64) -> u32 + '_ {
+        move |k| {
+            let (job_id, priority) = unkey(k);
+            let job = &self.jobs[&job_id];
+            job.class_of(job.plan.by_priority[priority as usize])
+        }
+    }
+
+    fn describe_demand(&self, demand: &Demand) -> String {
+        demand
+            .iter()
+            .map(|(r, n)| format!("{}={n}", self.resource_names[*r as usize]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn describe_offers(&self) -> String {
+        let offers: Vec<String> = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| !w.resources.is_empty())
+            .map(|w| {
+                w.resources
+                    .iter()
+                    .map(|(r, n)| format!("{}={n}", self.resource_names[*r as usize]))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        if offers.is_empty() {
+            " (no worker offers any resources)".into()
+        } else {
+            format!(" (workers offer: {})", offers.join("; "))
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Worker events: a worker joins, leaves or is lost, or pauses; the bandwidth estimates use.
+
+use super::worker::Worker;
+use super::{Comm, Failure, JobId, Scheduler, UnitState, WorkerId, WorkerSpec, unkey};
+use crate::plan::UnitIdx;
+
+#[cfg(doc)]
+use super::SchedulerConfig; // for a doc link
+
+impl Scheduler {
+    /// A worker joined.
+    pub fn on_worker_added(&mut self, spec: WorkerSpec, comm: &mut impl Comm) -> WorkerId {
+        let id = self.workers.len() as WorkerId;
+        let resources: Vec<(u32, u32)> = spec
+            .resources
+            .iter()
+            .map(|(name, amount)| (self.resource_id(name), *amount))
+            .collect();
+        let worker = Worker::new(
+            spec,
+            resources,
+            self.config.prefetch,
+            self.config.lookahead_us,
+        );
+        self.workers.push(Some(worker));
+        // Units stranded for lack of resources may fit now.
+        for k in std::mem::take(&mut self.stranded) {
+            let (job, priority) = unkey(k);
+            let unit = self.jobs[&job].plan.by_priority[priority as usize];
+            self.make_ready(job, unit, comm);
+        }
+        self.mark_all_dirty();
+        self.fill(comm);
+        id
+    }
+
+    /// A worker left or was lost (`reason` says how, for people): its queued and running
+    /// units run elsewhere, and values only it held are recomputed from their inputs
+    /// (their lineage) where still needed. A unit that was running on
+    /// [`SchedulerConfig::max_worker_losses`] lost workers fails instead, naming them.
+    pub fn on_worker_removed(&mut self, worker: WorkerId, reason: &str, comm: &mut impl Comm) {
+        let Some(w) = self.workers.get_mut(worker as usize).and_then(Option::take) else {
+            return;
+        };
+        let lost_as = format!("{} ({reason})", w.spec.name);
+        let mut job_ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        job_ids.sort_unstable();
+        for job_id in job_ids {
+            let job = self.jobs.get_mut(&job_id).expect("listed");
+            let mut requeue = Vec::new();
+            let mut lost = Vec::new();
+            for (u, unit) in job.units.iter_mut().enumerate() {
+                match unit.state {
+                    UnitState::Queued(x) if x == worker => requeue.push(u as UnitIdx),
+                    UnitState::Running(x) if x == worker => {
+                        unit.attempts = unit.attempts.saturating_add(1);
+                        job.lost_workers
+                            .entry(u as UnitIdx)
+                            .or_default()
+                            .push(lost_as.clone());
+                        requeue.push(u as UnitIdx);
+                    }
+                    UnitState::Memory if unit.holders.contains(&worker) => {
+                        unit.holders.retain(|h| *h != worker);
+                        if unit.holders.is_empty() {
+                            lost.push(u as UnitIdx);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for u in requeue {
+                let job = &self.jobs[&job_id];
+                // (A unit that was only queued there lost nothing.)
+                let lost = job.lost_workers.get(&u).map_or(&[][..], Vec::as_slice);
+                if lost.len() >= usize::from(self.config.max_worker_losses) {
+                    let message = format!(
+                        "quarantined: {} workers were lost while it ran there: {}; it is not \
+                         run again, as it may be what kills them",
+                        lost.len(),
+                        lost.join(", ")
+                    );
+                    let task = job.plan.last_step(u);
+                    self.fail(job_id, u, Failure::new(task, message), comm);
+                } else {
+                    self.jobs.get_mut(&job_id).expect("listed").units[u as usize].state =
+                        UnitState::Waiting;
+                    self.make_ready(job_id, u, comm);
+                }
+            }
+            for u in lost {
+                self.revive(job_id, u, comm);
+            }
+            self.check_finished(job_id, comm);
+        }
+        drop(w);
+        self.mark_all_dirty();
+        self.fill(comm);
+    }
+
+    /// A worker's memory crossed its pause threshold (`paused`) or fell back below it. A
+    /// paused worker is sent nothing new; what it runs finishes, and what is queued for it
+    /// may be stolen by others.
+    pub fn on_worker_paused(&mut self, worker: WorkerId, paused: bool, comm: &mut impl Comm) {
+        let Some(w) = self
+            .workers
+            .get_mut(worker as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if w.paused == paused {
+            return;
+        }
+        w.paused = paused;
+        self.mark_all_dirty();
+        self.fill(comm);
+    }
+
+    /// The measured bandwidth between workers, in bytes per microsecond, for transfer
+    /// estimates from now on (ignored unless finite and positive).
+    pub fn set_bandwidth(&mut self, bytes_per_us: f64) {
+        if bytes_per_us.is_finite() && bytes_per_us > 0.0 {
+            self.config.bandwidth = bytes_per_us;
+        }
+    }
+
+    /// The bandwidth transfer estimates use, in bytes per microsecond.
+    pub fn bandwidth(&self) -> f64 {
+        self.config.bandwidth
+    }
+}
