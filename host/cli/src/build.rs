@@ -81,7 +81,7 @@ fn detect(dir: &Path) -> Result<Language> {
     match (python.as_slice(), js.as_slice()) {
         ([], []) => bail!(
             "cannot tell the language of {}: expected a Cargo.toml (Rust), or a Python or \
-             JavaScript module beside a wit/ folder",
+            JavaScript module beside a wit/ folder",
             dir.display()
         ),
         ([_, ..], [_, ..]) => bail!(
@@ -111,7 +111,7 @@ fn pick(
         many if many.iter().any(|m| m == main) => Ok(main.to_string()),
         many => bail!(
             "{} has several {language} modules ({}): name the one with the task's exports \
-             {main_file}",
+            {main_file}",
             dir.display(),
             many.join(", "),
         ),
@@ -228,7 +228,7 @@ const COMPONENTIZE_JS: Tool = Tool {
     env: "FABRIC_COMPONENTIZE_JS",
     local: Some("node_modules/.bin/componentize-js"),
     install: "install it in the project with `npm install --save-dev \
-              @bytecodealliance/componentize-js@0.23` (Node.js 20 or later)",
+             @bytecodealliance/componentize-js@0.23` (Node.js 20 or later)",
     // The tool runs in the project, so stack traces name its files as the author knows
     // them; without the HTTP features (tasks serve no HTTP) the component imports no
     // wasi:http, which Fabric does not offer.
@@ -342,8 +342,71 @@ fn componentize(
         world: &world.name,
         out: &out,
     });
-    tool.run(&path, dir, &args)?;
+    tool.run(&path, dir, &args)
+        .map_err(|e| explain_symbol_clash(e, &world))?;
     Ok((out, world))
+}
+
+/// Functions of the C library (and its math library) that a guest language's runtime links,
+/// separated by spaces: a world-level export of the same name clashes with them when the
+/// componentizer links the component.
+const C_LIBRARY_FUNCTIONS: &str = "\
+    abort abs access acos alarm asin atan atan2 atexit atof atoi atol bind bsearch calloc \
+    cbrt ceil chdir chmod chown clock close closedir connect copysign cos cosh ctime \
+    difftime div dup dup2 erf erfc execv exit exp exp2 expm1 fabs fclose fdim fflush fgets \
+    floor fma fmax fmin fmod fopen fork fprintf fputs fread free frexp fscanf fseek fstat \
+    fsync ftell fwrite getc getchar getcwd getenv getpid gets gmtime hypot ilogb index \
+    isalnum isalpha isatty isdigit islower isspace isupper kill labs ldexp lgamma link \
+    listen llabs llround localtime log log10 log1p log2 logb longjmp lround lseek lstat \
+    malloc memchr memcmp memcpy memmove memset mkdir mktime modf nan nearbyint nextafter \
+    open opendir pause perror pipe poll pow printf putc putchar puts qsort raise rand read \
+    readdir readlink realloc realpath recv remainder remove rename rewind rint rmdir round \
+    scalbn scanf select send setenv setjmp shutdown signal sin sinh sleep snprintf socket \
+    sprintf sqrt srand sscanf stat strcat strchr strcmp strcpy strdup strerror strlen \
+    strncmp strncpy strstr strtod strtol symlink sync system tan tanh tgamma time times \
+    tmpfile tolower toupper trunc truncate umask uname ungetc unlink unsetenv usleep utime \
+    wait waitpid write";
+
+/// A componentizer that panics with "duplicate items" is linking two definitions of one
+/// core symbol: a world-level export named like a C library function. Says which export.
+fn explain_symbol_clash(error: anyhow::Error, world: &World) -> anyhow::Error {
+    if !format!("{error:#}").contains("duplicate items detected") {
+        return error;
+    }
+    let clashing: Vec<&str> = world
+        .exports
+        .iter()
+        .map(String::as_str)
+        .filter(|e| C_LIBRARY_FUNCTIONS.split_whitespace().any(|f| f == *e))
+        .collect();
+    let culprits = if clashing.is_empty() {
+        // Not one we know by name: any export without a dash may be it.
+        let single: Vec<&str> = world
+            .exports
+            .iter()
+            .map(String::as_str)
+            .filter(|e| !e.contains('-'))
+            .collect();
+        format!("one of the exports {}", quoted(&single))
+    } else {
+        format!("the export {}", quoted(&clashing))
+    };
+    anyhow::anyhow!(
+        "{culprits} of world `{}` has the name of a C library function that the language's \
+        runtime links, and a world-level export keeps its name as its core symbol: rename it \
+        in the world and the module (a name with a dash, such as `abs-value`, cannot clash)\n\
+         (the componentizer said: duplicate items detected while linking)",
+        world.name
+    )
+}
+
+/// `a`, `b` and `c` as `` `a`, `b`, `c` ``.
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Builds a Rust crate for wasm32-wasip2 with cargo; returns the component's path.
@@ -364,7 +427,7 @@ fn build_rust(dir: &Path, out: Option<PathBuf>) -> Result<(PathBuf, World)> {
     if !output.status.success() {
         bail!(
             "cargo build failed ({}); is the target installed? \
-             (rustup target add wasm32-wasip2)",
+            (rustup target add wasm32-wasip2)",
             output.status
         );
     }
@@ -463,13 +526,41 @@ mod tests {
         std::fs::write(
             dir.path().join("w.wit"),
             "package a:b;\n\nworld things {\n    include fabric:task/task@0.1.0;\n    \
-             /// doc\n    export inc: func(x: s64) -> s64;\n    export safe-div: func(a: s64, \
-             b: s64) -> result<s64, string>;\n    export an-interface;\n}\n",
+            /// doc\n    export inc: func(x: s64) -> s64;\n    export safe-div: func(a: s64, \
+            b: s64) -> result<s64, string>;\n    export an-interface;\n}\n",
         )
         .unwrap();
         let w = world(dir.path()).unwrap();
         assert_eq!(w.name, "things");
         assert_eq!(w.exports, ["inc", "safe-div"]);
+    }
+
+    #[test]
+    fn names_an_export_that_clashes_with_the_c_library() {
+        let world = World {
+            name: "tools".into(),
+            exports: vec!["inc".into(), "abs".into(), "safe-div".into()],
+        };
+        let panic = anyhow::anyhow!(
+            "componentize-py failed: one or more duplicate items detected when collecting"
+        );
+        let e = explain_symbol_clash(panic, &world).to_string();
+        assert!(e.starts_with("the export `abs` of world `tools`"), "{e}");
+        assert!(e.contains("rename it"), "{e}");
+        // An unknown clash names every export that could be it.
+        let world = World {
+            name: "tools".into(),
+            exports: vec!["frobnicate".into(), "safe-div".into()],
+        };
+        let panic = anyhow::anyhow!("duplicate items detected");
+        let e = explain_symbol_clash(panic, &world).to_string();
+        assert!(e.starts_with("one of the exports `frobnicate` of"), "{e}");
+        // Other failures pass unchanged.
+        let other = anyhow::anyhow!("componentize-py failed: syntax error");
+        assert_eq!(
+            explain_symbol_clash(other, &world).to_string(),
+            "componentize-py failed: syntax error"
+        );
     }
 
     #[test]

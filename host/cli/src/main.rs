@@ -36,7 +36,7 @@ enum Command {
     /// Run a dataframe query written as in pandas, here or on a cluster:
     /// fabric df "read_csv('data/*.csv').groupby('key').x.sum()"
     Df(df::DfArgs),
-    /// Build a guest project (Rust or Python) into a task component and check its exports.
+    /// Build a guest project (Rust, Python or JavaScript) into a task component and check its exports.
     Build(build::BuildArgs),
     /// Run a scheduler: serves clients (`fabric submit`) and workers (`fabric worker`).
     Scheduler(cluster::SchedulerArgs),

@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderBuilder, ArrowReaderMetadata, ArrowReaderOptions,
@@ -294,9 +294,43 @@ fn read_csv(
         builder = builder.with_projection(p);
     }
     for batch in builder.build_buffered(input)? {
-        chain.push(batch?)?;
+        chain.push(batch.map_err(|e| csv_error(e, schema))?)?;
     }
     Ok(input_schema)
+}
+
+/// A CSV reader's error, told as an editor shows the file: arrow-csv numbers a value's row
+/// from 0 and a record from 1, both without the header line, and names columns by index.
+fn csv_error(e: ArrowError, schema: &Schema) -> FrameError {
+    let message = e.to_string();
+    // "... for column 3 at line 1234 ..." (a value) or "... for line 12, expected ..." (a record).
+    let (message, header_and_base) = match message.find(" at line ") {
+        Some(_) => (message, 2),
+        None => (message.replacen(" for line ", " at line ", 1), 1),
+    };
+    let Some(at) = message.find(" at line ") else {
+        return FrameError::Io(message);
+    };
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let after = &message[at + " at line ".len()..];
+    let Ok(line) = after[..digits(after)].parse::<usize>() else {
+        return FrameError::Io(message);
+    };
+    let mut told = format!(
+        "{} at line {}{}",
+        &message[..at],
+        line + header_and_base,
+        &after[digits(after)..]
+    );
+    // "column 3" -> "column `x`".
+    if let Some(c) = told.find("column ") {
+        let rest = &told[c + "column ".len()..];
+        let n = digits(rest);
+        if let Some(field) = rest[..n].parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
+            told = format!("{}column `{}`{}", &told[..c], field.name(), &rest[n..]);
+        }
+    }
+    FrameError::Io(told)
 }
 
 /// Reader options for a Parquet file of `file_schema`: strings are read as dictionaries
@@ -539,4 +573,38 @@ pub fn write_parquet(
     writer.close()?;
     location.put(out)?;
     Ok(batch.num_rows() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `text` (a header line, then rows) as CSV of `schema`; the error's text.
+    fn csv_failure(text: &str, schema: Schema) -> String {
+        let stop = || false;
+        let mut chain = Chain::new(&[], &stop).unwrap();
+        read_csv(text.as_bytes(), &shared(schema), None, &mut chain)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_malformed_csv_value_is_told_by_column_name_and_file_line() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        let mut text = String::from("id,x\n");
+        for i in 0..1234 {
+            text.push_str(&format!("{i},{i}.5\n"));
+        }
+        text.push_str("1234,7x\n");
+        // The value is on line 1236 as an editor numbers lines (the header is line 1).
+        let e = csv_failure(&text, schema.clone());
+        assert!(e.contains("'7x'"), "{e}");
+        assert!(e.contains("column `x` at line 1236"), "{e}");
+        // A row with too few fields.
+        let e = csv_failure("id,x\n1,2\n3\n", schema);
+        assert!(e.contains("at line 3"), "{e}");
+    }
 }
