@@ -70,6 +70,14 @@ fn build_example(project: &str, tool_var: &str, tool: PathBuf) -> PathBuf {
             .contains("add, count, fail, inc, rescale, safe-div, spread, words"),
         "the exports are listed (and nothing else): {built}"
     );
+    // Read from the bytes, as the scheduler reads them, the same exports (componentize-py's
+    // pre-initialization hook left out).
+    let read = fabric_signatures::read(&std::fs::read(&out).unwrap()).unwrap();
+    let names: Vec<&str> = read.exports.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["add", "count", "fail", "inc", "rescale", "safe-div", "spread", "words"]
+    );
     out
 }
 
@@ -264,4 +272,39 @@ fn fabric_build_explains_what_it_cannot_do() {
         out.stderr.contains(r#"does not export a "add" function"#),
         "the missing export is named: {out}"
     );
+}
+
+#[test]
+fn fabric_build_names_a_python_export_that_clashes_with_the_c_library() {
+    // The Python example with one more export, `abs`: the Python runtime links the C
+    // library's `abs`, and componentize-py fails while linking without saying which.
+    let dir = GraphDir::new();
+    let project = dir.path().join("py");
+    std::fs::create_dir_all(project.join("wit")).unwrap();
+    let example = workspace_root().join("guest-examples/python");
+    let world = std::fs::read_to_string(example.join("wit/world.wit")).unwrap();
+    let world = world.replacen(
+        "    export inc:",
+        "    export abs: func(x: s64) -> s64;\n    export inc:",
+        1,
+    );
+    std::fs::write(project.join("wit/world.wit"), world).unwrap();
+    let app = std::fs::read_to_string(example.join("app.py")).unwrap();
+    let app = app.replacen(
+        "    def inc(self",
+        "    def abs(self, x: int) -> int:\n        return -x if x < 0 else x\n\n    def inc(self",
+        1,
+    );
+    std::fs::write(project.join("app.py"), app).unwrap();
+    let mut cmd = fabric_command(["build"]);
+    cmd.arg(&project)
+        .env("FABRIC_COMPONENTIZE_PY", componentize_py());
+    let out = run_command(cmd);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("the export `abs` of world `python-examples` has the name of a C library function"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("panicked"), "no panic is passed on: {out}");
 }

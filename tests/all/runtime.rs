@@ -164,6 +164,26 @@ fn exports_have_their_wit_signatures() {
     );
 }
 
+/// What the scheduler reads from a component's bytes without compiling it is what the
+/// runtime finds when it compiles and links it: names, parameters and types.
+#[test]
+fn signatures_read_from_bytes_match_the_compiled_component() {
+    let mut components: Vec<(String, Vec<u8>)> = fabric_tests::GUESTS
+        .iter()
+        .map(|name| (name.to_string(), std::fs::read(fabric_tests::guest(name)).unwrap()))
+        .collect();
+    components.push(("ops".into(), OPS.to_vec()));
+    for (name, bytes) in components {
+        let read = fabric_signatures::read(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let compiled = runtime().load(&bytes).unwrap();
+        assert_eq!(&read.exports, compiled.exports(), "{name}");
+        assert!(!read.exports.is_empty(), "{name}");
+    }
+    // What the runtime refuses as no component, the reader refuses too.
+    let e = fabric_signatures::read(b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(e.to_string().starts_with("not a WebAssembly component"), "{e}");
+}
+
 #[test]
 fn interface_exports_are_named_by_interface() {
     let ops = runtime().load(OPS).unwrap();

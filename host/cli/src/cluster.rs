@@ -68,8 +68,6 @@ pub struct SchedulerArgs {
     /// values they hold) before continuing the journal's jobs.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = args::duration)]
     restore_wait: Duration,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
 }
 
 /// `fabric worker`.
@@ -238,7 +236,6 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             max_job_tasks: a.max_job_tasks,
             journal: a.journal,
             restore_wait: a.restore_wait,
-            runtime: a.runtime.config(Limits::default()),
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");

@@ -2,6 +2,7 @@
 //! machine. Nothing here does I/O, spawns threads or reads clocks: time is passed in and
 //! decisions come out as messages, so every policy is testable with plain unit tests.
 
+pub mod build;
 pub mod graph;
 pub mod plan;
 pub mod sched;
@@ -13,6 +14,7 @@ pub mod value;
 #[cfg(test)]
 mod testutil;
 
+pub use build::{BuildError, SMALL_GRAPH, build, build_json};
 pub use graph::{Arg, ComponentInfo, External, Func, Graph, Input, Task, TaskIdx, TaskOptions};
 pub use plan::{Plan, PlanConfig, UnitIdx, plan};
 pub use sched::{

@@ -10,7 +10,7 @@ pub mod dataframe;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use fabric_core::{FuncType, Type};
+use fabric_core::{Catalog, ComponentInfo, FuncType, Type};
 use fabric_runtime::Component;
 
 pub use chunk::{Chunk, ChunkRef};
@@ -44,4 +44,18 @@ pub fn components() -> &'static BTreeMap<String, Arc<Component>> {
             .map(|c| (c.hash().to_string(), Arc::new(c)))
             .collect()
     })
+}
+
+/// The built-in components' signatures, as a catalog that validation extends with the
+/// graph's own components.
+pub fn catalog() -> Catalog {
+    components()
+        .iter()
+        .map(|(name, c)| {
+            let info = ComponentInfo {
+                exports: c.exports().clone(),
+            };
+            (name.clone(), Ok(info))
+        })
+        .collect()
 }

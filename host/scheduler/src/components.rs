@@ -1,6 +1,7 @@
 //! The scheduler's component store: every uploaded component's bytes once, by content
-//! hash, and its exports' signatures (loaded through the runtime's caches) for validation.
-//! With a journal, the bytes are also kept on disk, so that a restarted scheduler has them.
+//! hash, and its exports' signatures, read from the bytes (never compiled: an uploaded
+//! component is untrusted code, and only the workers that run it compile it). With a
+//! journal, the bytes are also kept on disk, so that a restarted scheduler has them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,32 +9,37 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use fabric_runtime::{Component, Runtime};
+use fabric_core::{Catalog, ComponentInfo};
 use rustc_hash::FxHashMap;
+
+/// One stored component.
+struct Stored {
+    bytes: Bytes,
+    /// Its signatures, or why they cannot be read (read at the first use).
+    signatures: Option<Result<Arc<ComponentInfo>, String>>,
+}
 
 /// The components clients uploaded.
 pub(crate) struct Components {
-    runtime: Runtime,
-    bytes: Mutex<FxHashMap<String, Bytes>>,
+    stored: Mutex<FxHashMap<String, Stored>>,
     /// Where the bytes are kept on disk, one file per hash.
     dir: Option<PathBuf>,
 }
 
 impl Components {
     /// A store in memory only.
-    pub(crate) fn new(runtime: Runtime) -> Components {
+    pub(crate) fn new() -> Components {
         Components {
-            runtime,
-            bytes: Mutex::new(FxHashMap::default()),
+            stored: Mutex::new(FxHashMap::default()),
             dir: None,
         }
     }
 
     /// A store also kept in `dir`, starting with the components found there (each checked
     /// against its hash; a damaged file is skipped).
-    pub(crate) fn on_disk(runtime: Runtime, dir: PathBuf) -> std::io::Result<Components> {
+    pub(crate) fn on_disk(dir: PathBuf) -> std::io::Result<Components> {
         std::fs::create_dir_all(&dir)?;
-        let mut bytes = FxHashMap::default();
+        let mut stored = FxHashMap::default();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             let Some(hash) = path.file_name().and_then(|n| n.to_str()) else {
@@ -44,20 +50,23 @@ impl Components {
             }
             let data = std::fs::read(&path)?;
             if blake3::hash(&data).to_hex().as_str() == hash {
-                bytes.insert(hash.to_string(), Bytes::from(data));
+                let stored_one = Stored {
+                    bytes: Bytes::from(data),
+                    signatures: None,
+                };
+                stored.insert(hash.to_string(), stored_one);
             } else {
                 tracing::warn!("ignoring damaged component file {}", path.display());
             }
         }
         Ok(Components {
-            runtime,
-            bytes: Mutex::new(bytes),
+            stored: Mutex::new(stored),
             dir: Some(dir),
         })
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, FxHashMap<String, Bytes>> {
-        self.bytes.lock().unwrap_or_else(PoisonError::into_inner)
+    fn map(&self) -> std::sync::MutexGuard<'_, FxHashMap<String, Stored>> {
+        self.stored.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether a component with this hash was uploaded.
@@ -67,11 +76,11 @@ impl Components {
 
     /// The bytes of a component.
     pub(crate) fn get(&self, hash: &str) -> Option<Bytes> {
-        self.map().get(hash).cloned()
+        self.map().get(hash).map(|s| s.bytes.clone())
     }
 
-    /// Stores verified bytes under their hash (and on disk, durably, when kept there:
-    /// blocking).
+    /// Stores verified bytes under their hash (and on disk, durably, when kept there) and
+    /// reads their signatures, so that submissions find them ready (blocking).
     pub(crate) fn insert(&self, hash: String, bytes: Bytes) -> std::io::Result<()> {
         if self.has(&hash) {
             return Ok(());
@@ -83,40 +92,62 @@ impl Components {
             f.sync_all()?;
             std::fs::rename(&tmp, dir.join(&hash))?;
         }
-        self.map().entry(hash).or_insert(bytes);
+        let signatures = Some(read_signatures(&bytes));
+        self.map()
+            .entry(hash)
+            .or_insert(Stored { bytes, signatures });
         Ok(())
     }
 
-    /// The components a graph names if all are loaded in memory already (cheap).
-    pub(crate) fn loaded(
-        &self,
-        names: &BTreeMap<String, String>,
-    ) -> Option<BTreeMap<String, Result<Arc<Component>, String>>> {
-        names
-            .iter()
-            .map(|(name, hash)| Some((name.clone(), Ok(self.runtime.loaded_component(hash)?))))
-            .collect()
+    /// The catalog of a graph that names `names` (name -> hash) if every component's
+    /// signatures were read already (cheap: no bytes are read).
+    pub(crate) fn ready_catalog(&self, names: &BTreeMap<String, String>) -> Option<Catalog> {
+        let map = self.map();
+        let mut catalog = fabric_kernels::catalog();
+        for (name, hash) in names {
+            let signatures = map.get(hash)?.signatures.clone()?;
+            catalog.insert(name.clone(), signatures.map(Arc::unwrap_or_clone));
+        }
+        Some(catalog)
     }
 
-    /// Loads the components a graph names (blocking: the first load of a component
-    /// compiles it): name -> component, or why it cannot be used. Every hash must have
+    /// The catalog of a graph that names `names` (name -> hash): the built-in components,
+    /// and each named component's signatures or why they cannot be read (blocking: reading
+    /// a component's signatures the first time validates its bytes). Every hash must have
     /// been checked with [`Components::has`].
-    pub(crate) fn load(
-        &self,
-        names: &BTreeMap<String, String>,
-    ) -> BTreeMap<String, Result<Arc<Component>, String>> {
-        names
-            .iter()
-            .map(|(name, hash)| {
-                let loaded = match self.runtime.load_cached(hash) {
-                    Some(c) => Ok(c),
-                    None => match self.get(hash) {
-                        Some(bytes) => self.runtime.load(&bytes).map_err(|e| e.to_string()),
-                        None => Err(format!("component {hash} was not uploaded")),
-                    },
-                };
-                (name.clone(), loaded)
-            })
-            .collect()
+    pub(crate) fn catalog(&self, names: &BTreeMap<String, String>) -> Catalog {
+        let mut catalog = fabric_kernels::catalog();
+        for (name, hash) in names {
+            let signatures = self.signatures(hash).map(Arc::unwrap_or_clone);
+            catalog.insert(name.clone(), signatures);
+        }
+        catalog
     }
+
+    /// The signatures of one component, read once.
+    fn signatures(&self, hash: &str) -> Result<Arc<ComponentInfo>, String> {
+        let bytes = {
+            let map = self.map();
+            let Some(stored) = map.get(hash) else {
+                return Err(format!("component {hash} was not uploaded"));
+            };
+            if let Some(signatures) = &stored.signatures {
+                return signatures.clone();
+            }
+            stored.bytes.clone()
+        };
+        // Read outside the lock: a large component takes a while to validate.
+        let signatures = read_signatures(&bytes);
+        if let Some(stored) = self.map().get_mut(hash) {
+            stored.signatures = Some(signatures.clone());
+        }
+        signatures
+    }
+}
+
+/// A component's signatures, or why they cannot be read (as validation reports it).
+fn read_signatures(bytes: &[u8]) -> Result<Arc<ComponentInfo>, String> {
+    fabric_signatures::read(bytes)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }

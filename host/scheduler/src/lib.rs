@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabric_proto::v1::scheduler_server::SchedulerServer;
-use fabric_runtime::{Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 
 /// How the scheduler runs.
@@ -51,9 +50,6 @@ pub struct SchedulerOptions {
     /// The most tasks one job may have: a larger graph is refused before it is parsed
     /// (the scheduler keeps about 2 kB per task).
     pub max_job_tasks: usize,
-    /// The runtime's configuration (the scheduler loads components to type-check graphs;
-    /// it shares the precompiled-component cache with workers on the same machine).
-    pub runtime: RuntimeConfig,
 }
 
 impl Default for SchedulerOptions {
@@ -66,7 +62,6 @@ impl Default for SchedulerOptions {
             max_job_tasks: 2_000_000,
             journal: None,
             restore_wait: Duration::from_secs(3),
-            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -74,9 +69,6 @@ impl Default for SchedulerOptions {
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The WebAssembly runtime could not start.
-    #[error("cannot start the WebAssembly runtime: {0}")]
-    Runtime(#[from] fabric_runtime::RuntimeError),
     /// The journal could not be opened.
     #[error("cannot open the journal in {}: {source}", dir.display())]
     Journal {
@@ -96,7 +88,6 @@ pub async fn serve(
     options: SchedulerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let runtime = Runtime::new(options.runtime.clone())?;
     let start = tokio::time::Instant::now();
     let (journal, components, replayed) = match &options.journal {
         Some(dir) => {
@@ -106,7 +97,7 @@ pub async fn serve(
             };
             let (journal, replayed) = journal::Journal::open(dir).map_err(failed)?;
             let components =
-                components::Components::on_disk(runtime, dir.join("components")).map_err(failed)?;
+                components::Components::on_disk(dir.join("components")).map_err(failed)?;
             if let Some(at) = replayed.truncated_at {
                 tracing::warn!("the journal's torn tail was cut off at byte {at}");
             }
@@ -120,7 +111,7 @@ pub async fn serve(
         }
         None => (
             None,
-            components::Components::new(runtime),
+            components::Components::new(),
             journal::Replayed {
                 cluster_id: journal::new_cluster_id(),
                 ..journal::Replayed::default()
@@ -142,7 +133,7 @@ pub async fn serve(
         restoring,
     );
     if !replayed.jobs.is_empty() {
-        // Rebuild the journal's jobs meanwhile (validation may compile components), then
+        // Rebuild the journal's jobs meanwhile (reading components' signatures), then
         // give workers the rest of `restore_wait` to come back and report their values.
         let (core, components) = (core.clone(), components.clone());
         let until = start + options.restore_wait;

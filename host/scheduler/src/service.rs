@@ -1,18 +1,15 @@
 //! The `Scheduler` gRPC service: checks and converts requests, validates graphs, streams
 //! components, and hands everything that touches scheduling state to the core thread.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_core::{Datasets, GraphSpec, PlanConfig};
+use fabric_core::{BuildError, Catalog, Datasets, PlanConfig, SMALL_GRAPH};
 use fabric_proto::chunk::component_chunks;
 use fabric_proto::convert::check_component_hash;
 use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, check_version, component_map, v1};
-use fabric_runtime::Component;
-use fabric_worker::code::{BuildError, SMALL_GRAPH, build};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -53,7 +50,7 @@ pub(crate) fn rebuild(
             "its component {hash} is not kept beside the journal"
         ));
     }
-    let loaded = components.load(&names);
+    let catalog = components.catalog(&names);
     let mut types = Datasets::new();
     for e in &code.externals {
         let ty = serde_json::from_str(&e.type_json)
@@ -66,9 +63,10 @@ pub(crate) fn rebuild(
     let config = PlanConfig {
         fuse: !code.no_fuse,
     };
-    let built = build(&code.graph_json, &loaded, &types, config).map_err(|e| e.to_string())?;
+    let plan = fabric_core::build_json(&code.graph_json, &catalog, &types, config, usize::MAX)
+        .map_err(|e| e.to_string())?;
     Ok(Prepared {
-        plan: built.plan,
+        plan: Arc::new(plan),
         graph_json: code.graph_json,
         components: code.components,
         tenant: code.tenant,
@@ -135,12 +133,12 @@ impl Service {
         } else {
             Default::default()
         };
-        // Validation loads components (compiling them the first time): not on the reactor,
-        // unless the graph is small and its components are in memory already.
+        // Validation reads components' signatures (validating their bytes the first time):
+        // not on the reactor, unless the graph is small and the signatures are read already.
         let components = self.components.clone();
         let config = PlanConfig { fuse: !r.no_fuse };
         let max_tasks = self.max_job_tasks;
-        let validate = move |loaded: BTreeMap<String, Result<Arc<Component>, String>>,
+        let validate = move |catalog: Catalog,
                              graph_json: String,
                              values: crate::core::DatasetValues| {
             let types: Datasets = values
@@ -150,32 +148,25 @@ impl Service {
                     (name.clone(), keys.collect())
                 })
                 .collect();
-            // Counting is cheap; building an absurdly large graph is not.
-            let built = match GraphSpec::count_tasks(&graph_json) {
-                Ok(tasks) if tasks > max_tasks => Err(BuildError::TooLarge {
-                    tasks,
-                    max: max_tasks,
-                }),
-                _ => build(&graph_json, &loaded, &types, config),
-            };
+            let built = fabric_core::build_json(&graph_json, &catalog, &types, config, max_tasks);
             (graph_json, built, values)
         };
         let graph_json = std::mem::take(&mut r.graph_json);
         let quick = (graph_json.len() <= SMALL_GRAPH)
-            .then(|| components.loaded(&names))
+            .then(|| components.ready_catalog(&names))
             .flatten();
         let (graph_json, built, values) = match quick {
-            Some(loaded) => validate(loaded, graph_json, values),
+            Some(catalog) => validate(catalog, graph_json, values),
             None => tokio::task::spawn_blocking(move || {
-                let loaded = components.load(&names);
-                validate(loaded, graph_json, values)
+                let catalog = components.catalog(&names);
+                validate(catalog, graph_json, values)
             })
             .await
             .map_err(|e| Status::internal(format!("validation panicked: {e}")))?,
         };
 
-        let built = match built {
-            Ok(b) => b,
+        let plan = match built {
+            Ok(plan) => Arc::new(plan),
             Err(BuildError::Invalid(report)) => {
                 return reject(report.errors.iter().map(Into::into).collect(), Vec::new());
             }
@@ -192,8 +183,7 @@ impl Service {
                 return reject(vec![problem], Vec::new());
             }
         };
-        let externals = built
-            .plan
+        let externals = plan
             .graph
             .externals
             .iter()
@@ -208,7 +198,7 @@ impl Service {
             })
             .collect();
         let prepared = Prepared {
-            plan: built.plan,
+            plan,
             graph_json,
             components: r.components,
             tenant,

@@ -1,11 +1,13 @@
-//! From a graph document and its loaded components to a plan: the one path the CLI, the
-//! scheduler and every worker take, so that they agree on unit and task indices.
+//! From a graph document and its loaded components to a plan and the component behind each
+//! of its functions: `fabric_core::build` with the loaded components' signatures, as the
+//! scheduler builds it with signatures read from the bytes, so that all agree on unit and
+//! task indices.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fabric_core::{
-    Catalog, ComponentInfo, Datasets, GraphSpec, Plan, PlanConfig, ValidationReport,
+    BuildError, Catalog, ComponentInfo, Datasets, GraphSpec, Plan, PlanConfig, ValidationReport,
 };
 use fabric_runtime::Component;
 
@@ -15,26 +17,6 @@ pub struct Built {
     pub plan: Arc<Plan>,
     /// Loaded component per function of `plan.graph.funcs`.
     pub components: Vec<Arc<Component>>,
-}
-
-/// Why a graph cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The text is not a graph document.
-    #[error("not a valid graph document: {0}")]
-    Parse(#[from] serde_json::Error),
-    /// The graph is invalid: every problem.
-    #[error("{0}")]
-    Invalid(ValidationReport),
-    /// The graph has more tasks than a job may have here (see
-    /// [`GraphSpec::count_tasks`](fabric_core::GraphSpec::count_tasks)).
-    #[error("the graph has {tasks} tasks, more than the {max} a job may have here")]
-    TooLarge {
-        /// Tasks in the graph.
-        tasks: usize,
-        /// The most a job may have.
-        max: usize,
-    },
 }
 
 /// Validates and plans `spec` against `components` (name -> the loaded component, or why
@@ -47,24 +29,14 @@ pub fn build_spec(
     config: PlanConfig,
 ) -> Result<Built, ValidationReport> {
     let builtins = fabric_kernels::components();
-    let mut catalog: Catalog = components
-        .iter()
-        .map(|(name, c)| {
-            let info = c.as_ref().map(|c| ComponentInfo {
-                exports: c.exports().clone(),
-            });
-            (name.clone(), info.map_err(Clone::clone))
-        })
-        .collect();
-    for (name, builtin) in builtins {
-        catalog.entry(name.clone()).or_insert_with(|| {
-            Ok(ComponentInfo {
-                exports: builtin.exports().clone(),
-            })
+    let mut catalog: Catalog = fabric_kernels::catalog();
+    for (name, c) in components {
+        let info = c.as_ref().map(|c| ComponentInfo {
+            exports: c.exports().clone(),
         });
+        catalog.insert(name.clone(), info.map_err(Clone::clone));
     }
-    let graph = fabric_core::validate_with(spec, &catalog, datasets)?;
-    let plan = fabric_core::plan(graph, config);
+    let plan = fabric_core::build(spec, &catalog, datasets, config)?;
     let components = plan
         .graph
         .funcs
@@ -82,10 +54,6 @@ pub fn build_spec(
         components,
     })
 }
-
-/// Graph documents up to this size are validated and planned where they arrive, without a
-/// hand-off to a blocking thread: microseconds of work, which the hand-off would exceed.
-pub const SMALL_GRAPH: usize = 64 << 10;
 
 /// Parses `graph_json`, then [`build_spec`].
 pub fn build(

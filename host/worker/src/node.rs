@@ -839,7 +839,7 @@ impl Node {
                 .insert(e.key.clone(), ty);
             stored.insert((e.dataset.clone(), e.key.clone()), value);
         }
-        let small = code.graph_json.len() <= crate::code::SMALL_GRAPH;
+        let small = code.graph_json.len() <= fabric_core::SMALL_GRAPH;
         let make = move || {
             let built = crate::code::build(
                 &code.graph_json,
