@@ -76,7 +76,9 @@ fn build_example(project: &str, tool_var: &str, tool: PathBuf) -> PathBuf {
     let names: Vec<&str> = read.exports.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["add", "count", "fail", "inc", "rescale", "safe-div", "spread", "words"]
+        [
+            "add", "count", "fail", "inc", "rescale", "safe-div", "spread", "words"
+        ]
     );
     out
 }
@@ -302,9 +304,13 @@ fn fabric_build_names_a_python_export_that_clashes_with_the_c_library() {
     let out = run_command(cmd);
     assert_eq!(out.code, 2, "{out}");
     assert!(
-        out.stderr
-            .contains("the export `abs` of world `python-examples` has the name of a C library function"),
+        out.stderr.contains(
+            "the export `abs` of world `python-examples` has the name of a C library function"
+        ),
         "{out}"
     );
-    assert!(!out.stderr.contains("panicked"), "no panic is passed on: {out}");
+    assert!(
+        !out.stderr.contains("panicked"),
+        "no panic is passed on: {out}"
+    );
 }

@@ -170,7 +170,12 @@ fn exports_have_their_wit_signatures() {
 fn signatures_read_from_bytes_match_the_compiled_component() {
     let mut components: Vec<(String, Vec<u8>)> = fabric_tests::GUESTS
         .iter()
-        .map(|name| (name.to_string(), std::fs::read(fabric_tests::guest(name)).unwrap()))
+        .map(|name| {
+            (
+                name.to_string(),
+                std::fs::read(fabric_tests::guest(name)).unwrap(),
+            )
+        })
         .collect();
     components.push(("ops".into(), OPS.to_vec()));
     for (name, bytes) in components {
@@ -181,7 +186,10 @@ fn signatures_read_from_bytes_match_the_compiled_component() {
     }
     // What the runtime refuses as no component, the reader refuses too.
     let e = fabric_signatures::read(b"\0asm\x01\0\0\0").unwrap_err();
-    assert!(e.to_string().starts_with("not a WebAssembly component"), "{e}");
+    assert!(
+        e.to_string().starts_with("not a WebAssembly component"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -326,7 +326,11 @@ fn csv_error(e: ArrowError, schema: &Schema) -> FrameError {
     if let Some(c) = told.find("column ") {
         let rest = &told[c + "column ".len()..];
         let n = digits(rest);
-        if let Some(field) = rest[..n].parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
+        if let Some(field) = rest[..n]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| schema.fields().get(i))
+        {
             told = format!("{}column `{}`{}", &told[..c], field.name(), &rest[n..]);
         }
     }
