@@ -103,6 +103,21 @@ pub struct External {
 }
 
 impl Arg {
+    /// Calls `f` with every task output and dataset value the argument uses, in order
+    /// (repeats included).
+    pub fn for_each_input(&self, f: &mut impl FnMut(Input)) {
+        match self {
+            Arg::Value(_) => {}
+            Arg::Ref(t) => f(Input::Task(*t)),
+            Arg::External(x) => f(Input::External(*x)),
+            Arg::List(_, items) | Arg::Tuple(items) => {
+                items.iter().for_each(|a| a.for_each_input(f))
+            }
+            Arg::Record(fields) => fields.iter().for_each(|(_, a)| a.for_each_input(f)),
+            Arg::Some(a) | Arg::Variant(_, a) | Arg::Ok(a) | Arg::Err(a) => a.for_each_input(f),
+        }
+    }
+
     /// Builds the argument's value, taking task outputs and dataset values from `input`.
     pub fn resolve<'v>(&self, input: &impl Fn(Input) -> &'v Value) -> Value {
         let all = |args: &[Arg]| -> Vec<Value> { args.iter().map(|a| a.resolve(input)).collect() };
@@ -171,22 +186,18 @@ impl Graph {
     /// The dataset values the steps of `tasks` use (indices into [`Graph::externals`]),
     /// each once.
     pub fn externals_of(&self, tasks: &[TaskIdx]) -> Vec<u32> {
-        fn walk(arg: &Arg, out: &mut Vec<u32>) {
-            match arg {
-                Arg::External(x) if !out.contains(x) => out.push(*x),
-                Arg::List(_, items) | Arg::Tuple(items) => items.iter().for_each(|a| walk(a, out)),
-                Arg::Record(fields) => fields.iter().for_each(|(_, a)| walk(a, out)),
-                Arg::Some(a) | Arg::Variant(_, a) | Arg::Ok(a) | Arg::Err(a) => walk(a, out),
-                _ => {}
-            }
-        }
         let mut out = Vec::new();
         if !self.externals.is_empty() {
             for &t in tasks {
-                self.tasks[t as usize]
-                    .args
-                    .iter()
-                    .for_each(|a| walk(a, &mut out));
+                self.tasks[t as usize].args.iter().for_each(|a| {
+                    a.for_each_input(&mut |i| {
+                        if let Input::External(x) = i
+                            && !out.contains(&x)
+                        {
+                            out.push(x);
+                        }
+                    })
+                });
             }
         }
         out

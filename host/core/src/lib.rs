@@ -8,6 +8,7 @@ pub mod plan;
 pub mod sched;
 pub mod spec;
 pub mod types;
+pub mod unit;
 pub mod validate;
 pub mod value;
 
@@ -23,6 +24,7 @@ pub use sched::{
 };
 pub use spec::{GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};
+pub use unit::Step;
 pub use validate::{
     Catalog, Datasets, GraphError, MAX_RETRIES, ValidationReport, validate, validate_with,
 };

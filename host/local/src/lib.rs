@@ -13,7 +13,7 @@ use fabric_core::{
     Value, WorkerId, WorkerSpec,
 };
 use fabric_runtime::{CancelFlag, Component, Limits, Runtime, TaskError, TaskErrorKind};
-use fabric_worker::{JobCode, UnitFailure, run_unit};
+use fabric_worker::{JobContext, StepCall, UnitFailure, run_unit};
 
 /// How a local run is set up.
 #[derive(Clone, Debug)]
@@ -89,13 +89,14 @@ pub fn run(
     mut on_progress: impl FnMut(&JobProgress),
 ) -> JobReport {
     let workers = config.workers.max(1);
-    let job_code = Arc::new(JobCode {
+    let job_code = Arc::new(LocalJob {
         plan: plan.clone(),
         components,
-        tenant: config.tenant.as_str().into(),
-        defaults: config.limits,
-        externals: Vec::new(),
-        cancel: CancelFlag::new(),
+        context: JobContext {
+            tenant: config.tenant.as_str().into(),
+            defaults: config.limits,
+            cancel: CancelFlag::new(),
+        },
     });
     let store = Arc::new(Store::new(plan.len()));
     let (events_tx, events) = unbounded::<Event>();
@@ -239,10 +240,17 @@ enum Event {
     },
 }
 
+/// The job a local run runs: its plan and the loaded component of each of its functions.
+struct LocalJob {
+    plan: Arc<Plan>,
+    components: Vec<Arc<Component>>,
+    context: JobContext,
+}
+
 fn worker_loop(
     id: WorkerId,
     runtime: &Runtime,
-    job: &JobCode,
+    job: &LocalJob,
     store: &Store,
     inbox: Receiver<Vec<Work>>,
     events: Sender<Event>,
@@ -257,7 +265,12 @@ fn worker_loop(
             // A panic here would be a bug in Fabric, not in the guest: report it as the
             // unit's failure rather than leave the scheduler waiting forever.
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                run_unit(runtime, job, unit, attempt, input)
+                let plan = &job.plan;
+                let steps = plan.steps(unit).iter().map(|&t| {
+                    let func = plan.graph.tasks[t as usize].func;
+                    StepCall::of_plan(plan, t, &job.components[func as usize])
+                });
+                run_unit(runtime, &job.context, steps, attempt, input)
             }))
             .unwrap_or_else(|payload| {
                 let what = payload

@@ -26,6 +26,7 @@ pub mod chunk;
 pub mod convert;
 mod encode;
 mod error;
+mod step;
 pub mod transport;
 pub mod value;
 mod version;

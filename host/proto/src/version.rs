@@ -5,7 +5,7 @@
 ///
 /// Bump it with any change of meaning of the protocol. Fields added compatibly (old peers
 /// ignore them, new peers cope with their absence) do not need a bump.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A peer speaks another version of the protocol than this process.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +70,7 @@ mod tests {
         let e = check_version("scheduler", "worker", PROTOCOL_VERSION + 1).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Fabric protocol mismatch: this scheduler speaks version 1, the worker speaks version 2; run the same Fabric release on every process of a cluster"
+            "Fabric protocol mismatch: this scheduler speaks version 2, the worker speaks version 3; run the same Fabric release on every process of a cluster"
         );
         let e = check_version("scheduler", "client", 0).unwrap_err();
         assert!(

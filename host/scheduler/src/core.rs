@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fabric_core::{
-    Comm, Failure, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, Type, UnitIdx,
-    UnitState, WorkerId, WorkerSpec,
+    Comm, Failure, Input, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, Type,
+    UnitIdx, UnitState, WorkerId, WorkerSpec,
 };
 use fabric_proto::convert::required_key;
 use fabric_proto::{ProtoError, v1};
@@ -86,10 +86,6 @@ pub(crate) enum Command {
     /// it is still running and nobody watches it.
     Abandoned {
         job: u64,
-    },
-    GetJob {
-        job: u64,
-        reply: oneshot::Sender<Option<Arc<v1::JobCode>>>,
     },
     Status {
         reply: oneshot::Sender<v1::ClusterStatusResponse>,
@@ -207,7 +203,7 @@ struct WorkerEntry {
     outbox: Outbox,
     last_seen: Instant,
     metrics: v1::WorkerMetrics,
-    /// Jobs whose code was sent to it.
+    /// Jobs it was told of (`JobStart`).
     knows: FxHashSet<JobId>,
 }
 
@@ -226,7 +222,11 @@ struct Registration {
 }
 
 struct JobEntry {
-    code: Arc<v1::JobCode>,
+    /// What workers keep of the job, sent before its first unit to each.
+    start: v1::JobStart,
+    /// The component of each function of the plan, as steps name it: an uploaded one's
+    /// hash, or a built-in's name.
+    identity: Vec<Arc<str>>,
     /// Where each dataset value the graph uses is stored (by `graph.externals` index).
     externals: Vec<v1::ValueKey>,
     persist: String,
@@ -405,13 +405,6 @@ impl Core {
                     tracing::warn!(job, "its client went away: cancelling it");
                     self.cancel(j, "its client went away (submit with --detach to keep it)");
                 }
-            }
-            Command::GetJob { job, reply } => {
-                let code = self
-                    .job_id(job)
-                    .and_then(|j| self.jobs.get(&j))
-                    .map(|e| e.code.clone());
-                let _ = reply.send(code);
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -740,6 +733,27 @@ impl Core {
             }
         }
         let externals = job.externals.iter().filter_map(|e| e.value).collect();
+        let hashes: FxHashMap<&str, &str> = job
+            .components
+            .iter()
+            .map(|c| (c.name.as_str(), c.hash.as_str()))
+            .collect();
+        let identity = job
+            .plan
+            .graph
+            .funcs
+            .iter()
+            .map(|f| {
+                hashes
+                    .get(&*f.component)
+                    .map_or(f.component.clone(), |&h| Arc::from(h))
+            })
+            .collect();
+        let start = v1::JobStart {
+            job_id: u64::from(id),
+            tenant: job.tenant.clone(),
+            limits: job.limits,
+        };
         let code = v1::JobCode {
             externals: job.externals,
             job_id: u64::from(id),
@@ -767,7 +781,8 @@ impl Core {
         self.jobs.insert(
             id,
             JobEntry {
-                code: Arc::new(code),
+                start,
+                identity,
                 externals,
                 persist: job.persist,
                 updates,
@@ -918,6 +933,7 @@ impl Core {
             self.timers.after(delay, Command::RetryDue { job, unit });
         }
         let mut batches: FxHashMap<WorkerId, Vec<v1::SchedulerEvent>> = FxHashMap::default();
+        use v1::compute_input::Role;
         use v1::scheduler_event::Event;
         for (w, job, unit) in out.releases {
             batches.entry(w).or_default().push(v1::SchedulerEvent {
@@ -927,47 +943,50 @@ impl Core {
             });
         }
         for (w, job, unit) in out.computes {
-            let Some(plan) = self.sched.plan(job) else {
+            let (Some(plan), Some(entry)) = (self.sched.plan(job), self.jobs.get(&job)) else {
                 continue;
             };
             let inputs = plan
-                .deps(unit)
-                .iter()
-                .map(|&d| v1::ComputeInput {
-                    key: Some(v1::ValueKey::new(job, d)),
-                    nbytes: self.sched.nbytes(job, d),
-                    holders: self.holders(job, d, Some(w)),
+                .unit_inputs(unit)
+                .filter_map(|(role, of)| {
+                    let (key, role) = match (role, of) {
+                        (Input::Task(t), Some(u)) => (v1::ValueKey::new(job, u), Role::Task(t)),
+                        (Input::External(x), _) => {
+                            (*entry.externals.get(x as usize)?, Role::External(x))
+                        }
+                        (Input::Task(_), None) => return None,
+                    };
+                    let (dj, du) = key.parts().ok()?;
+                    Some(v1::ComputeInput {
+                        key: Some(key),
+                        nbytes: self.sched.nbytes(dj, du),
+                        holders: self.holders(dj, du, Some(w)),
+                        role: Some(role),
+                    })
                 })
-                .chain(
-                    plan.graph
-                        .externals_of(plan.steps(unit))
-                        .into_iter()
-                        .filter_map(|x| {
-                            let key = *self.jobs.get(&job)?.externals.get(x as usize)?;
-                            let (dj, du) = key.parts().ok()?;
-                            Some(v1::ComputeInput {
-                                key: Some(key),
-                                nbytes: self.sched.nbytes(dj, du),
-                                holders: self.holders(dj, du, Some(w)),
-                            })
-                        }),
-                )
                 .collect();
+            let steps = plan
+                .unit_steps(unit, &entry.identity)
+                .iter()
+                .map(v1::Step::from)
+                .collect();
+            let compute = v1::Compute {
+                key: Some(v1::ValueKey::new(job, unit)),
+                attempt: self.sched.attempt(job, unit),
+                inputs,
+                steps,
+                is_output: plan.consumers(unit).is_empty(),
+            };
             let batch = batches.entry(w).or_default();
             if let Some(worker) = self.workers.get_mut(&w)
                 && worker.knows.insert(job)
-                && let Some(entry) = self.jobs.get(&job)
             {
                 batch.push(v1::SchedulerEvent {
-                    event: Some(Event::JobCode((*entry.code).clone())),
+                    event: Some(Event::JobStart(entry.start.clone())),
                 });
             }
             batch.push(v1::SchedulerEvent {
-                event: Some(Event::Compute(v1::Compute {
-                    key: Some(v1::ValueKey::new(job, unit)),
-                    attempt: self.sched.attempt(job, unit),
-                    inputs,
-                })),
+                event: Some(Event::Compute(compute)),
             });
         }
         for job_id in std::mem::take(&mut self.forget) {
@@ -1043,7 +1062,7 @@ impl Core {
                 let update = entry.updates.borrow();
                 v1::JobStatus {
                     job_id: u64::from(id),
-                    tenant: entry.code.tenant.clone(),
+                    tenant: entry.start.tenant.clone(),
                     state: update.state,
                     progress: update.progress,
                     persist: entry.persist.clone(),
@@ -1071,7 +1090,7 @@ impl Core {
         Some(v1::Dataset {
             name: name.to_string(),
             job_id: u64::from(job),
-            tenant: entry.code.tenant.clone(),
+            tenant: entry.start.tenant.clone(),
             outputs: update.result.map(|r| r.outputs).unwrap_or_default(),
             types_json,
         })
@@ -1084,7 +1103,7 @@ impl Core {
             let (Some(entry), Some(plan)) = (self.jobs.get(&job), self.sched.plan(job)) else {
                 continue;
             };
-            if entry.code.tenant != tenant {
+            if entry.start.tenant != tenant {
                 continue;
             }
             let values = dataset_keys(plan, job)

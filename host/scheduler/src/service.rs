@@ -539,18 +539,6 @@ impl SchedulerRpc for Service {
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
     }
 
-    async fn get_job(
-        &self,
-        request: Request<v1::GetJobRequest>,
-    ) -> Result<Response<v1::JobCode>, Status> {
-        let job = request.into_inner().job_id;
-        let code = self
-            .ask(|reply| Command::GetJob { job, reply })
-            .await?
-            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
-        Ok(Response::new((*code).clone()))
-    }
-
     type GetComponentStream = BoxStream<v1::ComponentChunk>;
 
     async fn get_component(

@@ -1,30 +1,86 @@
-//! Runs one unit of a plan (a fused chain of tasks): builds each step's arguments from its
-//! inputs, calls the step's export in a fresh instance, and hands the last value back.
+//! Runs one unit (a fused chain of tasks): builds each step's arguments from the unit's
+//! inputs and the step before, calls the step's export in a fresh instance, and hands the
+//! last value back. The steps come resolved (from a `Compute`, or from a plan in process):
+//! nothing here knows the graph.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_core::{Input, JobId, Plan, TaskIdx, UnitIdx, Value};
+use fabric_core::{Arg, Input, Plan, Step, TaskIdx, Value};
 use fabric_runtime::{CancelFlag, Component, Limits, Runtime, TaskContext, TaskError};
 use smallvec::SmallVec;
 
-/// What a worker needs to run a job's units: the plan and the loaded component of each of
-/// the plan's functions.
-pub struct JobCode {
-    /// The job's plan.
-    pub plan: Arc<Plan>,
-    /// Loaded component per function of `plan.graph.funcs`.
-    pub components: Vec<Arc<Component>>,
+/// What a worker keeps of a job while it runs its units.
+#[derive(Debug)]
+pub struct JobContext {
     /// The tenant the job belongs to.
     pub tenant: Arc<str>,
     /// Limits of tasks that do not set their own.
     pub defaults: Limits,
-    /// Where each dataset value the graph uses is stored (job and unit that computed it),
-    /// by index of `plan.graph.externals`.
-    pub externals: Vec<(JobId, UnitIdx)>,
     /// Set when the job is cancelled: its running tasks stop within an epoch tick, and
     /// queued ones do not start.
     pub cancel: CancelFlag,
+}
+
+/// One step to run, borrowed from a [`Step`] or a plan, with its component.
+#[derive(Clone, Copy)]
+pub struct StepCall<'a> {
+    /// The task's index in the job's plan.
+    pub task: TaskIdx,
+    /// The task's id in the graph.
+    pub id: &'a Arc<str>,
+    /// The export to call.
+    pub export: &'a str,
+    /// Its arguments.
+    pub args: &'a [Arg],
+    /// Its own time limit in milliseconds, if any.
+    pub timeout_ms: Option<u64>,
+    /// Its own memory limit in MiB, if any.
+    pub memory_mib: Option<u64>,
+    /// The component to call.
+    pub component: &'a Arc<Component>,
+}
+
+impl<'a> StepCall<'a> {
+    /// A step received in a `Compute`, with its loaded component.
+    pub fn of_step(step: &'a Step, component: &'a Arc<Component>) -> StepCall<'a> {
+        StepCall {
+            task: step.task,
+            id: &step.id,
+            export: &step.export,
+            args: &step.args,
+            timeout_ms: step.timeout_ms,
+            memory_mib: step.memory_mib,
+            component,
+        }
+    }
+
+    /// Task `task` of `plan`, with its loaded component.
+    pub fn of_plan(plan: &'a Plan, task: TaskIdx, component: &'a Arc<Component>) -> StepCall<'a> {
+        let t = &plan.graph.tasks[task as usize];
+        let options = t.options.as_deref();
+        StepCall {
+            task,
+            id: &plan.graph.ids[task as usize],
+            export: &plan.graph.funcs[t.func as usize].export,
+            args: &t.args,
+            timeout_ms: options.and_then(|o| o.timeout_ms),
+            memory_mib: options.and_then(|o| o.memory_mib),
+            component,
+        }
+    }
+
+    /// The limits of the call: its own, else the job's defaults.
+    fn limits(&self, defaults: Limits) -> Limits {
+        Limits {
+            memory_bytes: self
+                .memory_mib
+                .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
+            timeout: self
+                .timeout_ms
+                .map_or(defaults.timeout, Duration::from_millis),
+        }
+    }
 }
 
 /// A step of a unit failed.
@@ -36,60 +92,51 @@ pub struct UnitFailure {
     pub error: TaskError,
 }
 
-/// Runs `unit` of `job` (attempt number `attempt`), taking the values of tasks outside the
-/// unit, and of datasets, from `input`. Returns the value of the unit's last step.
-pub fn run_unit(
+/// Runs the steps of a unit of `job` (attempt number `attempt`) in order, taking the
+/// values the first step uses (other units' outputs, dataset values) from `input`; each
+/// later step may use the value of the step before. Returns the last step's value.
+pub fn run_unit<'a>(
     runtime: &Runtime,
-    job: &JobCode,
-    unit: UnitIdx,
+    job: &JobContext,
+    steps: impl IntoIterator<Item = StepCall<'a>>,
     attempt: u32,
     input: impl Fn(Input) -> Value,
 ) -> Result<Value, UnitFailure> {
-    let graph = &job.plan.graph;
-    let steps = job.plan.steps(unit);
-    // Values the current step may use: the unit's inputs and dataset values first, then
-    // the previous step's.
-    let mut known: SmallVec<[(Input, Value); 4]> = graph.tasks[steps[0] as usize]
-        .deps
-        .iter()
-        .map(|&d| (Input::Task(d), input(Input::Task(d))))
-        .collect();
-    let externals = graph.externals_of(steps);
-    let datasets: SmallVec<[(Input, Value); 2]> = externals
-        .iter()
-        .map(|&x| (Input::External(x), input(Input::External(x))))
-        .collect();
-    for &t in steps {
-        let task = &graph.tasks[t as usize];
-        let func = &graph.funcs[task.func as usize];
+    // Values the current step may use: the previous step's, and inputs it asked for.
+    let mut known: SmallVec<[(Input, Value); 4]> = SmallVec::new();
+    for step in steps {
+        for arg in step.args {
+            arg.for_each_input(&mut |i| {
+                if !known.iter().any(|(k, _)| *k == i) {
+                    let value = input(i);
+                    known.push((i, value));
+                }
+            });
+        }
         let lookup = |x: Input| -> &Value {
             &known
                 .iter()
-                .chain(&datasets)
                 .find(|(k, _)| *k == x)
-                .expect("a step's inputs are the unit's inputs, datasets or the previous step")
+                .expect("every input of the step was looked up above")
                 .1
         };
-        let args: SmallVec<[Value; 4]> = task.args.iter().map(|a| a.resolve(&lookup)).collect();
-        let limits = match task.options.as_deref() {
-            None => job.defaults,
-            Some(o) => Limits {
-                memory_bytes: o
-                    .memory_mib
-                    .map_or(job.defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
-                timeout: o
-                    .timeout_ms
-                    .map_or(job.defaults.timeout, Duration::from_millis),
-            },
-        };
-        let ctx = TaskContext::new(graph.ids[t as usize].clone(), attempt, job.tenant.clone())
+        let args: SmallVec<[Value; 4]> = step.args.iter().map(|a| a.resolve(&lookup)).collect();
+        let ctx = TaskContext::new(step.id.clone(), attempt, job.tenant.clone())
             .with_cancel(job.cancel.clone());
-        let component = &job.components[task.func as usize];
         let out = runtime
-            .call(component, &func.export, &args, &ctx, &limits)
-            .map_err(|error| UnitFailure { task: t, error })?;
+            .call(
+                step.component,
+                step.export,
+                &args,
+                &ctx,
+                &step.limits(job.defaults),
+            )
+            .map_err(|error| UnitFailure {
+                task: step.task,
+                error,
+            })?;
         known.clear();
-        known.push((Input::Task(t), out.value));
+        known.push((Input::Task(step.task), out.value));
     }
     Ok(known.pop().expect("a unit has at least one step").1)
 }

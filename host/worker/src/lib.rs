@@ -8,6 +8,6 @@ pub mod node;
 pub mod store;
 mod wire;
 
-pub use executor::{JobCode, UnitFailure, run_unit};
+pub use executor::{JobContext, StepCall, UnitFailure, run_unit};
 pub use node::{WorkerError, WorkerOptions};
 pub use store::{StoreConfig, StoreError, StoreMetrics, ValueStore};

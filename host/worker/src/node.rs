@@ -2,7 +2,6 @@
 //! is given on a pool of threads, stores their values (spilling past its memory target)
 //! and serves them to peers and clients on its own data port.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -11,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fabric_core::{Datasets, Input, JobId, PlanConfig, TaskIdx, Type, UnitIdx, Value, WorkerSpec};
+use fabric_core::{Input, JobId, Step, TaskIdx, Value, WorkerSpec};
 use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
 use fabric_runtime::{
@@ -20,12 +19,12 @@ use fabric_runtime::{
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use tokio::net::TcpListener;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
-use crate::executor::{JobCode, UnitFailure, run_unit};
+use crate::executor::{JobContext, StepCall, UnitFailure, run_unit};
 use crate::store::{StoreConfig, ValueStore};
 use crate::wire;
 use fabric_proto::transport::Peers;
@@ -362,14 +361,21 @@ impl Link {
     }
 }
 
-type CodeCell = Arc<OnceCell<Result<Arc<JobCode>, String>>>;
-
-/// A unit ready to run: its code and every input at hand.
-struct Work {
+/// A unit as it arrived, checked: its steps, and its inputs with what the steps call them.
+struct Unit {
     key: v1::ValueKey,
     attempt: u32,
-    code: Arc<JobCode>,
-    inputs: SmallVec<[((JobId, UnitIdx), Value); 4]>,
+    job: Arc<JobContext>,
+    steps: Vec<Step>,
+    inputs: Vec<(Input, v1::ComputeInput)>,
+    is_output: bool,
+}
+
+/// A unit ready to run: its components and every input at hand.
+struct Work {
+    unit: Unit,
+    components: Vec<Arc<Component>>,
+    inputs: SmallVec<[(Input, Value); 4]>,
 }
 
 /// The report of a failed unit.
@@ -395,8 +401,8 @@ struct Node {
     store: Arc<ValueStore>,
     peers: Peers,
     scheduler: SchedulerClient<Channel>,
-    /// The code of each job seen, fetched once.
-    jobs: Mutex<FxHashMap<JobId, CodeCell>>,
+    /// What the worker keeps of each job it was told of (`JobStart`).
+    jobs: Mutex<FxHashMap<JobId, Arc<JobContext>>>,
     /// Units ready to run, for the executor threads (in the order they came).
     work: crossbeam_channel::Sender<Work>,
     events: mpsc::UnboundedSender<v1::WorkerEvent>,
@@ -475,17 +481,49 @@ impl Node {
         self.memory_changed();
     }
 
-    /// Drops a job's code and values; whatever of it still runs (a cancelled job) stops.
+    /// Drops a job and its values; whatever of it still runs (a cancelled job) stops.
     fn forget_job(&self, job: JobId) {
-        let cell = self
+        let context = self
             .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&job);
-        if let Some(Ok(code)) = cell.as_ref().and_then(|c| c.get()) {
-            code.cancel.cancel();
+        if let Some(context) = context {
+            context.cancel.cancel();
         }
         self.store.remove_job(job);
+    }
+
+    /// A job's first unit is coming: keep who it runs for and its default limits.
+    fn job_start(&self, start: v1::JobStart) {
+        let Ok(job) = JobId::try_from(start.job_id) else {
+            tracing::warn!("ignoring the start of job {}: bad id", start.job_id);
+            return;
+        };
+        let ours = self.runtime.config().default_limits;
+        let limits = start.limits.unwrap_or_default();
+        let defaults = Limits {
+            memory_bytes: if limits.memory_bytes > 0 {
+                limits.memory_bytes
+            } else {
+                ours.memory_bytes
+            },
+            timeout: if limits.timeout_ms > 0 {
+                Duration::from_millis(limits.timeout_ms)
+            } else {
+                ours.timeout
+            },
+        };
+        let context = JobContext {
+            tenant: start.tenant.into(),
+            defaults,
+            cancel: CancelFlag::new(),
+        };
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(job)
+            .or_insert_with(|| Arc::new(context));
     }
 
     /// Queues a heartbeat; false once the node is shutting down.
@@ -524,7 +562,7 @@ impl Node {
         use v1::scheduler_event::Event;
         match event.event {
             Some(Event::Compute(c)) => self.compute(c),
-            Some(Event::JobCode(code)) => self.job_code(code),
+            Some(Event::JobStart(start)) => self.job_start(start),
             Some(Event::Release(r)) => {
                 for key in r.keys {
                     if let Ok(k) = key.parts() {
@@ -543,93 +581,143 @@ impl Node {
         }
     }
 
-    /// Takes a unit: straight to the executor threads when its code and inputs are here
-    /// (the common case), else through a task that fetches what is missing first.
+    /// Takes a unit: straight to the executor threads when its components and inputs are
+    /// here (the common case), else through a task that fetches what is missing first.
     fn compute(self: Arc<Self>, c: v1::Compute) {
         let Some(key) = c.key else {
             tracing::warn!("ignoring a Compute without a key");
             return;
         };
-        let Ok((job, unit)) = key.parts() else {
+        let Ok((job, _)) = key.parts() else {
             tracing::warn!("ignoring a Compute with a bad key");
             return;
         };
-        // One store lookup per input: a missing one sends the unit the slow way.
-        if let Some(code) = self
-            .ready_code(job)
-            .filter(|code| (unit as usize) < code.plan.len())
-        {
-            let local: Option<SmallVec<_>> = c
-                .inputs
-                .iter()
-                .map(|i| {
-                    let k = i.key?.parts().ok()?;
-                    Some((k, self.store.get(k).ok()??))
-                })
-                .collect();
-            if let Some(inputs) = local {
-                self.run(Work {
-                    key,
-                    attempt: c.attempt,
-                    code,
-                    inputs,
-                });
+        let attempt = c.attempt;
+        let unit = match self.unit(key, job, c) {
+            Ok(unit) => unit,
+            Err((task, message)) => {
+                let error = TaskError::new(TaskErrorKind::Host, message);
+                self.send(failed(key, attempt, task, &error));
                 return;
             }
+        };
+        // One cache lookup per step and one store lookup per input: anything missing sends
+        // the unit the slow way.
+        let components: Option<Vec<_>> = unit
+            .steps
+            .iter()
+            .map(|s| self.loaded_component(&s.component))
+            .collect();
+        let local: Option<SmallVec<_>> = unit
+            .inputs
+            .iter()
+            .map(|(role, input)| {
+                let k = input.key?.parts().ok()?;
+                Some((*role, self.store.get(k).ok()??))
+            })
+            .collect();
+        if let (Some(components), Some(inputs)) = (components, local) {
+            self.run(Work {
+                unit,
+                components,
+                inputs,
+            });
+            return;
         }
-        tokio::spawn(self.prepare(c, key, job, unit));
+        tokio::spawn(self.prepare(unit));
     }
 
-    /// The cell that holds (or will hold) the code of `job`.
-    fn code_cell(&self, job: JobId) -> CodeCell {
-        self.jobs
+    /// Checks a `Compute`: its job is known, its steps are well-formed and every value a
+    /// step uses is an input of the unit or the step before. Otherwise the task to blame
+    /// and why.
+    fn unit(
+        &self,
+        key: v1::ValueKey,
+        job: JobId,
+        c: v1::Compute,
+    ) -> Result<Unit, (TaskIdx, String)> {
+        let first = c.steps.first().map_or(0, |s| s.task);
+        let context = self
+            .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(job)
-            .or_default()
-            .clone()
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| (first, format!("job {job} was not started on this worker")))?;
+        let steps: Vec<Step> = c
+            .steps
+            .into_iter()
+            .map(Step::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| (first, e.to_string()))?;
+        if steps.is_empty() {
+            return Err((first, "a unit without steps".into()));
+        }
+        let mut inputs = Vec::with_capacity(c.inputs.len());
+        for input in c.inputs {
+            let role = match input.role {
+                Some(v1::compute_input::Role::Task(t)) => Input::Task(t),
+                Some(v1::compute_input::Role::External(x)) => Input::External(x),
+                None => return Err((first, "an input without a role".into())),
+            };
+            inputs.push((role, input));
+        }
+        let mut previous: Option<TaskIdx> = None;
+        for step in &steps {
+            let mut unknown = None;
+            for arg in step.args.iter() {
+                arg.for_each_input(&mut |i| {
+                    let known = previous.is_some_and(|p| i == Input::Task(p))
+                        || inputs.iter().any(|(role, _)| *role == i);
+                    if !known {
+                        unknown.get_or_insert(i);
+                    }
+                });
+            }
+            if let Some(i) = unknown {
+                return Err((
+                    step.task,
+                    format!(
+                        "step `{}` uses {i:?}, which the unit was not given",
+                        step.id
+                    ),
+                ));
+            }
+            previous = Some(step.task);
+        }
+        Ok(Unit {
+            key,
+            attempt: c.attempt,
+            job: context,
+            steps,
+            inputs,
+            is_output: c.is_output,
+        })
     }
 
-    /// The code of `job` if it was fetched already.
-    fn ready_code(&self, job: JobId) -> Option<Arc<JobCode>> {
-        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        jobs.get(&job)?.get()?.as_ref().ok().cloned()
-    }
-
-    /// Queues a unit whose code and inputs are at hand for the executor threads.
+    /// Queues a unit whose components and inputs are at hand for the executor threads.
     fn run(&self, work: Work) {
         if self.work.send(work).is_err() {
             tracing::warn!("the executor threads are gone");
         }
     }
 
-    /// Fetches a unit's code and missing inputs, then queues it (or reports why not).
-    async fn prepare(
-        self: Arc<Self>,
-        c: v1::Compute,
-        key: v1::ValueKey,
-        job: JobId,
-        unit: UnitIdx,
-    ) {
-        let attempt = c.attempt;
-        let fail = |task: TaskIdx, error: TaskError| failed(key, attempt, task, &error);
-        let code = match self.code(job).await {
-            Ok(code) => code,
-            Err(message) => {
-                // The job is gone (or its code unusable): the report is stale or explains it.
-                self.send(fail(0, TaskError::new(TaskErrorKind::Host, message)));
-                return;
+    /// Loads a unit's components and fetches its missing inputs, then queues it (or
+    /// reports why not).
+    async fn prepare(self: Arc<Self>, unit: Unit) {
+        let (key, attempt) = (unit.key, unit.attempt);
+        let mut components = Vec::with_capacity(unit.steps.len());
+        for step in &unit.steps {
+            match self.component(&step.component).await {
+                Ok(c) => components.push(c),
+                Err(message) => {
+                    let error = TaskError::new(TaskErrorKind::Host, message);
+                    self.send(failed(key, attempt, step.task, &error));
+                    return;
+                }
             }
-        };
-        if unit as usize >= code.plan.len() {
-            tracing::warn!(
-                job,
-                unit,
-                "ignoring a Compute for a unit the job does not have"
-            );
-            return;
         }
-        let inputs = match self.inputs(&c.inputs).await {
+        let inputs = match self.inputs(&unit.inputs).await {
             Ok(inputs) => inputs,
             Err(missing) => {
                 // The scheduler recomputes it (a dataset value in the dataset's job) and
@@ -643,9 +731,8 @@ impl Node {
             }
         };
         self.run(Work {
-            key,
-            attempt,
-            code,
+            unit,
+            components,
             inputs,
         });
     }
@@ -653,31 +740,37 @@ impl Node {
     /// Runs one unit on the calling (executor) thread and reports it.
     fn execute(&self, work: Work) {
         let Work {
-            key,
-            attempt,
-            code,
+            unit,
+            components,
             inputs,
         } = work;
-        let (job, unit) = key.parts().expect("checked when the unit arrived");
+        let (key, attempt) = (unit.key, unit.attempt);
+        let (job, unit_idx) = key.parts().expect("checked when the unit arrived");
+        let last = unit
+            .steps
+            .last()
+            .expect("checked when the unit arrived")
+            .task;
         self.running.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let input = |i: Input| -> Value {
-            let wanted = match i {
-                Input::Task(t) => (job, code.plan.unit_of_task[t as usize]),
-                Input::External(x) => code.externals[x as usize],
-            };
             inputs
                 .iter()
-                .find(|(k, _)| *k == wanted)
+                .find(|(role, _)| *role == i)
                 .map(|(_, v)| v.clone())
-                .expect("the scheduler sends every input of a unit")
+                .expect("checked when the unit arrived: every input is given")
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_unit(&self.runtime, &code, unit, attempt, input)
+            let steps = unit
+                .steps
+                .iter()
+                .zip(&components)
+                .map(|(step, component)| StepCall::of_step(step, component));
+            run_unit(&self.runtime, &unit.job, steps, attempt, input)
         }))
         .unwrap_or_else(|_| {
             Err(UnitFailure {
-                task: code.plan.last_step(unit),
+                task: last,
                 error: TaskError::new(TaskErrorKind::Host, "internal error in the worker"),
             })
         });
@@ -685,12 +778,12 @@ impl Node {
         let event = match result {
             Ok(value) => {
                 let nbytes = value.size_bytes();
-                let inline_value = if nbytes <= MAX_INLINE && code.plan.consumers(unit).is_empty() {
+                let inline_value = if nbytes <= MAX_INLINE && unit.is_output {
                     fabric_proto::encode_value(&value)
                 } else {
                     Bytes::new()
                 };
-                match self.store.put((job, unit), value) {
+                match self.store.put((job, unit_idx), value) {
                     Ok(()) => v1::worker_event::Event::UnitFinished(v1::UnitFinished {
                         key: Some(key),
                         attempt,
@@ -701,7 +794,7 @@ impl Node {
                     Err(e) => failed(
                         key,
                         attempt,
-                        code.plan.last_step(unit),
+                        last,
                         &TaskError::new(
                             TaskErrorKind::Host,
                             format!("cannot store the value: {e}"),
@@ -722,9 +815,9 @@ impl Node {
     /// left for the caller).
     async fn inputs(
         &self,
-        inputs: &[v1::ComputeInput],
-    ) -> Result<SmallVec<[((JobId, UnitIdx), Value); 4]>, v1::MissingInput> {
-        let fetches = inputs.iter().map(|input| async move {
+        inputs: &[(Input, v1::ComputeInput)],
+    ) -> Result<SmallVec<[(Input, Value); 4]>, v1::MissingInput> {
+        let fetches = inputs.iter().map(|(role, input)| async move {
             let key = input.key.ok_or_else(|| v1::MissingInput {
                 reason: "ComputeInput without a key".into(),
                 ..v1::MissingInput::default()
@@ -735,7 +828,7 @@ impl Node {
                 ..v1::MissingInput::default()
             })?;
             let local = match self.store.get(parts) {
-                Ok(Some(v)) => return Ok((parts, v)),
+                Ok(Some(v)) => return Ok((*role, v)),
                 Ok(None) => "not in this worker's store".to_string(),
                 // A spill file lost or corrupt: the value is gone from here.
                 Err(e) => e.to_string(),
@@ -753,7 +846,7 @@ impl Node {
                             .fetch_add(input.nbytes, Ordering::Relaxed);
                         self.fetch_ns
                             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        return Ok((parts, v));
+                        return Ok((*role, v));
                     }
                     Err(e) => {
                         tried.push(holder.clone());
@@ -783,125 +876,19 @@ impl Node {
         Ok(out)
     }
 
-    /// The code of `job`, fetched and built the first time any unit of it arrives.
-    async fn code(&self, job: JobId) -> Result<Arc<JobCode>, String> {
-        let cell = self.code_cell(job);
-        cell.get_or_init(|| self.fetch_code(job)).await.clone()
-    }
-
-    async fn fetch_code(&self, job: JobId) -> Result<Arc<JobCode>, String> {
-        let mut scheduler = self.scheduler.clone();
-        let code = scheduler
-            .get_job(v1::GetJobRequest {
-                job_id: u64::from(job),
-            })
-            .await
-            .map_err(|s| format!("cannot get the code of job {job}: {}", s.message()))?
-            .into_inner();
-        self.build_code(job, code).await
-    }
-
-    /// The scheduler sent a job's code ahead of its units: build it now.
-    fn job_code(self: Arc<Self>, code: v1::JobCode) {
-        let Ok(job) = JobId::try_from(code.job_id) else {
-            tracing::warn!("ignoring the code of job {}: bad id", code.job_id);
-            return;
-        };
-        let cell = self.code_cell(job);
-        tokio::spawn(async move {
-            cell.get_or_init(|| self.build_code(job, code)).await;
-        });
-    }
-
-    /// Loads the components of a job's code and plans its graph.
-    async fn build_code(&self, job: JobId, code: v1::JobCode) -> Result<Arc<JobCode>, String> {
-        let names = fabric_proto::component_map(&code.components).map_err(|e| e.to_string())?;
-        let mut components: BTreeMap<String, Result<Arc<Component>, String>> = BTreeMap::new();
-        for (name, hash) in &names {
-            let loaded = self.component(hash).await;
-            components.insert(name.clone(), loaded);
+    /// A component that is loaded already: a built-in by name, or one in the runtime's
+    /// memory by hash.
+    fn loaded_component(&self, id: &str) -> Option<Arc<Component>> {
+        match fabric_kernels::components().get(id) {
+            Some(builtin) => Some(builtin.clone()),
+            None => self.runtime.loaded_component(id),
         }
-        let runtime_defaults = self.runtime.config().default_limits;
-        let mut datasets = Datasets::new();
-        let mut stored: FxHashMap<(String, String), (JobId, UnitIdx)> = FxHashMap::default();
-        for e in &code.externals {
-            let ty: Type = serde_json::from_str(&e.type_json).map_err(|err| {
-                format!("job {job}: dataset `{}` has a bad type: {err}", e.dataset)
-            })?;
-            let value = e
-                .value
-                .ok_or_else(|| format!("job {job}: dataset `{}` has no value key", e.dataset))?
-                .parts()
-                .map_err(|err| err.to_string())?;
-            datasets
-                .entry(e.dataset.clone())
-                .or_default()
-                .insert(e.key.clone(), ty);
-            stored.insert((e.dataset.clone(), e.key.clone()), value);
-        }
-        let small = code.graph_json.len() <= fabric_core::SMALL_GRAPH;
-        let make = move || {
-            let built = crate::code::build(
-                &code.graph_json,
-                &components,
-                &datasets,
-                PlanConfig {
-                    fuse: !code.no_fuse,
-                },
-            )
-            .map_err(|e| format!("job {job} does not build here: {e}"))?;
-            if built.plan.len() != code.unit_count as usize
-                || built.plan.task_count() as u64 != code.task_count
-            {
-                return Err(format!(
-                    "job {job} plans differently here ({} units, {} tasks) than on the scheduler ({} units, {} tasks)",
-                    built.plan.len(),
-                    built.plan.task_count(),
-                    code.unit_count,
-                    code.task_count
-                ));
-            }
-            let limits = code.limits.unwrap_or_default();
-            let defaults = Limits {
-                memory_bytes: if limits.memory_bytes > 0 {
-                    limits.memory_bytes
-                } else {
-                    runtime_defaults.memory_bytes
-                },
-                timeout: if limits.timeout_ms > 0 {
-                    Duration::from_millis(limits.timeout_ms)
-                } else {
-                    runtime_defaults.timeout
-                },
-            };
-            let externals = built
-                .plan
-                .graph
-                .externals
-                .iter()
-                .map(|e| stored[&(e.dataset.to_string(), e.key.to_string())])
-                .collect();
-            Ok(Arc::new(JobCode {
-                plan: built.plan,
-                components: built.components,
-                tenant: code.tenant.into(),
-                defaults,
-                externals,
-                cancel: CancelFlag::new(),
-            }))
-        };
-        // A small graph is planned here (microseconds); a large one on a blocking thread.
-        if small {
-            return make();
-        }
-        tokio::task::spawn_blocking(make)
-            .await
-            .map_err(|e| format!("building job {job} panicked: {e}"))?
     }
 
-    /// A component by hash: from the runtime's caches, else fetched from the scheduler.
+    /// A component by identity: a built-in, else from the runtime's caches, else fetched
+    /// from the scheduler (by hash) and compiled.
     async fn component(&self, hash: &str) -> Result<Arc<Component>, String> {
-        if let Some(c) = self.runtime.loaded_component(hash) {
+        if let Some(c) = self.loaded_component(hash) {
             return Ok(c);
         }
         let runtime = self.runtime.clone();
