@@ -1,7 +1,7 @@
 //! Fabric's client: submits graphs to a Fabric scheduler, follows them, gathers their
 //! outputs straight from the workers that hold them, and manages persisted datasets. The
-//! `fabric submit`, `result`, `cancel`, `status`, `datasets` and `forget` commands are built
-//! on it.
+//! `fabric submit`, `result`, `cancel`, `status`, `datasets`, `forget` and `df` commands are
+//! built on it.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), fabric_client::ClientError> {
@@ -23,12 +23,14 @@ mod array;
 mod dataframe;
 mod graph;
 mod local;
+mod query;
 
 pub use array::{Array, Dense};
 pub use dataframe::{DataFrame, GroupBy, Rolling, decode as decode_frame};
 pub use fabric_frame::arrow_array::RecordBatch;
 pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
+pub use query::{Query, QueryAction, QueryError, parse_query};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

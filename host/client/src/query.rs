@@ -1,0 +1,761 @@
+//! Dataframe queries in the pandas / Dask method-chain syntax, as [`DataFrame`] calls.
+
+use std::fmt;
+
+use fabric_frame::groupby::How;
+use serde_json::Value as Json;
+
+use crate::{ClientError, DataFrame, GroupBy, Rolling};
+
+/// Why a query cannot be parsed or turned into [`DataFrame`] calls.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The text is not a method chain. Displays as the message, the position, then the query
+    /// with a caret under the place:
+    ///
+    /// ```text
+    /// expected `)` at character 30 of the query
+    ///   read_csv('a.csv').groupby('k'
+    ///                                ^
+    /// ```
+    #[error("{}", syntax(message, query, *offset))]
+    Syntax {
+        /// What was expected or found there (``expected `)` ``, `unterminated string`).
+        message: String,
+        /// The whole query.
+        query: String,
+        /// Where: a byte offset into `query`, at a character boundary.
+        offset: usize,
+    },
+    /// The chain is well formed but asks for something no frame does: an unknown method or
+    /// aggregate, an argument missing or of the wrong kind, an aggregation missing at the end.
+    #[error("{0}")]
+    Invalid(String),
+    /// A [`DataFrame`] call refused its arguments: an unknown column, an expression that
+    /// does not parse, files that cannot be listed or read.
+    #[error(transparent)]
+    Frame(#[from] ClientError),
+}
+
+impl QueryError {
+    /// The character (counted from 1) of the query a syntax error is at.
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            QueryError::Syntax { query, offset, .. } => Some(column(query, *offset)),
+            _ => None,
+        }
+    }
+}
+
+fn column(query: &str, offset: usize) -> usize {
+    query[..offset].chars().count() + 1
+}
+
+/// A syntax error as it displays.
+fn syntax(message: &str, query: &str, offset: usize) -> String {
+    let col = column(query, offset);
+    format!(
+        "{message} at character {col} of the query\n  {query}\n  {}^",
+        " ".repeat(col - 1)
+    )
+}
+
+/// A [`QueryError::Invalid`] from format arguments.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        QueryError::Invalid(format!($($arg)*))
+    };
+}
+
+/// A query parsed by [`parse_query`]: a method chain, not yet turned into [`DataFrame`]
+/// calls (no file has been listed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Query {
+    chain: Vec<Link>,
+}
+
+/// Parses `text`, a pandas / Dask method chain starting with `read_csv('PATTERN')` or
+/// `read_parquet('PATTERN')`:
+///
+/// ```text
+/// read_csv('data/*.csv').query('x > 5').groupby('key').agg({'x': ['mean', 'max']})
+/// read_parquet('s3://bucket/events/').merge(read_csv('keys.csv'), on='key').head(10)
+/// read_csv('ticks/*.csv').set_index('ts').rolling('1h').price.mean()
+/// ```
+///
+/// Only the syntax is checked here; [`Query::eval`] checks the methods and their arguments.
+///
+/// ```
+/// let query = fabric_client::parse_query("read_csv('data/*.csv').groupby('key').x.sum()");
+/// assert!(query.is_ok());
+/// let e = fabric_client::parse_query("read_csv('data/*.csv'").unwrap_err();
+/// assert_eq!(e.column(), Some(22));
+/// ```
+pub fn parse_query(text: &str) -> Result<Query, QueryError> {
+    parse(text).map(|chain| Query { chain })
+}
+
+/// What a query does at its end, with the frame it computes.
+#[derive(Clone, Debug)]
+pub enum QueryAction {
+    /// Computes the frame (with [`DataFrame::compute`] or the graph of
+    /// [`DataFrame::to_graph`]) and shows it, only its first `head` rows if given.
+    Show {
+        /// The frame.
+        frame: DataFrame,
+        /// From a final `.head(N)`: the rows to keep.
+        head: Option<usize>,
+    },
+    /// Writes the frame as Parquet files under `dir` (`.to_parquet('DIR')`, with
+    /// [`DataFrame::to_parquet`] or the graph of [`DataFrame::to_parquet_graph`]).
+    ToParquet {
+        /// The frame.
+        frame: DataFrame,
+        /// The directory or object-store prefix.
+        dir: String,
+    },
+}
+
+impl QueryAction {
+    /// The graph document doing it, as `fabric run` and `fabric submit` take it: output
+    /// `result` for [`QueryAction::Show`] (all the rows: `head` is not applied), one output
+    /// per file written (its number of rows) for [`QueryAction::ToParquet`].
+    pub fn to_graph(&self) -> Json {
+        match self {
+            QueryAction::Show { frame, .. } => frame.to_graph(),
+            QueryAction::ToParquet { frame, dir } => frame.to_parquet_graph(dir),
+        }
+    }
+}
+
+impl Query {
+    /// Makes the [`DataFrame`] calls the query names: lists the files of each `read_csv` /
+    /// `read_parquet` and reads the first one's schema (here, in this process), and checks
+    /// every method, column and expression. Nothing is computed.
+    pub fn eval(&self) -> Result<QueryAction, QueryError> {
+        eval(&self.chain)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing.
+
+/// A parsed value of the chain.
+#[derive(Clone, Debug, PartialEq)]
+enum Term {
+    Str(String),
+    Num(f64),
+    List(Vec<Term>),
+    Dict(Vec<(String, Term)>),
+    /// A method chain starting with a function call: `read_csv('x').groupby('k')`.
+    Chain(Vec<Link>),
+}
+
+/// One link of a chain.
+#[derive(Clone, Debug, PartialEq)]
+enum Link {
+    /// `name(args, key=value)`.
+    Call(String, Vec<Term>, Vec<(String, Term)>),
+    /// `.name` without parentheses: a column.
+    Attr(String),
+    /// `[...]`: a column or a list of columns.
+    Index(Term),
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Term::Str(s) => write!(f, "'{s}'"),
+            Term::Num(n) => write!(f, "{n}"),
+            Term::List(_) => f.write_str("a list"),
+            Term::Dict(_) => f.write_str("a dict"),
+            Term::Chain(_) => f.write_str("a frame"),
+        }
+    }
+}
+
+struct Parser<'t> {
+    text: &'t str,
+    at: usize,
+    /// Nesting of lists, dicts and frames in arguments, bounded.
+    depth: usize,
+}
+
+type Parsed<T> = Result<T, QueryError>;
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> QueryError {
+        QueryError::Syntax {
+            message: what.to_string(),
+            query: self.text.to_string(),
+            offset: self.at,
+        }
+    }
+
+    fn skip_space(&mut self) {
+        while let Some(c) = self.text[self.at..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.at += c.len_utf8();
+        }
+    }
+
+    fn peek(&mut self) -> Option<char> {
+        self.skip_space();
+        self.text[self.at..].chars().next()
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if self.peek() == Some(c) {
+            self.at += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Parsed<()> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected `{c}`")))
+        }
+    }
+
+    fn ident(&mut self) -> Parsed<String> {
+        self.skip_space();
+        let rest = &self.text[self.at..];
+        let len = rest
+            .char_indices()
+            .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+            .map_or(rest.len(), |(i, _)| i);
+        if len == 0 || rest.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(self.error("expected a name"));
+        }
+        self.at += len;
+        Ok(rest[..len].to_string())
+    }
+
+    fn string(&mut self) -> Parsed<String> {
+        let quote = self.peek().filter(|c| *c == '\'' || *c == '"');
+        let Some(quote) = quote else {
+            return Err(self.error("expected a quoted string"));
+        };
+        let start = self.at;
+        self.at += 1;
+        let mut out = String::new();
+        let mut chars = self.text[self.at..].chars();
+        loop {
+            match chars.next() {
+                None => {
+                    self.at = start;
+                    return Err(self.error("unterminated string"));
+                }
+                Some('\\') => {
+                    self.at += 1;
+                    if let Some(c) = chars.next() {
+                        out.push(c);
+                        self.at += c.len_utf8();
+                    }
+                }
+                Some(c) if c == quote => {
+                    self.at += 1;
+                    return Ok(out);
+                }
+                Some(c) => {
+                    out.push(c);
+                    self.at += c.len_utf8();
+                }
+            }
+        }
+    }
+
+    fn term(&mut self) -> Parsed<Term> {
+        if self.depth >= 64 {
+            return Err(self.error("the query nests too deeply"));
+        }
+        self.depth += 1;
+        let term = self.term_inner();
+        self.depth -= 1;
+        term
+    }
+
+    fn term_inner(&mut self) -> Parsed<Term> {
+        match self.peek() {
+            Some('\'' | '"') => Ok(Term::Str(self.string()?)),
+            Some('[') => {
+                self.at += 1;
+                let mut items = Vec::new();
+                while !self.eat(']') {
+                    items.push(self.term()?);
+                    if !self.eat(',') {
+                        self.expect(']')?;
+                        break;
+                    }
+                }
+                Ok(Term::List(items))
+            }
+            Some('{') => {
+                self.at += 1;
+                let mut items = Vec::new();
+                while !self.eat('}') {
+                    let key = self.string()?;
+                    self.expect(':')?;
+                    items.push((key, self.term()?));
+                    if !self.eat(',') {
+                        self.expect('}')?;
+                        break;
+                    }
+                }
+                Ok(Term::Dict(items))
+            }
+            Some(c) if c.is_ascii_digit() || c == '-' => {
+                let rest = &self.text[self.at..];
+                let len = rest
+                    .char_indices()
+                    .skip(1)
+                    .find(|&(_, c)| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '_'))
+                    .map_or(rest.len(), |(i, _)| i);
+                let n = rest[..len]
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| self.error("expected a number"))?;
+                self.at += len;
+                Ok(Term::Num(n))
+            }
+            Some(_) => self.chain().map(Term::Chain),
+            None => Err(self.error("the query ends early")),
+        }
+    }
+
+    /// `name(args)` then `.name(args)`, `.name`, `[...]`.
+    fn chain(&mut self) -> Parsed<Vec<Link>> {
+        let mut links = vec![self.call_or_attr(true)?];
+        loop {
+            if self.eat('.') {
+                links.push(self.call_or_attr(false)?);
+            } else if self.peek() == Some('[') {
+                self.at += 1;
+                let index = self.term()?;
+                self.expect(']')?;
+                links.push(Link::Index(index));
+            } else {
+                return Ok(links);
+            }
+        }
+    }
+
+    fn call_or_attr(&mut self, first: bool) -> Parsed<Link> {
+        let name = self.ident()?;
+        if !self.eat('(') {
+            if first {
+                return Err(self.error(&format!("expected `(` after `{name}`")));
+            }
+            return Ok(Link::Attr(name));
+        }
+        let (mut args, mut kwargs) = (Vec::new(), Vec::new());
+        while !self.eat(')') {
+            let save = self.at;
+            let keyword = self.ident().ok().filter(|_| {
+                self.skip_space();
+                self.text[self.at..].starts_with('=') && !self.text[self.at..].starts_with("==")
+            });
+            match keyword {
+                Some(k) => {
+                    self.expect('=')?;
+                    kwargs.push((k, self.term()?));
+                }
+                None => {
+                    self.at = save;
+                    args.push(self.term()?);
+                }
+            }
+            if !self.eat(',') {
+                self.expect(')')?;
+                break;
+            }
+        }
+        Ok(Link::Call(name, args, kwargs))
+    }
+}
+
+fn parse(text: &str) -> Parsed<Vec<Link>> {
+    let mut p = Parser {
+        text,
+        at: 0,
+        depth: 0,
+    };
+    let chain = p.chain()?;
+    if p.peek().is_some() {
+        return Err(p.error("unexpected text after the query"));
+    }
+    Ok(chain)
+}
+
+// ---------------------------------------------------------------------------------------
+// Evaluation: the chain as DataFrame calls.
+
+/// What a prefix of the chain is.
+enum State {
+    Frame(DataFrame),
+    /// A groupby, with the columns picked for aggregation (all numeric ones if none).
+    Grouped(GroupBy, Vec<String>, DataFrame),
+    /// A rolling window, with the columns picked.
+    Rolling(Rolling, Vec<String>, DataFrame),
+}
+
+fn text(t: &Term, what: &str) -> Parsed<String> {
+    match t {
+        Term::Str(s) => Ok(s.clone()),
+        other => Err(invalid!("{what} must be a quoted string, not {other}")),
+    }
+}
+
+fn texts(t: &Term, what: &str) -> Parsed<Vec<String>> {
+    match t {
+        Term::Str(s) => Ok(vec![s.clone()]),
+        Term::List(items) => items.iter().map(|i| text(i, what)).collect(),
+        other => Err(invalid!(
+            "{what} must be a string or a list of strings, not {other}"
+        )),
+    }
+}
+
+fn one_arg<'a>(
+    name: &str,
+    args: &'a [Term],
+    kwargs: &'a [(String, Term)],
+    key: &str,
+) -> Parsed<&'a Term> {
+    if let Some((_, v)) = kwargs.iter().find(|(k, _)| k == key) {
+        return Ok(v);
+    }
+    args.first()
+        .ok_or_else(|| invalid!("{name}() needs its {key}"))
+}
+
+fn kwarg<'a>(kwargs: &'a [(String, Term)], key: &str) -> Option<&'a Term> {
+    kwargs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// The numeric columns of `frame` that are not `keys`.
+fn numeric_columns(frame: &DataFrame, keys: &[String]) -> Vec<String> {
+    frame
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.data_type().is_numeric() && !keys.contains(f.name()))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+fn eval(chain: &[Link]) -> Parsed<QueryAction> {
+    let Some(Link::Call(source, args, kwargs)) = chain.first() else {
+        return Err(invalid!(
+            "a query starts with read_csv('...') or read_parquet('...')"
+        ));
+    };
+    let pattern = text(one_arg(source, args, kwargs, "path")?, "the path")?;
+    let frame = match source.as_str() {
+        "read_csv" => DataFrame::read_csv(&pattern)?,
+        "read_parquet" => DataFrame::read_parquet(&pattern)?,
+        other => {
+            return Err(invalid!(
+                "unknown source `{other}` (read_csv or read_parquet)"
+            ));
+        }
+    };
+    let mut state = State::Frame(frame);
+    let mut head = None;
+    for link in &chain[1..] {
+        state = match (state, link) {
+            (State::Frame(f), Link::Call(name, args, kwargs)) => match name.as_str() {
+                "query" | "filter" => State::Frame(f.filter(&text(
+                    one_arg(name, args, kwargs, "expression")?,
+                    "the expression",
+                )?)?),
+                "assign" => {
+                    if kwargs.is_empty() {
+                        return Err(invalid!("assign() takes NAME='EXPRESSION' arguments"));
+                    }
+                    let mut f = f;
+                    for (column, e) in kwargs {
+                        f = f.assign(column, &text(e, "an assigned expression")?)?;
+                    }
+                    State::Frame(f)
+                }
+                "groupby" => {
+                    let keys = texts(one_arg(name, args, kwargs, "by")?, "groupby's keys")?;
+                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    State::Grouped(f.groupby(&refs), Vec::new(), f)
+                }
+                "merge" | "join" => {
+                    let Some(Term::Chain(other)) = args.first() else {
+                        return Err(invalid!(
+                            "{name}() takes another frame first: {name}(read_csv('...'), on='key')"
+                        ));
+                    };
+                    let other = match eval(other)? {
+                        QueryAction::Show { frame, head: None } => frame,
+                        _ => {
+                            return Err(invalid!(
+                                "the frame given to {name}() cannot end with head() or to_parquet()"
+                            ));
+                        }
+                    };
+                    let on =
+                        kwarg(kwargs, "on").ok_or_else(|| invalid!("merge() needs on='KEY'"))?;
+                    let on = texts(on, "on")?;
+                    let how = kwarg(kwargs, "how").map(|h| text(h, "how")).transpose()?;
+                    let refs: Vec<&str> = on.iter().map(String::as_str).collect();
+                    State::Frame(f.join(&other, &refs, how.as_deref().unwrap_or("inner"))?)
+                }
+                "sort_values" => State::Frame(
+                    f.sort_values(&text(one_arg(name, args, kwargs, "by")?, "the column")?)?,
+                ),
+                "set_index" => State::Frame(
+                    f.set_index(&text(one_arg(name, args, kwargs, "keys")?, "the column")?)?,
+                ),
+                "rolling" => {
+                    let window = text(one_arg(name, args, kwargs, "window")?, "the window")?;
+                    let on = match kwarg(kwargs, "on") {
+                        Some(on) => text(on, "on")?,
+                        None => f.sorted_by().map(String::from).ok_or_else(|| {
+                            invalid!(
+                                "rolling() needs the frame ordered by time: set_index('COL') first, or rolling('1h', on='COL') after it"
+                            )
+                        })?,
+                    };
+                    State::Rolling(f.rolling(&window, &on)?, Vec::new(), f)
+                }
+                "head" => {
+                    let n = match one_arg(name, args, kwargs, "n")? {
+                        Term::Num(n) if *n >= 0.0 => *n as usize,
+                        other => {
+                            return Err(invalid!("head() takes a number of rows, not {other}"));
+                        }
+                    };
+                    head = Some(n);
+                    State::Frame(f)
+                }
+                "to_parquet" => {
+                    let dir = text(one_arg(name, args, kwargs, "path")?, "the directory")?;
+                    return Ok(QueryAction::ToParquet { frame: f, dir });
+                }
+                other => return Err(invalid!("unknown method `{other}` of a frame")),
+            },
+            (State::Frame(f), Link::Index(cols)) => {
+                let cols = texts(cols, "the columns")?;
+                let refs: Vec<&str> = cols.iter().map(String::as_str).collect();
+                State::Frame(f.select(&refs)?)
+            }
+            (State::Frame(_), Link::Attr(a)) => {
+                return Err(invalid!(
+                    "`.{a}` picks a column only after groupby() or rolling(); use [['{a}']] to select it"
+                ));
+            }
+            (State::Grouped(g, _, f), Link::Attr(c)) => State::Grouped(g, vec![c.clone()], f),
+            (State::Grouped(g, _, f), Link::Index(cols)) => {
+                State::Grouped(g, texts(cols, "the columns")?, f)
+            }
+            (State::Rolling(r, _, f), Link::Attr(c)) => State::Rolling(r, vec![c.clone()], f),
+            (State::Rolling(r, _, f), Link::Index(cols)) => {
+                State::Rolling(r, texts(cols, "the columns")?, f)
+            }
+            (State::Grouped(g, cols, f), Link::Call(name, args, kwargs)) => {
+                let keys = g.keys().to_vec();
+                let specs = aggregation(name, args, kwargs, cols, || numeric_columns(&f, &keys))?;
+                let refs: Vec<(&str, &str)> = specs
+                    .iter()
+                    .map(|(c, h)| (c.as_str(), h.as_str()))
+                    .collect();
+                State::Frame(g.agg(&refs)?)
+            }
+            (State::Rolling(r, cols, f), Link::Call(name, args, kwargs)) => {
+                let on = r.on().to_string();
+                let specs = aggregation(name, args, kwargs, cols, || {
+                    numeric_columns(&f, std::slice::from_ref(&on))
+                })?;
+                let refs: Vec<(&str, &str)> = specs
+                    .iter()
+                    .map(|(c, h)| (c.as_str(), h.as_str()))
+                    .collect();
+                State::Frame(r.agg(&refs)?)
+            }
+        };
+    }
+    match state {
+        State::Frame(frame) => Ok(QueryAction::Show { frame, head }),
+        State::Grouped(..) => Err(invalid!(
+            "the query ends with a groupby: aggregate it, e.g. .x.sum() or .agg({{'x': 'mean'}})"
+        )),
+        State::Rolling(..) => Err(invalid!(
+            "the query ends with a rolling window: aggregate it, e.g. .x.mean()"
+        )),
+    }
+}
+
+/// `(column, how)` pairs of `.sum()` (on `picked`, or every numeric column) or
+/// `.agg({'x': 'mean', 'y': ['min', 'max']})` / `.agg('sum')` / `.agg(['sum', 'max'])`.
+fn aggregation(
+    name: &str,
+    args: &[Term],
+    kwargs: &[(String, Term)],
+    picked: Vec<String>,
+    all: impl Fn() -> Vec<String>,
+) -> Parsed<Vec<(String, String)>> {
+    let columns = if picked.is_empty() { all() } else { picked };
+    let each = |hows: &[String]| -> Vec<(String, String)> {
+        columns
+            .iter()
+            .flat_map(|c| hows.iter().map(move |h| (c.clone(), h.clone())))
+            .collect()
+    };
+    if How::named(name).is_some() {
+        return Ok(each(&[name.to_string()]));
+    }
+    if name != "agg" && name != "aggregate" {
+        let names: Vec<&str> = How::ALL.iter().map(|(n, _)| *n).collect();
+        return Err(invalid!(
+            "unknown aggregate `{name}` ({}, or agg)",
+            names.join(", ")
+        ));
+    }
+    match one_arg(name, args, kwargs, "func")? {
+        Term::Dict(items) => {
+            let mut out = Vec::new();
+            for (column, hows) in items {
+                for how in texts(hows, "an aggregate")? {
+                    out.push((column.clone(), how));
+                }
+            }
+            Ok(out)
+        }
+        t => Ok(each(&texts(t, "an aggregate")?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pandas_chains() {
+        let chain =
+            parse("read_csv('data/*.csv').groupby(['a', \"b\"]).x.agg({'x': ['min', 'max']})")
+                .unwrap();
+        assert_eq!(chain.len(), 4);
+        assert_eq!(chain[2], Link::Attr("x".into()));
+        let chain = parse(
+            "read_csv('a.csv').merge(read_csv('b.csv'), on='k', how='left')[['k', 'v']].head(5)",
+        )
+        .unwrap();
+        let Link::Call(name, args, kwargs) = &chain[1] else {
+            panic!()
+        };
+        assert_eq!(name, "merge");
+        assert!(matches!(args[0], Term::Chain(_)));
+        assert_eq!(kwargs.len(), 2);
+        assert_eq!(
+            chain[3],
+            Link::Call("head".into(), vec![Term::Num(5.0)], vec![])
+        );
+        let chain = parse("read_csv('a.csv').query('x == 1')").unwrap();
+        assert_eq!(
+            chain[1],
+            Link::Call("query".into(), vec![Term::Str("x == 1".into())], vec![])
+        );
+    }
+
+    #[test]
+    fn parse_errors_point_at_the_place() {
+        let e = parse("read_csv('a.csv').groupby('k'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected `)`"), "{e}");
+        let e = parse("read_csv('a.csv') x").unwrap_err().to_string();
+        assert!(
+            e.contains("unexpected text after the query at character 19"),
+            "{e}"
+        );
+        let e = parse("read_csv('a.csv").unwrap_err().to_string();
+        assert!(e.contains("unterminated string"), "{e}");
+        let deep = format!(
+            "read_csv({}'a'{})",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse(&deep).unwrap_err().to_string();
+        assert!(e.contains("nests too deeply"), "{e}");
+        // Spaces of any width.
+        assert_eq!(
+            parse("read_csv('a.csv')\u{a0}.head(1)\u{3000}")
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn syntax_errors_render_a_caret_under_the_place() {
+        let e = parse_query("read_csv('a.csv').groupby('k'").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "expected `)` at character 30 of the query\n  read_csv('a.csv').groupby('k'\n  {}^",
+                " ".repeat(29)
+            )
+        );
+        assert_eq!(e.column(), Some(30));
+        let QueryError::Syntax {
+            message, offset, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((message.as_str(), *offset), ("expected `)`", 29));
+        // Counted in characters, not bytes.
+        let e = parse_query("read_csv('é') x").unwrap_err();
+        assert_eq!(e.column(), Some(15));
+        let caret = format!("\n  read_csv('é') x\n  {}^", " ".repeat(14));
+        assert!(e.to_string().ends_with(&caret), "{e}");
+    }
+
+    #[test]
+    fn queries_become_frame_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("a.csv");
+        std::fs::write(&csv, "key,x,y\nk1,1.5,2\nk2,2.5,3\n").unwrap();
+        let csv = csv.to_str().unwrap();
+        let eval = |q: String| parse_query(&q).unwrap().eval();
+
+        let action = eval(format!("read_csv('{csv}').groupby('key').x.sum().head(1)")).unwrap();
+        let QueryAction::Show { frame, head } = &action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(*head, Some(1));
+        let columns: Vec<&str> = frame
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(columns, ["key", "x"]);
+        assert_eq!(action.to_graph()["outputs"], serde_json::json!(["result"]));
+
+        let action = eval(format!("read_csv('{csv}').to_parquet('out/')")).unwrap();
+        let QueryAction::ToParquet { dir, .. } = &action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(dir, "out/");
+
+        let e = eval(format!("read_csv('{csv}').groupby('key')")).unwrap_err();
+        assert!(matches!(e, QueryError::Invalid(_)), "{e:?}");
+        assert_eq!(e.column(), None);
+        let e = eval(format!("read_csv('{csv}')[['z']]")).unwrap_err();
+        assert!(matches!(e, QueryError::Frame(_)), "{e:?}");
+        assert!(e.to_string().starts_with("no column `z`"), "{e}");
+    }
+}
