@@ -211,7 +211,8 @@ impl Bench {
         let components = vec![self.math.clone(); plan.graph.funcs.len()];
         let tasks = plan.task_count();
         let t = Instant::now();
-        let report = fabric_local::run(&self.runtime, plan, components, &self.config, |_| {});
+        let job = fabric_local::Job { plan, components };
+        let report = fabric_local::run(&self.runtime, &job, &self.config, |_| {});
         let run = t.elapsed();
         if !report.succeeded() {
             bail!("benchmark job failed: {:?}", report.failures.first());

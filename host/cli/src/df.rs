@@ -119,7 +119,7 @@ fn local(a: &DfArgs, graph: &Json) -> Result<Result<Outputs, ExitCode>> {
     .context("cannot start the runtime")?;
     let spec =
         GraphSpec::from_json(&graph.to_string()).context("the query made an invalid graph")?;
-    let loaded = match load_spec(
+    let (job, _) = match load_spec(
         &runtime,
         spec,
         Path::new("."),
@@ -138,7 +138,7 @@ fn local(a: &DfArgs, graph: &Json) -> Result<Result<Outputs, ExitCode>> {
         tenant: a.tenant.clone(),
         ..LocalConfig::default()
     };
-    let report = fabric_local::run(&runtime, loaded.plan, loaded.components, &config, |_| {});
+    let report = fabric_local::run(&runtime, &job, &config, |_| {});
     if !report.succeeded() {
         for f in &report.failures {
             eprintln!("error: task `{}` ({}) failed: {}", f.task, f.call, f.error);

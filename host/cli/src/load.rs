@@ -6,18 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use fabric_core::{Datasets, GraphSpec, Plan, PlanConfig, ValidationReport};
+use fabric_core::{Datasets, GraphSpec, PlanConfig, ValidationReport};
+use fabric_local::Job;
 use fabric_runtime::{Component, Runtime};
 
-/// A graph file, validated and planned, with the components its plan calls.
-pub struct Loaded {
-    /// The plan.
-    pub plan: Arc<Plan>,
-    /// Loaded component per function of `plan.graph.funcs`.
-    pub components: Vec<Arc<Component>>,
-    /// Time spent validating and planning (not parsing or loading).
-    pub check_time: Duration,
-}
+/// A graph file, validated and planned, with the components its plan calls, and the time
+/// spent validating and planning (not parsing or loading).
+pub type Loaded = (Job, Duration);
 
 /// Why a graph file cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +78,6 @@ pub fn load_spec(
         .collect();
 
     let start = Instant::now();
-    let built = fabric_worker::code::build_spec(spec, &by_name, datasets, plan_config)
-        .map_err(LoadError::Invalid)?;
-    let check_time = start.elapsed();
-    Ok(Loaded {
-        plan: built.plan,
-        components: built.components,
-        check_time,
-    })
+    let job = Job::build(spec, &by_name, datasets, plan_config).map_err(LoadError::Invalid)?;
+    Ok((job, start.elapsed()))
 }

@@ -118,7 +118,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         ..a.runtime.config(limits)
     })
     .context("cannot start the WebAssembly runtime")?;
-    let loaded = match load_graph(
+    let (job, check_time) = match load_graph(
         &runtime,
         &a.graph,
         &Datasets::new(),
@@ -136,25 +136,21 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         retries: a.retries,
         retry_backoff: a.retry_backoff,
     };
-    let mut bar = Progress::new(loaded.plan.task_count() as u64);
+    let mut bar = Progress::new(job.plan.task_count() as u64);
     let t_run = Instant::now();
-    let report = fabric_local::run(
-        &runtime,
-        loaded.plan.clone(),
-        loaded.components,
-        &config,
-        |p| bar.update(p.done_tasks + p.erred_tasks),
-    );
+    let report = fabric_local::run(&runtime, &job, &config, |p| {
+        bar.update(p.done_tasks + p.erred_tasks)
+    });
     bar.finish();
     let run_time = t_run.elapsed();
     if a.timings {
-        let tasks = loaded.plan.task_count();
+        let tasks = job.plan.task_count();
         eprintln!(
             "timings: load+compile {:.1} ms, validate+plan {:.1} ms, run {:.1} ms ({tasks} tasks in {} units, {:.0} tasks/s)",
-            (t_loaded - loaded.check_time).as_secs_f64() * 1e3,
-            loaded.check_time.as_secs_f64() * 1e3,
+            (t_loaded - check_time).as_secs_f64() * 1e3,
+            check_time.as_secs_f64() * 1e3,
             run_time.as_secs_f64() * 1e3,
-            loaded.plan.len(),
+            job.plan.len(),
             tasks as f64 / run_time.as_secs_f64(),
         );
     }
@@ -294,11 +290,12 @@ pub(crate) fn print_outcome(o: &Outcome<'_>) -> ExitCode {
 
 pub fn check(a: CheckArgs) -> Result<ExitCode> {
     let runtime = a.runtime.runtime(Limits::default())?;
-    let loaded = match load_graph(&runtime, &a.graph, &Datasets::new(), PlanConfig::default())? {
-        Ok(l) => l,
-        Err(code) => return Ok(code),
-    };
-    let plan = &loaded.plan;
+    let (job, check_time) =
+        match load_graph(&runtime, &a.graph, &Datasets::new(), PlanConfig::default())? {
+            Ok(l) => l,
+            Err(code) => return Ok(code),
+        };
+    let plan = &job.plan;
     println!(
         "ok: {} tasks ({} after culling) in {} scheduling units, {} output{}; checked in {:.1} ms",
         plan.graph.len(),
@@ -306,7 +303,7 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
         plan.len(),
         plan.outputs.len(),
         if plan.outputs.len() == 1 { "" } else { "s" },
-        loaded.check_time.as_secs_f64() * 1e3
+        check_time.as_secs_f64() * 1e3
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! threads of their own, and a shared result store (the workers share memory, so no value is
 //! ever copied between them). This is the engine behind `fabric run`.
 
+use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use fabric_core::{
-    Comm, Failure, Input, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, UnitIdx,
-    Value, WorkerId, WorkerSpec,
+    Catalog, Comm, ComponentInfo, Datasets, Failure, GraphSpec, Input, JobId, JobProgress, Plan,
+    PlanConfig, Scheduler, SchedulerConfig, TaskIdx, UnitIdx, ValidationReport, Value, WorkerId,
+    WorkerSpec,
 };
 use fabric_runtime::{CancelFlag, Component, Limits, Runtime, TaskError, TaskErrorKind};
 use fabric_worker::{JobContext, StepCall, UnitFailure, run_unit};
@@ -77,21 +79,66 @@ impl JobReport {
     }
 }
 
+/// A validated plan with the loaded component of each of its functions: what runs.
+#[derive(Clone)]
+pub struct Job {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// Loaded component per function of `plan.graph.funcs`.
+    pub components: Vec<Arc<Component>>,
+}
+
+impl Job {
+    /// Validates and plans `spec` against `components` (name -> the loaded component, or
+    /// why it could not be loaded), the built-in components (which a graph may call without
+    /// listing them) and the persisted `datasets` it may use.
+    pub fn build(
+        spec: GraphSpec,
+        components: &BTreeMap<String, Result<Arc<Component>, String>>,
+        datasets: &Datasets,
+        config: PlanConfig,
+    ) -> Result<Job, ValidationReport> {
+        let mut catalog: Catalog = fabric_kernels::catalog();
+        for (name, c) in components {
+            let info = c.as_ref().map(|c| ComponentInfo {
+                exports: c.exports().clone(),
+            });
+            catalog.insert(name.clone(), info.map_err(Clone::clone));
+        }
+        let plan = fabric_core::build(spec, &catalog, datasets, config)?;
+        let builtins = fabric_kernels::components();
+        let components = plan
+            .graph
+            .funcs
+            .iter()
+            .map(|f| match components.get(&*f.component) {
+                Some(Ok(c)) => c.clone(),
+                None => builtins[&*f.component].clone(),
+                Some(Err(_)) => {
+                    unreachable!("validation rejects calls of components that did not load")
+                }
+            })
+            .collect();
+        Ok(Job {
+            plan: Arc::new(plan),
+            components,
+        })
+    }
+}
+
 /// Runs one plan on in-process workers and returns its outputs and failures.
 ///
-/// `components` holds the loaded component of each function of `plan.graph.funcs`.
 /// `on_progress` is called from the scheduler thread after each batch of events.
 pub fn run(
     runtime: &Runtime,
-    plan: Arc<Plan>,
-    components: Vec<Arc<Component>>,
+    job: &Job,
     config: &LocalConfig,
     mut on_progress: impl FnMut(&JobProgress),
 ) -> JobReport {
     let workers = config.workers.max(1);
+    let plan = job.plan.clone();
     let job_code = Arc::new(LocalJob {
-        plan: plan.clone(),
-        components,
+        job: job.clone(),
         context: JobContext {
             tenant: config.tenant.as_str().into(),
             defaults: config.limits,
@@ -240,10 +287,9 @@ enum Event {
     },
 }
 
-/// The job a local run runs: its plan and the loaded component of each of its functions.
+/// The job a local run runs, and what its tasks see of it.
 struct LocalJob {
-    plan: Arc<Plan>,
-    components: Vec<Arc<Component>>,
+    job: Job,
     context: JobContext,
 }
 
@@ -259,16 +305,16 @@ fn worker_loop(
         for Work { unit, attempt } in batch {
             let start = Instant::now();
             let input = |i: Input| match i {
-                Input::Task(t) => store.get(job.plan.unit_of_task[t as usize]),
+                Input::Task(t) => store.get(job.job.plan.unit_of_task[t as usize]),
                 Input::External(_) => unreachable!("local graphs are validated without datasets"),
             };
             // A panic here would be a bug in Fabric, not in the guest: report it as the
             // unit's failure rather than leave the scheduler waiting forever.
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                let plan = &job.plan;
+                let plan = &job.job.plan;
                 let steps = plan.steps(unit).iter().map(|&t| {
                     let func = plan.graph.tasks[t as usize].func;
-                    StepCall::of_plan(plan, t, &job.components[func as usize])
+                    StepCall::of_plan(plan, t, &job.job.components[func as usize])
                 });
                 run_unit(runtime, &job.context, steps, attempt, input)
             }))
@@ -279,7 +325,7 @@ fn worker_loop(
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 Err(UnitFailure {
-                    task: job.plan.last_step(unit),
+                    task: job.job.plan.last_step(unit),
                     error: TaskError::new(
                         TaskErrorKind::Host,
                         format!("internal error in the worker: {what}"),

@@ -168,7 +168,7 @@ impl Component {
                         continue;
                     }
                     // Interfaces go by their short name, unless another interface took it.
-                    let short = interface_name(name);
+                    let short = fabric_signatures::interface_name(name);
                     let prefix = if interfaces
                         .iter()
                         .any(|&(s, full)| s == short && full != name)
@@ -274,23 +274,5 @@ impl Component {
             Code::Wasm(wasm) => Ok(wasm),
             Code::Native(native) => Err(native.as_ref()),
         }
-    }
-}
-
-/// `ops` for `fabric:math/ops@0.1.0`.
-fn interface_name(full: &str) -> &str {
-    let name = full.rsplit_once('/').map_or(full, |(_, name)| name);
-    name.split_once('@').map_or(name, |(name, _)| name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interface_names_are_short() {
-        assert_eq!(interface_name("fabric:math/ops@0.1.0"), "ops");
-        assert_eq!(interface_name("ops"), "ops");
-        assert_eq!(interface_name("a:b/c"), "c");
     }
 }

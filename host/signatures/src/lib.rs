@@ -134,8 +134,9 @@ fn is_componentize_py_init(
             .eq(["app-name", "symbols", "stub-wasi"])
 }
 
-/// `ops` for `fabric:math/ops@0.1.0`.
-fn interface_name(full: &str) -> &str {
+/// The short name an exported interface's functions go by: `ops` for
+/// `fabric:math/ops@0.1.0` (the runtime names exports with it too).
+pub fn interface_name(full: &str) -> &str {
     let name = full.rsplit_once('/').map_or(full, |(_, name)| name);
     name.split_once('@').map_or(name, |(name, _)| name)
 }

@@ -1,7 +1,6 @@
 //! Fabric's worker side: running the units a scheduler assigns, storing their values and
 //! serving them to peers (the `fabric worker` process is [`node::run`]).
 
-pub mod code;
 pub mod data;
 pub mod executor;
 pub mod node;
