@@ -452,6 +452,28 @@ impl Drop for Cluster {
     }
 }
 
+/// Whether the tests run on CI (`CI` set to anything but empty, `0` or `false`), where
+/// every test must run: [`skip`] fails instead of skipping.
+pub fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Skips the rest of test `test` for `reason` (the caller returns right after): prints
+/// `SKIPPED: TEST: REASON` on stderr, or, on CI (see [`on_ci`]), where a skipped test would
+/// hide a broken environment, fails the test with that line.
+///
+/// The line is written to the process's stderr directly, not with `eprintln!`, so that the
+/// test harness does not capture it: a passing test's captured output is never shown, and a
+/// skip must be seen (`.ci/run`'s log, a developer's terminal).
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {test}: {reason}");
+    if on_ci() {
+        panic!("{line}\n(CI is set, and on CI this test must run, not skip)");
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Starts `cmd` (a `fabric scheduler` or `fabric worker`, possibly wrapped, e.g. in
 /// `ip netns exec`) with `FABRIC_LOG=info`, stdout piped and stderr to `log`; returns the
 /// process once its first stdout line (which announces its address) arrived, and that line.
