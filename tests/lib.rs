@@ -167,7 +167,13 @@ where
 }
 
 /// Runs `cmd` to completion (killing it after [`PROCESS_LIMIT`]) and collects its output.
-pub fn run_command(mut cmd: Command) -> Outcome {
+pub fn run_command(cmd: Command) -> Outcome {
+    run_command_within(cmd, PROCESS_LIMIT)
+}
+
+/// Runs `cmd` to completion and collects its output; kills it and fails the test when it
+/// takes longer than `limit` (for a command that must end soon, e.g. a job that could hang).
+pub fn run_command_within(mut cmd: Command, limit: Duration) -> Outcome {
     // Output goes to files, so that waiting with a deadline cannot deadlock on full pipes.
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
@@ -183,11 +189,11 @@ pub fn run_command(mut cmd: Command) -> Outcome {
         if let Some(status) = child.try_wait().expect("cannot wait for fabric") {
             break status;
         }
-        if start.elapsed() > PROCESS_LIMIT {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{cmd:?} did not finish within {PROCESS_LIMIT:?}; stderr so far:\n{}",
+                "{cmd:?} did not finish within {limit:?}; stderr so far:\n{}",
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
@@ -394,6 +400,35 @@ impl Cluster {
         }
     }
 
+    /// The process id of worker `i` (panics if it was killed).
+    pub fn worker_pid(&self, i: usize) -> u32 {
+        self.workers[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("worker {i} was killed"))
+            .id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to worker `i`.
+    pub fn signal_worker(&self, i: usize, signal: libc::c_int) {
+        signal_process(self.worker_pid(i), signal);
+    }
+
+    /// Whether worker `i` is a process that has not exited (running or stopped).
+    pub fn worker_is_alive(&mut self, i: usize) -> bool {
+        self.workers[i]
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The scheduler's log so far (the current one, after restarts).
+    pub fn scheduler_log(&self) -> String {
+        let name = match self.restarts {
+            0 => "scheduler.log".to_string(),
+            n => format!("scheduler-{n}.log"),
+        };
+        std::fs::read_to_string(self.logs.path().join(name)).unwrap_or_default()
+    }
+
     /// `fabric ARGS --scheduler URL`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = fabric_command(args);
@@ -450,6 +485,49 @@ impl Drop for Cluster {
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();
     }
+}
+
+/// Sends `signal` to process `pid` (panics if that fails).
+pub fn signal_process(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("a process id fits in pid_t");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "cannot send signal {signal} to process {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The state letter of process `pid` in `/proc/PID/stat` (`R` running, `S` sleeping, `T`
+/// stopped by a signal...), or None when there is no such process (or no /proc).
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (COMM) STATE ...`, where COMM may hold spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Whether the tests run on CI (`CI` set to anything but empty, `0` or `false`), where
+/// every test must run: [`skip`] fails instead of skipping.
+pub fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Skips the rest of test `test` for `reason` (the caller returns right after): prints
+/// `SKIPPED: TEST: REASON` on stderr, or, on CI (see [`on_ci`]), where a skipped test would
+/// hide a broken environment, fails the test with that line.
+///
+/// The line is written to the process's stderr directly, not with `eprintln!`, so that the
+/// test harness does not capture it: a passing test's captured output is never shown, and a
+/// skip must be seen (`.ci/run`'s log, a developer's terminal).
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {test}: {reason}");
+    if on_ci() {
+        panic!("{line}\n(CI is set, and on CI this test must run, not skip)");
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Starts `cmd` (a `fabric scheduler` or `fabric worker`, possibly wrapped, e.g. in

@@ -519,20 +519,85 @@ fn a_task_that_keeps_losing_its_worker_is_quarantined() {
     );
 }
 
-/// Writes `bytes` to a new connection to `addr`, then reads until the server closes it or
-/// a second passes; returns what the server sent.
-fn poke(addr: &str, bytes: &[u8]) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    // The server may close the connection, or stop reading while its answers wait to be
-    // read, before taking everything: not an error here.
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    answer
+/// How a server ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ended {
+    /// It closed it (the client read to the end).
+    Closed,
+    /// It reset it (closed with bytes unread, or aborted).
+    Reset,
+}
+
+/// How long a server may take to end a connection it was sent garbage on.
+const GARBAGE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Writes `bytes` to a new connection to `addr`, shutting down the writing half afterwards
+/// when `finish` (the server then knows nothing more comes), and reads until the server
+/// ends the connection; returns what the server sent and how it ended the connection.
+/// Fails the test when the server keeps it open for [`GARBAGE_DEADLINE`].
+///
+/// Reading and writing go on at once (a server answering requests as it reads them must
+/// not block on a client that does not read). A write that fails because the server
+/// closed or reset the connection first is not an error.
+fn poke(addr: &str, bytes: &[u8], finish: bool) -> (Vec<u8>, Ended) {
+    use std::io::{ErrorKind, Read, Write};
+    let start = std::time::Instant::now();
+    let left = move || {
+        GARBAGE_DEADLINE
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1))
+    };
+    let stream = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    let mut reading = stream.try_clone().unwrap();
+    let reader = std::thread::spawn(move || -> (Vec<u8>, Result<Ended, String>) {
+        let mut answer = Vec::new();
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            reading.set_read_timeout(Some(left())).unwrap();
+            match reading.read(&mut buf) {
+                Ok(0) => return (answer, Ok(Ended::Closed)),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return (answer, Ok(Ended::Reset));
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if start.elapsed() >= GARBAGE_DEADLINE {
+                        let n = answer.len();
+                        return (
+                            answer,
+                            Err(format!(
+                                "still open after {GARBAGE_DEADLINE:?} (it sent {n} bytes)"
+                            )),
+                        );
+                    }
+                }
+                Err(e) => return (answer, Err(format!("reading failed: {e}"))),
+            }
+        }
+    });
+    let mut writing = &stream;
+    writing.set_write_timeout(Some(left())).unwrap();
+    let _ = writing.write_all(bytes);
+    if finish {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let (answer, ended) = reader.join().expect("the reading thread panicked");
+    let ended = ended.unwrap_or_else(|e| {
+        let first: Vec<u8> = bytes.iter().copied().take(32).collect();
+        panic!(
+            "{addr} did not end a connection it was sent {} bytes of garbage on ({first:?}...{}): {e}",
+            bytes.len(),
+            if finish { ", then the end of the stream" } else { "" }
+        )
+    });
+    (answer, ended)
 }
 
 #[test]
@@ -564,16 +629,31 @@ fn garbage_and_nonsense_on_the_ports_are_refused_and_serving_goes_on() {
             })
             .collect()
     };
+    //
+    // Random bytes are refused as soon as they are read, the client still connected: they
+    // start like neither protocol (HTTP/2's preface, the raw path's magic). Garbage after a
+    // valid preface or magic may be an unfinished request (a frame header, a 12-byte raw
+    // request) as far as the server can tell: the client ends its stream, and the server
+    // must then close the connection, not keep it.
     let mut tried = 0;
     for addr in [&scheduler, &data[0]] {
         for n in [1, 7, 8, 24, 100, 4096, 1 << 20] {
-            poke(addr, &random(n));
+            let mut bytes = random(n);
+            if matches!(bytes[0], b'P' | b'F') {
+                bytes[0] ^= 0x80;
+            }
+            poke(addr, &bytes, false);
             let mut framed = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
             framed.extend(random(n));
-            poke(addr, &framed);
+            poke(addr, &framed, true);
             let mut raw = b"FABRAW01".to_vec();
             raw.extend(random(n));
-            poke(addr, &raw);
+            let (answer, _) = poke(addr, &raw, true);
+            // The data port takes any 12 bytes as a request for a value it does not hold
+            // and answers each "not found".
+            if addr == &data[0] && n >= 12 {
+                assert_eq!(answer.first(), Some(&1), "{addr}: {answer:?}");
+            }
             tried += 3;
         }
     }
@@ -585,7 +665,8 @@ fn garbage_and_nonsense_on_the_ports_are_refused_and_serving_goes_on() {
     request.extend(999_999u64.to_le_bytes());
     request.extend(5u32.to_le_bytes());
     request.extend([1, 2, 3]);
-    let answer = poke(&data[1], &request);
+    let (answer, ended) = poke(&data[1], &request, true);
+    assert_eq!(ended, Ended::Closed);
     assert_eq!(answer.first(), Some(&1), "{answer:?}");
     assert!(
         String::from_utf8_lossy(&answer[9..]).contains("holds no value 999999/5"),
@@ -805,4 +886,427 @@ fn a_persisted_dataset_survives_the_loss_of_a_worker_holding_it() {
         "{}",
         cluster.logs()
     );
+}
+
+/// Leaves `slow-inc(i, ms)` for i < `leaves` (even), added in pairs, then summed: the sum
+/// is leaves × (leaves + 1) / 2, and every pair's `add` may need a value from another
+/// worker.
+fn slow_pairs(leaves: usize, ms: u32) -> Json {
+    let mut tasks: Vec<(String, Json)> = (0..leaves)
+        .map(|i| task(&format!("l{i}"), "math/slow-inc", json!([i, ms])))
+        .collect();
+    for i in 0..leaves / 2 {
+        tasks.push(task(
+            &format!("p{i}"),
+            "math/add",
+            json!([r(&format!("l{}", 2 * i)), r(&format!("l{}", 2 * i + 1))]),
+        ));
+    }
+    let refs: Vec<Json> = (0..leaves / 2).map(|i| r(&format!("p{i}"))).collect();
+    tasks.push(task("sum", "math/sum", json!([refs])));
+    graph(tasks, &["sum"])
+}
+
+/// The names of the workers `fabric status` lists.
+fn worker_names(status: &Json) -> Vec<String> {
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The worker called `name` in `fabric status`, if listed.
+fn worker_named<'a>(status: &'a Json, name: &str) -> Option<&'a Json> {
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+}
+
+/// A worker that is alive but silent (SIGSTOP: its process and its connections stay, it
+/// just says nothing) is removed once `--heartbeat-timeout` passes without a word from it,
+/// and the job it had a part in finishes elsewhere with the right answer. Woken up
+/// (SIGCONT), it finds its session ended and attaches again.
+#[test]
+fn a_stopped_worker_is_removed_after_the_heartbeat_timeout_and_its_work_runs_elsewhere() {
+    let timeout = Duration::from_secs(1);
+    let mut cluster = Cluster::start_with(
+        &["--heartbeat-interval", "100ms", "--heartbeat-timeout", "1s"],
+        0,
+        &[],
+    );
+    let silent = cluster.add_worker(&["--nthreads", "2", "--name", "silent"]);
+    let _steady = cluster.add_worker(&["--nthreads", "2", "--name", "steady"]);
+    let dir = GraphDir::new();
+    // 16 leaves of 150 ms on 4 threads: about 600 ms of leaves, so the stop lands while
+    // the silent worker holds values and runs leaves.
+    let out = cluster.submit(&dir.write_graph(&slow_pairs(16, 150)), &["--detach"]);
+    assert_eq!(out.code, 0, "{out}");
+    let job = out.stdout.trim().to_string();
+    cluster.wait_for("the silent worker to hold results", |s| {
+        worker_named(s, "silent").is_some_and(|w| w["units_total"].as_u64() >= Some(2))
+    });
+
+    let stopped = std::time::Instant::now();
+    cluster.signal_worker(silent, libc::SIGSTOP);
+    let pid = cluster.worker_pid(silent);
+    let status = cluster.wait_for("the stopped worker to be removed", |s| {
+        worker_named(s, "silent").is_none()
+    });
+    let removed_after = stopped.elapsed();
+    assert_eq!(worker_names(&status), ["steady"], "{status}");
+    // Removed for its silence: not at once (its last word may have come a little before
+    // the stop, later than usual on a busy machine), and long before the default timeout
+    // of 10 s.
+    assert!(
+        removed_after >= timeout / 2 && removed_after < Duration::from_secs(8),
+        "removed {removed_after:?} after it stopped\n{}",
+        cluster.logs()
+    );
+    let log = cluster.scheduler_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("worker removed: no heartbeat for 1.0 s")
+                && l.ends_with("name=silent")),
+        "{}",
+        cluster.logs()
+    );
+    // Still there, stopped: nothing closed its connections.
+    assert!(cluster.worker_is_alive(silent));
+    assert_eq!(fabric_tests::process_state(pid), Some('T'));
+
+    // The job finishes on the other worker: what the silent one held is recomputed. A
+    // minute is far more than it needs (a hang fails here, not at the 300 s limit).
+    let out = fabric_tests::run_command_within(
+        cluster.command(&["result", &job]),
+        Duration::from_secs(60),
+    );
+    // Leaves give 1..=16.
+    assert_eq!(out.success(), json!({ "sum": 136 }), "{}", cluster.logs());
+    assert_eq!(worker_names(&cluster.status()), ["steady"]);
+
+    // Woken up, the removed worker attaches again (as a new worker) and takes work.
+    cluster.signal_worker(silent, libc::SIGCONT);
+    cluster.wait_for("the woken worker to attach again", |s| {
+        worker_named(s, "silent").is_some()
+    });
+    let hello = fabric_tests::workspace_root().join("examples/hello.json");
+    assert_eq!(cluster.submit(&hello, &[]).stdout, "{\"c\": 16}\n");
+}
+
+/// One IPv4 TCP socket of this network namespace, as `/proc/net/tcp` lists it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct TcpSocket {
+    local_port: u16,
+    remote_port: u16,
+    /// 1: established.
+    state: u8,
+    /// Bytes its process wrote that the peer has not acknowledged yet (sent or not).
+    tx_queue: u64,
+    /// Bytes received that its process has not read yet.
+    rx_queue: u64,
+}
+
+/// Every IPv4 TCP socket of this network namespace (the cluster's, on 127.0.0.1, among
+/// them).
+fn tcp_sockets() -> Vec<TcpSocket> {
+    let text = std::fs::read_to_string("/proc/net/tcp").expect("cannot read /proc/net/tcp");
+    let parse = |line: &str| -> Option<TcpSocket> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit_once(':')?.1, 16).ok();
+        let (tx, rx) = fields.get(4)?.split_once(':')?;
+        Some(TcpSocket {
+            local_port: port(fields.get(1)?)?,
+            remote_port: port(fields.get(2)?)?,
+            state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+            tx_queue: u64::from_str_radix(tx, 16).ok()?,
+            rx_queue: u64::from_str_radix(rx, 16).ok()?,
+        })
+    };
+    text.lines().skip(1).filter_map(parse).collect()
+}
+
+/// The two ends of the established connection to data port `port` (the server's, whose
+/// local port it is, and the client's), if there is exactly one such connection.
+fn data_connection(port: u16) -> Option<(TcpSocket, TcpSocket)> {
+    let sockets: Vec<TcpSocket> = tcp_sockets()
+        .into_iter()
+        .filter(|s| s.state == 1 && (s.local_port == port || s.remote_port == port))
+        .collect();
+    match sockets[..] {
+        [a, b] if a.local_port == port && b.remote_port == port => Some((a, b)),
+        [a, b] if b.local_port == port && a.remote_port == port => Some((b, a)),
+        _ => None,
+    }
+}
+
+/// Bytes the process serving on data port `port` has written into its end of the (one)
+/// established connection so far (0 without a connection): those the peer acknowledged
+/// plus those still queued (`bytes_acked` and `Send-Q` of `ss -ti`, from the kernel's
+/// `tcp_info`).
+fn bytes_written_by_server(port: u16) -> u64 {
+    let filter = format!("( sport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established", &filter])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ss` (iproute2), which this test needs: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "`ss` failed: {text}");
+    if text.trim().is_empty() {
+        return 0;
+    }
+    let queued: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output of `ss -tinH`: {text:?}"));
+    // (`ss` leaves `bytes_acked` out while it is 0.)
+    let acked: u64 = text
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("bytes_acked:"))
+        .map_or(0, |n| n.parse().expect("a number of bytes"));
+    acked + queued
+}
+
+/// The port of a worker's data address (`http://127.0.0.1:PORT`) in `fabric status`.
+fn data_port(worker: &Json) -> u16 {
+    let address = worker["data_address"].as_str().unwrap();
+    address.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Elements of the list that crosses between workers in the transfer tests: 128 MiB of
+/// f64, far more than the kernel buffers of one loopback connection hold (tens of MiB at
+/// most: `net.ipv4.tcp_rmem` and `tcp_wmem`), so that a transfer takes a while (100 to 600
+/// ms in a debug build here) and can be caught in flight.
+const BIG: u32 = 1 << 24;
+
+/// The size of `BIG` f64s, less than their encoding.
+const BIG_BYTES: u64 = 8 * BIG as u64;
+
+/// `xs = seq(BIG)` where resource `a` is offered, `total = fsum(xs)` where `b` is.
+fn big_transfer() -> Json {
+    graph(
+        vec![
+            (
+                "xs".to_string(),
+                json!({ "call": "math/seq", "args": [BIG], "resources": { "a": 1 } }),
+            ),
+            (
+                "total".to_string(),
+                json!({ "call": "math/fsum", "args": [r("xs")], "resources": { "b": 1 } }),
+            ),
+        ],
+        &["total"],
+    )
+}
+
+/// sum(0..BIG), what `big_transfer` computes (exact in f64).
+fn big_total() -> f64 {
+    let n = f64::from(BIG);
+    n * (n - 1.0) / 2.0
+}
+
+/// Submits `big_transfer()` (detached) to a cluster whose worker `holder` (data port
+/// `port`) offers `a` and whose worker `fetcher` offers `b`, and freezes the transfer of
+/// `xs` in flight: the fetcher is stopped (SIGSTOP) while the holder's process still has
+/// part of the value to write, so that the rest can come from nowhere else. Returns the
+/// job's id and how many jobs that took.
+///
+/// The moment is found by polling `/proc/net/tcp` until the holder's end of the
+/// connection has bytes queued, and the fetcher stopped at once. The test's thread can be
+/// held up for as long as a transfer takes on a busy machine, though: a transfer that gets
+/// away (it ended before the stop, or the holder had written all of it) is let go, its
+/// answer checked, and a new job tried, up to five times.
+fn submit_and_freeze_a_transfer(cluster: &Cluster, port: u16, fetcher: usize) -> (String, usize) {
+    let pid = cluster.worker_pid(fetcher);
+    let dir = GraphDir::new();
+    let path = dir.write_graph(&big_transfer());
+    let mut escapes = Vec::new();
+    for attempt in 1..=5 {
+        // (The fetcher keeps its connection to the holder for the next fetch.)
+        let written_before = bytes_written_by_server(port);
+        let out = cluster.submit(&path, &["--detach"]);
+        assert_eq!(out.code, 0, "{out}");
+        let job = out.stdout.trim().to_string();
+
+        let start = std::time::Instant::now();
+        while data_connection(port).is_none_or(|(server, _)| server.tx_queue == 0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no transfer from data port {port} within a minute; sockets: {:?}\n{}",
+                tcp_sockets(),
+                cluster.logs()
+            );
+            std::thread::yield_now();
+        }
+        fabric_tests::signal_process(pid, libc::SIGSTOP);
+
+        // Frozen: the connection stands still (the same in two looks 20 ms apart) with
+        // bytes on both sides, and the holder has not written the whole value.
+        let start = std::time::Instant::now();
+        let mut last = None;
+        let mut idle = 0;
+        let escaped = loop {
+            let now = data_connection(port);
+            match now {
+                Some((server, client))
+                    if server.tx_queue > 0 && client.rx_queue > 0 && last == now =>
+                {
+                    let written = bytes_written_by_server(port) - written_before;
+                    if written < BIG_BYTES {
+                        return (job, attempt);
+                    }
+                    break format!("the holder had written {written} bytes");
+                }
+                Some((server, _)) if server.tx_queue == 0 => {
+                    idle += 1;
+                    if idle == 2 {
+                        break format!("the holder had nothing left to send: {now:?}");
+                    }
+                }
+                _ => idle = 0,
+            }
+            if start.elapsed() > Duration::from_secs(1) {
+                break format!("the connection did not stand still: {now:?}");
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        fabric_tests::signal_process(pid, libc::SIGCONT);
+        let out = fabric_tests::run_command_within(
+            cluster.command(&["result", &job]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            out.success()["total"].as_f64(),
+            Some(big_total()),
+            "{out}\n{}",
+            cluster.logs()
+        );
+        escapes.push(escaped);
+    }
+    panic!(
+        "five transfers of {BIG_BYTES} bytes got away before the fetcher could be stopped: \
+         {escapes:?}"
+    );
+}
+
+/// A worker that holds a value another worker is fetching is SIGKILLed in the middle of
+/// the transfer: the fetcher's read ends short, it reports the input missing, the value is
+/// recomputed from its lineage on another worker, and the answer is right.
+#[test]
+fn a_holder_killed_in_the_middle_of_a_transfer_means_a_missing_input_and_a_recompute() {
+    let mut cluster = Cluster::start(0, &[]);
+    let holder = cluster.add_worker(&["--nthreads", "1", "--name", "holder", "--resources", "a=1"]);
+    let fetcher =
+        cluster.add_worker(&["--nthreads", "1", "--name", "fetcher", "--resources", "b=1"]);
+    let status = cluster.status();
+    let holder_status = worker_named(&status, "holder").unwrap();
+    let holder_port = data_port(holder_status);
+    let holder_address = holder_status["data_address"].as_str().unwrap().to_string();
+
+    let (job, jobs) = submit_and_freeze_a_transfer(&cluster, holder_port, fetcher);
+    // The holder dies with part of the value unwritten; then the fetcher goes on.
+    cluster.kill_worker(holder);
+    cluster.signal_worker(fetcher, libc::SIGCONT);
+    // The only worker that can recompute `xs`.
+    cluster.add_worker(&["--nthreads", "1", "--name", "spare", "--resources", "a=1"]);
+
+    let out = fabric_tests::run_command_within(
+        cluster.command(&["result", &job]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.success()["total"].as_f64(),
+        Some(big_total()),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    // The fetcher said the input was missing, naming the dead holder.
+    let log = cluster.scheduler_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("input missing: ") && l.contains(&holder_address)),
+        "no missing input from {holder_address} reported\n{}",
+        cluster.logs()
+    );
+    // `xs` was recomputed on the spare worker; `total` ran once for each job on the
+    // fetcher (the cut transfer never ran it).
+    let status = cluster.wait_for("the workers to report their work", |s| {
+        worker_named(s, "spare").is_some_and(|w| w["units_total"] == 1)
+            && worker_named(s, "fetcher").is_some_and(|w| w["units_total"] == jobs)
+    });
+    assert_eq!(worker_names(&status), ["fetcher", "spare"], "{status}");
+}
+
+/// A worker stopped (SIGSTOP) in the middle of sending a value to another: the fetcher is
+/// left reading a connection that stays open and silent. The holder is removed after
+/// `--heartbeat-timeout` like any silent worker; its values are recomputed from their
+/// lineage on another worker, the fetcher's unit runs again from that copy, and the answer
+/// is right.
+#[test]
+fn a_holder_stopped_in_the_middle_of_a_transfer_is_removed_and_the_value_recomputed() {
+    // (A timeout longer than the fetcher's own stop while the transfer is frozen.)
+    let mut cluster = Cluster::start_with(
+        &["--heartbeat-interval", "100ms", "--heartbeat-timeout", "3s"],
+        0,
+        &[],
+    );
+    let holder = cluster.add_worker(&["--nthreads", "1", "--name", "holder", "--resources", "a=1"]);
+    let fetcher =
+        cluster.add_worker(&["--nthreads", "1", "--name", "fetcher", "--resources", "b=1"]);
+    let status = cluster.status();
+    let holder_port = data_port(worker_named(&status, "holder").unwrap());
+
+    // Freeze the transfer of `xs`, stop the holder too, and let the fetcher go on: it
+    // reads what the kernel had, then waits on a connection that stays open and silent.
+    let (job, jobs) = submit_and_freeze_a_transfer(&cluster, holder_port, fetcher);
+    cluster.signal_worker(holder, libc::SIGSTOP);
+    cluster.signal_worker(fetcher, libc::SIGCONT);
+    let holder_pid = cluster.worker_pid(holder);
+    let status = cluster.wait_for("the stopped holder to be removed", |s| {
+        worker_named(s, "holder").is_none()
+    });
+    let log = cluster.scheduler_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("worker removed: no heartbeat for 3.0 s")
+                && l.ends_with("name=holder")),
+        "{}",
+        cluster.logs()
+    );
+    // The fetch is cut short: this job's `total` has not run, the connection is still
+    // open, the holder still there, stopped.
+    assert_eq!(
+        worker_named(&status, "fetcher").unwrap()["units_total"],
+        jobs - 1,
+        "{status}"
+    );
+    assert!(
+        data_connection(holder_port).is_some(),
+        "{:?}",
+        tcp_sockets()
+    );
+    assert!(cluster.worker_is_alive(holder));
+    assert_eq!(fabric_tests::process_state(holder_pid), Some('T'));
+    cluster.add_worker(&["--nthreads", "1", "--name", "spare", "--resources", "a=1"]);
+
+    let out = fabric_tests::run_command_within(
+        cluster.command(&["result", &job]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.success()["total"].as_f64(),
+        Some(big_total()),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    // `xs` was recomputed on the spare worker.
+    cluster.wait_for("the spare worker to report its work", |s| {
+        worker_named(s, "spare").is_some_and(|w| w["units_total"] == 1)
+    });
+    cluster.signal_worker(holder, libc::SIGCONT);
 }
