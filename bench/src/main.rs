@@ -65,6 +65,14 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         calls: usize,
     },
+    /// What the scheduler does with an uploaded component: read its export signatures from
+    /// its bytes (validate and decode its type; nothing is compiled), COMPONENT as given,
+    /// `--calls` times.
+    Signatures {
+        component: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        calls: usize,
+    },
     /// The same on a real cluster: `fabric scheduler` + 2 `fabric worker --nthreads 1`
     /// processes on 127.0.0.1. PARTS: startup, latency, flat, tree, transfer, memory, and
     /// arrays and dataframes (Dask's array_sum.py and dataframe_groupby.py, on the files
@@ -124,6 +132,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Latency { calls } => b.latency(calls)?,
+        Command::Signatures { component, calls } => signatures(&component, calls)?,
         Command::Cluster {
             parts,
             fabric,
@@ -356,6 +365,29 @@ fn graph_bytes_estimate(plan: &Plan) -> usize {
     let bytes = alloc::live_bytes() - before;
     drop(copy);
     bytes
+}
+
+/// Times `fabric_signatures::read` on a component file.
+fn signatures(path: &std::path::Path, calls: usize) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut samples = Vec::with_capacity(calls);
+    let mut exports = 0;
+    for _ in 0..calls.max(1) {
+        let t = Instant::now();
+        let info = fabric_signatures::read(&bytes)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        exports = info.exports.len();
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "bench": "signatures", "component": path.display().to_string(),
+            "bytes": bytes.len(), "exports": exports, "calls": samples.len(),
+            "median_ms": samples[samples.len() / 2], "min_ms": samples[0],
+        })
+    );
+    Ok(())
 }
 
 fn check(report: &fabric_local::JobReport, expected: &[i64]) -> Result<()> {
