@@ -1,6 +1,7 @@
 //! Component tests of fabric-runtime: the guest examples (math, faulty, text) loaded,
 //! called, made to fail, limited, cached and run from several threads.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -383,19 +384,130 @@ fn panics_carry_their_message() {
     assert_eq!(e.to_string(), "panicked: kaboom");
 }
 
+/// How soon after its cancel or its time limit a running guest must have stopped: epoch
+/// interruption ticks every 5 ms, and 50 ms leave room for a busy machine. Cancelling keeps
+/// to it (0.1 to 15 ms measured, on 2 cores busy with the cluster tests); time limits do
+/// not yet, see the ignored tests below (the active ones keep their old bounds).
+const PROMPTLY: Duration = Duration::from_millis(50);
+
+/// Passes on the messages of the log lines tasks emit (`tracing` events with the target
+/// `fabric::task`, emitted as the guest calls `log`) on the threads it is the default
+/// subscriber of: proof that a task runs, seen while it runs.
+struct LiveLogs(std::sync::mpsc::Sender<String>);
+
+impl tracing::Subscriber for LiveLogs {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "fabric::task"
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let _ = self.0.send(message.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A call running on a thread of its own, whose log lines arrive as the task emits them.
+struct WatchedCall {
+    logs: std::sync::mpsc::Receiver<String>,
+    call: std::thread::JoinHandle<Ended>,
+}
+
+/// How a watched call ended. Its times are taken on the calling thread right before and
+/// after the call, so that neither starting a thread nor joining it counts.
+struct Ended {
+    outcome: Result<CallOutput, TaskError>,
+    /// When the call was made (a moment before its store and its deadline).
+    start: Instant,
+    /// When it returned.
+    end: Instant,
+}
+
+impl WatchedCall {
+    /// Calls `component/export(args)` on a new thread.
+    fn start(
+        component: &str,
+        export: &'static str,
+        args: Vec<Value>,
+        ctx: TaskContext,
+        limits: Limits,
+    ) -> WatchedCall {
+        let component = load(component);
+        let (tx, logs) = std::sync::mpsc::channel();
+        let call = std::thread::spawn(move || {
+            tracing::subscriber::with_default(LiveLogs(tx), || {
+                let start = Instant::now();
+                let outcome = runtime().call(&component, export, &args, &ctx, &limits);
+                let end = Instant::now();
+                Ended {
+                    outcome,
+                    start,
+                    end,
+                }
+            })
+        });
+        WatchedCall { logs, call }
+    }
+
+    /// Waits (at most ten seconds) for the task's first log line, which proves it runs.
+    fn running(&self) -> String {
+        self.logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the task logged nothing within 10 s: it does not run")
+    }
+
+    /// Waits for the call to return.
+    fn end(self) -> Ended {
+        self.call.join().expect("the call panicked")
+    }
+}
+
 #[test]
 fn spinning_times_out_and_the_runtime_carries_on() {
-    let faulty = load("faulty");
-    let start = Instant::now();
-    let limits = Limits::new(64, Duration::from_millis(200));
-    let e = runtime()
-        .call(&faulty, "spin", &[], &ctx(), &limits)
-        .unwrap_err();
-    let elapsed = start.elapsed();
+    let limit = Duration::from_millis(200);
+    let call = WatchedCall::start(
+        "faulty",
+        "busy",
+        vec![string("spinning")],
+        ctx(),
+        Limits::new(64, limit),
+    );
+    assert_eq!(call.running(), "spinning");
+    let Ended {
+        outcome,
+        start,
+        end,
+    } = call.end();
+    let e = outcome.unwrap_err();
     assert_eq!(e.kind, TaskErrorKind::Timeout, "{e}");
     assert_eq!(e.message, "exceeded its time limit of 200ms");
-    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    // (9 to 35 ms late measured, 60 ms with three spinning tasks per core: not yet
+    // within `PROMPTLY` for sure, see `a_time_limit_is_kept_within_50_ms_*`.)
+    let elapsed = end - start;
+    assert!(
+        elapsed >= limit && elapsed < Duration::from_secs(10),
+        "stopped {elapsed:?} after it started, with a time limit of {limit:?}"
+    );
     assert_eq!(value("math", "inc", &[Value::S64(1)]), Value::S64(2));
 }
 
@@ -419,42 +531,191 @@ fn memory_is_capped() {
 
 #[test]
 fn cancelling_stops_a_running_task_at_once() {
-    let faulty = load("faulty");
     let cancel = CancelFlag::new();
-    let limits = Limits::new(64, Duration::from_secs(60));
-    let started = Instant::now();
-    let e = std::thread::scope(|s| {
-        let ctx = ctx().with_cancel(cancel.clone());
-        let task = s.spawn(move || runtime().call(&faulty, "spin", &[], &ctx, &limits));
-        std::thread::sleep(Duration::from_millis(50));
-        cancel.cancel();
-        task.join().unwrap().unwrap_err()
-    });
+    let call = WatchedCall::start(
+        "faulty",
+        "busy",
+        vec![string("spinning")],
+        ctx().with_cancel(cancel.clone()),
+        Limits::new(64, Duration::from_secs(60)),
+    );
+    assert_eq!(call.running(), "spinning");
+    let cancelled = Instant::now();
+    cancel.cancel();
+    let Ended { outcome, end, .. } = call.end();
+    let e = outcome.unwrap_err();
     assert_eq!(e.kind, TaskErrorKind::Cancelled, "{e}");
     assert_eq!(e.to_string(), "was cancelled: its job was cancelled");
-    // Long before the 60 s time limit: within a few epoch ticks of the flag.
+    assert_eq!(e.logs, [(Level::Info, "spinning".to_string())]);
+    // Within a few epoch ticks of the flag, long before the 60 s time limit.
+    let after = end - cancelled;
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+        after <= PROMPTLY,
+        "stopped {after:?} after it was cancelled"
     );
     // A task whose flag is set before it starts does not start.
     let ctx = ctx().with_cancel(cancel);
     let e = runtime()
-        .call(&load("math"), "inc", &[Value::S64(1)], &ctx, &limits)
+        .call(&load("math"), "inc", &[Value::S64(1)], &ctx, &limits())
         .unwrap_err();
     assert_eq!(e.kind, TaskErrorKind::Cancelled, "{e}");
 }
 
 #[test]
 fn cancel_flags_keep_the_time_limit() {
-    let faulty = load("faulty");
-    let ctx = ctx().with_cancel(CancelFlag::new());
-    let limits = Limits::new(64, Duration::from_millis(100));
-    let e = runtime()
-        .call(&faulty, "spin", &[], &ctx, &limits)
-        .unwrap_err();
+    // (A task with a cancel flag counts its deadline down in an epoch callback, not with
+    // wasmtime's own deadline.)
+    let limit = Duration::from_millis(100);
+    let call = WatchedCall::start(
+        "faulty",
+        "busy",
+        vec![string("spinning")],
+        ctx().with_cancel(CancelFlag::new()),
+        Limits::new(64, limit),
+    );
+    assert_eq!(call.running(), "spinning");
+    let Ended {
+        outcome,
+        start,
+        end,
+    } = call.end();
+    let e = outcome.unwrap_err();
     assert_eq!(e.to_string(), "timed out: exceeded its time limit of 100ms");
+    // (Up to 180 ms late measured on a busy machine: see
+    // `a_time_limit_is_kept_within_50_ms_on_a_busy_machine`.)
+    let elapsed = end - start;
+    assert!(
+        elapsed >= limit && elapsed < Duration::from_secs(10),
+        "stopped {elapsed:?} after it started, with a time limit of {limit:?}"
+    );
+}
+
+/// A long time limit is kept as closely as a short one.
+#[test]
+#[ignore = "fails today: the epoch advances one tick per wake-up of its thread (5 ms plus \
+            the wake-up's latency), so a time limit is counted in ticks that each last a \
+            little more than 5 ms: about 3% late (130 to 150 ms at 5 s on an idle machine, \
+            more on a busy one); run with --ignored"]
+fn a_time_limit_is_kept_within_50_ms_when_it_is_long() {
+    for cancel in [None, Some(CancelFlag::new())] {
+        let limit = Duration::from_secs(5);
+        let ctx = match cancel {
+            Some(flag) => ctx().with_cancel(flag),
+            None => ctx(),
+        };
+        let call = WatchedCall::start(
+            "faulty",
+            "busy",
+            vec![string("spinning")],
+            ctx,
+            Limits::new(64, limit),
+        );
+        assert_eq!(call.running(), "spinning");
+        let Ended {
+            outcome,
+            start,
+            end,
+        } = call.end();
+        assert_eq!(outcome.unwrap_err().kind, TaskErrorKind::Timeout);
+        let elapsed = end - start;
+        assert!(
+            elapsed >= limit && elapsed <= limit + PROMPTLY,
+            "stopped {elapsed:?} after it started, with a time limit of {limit:?}"
+        );
+    }
+}
+
+/// Time limits are wall-clock time, also for tasks that share the cores: three spinning
+/// tasks per core, with and without a cancel flag (a worker gives every task one), each
+/// stop within 50 ms of their limit.
+#[test]
+#[ignore = "fails today: a task with a cancel flag counts its limit down one epoch tick per \
+            callback, and ticks that pass while its thread waits for a core are not \
+            counted, so its limit stretches with the load (200 ms became 520 to 710 ms, \
+            three tasks per core on 2 cores); without a flag the epoch thread's own delays \
+            made it 14 to 180 ms late; run with --ignored"]
+fn a_time_limit_is_kept_within_50_ms_on_a_busy_machine() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let limit = Duration::from_millis(200);
+    // How late each task stopped, without a cancel flag, then with one.
+    let late = [false, true].map(|flag| {
+        let calls: Vec<WatchedCall> = (0..3 * cores)
+            .map(|_| {
+                let ctx = if flag {
+                    ctx().with_cancel(CancelFlag::new())
+                } else {
+                    ctx()
+                };
+                let args = vec![string("spinning")];
+                WatchedCall::start("faulty", "busy", args, ctx, Limits::new(64, limit))
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|call| {
+                assert_eq!(call.running(), "spinning");
+                let Ended {
+                    outcome,
+                    start,
+                    end,
+                } = call.end();
+                assert_eq!(outcome.unwrap_err().kind, TaskErrorKind::Timeout);
+                (end - start).saturating_sub(limit)
+            })
+            .collect::<Vec<Duration>>()
+    });
+    assert!(
+        late.iter().flatten().all(|l| *l <= PROMPTLY),
+        "{} tasks on {cores} cores stopped this long after their limit of {limit:?}: \
+         {:?} without a cancel flag, {:?} with one",
+        3 * cores,
+        late[0],
+        late[1]
+    );
+}
+
+/// A task blocked in a host call (here WASI's sleep, in `math/slow-inc`) stops at its
+/// cancel and at its time limit as promptly as one that computes.
+#[test]
+#[ignore = "fails today: epoch interruption stops only running WebAssembly, and a guest \
+            blocked in a WASI call (a 5 s sleep here) keeps its thread, past its cancel and \
+            its time limit, until the call returns (a guest sleeping for days keeps it for \
+            days); run with --ignored"]
+fn a_task_blocked_in_a_host_call_stops_at_its_cancel_and_time_limit() {
+    let sleep = || vec![Value::S64(1), Value::U32(5_000)];
+    let cancel = CancelFlag::new();
+    let call = WatchedCall::start(
+        "math",
+        "slow-inc",
+        sleep(),
+        ctx().with_cancel(cancel.clone()),
+        Limits::new(64, Duration::from_secs(60)),
+    );
+    assert!(call.running().starts_with("slow-inc(1) sleeping 5000 ms"));
+    let cancelled = Instant::now();
+    cancel.cancel();
+    let Ended { outcome, end, .. } = call.end();
+    assert_eq!(outcome.unwrap_err().kind, TaskErrorKind::Cancelled);
+    let after = end - cancelled;
+    assert!(
+        after <= PROMPTLY,
+        "stopped {after:?} after it was cancelled"
+    );
+
+    let limit = Duration::from_millis(100);
+    let call = WatchedCall::start("math", "slow-inc", sleep(), ctx(), Limits::new(64, limit));
+    assert!(call.running().starts_with("slow-inc(1) sleeping 5000 ms"));
+    let Ended {
+        outcome,
+        start,
+        end,
+    } = call.end();
+    assert_eq!(outcome.unwrap_err().kind, TaskErrorKind::Timeout);
+    let elapsed = end - start;
+    assert!(
+        elapsed <= limit + PROMPTLY,
+        "stopped {elapsed:?} after it started, with a time limit of {limit:?}"
+    );
 }
 
 #[test]

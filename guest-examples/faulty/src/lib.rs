@@ -25,6 +25,11 @@ impl Guest for Faulty {
         }
     }
 
+    fn busy(msg: String) -> i64 {
+        fabric_sdk::info!("{msg}");
+        Self::spin()
+    }
+
     fn hog(mib: u32) -> u64 {
         const MIB: usize = 1 << 20;
         const PAGE: usize = 4096;
