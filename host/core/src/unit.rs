@@ -50,21 +50,17 @@ impl Plan {
             .collect()
     }
 
-    /// What each input of `unit` is to its steps, with the unit that computes it (in this
-    /// job; a dataset value's unit is in the dataset's job): the outputs of other units
-    /// the unit uses, then the dataset values it uses.
-    pub fn unit_inputs(&self, unit: UnitIdx) -> impl Iterator<Item = (Input, Option<UnitIdx>)> {
+    /// The inputs of `unit`: the outputs of tasks of other units its first step uses
+    /// (each the value of `unit_of_task[t]`), then the dataset values its steps use.
+    pub fn unit_inputs(&self, unit: UnitIdx) -> impl Iterator<Item = Input> + '_ {
         let steps = self.steps(unit);
         let first = &self.graph.tasks[steps[0] as usize];
-        let tasks = first
-            .deps
-            .iter()
-            .map(move |&d| (Input::Task(d), Some(self.unit_of_task[d as usize])));
+        let tasks = first.deps.iter().map(|&d| Input::Task(d));
         let externals = self
             .graph
             .externals_of(steps)
             .into_iter()
-            .map(|x| (Input::External(x), None));
+            .map(Input::External);
         tasks.chain(externals)
     }
 }

@@ -948,13 +948,15 @@ impl Core {
             };
             let inputs = plan
                 .unit_inputs(unit)
-                .filter_map(|(role, of)| {
-                    let (key, role) = match (role, of) {
-                        (Input::Task(t), Some(u)) => (v1::ValueKey::new(job, u), Role::Task(t)),
-                        (Input::External(x), _) => {
+                .filter_map(|input| {
+                    let (key, role) = match input {
+                        Input::Task(t) => {
+                            let u = plan.unit_of_task[t as usize];
+                            (v1::ValueKey::new(job, u), Role::Task(t))
+                        }
+                        Input::External(x) => {
                             (*entry.externals.get(x as usize)?, Role::External(x))
                         }
-                        (Input::Task(_), None) => return None,
                     };
                     let (dj, du) = key.parts().ok()?;
                     Some(v1::ComputeInput {
