@@ -78,6 +78,16 @@ fn foundation_graphs_on_three_workers() {
     let out = cluster.submit(&dir.write_graph(&bad), &[]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("task `a`"), "{out}");
+    // So is one whose component is not WebAssembly: its signatures are read from its bytes.
+    dir.write("junk.wasm", b"not wasm at all");
+    let junk = json!({
+        "components": { "junk": "junk.wasm" },
+        "tasks": { "a": { "call": "junk/run", "args": [] } },
+        "outputs": ["a"],
+    });
+    let out = cluster.submit(&dir.write("junk.json", junk.to_string()), &[]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("not a WebAssembly component"), "{out}");
 
     // Detach, then come back for the result; every job was released.
     let out = cluster.submit(&hello, &["--detach"]);

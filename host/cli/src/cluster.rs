@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use fabric_client::{Client, ClientError, JobOutcome, JobState, Submission};
-use fabric_core::{Datasets, JobProgress, PlanConfig};
+use fabric_core::{BuildError, Datasets, JobProgress};
 use fabric_runtime::Limits;
 
 use crate::args;
-use crate::run::{Outcome, Progress, RuntimeArgs, load_graph, print_outcome};
+use crate::run::{Outcome, Progress, RuntimeArgs, print_outcome};
 
 /// Where the scheduler is, for the client commands.
 #[derive(Args)]
@@ -155,8 +155,6 @@ pub struct SubmitArgs {
     /// cancelled [default: none].
     #[arg(long, value_name = "DURATION", value_parser = args::duration)]
     job_timeout: Option<Duration>,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
 }
 
 /// `fabric result`.
@@ -277,31 +275,29 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
 
 pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
     tokio()?.block_on(async {
-        // The same checks as `fabric run`, against the tenant's datasets, before anything
-        // is sent (and even when the scheduler cannot be reached: the graph's own problems
-        // come first).
+        // The checks of `fabric run`, against the tenant's datasets and the signatures read
+        // from the components' bytes (nothing is compiled here), before anything is sent
+        // (and even when the scheduler cannot be reached: the graph's own problems come
+        // first). The files are read once: what was checked is what is sent.
         let client = a.scheduler.connect().await;
         let datasets = match &client {
-            Ok(client) => dataset_types(client, &a.tenant).await?,
+            Ok(client) => client.dataset_types(&a.tenant).await?,
             Err(_) => Datasets::new(),
         };
-        let runtime = a.runtime.runtime(Limits::default())?;
-        let checked = tokio::task::block_in_place(|| {
-            load_graph(
-                &runtime,
-                &a.graph,
-                &datasets,
-                PlanConfig { fuse: !a.no_fuse },
-            )
-        })?;
-        if let Err(code) = checked {
-            return Ok(code);
-        }
-        drop(runtime);
-        let client = client?;
         let mut submission = Submission::from_file(&a.graph)?;
-        submission.tenant = a.tenant;
         submission.no_fuse = a.no_fuse;
+        if let Err(e) = tokio::task::block_in_place(|| submission.check(&datasets)) {
+            return match e {
+                BuildError::Invalid(report) => {
+                    eprintln!("error: {report}");
+                    Ok(ExitCode::from(crate::run::INVALID_GRAPH))
+                }
+                // The file was parsed as it was read: only its validation can fail here.
+                e => Err(e.into()),
+            };
+        }
+        let client = client?;
+        submission.tenant = a.tenant;
         submission.timeout = a.timeout;
         submission.memory = a.memory;
         submission.retries = a.retries;
@@ -339,24 +335,6 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
             Err(e) => Err(e.into()),
         }
     })
-}
-
-/// The types of `tenant`'s datasets on the cluster.
-async fn dataset_types(client: &Client, tenant: &str) -> Result<Datasets> {
-    let mut out = Datasets::new();
-    for d in client.datasets().await? {
-        if d.tenant != tenant {
-            continue;
-        }
-        let mut keys = std::collections::BTreeMap::new();
-        for (key, json) in d.types_json {
-            let ty = serde_json::from_str(&json)
-                .with_context(|| format!("dataset `{}` has a malformed type", d.name))?;
-            keys.insert(key, ty);
-        }
-        out.insert(d.name, keys);
-    }
-    Ok(out)
 }
 
 /// Waits for a job with a progress display, then prints it as `fabric run` does.

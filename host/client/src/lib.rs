@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fabric_core::{GraphSpec, JobProgress, Value};
+use fabric_core::{BuildError, Datasets, GraphSpec, JobProgress, Plan, PlanConfig, Value};
 use fabric_proto::chunk::component_chunks;
 use fabric_proto::transport::Peers;
 use fabric_proto::v1::scheduler_client::SchedulerClient;
@@ -94,20 +94,20 @@ pub enum ClientError {
     #[error("the graph is invalid:\n  {}", .0.join("\n  "))]
     Rejected(Vec<String>),
     /// A file could not be read.
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The graph document is not valid JSON of a graph.
-    #[error("`{path}` is not a valid graph document: {source}")]
+    #[error("`{path}` is not a valid graph document: {error}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// An output could be fetched from none of the workers holding it.
     #[error("cannot gather output `{task}`: {reason}")]
@@ -195,18 +195,18 @@ impl Submission {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Submission, ClientError> {
         let path = path.as_ref();
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| ClientError::Read {
+            std::fs::read(p).map_err(|error| ClientError::Read {
                 path: p.to_path_buf(),
-                source,
+                error,
             })
         };
         let graph_json = String::from_utf8(read(path)?).map_err(|e| ClientError::Read {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
-        let spec = GraphSpec::from_json(&graph_json).map_err(|source| ClientError::Parse {
+        let spec = GraphSpec::from_json(&graph_json).map_err(|error| ClientError::Parse {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let components = spec
@@ -215,6 +215,22 @@ impl Submission {
             .map(|(name, file)| Ok(ComponentSource::new(name, read(&base.join(file))?)))
             .collect::<Result<_, ClientError>>()?;
         Ok(Submission::new(graph_json, components))
+    }
+
+    /// Validates and plans the graph here, as the scheduler will: against the built-in
+    /// components, the signatures read from its components' bytes (nothing is compiled)
+    /// and `datasets` (the persisted datasets it may use, with their types). Every problem
+    /// of an invalid graph is found before anything is sent.
+    pub fn check(&self, datasets: &Datasets) -> Result<Plan, BuildError> {
+        let mut catalog = fabric_builtins::catalog();
+        for c in &self.components {
+            let signatures = fabric_signatures::read(&c.bytes).map_err(|e| e.to_string());
+            catalog.insert(c.name.clone(), signatures);
+        }
+        let config = PlanConfig {
+            fuse: !self.no_fuse,
+        };
+        fabric_core::build_json(&self.graph_json, &catalog, datasets, config, usize::MAX)
     }
 }
 
@@ -649,6 +665,23 @@ impl Client {
             .await?
             .into_inner()
             .datasets)
+    }
+
+    /// The value types of `tenant`'s datasets, by dataset and key: what a graph using them
+    /// is checked against ([`Submission::check`]).
+    pub async fn dataset_types(&self, tenant: &str) -> Result<Datasets, ClientError> {
+        let mut out = Datasets::new();
+        for d in self.datasets().await? {
+            if d.tenant != tenant {
+                continue;
+            }
+            let mut keys = std::collections::BTreeMap::new();
+            for (key, json) in &d.types_json {
+                keys.insert(key.clone(), fabric_proto::decode_type(json, "Dataset")?);
+            }
+            out.insert(d.name, keys);
+        }
+        Ok(out)
     }
 
     /// Drops a dataset; whether it existed.

@@ -9,6 +9,7 @@ pub mod sched;
 pub mod spec;
 pub mod types;
 pub mod unit;
+pub mod units;
 pub mod validate;
 pub mod value;
 
@@ -25,6 +26,7 @@ pub use sched::{
 pub use spec::{GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};
 pub use unit::Step;
+pub use units::{format_bytes, format_duration};
 pub use validate::{
     Catalog, Datasets, GraphError, MAX_RETRIES, ValidationReport, validate, validate_with,
 };

@@ -3,14 +3,12 @@
 //! partial moments for mean/std, blocked matmul) and the component that publishes them.
 //! Chunked arrays (fabric-client's collections) are graphs of these calls, one per chunk.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::enum_of;
-use fabric_core::{FuncType, Type, Value};
+use fabric_core::Value;
 use fabric_runtime::{Component, Limits, Native, NativeCall, TaskError, TaskErrorKind};
 
-use crate::chunk::{self, Chunk, ChunkRef, chunk_type, elements};
+use crate::chunk::{self, Chunk, ChunkRef, elements};
 
 /// A binary elementwise operation; comparisons give 1.0 for true and 0.0 for false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -724,128 +722,14 @@ pub fn concat(parts: &[ChunkRef], axis: usize) -> Result<Chunk, String> {
 // ---------------------------------------------------------------------------------------
 // The component.
 
-/// `builtin:array`: every kernel above as an export.
+/// `builtin:array`: every kernel above as an export, under the signatures fabric-builtins
+/// publishes.
 pub fn component() -> Component {
-    let chunk = chunk_type();
-    let shape = Type::list(Type::U64);
-    let binary_op = enum_of(&BinaryOp::ALL.map(|(n, _)| n));
-    let unary_op = enum_of(&UnaryOp::ALL.map(|(n, _)| n));
-    let axis = Type::Option(Arc::new(Type::U32));
-    let f = crate::signature;
-    let mut exports = BTreeMap::new();
-    let mut add = |name: &str, ty: FuncType| {
-        exports.insert(name.to_string(), ty);
-    };
-    add(
-        "random",
-        f(&[("shape", &shape), ("seed", &Type::U64)], &chunk),
-    );
-    add("zeros", f(&[("shape", &shape)], &chunk));
-    add("ones", f(&[("shape", &shape)], &chunk));
-    add(
-        "full",
-        f(&[("shape", &shape), ("value", &Type::F64)], &chunk),
-    );
-    add(
-        "arange",
-        f(
-            &[
-                ("start", &Type::F64),
-                ("step", &Type::F64),
-                ("n", &Type::U64),
-            ],
-            &chunk,
-        ),
-    );
-    add(
-        "from-list",
-        f(
-            &[("shape", &shape), ("data", &Type::list(Type::F64))],
-            &chunk,
-        ),
-    );
-    for (name, _) in BinaryOp::ALL {
-        add(name, f(&[("a", &chunk), ("b", &chunk)], &chunk));
-    }
-    add(
-        "binary-transposed",
-        f(&[("a", &chunk), ("b", &chunk), ("op", &binary_op)], &chunk),
-    );
-    let reduction = enum_of(&Reduction::ALL.map(|(n, _)| n));
-    add(
-        "reduce-binary",
-        f(
-            &[
-                ("a", &chunk),
-                ("b", &chunk),
-                ("op", &binary_op),
-                ("transpose-b", &Type::Bool),
-                ("reduction", &reduction),
-                ("axis", &axis),
-            ],
-            &chunk,
-        ),
-    );
-    add(
-        "scalar",
-        f(
-            &[("a", &chunk), ("op", &binary_op), ("k", &Type::F64)],
-            &chunk,
-        ),
-    );
-    add(
-        "rscalar",
-        f(
-            &[("k", &Type::F64), ("op", &binary_op), ("a", &chunk)],
-            &chunk,
-        ),
-    );
-    add("unary", f(&[("a", &chunk), ("op", &unary_op)], &chunk));
-    add("transpose", f(&[("a", &chunk)], &chunk));
-    for (name, _) in Reduction::ALL {
-        add(name, f(&[("a", &chunk), ("axis", &axis)], &chunk));
-    }
-    add("mean", f(&[("a", &chunk), ("axis", &axis)], &chunk));
-    add("moments", f(&[("a", &chunk), ("axis", &axis)], &chunk));
-    add(
-        "combine-moments",
-        f(&[("a", &chunk), ("b", &chunk)], &chunk),
-    );
-    add(
-        "std-of-moments",
-        f(&[("m", &chunk), ("ddof", &Type::F64)], &chunk),
-    );
-    add(
-        "fold",
-        f(
-            &[("parts", &Type::list(chunk.clone())), ("op", &binary_op)],
-            &chunk,
-        ),
-    );
-    add("matmul", f(&[("a", &chunk), ("b", &chunk)], &chunk));
-    add(
-        "slice",
-        f(
-            &[("a", &chunk), ("start", &shape), ("stop", &shape)],
-            &chunk,
-        ),
-    );
-    add(
-        "concat",
-        f(
-            &[("parts", &Type::list(chunk.clone())), ("axis", &Type::U32)],
-            &chunk,
-        ),
-    );
-    add("item", f(&[("a", &chunk)], &Type::F64));
-    add(
-        "read-npy",
-        f(
-            &[("url", &Type::String), ("start", &shape), ("stop", &shape)],
-            &chunk,
-        ),
-    );
-    Component::native("builtin:array", exports, Arc::new(ArrayKernels))
+    Component::native(
+        fabric_builtins::ARRAY,
+        fabric_builtins::array(),
+        Arc::new(ArrayKernels),
+    )
 }
 
 /// The code of `builtin:array`.

@@ -6,15 +6,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use fabric_core::{Bulk, Type, Value};
+use fabric_core::{Bulk, Value};
 
-/// The WIT type of a chunk.
-pub fn chunk_type() -> Type {
-    Type::Record(Arc::from([
-        (Arc::from("shape"), Type::list(Type::U64)),
-        (Arc::from("data"), Type::list(Type::F64)),
-    ]))
-}
+pub use fabric_builtins::chunk_type;
 
 /// A chunk owned by a kernel: what it returns.
 #[derive(Clone, Debug, PartialEq)]

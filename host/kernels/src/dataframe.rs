@@ -2,12 +2,10 @@
 //! the record `frame { arrow-ipc: list<u8> }` (an Arrow IPC stream, moved as bytes), so user
 //! components in any language can take and return frames with their own Arrow library.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::enum_of;
-use fabric_core::{Bulk, FuncType, Type, Value};
+use fabric_core::{Bulk, Value};
 use fabric_frame::arrow_array::RecordBatch;
 use fabric_frame::arrow_schema::{DataType, Field, Schema};
 use fabric_frame::expr::Expr;
@@ -17,179 +15,14 @@ use fabric_frame::read::{Format, Source, Step};
 use fabric_frame::{DataAccess, FrameError};
 use fabric_runtime::{Component, Native, NativeCall, TaskError, TaskErrorKind};
 
-/// The WIT type of a partition.
-pub fn frame_type() -> Type {
-    record(&[("arrow-ipc", Type::list(Type::U8))])
-}
-
-fn record(fields: &[(&str, Type)]) -> Type {
-    Type::Record(
-        fields
-            .iter()
-            .map(|(n, t)| (Arc::from(*n), t.clone()))
-            .collect(),
-    )
-}
-
-/// The WIT type of one aggregate: `record aggregate { column, how, name }`.
-pub fn aggregate_type() -> Type {
-    record(&[
-        ("column", Type::String),
-        ("how", enum_of(&How::ALL.map(|(n, _)| n))),
-        ("name", Type::String),
-    ])
-}
-
-/// The WIT type of a groupby: `record grouping { keys: list<string>, aggregates }`.
-pub fn grouping_type() -> Type {
-    record(&[
-        ("keys", Type::list(Type::String)),
-        ("aggregates", Type::list(aggregate_type())),
-    ])
-}
-
-/// The WIT type of a partition's step.
-pub fn step_type() -> Type {
-    Type::Variant(Arc::from([
-        (Arc::from("filter"), Some(Type::String)),
-        (
-            Arc::from("assign"),
-            Some(Type::Tuple(Arc::from([Type::String, Type::String]))),
-        ),
-        (Arc::from("select"), Some(Type::list(Type::String))),
-        (Arc::from("group"), Some(grouping_type())),
-    ]))
-}
-
-/// The WIT type of a partition's file: `record source { format, url, schema }`, where the
-/// schema (for CSV) lists each column's name and Arrow type (`["ts", "Timestamp(s)"]`).
-pub fn source_type() -> Type {
-    record(&[
-        ("format", enum_of(&["csv", "parquet"])),
-        ("url", Type::String),
-        (
-            "schema",
-            Type::Option(Arc::new(Type::list(Type::Tuple(Arc::from([
-                Type::String,
-                Type::String,
-            ]))))),
-        ),
-    ])
-}
-
-/// `builtin:dataframe`: every operation as an export.
+/// `builtin:dataframe`: every operation as an export, under the signatures fabric-builtins
+/// publishes.
 pub fn component() -> Component {
-    let frame = frame_type();
-    let frames = Type::list(frame.clone());
-    let strings = Type::list(Type::String);
-    let f = crate::signature;
-    let steps = Type::list(step_type());
-    let mut exports = BTreeMap::new();
-    let mut add = |name: &str, ty: FuncType| {
-        exports.insert(name.to_string(), ty);
-    };
-    add(
-        "read",
-        f(&[("source", &source_type()), ("steps", &steps)], &frame),
-    );
-    add("map", f(&[("f", &frame), ("steps", &steps)], &frame));
-    add(
-        "combine",
-        f(
-            &[
-                ("parts", &frames),
-                ("grouping", &grouping_type()),
-                ("finish", &Type::Bool),
-            ],
-            &frame,
-        ),
-    );
-    add(
-        "split-hash",
-        f(
-            &[("f", &frame), ("on", &strings), ("parts", &Type::U32)],
-            &frames,
-        ),
-    );
-    add("nth", f(&[("parts", &frames), ("i", &Type::U32)], &frame));
-    add("concat", f(&[("parts", &frames)], &frame));
-    add(
-        "join",
-        f(
-            &[
-                ("left", &frames),
-                ("right", &frames),
-                ("on", &strings),
-                ("how", &enum_of(&JoinHow::ALL.map(|(n, _)| n))),
-            ],
-            &frame,
-        ),
-    );
-    add(
-        "sample",
-        f(
-            &[("f", &frame), ("by", &Type::String), ("n", &Type::U32)],
-            &frame,
-        ),
-    );
-    add(
-        "boundaries",
-        f(&[("samples", &frames), ("parts", &Type::U32)], &frame),
-    );
-    add(
-        "split-range",
-        f(
-            &[
-                ("f", &frame),
-                ("by", &Type::String),
-                ("bounds", &frame),
-                ("parts", &Type::U32),
-            ],
-            &frames,
-        ),
-    );
-    add(
-        "sort",
-        f(
-            &[
-                ("parts", &frames),
-                ("by", &strings),
-                ("descending", &Type::Bool),
-            ],
-            &frame,
-        ),
-    );
-    add(
-        "edge",
-        f(
-            &[
-                ("f", &frame),
-                ("before", &Type::Option(Arc::new(frame.clone()))),
-                ("on", &Type::String),
-                ("window", &Type::String),
-            ],
-            &frame,
-        ),
-    );
-    add(
-        "rolling",
-        f(
-            &[
-                ("f", &frame),
-                ("before", &Type::Option(Arc::new(frame.clone()))),
-                ("on", &Type::String),
-                ("window", &Type::String),
-                ("aggregates", &Type::list(aggregate_type())),
-            ],
-            &frame,
-        ),
-    );
-    add("rows", f(&[("f", &frame)], &Type::U64));
-    add(
-        "to-parquet",
-        f(&[("f", &frame), ("url", &Type::String)], &Type::U64),
-    );
-    Component::native("builtin:dataframe", exports, Arc::new(DataFrameKernels))
+    Component::native(
+        fabric_builtins::DATAFRAME,
+        fabric_builtins::dataframe(),
+        Arc::new(DataFrameKernels),
+    )
 }
 
 struct DataFrameKernels;

@@ -1,7 +1,8 @@
 //! Fabric's built-in kernels: chunk operations implemented natively in Rust and published
 //! to graphs as components (`builtin:array`, `builtin:dataframe`), so that a graph calls
-//! `builtin:array/add` like any component, the validator type-checks the call, and user
-//! WebAssembly tasks can take and return the same chunk and frame records.
+//! `builtin:array/add` like any component, the validator type-checks the call (against the
+//! signatures in fabric-builtins), and user WebAssembly tasks can take and return the same
+//! chunk and frame records.
 
 pub mod array;
 pub mod chunk;
@@ -10,29 +11,10 @@ pub mod dataframe;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use fabric_core::{Catalog, ComponentInfo, FuncType, Type};
 use fabric_runtime::Component;
 
 pub use chunk::{Chunk, ChunkRef};
-
-/// The signature `(params) -> result` of a built-in export.
-pub(crate) fn signature(params: &[(&str, &Type)], result: &Type) -> FuncType {
-    FuncType {
-        params: params
-            .iter()
-            .map(|&(n, t)| (Arc::from(n), t.clone()))
-            .collect(),
-        result: Some(result.clone()),
-    }
-}
-
-/// The WIT type `enum { names... }`.
-pub(crate) fn enum_of(names: &[&str]) -> Type {
-    Type::Enum(names.iter().map(|&n| Arc::from(n)).collect())
-}
-
-/// The prefix of every built-in component's name.
-pub const PREFIX: &str = "builtin:";
+pub use fabric_builtins::{PREFIX, catalog};
 
 /// The built-in components by name (`builtin:array`). Graphs use them without listing them
 /// under `components`.
@@ -46,16 +28,33 @@ pub fn components() -> &'static BTreeMap<String, Arc<Component>> {
     })
 }
 
-/// The built-in components' signatures, as a catalog that validation extends with the
-/// graph's own components.
-pub fn catalog() -> Catalog {
-    components()
-        .iter()
-        .map(|(name, c)| {
-            let info = ComponentInfo {
-                exports: c.exports().clone(),
-            };
-            (name.clone(), Ok(info))
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use fabric_frame::groupby::How;
+    use fabric_frame::join::JoinHow;
+
+    use crate::array::{BinaryOp, Reduction, UnaryOp};
+
+    /// The kernels know every case of the enums their signatures declare, by the same names
+    /// in the same order.
+    #[test]
+    fn the_kernels_know_every_case_of_their_signatures() {
+        assert_eq!(BinaryOp::ALL.map(|(n, _)| n), fabric_builtins::BINARY_OPS);
+        assert_eq!(UnaryOp::ALL.map(|(n, _)| n), fabric_builtins::UNARY_OPS);
+        assert_eq!(Reduction::ALL.map(|(n, _)| n), fabric_builtins::REDUCTIONS);
+        assert_eq!(How::ALL.map(|(n, _)| n), fabric_builtins::AGGREGATES);
+        assert_eq!(JoinHow::ALL.map(|(n, _)| n), fabric_builtins::JOINS);
+    }
+
+    #[test]
+    fn the_components_publish_the_builtin_signatures() {
+        let components = super::components();
+        for (name, info) in fabric_builtins::catalog() {
+            assert_eq!(
+                components[&name].exports(),
+                &info.unwrap().exports,
+                "{name}"
+            );
+        }
+    }
 }

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use fabric_core::{Failure, GraphError, JobId, JobProgress, UnitIdx, WorkerId, WorkerSpec};
+use fabric_core::{Failure, GraphError, JobId, JobProgress, Type, UnitIdx, WorkerId, WorkerSpec};
 
 use crate::error::ProtoError;
 use crate::v1;
@@ -288,6 +288,22 @@ impl From<&GraphError> for v1::ValidationError {
             message: e.to_string(),
         }
     }
+}
+
+// ------------------------------------------------------------------------- types
+
+/// A WIT type as messages carry it: fabric-core's JSON form (`fabric_core::Type` through
+/// serde), e.g. `"u64"` or `{"list": "f64"}`.
+pub fn encode_type(ty: &Type) -> String {
+    serde_json::to_string(ty).expect("types serialize")
+}
+
+/// A WIT type received in its JSON form in a `message` (named in the error).
+pub fn decode_type(json: &str, message: &'static str) -> Result<Type, ProtoError> {
+    serde_json::from_str(json).map_err(|e| ProtoError::Invalid {
+        what: message,
+        problem: format!("malformed type `{json}`: {e}"),
+    })
 }
 
 // ------------------------------------------------------------------------- components

@@ -60,12 +60,12 @@ pub enum ProtoError {
         error: ValueError,
     },
     /// The bytes are not the protobuf encoding of the expected message.
-    #[error("cannot decode {what}: {source}")]
+    #[error("cannot decode {what}: {error}")]
     Decode {
         /// The message type expected.
         what: &'static str,
         /// prost's explanation.
-        source: prost::DecodeError,
+        error: prost::DecodeError,
     },
     /// A chunked transfer announced (or reached) more bytes than the receiver accepts.
     #[error("{what} of {size} bytes is over the limit of {limit} bytes")]

@@ -41,7 +41,7 @@ pub mod v1 {
 pub use chunk::{
     CHUNK_SIZE, Reassembler, ReceiveError, ValueChunks, ValueReceiver, receive_value, value_chunks,
 };
-pub use convert::{check_component_hash, component_map};
+pub use convert::{check_component_hash, component_map, decode_type, encode_type};
 pub use error::{ProtoError, ValueError};
 pub use value::{decode_value, encode_value};
 pub use version::{PROTOCOL_VERSION, VersionMismatch, check_version};

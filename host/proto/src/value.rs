@@ -345,9 +345,9 @@ pub fn encode_value(value: &Value) -> Bytes {
 /// Decodes what [`encode_value`] produced, checking everything (see the module docs).
 /// Packed lists are sliced out of `encoded`, not copied, before they are unpacked.
 pub fn decode_value(encoded: impl Buf) -> Result<Value, ProtoError> {
-    let proto = v1::Value::decode(encoded).map_err(|source| ProtoError::Decode {
+    let proto = v1::Value::decode(encoded).map_err(|error| ProtoError::Decode {
         what: "Value",
-        source,
+        error,
     })?;
     Value::try_from(proto)
 }

@@ -9,11 +9,12 @@ use wasmtime::component::Val;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
 use crate::component::{Component, Export, NativeCall, Wasm};
-use crate::config::{Limits, RuntimeConfig, format_bytes, format_duration};
+use crate::config::{Limits, RuntimeConfig};
 use crate::convert::{from_val, to_val};
 use crate::epoch::TICK;
 use crate::error::{Level, TaskError, TaskErrorKind};
 use crate::store::{Leftovers, TaskState};
+use fabric_core::{format_bytes, format_duration};
 
 /// Who is running: what a task learns through `fabric:task/context`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -40,6 +40,7 @@ mod types;
 
 pub use call::{CallOutput, CancelFlag, TaskContext};
 pub use component::{Component, Native, NativeCall};
-pub use config::{Limits, RuntimeConfig, format_duration};
+pub use config::{Limits, RuntimeConfig};
 pub use error::{Level, RuntimeError, TaskError, TaskErrorKind};
+pub use fabric_core::format_duration;
 pub use runtime::Runtime;

@@ -103,7 +103,7 @@ impl Components {
     /// signatures were read already (cheap: no bytes are read).
     pub(crate) fn ready_catalog(&self, names: &BTreeMap<String, String>) -> Option<Catalog> {
         let map = self.map();
-        let mut catalog = fabric_kernels::catalog();
+        let mut catalog = fabric_builtins::catalog();
         for (name, hash) in names {
             let signatures = map.get(hash)?.signatures.clone()?;
             catalog.insert(name.clone(), signatures.map(Arc::unwrap_or_clone));
@@ -116,7 +116,7 @@ impl Components {
     /// a component's signatures the first time validates its bytes). Every hash must have
     /// been checked with [`Components::has`].
     pub(crate) fn catalog(&self, names: &BTreeMap<String, String>) -> Catalog {
-        let mut catalog = fabric_kernels::catalog();
+        let mut catalog = fabric_builtins::catalog();
         for (name, hash) in names {
             let signatures = self.signatures(hash).map(Arc::unwrap_or_clone);
             catalog.insert(name.clone(), signatures);

@@ -389,7 +389,7 @@ impl Core {
             Command::JobTimeout { job, limit } => {
                 let reason = format!(
                     "exceeded its time limit of {}",
-                    fabric_runtime::format_duration(limit)
+                    fabric_core::format_duration(limit)
                 );
                 if self.cancel(job, &reason) {
                     tracing::warn!(job, "{reason}: cancelled");
@@ -1084,10 +1084,7 @@ impl Core {
         let update = self.update(job)?;
         let plan = self.sched.plan(job)?;
         let types_json = dataset_keys(plan, job)
-            .map(|(key, ty, _)| {
-                let json = serde_json::to_string(ty).expect("types serialize");
-                (key.to_string(), json)
-            })
+            .map(|(key, ty, _)| (key.to_string(), fabric_proto::encode_type(ty)))
             .collect();
         Some(v1::Dataset {
             name: name.to_string(),

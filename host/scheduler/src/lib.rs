@@ -70,12 +70,12 @@ impl Default for SchedulerOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The journal could not be opened.
-    #[error("cannot open the journal in {}: {source}", dir.display())]
+    #[error("cannot open the journal in {}: {error}", dir.display())]
     Journal {
         /// Its directory.
         dir: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
@@ -91,9 +91,9 @@ pub async fn serve(
     let start = tokio::time::Instant::now();
     let (journal, components, replayed) = match &options.journal {
         Some(dir) => {
-            let failed = |source| ServeError::Journal {
+            let failed = |error| ServeError::Journal {
                 dir: dir.clone(),
-                source,
+                error,
             };
             let (journal, replayed) = journal::Journal::open(dir).map_err(failed)?;
             let components =

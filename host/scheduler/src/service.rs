@@ -53,8 +53,8 @@ pub(crate) fn rebuild(
     let catalog = components.catalog(&names);
     let mut types = Datasets::new();
     for e in &code.externals {
-        let ty = serde_json::from_str(&e.type_json)
-            .map_err(|err| format!("dataset `{}` has a malformed type: {err}", e.dataset))?;
+        let ty = fabric_proto::decode_type(&e.type_json, "ExternalValue")
+            .map_err(|err| format!("dataset `{}`: {err}", e.dataset))?;
         types
             .entry(e.dataset.clone())
             .or_default()
@@ -192,7 +192,7 @@ impl Service {
                 v1::ExternalValue {
                     dataset: e.dataset.to_string(),
                     key: e.key.to_string(),
-                    type_json: serde_json::to_string(&e.ty).expect("types serialize"),
+                    type_json: fabric_proto::encode_type(&e.ty),
                     value: Some(*key),
                 }
             })

@@ -63,33 +63,33 @@ pub enum StoreError {
     #[error("invalid value store configuration: {0}")]
     Config(String),
     /// The spill directory could not be created.
-    #[error("cannot create a spill directory in {}: {source}", path.display())]
+    #[error("cannot create a spill directory in {}: {error}", path.display())]
     CreateDir {
         /// The directory it was to be created in ([`StoreConfig::spill_dir`]).
         path: PathBuf,
         /// Why not.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file of a spilled value could not be read (it was deleted, the disk failed...).
     /// The value is gone from the store.
-    #[error("cannot read spilled value {}/{} from {}: {source}", key.0, key.1, path.display())]
+    #[error("cannot read spilled value {}/{} from {}: {error}", key.0, key.1, path.display())]
     Read {
         /// The value's key.
         key: Key,
         /// Its spill file.
         path: PathBuf,
         /// Why not.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file of a spilled value does not decode. The value is gone from the store.
-    #[error("spilled value {}/{} in {} is corrupt: {source}", key.0, key.1, path.display())]
+    #[error("spilled value {}/{} in {} is corrupt: {error}", key.0, key.1, path.display())]
     Corrupt {
         /// The value's key.
         key: Key,
         /// Its spill file.
         path: PathBuf,
         /// What is wrong with the contents.
-        source: ProtoError,
+        error: ProtoError,
     },
 }
 
@@ -198,9 +198,9 @@ impl ValueStore {
         let dir = tempfile::Builder::new()
             .prefix("fabric-spill-")
             .tempdir_in(&config.spill_dir)
-            .map_err(|source| StoreError::CreateDir {
+            .map_err(|error| StoreError::CreateDir {
                 path: config.spill_dir.clone(),
-                source,
+                error,
             })?;
         let limit = config.memory_limit;
         let of_limit = |fraction: f64| (limit > 0).then_some((fraction * limit as f64) as u64);
@@ -476,15 +476,15 @@ fn write_spilled(path: &Path, value: &Value) -> io::Result<()> {
 }
 
 fn read_spilled(key: Key, path: &Path) -> Result<Value, StoreError> {
-    let data = fs::read(path).map_err(|source| StoreError::Read {
+    let data = fs::read(path).map_err(|error| StoreError::Read {
         key,
         path: path.to_owned(),
-        source,
+        error,
     })?;
-    fabric_proto::decode_value(Bytes::from(data)).map_err(|source| StoreError::Corrupt {
+    fabric_proto::decode_value(Bytes::from(data)).map_err(|error| StoreError::Corrupt {
         key,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
