@@ -1,6 +1,6 @@
 //! The benchmark graphs, built in memory as graph documents, with their expected outputs.
 
-use fabric_core::{GraphSpec, TaskSpec, spec::TaskList};
+use fabric_core::{ArgSpec, GraphSpec, TaskSpec, spec::TaskList};
 use serde_json::{Value as Json, json};
 
 /// Modulus of the random-DAG task function, as in Dask's overhead_scale.py.
@@ -11,7 +11,7 @@ const WINDOW: usize = 100;
 fn task(call: &str, args: Vec<Json>) -> TaskSpec {
     TaskSpec {
         call: call.into(),
-        args,
+        args: args.into_iter().map(ArgSpec::from).collect(),
         ..TaskSpec::default()
     }
 }

@@ -60,6 +60,10 @@ enum Command {
         #[arg(default_values_t = [1_000, 10_000, 100_000, 1_000_000])]
         sizes: Vec<usize>,
     },
+    /// Writes the random DAG of N tasks (the `dag` shape) as a graph file that calls the math
+    /// component by its absolute path: `fabric run FILE` measured as a user runs it (e.g. its
+    /// peak memory with `/usr/bin/time -v`).
+    WriteDag { tasks: usize, file: PathBuf },
     /// Round trip of one tiny task (validate + plan + run + result), runtime warm.
     Latency {
         #[arg(long, default_value_t = 500)]
@@ -130,6 +134,14 @@ fn main() -> Result<()> {
             for n in sizes {
                 b.dag(n)?;
             }
+        }
+        Command::WriteDag { tasks, file } => {
+            let (mut spec, _) = graphs::random_dag(tasks, 42);
+            let math = std::fs::canonicalize(&math_path)?;
+            spec.components
+                .insert("math".into(), math.to_string_lossy().into_owned());
+            let out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+            serde_json::to_writer(out, &spec)?;
         }
         Command::Latency { calls } => b.latency(calls)?,
         Command::Signatures { component, calls } => signatures(&component, calls)?,

@@ -23,7 +23,7 @@ pub use sched::{
     Comm, Failure, JobId, JobProgress, MAX_BACKOFF_US, Scheduler, SchedulerConfig, UnitState,
     WorkerId, WorkerSpec,
 };
-pub use spec::{GraphSpec, TaskSpec};
+pub use spec::{ArgSpec, GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};
 pub use unit::Step;
 pub use units::{format_bytes, format_duration};

@@ -30,9 +30,9 @@ pub struct TaskList(pub Vec<(String, TaskSpec)>);
 pub struct TaskSpec {
     /// `component/export`, e.g. `math/add`.
     pub call: String,
-    /// One JSON value per parameter; `{"ref": "id"}` anywhere inside stands for a task's output.
+    /// One value per parameter; `{"ref": "id"}` anywhere inside stands for a task's output.
     #[serde(default)]
-    pub args: Vec<Json>,
+    pub args: Vec<ArgSpec>,
     /// How many times to retry after a failure (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
@@ -45,6 +45,135 @@ pub struct TaskSpec {
     /// Memory limit of one attempt's instance, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+}
+
+/// One argument as written, with the task outputs and dataset values it uses found as it
+/// was read: a `{"ref": "id"}` costs one string instead of a JSON map, and validation never
+/// searches literals for references again.
+///
+/// `{"ref": "id"}` (an object with the one string field `ref`) is a task's output, and
+/// `{"dataset": "name", "key": "task"}` (exactly those two string fields) a dataset value,
+/// wherever they appear; everything else is a literal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgSpec {
+    /// A value with no reference inside, as written.
+    Literal(Json),
+    /// `{"ref": "id"}`: the output of the task `id`.
+    Ref(Box<str>),
+    /// `{"dataset": "name", "key": "task"}`: a value of a persisted dataset.
+    Dataset(Box<(Box<str>, Box<str>)>),
+    /// A list with a reference inside.
+    List(Box<[ArgSpec]>),
+    /// An object with a reference inside (a record, or a case such as `{"some": ...}`), its
+    /// fields in the order written.
+    Object(Box<[(Box<str>, ArgSpec)]>),
+}
+
+impl ArgSpec {
+    /// `null`.
+    pub const NULL: ArgSpec = ArgSpec::Literal(Json::Null);
+
+    /// Calls `f` with every task id the argument refers to, in order (repeats included).
+    pub fn for_each_ref<'a>(&'a self, f: &mut impl FnMut(&'a str)) {
+        match self {
+            ArgSpec::Ref(id) => f(id),
+            ArgSpec::List(items) => items.iter().for_each(|a| a.for_each_ref(f)),
+            ArgSpec::Object(fields) => fields.iter().for_each(|(_, a)| a.for_each_ref(f)),
+            ArgSpec::Literal(_) | ArgSpec::Dataset(_) => {}
+        }
+    }
+
+    /// The argument as the JSON it was read from.
+    pub fn to_json(&self) -> Json {
+        match self {
+            ArgSpec::Literal(json) => json.clone(),
+            ArgSpec::Ref(id) => serde_json::json!({ "ref": &**id }),
+            ArgSpec::Dataset(d) => serde_json::json!({ "dataset": &*d.0, "key": &*d.1 }),
+            ArgSpec::List(items) => Json::Array(items.iter().map(ArgSpec::to_json).collect()),
+            ArgSpec::Object(fields) => Json::Object(
+                fields
+                    .iter()
+                    .map(|(k, a)| (k.to_string(), a.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The id of `{"ref": "id"}`.
+fn as_ref(o: &serde_json::Map<String, Json>) -> Option<&str> {
+    match o.get("ref") {
+        Some(Json::String(id)) if o.len() == 1 => Some(id),
+        _ => None,
+    }
+}
+
+/// The dataset and key of `{"dataset": "name", "key": "task"}`.
+fn as_dataset(o: &serde_json::Map<String, Json>) -> Option<(&str, &str)> {
+    match (o.get("dataset"), o.get("key")) {
+        (Some(Json::String(d)), Some(Json::String(k))) if o.len() == 2 => Some((d, k)),
+        _ => None,
+    }
+}
+
+/// Whether `json` has a task ref or a dataset value anywhere inside.
+fn has_ref(json: &Json) -> bool {
+    match json {
+        Json::Array(items) => items.iter().any(has_ref),
+        Json::Object(o) => {
+            as_ref(o).is_some() || as_dataset(o).is_some() || o.values().any(has_ref)
+        }
+        _ => false,
+    }
+}
+
+impl From<Json> for ArgSpec {
+    fn from(json: Json) -> ArgSpec {
+        if !has_ref(&json) {
+            return ArgSpec::Literal(json);
+        }
+        match json {
+            Json::Object(o) => {
+                if let Some(id) = as_ref(&o) {
+                    return ArgSpec::Ref(id.into());
+                }
+                if let Some((dataset, key)) = as_dataset(&o) {
+                    return ArgSpec::Dataset(Box::new((dataset.into(), key.into())));
+                }
+                let fields = o.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into()));
+                ArgSpec::Object(fields.collect())
+            }
+            Json::Array(items) => ArgSpec::List(items.into_iter().map(ArgSpec::from).collect()),
+            _ => unreachable!("only objects and arrays hold references"),
+        }
+    }
+}
+
+impl From<&str> for ArgSpec {
+    /// A string literal.
+    fn from(s: &str) -> ArgSpec {
+        ArgSpec::Literal(Json::from(s))
+    }
+}
+
+impl Serialize for ArgSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ArgSpec::Literal(json) => json.serialize(s),
+            ArgSpec::Ref(id) => s.collect_map([("ref", &**id)]),
+            ArgSpec::Dataset(d) => s.collect_map([("dataset", &*d.0), ("key", &*d.1)]),
+            ArgSpec::List(items) => s.collect_seq(items.iter()),
+            ArgSpec::Object(fields) => s.collect_map(fields.iter().map(|(k, a)| (&**k, a))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ArgSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ArgSpec, D::Error> {
+        // Read as JSON (one argument at a time, so its maps are short-lived), then kept in
+        // the compact form.
+        Json::deserialize(d).map(ArgSpec::from)
+    }
 }
 
 impl GraphSpec {
@@ -187,6 +316,75 @@ mod tests {
             if let Ok(g) = GraphSpec::from_json(&text) {
                 prop_assert_eq!(GraphSpec::count_tasks(&text).ok(), Some(g.tasks.0.len()));
             }
+        }
+    }
+
+    #[test]
+    fn finds_references_as_it_reads() {
+        let g = GraphSpec::from_json(
+            r#"{"tasks": {"a": {"call": "m/f", "args": [
+                {"ref": "b"},
+                [1, {"ref": "c"}],
+                {"some": {"dataset": "d", "key": "k"}},
+                {"ref": 5},
+                {"ref": "b", "more": 1},
+                [1, 2, {"x": "y"}]
+            ]}}, "outputs": ["a"]}"#,
+        )
+        .unwrap();
+        let args = &g.tasks.0[0].1.args;
+        assert_eq!(args[0], ArgSpec::Ref("b".into()));
+        assert_eq!(
+            args[1],
+            ArgSpec::List(
+                [
+                    ArgSpec::Literal(serde_json::json!(1)),
+                    ArgSpec::Ref("c".into())
+                ]
+                .into()
+            )
+        );
+        let dataset = ArgSpec::Dataset(Box::new(("d".into(), "k".into())));
+        assert_eq!(args[2], ArgSpec::Object([("some".into(), dataset)].into()));
+        // Not references: a ref that is not a string, an object with more fields.
+        assert!(matches!(args[3], ArgSpec::Literal(_)));
+        assert!(matches!(args[4], ArgSpec::Literal(_)));
+        assert!(matches!(args[5], ArgSpec::Literal(_)));
+        let mut refs = Vec::new();
+        args.iter()
+            .for_each(|a| a.for_each_ref(&mut |id| refs.push(id)));
+        assert_eq!(refs, ["b", "c"]);
+    }
+
+    /// JSON values of a few levels, with references and dataset values among them.
+    fn json_value() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::from),
+            any::<i64>().prop_map(Json::from),
+            "[a-c]{0,2}".prop_map(Json::from),
+            "[a-c]{1,2}".prop_map(|id| serde_json::json!({ "ref": id })),
+            Just(serde_json::json!({ "dataset": "d", "key": "k" })),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                prop::collection::btree_map("[a-c]|ref|some", inner, 0..3)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// An argument reads back as the JSON it was read from, through both paths.
+        #[test]
+        fn arguments_round_trip(json in json_value()) {
+            let arg = ArgSpec::from(json.clone());
+            prop_assert_eq!(arg.to_json(), json.clone());
+            let text = serde_json::to_string(&arg).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Json>(&text).unwrap(), json);
+            let back: ArgSpec = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, arg);
         }
     }
 

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde_json::Value as Json;
 
 use super::report::list_or_none;
 use super::{Datasets, GraphError};
 use crate::graph::{Arg, External, Func, TaskIdx};
+use crate::spec::ArgSpec;
 use crate::types::Type;
-use crate::value::{ConvertError, Value, case_of, describe};
+use crate::value::{ConvertError, Value, describe};
 
 /// Distinct dependencies in first-use order (graphs have few deps per task: linear scan).
 #[derive(Default)]
@@ -35,47 +35,12 @@ impl Deps {
     }
 }
 
-/// The target of `{"ref": "id"}`, if `json` is one.
-fn as_ref(json: &Json) -> Option<&str> {
-    match json {
-        Json::Object(o) if o.len() == 1 => o.get("ref").and_then(Json::as_str),
+/// The case and payload of a one-field object holding a reference, e.g. `{"some": {"ref":
+/// "a"}}`.
+fn case_of(arg: &ArgSpec) -> Option<(&str, &ArgSpec)> {
+    match arg {
+        ArgSpec::Object(fields) if fields.len() == 1 => Some((&fields[0].0, &fields[0].1)),
         _ => None,
-    }
-}
-
-/// The dataset and key of `{"dataset": "name", "key": "task"}`, if `json` is one.
-fn as_dataset(json: &Json) -> Option<(&str, &str)> {
-    match json {
-        Json::Object(o) if o.len() == 2 => Some((
-            o.get("dataset").and_then(Json::as_str)?,
-            o.get("key").and_then(Json::as_str)?,
-        )),
-        _ => None,
-    }
-}
-
-/// Whether `json` has a task ref or a dataset value anywhere inside.
-fn contains_ref(json: &Json) -> bool {
-    match json {
-        Json::Array(items) => items.iter().any(contains_ref),
-        Json::Object(o) => {
-            as_ref(json).is_some() || as_dataset(json).is_some() || o.values().any(contains_ref)
-        }
-        _ => false,
-    }
-}
-
-pub(super) fn collect_refs<'j>(json: &'j Json, f: &mut impl FnMut(&'j str)) {
-    if let Some(target) = as_ref(json) {
-        return f(target);
-    }
-    if as_dataset(json).is_some() {
-        return;
-    }
-    match json {
-        Json::Array(items) => items.iter().for_each(|i| collect_refs(i, f)),
-        Json::Object(o) => o.values().for_each(|i| collect_refs(i, f)),
-        _ => {}
     }
 }
 
@@ -115,72 +80,71 @@ fn render(path: &[Step]) -> Vec<String> {
 }
 
 impl ArgBuilder<'_> {
-    pub(super) fn build(&mut self, json: &Json, ty: &Type) -> Option<Arg> {
-        if let Some(target) = as_ref(json) {
-            return self.reference(target, ty);
-        }
-        if let Some((dataset, key)) = as_dataset(json) {
-            return self.dataset(dataset, key, ty);
-        }
-        if !contains_ref(json) {
-            return match Value::from_json(json, ty) {
-                Ok(v) => Some(Arg::Value(v)),
-                Err(mut error) => {
-                    let mut path = render(&self.path);
-                    path.append(&mut error.path);
-                    error.path = path;
-                    self.literal_error(error)
-                }
-            };
+    pub(super) fn build(&mut self, arg: &ArgSpec, ty: &Type) -> Option<Arg> {
+        match arg {
+            ArgSpec::Ref(target) => return self.reference(target, ty),
+            ArgSpec::Dataset(d) => return self.dataset(&d.0, &d.1, ty),
+            ArgSpec::Literal(json) => {
+                return match Value::from_json(json, ty) {
+                    Ok(v) => Some(Arg::Value(v)),
+                    Err(mut error) => {
+                        let mut path = render(&self.path);
+                        path.append(&mut error.path);
+                        error.path = path;
+                        self.literal_error(error)
+                    }
+                };
+            }
+            ArgSpec::List(_) | ArgSpec::Object(_) => {}
         }
         let mismatch = |this: &mut Self| {
             let error = ConvertError {
                 path: render(&this.path),
                 expected: ty.to_string(),
-                found: describe(json),
+                found: describe(&arg.to_json()),
             };
             this.literal_error(error)
         };
-        match (ty, json) {
-            (Type::List(elem), Json::Array(items)) => {
+        match (ty, arg) {
+            (Type::List(elem), ArgSpec::List(items)) => {
                 let args = self.each(
                     items
                         .iter()
                         .enumerate()
-                        .map(|(i, j)| (Step::Index(i), j, &**elem)),
+                        .map(|(i, a)| (Step::Index(i), a, &**elem)),
                 )?;
                 Some(Arg::List(elem.bulk_kind(), args.into()))
             }
-            (Type::Tuple(types), Json::Array(items)) if items.len() == types.len() => {
+            (Type::Tuple(types), ArgSpec::List(items)) if items.len() == types.len() => {
                 let args = self.each(
                     items
                         .iter()
                         .zip(types.iter())
                         .enumerate()
-                        .map(|(i, (j, t))| (Step::Index(i), j, t)),
+                        .map(|(i, (a, t))| (Step::Index(i), a, t)),
                 )?;
                 Some(Arg::Tuple(args.into()))
             }
-            (Type::Record(fields), Json::Object(obj)) => {
-                if let Some(extra) = obj
-                    .keys()
-                    .find(|k| !fields.iter().any(|(n, _)| &**n == k.as_str()))
+            (Type::Record(fields), ArgSpec::Object(obj)) => {
+                if let Some((extra, value)) = obj
+                    .iter()
+                    .find(|(k, _)| !fields.iter().any(|(n, _)| **n == **k))
                 {
                     let mut path = render(&self.path);
                     path.push(format!(".{extra}"));
                     let error = ConvertError {
                         path,
                         expected: format!("no such field in {ty}"),
-                        found: describe(&obj[extra]),
+                        found: describe(&value.to_json()),
                     };
                     return self.literal_error(error);
                 }
                 let mut out = Vec::with_capacity(fields.len());
                 let mut ok = true;
                 for (name, fty) in fields.iter() {
-                    let item = match obj.get(&**name) {
-                        Some(item) => item,
-                        None if matches!(fty, Type::Option(_)) => &Json::Null,
+                    let item = match obj.iter().find(|(k, _)| **k == **name) {
+                        Some((_, item)) => item,
+                        None if matches!(fty, Type::Option(_)) => &ArgSpec::NULL,
                         None => {
                             let mut path = render(&self.path);
                             path.push(format!(".{name}"));
@@ -204,25 +168,24 @@ impl ArgBuilder<'_> {
                 ok.then(|| Arg::Record(out.into()))
             }
             (Type::Option(inner), _) => {
-                if let (Type::Option(_), Some(("some", Some(payload)))) = (&**inner, case_of(json))
-                {
+                if let (Type::Option(_), Some(("some", payload))) = (&**inner, case_of(arg)) {
                     return self
                         .nested(Step::Tag("some"), payload, inner)
                         .map(|a| Arg::Some(Box::new(a)));
                 }
-                self.build(json, inner).map(|a| Arg::Some(Box::new(a)))
+                self.build(arg, inner).map(|a| Arg::Some(Box::new(a)))
             }
-            (Type::Result { ok, err }, _) => match case_of(json) {
-                Some(("ok", Some(p))) if ok.is_some() => self
+            (Type::Result { ok, err }, _) => match case_of(arg) {
+                Some(("ok", p)) if ok.is_some() => self
                     .nested(Step::Tag("ok"), p, ok.as_deref()?)
                     .map(|a| Arg::Ok(Box::new(a))),
-                Some(("err", Some(p))) if err.is_some() => self
+                Some(("err", p)) if err.is_some() => self
                     .nested(Step::Tag("err"), p, err.as_deref()?)
                     .map(|a| Arg::Err(Box::new(a))),
                 _ => mismatch(self),
             },
-            (Type::Variant(cases), _) => match case_of(json) {
-                Some((name, Some(p))) => match cases.iter().find(|(n, _)| &**n == name) {
+            (Type::Variant(cases), _) => match case_of(arg) {
+                Some((name, p)) => match cases.iter().find(|(n, _)| &**n == name) {
                     Some((case, Some(cty))) => {
                         let case = case.clone();
                         self.nested(Step::Field(case.clone()), p, cty)
@@ -236,9 +199,9 @@ impl ArgBuilder<'_> {
         }
     }
 
-    fn nested(&mut self, step: Step, json: &Json, ty: &Type) -> Option<Arg> {
+    fn nested(&mut self, step: Step, arg: &ArgSpec, ty: &Type) -> Option<Arg> {
         self.path.push(step);
-        let arg = self.build(json, ty);
+        let arg = self.build(arg, ty);
         self.path.pop();
         arg
     }
@@ -246,12 +209,12 @@ impl ArgBuilder<'_> {
     /// Builds every item, reporting all failures; `None` if any failed.
     fn each<'j>(
         &mut self,
-        items: impl Iterator<Item = (Step, &'j Json, &'j Type)>,
+        items: impl Iterator<Item = (Step, &'j ArgSpec, &'j Type)>,
     ) -> Option<Vec<Arg>> {
         let mut out = Vec::new();
         let mut ok = true;
-        for (step, json, ty) in items {
-            match self.nested(step, json, ty) {
+        for (step, arg, ty) in items {
+            match self.nested(step, arg, ty) {
                 Some(a) => out.push(a),
                 None => ok = false,
             }

@@ -18,7 +18,7 @@ use crate::graph::{ComponentInfo, External, Graph, Task, TaskIdx};
 use crate::spec::GraphSpec;
 use crate::types::Type;
 
-use args::{ArgBuilder, Deps, collect_refs};
+use args::{ArgBuilder, Deps};
 use cycles::find_cycles;
 pub use report::{GraphError, ValidationReport};
 use resolve::Validator;
@@ -92,7 +92,7 @@ pub fn validate_with(
             // Still collect refs so unknown refs and cycles are reported.
             let mut deps = Deps::default();
             for arg in &spec_task.args {
-                collect_refs(arg, &mut |target| match index.get(target) {
+                arg.for_each_ref(&mut |target| match index.get(target) {
                     Some(&t) => deps.add(t),
                     None => v.errors.push(GraphError::UnknownRef {
                         task: id.clone(),

@@ -9,7 +9,7 @@ use serde_json::{Value as Json, json};
 use super::cycles::MAX_CYCLES;
 use super::*;
 use crate::graph::{Arg, Func, TaskOptions};
-use crate::spec::{TaskList, TaskSpec};
+use crate::spec::{ArgSpec, TaskList, TaskSpec};
 use crate::types::{BulkKind, FuncType};
 use crate::value::{ConvertError, Value};
 
@@ -871,7 +871,7 @@ fn chain(n: usize, ring: bool) -> GraphSpec {
                 format!("t{i}"),
                 TaskSpec {
                     call: "m/inc".into(),
-                    args: vec![arg],
+                    args: vec![arg.into()],
                     ..TaskSpec::default()
                 },
             )
@@ -1019,7 +1019,7 @@ fn task_spec() -> impl Strategy<Value = (String, TaskSpec)> {
                     id.to_string(),
                     TaskSpec {
                         call: call.into(),
-                        args,
+                        args: args.into_iter().map(ArgSpec::from).collect(),
                         retries,
                         timeout_ms,
                         resources,
@@ -1113,7 +1113,7 @@ proptest! {
                     id(i),
                     TaskSpec {
                         call: "m/sum".into(),
-                        args: vec![Json::Array(list)],
+                        args: vec![Json::Array(list).into()],
                         ..TaskSpec::default()
                     },
                 )
