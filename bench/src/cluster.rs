@@ -201,7 +201,7 @@ impl Bench {
                 let t1 = t.elapsed().as_secs_f64();
                 let update = client.wait(job, |_| {}).await?;
                 let t2 = t.elapsed().as_secs_f64();
-                let outputs = client.gather(&update.result.unwrap_or_default()).await?;
+                let outputs = client.gather(&update).await?;
                 let t3 = t.elapsed().as_secs_f64();
                 client.release(job).await?;
                 let t4 = t.elapsed().as_secs_f64();
@@ -452,7 +452,7 @@ impl Bench {
                     "peak_rss_mb": peak as f64 / 1e6,
                     "bytes_per_task_after_submit": (during.saturating_sub(idle)) as f64 / n as f64,
                     "bytes_per_task_peak": (peak.saturating_sub(idle)) as f64 / n as f64,
-                    "state": update.state,
+                    "state": update.state.name(),
                 })
             );
             anyhow::Ok(())
@@ -465,7 +465,7 @@ impl Bench {
 async fn fetch_counters(client: &Client) -> Result<(u64, u64)> {
     let status = client.status().await?;
     Ok(status.workers.iter().fold((0, 0), |(b, ns), w| {
-        let m = w.metrics.unwrap_or_default();
-        (b + m.fetched_bytes_total, ns + m.fetch_ns_total)
+        let fetch_ns = w.fetch_time_total.as_nanos() as u64;
+        (b + w.fetched_bytes_total, ns + fetch_ns)
     }))
 }

@@ -367,26 +367,15 @@ fn print(outcome: &JobOutcome) -> ExitCode {
         failures: outcome
             .failures
             .iter()
-            .map(|f| {
-                let error = f.error.clone().unwrap_or_default();
-                crate::run::FailureView {
-                    task: f.task_id.clone(),
-                    call: f.call.clone(),
-                    line: error.to_string(),
-                    stdout: error.stdout.clone(),
-                    stderr: error.stderr.clone(),
-                    logs: error
-                        .logs
-                        .iter()
-                        .map(|l| {
-                            let level = fabric_proto::v1::LogLevel::try_from(l.level)
-                                .unwrap_or(fabric_proto::v1::LogLevel::Unspecified);
-                            (level.name().to_string(), l.message.clone())
-                        })
-                        .collect(),
-                    attempts: f.attempts,
-                    worker: (!f.worker.is_empty()).then(|| f.worker.clone()),
-                }
+            .map(|f| crate::run::FailureView {
+                task: f.task.clone(),
+                call: f.call.clone(),
+                line: f.error.clone(),
+                stdout: f.stdout.clone(),
+                stderr: f.stderr.clone(),
+                logs: f.logs.clone(),
+                attempts: f.attempts,
+                worker: f.worker.clone(),
             })
             .collect(),
         erred_tasks: outcome.progress.erred_tasks,
@@ -460,16 +449,6 @@ fn mib(bytes: u64) -> String {
     }
 }
 
-fn state_name(state: i32) -> &'static str {
-    match JobState::try_from(state) {
-        Ok(JobState::Running) => "running",
-        Ok(JobState::Succeeded) => "succeeded",
-        Ok(JobState::Failed) => "failed",
-        Ok(JobState::Cancelled) => "cancelled",
-        _ => "unknown",
-    }
-}
-
 pub fn status(a: StatusArgs) -> Result<ExitCode> {
     tokio()?.block_on(async {
         let client = a.scheduler.connect().await?;
@@ -495,28 +474,27 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             "PAUSED"
         );
         for w in &status.workers {
-            let spec = w.spec.clone().unwrap_or_default();
-            let m = w.metrics.unwrap_or_default();
+            let spec = &w.spec;
             let resources = if spec.resources.is_empty() {
                 "-".to_string()
             } else {
                 spec.resources
                     .iter()
-                    .map(|r| format!("{}={}", r.name, r.amount))
+                    .map(|(name, amount)| format!("{name}={amount}"))
                     .collect::<Vec<_>>()
                     .join(",")
             };
             println!(
                 "{:<6} {:<22} {:>7} {:<14} {:>12} {:>12} {:>12} {:>7} {:>6}",
-                w.worker_id,
+                w.id,
                 spec.name,
                 spec.nthreads,
                 resources,
-                mib(m.memory_bytes),
+                mib(w.memory_bytes),
                 mib(spec.memory_limit),
-                mib(m.spilled_bytes),
+                mib(w.spilled_bytes),
                 w.assigned_units,
-                if m.paused { "yes" } else { "no" }
+                if w.paused { "yes" } else { "no" }
             );
         }
         println!(
@@ -524,62 +502,57 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             "JOB", "TENANT", "STATE", "PROGRESS"
         );
         for j in &status.jobs {
-            let p = j.progress.unwrap_or_default();
+            let p = &j.progress;
             println!(
                 "{:<6} {:<12} {:<10} {:>22} {}",
-                j.job_id,
+                j.id,
                 j.tenant,
-                state_name(j.state),
+                j.state.name(),
                 format!(
                     "{}/{} ({} erred)",
                     p.done_tasks, p.total_tasks, p.erred_tasks
                 ),
-                if j.persist.is_empty() {
-                    "-"
-                } else {
-                    &j.persist
-                }
+                j.dataset.as_deref().unwrap_or("-")
             );
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn status_json(s: &fabric_client::ClusterStatusResponse) -> serde_json::Value {
+fn status_json(s: &fabric_client::ClusterStatus) -> serde_json::Value {
     use serde_json::json;
     json!({
         "version": s.version,
         "workers": s.workers.iter().map(|w| {
-            let spec = w.spec.clone().unwrap_or_default();
-            let m = w.metrics.unwrap_or_default();
+            let spec = &w.spec;
             json!({
-                "id": w.worker_id,
+                "id": w.id,
                 "name": spec.name,
                 "nthreads": spec.nthreads,
-                "resources": spec.resources.iter().map(|r| (r.name.clone(), json!(r.amount))).collect::<serde_json::Map<_, _>>(),
+                "resources": spec.resources.iter().map(|(name, amount)| (name.clone(), json!(amount))).collect::<serde_json::Map<_, _>>(),
                 "memory_limit": spec.memory_limit,
-                "memory_bytes": m.memory_bytes,
-                "spilled_bytes": m.spilled_bytes,
-                "process_bytes": m.process_bytes,
-                "running_units": m.running_units,
-                "units_total": m.units_total,
-                "fetched_bytes_total": m.fetched_bytes_total,
+                "memory_bytes": w.memory_bytes,
+                "spilled_bytes": w.spilled_bytes,
+                "process_bytes": w.process_bytes,
+                "running_units": w.running_units,
+                "units_total": w.units_total,
+                "fetched_bytes_total": w.fetched_bytes_total,
                 "assigned_units": w.assigned_units,
-                "paused": m.paused,
+                "paused": w.paused,
                 "data_address": w.data_address,
-                "since_heartbeat_ms": w.since_heartbeat_ms,
+                "since_heartbeat_ms": w.since_heartbeat.as_millis() as u64,
             })
         }).collect::<Vec<_>>(),
         "jobs": s.jobs.iter().map(|j| {
-            let p = j.progress.unwrap_or_default();
+            let p = &j.progress;
             json!({
-                "id": j.job_id,
+                "id": j.id,
                 "tenant": j.tenant,
-                "state": state_name(j.state),
+                "state": j.state.name(),
                 "done_tasks": p.done_tasks,
                 "erred_tasks": p.erred_tasks,
                 "total_tasks": p.total_tasks,
-                "dataset": j.persist,
+                "dataset": j.dataset.as_deref().unwrap_or_default(),
             })
         }).collect::<Vec<_>>(),
     })
@@ -595,10 +568,10 @@ pub fn datasets(a: StatusArgs) -> Result<ExitCode> {
                 .map(|d| {
                     serde_json::json!({
                         "name": d.name,
-                        "job": d.job_id,
+                        "job": d.job,
                         "tenant": d.tenant,
-                        "keys": d.outputs.iter().map(|o| o.task_id.clone()).collect::<Vec<_>>(),
-                        "bytes": d.outputs.iter().map(|o| o.nbytes).sum::<u64>(),
+                        "keys": d.values.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(),
+                        "bytes": d.bytes(),
                     })
                 })
                 .collect();
@@ -610,13 +583,13 @@ pub fn datasets(a: StatusArgs) -> Result<ExitCode> {
             "NAME", "JOB", "TENANT", "SIZE"
         );
         for d in &datasets {
-            let keys: Vec<&str> = d.outputs.iter().map(|o| o.task_id.as_str()).collect();
+            let keys: Vec<&str> = d.values.iter().map(|(key, _)| key.as_str()).collect();
             println!(
                 "{:<20} {:>6} {:<12} {:>12} {}",
                 d.name,
-                d.job_id,
+                d.job,
                 d.tenant,
-                mib(d.outputs.iter().map(|o| o.nbytes).sum()),
+                mib(d.bytes()),
                 keys.join(",")
             );
         }

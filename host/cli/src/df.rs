@@ -160,8 +160,10 @@ fn remote(url: &str, graph: &Json, tenant: &str) -> Result<Result<Outputs, ExitC
         let outcome = client.compute(&submission, |_| {}).await?;
         if !outcome.succeeded() {
             for f in &outcome.failures {
-                let message = f.error.as_ref().map_or("", |e| e.message.as_str());
-                eprintln!("error: task `{}` ({}) failed: {message}", f.task_id, f.call);
+                eprintln!(
+                    "error: task `{}` ({}) failed: {}",
+                    f.task, f.call, f.message
+                );
             }
             return Ok(Err(ExitCode::from(TASKS_FAILED)));
         }

@@ -70,10 +70,7 @@ impl Node {
 pub(crate) fn failure(outcome: &crate::JobOutcome) -> String {
     outcome.failures.first().map_or_else(
         || format!("the job ended {:?}", outcome.state),
-        |f| {
-            let message = f.error.as_ref().map_or("", |e| e.message.as_str());
-            format!("task `{}` ({}): {message}", f.task_id, f.call)
-        },
+        |f| format!("task `{}` ({}): {}", f.task, f.call, f.message),
     )
 }
 

@@ -24,6 +24,7 @@ mod dataframe;
 mod graph;
 mod local;
 mod query;
+mod report;
 
 pub use array::{Array, Dense};
 pub use dataframe::{DataFrame, GroupBy, Rolling, decode as decode_frame};
@@ -31,6 +32,7 @@ pub use fabric_frame::arrow_array::RecordBatch;
 pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
 pub use query::{Query, QueryAction, QueryError, parse_query};
+pub use report::{ClusterStatus, Dataset, JobFailure, JobState, JobStatus, WorkerStatus};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,8 +46,6 @@ use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::{PROTOCOL_VERSION, v1};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
-
-pub use fabric_proto::v1::{ClusterStatusResponse, Dataset, JobFailure, JobState};
 
 /// The largest output value a client accepts: 64 GiB.
 const MAX_VALUE: u64 = 64 << 30;
@@ -231,6 +231,31 @@ impl Submission {
             fuse: !self.no_fuse,
         };
         fabric_core::build_json(&self.graph_json, &catalog, datasets, config, usize::MAX)
+    }
+}
+
+/// How a job ended, before its outputs are gathered ([`Client::wait`]).
+#[derive(Debug)]
+pub struct JobEnd {
+    /// Succeeded, failed or cancelled.
+    pub state: JobState,
+    /// Final progress.
+    pub progress: JobProgress,
+    /// Where its outputs are (and the small ones themselves), its failures.
+    result: v1::JobResult,
+}
+
+impl TryFrom<v1::JobUpdate> for JobEnd {
+    type Error = ClientError;
+
+    fn try_from(update: v1::JobUpdate) -> Result<JobEnd, ClientError> {
+        Ok(JobEnd {
+            state: JobState::from_wire(update.state, "JobUpdate")?,
+            progress: JobProgress::try_from(update.progress.unwrap_or_default())?,
+            result: update
+                .result
+                .ok_or(fabric_proto::ProtoError::missing("JobUpdate", "result"))?,
+        })
     }
 }
 
@@ -422,14 +447,14 @@ impl Client {
         }
     }
 
-    /// Follows a job until it ends, calling `on_progress` as it moves; returns its last
-    /// update (which carries the result).
+    /// Follows a job until it ends, calling `on_progress` as it moves; returns how it
+    /// ended, from which [`Client::gather`] fetches its outputs.
     pub async fn wait(
         &self,
         job: u64,
         on_progress: impl FnMut(&JobProgress),
-    ) -> Result<v1::JobUpdate, ClientError> {
-        self.watch(job, false, on_progress).await
+    ) -> Result<JobEnd, ClientError> {
+        JobEnd::try_from(self.watch(job, false, on_progress).await?)
     }
 
     /// Follows a job to its last update. When the scheduler goes away (a restart with a
@@ -491,7 +516,11 @@ impl Client {
     }
 
     /// Fetches every output of a finished job from the workers holding it.
-    pub async fn gather(
+    pub async fn gather(&self, end: &JobEnd) -> Result<Vec<(String, Value)>, ClientError> {
+        self.gather_result(&end.result).await
+    }
+
+    async fn gather_result(
         &self,
         result: &v1::JobResult,
     ) -> Result<Vec<(String, Value)>, ClientError> {
@@ -566,28 +595,31 @@ impl Client {
 
     /// Gathers (unless persisted) and releases (unless released already) a job that ended.
     async fn conclude(&self, job: u64, update: v1::JobUpdate) -> Result<JobOutcome, ClientError> {
-        let state = JobState::try_from(update.state).unwrap_or(JobState::Unspecified);
-        let progress = update
-            .progress
-            .map(JobProgress::try_from)
-            .transpose()?
-            .unwrap_or_default();
-        let result = update.result.unwrap_or_default();
+        let JobEnd {
+            state,
+            progress,
+            result,
+        } = JobEnd::try_from(update)?;
         let persisted = !result.persist.is_empty();
         let outputs = if state == JobState::Succeeded && !persisted {
-            self.gather(&result).await?
+            self.gather_result(&result).await?
         } else {
             Vec::new()
         };
         if (!persisted || state != JobState::Succeeded) && !result.released {
             self.release(job).await?;
         }
+        let failures = result
+            .failures
+            .into_iter()
+            .map(JobFailure::try_from)
+            .collect::<Result<_, _>>()?;
         Ok(JobOutcome {
             job,
             state,
             progress,
             outputs,
-            failures: result.failures,
+            failures,
             dataset: persisted.then_some(result.persist),
             reason: (!result.reason.is_empty()).then_some(result.reason),
         })
@@ -649,39 +681,38 @@ impl Client {
     }
 
     /// The cluster's workers and jobs.
-    pub async fn status(&self) -> Result<ClusterStatusResponse, ClientError> {
-        Ok(self
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        let status = self
             .rpc()
             .cluster_status(v1::ClusterStatusRequest {})
             .await?
-            .into_inner())
+            .into_inner();
+        Ok(ClusterStatus::try_from(status)?)
     }
 
     /// The persisted datasets.
     pub async fn datasets(&self) -> Result<Vec<Dataset>, ClientError> {
-        Ok(self
+        let datasets = self
             .rpc()
             .list_datasets(v1::ListDatasetsRequest {})
             .await?
             .into_inner()
-            .datasets)
+            .datasets;
+        Ok(datasets
+            .into_iter()
+            .map(Dataset::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// The value types of `tenant`'s datasets, by dataset and key: what a graph using them
     /// is checked against ([`Submission::check`]).
     pub async fn dataset_types(&self, tenant: &str) -> Result<Datasets, ClientError> {
-        let mut out = Datasets::new();
-        for d in self.datasets().await? {
-            if d.tenant != tenant {
-                continue;
-            }
-            let mut keys = std::collections::BTreeMap::new();
-            for (key, json) in &d.types_json {
-                keys.insert(key.clone(), fabric_proto::decode_type(json, "Dataset")?);
-            }
-            out.insert(d.name, keys);
-        }
-        Ok(out)
+        let datasets = self.datasets().await?;
+        Ok(datasets
+            .into_iter()
+            .filter(|d| d.tenant == tenant)
+            .map(|d| (d.name, d.types))
+            .collect())
     }
 
     /// Drops a dataset; whether it existed.
