@@ -567,6 +567,11 @@ impl Core {
             Event::UnitFinished(f) => {
                 let (job, unit) = required_key(f.key.as_ref(), "UnitFinished", "key")?;
                 self.check_unit(job, unit)?;
+                if self.is_stale(id, job, unit, f.attempt) {
+                    // Nobody wants that value.
+                    self.out.releases.push((id, job, unit));
+                    return Ok(());
+                }
                 if !f.inline_value.is_empty()
                     && self.sched.unit_state(job, unit) == Some(UnitState::Running(id))
                     && let Some(entry) = self.jobs.get_mut(&job)
@@ -589,6 +594,9 @@ impl Core {
             Event::UnitFailed(f) => {
                 let (job, unit) = required_key(f.key.as_ref(), "UnitFailed", "key")?;
                 self.check_unit(job, unit)?;
+                if self.is_stale(id, job, unit, f.attempt) {
+                    return Ok(());
+                }
                 let tf = f
                     .failure
                     .ok_or(ProtoError::missing("UnitFailed", "failure"))?;
@@ -614,6 +622,9 @@ impl Core {
                 let (job, unit) = required_key(m.key.as_ref(), "MissingInput", "key")?;
                 let (input_job, input) = required_key(m.input.as_ref(), "MissingInput", "input")?;
                 self.check_unit(job, unit)?;
+                if self.is_stale(id, job, unit, m.attempt) {
+                    return Ok(());
+                }
                 let tried: Vec<WorkerId> = m
                     .tried
                     .iter()
@@ -661,6 +672,24 @@ impl Core {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether a report of `attempt` of a unit comes too late: the unit was tried again
+    /// since (the core also ignores a report from a worker the unit no longer runs on).
+    fn is_stale(&self, worker: WorkerId, job: JobId, unit: UnitIdx, attempt: u32) -> bool {
+        let current = self.sched.attempt(job, unit);
+        let stale = self.sched.plan(job).is_some() && attempt != current;
+        if stale {
+            tracing::debug!(
+                worker,
+                job,
+                unit,
+                attempt,
+                current,
+                "ignoring a stale report"
+            );
+        }
+        stale
     }
 
     // ------------------------------------------------------------------ jobs
@@ -1130,3 +1159,6 @@ fn dataset_keys(plan: &Plan, job: JobId) -> impl Iterator<Item = (&str, &Type, v
             )
         })
 }
+
+#[cfg(test)]
+mod tests;

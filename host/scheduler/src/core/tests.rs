@@ -1,0 +1,505 @@
+//! The scheduler shell's core without its gRPC service: commands in, messages to workers'
+//! sessions and job updates out, with fabric-core's invariants checked after every batch.
+//! Well-formed messages that do not fit the state (unknown jobs and units, stale attempts),
+//! job time limits, abandoned jobs and the wait for restored jobs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fabric_core::{Catalog, ComponentInfo, Datasets, FuncType, PlanConfig, Type, WorkerSpec};
+use fabric_proto::v1;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::*;
+
+/// A hash standing for the one component the test graphs call.
+const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+/// A core, the timers' runtime, and the commands its timers send.
+struct Harness {
+    core: Core,
+    runtime: tokio::runtime::Runtime,
+    timers: mpsc::UnboundedReceiver<Command>,
+    /// Keeps the timers' channel open (they hold it weakly).
+    _sender: mpsc::UnboundedSender<Command>,
+}
+
+/// A worker's session: what the core sent it.
+struct Session {
+    wire_id: u64,
+    inbox: mpsc::UnboundedReceiver<Result<v1::SchedulerMessage, Status>>,
+}
+
+impl Session {
+    /// Every event sent since the last call.
+    fn events(&mut self) -> Vec<v1::scheduler_event::Event> {
+        let mut out = Vec::new();
+        while let Ok(message) = self.inbox.try_recv() {
+            let message = message.expect("the session is open");
+            out.extend(message.events.into_iter().filter_map(|e| e.event));
+        }
+        out
+    }
+
+    /// The keys and attempts of the units it was asked to compute since the last call.
+    fn computes(&mut self) -> Vec<(v1::ValueKey, u32)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                v1::scheduler_event::Event::Compute(c) => Some((c.key.unwrap(), c.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn harness() -> Harness {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (sender, timers) = mpsc::unbounded_channel();
+    let config = CoreConfig {
+        heartbeat_timeout: Duration::from_secs(60),
+        retry_backoff: Duration::from_millis(1),
+    };
+    let core = Core::new(
+        config,
+        Timers {
+            runtime: runtime.handle().clone(),
+            core: sender.downgrade(),
+        },
+    );
+    Harness {
+        core,
+        runtime,
+        timers,
+        _sender: sender,
+    }
+}
+
+/// `m/inc(x: s64) -> s64` and `m/fail`, by signature only.
+fn catalog() -> Catalog {
+    let s64 = |name: &str| (Arc::from(name), Type::S64);
+    let inc = FuncType {
+        params: vec![s64("x")],
+        result: Some(Type::S64),
+    };
+    let exports = BTreeMap::from([("inc".to_string(), inc)]);
+    Catalog::from([("m".to_string(), Ok(ComponentInfo { exports }))])
+}
+
+/// `a = inc(1)`, `b = inc(a)`, unfused: two units, `b` depends on `a`.
+fn chain(limits: Option<v1::JobLimits>) -> Prepared {
+    let doc = r#"{"components": {"m": "m.wasm"},
+        "tasks": {"a": {"call": "m/inc", "args": [1]}, "b": {"call": "m/inc", "args": [{"ref": "a"}]}},
+        "outputs": ["b"]}"#;
+    let plan = fabric_core::build_json(
+        doc,
+        &catalog(),
+        &Datasets::new(),
+        PlanConfig { fuse: false },
+        usize::MAX,
+    )
+    .unwrap();
+    Prepared {
+        plan: Arc::new(plan),
+        graph_json: doc.into(),
+        components: vec![v1::ComponentRef {
+            name: "m".into(),
+            hash: HASH.into(),
+        }],
+        tenant: "default".into(),
+        persist: String::new(),
+        no_fuse: true,
+        limits,
+        externals: Vec::new(),
+    }
+}
+
+impl Harness {
+    /// Handles commands as one batch, then checks fabric-core's invariants.
+    fn batch(&mut self, commands: impl IntoIterator<Item = Command>) {
+        for command in commands {
+            self.core.handle(command);
+        }
+        self.core.flush();
+        if let Err(e) = self.core.sched.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+    }
+
+    fn worker(&mut self, name: &str) -> Session {
+        let (reply, registered) = oneshot::channel();
+        let spec = WorkerSpec {
+            name: name.into(),
+            nthreads: 1,
+            resources: Vec::new(),
+            memory_limit: 0,
+        };
+        self.batch([Command::Register {
+            spec,
+            data_address: format!("http://{name}"),
+            held: Vec::new(),
+            reply,
+        }]);
+        let wire_id = registered.blocking_recv().unwrap();
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        let (reply, attached) = oneshot::channel();
+        self.batch([Command::Attach {
+            worker: wire_id,
+            outbox,
+            reply,
+        }]);
+        attached.blocking_recv().unwrap().unwrap();
+        Session { wire_id, inbox }
+    }
+
+    fn submit(&mut self, job: Prepared) -> u64 {
+        let (reply, submitted) = oneshot::channel();
+        self.batch([Command::Submit {
+            job: Box::new(job),
+            reply,
+        }]);
+        submitted.blocking_recv().unwrap().unwrap()
+    }
+
+    fn watch(&mut self, job: u64) -> watch::Receiver<v1::JobUpdate> {
+        let (reply, answer) = oneshot::channel();
+        self.batch([Command::Watch { job, reply }]);
+        answer.blocking_recv().unwrap().expect("the job exists")
+    }
+
+    fn report(&mut self, worker: &Session, event: v1::worker_event::Event) {
+        self.batch([Command::Events {
+            worker: worker.wire_id,
+            events: vec![v1::WorkerEvent { event: Some(event) }],
+        }]);
+    }
+
+    fn progress(&self, job: u64) -> JobProgress {
+        self.core
+            .sched
+            .progress(JobId::try_from(job).unwrap())
+            .cloned()
+            .unwrap()
+    }
+
+    /// Waits (at most `limit`) for the next command a timer sends.
+    fn next_timer(&mut self, limit: Duration) -> Option<Command> {
+        let timers = &mut self.timers;
+        self.runtime
+            .block_on(async { tokio::time::timeout(limit, timers.recv()).await.ok()? })
+    }
+}
+
+fn finished(key: v1::ValueKey, attempt: u32) -> v1::worker_event::Event {
+    v1::worker_event::Event::UnitFinished(v1::UnitFinished {
+        key: Some(key),
+        attempt,
+        nbytes: 8,
+        duration_ns: 1000,
+        inline_value: Default::default(),
+    })
+}
+
+fn failed(key: v1::ValueKey, attempt: u32, task: u32) -> v1::worker_event::Event {
+    v1::worker_event::Event::UnitFailed(v1::UnitFailed {
+        key: Some(key),
+        attempt,
+        failure: Some(v1::TaskFailure {
+            task,
+            error: Some(v1::TaskError {
+                kind: v1::TaskErrorKind::GuestError as i32,
+                message: "nope".into(),
+                ..v1::TaskError::default()
+            }),
+        }),
+    })
+}
+
+#[test]
+fn reports_that_do_not_fit_the_state_change_nothing() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let job = h.submit(chain(None));
+    let computes = w.computes();
+    assert_eq!(computes.len(), 1, "only the first unit is ready");
+    let (first, attempt) = computes[0];
+    assert_eq!(attempt, 0);
+
+    // A job that does not exist, a unit the job does not have, a stale attempt, a failure
+    // naming a task outside the unit, an event with nothing in it: all ignored.
+    let unknown_job = v1::ValueKey { job: 999, unit: 0 };
+    let unknown_unit = v1::ValueKey { job, unit: 77 };
+    h.report(&w, finished(unknown_job, 0));
+    h.report(&w, finished(unknown_unit, 0));
+    h.report(&w, finished(first, 5));
+    h.report(&w, failed(first, 0, 1));
+    h.batch([Command::Events {
+        worker: w.wire_id,
+        events: vec![v1::WorkerEvent { event: None }],
+    }]);
+    assert_eq!(h.progress(job).done_tasks, 0);
+    // The stale value and the unknown job's are released on the worker that reported them.
+    let released: Vec<v1::ValueKey> = w
+        .events()
+        .into_iter()
+        .flat_map(|e| match e {
+            v1::scheduler_event::Event::Release(r) => r.keys,
+            _ => Vec::new(),
+        })
+        .collect();
+    assert!(released.contains(&first), "{released:?}");
+    assert!(released.contains(&unknown_job), "{released:?}");
+
+    // Reports from a worker that is not registered do not count either.
+    h.batch([Command::Events {
+        worker: 12345,
+        events: vec![v1::WorkerEvent {
+            event: Some(finished(first, 0)),
+        }],
+    }]);
+    assert_eq!(h.progress(job).done_tasks, 0);
+
+    // The right report moves the job on, to the end.
+    let updates = h.watch(job);
+    h.report(&w, finished(first, 0));
+    let (second, attempt) = w.computes()[0];
+    h.report(&w, finished(second, attempt));
+    let last = updates.borrow().clone();
+    assert_eq!(last.state, v1::JobState::Succeeded as i32, "{last:?}");
+}
+
+#[test]
+fn a_stale_failure_does_not_fail_the_retry() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let limits = v1::JobLimits {
+        retries: 1,
+        ..v1::JobLimits::default()
+    };
+    let job = h.submit(chain(Some(limits)));
+    let (first, _) = w.computes()[0];
+    let task = 0;
+    h.report(&w, failed(first, 0, task));
+    // The retry comes after its back-off, as attempt 1.
+    let Some(due @ Command::RetryDue { .. }) = h.next_timer(Duration::from_secs(5)) else {
+        panic!("no retry was scheduled");
+    };
+    h.batch([due]);
+    let computes = w.computes();
+    assert_eq!(computes, [(first, 1)]);
+    // The first attempt's failure, reported again, is stale: the retry still runs.
+    h.report(&w, failed(first, 0, task));
+    assert_eq!(h.progress(job).erred_tasks, 0);
+    h.report(&w, finished(first, 1));
+    assert_eq!(h.progress(job).done_tasks, 1);
+}
+
+#[test]
+fn a_job_over_its_time_limit_is_cancelled_with_the_reason() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let limits = v1::JobLimits {
+        job_timeout_ms: 20,
+        ..v1::JobLimits::default()
+    };
+    let job = h.submit(chain(Some(limits)));
+    let updates = h.watch(job);
+    assert_eq!(w.computes().len(), 1);
+    let Some(timeout @ Command::JobTimeout { .. }) = h.next_timer(Duration::from_secs(5)) else {
+        panic!("no time limit was set");
+    };
+    h.batch([timeout]);
+    let last = updates.borrow().clone();
+    assert_eq!(last.state, v1::JobState::Cancelled as i32, "{last:?}");
+    let reason = last.result.unwrap().reason;
+    assert_eq!(reason, "exceeded its time limit of 20ms");
+    // The worker is told to forget the job.
+    assert!(
+        w.events()
+            .iter()
+            .any(|e| matches!(e, v1::scheduler_event::Event::ForgetJob(f) if f.job_id == job)),
+    );
+    // A late report of the cancelled job is ignored.
+    h.report(&w, finished(v1::ValueKey { job, unit: 0 }, 0));
+}
+
+#[test]
+fn an_abandoned_job_is_cancelled_only_when_nobody_watches_it() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let job = h.submit(chain(None));
+    let id = JobId::try_from(job).unwrap();
+    let watcher = h.watch(job);
+    h.batch([Command::Abandoned { job }]);
+    assert!(watcher.borrow().result.is_none(), "a watched job runs on");
+    assert!(h.core.jobs.contains_key(&id));
+    drop(watcher);
+    h.batch([Command::Abandoned { job }]);
+    // Cancelled: gone from the core, and its worker told to forget it.
+    assert!(!h.core.jobs.contains_key(&id));
+    assert!(h.core.sched.progress(id).is_none());
+    assert!(
+        w.events()
+            .iter()
+            .any(|e| matches!(e, v1::scheduler_event::Event::ForgetJob(f) if f.job_id == job)),
+    );
+    // A job that finished is not cancelled when its client goes away.
+    let job = h.submit(chain(None));
+    let (first, _) = w.computes()[0];
+    h.report(&w, finished(first, 0));
+    let (second, _) = w.computes()[0];
+    h.report(&w, finished(second, 0));
+    h.batch([Command::Abandoned { job }]);
+    let update = h.core.update(JobId::try_from(job).unwrap()).unwrap();
+    assert_eq!(update.state, v1::JobState::Succeeded as i32);
+}
+
+#[test]
+fn watchers_of_a_journaled_job_wait_for_its_restoration() {
+    let mut h = harness();
+    h.core.sched.reserve_job_ids(2);
+    h.core.restoring = Some(Restoring {
+        jobs: [1].into_iter().collect(),
+        ..Restoring::default()
+    });
+    let mut w = h.worker("w1");
+    let (reply, mut answer) = oneshot::channel();
+    h.batch([Command::Watch { job: 1, reply }]);
+    assert!(answer.try_recv().is_err(), "the watcher waits");
+    // New jobs meanwhile take later ids and run.
+    let new = h.submit(chain(None));
+    assert_eq!(new, 2);
+    assert_eq!(w.computes().len(), 1);
+    // The restored job continues; its watcher is answered.
+    h.batch([Command::Restore {
+        jobs: vec![(1, Ok(chain(None)))],
+    }]);
+    let updates = answer.blocking_recv().unwrap().expect("restored");
+    assert_eq!(updates.borrow().state, v1::JobState::Running as i32);
+    assert_eq!(w.computes().len(), 1, "its first unit is sent");
+}
+
+#[test]
+fn a_journaled_job_that_cannot_be_rebuilt_answers_its_watchers_with_nothing() {
+    let mut h = harness();
+    h.core.sched.reserve_job_ids(2);
+    h.core.restoring = Some(Restoring {
+        jobs: [1].into_iter().collect(),
+        ..Restoring::default()
+    });
+    let (reply, answer) = oneshot::channel();
+    h.batch([Command::Watch { job: 1, reply }]);
+    h.batch([Command::Restore {
+        jobs: vec![(1, Err("its component is gone".into()))],
+    }]);
+    assert!(answer.blocking_recv().unwrap().is_none());
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    /// A worker event of any kind, with keys, attempts and tasks around the real ones (and
+    /// some far off).
+    fn event(job: u64) -> impl Strategy<Value = v1::worker_event::Event> {
+        let key = (
+            prop_oneof![Just(job), Just(job + 1), 0u64..3, Just(u64::MAX)],
+            0u32..4,
+        )
+            .prop_map(|(job, unit)| v1::ValueKey { job, unit });
+        let attempt = 0u32..3;
+        prop_oneof![
+            (key.clone(), attempt.clone()).prop_map(|(k, a)| finished(k, a)),
+            (key.clone(), attempt.clone(), 0u32..4).prop_map(|(k, a, t)| failed(k, a, t)),
+            (key.clone(), attempt, key, any::<bool>()).prop_map(|(k, a, input, known)| {
+                v1::worker_event::Event::MissingInput(v1::MissingInput {
+                    key: Some(k),
+                    attempt: a,
+                    input: Some(input),
+                    tried: if known {
+                        vec!["http://w1".into()]
+                    } else {
+                        Vec::new()
+                    },
+                    reason: "gone".into(),
+                })
+            }),
+            any::<bool>().prop_map(|paused| {
+                v1::worker_event::Event::Heartbeat(v1::Heartbeat {
+                    metrics: Some(v1::WorkerMetrics {
+                        paused,
+                        ..v1::WorkerMetrics::default()
+                    }),
+                })
+            }),
+        ]
+    }
+
+    /// A batch's encoding with a few bytes changed, dropped or cut off (or left whole).
+    fn mangled(events: Vec<v1::worker_event::Event>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let message = v1::WorkerMessage {
+            events: events
+                .into_iter()
+                .map(|e| v1::WorkerEvent { event: Some(e) })
+                .collect(),
+        };
+        let mut bytes = message.encode_to_vec();
+        for &(at, byte, how) in edits {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = at % bytes.len();
+            match how {
+                0 => bytes[at] = byte,
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.truncate(at),
+            }
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever two workers report, decoded from bytes as the service decodes them:
+        /// the core never panics and its state stays consistent.
+        #[test]
+        fn the_core_survives_any_reports(
+            batches in prop::collection::vec(
+                (
+                    any::<bool>(),
+                    prop::collection::vec(event(0), 0..6),
+                    prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..6), 0..3),
+                ),
+                1..20,
+            ),
+        ) {
+            let mut h = harness();
+            let w1 = h.worker("w1");
+            let w2 = h.worker("w2");
+            let limits = v1::JobLimits { retries: 1, ..v1::JobLimits::default() };
+            let job = h.submit(chain(Some(limits)));
+            prop_assert_eq!(job, 0, "the events name this job");
+            for (first, events, edits) in batches {
+                let bytes = mangled(events, &edits);
+                let Ok(message) = v1::WorkerMessage::decode(&bytes[..]) else {
+                    continue;
+                };
+                let worker = if first { &w1 } else { &w2 };
+                h.batch([Command::Events { worker: worker.wire_id, events: message.events }]);
+                // Retries that came due run too.
+                while let Ok(due) = h.timers.try_recv() {
+                    h.batch([due]);
+                }
+            }
+        }
+    }
+}
