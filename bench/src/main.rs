@@ -222,6 +222,17 @@ impl Bench {
 
     /// Validates, plans and runs `spec`, checking that it succeeded.
     fn run(&self, spec: GraphSpec) -> Result<(Run, fabric_local::JobReport)> {
+        self.run_with(spec, |job| {
+            fabric_local::run(&self.runtime, job, &self.config, |_| {})
+        })
+    }
+
+    /// Validates and plans `spec`, then runs it with `run`.
+    fn run_with(
+        &self,
+        spec: GraphSpec,
+        run: impl FnOnce(&fabric_local::Job) -> fabric_local::JobReport,
+    ) -> Result<(Run, fabric_local::JobReport)> {
         let catalog = self.catalog();
         let t = Instant::now();
         let graph = fabric_core::validate(spec, &catalog).map_err(|r| anyhow::anyhow!("{r}"))?;
@@ -233,7 +244,7 @@ impl Bench {
         let tasks = plan.task_count();
         let t = Instant::now();
         let job = fabric_local::Job { plan, components };
-        let report = fabric_local::run(&self.runtime, &job, &self.config, |_| {});
+        let report = run(&job);
         let run = t.elapsed();
         if !report.succeeded() {
             bail!("benchmark job failed: {:?}", report.failures.first());
@@ -334,38 +345,51 @@ impl Bench {
         Ok((graph_and_plan, sched_bytes))
     }
 
+    /// One-task jobs, one after another: `latency` with one in-process worker
+    /// (`fabric_local::run`, as `fabric run --workers 1`: the calling thread runs the task),
+    /// `latency_threads` on an engine of two worker threads kept between jobs (each task
+    /// crosses to a worker thread and back).
     fn latency(&self, calls: usize) -> Result<()> {
-        let config = LocalConfig {
-            workers: 1,
-            ..self.config.clone()
-        };
-        let b = Bench {
+        let one = Bench {
             runtime: self.runtime.clone(),
             math: self.math.clone(),
-            config,
+            config: LocalConfig {
+                workers: 1,
+                ..self.config.clone()
+            },
             reps: 1,
         };
-        let mut samples = Vec::with_capacity(calls);
-        for i in 0..calls + 50 {
-            let (spec, expected) = graphs::single(i as i64);
-            let t = Instant::now();
-            let (_, report) = b.run(spec)?;
-            let dt = t.elapsed();
-            check(&report, &expected)?;
-            if i >= 50 {
-                samples.push(dt.as_secs_f64() * 1e6);
+        let two = LocalConfig {
+            workers: 2,
+            ..self.config.clone()
+        };
+        let engine = fabric_local::Engine::new(&self.runtime, two);
+        for name in ["latency", "latency_threads"] {
+            let mut samples = Vec::with_capacity(calls);
+            for i in 0..calls + 50 {
+                let (spec, expected) = graphs::single(i as i64);
+                let t = Instant::now();
+                let (_, report) = match name {
+                    "latency" => one.run(spec)?,
+                    _ => self.run_with(spec, |job| engine.run(job, |_| {}))?,
+                };
+                let dt = t.elapsed();
+                check(&report, &expected)?;
+                if i >= 50 {
+                    samples.push(dt.as_secs_f64() * 1e6);
+                }
             }
+            samples.sort_by(f64::total_cmp);
+            let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "{}",
+                json!({
+                    "bench": name, "calls": calls,
+                    "median_us": pct(0.5), "p99_us": pct(0.99), "min_us": samples[0],
+                    "mean_us": samples.iter().sum::<f64>() / samples.len() as f64,
+                })
+            );
         }
-        samples.sort_by(f64::total_cmp);
-        let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-        println!(
-            "{}",
-            json!({
-                "bench": "latency", "calls": calls,
-                "median_us": pct(0.5), "p99_us": pct(0.99), "min_us": samples[0],
-                "mean_us": samples.iter().sum::<f64>() / samples.len() as f64,
-            })
-        );
         Ok(())
     }
 }

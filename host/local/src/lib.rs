@@ -1,6 +1,7 @@
 //! Fabric on one machine: the sans-IO scheduler on the calling thread, in-process workers on
-//! threads of their own, and a shared result store (the workers share memory, so no value is
-//! ever copied between them). This is the engine behind `fabric run`.
+//! threads of their own (kept between jobs by an [`Engine`]; with one worker, the calling
+//! thread itself), and a shared result store (the workers share memory, so no value is ever
+//! copied between them). This is the engine behind `fabric run`.
 
 use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
@@ -126,43 +127,92 @@ impl Job {
     }
 }
 
-/// Runs one plan on in-process workers and returns its outputs and failures.
+/// Runs one plan on in-process workers started for it, and returns its outputs and
+/// failures. To run several jobs, an [`Engine`] keeps its workers between them.
 ///
-/// `on_progress` is called from the scheduler thread after each batch of events.
+/// `on_progress` is called from the calling thread after each batch of events.
 pub fn run(
     runtime: &Runtime,
     job: &Job,
     config: &LocalConfig,
-    mut on_progress: impl FnMut(&JobProgress),
+    on_progress: impl FnMut(&JobProgress),
 ) -> JobReport {
-    let workers = config.workers.max(1);
-    let plan = job.plan.clone();
-    let job_code = Arc::new(LocalJob {
-        job: job.clone(),
-        context: JobContext {
-            tenant: config.tenant.as_str().into(),
-            defaults: config.limits,
-            cancel: CancelFlag::new(),
-        },
-    });
-    let store = Arc::new(Store::new(plan.len()));
-    let (events_tx, events) = unbounded::<Event>();
+    Engine::new(runtime, config.clone()).run(job, on_progress)
+}
 
-    thread::scope(|scope| {
-        let mut inboxes = Vec::with_capacity(workers);
-        for w in 0..workers {
-            let (tx, rx) = unbounded::<Vec<Work>>();
-            inboxes.push(tx);
-            let (runtime, job, store, events) =
-                (runtime, job_code.clone(), store.clone(), events_tx.clone());
-            thread::Builder::new()
-                .name(format!("fabric-worker-{w}"))
-                .spawn_scoped(scope, move || {
-                    worker_loop(w as WorkerId, runtime, &job, &store, rx, events)
-                })
-                .expect("cannot spawn a worker thread");
+/// In-process workers that outlive a job: jobs run on the same threads one after another
+/// (or at once, from several threads), so a small job pays no thread start. With one
+/// worker, the thread that runs a job runs its units itself between scheduling passes
+/// (there is nothing else for it to do meanwhile; Dask's synchronous scheduler does the
+/// same): no thread at all, no hand-off per unit. Dropping the engine stops its workers
+/// once they finish what they run.
+pub struct Engine {
+    config: LocalConfig,
+    /// The worker threads' inboxes; empty when the calling thread is the one worker.
+    inboxes: Vec<Sender<Batch>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// The runtime the calling thread runs units with, when it is the one worker.
+    inline: Option<Runtime>,
+}
+
+impl Engine {
+    /// Starts `config.workers` worker threads, or none for one worker (the calling thread
+    /// of [`Engine::run`] is that worker).
+    pub fn new(runtime: &Runtime, config: LocalConfig) -> Engine {
+        if config.workers <= 1 {
+            return Engine {
+                config,
+                inboxes: Vec::new(),
+                threads: Vec::new(),
+                inline: Some(runtime.clone()),
+            };
         }
-        drop(events_tx);
+        let workers = config.workers;
+        let mut inboxes = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = unbounded::<Batch>();
+            inboxes.push(tx);
+            let runtime = runtime.clone();
+            let thread = thread::Builder::new()
+                .name(format!("fabric-worker-{w}"))
+                .spawn(move || worker_loop(w as WorkerId, &runtime, rx))
+                .expect("cannot spawn a worker thread");
+            threads.push(thread);
+        }
+        Engine {
+            config,
+            inboxes,
+            threads,
+            inline: None,
+        }
+    }
+
+    /// How the engine runs jobs.
+    pub fn config(&self) -> &LocalConfig {
+        &self.config
+    }
+
+    /// Runs one plan on the engine's workers and returns its outputs and failures. The
+    /// scheduler runs on the calling thread; `on_progress` is called there after each batch
+    /// of events.
+    pub fn run(&self, job: &Job, mut on_progress: impl FnMut(&JobProgress)) -> JobReport {
+        let config = &self.config;
+        let workers = self.inboxes.len().max(1);
+        let plan = job.plan.clone();
+        let (events_tx, events) = unbounded::<Event>();
+        let shared = Arc::new(RunState {
+            job: LocalJob {
+                job: job.clone(),
+                context: JobContext {
+                    tenant: config.tenant.as_str().into(),
+                    defaults: config.limits,
+                    cancel: CancelFlag::new(),
+                },
+            },
+            store: Store::new(plan.len()),
+            events: events_tx,
+        });
 
         let mut sched = Scheduler::new(SchedulerConfig {
             bandwidth: f64::INFINITY,
@@ -185,8 +235,14 @@ pub fn run(
         let job = sched.on_job_submitted(plan.clone(), &config.tenant, &mut comm);
         sched.set_default_retries(job, config.retries);
         let mut task_errors: Vec<(TaskIdx, TaskError)> = Vec::new();
-        comm.flush(&sched, job, &inboxes, &store);
+        comm.flush(&sched, job, &self.inboxes, &shared);
         while !comm.finished {
+            // The calling thread as the one worker: run what was decided, report it.
+            if let Some(runtime) = &self.inline {
+                for work in comm.inline.drain(..) {
+                    let _ = shared.events.send(execute(0, runtime, &shared, work));
+                }
+            }
             // Wait for workers' reports, or for the next back-off to end.
             let first = match comm.next_retry() {
                 None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -195,7 +251,7 @@ pub fn run(
             let first = match first {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
-                // Every worker is gone: cannot happen while inboxes are open.
+                // The run holds a sender itself: cannot happen.
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             for (job, unit) in comm.due_retries(Instant::now()) {
@@ -223,14 +279,14 @@ pub fn run(
                     }
                 }
             }
-            comm.flush(&sched, job, &inboxes, &store);
+            comm.flush(&sched, job, &self.inboxes, &shared);
             if let Some(p) = sched.progress(job) {
                 on_progress(p);
             }
         }
-        drop(inboxes); // workers exit when their inbox closes
 
         let graph = &plan.graph;
+        let store = &shared.store;
         let outputs = plan
             .outputs
             .iter()
@@ -263,7 +319,29 @@ pub fn run(
             failures,
             progress,
         }
-    })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.inboxes.clear(); // a worker exits when its inbox closes
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the workers running one job share: the job, its values, where to report.
+struct RunState {
+    job: LocalJob,
+    store: Store,
+    events: Sender<Event>,
+}
+
+/// Units of one run for one worker.
+struct Batch {
+    run: Arc<RunState>,
+    work: Vec<Work>,
 }
 
 /// A unit to run and the attempt it is.
@@ -293,67 +371,66 @@ struct LocalJob {
     context: JobContext,
 }
 
-fn worker_loop(
-    id: WorkerId,
-    runtime: &Runtime,
-    job: &LocalJob,
-    store: &Store,
-    inbox: Receiver<Vec<Work>>,
-    events: Sender<Event>,
-) {
-    for batch in inbox {
-        for Work { unit, attempt } in batch {
-            let start = Instant::now();
-            let input = |i: Input| match i {
-                Input::Task(t) => store.get(job.job.plan.unit_of_task[t as usize]),
-                Input::External(_) => unreachable!("local graphs are validated without datasets"),
-            };
-            // A panic here would be a bug in Fabric, not in the guest: report it as the
-            // unit's failure rather than leave the scheduler waiting forever.
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                let plan = &job.job.plan;
-                let steps = plan.steps(unit).iter().map(|&t| {
-                    let func = plan.graph.tasks[t as usize].func;
-                    StepCall::of_plan(plan, t, &job.job.components[func as usize])
-                });
-                run_unit(runtime, &job.context, steps, attempt, input)
-            }))
-            .unwrap_or_else(|payload| {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(UnitFailure {
-                    task: job.job.plan.last_step(unit),
-                    error: TaskError::new(
-                        TaskErrorKind::Host,
-                        format!("internal error in the worker: {what}"),
-                    ),
-                })
-            });
-            let event = match outcome {
-                Ok(value) => {
-                    let nbytes = value.size_bytes();
-                    store.put(unit, value);
-                    Event::Finished {
-                        worker: id,
-                        unit,
-                        nbytes,
-                        micros: start.elapsed().as_secs_f64() * 1e6,
-                    }
-                }
-                Err(f) => Event::Failed {
-                    worker: id,
-                    unit,
-                    task: f.task,
-                    error: f.error,
-                },
-            };
-            if events.send(event).is_err() {
-                return;
+fn worker_loop(id: WorkerId, runtime: &Runtime, inbox: Receiver<Batch>) {
+    for Batch { run, work } in inbox {
+        for work in work {
+            let event = execute(id, runtime, &run, work);
+            // The run stops listening only once its job finished.
+            let _ = run.events.send(event);
+        }
+    }
+}
+
+/// Runs one unit of a run as worker `id`, keeps its value, and says how it went.
+fn execute(id: WorkerId, runtime: &Runtime, run: &RunState, work: Work) -> Event {
+    let Work { unit, attempt } = work;
+    let (job, store) = (&run.job, &run.store);
+    let start = Instant::now();
+    let input = |i: Input| match i {
+        Input::Task(t) => store.get(job.job.plan.unit_of_task[t as usize]),
+        Input::External(_) => unreachable!("local graphs are validated without datasets"),
+    };
+    // A panic here would be a bug in Fabric, not in the guest: report it as the unit's
+    // failure rather than leave the scheduler waiting forever.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let plan = &job.job.plan;
+        let steps = plan.steps(unit).iter().map(|&t| {
+            let func = plan.graph.tasks[t as usize].func;
+            StepCall::of_plan(plan, t, &job.job.components[func as usize])
+        });
+        run_unit(runtime, &job.context, steps, attempt, input)
+    }))
+    .unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(UnitFailure {
+            task: job.job.plan.last_step(unit),
+            error: TaskError::new(
+                TaskErrorKind::Host,
+                format!("internal error in the worker: {what}"),
+            ),
+        })
+    });
+    match outcome {
+        Ok(value) => {
+            let nbytes = value.size_bytes();
+            store.put(unit, value);
+            Event::Finished {
+                worker: id,
+                unit,
+                nbytes,
+                micros: start.elapsed().as_secs_f64() * 1e6,
             }
         }
+        Err(f) => Event::Failed {
+            worker: id,
+            unit,
+            task: f.task,
+            error: f.error,
+        },
     }
 }
 
@@ -394,6 +471,8 @@ impl Store {
 /// Collects the scheduler's decisions until they are delivered in batches.
 struct LocalComm {
     batches: Vec<Vec<(JobId, UnitIdx)>>,
+    /// Units for the calling thread to run, when it is the one worker.
+    inline: Vec<Work>,
     releases: Vec<UnitIdx>,
     finished: bool,
     /// Units backing off, by when they are due.
@@ -404,6 +483,7 @@ impl LocalComm {
     fn new(workers: usize) -> LocalComm {
         LocalComm {
             batches: vec![Vec::new(); workers],
+            inline: Vec::new(),
             releases: Vec::new(),
             finished: false,
             retries: Vec::new(),
@@ -432,25 +512,31 @@ impl LocalComm {
         &mut self,
         sched: &Scheduler,
         job: JobId,
-        inboxes: &[Sender<Vec<Work>>],
-        store: &Store,
+        inboxes: &[Sender<Batch>],
+        run: &Arc<RunState>,
     ) {
         for u in self.releases.drain(..) {
-            store.take(u);
+            run.store.take(u);
         }
         for (w, batch) in self.batches.iter_mut().enumerate() {
             if batch.is_empty() {
                 continue;
             }
-            let work = batch
-                .drain(..)
-                .map(|(_, unit)| Work {
-                    unit,
-                    attempt: sched.attempt(job, unit),
-                })
-                .collect();
-            // A worker thread only goes away when the run ends.
-            let _ = inboxes[w].send(work);
+            let work = batch.drain(..).map(|(_, unit)| Work {
+                unit,
+                attempt: sched.attempt(job, unit),
+            });
+            match inboxes.get(w) {
+                // A worker thread only goes away when the engine does.
+                Some(inbox) => {
+                    let work = work.collect();
+                    let _ = inbox.send(Batch {
+                        run: run.clone(),
+                        work,
+                    });
+                }
+                None => self.inline.extend(work),
+            }
         }
     }
 }
@@ -471,5 +557,93 @@ impl Comm for LocalComm {
     fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64) {
         let at = Instant::now() + Duration::from_secs_f64(delay_us / 1e6);
         self.retries.push((at, job, unit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fabric_runtime::RuntimeConfig;
+
+    use super::*;
+
+    /// `full([2, 2], k)` summed: `4k`, on built-in kernels (no WebAssembly needed).
+    fn sum_of_full(k: f64) -> Job {
+        let doc = format!(
+            r#"{{"tasks": {{
+                "a": {{"call": "builtin:array/full", "args": [[2, 2], {k}]}},
+                "s": {{"call": "builtin:array/sum", "args": [{{"ref": "a"}}, null]}},
+                "x": {{"call": "builtin:array/item", "args": [{{"ref": "s"}}]}}
+            }}, "outputs": ["x"]}}"#
+        );
+        let spec = GraphSpec::from_json(&doc).unwrap();
+        Job::build(
+            spec,
+            &BTreeMap::new(),
+            &Datasets::new(),
+            PlanConfig::default(),
+        )
+        .unwrap()
+    }
+
+    fn runtime() -> Runtime {
+        Runtime::new(RuntimeConfig {
+            cache_dir: None,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_engine_runs_job_after_job_on_the_same_workers() {
+        let config = LocalConfig {
+            workers: 2,
+            ..LocalConfig::default()
+        };
+        let engine = Engine::new(&runtime(), config);
+        for k in 1..=5 {
+            let report = engine.run(&sum_of_full(f64::from(k)), |_| {});
+            assert!(report.succeeded(), "{:?}", report.failures);
+            assert_eq!(
+                report.outputs,
+                [("x".into(), Value::F64(4.0 * f64::from(k)))]
+            );
+        }
+        assert_eq!(engine.threads.len(), 2, "no thread was started per job");
+    }
+
+    #[test]
+    fn with_one_worker_the_calling_thread_runs_the_units_and_their_retries() {
+        let config = LocalConfig {
+            workers: 1,
+            retries: 2,
+            retry_backoff: Duration::from_millis(1),
+            ..LocalConfig::default()
+        };
+        let engine = Engine::new(&runtime(), config);
+        assert!(engine.threads.is_empty());
+        let report = engine.run(&sum_of_full(2.5), |_| {});
+        assert_eq!(report.outputs, [("x".into(), Value::F64(10.0))]);
+        // A call that always fails runs three times (two retries after their back-offs),
+        // then fails with the kernel's words.
+        let doc = r#"{"tasks": {
+            "a": {"call": "builtin:array/full", "args": [[2, 3], 1.0]},
+            "m": {"call": "builtin:array/matmul", "args": [{"ref": "a"}, {"ref": "a"}]}
+        }, "outputs": ["m"]}"#;
+        let spec = GraphSpec::from_json(doc).unwrap();
+        let job = Job::build(
+            spec,
+            &BTreeMap::new(),
+            &Datasets::new(),
+            PlanConfig::default(),
+        )
+        .unwrap();
+        let report = engine.run(&job, |_| {});
+        let failure = &report.failures[0];
+        assert_eq!((failure.task.as_str(), failure.attempts), ("m", 3));
+        assert!(
+            failure.error.message.contains("cannot multiply"),
+            "{}",
+            failure.error
+        );
     }
 }
