@@ -188,7 +188,10 @@ pub async fn run(
         },
     };
     let data_address = format!("http://{host}:{}", bound.port());
-    let data_server = tokio::spawn(crate::data::serve(listener, store.clone()));
+    let data_server = tokio::spawn(fabric_proto::transport::serve(
+        listener,
+        crate::data::StoreSource(store.clone()),
+    ));
 
     let scheduler = connect(&options.scheduler).await?;
     let spec = WorkerSpec {

@@ -1,0 +1,108 @@
+//! The client side of the data plane: connections to workers' data ports, raw first and
+//! gRPC `Fetch` as the fallback, used by workers (to fetch inputs from peers) and by clients
+//! (to gather outputs).
+
+use std::sync::{Mutex, PoisonError};
+
+use fabric_core::Value;
+use rustc_hash::FxHashMap;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use super::{endpoint, raw};
+use crate::chunk::{ReceiveError, receive_value};
+use crate::v1;
+use crate::v1::worker_data_client::WorkerDataClient;
+
+/// Connections to other workers' data services, one per address, made on first use.
+#[derive(Default)]
+pub struct Peers {
+    clients: Mutex<FxHashMap<String, WorkerDataClient<Channel>>>,
+    /// Idle raw streams by address, for reuse.
+    pub(super) raw: Mutex<FxHashMap<String, Vec<tokio::net::TcpStream>>>,
+}
+
+impl Peers {
+    /// The client for `address`.
+    pub fn client(&self, address: &str) -> Result<WorkerDataClient<Channel>, Status> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = endpoint(address)
+            .map_err(|e| Status::invalid_argument(format!("bad data address `{address}`: {e}")))?;
+        let client =
+            WorkerDataClient::new(endpoint.connect_lazy()).max_decoding_message_size(usize::MAX);
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the connection to `address` (after it failed), so the next use redials.
+    pub fn forget(&self, address: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(address);
+    }
+
+    /// Fetches the value under `key` from the worker at `address`, accepting encodings of at
+    /// most `limit` bytes.
+    pub async fn fetch(
+        &self,
+        address: &str,
+        key: v1::ValueKey,
+        limit: u64,
+    ) -> Result<Value, ReceiveError> {
+        match self.fetch_raw(address, key, limit).await {
+            Ok(value) => return Ok(value),
+            // The peer answered: it does not have the value, or it is too large.
+            Err(raw::RawError::Peer(e)) => return Err(e),
+            // The stream failed: try gRPC, which also reports why more precisely.
+            Err(raw::RawError::Io(e)) => {
+                tracing::debug!(%address, "raw fetch failed ({e}); using gRPC");
+            }
+        }
+        let mut client = self.client(address)?;
+        let result = async {
+            let mut stream = client
+                .fetch(v1::FetchRequest { key: Some(key) })
+                .await?
+                .into_inner();
+            receive_value(&mut stream, limit).await
+        }
+        .await;
+        if let Err(ReceiveError::Status(s)) = &result
+            && s.code() != tonic::Code::NotFound
+        {
+            self.forget(address);
+        }
+        result
+    }
+
+    /// Fetches over a raw stream (reused across fetches to the same peer).
+    async fn fetch_raw(
+        &self,
+        address: &str,
+        key: v1::ValueKey,
+        limit: u64,
+    ) -> Result<Value, raw::RawError> {
+        let pooled = self
+            .raw
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(address)
+            .and_then(Vec::pop);
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => raw::connect(address).await?,
+        };
+        let value = raw::fetch(&mut stream, key, limit).await?;
+        self.raw
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(address.to_string())
+            .or_default()
+            .push(stream);
+        Ok(value)
+    }
+}

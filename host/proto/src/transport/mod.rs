@@ -1,0 +1,208 @@
+//! The data plane in one place: how workers serve the values they hold ([`serve`], one port
+//! for raw streams and gRPC `WorkerData.Fetch`) and how workers and clients fetch them
+//! ([`Peers`]), with the transport settings both sides share.
+//!
+//! Values travel on a plain TCP stream when the peer offers it ([`raw`]), which moves large
+//! values at the speed of the loopback or the NIC; gRPC `Fetch` (HTTP/2, whose send
+//! buffers tonic does not let us size) is the fallback. Both run on the worker's one data
+//! port: the first bytes of a connection tell them apart.
+
+mod client;
+pub mod raw;
+mod server;
+
+use std::time::Duration;
+
+use tonic::transport::{Endpoint, Server};
+
+pub use client::Peers;
+pub use server::{ValueSource, serve};
+
+/// HTTP/2 flow-control windows and frames sized for bulk transfer (tonic's defaults stall
+/// large values at a fraction of what loopback carries).
+pub const STREAM_WINDOW: u32 = 16 << 20;
+/// See [`STREAM_WINDOW`].
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+/// See [`STREAM_WINDOW`].
+pub const MAX_FRAME: u32 = 1 << 20;
+
+/// A server builder with the data plane's transport settings.
+pub fn server_builder() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
+
+/// The connections accepted on `listener`, with Nagle's algorithm off (a server's
+/// `tcp_nodelay` applies only to listeners it binds itself; without this, small replies
+/// wait for the peer's delayed ACK, 40 ms on Linux).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// An endpoint with the data plane's transport settings; fails for a malformed address.
+pub fn endpoint(address: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(address.to_string())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fabric_core::{Bulk, Value};
+
+    use super::*;
+    use crate::chunk::ReceiveError;
+    use crate::v1;
+
+    /// A raw server on 127.0.0.1 holding one value under job 1, unit 2.
+    async fn serve_one(value: Value) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let value = Arc::new(value);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                assert!(raw::is_raw(&stream, Duration::from_secs(5)).await);
+                let value = value.clone();
+                tokio::spawn(raw::serve(stream, move |job, unit| {
+                    let value = value.clone();
+                    async move {
+                        match (job, unit) {
+                            (1, 2) => Ok(Some((*value).clone())),
+                            (1, 4) => Ok(Some(Value::List(
+                                (0..50_000)
+                                    .map(|i| Value::String(format!("s{i}").into()))
+                                    .collect::<Vec<_>>()
+                                    .into(),
+                            ))),
+                            (1, 5) => Ok(Some(Value::S64(7))),
+                            (1, 3) => Err("disk on fire".to_string()),
+                            _ => Ok(None),
+                        }
+                    }
+                }));
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn raw_fetches_values_and_reports_what_is_missing() {
+        let big = Value::Bulk(Arc::new(Bulk::F64((0..3_000_000).map(f64::from).collect())));
+        let address = serve_one(big.clone()).await;
+        let peers = Peers::default();
+        // Twice: the second fetch reuses the pooled stream.
+        for _ in 0..2 {
+            let v = peers
+                .fetch(&address, v1::ValueKey::new(1, 2), 1 << 30)
+                .await
+                .unwrap();
+            assert_eq!(v, big);
+        }
+        assert_eq!(peers.raw.lock().unwrap()[&address].len(), 1);
+        // Values of other shapes, large and tiny, take the general path.
+        let strings = peers
+            .fetch(&address, v1::ValueKey::new(1, 4), 1 << 30)
+            .await
+            .unwrap();
+        assert!(matches!(&strings, Value::List(xs) if xs.len() == 50_000));
+        let tiny = peers
+            .fetch(&address, v1::ValueKey::new(1, 5), 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!(tiny, Value::S64(7));
+        let missing = peers
+            .fetch(&address, v1::ValueKey::new(1, 9), 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("holds no value 1/9"),
+            "{missing}"
+        );
+        let failed = peers
+            .fetch(&address, v1::ValueKey::new(1, 3), 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(failed.to_string().contains("disk on fire"), "{failed}");
+        // Over the limit: refused before reading the value.
+        let too_big = peers
+            .fetch(&address, v1::ValueKey::new(1, 2), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(too_big, ReceiveError::Proto(_)), "{too_big}");
+    }
+
+    /// Values 1/1 (a packed list) and 1/2 (a string); 1/3 cannot be read.
+    #[derive(Clone)]
+    struct Held;
+
+    impl ValueSource for Held {
+        async fn get(&self, key: (fabric_core::JobId, u32)) -> Result<Option<Value>, String> {
+            match key {
+                (1, 1) => Ok(Some(Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))))),
+                (1, 2) => Ok(Some(Value::String("hi".into()))),
+                (1, 3) => Err("disk on fire".into()),
+                _ => Ok(None),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_port_serves_raw_and_grpc_fetches() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, Held));
+        // Raw, through the peers' pool.
+        let peers = Peers::default();
+        let v = peers
+            .fetch(&address, v1::ValueKey::new(1, 1), 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!(v, Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))));
+        assert_eq!(peers.raw.lock().unwrap()[&address].len(), 1);
+        // gRPC on the same port.
+        let mut client = peers.client(&address).unwrap();
+        let mut stream = client
+            .fetch(v1::FetchRequest {
+                key: Some(v1::ValueKey::new(1, 2)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let v = crate::chunk::receive_value(&mut stream, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(v, Value::String("hi".into()));
+        for (unit, says) in [(3, "disk on fire"), (9, "holds no value 1/9")] {
+            let status = client
+                .fetch(v1::FetchRequest {
+                    key: Some(v1::ValueKey::new(1, unit)),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::NotFound);
+            assert!(status.message().contains(says), "{status}");
+        }
+        // A job id beyond the domain's range is simply not held.
+        let e = peers
+            .fetch(
+                &address,
+                v1::ValueKey {
+                    job: u64::MAX,
+                    unit: 1,
+                },
+                1 << 30,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("holds no value"), "{e}");
+    }
+}
