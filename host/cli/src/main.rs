@@ -31,7 +31,8 @@ enum Command {
     Run(run::RunArgs),
     /// Validate a graph and show what would run, without running it.
     Check(run::CheckArgs),
-    /// List the exports of a component with their WIT signatures.
+    /// List the exports of a component with their WIT signatures (read from its bytes; nothing
+    /// is compiled).
     Exports(run::ExportsArgs),
     /// Run a dataframe query written as in pandas, here or on a cluster:
     /// fabric df "read_csv('data/*.csv').groupby('key').x.sum()"

@@ -100,8 +100,6 @@ pub struct CheckArgs {
 pub struct ExportsArgs {
     /// A component (`.wasm`), or the name of a built-in one (`builtin:array`).
     component: PathBuf,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
 }
 
 /// Exit code of a job with failed tasks.
@@ -309,18 +307,26 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
 }
 
 pub fn exports(a: ExportsArgs) -> Result<ExitCode> {
+    // Signatures are read from the bytes, as the scheduler reads them: nothing is compiled.
     let builtin = a
         .component
         .to_str()
-        .and_then(|name| fabric_kernels::components().get(name));
-    let component = match builtin {
-        Some(builtin) => builtin.clone(),
-        None => a
-            .runtime
-            .runtime(Limits::default())?
-            .load_file(&a.component)?,
+        .and_then(|name| fabric_builtins::catalog().remove(name));
+    let info = match builtin {
+        Some(info) => info.map_err(anyhow::Error::msg)?,
+        None => {
+            let bytes = std::fs::read(&a.component)
+                .with_context(|| format!("cannot read `{}`", a.component.display()))?;
+            match fabric_signatures::read(&bytes) {
+                Ok(info) => info,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", a.component.display());
+                    return Ok(ExitCode::from(INVALID_GRAPH));
+                }
+            }
+        }
     };
-    for (name, ty) in component.exports() {
+    for (name, ty) in &info.exports {
         println!("{name}: {ty}");
     }
     Ok(ExitCode::SUCCESS)

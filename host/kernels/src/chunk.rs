@@ -8,8 +8,6 @@ use std::sync::Arc;
 
 use fabric_core::{Bulk, Value};
 
-pub use fabric_builtins::chunk_type;
-
 /// A chunk owned by a kernel: what it returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Chunk {
@@ -93,11 +91,6 @@ impl<'a> ChunkRef<'a> {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.data.len()
-    }
-
-    /// Whether the chunk has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
     }
 }
 

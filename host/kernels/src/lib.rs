@@ -4,16 +4,17 @@
 //! signatures in fabric-builtins), and user WebAssembly tasks can take and return the same
 //! chunk and frame records.
 
-pub mod array;
-pub mod chunk;
-pub mod dataframe;
+// The kernels are reached through their components only: a call's arguments and errors
+// cross this crate's boundary as values and task errors.
+mod array;
+mod chunk;
+mod dataframe;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use fabric_runtime::Component;
 
-pub use chunk::{Chunk, ChunkRef};
 pub use fabric_builtins::{PREFIX, catalog};
 
 /// The built-in components by name (`builtin:array`). Graphs use them without listing them
