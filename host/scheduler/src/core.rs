@@ -1,9 +1,9 @@
-//! The scheduler's core thread: owns fabric-core's [`Scheduler`] and every job and worker
-//! record, takes [`Command`]s from the gRPC handlers in batches, and sends the decisions of
-//! each batch to the workers' sessions as one message per worker.
+//! The scheduler's core: owns fabric-core's [`Scheduler`] and every job and worker record,
+//! takes [`Command`]s from the gRPC handlers in batches, and sends the decisions of each
+//! batch to the workers' sessions as one message per worker.
 //!
-//! One thread, no locks: handlers talk to it through a channel and get answers on
-//! oneshot channels. A batch is everything that arrived while the previous one was being
+//! One task, no locks: handlers talk to it through a channel and get answers on oneshot
+//! channels. A batch is everything that arrived while the previous one was being
 //! handled, so under load many events share one pass and one message per worker.
 
 use std::collections::BTreeMap;
@@ -130,8 +130,15 @@ pub(crate) struct CoreConfig {
     pub retry_backoff: Duration,
 }
 
-/// Starts the core on a thread of its own; it stops when every sender is dropped. Must be
-/// called within a Tokio runtime, whose timers wake the core for back-offs and time limits.
+/// Starts the core as a task of the current Tokio runtime; it stops when every sender is
+/// dropped, and its task then returns it (drop it off the runtime: a journal syncs as it
+/// closes). Its timers (back-offs, time limits) run on the same runtime.
+///
+/// A task rather than a thread of its own: a handler's command wakes the core on the
+/// handler's thread (Tokio runs a task woken by the running one next, on the same thread),
+/// and the core's messages wake the sessions the same way, so a short job's round trip
+/// crosses no thread in the scheduler. The core's work per batch is short (validation and
+/// planning happen in the handlers, on blocking threads for large graphs).
 ///
 /// With a `journal`, every job accepted and let go is recorded; `restoring` lists the
 /// journal's jobs, which are continued when [`Command::Restore`] comes (meanwhile new jobs
@@ -140,28 +147,25 @@ pub(crate) fn spawn(
     config: CoreConfig,
     journal: Option<Journal>,
     restoring: Vec<JobId>,
-) -> (mpsc::UnboundedSender<Command>, std::thread::JoinHandle<()>) {
+) -> (
+    mpsc::UnboundedSender<Command>,
+    tokio::task::JoinHandle<Core>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let timers = Timers {
         runtime: tokio::runtime::Handle::current(),
         core: tx.downgrade(),
     };
-    let handle = std::thread::Builder::new()
-        .name("fabric-scheduler-core".into())
-        .spawn(move || {
-            let mut core = Core::new(config, timers);
-            core.journal = journal;
-            if let Some(&last) = restoring.iter().max() {
-                core.sched.reserve_job_ids(last.saturating_add(1));
-                core.restoring = Some(Restoring {
-                    jobs: restoring.into_iter().collect(),
-                    ..Restoring::default()
-                });
-            }
-            core.run(rx)
-        })
-        .expect("cannot spawn the scheduler's core thread");
-    (tx, handle)
+    let mut core = Core::new(config, timers);
+    core.journal = journal;
+    if let Some(&last) = restoring.iter().max() {
+        core.sched.reserve_job_ids(last.saturating_add(1));
+        core.restoring = Some(Restoring {
+            jobs: restoring.into_iter().collect(),
+            ..Restoring::default()
+        });
+    }
+    (tx, tokio::spawn(core.run(rx)))
 }
 
 /// Jobs of the journal not restored yet, and what waits for them.
@@ -272,7 +276,7 @@ impl Comm for Outgoing {
     }
 }
 
-struct Core {
+pub(crate) struct Core {
     config: CoreConfig,
     timers: Timers,
     journal: Option<Journal>,
@@ -315,8 +319,8 @@ impl Core {
         }
     }
 
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) -> Core {
+        while let Some(first) = rx.recv().await {
             self.handle(first);
             // Everything that arrived meanwhile joins this batch.
             while let Ok(next) = rx.try_recv() {
@@ -325,6 +329,7 @@ impl Core {
             self.flush();
         }
         tracing::debug!("scheduler core stopped");
+        self
     }
 
     fn handle(&mut self, command: Command) {

@@ -124,7 +124,7 @@ pub async fn serve(
         .iter()
         .filter_map(|(code, _)| fabric_core::JobId::try_from(code.job_id).ok())
         .collect();
-    let (core, core_thread) = core::spawn(
+    let (core, core_task) = core::spawn(
         core::CoreConfig {
             heartbeat_timeout: options.heartbeat_timeout,
             retry_backoff: options.retry_backoff,
@@ -189,7 +189,10 @@ pub async fn serve(
         .serve_with_incoming_shutdown(fabric_proto::transport::incoming(listener), shutdown)
         .await;
     ticker.abort();
-    // The service (and with it the last sender) is gone: the core thread ends.
-    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    // The service (and with it the last sender) is gone: the core ends, and is dropped
+    // where closing its journal may block.
+    if let Ok(core) = core_task.await {
+        let _ = tokio::task::spawn_blocking(move || drop(core)).await;
+    }
     Ok(result?)
 }
