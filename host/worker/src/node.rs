@@ -961,3 +961,6 @@ fn process_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
 }
+
+#[cfg(test)]
+mod tests;
