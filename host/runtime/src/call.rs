@@ -11,7 +11,6 @@ use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 use crate::component::{Component, Export, NativeCall, Wasm};
 use crate::config::{Limits, RuntimeConfig};
 use crate::convert::{from_val, to_val};
-use crate::epoch::TICK;
 use crate::error::{Level, TaskError, TaskErrorKind};
 use crate::store::{Leftovers, TaskState};
 use fabric_core::{format_bytes, format_duration};
@@ -179,7 +178,7 @@ pub(crate) fn call(
         None => Some(to_vals(entry, args).map_err(bad)?),
     };
 
-    let mut store = TaskState::new_store(engine, ctx, limits, TICK);
+    let mut store = TaskState::new_store(engine, ctx, limits);
     let outcome = run(&mut store, wasm, entry, args, vals);
     let leftovers = store.into_data().finish();
     match outcome {

@@ -1,7 +1,7 @@
 //! The state of one task's [`Store`]: its context, sandboxed WASI, limits, captured output
 //! and logs. Every call gets a fresh one, so tasks share nothing.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{
@@ -9,7 +9,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::call::{Cancelled, TaskContext};
+use crate::call::{CancelFlag, Cancelled, TaskContext};
 use crate::capture::Capture;
 use crate::config::Limits;
 use crate::error::Level;
@@ -50,12 +50,12 @@ pub(crate) struct Leftovers {
 }
 
 impl TaskState {
-    /// A store for one task, with its memory cap, hostcall fuel and epoch deadline set.
+    /// A store for one task, with its memory cap, hostcall fuel, and a check of its cancel
+    /// flag and time limit on every epoch tick.
     pub(crate) fn new_store(
         engine: &Engine,
         ctx: &TaskContext,
         limits: &Limits,
-        epoch_tick: Duration,
     ) -> Store<TaskState> {
         let stdout = Capture::default();
         let stderr = Capture::default();
@@ -84,29 +84,22 @@ impl TaskState {
         // `size_of::<Val>()` bytes of fuel per element, allow a memory full of 8-byte numbers.
         let fuel = memory.saturating_mul(size_of::<wasmtime::component::Val>() / 8);
         store.set_hostcall_fuel(fuel.max(store.hostcall_fuel()));
-        let ticks = deadline_ticks(limits.timeout, epoch_tick);
-        match ctx.cancel.clone() {
-            None => {
-                store.set_epoch_deadline(ticks);
-                store.epoch_deadline_trap();
+        // On every epoch tick: stop at the cancel flag, or once the wall clock passed the
+        // deadline. The clock, not a count of ticks, decides: a tick lasts a little more
+        // than its period, and ticks that pass while the task waits for a core are not seen
+        // by it; either way a count would run late.
+        let deadline = Instant::now().checked_add(limits.timeout);
+        let cancel = ctx.cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
+                return Err(wasmtime::Error::new(Cancelled));
             }
-            Some(cancel) => {
-                // Look at the flag on every tick, counting the ticks down to the deadline.
-                let mut left = ticks;
-                store.set_epoch_deadline(1);
-                store.epoch_deadline_callback(move |_| {
-                    if cancel.is_cancelled() {
-                        return Err(wasmtime::Error::new(Cancelled));
-                    }
-                    left -= 1;
-                    if left == 0 {
-                        Err(Trap::Interrupt.into())
-                    } else {
-                        Ok(UpdateDeadline::Continue(1))
-                    }
-                });
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Trap::Interrupt.into());
             }
-        }
+            Ok(UpdateDeadline::Continue(1))
+        });
         store
     }
 
@@ -119,14 +112,6 @@ impl TaskState {
             out_of_memory: self.limiter.exceeded,
         }
     }
-}
-
-/// Epoch ticks to wait for `timeout` to certainly pass: the current tick may be nearly
-/// over. At most `u64::MAX / 2`, as wasmtime adds it to the current epoch.
-fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
-    const FOREVER: u64 = u64::MAX / 2;
-    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
-    u64::try_from(ticks).map_or(FOREVER, |t| t.saturating_add(1).min(FOREVER))
 }
 
 impl WasiView for TaskState {
@@ -249,15 +234,6 @@ impl Logs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadline_covers_the_timeout() {
-        let tick = Duration::from_millis(5);
-        assert_eq!(deadline_ticks(Duration::from_millis(200), tick), 41);
-        assert_eq!(deadline_ticks(Duration::from_millis(201), tick), 42);
-        assert_eq!(deadline_ticks(Duration::ZERO, tick), 1);
-        assert_eq!(deadline_ticks(Duration::MAX, tick), u64::MAX / 2);
-    }
 
     #[test]
     fn logs_are_bounded() {
