@@ -751,23 +751,6 @@ impl Array {
     }
 }
 
-/// The elementwise operations of two chunks (`binary-op` cases, and exports).
-const ELEMENTWISE: [&str; 13] = [
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "pow",
-    "maximum",
-    "minimum",
-    "less",
-    "less-equal",
-    "greater",
-    "greater-equal",
-    "equal",
-    "not-equal",
-];
-
 /// The operands, operation and whether the second is transposed, if `node` combines two
 /// chunks elementwise.
 fn elementwise(node: &Node) -> Option<(Arc<Node>, Arc<Node>, Json, bool)> {
@@ -775,7 +758,7 @@ fn elementwise(node: &Node) -> Option<(Arc<Node>, Arc<Node>, Json, bool)> {
         ("binary-transposed", [Arg::Node(a), Arg::Node(b), Arg::Json(op)]) => {
             Some((a.clone(), b.clone(), op.clone(), true))
         }
-        (op, [Arg::Node(a), Arg::Node(b)]) if ELEMENTWISE.contains(&op) => {
+        (op, [Arg::Node(a), Arg::Node(b)]) if fabric_builtins::BINARY_OPS.contains(&op) => {
             Some((a.clone(), b.clone(), json!(op), false))
         }
         _ => None,

@@ -149,13 +149,6 @@ impl From<Json> for ArgSpec {
     }
 }
 
-impl From<&str> for ArgSpec {
-    /// A string literal.
-    fn from(s: &str) -> ArgSpec {
-        ArgSpec::Literal(Json::from(s))
-    }
-}
-
 impl Serialize for ArgSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
