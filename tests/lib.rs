@@ -134,6 +134,12 @@ impl Outcome {
         assert_eq!(self.code, 0, "fabric failed:\n{self}");
         self.json()
     }
+
+    /// Asserts that the process succeeded and returns its stdout.
+    pub fn success_text(&self) -> &str {
+        assert_eq!(self.code, 0, "fabric failed:\n{self}");
+        &self.stdout
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -309,12 +315,9 @@ pub struct Cluster {
     restarts: usize,
     workers: Vec<Option<std::process::Child>>,
     logs: tempfile::TempDir,
-}
-
-/// Starts `fabric ARGS` with stdout piped and stderr to `log`; returns the process once its
-/// first stdout line (which announces its address) arrived, and that line.
-fn start_announcing(args: &[&str], log: &Path) -> (std::process::Child, String) {
-    spawn_announcing(fabric_command(args), log)
+    /// The cluster's `FABRIC_HOME`: the scheduler keeps its tokens there and writes the
+    /// operator's and workers' token files, which workers and `fabric` commands read.
+    home: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -326,9 +329,12 @@ impl Cluster {
     /// The same, with extra arguments for the scheduler.
     pub fn start_with(scheduler_args: &[&str], workers: usize, worker_args: &[&str]) -> Cluster {
         let logs = tempfile::tempdir().expect("cannot create a temporary directory");
+        let home = tempfile::tempdir().expect("cannot create a temporary directory");
         let mut args = vec!["scheduler", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(scheduler_args);
-        let (scheduler, line) = start_announcing(&args, &logs.path().join("scheduler.log"));
+        let mut cmd = fabric_command(&args);
+        cmd.env("FABRIC_HOME", home.path());
+        let (scheduler, line) = spawn_announcing(cmd, &logs.path().join("scheduler.log"));
         let url = line
             .rsplit(' ')
             .next()
@@ -342,6 +348,7 @@ impl Cluster {
             restarts: 0,
             workers: Vec::new(),
             logs,
+            home,
         };
         for _ in 0..workers {
             cluster.add_worker(worker_args);
@@ -360,6 +367,7 @@ impl Cluster {
         let mut all = vec!["worker", "--scheduler", &self.url];
         all.extend_from_slice(args);
         let mut cmd = fabric_command(&all);
+        cmd.env("FABRIC_HOME", self.home.path());
         cmd.envs(env.iter().copied());
         let (child, line) =
             spawn_announcing(cmd, &self.logs.path().join(format!("worker-{i}.log")));
@@ -384,7 +392,9 @@ impl Cluster {
             .logs
             .path()
             .join(format!("scheduler-{}.log", self.restarts));
-        let (scheduler, line) = start_announcing(&args, &log);
+        let mut cmd = fabric_command(&args);
+        cmd.env("FABRIC_HOME", self.home.path());
+        let (scheduler, line) = spawn_announcing(cmd, &log);
         assert!(
             line.ends_with(&self.url),
             "unexpected announcement `{line}`"
@@ -429,11 +439,53 @@ impl Cluster {
         std::fs::read_to_string(self.logs.path().join(name)).unwrap_or_default()
     }
 
-    /// `fabric ARGS --scheduler URL`.
+    /// `fabric ARGS --scheduler URL`, as the cluster's operator (the token the scheduler
+    /// wrote into the cluster's `FABRIC_HOME`).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = fabric_command(args);
-        cmd.args(["--scheduler", &self.url]);
+        cmd.args(["--scheduler", &self.url])
+            .env("FABRIC_HOME", self.home.path());
         cmd
+    }
+
+    /// `fabric ARGS --scheduler URL` presenting `token` (`FABRIC_TOKEN`).
+    pub fn command_as(&self, token: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(args);
+        cmd.env("FABRIC_TOKEN", token);
+        cmd
+    }
+
+    /// Runs `fabric ARGS --scheduler URL` presenting `token`.
+    pub fn fabric_as(&self, token: &str, args: &[&str]) -> Outcome {
+        run_command(self.command_as(token, args))
+    }
+
+    /// Issues a token of `role` for `name` of `tenant` (added if new), as the operator.
+    pub fn issue_token(&self, tenant: &str, name: &str, role: &str) -> String {
+        self.fabric(&["admin", "tenant", "add", tenant])
+            .success_text();
+        let issued = self.fabric(&[
+            "admin", "token", "issue", "--tenant", tenant, "--name", name, "--role", role,
+        ]);
+        issued.success_text().trim().to_string()
+    }
+
+    /// The cluster's `FABRIC_HOME` (its operator's token is `token` there).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// The operator's credentials, for an in-process client.
+    pub fn credentials(&self) -> fabric_client::Credentials {
+        fabric_client::Credentials::file(&self.home.path().join("token"))
+            .expect("the scheduler wrote the operator's token")
+    }
+
+    /// An in-process client of the cluster, as its operator.
+    pub async fn client(&self) -> fabric_client::Client {
+        fabric_client::Client::connect_with(&self.url, self.credentials())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the cluster: {e}"))
     }
 
     /// Runs `fabric ARGS --scheduler URL` to completion.

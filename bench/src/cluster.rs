@@ -18,7 +18,6 @@ use crate::graphs;
 
 /// A scheduler and its workers (fabric-client's `LocalCluster`), with their memory.
 pub struct Cluster {
-    pub url: String,
     local: LocalCluster,
 }
 
@@ -36,10 +35,12 @@ impl Cluster {
             .collect();
         let refs: Vec<&[&str]> = with_threads.iter().map(Vec::as_slice).collect();
         let local = LocalCluster::start_with(fabric, &refs)?;
-        Ok(Cluster {
-            url: local.url().to_string(),
-            local,
-        })
+        Ok(Cluster { local })
+    }
+
+    /// A client of the cluster, as its operator.
+    pub async fn client(&self) -> Result<Client> {
+        Ok(self.local.client().await?)
     }
 
     /// The scheduler's resident and peak memory (VmRSS, VmHWM) in bytes.
@@ -127,7 +128,7 @@ impl Bench {
         {
             let c = Cluster::start(&self.fabric, &[&[], &[]])?;
             rt.block_on(async {
-                let client = Client::connect(&c.url).await?;
+                let client = c.client().await?;
                 Self::compute(&client, &sub, &expected).await
             })?;
         }
@@ -137,7 +138,7 @@ impl Bench {
             let c = Cluster::start(&self.fabric, &[&[], &[]])?;
             let ready = t0.elapsed();
             rt.block_on(async {
-                let client = Client::connect(&c.url).await?;
+                let client = c.client().await?;
                 Self::compute(&client, &sub, &expected).await
             })?;
             let first = t0.elapsed();
@@ -157,7 +158,7 @@ impl Bench {
         let rt = Self::runtime()?;
         let c = Cluster::start(&self.fabric, &[&[], &[]])?;
         let samples = rt.block_on(async {
-            let client = Client::connect(&c.url).await?;
+            let client = c.client().await?;
             let mut samples = Vec::with_capacity(calls);
             for i in 0..calls + 50 {
                 let (spec, expected) = graphs::single(i as i64);
@@ -190,7 +191,7 @@ impl Bench {
         let sub = self.submission(&spec);
         let c = Cluster::start(&self.fabric, &[&[], &[]])?;
         let times = rt.block_on(async {
-            let client = Client::connect(&c.url).await?;
+            let client = c.client().await?;
             // Warm-up: 1,000 tasks.
             let (warm, warm_expected) = graphs::flat(1000);
             Self::compute(&client, &self.submission(&warm), &warm_expected).await?;
@@ -240,7 +241,7 @@ impl Bench {
             &[&["--resources", "a=1"], &["--resources", "b=1"]],
         )?;
         rt.block_on(async {
-            let client = Client::connect(&c.url).await?;
+            let client = c.client().await?;
             for &size in sizes {
                 let mut rates = Vec::new();
                 let mut ends = Vec::new();
@@ -323,7 +324,7 @@ impl Bench {
                 _ => DataFrame::read_parquet(pattern),
             };
             rt.block_on(async {
-                let client = Client::connect(&cluster.url).await?;
+                let client = cluster.client().await?;
                 let one = format!("{data_dir}/{format}/part-00.{format}");
                 read(&one)?
                     .groupby(&["key"])
@@ -391,7 +392,7 @@ impl Bench {
             let cluster = Cluster::start(&self.fabric, &[&[], &[]])?;
             let mut runs = Vec::new();
             rt.block_on(async {
-                let client = Client::connect(&cluster.url).await?;
+                let client = cluster.client().await?;
                 for rep in 0..self.reps.max(1) {
                     let x = Array::random(&[n, n], &[chunk, chunk], rep as u64 + 1);
                     let start = Instant::now();
@@ -435,7 +436,7 @@ impl Bench {
         let (spec, _) = graphs::random_dag(n, 42);
         let sub = self.submission(&spec);
         rt.block_on(async {
-            let client = Client::connect(&c.url).await?;
+            let client = c.client().await?;
             let (warm, warm_expected) = graphs::single(1);
             Self::compute(&client, &self.submission(&warm), &warm_expected).await?;
             let (idle, _) = c.scheduler_memory();

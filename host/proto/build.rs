@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/fabric/v1/scheduler.proto",
     "proto/fabric/v1/data.proto",
     "proto/fabric/v1/journal.proto",
+    "proto/fabric/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

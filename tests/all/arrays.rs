@@ -2,7 +2,7 @@
 //! `Array`, run with `fabric run` and on a cluster, compared with straightforward
 //! single-threaded computations on the same numbers.
 
-use fabric_client::{Array, Client, Dense, LocalCluster};
+use fabric_client::{Array, Dense, LocalCluster};
 use fabric_tests::{Cluster, GraphDir, Outcome, block_on, close};
 use serde_json::{Value as Json, json};
 
@@ -181,7 +181,7 @@ fn arrays_compute_on_a_cluster() {
     let x = x();
     let whole = run(&dir, &x);
     let (sum, mean, kept_sum, kept_graph) = block_on(async {
-        let client = Client::connect(&cluster.url).await.unwrap();
+        let client = cluster.client().await;
         let sum = x.sum(None).compute(&client).await.unwrap();
         let mean = x.mean(Some(0)).compute(&client).await.unwrap();
         // Persisted, the chunks stay on the workers and are not computed again.

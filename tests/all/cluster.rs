@@ -163,7 +163,9 @@ fn persisted_outputs_are_listed_and_forgotten() {
         "{out}"
     );
     // Another tenant does not see it.
-    let out = cluster.submit(&reuse, &["--tenant", "mallory"]);
+    let mallory = cluster.issue_token("mallory", "mallory", "member");
+    let reuse_path = reuse.to_str().unwrap();
+    let out = cluster.fabric_as(&mallory, &["submit", reuse_path]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("unknown dataset `t64`"), "{out}");
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use fabric_client::arrow_array::cast::AsArray;
 use fabric_client::arrow_array::types::{Float64Type, Int64Type};
 use fabric_client::arrow_array::{Array, RecordBatch};
-use fabric_client::{Client, ClientError, DataFrame};
+use fabric_client::{ClientError, DataFrame};
 use fabric_tests::{Cluster, GraphDir, block_on, close};
 
 /// One generated row.
@@ -142,7 +142,7 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
     let s = setup();
     let events = s.path("events/*.csv");
     block_on(async {
-        let client = Client::connect(&s.cluster.url).await?;
+        let client = s.cluster.client().await;
         let df = DataFrame::read_csv(&events)?;
         assert_eq!(df.npartitions(), FILES);
 
@@ -338,7 +338,7 @@ fn mistakes_are_reported_clearly() {
     assert!(e.contains("no files match"), "{e}");
 
     block_on(async {
-        let client = Client::connect(&s.cluster.url).await.unwrap();
+        let client = s.cluster.client().await;
         // A file outside the workers' data directories.
         let outside = GraphDir::new();
         write_data(outside.path(), &s.rows[..10]);
@@ -492,7 +492,9 @@ fn read_csv_from_s3_on_a_cluster_and_in_process() {
     }
     let df = |args: &[&str]| {
         let mut cmd = fabric_tests::fabric_command(["df"]);
-        cmd.args(args).envs(env.iter().copied());
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env("FABRIC_HOME", cluster.home());
         fabric_tests::run_command(cmd)
     };
     let want = by_key(rows.iter());

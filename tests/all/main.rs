@@ -7,3 +7,4 @@ mod netns;
 mod polyglot;
 mod run;
 mod runtime;
+mod tenants;

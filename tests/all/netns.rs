@@ -131,6 +131,8 @@ struct NetnsCluster {
     url: String,
     processes: Vec<Child>,
     logs: tempfile::TempDir,
+    /// Everyone's `FABRIC_HOME` (the scheduler writes the tokens there).
+    home: tempfile::TempDir,
     link: Link,
 }
 
@@ -138,15 +140,18 @@ impl NetnsCluster {
     /// Starts the scheduler in the first namespace, on its address on the link.
     fn start(link: Link) -> NetnsCluster {
         let logs = tempfile::tempdir().expect("cannot create a temporary directory");
+        let home = tempfile::tempdir().expect("cannot create a temporary directory");
         let listen = format!("{}:0", ADDRESSES[0]);
-        let (scheduler, line) = spawn_announcing(
-            link.exec(0, fabric_command(["scheduler", "--listen", &listen])),
-            &logs.path().join("scheduler.log"),
-        );
+        // Not loopback and no TLS: the scheduler refuses to start without --insecure.
+        let mut fabric = fabric_command(["scheduler", "--listen", &listen, "--insecure"]);
+        fabric.env("FABRIC_HOME", home.path());
+        let (scheduler, line) =
+            spawn_announcing(link.exec(0, fabric), &logs.path().join("scheduler.log"));
         let mut cluster = NetnsCluster {
             url: String::new(),
             processes: vec![scheduler],
             logs,
+            home,
             link,
         };
         let prefix = format!("fabric scheduler listening on http://{}:", ADDRESSES[0]);
@@ -162,7 +167,7 @@ impl NetnsCluster {
     /// reaches the scheduler: namespace `i`'s own) and waits until the scheduler accepted it.
     fn add_worker(&mut self, i: usize, name: &str, args: &[&str]) {
         let mut fabric = fabric_command(["worker", "--scheduler", &self.url, "--name", name]);
-        fabric.args(args);
+        fabric.args(args).env("FABRIC_HOME", self.home.path());
         let (worker, line) = spawn_announcing(
             self.link.exec(i, fabric),
             &self.logs.path().join(format!("worker-{name}.log")),
@@ -179,7 +184,9 @@ impl NetnsCluster {
     /// Runs `fabric ARGS --scheduler URL` to completion in the first namespace.
     fn fabric(&self, args: &[&str]) -> Outcome {
         let mut fabric = fabric_command(args);
-        fabric.args(["--scheduler", &self.url]);
+        fabric
+            .args(["--scheduler", &self.url])
+            .env("FABRIC_HOME", self.home.path());
         run_command(self.link.exec(0, fabric))
     }
 

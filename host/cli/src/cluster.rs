@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fabric_client::{Client, ClientError, JobOutcome, JobState, Submission};
+use fabric_client::{Client, ClientError, Credentials, JobOutcome, JobState, Submission};
 use fabric_core::{BuildError, Datasets, JobProgress};
 use fabric_runtime::Limits;
 
@@ -22,16 +22,26 @@ pub struct SchedulerUrl {
     /// The scheduler's URL.
     #[arg(
         long,
+        global = true,
         value_name = "URL",
         env = "FABRIC_SCHEDULER",
         default_value = "http://127.0.0.1:7878"
     )]
     scheduler: String,
+    /// A file holding the token to present [default: FABRIC_TOKEN, else the file
+    /// FABRIC_TOKEN_FILE names, else $FABRIC_HOME/token; FABRIC_HOME defaults to ~/.fabric.
+    /// `fabric worker`: FABRIC_WORKER_TOKEN, FABRIC_WORKER_TOKEN_FILE, $FABRIC_HOME/worker.token].
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 impl SchedulerUrl {
-    async fn connect(&self) -> Result<Client> {
-        Ok(Client::connect(&self.scheduler).await?)
+    pub(crate) async fn connect(&self) -> Result<Client> {
+        let credentials = match &self.token_file {
+            Some(path) => Credentials::file(path)?,
+            None => Credentials::from_env()?,
+        };
+        Ok(Client::connect_with(&self.scheduler, credentials).await?)
     }
 }
 
@@ -68,6 +78,21 @@ pub struct SchedulerArgs {
     /// values they hold) before continuing the journal's jobs.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = args::duration)]
     restore_wait: Duration,
+    /// Where the tenants and token hashes are kept (tokens.json) [default:
+    /// $FABRIC_HOME/scheduler; FABRIC_HOME defaults to ~/.fabric]. On start the scheduler
+    /// makes sure the user running it holds an operator token ($FABRIC_HOME/token) and a
+    /// worker token ($FABRIC_HOME/worker.token), so a cluster on one machine needs no
+    /// set-up; give others theirs with `fabric admin`.
+    #[arg(long, value_name = "DIR")]
+    auth_dir: Option<PathBuf>,
+    /// The audit log: one JSON line per security event (sign-ins refused, submissions,
+    /// cancellations, denials, token changes) [default: AUTH_DIR/audit.jsonl].
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Allow listening on an address other than loopback although the connection is not
+    /// encrypted: tokens and data cross the network in clear text.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// `fabric worker`.
@@ -135,9 +160,10 @@ pub struct SubmitArgs {
     /// Print the job id and return at once; gather later with `fabric result JOB`.
     #[arg(long)]
     detach: bool,
-    /// The tenant the job runs for.
-    #[arg(long, default_value = "default")]
-    tenant: String,
+    /// The tenant the job runs for [default: the token's]. Only an operator may name
+    /// another.
+    #[arg(long)]
+    tenant: Option<String>,
     /// Do not fuse chains of tasks into single scheduling units.
     #[arg(long)]
     no_fuse: bool,
@@ -194,7 +220,7 @@ pub struct ForgetArgs {
     scheduler: SchedulerUrl,
 }
 
-fn tokio() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -219,6 +245,20 @@ async fn ctrl_c() {
 }
 
 pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
+    if !a.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            a.insecure,
+            "refusing to listen on {} without encryption: tokens and data would cross the \
+             network in clear text. Listen on 127.0.0.1, or pass --insecure on a network \
+             you trust",
+            a.listen
+        );
+        tracing::warn!(
+            "INSECURE: listening on {} without TLS; tokens and data cross the network in clear text",
+            a.listen
+        );
+    }
+    let authority = crate::admin::authority(a.auth_dir.as_deref(), a.audit_log.as_deref())?;
     tokio_service()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
@@ -234,6 +274,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             max_job_tasks: a.max_job_tasks,
             journal: a.journal,
             restore_wait: a.restore_wait,
+            authority: std::sync::Arc::new(authority),
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");
@@ -262,6 +303,18 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
     options.runtime.max_result_bytes = a.max_result_size;
     options.runtime.local_data = Some(a.data_dirs);
     options.reconnect_timeout = a.reconnect_timeout;
+    let holder = fabric_auth::local::Holder::Worker;
+    let found = fabric_auth::local::find_token(holder, a.scheduler.token_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let Some(found) = found else {
+        anyhow::bail!(
+            "no worker token: set {} (or {}) to a token of role worker from your operator \
+             (`fabric admin token issue --role worker`), or pass --token-file",
+            holder.token_var(),
+            holder.file_var()
+        );
+    };
+    options.token = Some(found.token);
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();
         fabric_worker::node::run(options, ctrl_c(), |id, data| {
@@ -281,7 +334,7 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
         // first). The files are read once: what was checked is what is sent.
         let client = a.scheduler.connect().await;
         let datasets = match &client {
-            Ok(client) => client.dataset_types(&a.tenant).await?,
+            Ok(client) => client.dataset_types().await?,
             Err(_) => Datasets::new(),
         };
         let mut submission = Submission::from_file(&a.graph)?;
@@ -297,7 +350,7 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
             };
         }
         let client = client?;
-        submission.tenant = a.tenant;
+        submission.tenant = a.tenant.unwrap_or_default();
         submission.timeout = a.timeout;
         submission.memory = a.memory;
         submission.retries = a.retries;

@@ -1,5 +1,6 @@
 //! The `fabric` command: run type-checked graphs of WebAssembly tasks.
 
+mod admin;
 mod args;
 mod build;
 mod cluster;
@@ -55,6 +56,10 @@ enum Command {
     Datasets(cluster::StatusArgs),
     /// Drop a persisted dataset from the workers' memory.
     Forget(cluster::ForgetArgs),
+    /// Manage tenants and tokens (operators; tenant-admins for their members' tokens).
+    Admin(admin::AdminArgs),
+    /// Show who the scheduler takes you for: tenant, name and role.
+    Whoami(admin::WhoamiArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +85,8 @@ fn main() -> ExitCode {
         Command::Status(a) => cluster::status(a),
         Command::Datasets(a) => cluster::datasets(a),
         Command::Forget(a) => cluster::forget(a),
+        Command::Admin(a) => admin::admin(a),
+        Command::Whoami(a) => admin::whoami(a),
     };
     match result {
         Ok(code) => code,

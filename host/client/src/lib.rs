@@ -7,6 +7,7 @@
 //! # async fn example() -> Result<(), fabric_client::ClientError> {
 //! use fabric_client::{Client, Submission};
 //!
+//! // The token comes from FABRIC_TOKEN, FABRIC_TOKEN_FILE or ~/.fabric/token.
 //! let client = Client::connect("http://127.0.0.1:7878").await?;
 //! let graph = Submission::from_file("examples/hello.json")?;
 //! let outcome = client.compute(&graph, |_progress| {}).await?;
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod array;
+mod credentials;
 mod dataframe;
 mod graph;
 mod local;
@@ -27,7 +29,9 @@ mod query;
 mod report;
 
 pub use array::{Array, Dense};
+pub use credentials::{Credentials, Identity};
 pub use dataframe::{DataFrame, GroupBy, Rolling, decode as decode_frame};
+pub use fabric_auth::{Role, TokenInfo};
 pub use fabric_frame::arrow_array::RecordBatch;
 pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
@@ -40,11 +44,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fabric_core::{BuildError, Datasets, GraphSpec, JobProgress, Plan, PlanConfig, Value};
+use fabric_proto::auth::Bearer;
 use fabric_proto::chunk::component_chunks;
 use fabric_proto::transport::Peers;
+use fabric_proto::v1::admin_client::AdminClient;
 use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::{PROTOCOL_VERSION, v1};
 use tokio::task::JoinSet;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// The largest output value a client accepts: 64 GiB.
@@ -87,9 +94,9 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
-    /// The scheduler answered with an error.
+    /// The scheduler answered with an error (its message is the error's).
     #[error("{}", .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     /// The graph cannot run: every problem (one line each), nothing ran.
     #[error("the graph is invalid:\n  {}", .0.join("\n  "))]
     Rejected(Vec<String>),
@@ -132,6 +139,12 @@ pub enum ClientError {
     Invalid(String),
 }
 
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> ClientError {
+        ClientError::Status(status)
+    }
+}
+
 /// A component a graph names, with its bytes.
 #[derive(Clone, Debug)]
 pub struct ComponentSource {
@@ -162,7 +175,8 @@ pub struct Submission {
     pub graph_json: String,
     /// The components it names.
     pub components: Vec<ComponentSource>,
-    /// The tenant the job runs for (`default` when empty).
+    /// The tenant the job runs for: empty for the token's own. Only an operator may name
+    /// another.
     pub tenant: String,
     /// Do not fuse chains of tasks into single units.
     pub no_fuse: bool,
@@ -288,16 +302,23 @@ impl JobOutcome {
 /// A connection to a Fabric scheduler (and, for gathering, to its workers). Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    scheduler: SchedulerClient<Channel>,
+    scheduler: SchedulerClient<InterceptedService<Channel, Bearer>>,
+    admin: AdminClient<InterceptedService<Channel, Bearer>>,
+    identity: Arc<Identity>,
     peers: Arc<Peers>,
     /// Hashes of components the scheduler is known to have (uploaded or checked).
     uploaded: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Client {
-    /// Connects to the scheduler at `url` (`http://host:port`) and checks that it speaks
-    /// this client's protocol version.
+    /// Connects to the scheduler at `url` (`http://host:port`) with the token of
+    /// [`Credentials::from_env`], and checks that it speaks this client's protocol version.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        Client::connect_with(url, Credentials::from_env()?).await
+    }
+
+    /// Connects to the scheduler at `url` presenting `credentials`.
+    pub async fn connect_with(url: &str, credentials: Credentials) -> Result<Client, ClientError> {
         let failed = |reason: String| ClientError::Connect {
             url: url.to_string(),
             reason,
@@ -309,25 +330,53 @@ impl Client {
         let channel = endpoint.connect().await.map_err(|e| {
             failed(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
         })?;
-        let mut scheduler = SchedulerClient::new(channel)
+        let bearer = Bearer::new(credentials.text())?;
+        let mut scheduler = SchedulerClient::with_interceptor(channel.clone(), bearer.clone())
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30);
-        scheduler
+        let admin = AdminClient::with_interceptor(channel, bearer);
+        let hello = scheduler
             .handshake(v1::HandshakeRequest {
                 protocol_version: PROTOCOL_VERSION,
                 client: format!("fabric-client {}", env!("CARGO_PKG_VERSION")),
             })
             .await
-            .map_err(|s| failed(s.message().to_string()))?;
+            .map_err(|s| match s.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    match credentials.source() {
+                        Some(source) => failed(format!(
+                            "it refused the token from {source}: {}",
+                            s.message()
+                        )),
+                        None => failed(s.message().to_string()),
+                    }
+                }
+                _ => failed(s.message().to_string()),
+            })?
+            .into_inner();
+        let identity = Identity {
+            role: hello.role.parse().map_err(|e: String| {
+                failed(format!("the scheduler answered with an unknown role: {e}"))
+            })?,
+            tenant: hello.tenant,
+            principal: hello.principal,
+        };
         Ok(Client {
             scheduler,
+            admin,
+            identity: Arc::new(identity),
             peers: Arc::new(Peers::default()),
             uploaded: Arc::default(),
         })
     }
 
-    fn rpc(&self) -> SchedulerClient<Channel> {
+    fn rpc(&self) -> SchedulerClient<InterceptedService<Channel, Bearer>> {
         self.scheduler.clone()
+    }
+
+    /// Who the scheduler says this client is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Uploads the components the scheduler does not have yet.
@@ -704,15 +753,12 @@ impl Client {
             .collect::<Result<_, _>>()?)
     }
 
-    /// The value types of `tenant`'s datasets, by dataset and key: what a graph using them
-    /// is checked against ([`Submission::check`]).
-    pub async fn dataset_types(&self, tenant: &str) -> Result<Datasets, ClientError> {
+    /// The value types of the datasets this client's graphs may use, by name (as
+    /// [`Client::datasets`] lists them) and key: what a graph using them is checked against
+    /// ([`Submission::check`]).
+    pub async fn dataset_types(&self) -> Result<Datasets, ClientError> {
         let datasets = self.datasets().await?;
-        Ok(datasets
-            .into_iter()
-            .filter(|d| d.tenant == tenant)
-            .map(|d| (d.name, d.types))
-            .collect())
+        Ok(datasets.into_iter().map(|d| (d.name, d.types)).collect())
     }
 
     /// Drops a dataset; whether it existed.
@@ -724,6 +770,85 @@ impl Client {
             .into_inner()
             .found)
     }
+}
+
+/// Tenants and tokens (`fabric admin`): operators manage everything, tenant-admins their
+/// tenant's member tokens.
+impl Client {
+    /// Adds a tenant; false when it existed.
+    pub async fn add_tenant(&self, name: &str) -> Result<bool, ClientError> {
+        let request = v1::AddTenantRequest { name: name.into() };
+        Ok(self
+            .admin
+            .clone()
+            .add_tenant(request)
+            .await?
+            .into_inner()
+            .created)
+    }
+
+    /// The tenants this client may see.
+    pub async fn tenants(&self) -> Result<Vec<String>, ClientError> {
+        let request = v1::ListTenantsRequest {};
+        Ok(self
+            .admin
+            .clone()
+            .list_tenants(request)
+            .await?
+            .into_inner()
+            .names)
+    }
+
+    /// Issues a token for `name` of `tenant` with `role`: its text (shown once) and what
+    /// it is.
+    pub async fn issue_token(
+        &self,
+        tenant: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(String, TokenInfo), ClientError> {
+        let request = v1::IssueTokenRequest {
+            tenant: tenant.into(),
+            name: name.into(),
+            role: role.name().into(),
+        };
+        let r = self.admin.clone().issue_token(request).await?.into_inner();
+        Ok((r.token, token_info(r.info)?))
+    }
+
+    /// Revokes the token of this id.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
+        let request = v1::RevokeTokenRequest { id: id.into() };
+        let r = self.admin.clone().revoke_token(request).await?.into_inner();
+        token_info(r.info)
+    }
+
+    /// The tokens this client may manage (of `tenant` only, when given).
+    pub async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, ClientError> {
+        let request = v1::ListTokensRequest {
+            tenant: tenant.unwrap_or_default().into(),
+        };
+        let r = self.admin.clone().list_tokens(request).await?.into_inner();
+        r.tokens.into_iter().map(|t| token_info(Some(t))).collect()
+    }
+}
+
+fn token_info(info: Option<v1::TokenInfo>) -> Result<TokenInfo, ClientError> {
+    let t = info.ok_or(fabric_proto::ProtoError::missing(
+        "IssueTokenResponse",
+        "info",
+    ))?;
+    Ok(TokenInfo {
+        role: t
+            .role
+            .parse()
+            .map_err(|e: String| ClientError::Invalid(format!("the scheduler sent {e}")))?,
+        id: t.id,
+        tenant: t.tenant,
+        name: t.name,
+        created: t.created,
+        revoked: t.revoked,
+    })
 }
 
 /// Fetches one output from the first of its holders that has it.

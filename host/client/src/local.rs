@@ -1,18 +1,22 @@
 //! A cluster on this machine with no set-up, like Dask's `LocalCluster`: a `fabric scheduler`
 //! and some `fabric worker` processes on 127.0.0.1 (ports from the OS), stopped when the
-//! handle is dropped.
+//! handle is dropped. Authentication is on, as everywhere: the processes share a private
+//! `FABRIC_HOME` (mode 0700) where the scheduler writes the operator's and the workers'
+//! tokens (0600), and [`LocalCluster::client`] presents the operator's.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{Client, ClientError};
+use crate::{Client, ClientError, Credentials};
 
 /// A scheduler and its workers, running as child processes of this one.
 pub struct LocalCluster {
     url: String,
     scheduler: Child,
     workers: Vec<Child>,
+    /// The processes' `FABRIC_HOME`, removed when the cluster is dropped.
+    home: tempfile::TempDir,
 }
 
 impl LocalCluster {
@@ -30,7 +34,14 @@ impl LocalCluster {
     /// those extra arguments (`--nthreads 1`, `--memory-limit 4GiB`...). Workers start in
     /// parallel; this returns once every process has announced its address.
     pub fn start_with(fabric: &Path, workers: &[&[&str]]) -> Result<LocalCluster, ClientError> {
-        let (scheduler, line) = announce(fabric, &["scheduler", "--listen", "127.0.0.1:0"])?;
+        let home = tempfile::Builder::new()
+            .prefix("fabric-local-")
+            .tempdir()
+            .map_err(|e| ClientError::Local(format!("cannot make a private directory: {e}")))?;
+        let home_dir = home.path().to_path_buf();
+        let home_dir = home_dir.as_path();
+        let (scheduler, line) =
+            announce(fabric, home_dir, &["scheduler", "--listen", "127.0.0.1:0"])?;
         let url = line
             .rsplit(' ')
             .next()
@@ -41,6 +52,7 @@ impl LocalCluster {
             url,
             scheduler,
             workers: Vec::new(),
+            home,
         };
         let started: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = workers
@@ -50,7 +62,7 @@ impl LocalCluster {
                     s.spawn(move || {
                         let mut args = vec!["worker", "--scheduler", url];
                         args.extend_from_slice(extra);
-                        announce(fabric, &args)
+                        announce(fabric, home_dir, &args)
                     })
                 })
                 .collect();
@@ -102,9 +114,14 @@ impl LocalCluster {
         &self.url
     }
 
-    /// A client connected to the scheduler.
+    /// A client connected to the scheduler, as the cluster's operator.
     pub async fn client(&self) -> Result<Client, ClientError> {
-        Client::connect(&self.url).await
+        Client::connect_with(&self.url, self.credentials()?).await
+    }
+
+    /// The operator's token, which [`LocalCluster::client`] presents.
+    pub fn credentials(&self) -> Result<Credentials, ClientError> {
+        Credentials::file(&self.home.path().join("token"))
     }
 
     /// The scheduler process.
@@ -136,12 +153,17 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Starts `fabric ARGS` (stderr inherited) and returns it with the first line it prints,
-/// which announces its address; the rest of its output is drained.
-fn announce(fabric: &Path, args: &[&str]) -> Result<(Child, String), ClientError> {
+/// Starts `fabric ARGS` (stderr inherited) with `FABRIC_HOME` at `home`, and returns it with
+/// the first line it prints, which announces its address; the rest of its output is drained.
+fn announce(fabric: &Path, home: &Path, args: &[&str]) -> Result<(Child, String), ClientError> {
     let failed = |why: String| ClientError::Local(format!("`fabric {}`: {why}", args[0]));
     let mut child = Command::new(fabric)
         .args(args)
+        .env("FABRIC_HOME", home)
+        .env_remove("FABRIC_TOKEN")
+        .env_remove("FABRIC_TOKEN_FILE")
+        .env_remove("FABRIC_WORKER_TOKEN")
+        .env_remove("FABRIC_WORKER_TOKEN_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod chunk;
 pub mod convert;
 mod encode;

@@ -19,6 +19,7 @@ use fabric_proto::{ProtoError, v1};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::journal::Journal;
+use fabric_auth::{Audit, AuditEvent, Owner, Principal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
@@ -33,7 +34,8 @@ pub(crate) struct Prepared {
     pub plan: Arc<Plan>,
     pub graph_json: String,
     pub components: Vec<v1::ComponentRef>,
-    pub tenant: String,
+    /// Who submitted it (the tenant it runs for, and the principal).
+    pub owner: Owner,
     pub persist: String,
     pub no_fuse: bool,
     pub limits: Option<v1::JobLimits>,
@@ -72,14 +74,17 @@ pub(crate) enum Command {
     },
     Watch {
         job: u64,
-        reply: oneshot::Sender<Option<watch::Receiver<v1::JobUpdate>>>,
+        who: Principal,
+        reply: WatchReply,
     },
     Release {
         job: u64,
+        who: Principal,
         reply: oneshot::Sender<bool>,
     },
     Cancel {
         job: u64,
+        who: Principal,
         reply: oneshot::Sender<bool>,
     },
     /// The client that submitted and followed a job (`Run`) went away: cancel the job if
@@ -88,18 +93,23 @@ pub(crate) enum Command {
         job: u64,
     },
     Status {
+        who: Principal,
         reply: oneshot::Sender<v1::ClusterStatusResponse>,
     },
     ListDatasets {
+        who: Principal,
         reply: oneshot::Sender<Vec<v1::Dataset>>,
     },
-    /// The datasets of a tenant, with their types, for validating a graph that uses them.
+    /// The datasets a tenant's graph may use, with their types, for validating it: its
+    /// own by name, others it may read as `TENANT/NAME`.
     DatasetValues {
-        tenant: String,
+        who: Principal,
+        tenant: Arc<str>,
         reply: oneshot::Sender<DatasetValues>,
     },
     ForgetDataset {
         name: String,
+        who: Principal,
         reply: oneshot::Sender<bool>,
     },
     /// Time passed: check heartbeats.
@@ -146,6 +156,7 @@ pub(crate) struct CoreConfig {
 pub(crate) fn spawn(
     config: CoreConfig,
     journal: Option<Journal>,
+    audit: Arc<Audit>,
     restoring: Vec<JobId>,
 ) -> (
     mpsc::UnboundedSender<Command>,
@@ -158,6 +169,7 @@ pub(crate) fn spawn(
     };
     let mut core = Core::new(config, timers);
     core.journal = journal;
+    core.audit = audit;
     if let Some(&last) = restoring.iter().max() {
         core.sched.reserve_job_ids(last.saturating_add(1));
         core.restoring = Some(Restoring {
@@ -168,6 +180,9 @@ pub(crate) fn spawn(
     (tx, tokio::spawn(core.run(rx)))
 }
 
+/// Where the core answers a `Watch`: the job's updates, or `None` for "no such job".
+type WatchReply = oneshot::Sender<Option<watch::Receiver<v1::JobUpdate>>>;
+
 /// Jobs of the journal not restored yet, and what waits for them.
 #[derive(Default)]
 struct Restoring {
@@ -175,10 +190,7 @@ struct Restoring {
     /// Values workers hold: job -> (unit, worker, bytes).
     held: FxHashMap<JobId, Vec<(UnitIdx, WorkerId, u64)>>,
     /// Watchers of restoring jobs.
-    watches: Vec<(
-        JobId,
-        oneshot::Sender<Option<watch::Receiver<v1::JobUpdate>>>,
-    )>,
+    watches: Vec<(JobId, Principal, WatchReply)>,
 }
 
 /// Sends the core a command later, on the Tokio runtime's timers. Holds the core's channel
@@ -228,6 +240,8 @@ struct Registration {
 struct JobEntry {
     /// What workers keep of the job, sent before its first unit to each.
     start: v1::JobStart,
+    /// Who submitted it.
+    owner: Owner,
     /// The component of each function of the plan, as steps name it: an uploaded one's
     /// hash, or a built-in's name.
     identity: Vec<Arc<str>>,
@@ -289,7 +303,10 @@ pub(crate) struct Core {
     /// Worker by data address, for `MissingInput` reports.
     by_address: FxHashMap<Arc<str>, WorkerId>,
     jobs: FxHashMap<JobId, JobEntry>,
-    datasets: BTreeMap<String, JobId>,
+    /// Persisted datasets by tenant and name.
+    datasets: BTreeMap<(Arc<str>, String), JobId>,
+    /// Where denials are recorded.
+    audit: Arc<Audit>,
     /// Units whose progress is reported to watchers per batch; jobs whose progress changed.
     forget: Vec<u64>,
 }
@@ -315,6 +332,7 @@ impl Core {
             by_address: FxHashMap::default(),
             jobs: FxHashMap::default(),
             datasets: BTreeMap::new(),
+            audit: Arc::new(Audit::none()),
             forget: Vec::new(),
         }
     }
@@ -366,27 +384,34 @@ impl Core {
             Command::Submit { job, reply } => {
                 let _ = reply.send(self.submit(*job));
             }
-            Command::Watch { job, reply } => {
+            Command::Watch { job, who, reply } => {
+                // A restoring job's owner is known once it is rebuilt: its watcher waits
+                // for that, and is checked then.
                 if let Some(j) = self.job_id(job)
                     && let Some(r) = self.restoring.as_mut().filter(|r| r.jobs.contains(&j))
                 {
-                    r.watches.push((j, reply));
+                    r.watches.push((j, who, reply));
                     return;
                 }
-                let rx = self.job_id(job).and_then(|j| {
-                    let entry = self.jobs.get(&j)?;
-                    Some(entry.updates.subscribe())
-                });
+                let rx = self
+                    .visible_job(job, &who, "watch")
+                    .map(|j| self.jobs[&j].updates.subscribe());
                 let _ = reply.send(rx);
             }
-            Command::Release { job, reply } => {
-                let found = self.job_id(job).is_some_and(|j| self.release(j, false));
+            Command::Release { job, who, reply } => {
+                let found = self
+                    .visible_job(job, &who, "release")
+                    .is_some_and(|j| self.release(j, false));
                 let _ = reply.send(found);
             }
-            Command::Cancel { job, reply } => {
-                let cancelled = self
-                    .job_id(job)
-                    .is_some_and(|j| self.cancel(j, "cancelled by `fabric cancel`"));
+            Command::Cancel { job, who, reply } => {
+                let cancelled = self.visible_job(job, &who, "cancel").is_some_and(|j| {
+                    let done = self.cancel(j, &format!("cancelled by {}", who.name));
+                    if done {
+                        self.audit(&who, "cancel", "ok", &format!("job {job}"), "");
+                    }
+                    done
+                });
                 let _ = reply.send(cancelled);
             }
             Command::RetryDue { job, unit } => self.sched.on_retry_due(job, unit, &mut self.out),
@@ -411,29 +436,78 @@ impl Core {
                     self.cancel(j, "its client went away (submit with --detach to keep it)");
                 }
             }
-            Command::Status { reply } => {
-                let _ = reply.send(self.status());
+            Command::Status { who, reply } => {
+                let _ = reply.send(self.status(&who));
             }
-            Command::ListDatasets { reply } => {
+            Command::ListDatasets { who, reply } => {
                 let list = self
                     .datasets
                     .iter()
-                    .filter_map(|(name, &job)| self.dataset(name, job))
+                    .filter(|((tenant, _), _)| who.may_read_tenant(tenant))
+                    .filter_map(|((tenant, name), &job)| {
+                        self.dataset(&display_name(&who.tenant, tenant, name), job)
+                    })
                     .collect();
                 let _ = reply.send(list);
             }
-            Command::DatasetValues { tenant, reply } => {
-                let _ = reply.send(self.dataset_values(&tenant));
+            Command::DatasetValues { who, tenant, reply } => {
+                let _ = reply.send(self.dataset_values(&who, &tenant));
             }
-            Command::ForgetDataset { name, reply } => {
-                let found = match self.datasets.remove(&name) {
-                    Some(job) => self.release(job, true),
+            Command::ForgetDataset { name, who, reply } => {
+                let found = match self.visible_dataset(&name, &who) {
+                    Some(key) => {
+                        let job = self.datasets.remove(&key).expect("just found");
+                        self.audit(&who, "forget", "ok", &format!("dataset {name}"), "");
+                        self.release(job, true)
+                    }
                     None => false,
                 };
                 let _ = reply.send(found);
             }
             Command::Tick => self.check_heartbeats(),
         }
+    }
+
+    /// The job of this wire id, if `who` may see it. Another's job is answered exactly as
+    /// one that does not exist, and the attempt is recorded.
+    fn visible_job(&self, wire: u64, who: &Principal, operation: &str) -> Option<JobId> {
+        let job = self.job_id(wire)?;
+        let entry = self.jobs.get(&job)?;
+        if who.may_see(&entry.owner) {
+            return Some(job);
+        }
+        let target = format!("job {wire}");
+        self.audit(who, operation, "denied", &target, "owned by another");
+        None
+    }
+
+    /// The dataset `name` means for `who` (its own tenant's, or `TENANT/NAME`), if it may
+    /// forget it: its maker, a tenant-admin of its tenant, an operator.
+    fn visible_dataset(&self, name: &str, who: &Principal) -> Option<(Arc<str>, String)> {
+        let (tenant, plain) = match name.split_once('/') {
+            Some((tenant, plain)) => (Arc::from(tenant), plain),
+            None => (who.tenant.clone(), name),
+        };
+        let key = (tenant, plain.to_string());
+        let job = *self.datasets.get(&key)?;
+        let owner = &self.jobs.get(&job)?.owner;
+        if who.may_see(owner) {
+            return Some(key);
+        }
+        let target = format!("dataset {}/{plain}", key.0);
+        self.audit(who, "forget", "denied", &target, "owned by another");
+        None
+    }
+
+    fn audit(&self, who: &Principal, operation: &str, result: &str, target: &str, detail: &str) {
+        self.audit.record(AuditEvent {
+            operation,
+            result,
+            principal: Some(who),
+            peer: None,
+            target,
+            detail,
+        });
     }
 
     fn job_id(&self, wire: u64) -> Option<JobId> {
@@ -700,7 +774,8 @@ impl Core {
     // ------------------------------------------------------------------ jobs
 
     fn submit(&mut self, job: Prepared) -> Result<u64, Status> {
-        if !job.persist.is_empty() && self.datasets.contains_key(&job.persist) {
+        let dataset = (job.owner.tenant.clone(), job.persist.clone());
+        if !job.persist.is_empty() && self.datasets.contains_key(&dataset) {
             return Err(Status::already_exists(format!(
                 "a dataset named `{}` exists; forget it first (`fabric forget {}`)",
                 job.persist, job.persist
@@ -708,7 +783,7 @@ impl Core {
         }
         let id = self
             .sched
-            .on_job_submitted(job.plan.clone(), &job.tenant, &mut self.out);
+            .on_job_submitted(job.plan.clone(), &job.owner.tenant, &mut self.out);
         self.add_job(id, job, true);
         Ok(u64::from(id))
     }
@@ -727,7 +802,7 @@ impl Core {
                     self.sched.on_job_restored(
                         id,
                         job.plan.clone(),
-                        &job.tenant,
+                        &job.owner.tenant,
                         &held,
                         &mut self.out,
                     );
@@ -747,8 +822,11 @@ impl Core {
                 self.out.releases.push((worker, job, unit));
             }
         }
-        for (job, reply) in restoring.watches {
-            let _ = reply.send(self.jobs.get(&job).map(|e| e.updates.subscribe()));
+        for (job, who, reply) in restoring.watches {
+            let rx = self
+                .visible_job(u64::from(job), &who, "watch")
+                .map(|j| self.jobs[&j].updates.subscribe());
+            let _ = reply.send(rx);
         }
     }
 
@@ -785,13 +863,14 @@ impl Core {
             .collect();
         let start = v1::JobStart {
             job_id: u64::from(id),
-            tenant: job.tenant.clone(),
+            tenant: job.owner.tenant.to_string(),
             limits: job.limits,
         };
         let code = v1::JobCode {
             externals: job.externals,
             job_id: u64::from(id),
-            tenant: job.tenant,
+            tenant: job.owner.tenant.to_string(),
+            owner: job.owner.name.to_string(),
             graph_json: job.graph_json,
             components: job.components,
             no_fuse: job.no_fuse,
@@ -816,6 +895,7 @@ impl Core {
             id,
             JobEntry {
                 start,
+                owner: job.owner,
                 identity,
                 externals,
                 persist: job.persist,
@@ -835,7 +915,12 @@ impl Core {
         let Some(entry) = self.jobs.get(&job) else {
             return false;
         };
-        if !entry.persist.is_empty() && !dataset && self.datasets.contains_key(&entry.persist) {
+        if !entry.persist.is_empty()
+            && !dataset
+            && self
+                .datasets
+                .contains_key(&(entry.owner.tenant.clone(), entry.persist.clone()))
+        {
             return true; // its outputs belong to the dataset
         }
         self.drop_job(job);
@@ -1060,7 +1145,8 @@ impl Core {
             let succeeded = update.state == v1::JobState::Succeeded as i32;
             tracing::info!(job, succeeded, "job finished");
             if succeeded && !entry.persist.is_empty() {
-                self.datasets.insert(entry.persist.clone(), job);
+                let key = (entry.owner.tenant.clone(), entry.persist.clone());
+                self.datasets.insert(key, job);
             }
         }
         let changed = entry.updates.borrow().progress != update.progress
@@ -1073,7 +1159,8 @@ impl Core {
 
     // ------------------------------------------------------------------ status
 
-    fn status(&self) -> v1::ClusterStatusResponse {
+    /// The workers, and the jobs `who` may see.
+    fn status(&self, who: &Principal) -> v1::ClusterStatusResponse {
         let now = Instant::now();
         let mut workers: Vec<v1::WorkerStatus> = self
             .workers
@@ -1094,11 +1181,13 @@ impl Core {
         let mut jobs: Vec<v1::JobStatus> = self
             .jobs
             .iter()
+            .filter(|(_, entry)| who.may_see(&entry.owner))
             .map(|(&id, entry)| {
                 let update = entry.updates.borrow();
                 v1::JobStatus {
                     job_id: u64::from(id),
                     tenant: entry.start.tenant.clone(),
+                    owner: entry.owner.name.to_string(),
                     state: update.state,
                     progress: update.progress,
                     persist: entry.persist.clone(),
@@ -1129,22 +1218,33 @@ impl Core {
         })
     }
 
-    /// The values of `tenant`'s datasets (other tenants' datasets are invisible to it).
-    fn dataset_values(&self, tenant: &str) -> DatasetValues {
+    /// The datasets a graph of `tenant` submitted by `who` may use: the tenant's own by
+    /// name, the others `who` may read as `TENANT/NAME` (an operator's).
+    fn dataset_values(&self, who: &Principal, tenant: &str) -> DatasetValues {
         let mut out = DatasetValues::new();
-        for (name, &job) in &self.datasets {
-            let (Some(entry), Some(plan)) = (self.jobs.get(&job), self.sched.plan(job)) else {
-                continue;
-            };
-            if entry.start.tenant != tenant {
+        for ((owner, name), &job) in &self.datasets {
+            if &**owner != tenant && !who.may_read_tenant(owner) {
                 continue;
             }
+            let Some(plan) = self.sched.plan(job) else {
+                continue;
+            };
             let values = dataset_keys(plan, job)
                 .map(|(key, ty, stored)| (key.to_string(), (ty.clone(), stored)))
                 .collect();
-            out.insert(name.clone(), values);
+            out.insert(display_name(tenant, owner, name), values);
         }
         out
+    }
+}
+
+/// A dataset's name as a principal of tenant `viewer` refers to it: plain when its own
+/// tenant's, `TENANT/NAME` otherwise.
+fn display_name(viewer: &str, tenant: &str, name: &str) -> String {
+    if viewer == tenant {
+        name.to_string()
+    } else {
+        format!("{tenant}/{name}")
     }
 }
 

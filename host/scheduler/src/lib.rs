@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod components;
 mod core;
 mod journal;
@@ -25,6 +26,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::Authority;
+use fabric_proto::v1::admin_server::AdminServer;
 use fabric_proto::v1::scheduler_server::SchedulerServer;
 use tokio::net::TcpListener;
 
@@ -50,6 +53,8 @@ pub struct SchedulerOptions {
     /// The most tasks one job may have: a larger graph is refused before it is parsed
     /// (the scheduler keeps about 2 kB per task).
     pub max_job_tasks: usize,
+    /// Who may use the scheduler: every call must carry a token of its registry.
+    pub authority: Arc<Authority>,
 }
 
 impl Default for SchedulerOptions {
@@ -62,6 +67,7 @@ impl Default for SchedulerOptions {
             max_job_tasks: 2_000_000,
             journal: None,
             restore_wait: Duration::from_secs(3),
+            authority: Arc::new(Authority::default()),
         }
     }
 }
@@ -130,6 +136,7 @@ pub async fn serve(
             retry_backoff: options.retry_backoff,
         },
         journal,
+        options.authority.audit().clone(),
         restoring,
     );
     if !replayed.jobs.is_empty() {
@@ -178,14 +185,22 @@ pub async fn serve(
         disconnect_grace: options.disconnect_grace,
         max_job_tasks: options.max_job_tasks,
         cluster_id: replayed.cluster_id,
+        authority: options.authority.clone(),
     };
+    let check = auth::Authenticate(options.authority.clone());
+    let scheduler = SchedulerServer::new(service)
+        .max_decoding_message_size(1 << 30)
+        .max_encoding_message_size(1 << 30);
+    let admin = AdminServer::new(auth::AdminService(options.authority.clone()));
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(
-            SchedulerServer::new(service)
-                .max_decoding_message_size(1 << 30)
-                .max_encoding_message_size(1 << 30),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            scheduler,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin, check,
+        ))
         .serve_with_incoming_shutdown(fabric_proto::transport::incoming(listener), shutdown)
         .await;
     ticker.abort();

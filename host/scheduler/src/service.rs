@@ -15,8 +15,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, Authority};
 use crate::components::Components;
 use crate::core::{Command, Prepared};
+use fabric_auth::{Owner, Principal, Role};
 
 /// The largest component accepted: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
@@ -35,6 +37,8 @@ pub(crate) struct Service {
     pub(crate) max_job_tasks: usize,
     /// Which cluster this is (`RegisterResponse.cluster_id`).
     pub(crate) cluster_id: String,
+    /// Who may do what; the audit log.
+    pub(crate) authority: Arc<Authority>,
 }
 
 /// Rebuilds a job of the journal: its graph validated and planned again, with its
@@ -69,7 +73,10 @@ pub(crate) fn rebuild(
         plan: Arc::new(plan),
         graph_json: code.graph_json,
         components: code.components,
-        tenant: code.tenant,
+        owner: Owner {
+            tenant: code.tenant.into(),
+            name: code.owner.into(),
+        },
         persist,
         no_fuse: code.no_fuse,
         limits: code.limits,
@@ -91,7 +98,24 @@ impl Service {
 
 impl Service {
     /// Validates, plans and starts a submission, or says why it cannot run.
-    async fn start(&self, mut r: v1::SubmitRequest) -> Result<v1::SubmitResponse, Status> {
+    async fn start(
+        &self,
+        mut r: v1::SubmitRequest,
+        who: &Principal,
+    ) -> Result<v1::SubmitResponse, Status> {
+        // The job runs for the token's tenant; an operator may name another.
+        let tenant: Arc<str> = if r.tenant.is_empty() || r.tenant == *who.tenant {
+            who.tenant.clone()
+        } else if who.role == Role::Operator && self.authority.has_tenant(&r.tenant) {
+            r.tenant.as_str().into()
+        } else if who.role == Role::Operator {
+            return Err(Status::not_found(format!("no tenant `{}`", r.tenant)));
+        } else {
+            return Err(Status::permission_denied(format!(
+                "this token submits for tenant `{}` only",
+                who.tenant
+            )));
+        };
         if let Some(limits) = &r.limits
             && limits.retries > fabric_core::MAX_RETRIES
         {
@@ -118,14 +142,10 @@ impl Service {
         if !missing.is_empty() {
             return reject(Vec::new(), missing);
         }
-        let tenant = if r.tenant.is_empty() {
-            "default".to_string()
-        } else {
-            r.tenant.clone()
-        };
         // Only a graph that mentions a dataset needs the core's list of them.
         let values = if r.graph_json.contains("\"dataset\"") {
             self.ask(|reply| Command::DatasetValues {
+                who: who.clone(),
                 tenant: tenant.clone(),
                 reply,
             })
@@ -201,7 +221,10 @@ impl Service {
             plan,
             graph_json,
             components: r.components,
-            tenant,
+            owner: Owner {
+                tenant,
+                name: who.name.clone(),
+            },
             persist: r.persist,
             no_fuse: r.no_fuse,
             limits: r.limits,
@@ -219,8 +242,12 @@ impl Service {
     }
 
     /// The updates of a job.
-    async fn watch(&self, job: u64) -> Result<watch::Receiver<v1::JobUpdate>, Status> {
-        self.ask(|reply| Command::Watch { job, reply })
+    async fn watch(
+        &self,
+        job: u64,
+        who: Principal,
+    ) -> Result<watch::Receiver<v1::JobUpdate>, Status> {
+        self.ask(|reply| Command::Watch { job, who, reply })
             .await?
             .ok_or_else(|| {
                 Status::not_found(format!("no job {job} (released, or never submitted)"))
@@ -232,6 +259,7 @@ impl Service {
     fn follow<T: Send + 'static>(
         &self,
         job: u64,
+        who: Principal,
         mut rx: watch::Receiver<v1::JobUpdate>,
         release_if_inline: bool,
         tx: mpsc::UnboundedSender<Result<T, Status>>,
@@ -250,7 +278,8 @@ impl Service {
                 }) {
                     result.released = true;
                     let (reply, _) = oneshot::channel();
-                    let _ = core.send(Command::Release { job, reply });
+                    let who = who.clone();
+                    let _ = core.send(Command::Release { job, who, reply });
                 }
                 if tx.send(Ok(wrap(update))).is_err() || last {
                     return;
@@ -269,6 +298,23 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Records a submission in the audit log.
+    fn audit_submit(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        who: &Principal,
+        answer: &v1::SubmitResponse,
+    ) {
+        let (result, target) = match &answer.outcome {
+            Some(v1::submit_response::Outcome::JobId(job)) => ("ok", format!("job {job}")),
+            _ => ("failed", "rejected graph".to_string()),
+        };
+        self.authority
+            .record(peer, who, "submit", result, &target, "");
+    }
+}
+
 fn version_check(peer_role: &'static str, peer: u32) -> Result<(), Status> {
     Ok(check_version("scheduler", peer_role, peer)?)
 }
@@ -279,12 +325,19 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::HandshakeRequest>,
     ) -> Result<Response<v1::HandshakeResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let peer = request.remote_addr();
         let r = request.into_inner();
         version_check("client", r.protocol_version)?;
-        tracing::debug!(client = %r.client, "client connected");
+        tracing::debug!(client = %r.client, %who, "client connected");
+        self.authority
+            .record(peer, &who, "connect", "ok", "", &r.client);
         Ok(Response::new(v1::HandshakeResponse {
             protocol_version: PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").into(),
+            tenant: who.tenant.to_string(),
+            principal: who.name.to_string(),
+            role: who.role.name().to_string(),
         }))
     }
 
@@ -292,6 +345,7 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::HasComponentsRequest>,
     ) -> Result<Response<v1::HasComponentsResponse>, Status> {
+        auth::client(&self.authority, &request)?;
         let hashes = request.into_inner().hashes;
         for h in &hashes {
             check_component_hash(h)?;
@@ -307,6 +361,7 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<Streaming<v1::ComponentChunk>>,
     ) -> Result<Response<v1::UploadComponentResponse>, Status> {
+        auth::client(&self.authority, &request)?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -343,7 +398,11 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
-        Ok(Response::new(self.start(request.into_inner()).await?))
+        let who = auth::client(&self.authority, &request)?;
+        let peer = request.remote_addr();
+        let answer = self.start(request.into_inner(), &who).await?;
+        self.audit_submit(peer, &who, &answer);
+        Ok(Response::new(answer))
     }
 
     type RunStream = BoxStream<v1::RunUpdate>;
@@ -352,11 +411,14 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::RunRequest>,
     ) -> Result<Response<Self::RunStream>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let peer = request.remote_addr();
         let r = request.into_inner();
         let submit = r
             .submit
             .ok_or_else(|| Status::invalid_argument("RunRequest without a submission"))?;
-        let submitted = self.start(submit).await?;
+        let submitted = self.start(submit, &who).await?;
+        self.audit_submit(peer, &who, &submitted);
         let (tx, out) = mpsc::unbounded_channel();
         let job = match submitted.outcome {
             Some(v1::submit_response::Outcome::JobId(job)) => Some(job),
@@ -366,7 +428,7 @@ impl SchedulerRpc for Service {
             event: Some(v1::run_update::Event::Submitted(submitted)),
         }));
         if let Some(job) = job {
-            let rx = self.watch(job).await?;
+            let rx = self.watch(job, who.clone()).await?;
             // The job is attached to this call: when the client goes away before it ends,
             // it is cancelled after the grace period, unless someone watches it by then.
             let (core, grace) = (self.core.clone(), self.disconnect_grace);
@@ -376,8 +438,10 @@ impl SchedulerRpc for Service {
                 tokio::time::sleep(grace).await;
                 let _ = core.send(Command::Abandoned { job });
             });
-            self.follow(job, rx, r.release_if_inline, tx, |update| v1::RunUpdate {
-                event: Some(v1::run_update::Event::Update(update)),
+            self.follow(job, who, rx, r.release_if_inline, tx, |update| {
+                v1::RunUpdate {
+                    event: Some(v1::run_update::Event::Update(update)),
+                }
             });
         }
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
@@ -389,10 +453,11 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let who = auth::client(&self.authority, &request)?;
         let r = request.into_inner();
-        let rx = self.watch(r.job_id).await?;
+        let rx = self.watch(r.job_id, who.clone()).await?;
         let (tx, out) = mpsc::unbounded_channel();
-        self.follow(r.job_id, rx, r.release_if_inline, tx, |update| update);
+        self.follow(r.job_id, who, rx, r.release_if_inline, tx, |update| update);
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
     }
 
@@ -400,8 +465,11 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::ReleaseJobRequest>,
     ) -> Result<Response<v1::ReleaseJobResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
         let job = request.into_inner().job_id;
-        let found = self.ask(|reply| Command::Release { job, reply }).await?;
+        let found = self
+            .ask(|reply| Command::Release { job, who, reply })
+            .await?;
         Ok(Response::new(v1::ReleaseJobResponse { found }))
     }
 
@@ -409,16 +477,22 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::CancelRequest>,
     ) -> Result<Response<v1::CancelResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
         let job = request.into_inner().job_id;
-        let cancelled = self.ask(|reply| Command::Cancel { job, reply }).await?;
+        let cancelled = self
+            .ask(|reply| Command::Cancel { job, who, reply })
+            .await?;
         Ok(Response::new(v1::CancelResponse { cancelled }))
     }
 
     async fn list_datasets(
         &self,
-        _request: Request<v1::ListDatasetsRequest>,
+        request: Request<v1::ListDatasetsRequest>,
     ) -> Result<Response<v1::ListDatasetsResponse>, Status> {
-        let datasets = self.ask(|reply| Command::ListDatasets { reply }).await?;
+        let who = auth::client(&self.authority, &request)?;
+        let datasets = self
+            .ask(|reply| Command::ListDatasets { who, reply })
+            .await?;
         Ok(Response::new(v1::ListDatasetsResponse { datasets }))
     }
 
@@ -426,19 +500,21 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::ForgetDatasetRequest>,
     ) -> Result<Response<v1::ForgetDatasetResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
         let name = request.into_inner().name;
         let found = self
-            .ask(|reply| Command::ForgetDataset { name, reply })
+            .ask(|reply| Command::ForgetDataset { name, who, reply })
             .await?;
         Ok(Response::new(v1::ForgetDatasetResponse { found }))
     }
 
     async fn cluster_status(
         &self,
-        _request: Request<v1::ClusterStatusRequest>,
+        request: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
         Ok(Response::new(
-            self.ask(|reply| Command::Status { reply }).await?,
+            self.ask(|reply| Command::Status { who, reply }).await?,
         ))
     }
 
@@ -446,6 +522,8 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let who = auth::worker(&self.authority, &request)?;
+        let peer = request.remote_addr();
         let r = request.into_inner();
         version_check("worker", r.protocol_version)?;
         let spec = r
@@ -479,6 +557,9 @@ impl SchedulerRpc for Service {
                 reply,
             })
             .await?;
+        let target = format!("worker {worker_id}");
+        self.authority
+            .record(peer, &who, "register", "ok", &target, &r.version);
         Ok(Response::new(v1::RegisterResponse {
             worker_id,
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u32,
@@ -492,6 +573,7 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        auth::worker(&self.authority, &request)?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -545,6 +627,7 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::GetComponentRequest>,
     ) -> Result<Response<Self::GetComponentStream>, Status> {
+        auth::worker(&self.authority, &request)?;
         let hash = request.into_inner().hash;
         check_component_hash(&hash)?;
         let bytes = self

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fabric_core::{Input, JobId, Step, TaskIdx, Value, WorkerSpec};
+use fabric_proto::auth::Bearer;
 use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
 use fabric_runtime::{
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::executor::{JobContext, StepCall, UnitFailure, run_unit};
@@ -59,6 +61,8 @@ pub struct WorkerOptions {
     /// After losing its scheduler (a restart, a network failure), how long the worker
     /// keeps trying to register again, keeping its values, before it gives up.
     pub reconnect_timeout: Duration,
+    /// The worker's token (role `worker`), presented on every call to the scheduler.
+    pub token: Option<String>,
 }
 
 impl WorkerOptions {
@@ -78,6 +82,7 @@ impl WorkerOptions {
             advertise: None,
             runtime: RuntimeConfig::default(),
             reconnect_timeout: Duration::from_secs(60),
+            token: None,
         }
     }
 }
@@ -108,8 +113,11 @@ const MAX_INLINE: u64 = 16 << 10;
 /// The largest component a worker accepts: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
 
+/// The worker's client of the scheduler: every call carries its token.
+type Scheduler = SchedulerClient<InterceptedService<Channel, Bearer>>;
+
 /// Connects a control-plane client to the scheduler.
-async fn connect(url: &str) -> Result<SchedulerClient<Channel>, WorkerError> {
+async fn connect(url: &str, token: Option<&str>) -> Result<Scheduler, WorkerError> {
     let error = |status: tonic::Status| WorkerError::Scheduler {
         url: url.to_string(),
         status: Box::new(status),
@@ -122,7 +130,8 @@ async fn connect(url: &str) -> Result<SchedulerClient<Channel>, WorkerError> {
         .connect()
         .await
         .map_err(|e| error(tonic::Status::unavailable(format!("cannot connect: {e}"))))?;
-    Ok(SchedulerClient::new(channel)
+    let bearer = Bearer::new(token).map_err(error)?;
+    Ok(SchedulerClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(1 << 30)
         .max_encoding_message_size(1 << 30))
 }
@@ -193,7 +202,7 @@ pub async fn run(
         crate::data::StoreSource(store.clone()),
     ));
 
-    let scheduler = connect(&options.scheduler).await?;
+    let scheduler = connect(&options.scheduler, options.token.as_deref()).await?;
     let spec = WorkerSpec {
         name: options
             .name
@@ -321,7 +330,7 @@ pub async fn run(
 /// The worker's way to its scheduler: registers and opens sessions.
 struct Link {
     url: String,
-    scheduler: SchedulerClient<Channel>,
+    scheduler: Scheduler,
     request: v1::RegisterRequest,
 }
 
@@ -403,7 +412,7 @@ struct Node {
     runtime: Runtime,
     store: Arc<ValueStore>,
     peers: Peers,
-    scheduler: SchedulerClient<Channel>,
+    scheduler: Scheduler,
     /// What the worker keeps of each job it was told of (`JobStart`).
     jobs: Mutex<FxHashMap<JobId, Arc<JobContext>>>,
     /// Units ready to run, for the executor threads (in the order they came).

@@ -12,6 +12,7 @@ use fabric_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::*;
+use fabric_auth::Role;
 
 /// A hash standing for the one component the test graphs call.
 const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000001";
@@ -110,7 +111,10 @@ fn chain(limits: Option<v1::JobLimits>) -> Prepared {
             name: "m".into(),
             hash: HASH.into(),
         }],
-        tenant: "default".into(),
+        owner: Owner {
+            tenant: "a".into(),
+            name: "alice".into(),
+        },
         persist: String::new(),
         no_fuse: true,
         limits,
@@ -167,8 +171,20 @@ impl Harness {
 
     fn watch(&mut self, job: u64) -> watch::Receiver<v1::JobUpdate> {
         let (reply, answer) = oneshot::channel();
-        self.batch([Command::Watch { job, reply }]);
+        self.batch([Command::Watch {
+            job,
+            who: who("ops", "olga", Role::Operator),
+            reply,
+        }]);
         answer.blocking_recv().unwrap().expect("the job exists")
+    }
+
+    /// What `who` is told when it asks to watch `job`: whether it exists for it.
+    fn sees(&mut self, job: u64, who: &Principal) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let who = who.clone();
+        self.batch([Command::Watch { job, who, reply }]);
+        answer.blocking_recv().unwrap().is_some()
     }
 
     fn report(&mut self, worker: &Session, event: v1::worker_event::Event) {
@@ -192,6 +208,66 @@ impl Harness {
         self.runtime
             .block_on(async { tokio::time::timeout(limit, timers.recv()).await.ok()? })
     }
+}
+
+fn who(tenant: &str, name: &str, role: Role) -> Principal {
+    Principal {
+        tenant: tenant.into(),
+        name: name.into(),
+        role,
+        token: "0".into(),
+    }
+}
+
+#[test]
+fn a_job_is_seen_by_its_owner_its_tenant_admins_and_operators_only() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let job = h.submit(chain(None)); // alice's, of tenant a
+    let alice = who("a", "alice", Role::Member);
+    let amy = who("a", "amy", Role::Member);
+    let anna = who("a", "anna", Role::TenantAdmin);
+    let bob = who("b", "bob", Role::TenantAdmin);
+    let olga = who("ops", "olga", Role::Operator);
+    for (p, sees) in [
+        (&alice, true),
+        (&amy, false),
+        (&anna, true),
+        (&bob, false),
+        (&olga, true),
+    ] {
+        assert_eq!(h.sees(job, p), sees, "{p}");
+        let (reply, status) = oneshot::channel();
+        h.batch([Command::Status {
+            who: p.clone(),
+            reply,
+        }]);
+        let jobs = status.blocking_recv().unwrap().jobs;
+        assert_eq!(jobs.len(), usize::from(sees), "{p}");
+    }
+    // Cancelling or releasing someone else's job does nothing, and says "no such job".
+    for p in [&amy, &bob] {
+        let (reply, cancelled) = oneshot::channel();
+        let who = p.clone();
+        h.batch([Command::Cancel { job, who, reply }]);
+        assert!(!cancelled.blocking_recv().unwrap());
+        let (reply, released) = oneshot::channel();
+        let who = p.clone();
+        h.batch([Command::Release { job, who, reply }]);
+        assert!(!released.blocking_recv().unwrap());
+    }
+    assert_eq!(h.watch(job).borrow().state, v1::JobState::Running as i32);
+    assert_eq!(w.computes().len(), 1, "the job goes on");
+    let (reply, cancelled) = oneshot::channel();
+    h.batch([Command::Cancel {
+        job,
+        who: anna,
+        reply,
+    }]);
+    assert!(
+        cancelled.blocking_recv().unwrap(),
+        "a tenant-admin may cancel it"
+    );
 }
 
 fn finished(key: v1::ValueKey, attempt: u32) -> v1::worker_event::Event {
@@ -368,7 +444,11 @@ fn watchers_of_a_journaled_job_wait_for_its_restoration() {
     });
     let mut w = h.worker("w1");
     let (reply, mut answer) = oneshot::channel();
-    h.batch([Command::Watch { job: 1, reply }]);
+    h.batch([Command::Watch {
+        job: 1,
+        who: who("a", "alice", Role::Member),
+        reply,
+    }]);
     assert!(answer.try_recv().is_err(), "the watcher waits");
     // New jobs meanwhile take later ids and run.
     let new = h.submit(chain(None));
@@ -392,7 +472,11 @@ fn a_journaled_job_that_cannot_be_rebuilt_answers_its_watchers_with_nothing() {
         ..Restoring::default()
     });
     let (reply, answer) = oneshot::channel();
-    h.batch([Command::Watch { job: 1, reply }]);
+    h.batch([Command::Watch {
+        job: 1,
+        who: who("a", "alice", Role::Member),
+        reply,
+    }]);
     h.batch([Command::Restore {
         jobs: vec![(1, Err("its component is gone".into()))],
     }]);

@@ -44,7 +44,10 @@ fn harness() -> Harness {
         runtime,
         store: Arc::new(store),
         peers: Peers::default(),
-        scheduler: SchedulerClient::new(channel),
+        scheduler: SchedulerClient::with_interceptor(
+            channel,
+            fabric_proto::auth::Bearer::default(),
+        ),
         jobs: Mutex::new(FxHashMap::default()),
         work,
         events,

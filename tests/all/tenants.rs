@@ -1,0 +1,429 @@
+//! Tenants on a real cluster: every call authenticated, every object owned by the principal
+//! that made it, and another tenant's job or dataset answered exactly as one that does not
+//! exist. The access matrix {member, tenant-admin, operator} x {own, other tenant's} x
+//! {submit, cancel, watch, result, release, status, list datasets, use dataset, forget
+//! dataset, read code back}, each cell asserted; then tokens refused (none, wrong, revoked,
+//! fuzzed), token files 0600, the audit log, and the listening address refused without
+//! `--insecure`.
+
+use fabric_client::{Client, ClientError, ComponentSource, Credentials, Role, Submission};
+use fabric_tests::{Cluster, block_on, fabric_command, guest, run_command};
+use serde_json::{Value as Json, json};
+
+use crate::run::{graph, task};
+
+/// An id and a dataset name nobody has: what "does not exist" looks like.
+const NO_JOB: u64 = 999_999;
+const NO_DATASET: &str = "nothing-here";
+
+fn math() -> ComponentSource {
+    ComponentSource::new(
+        "math",
+        std::fs::read(guest("math")).expect("the math guest"),
+    )
+}
+
+/// A job that takes `ms` (one task, sleeping).
+fn slow(ms: u32) -> Submission {
+    let g = graph(vec![task("s", "math/slow-inc", json!([1, ms]))], &["s"]);
+    Submission::new(g.to_string(), vec![math()])
+}
+
+/// A job that ends at once with 42.
+fn quick() -> Submission {
+    let g = graph(vec![task("q", "math/inc", json!([41]))], &["q"]);
+    Submission::new(g.to_string(), vec![math()])
+}
+
+/// A job that uses value `q` of dataset `name`.
+fn uses(name: &str) -> Submission {
+    let g = graph(
+        vec![task(
+            "u",
+            "math/inc",
+            json!([{ "dataset": name, "key": "q" }]),
+        )],
+        &["u"],
+    );
+    Submission::new(g.to_string(), vec![math()])
+}
+
+/// What one principal made: a running job, two finished ones and a dataset.
+struct Made {
+    running: u64,
+    finished: [u64; 2],
+    /// The dataset's name as its maker calls it.
+    dataset: String,
+}
+
+async fn make(client: &Client, dataset: &str) -> Made {
+    let running = client.submit(&slow(30_000), None).await.unwrap();
+    let mut finished = [0; 2];
+    for f in &mut finished {
+        *f = client.submit(&quick(), None).await.unwrap();
+        client.wait(*f, |_| {}).await.unwrap();
+    }
+    let kept = client.persist(&quick(), dataset, |_| {}).await.unwrap();
+    assert!(kept.succeeded());
+    Made {
+        running,
+        finished,
+        dataset: dataset.to_string(),
+    }
+}
+
+/// An error's words with the job id or dataset name standing in for any: "not found" for
+/// one that does not exist must read the same.
+fn words(e: ClientError, subject: &str) -> String {
+    e.to_string().replace(subject, "X")
+}
+
+async fn connect(cluster: &Cluster, token: &str) -> Client {
+    Client::connect_with(&cluster.url, Credentials::token(token))
+        .await
+        .unwrap()
+}
+
+#[test]
+fn the_access_matrix_holds_on_a_real_cluster() {
+    let cluster = Cluster::start(1, &["--nthreads", "8"]);
+    let alice = cluster.issue_token("a", "alice", "member");
+    let amy = cluster.issue_token("a", "amy", "member");
+    let anna = cluster.issue_token("a", "anna", "tenant-admin");
+    let olga = cluster.issue_token("ops", "olga", "operator");
+    let bob = cluster.issue_token("b", "bob", "member");
+
+    block_on(async {
+        let bob = connect(&cluster, &bob).await;
+        let amy = connect(&cluster, &amy).await;
+        let nobody_job = |c: &Client| {
+            let c = c.clone();
+            async move { c.wait(NO_JOB, |_| {}).await.map(|_| ()).unwrap_err() }
+        };
+        for (who, token) in [
+            ("member", &alice),
+            ("tenant-admin", &anna),
+            ("operator", &olga),
+        ] {
+            let me = connect(&cluster, token).await;
+            let operator = me.identity().role == Role::Operator;
+            let not_found_job = words(nobody_job(&me).await, &NO_JOB.to_string());
+            let mine = make(&me, &format!("mine-{who}")).await;
+            let theirs = make(&bob, &format!("theirs-{who}")).await;
+            // Bob's dataset as this principal would have to name it.
+            let their_dataset = format!("b/{}", theirs.dataset);
+
+            for (target, made, dataset, allowed) in [
+                ("own", &mine, mine.dataset.clone(), true),
+                ("other tenant's", &theirs, their_dataset.clone(), operator),
+            ] {
+                let cell = |op: &str| format!("{who} x {target} x {op}");
+
+                // status
+                let listed = me.status().await.unwrap().jobs;
+                let seen = listed.iter().any(|j| j.id == made.running);
+                assert_eq!(seen, allowed, "{}", cell("status"));
+                assert!(
+                    listed
+                        .iter()
+                        .all(|j| operator || j.tenant == me.identity().tenant),
+                    "{}",
+                    cell("status lists only the tenant's jobs")
+                );
+
+                // watch
+                match me.wait(made.finished[0], |_| {}).await {
+                    Ok(end) => assert!(
+                        allowed && end.state.name() == "succeeded",
+                        "{}",
+                        cell("watch")
+                    ),
+                    Err(e) => {
+                        assert!(!allowed, "{}: {e}", cell("watch"));
+                        let id = made.finished[0].to_string();
+                        assert_eq!(words(e, &id), not_found_job, "{}", cell("watch"));
+                    }
+                }
+
+                // result (gathers, then releases)
+                match me.result(made.finished[0], |_| {}).await {
+                    Ok(out) => {
+                        assert!(allowed, "{}", cell("result"));
+                        assert_eq!(out.outputs.len(), 1);
+                    }
+                    Err(e) => {
+                        assert!(!allowed, "{}: {e}", cell("result"));
+                        let id = made.finished[0].to_string();
+                        assert_eq!(words(e, &id), not_found_job, "{}", cell("result"));
+                    }
+                }
+
+                // release
+                let released = me.release(made.finished[1]).await.unwrap();
+                assert_eq!(released, allowed, "{}", cell("release"));
+                assert!(!me.release(NO_JOB).await.unwrap());
+
+                // cancel
+                let cancelled = me.cancel(made.running).await.unwrap();
+                assert_eq!(cancelled, allowed, "{}", cell("cancel"));
+                assert!(!me.cancel(NO_JOB).await.unwrap());
+
+                // list datasets
+                let names: Vec<String> = me
+                    .datasets()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.name)
+                    .collect();
+                assert_eq!(
+                    names.contains(&dataset),
+                    allowed,
+                    "{}: {names:?}",
+                    cell("list datasets")
+                );
+
+                // use dataset
+                match me.compute(&uses(&dataset), |_| {}).await {
+                    Ok(out) => {
+                        assert!(allowed && out.succeeded(), "{}", cell("use dataset"));
+                        assert_eq!(serde_json::to_value(&out.outputs[0].1).unwrap(), json!(43));
+                    }
+                    Err(e) => {
+                        assert!(!allowed, "{}: {e}", cell("use dataset"));
+                        let missing = me.compute(&uses(NO_DATASET), |_| {}).await.unwrap_err();
+                        assert_eq!(
+                            words(e, &dataset),
+                            words(missing, NO_DATASET),
+                            "{}",
+                            cell("use dataset")
+                        );
+                    }
+                }
+
+                // forget dataset
+                let forgotten = me.forget(&dataset).await.unwrap();
+                assert_eq!(forgotten, allowed, "{}", cell("forget dataset"));
+                assert!(!me.forget(NO_DATASET).await.unwrap());
+
+                // submit, for its own tenant or for another
+                let mut elsewhere = quick();
+                if target == "other tenant's" {
+                    elsewhere.tenant = "b".into();
+                }
+                match me.compute(&elsewhere, |_| {}).await {
+                    Ok(out) => assert!(allowed && out.succeeded(), "{}", cell("submit")),
+                    Err(e) => {
+                        assert!(!allowed, "{}: {e}", cell("submit"));
+                        assert!(
+                            e.to_string()
+                                .contains("this token submits for tenant `a` only"),
+                            "{e}"
+                        );
+                    }
+                }
+
+                // read code back: no client may fetch components (workers only).
+                let denied = fetch_component(&cluster, token).await;
+                assert!(
+                    denied.contains("only workers may do this"),
+                    "{}: {denied}",
+                    cell("code")
+                );
+            }
+
+            // A tenant-mate's job: hidden from a member, visible to the tenant-admin.
+            let mates = amy.submit(&quick(), None).await.unwrap();
+            amy.wait(mates, |_| {}).await.unwrap();
+            let sees_mates = me.wait(mates, |_| {}).await.is_ok();
+            assert_eq!(sees_mates, who != "member", "{who} x tenant-mate's job");
+        }
+    });
+}
+
+/// Calls `GetComponent` as a client holding `token`; the status's message.
+async fn fetch_component(cluster: &Cluster, token: &str) -> String {
+    use fabric_proto::v1::GetComponentRequest;
+    use fabric_proto::v1::scheduler_client::SchedulerClient;
+    let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
+    let mut rpc = SchedulerClient::with_interceptor(channel, bearer);
+    let hash = blake3::hash(&std::fs::read(guest("math")).unwrap())
+        .to_hex()
+        .to_string();
+    match rpc.get_component(GetComponentRequest { hash }).await {
+        Ok(_) => "served".into(),
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+#[test]
+fn bad_tokens_are_refused_and_recorded_and_token_files_are_private() {
+    let cluster = Cluster::start(1, &[]);
+    let hello = fabric_tests::workspace_root().join("examples/hello.json");
+    let hello = hello.to_str().unwrap();
+    let member = cluster.issue_token("a", "alice", "member");
+
+    // Valid: runs.
+    let out = cluster.fabric_as(&member, &["submit", hello]);
+    assert_eq!(out.success(), json!({ "c": 16 }));
+
+    // None, malformed, a right id with a wrong secret, then revoked.
+    let mut wrong = member.clone();
+    wrong.replace_range(30..31, if &member[30..31] == "0" { "1" } else { "0" });
+    let id = &member["fabric_".len().."fabric_".len() + 16];
+    for (token, expected) in [
+        ("", "no token"),
+        ("fabric_0123", "the token is not valid"),
+        (wrong.as_str(), "the token is not valid"),
+    ] {
+        let mut cmd = fabric_command(["submit", hello, "--scheduler", &cluster.url]);
+        cmd.env("FABRIC_HOME", "/nonexistent")
+            .env("FABRIC_TOKEN", token);
+        let out = run_command(cmd);
+        assert_eq!(out.code, 2, "{out}");
+        assert!(out.stderr.contains(expected), "{out}");
+    }
+    cluster
+        .fabric(&["admin", "token", "revoke", id])
+        .success_text();
+    let out = cluster.fabric_as(&member, &["submit", hello]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("the token is not valid"), "{out}");
+
+    // A member cannot manage tokens; a worker's token cannot be a client.
+    let other = cluster.issue_token("a", "amy", "member");
+    let out = cluster.fabric_as(
+        &other,
+        &["admin", "token", "issue", "--tenant", "a", "--name", "x"],
+    );
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("a member cannot issue"), "{out}");
+    let worker = std::fs::read_to_string(cluster.home().join("worker.token")).unwrap();
+    let out = cluster.fabric_as(worker.trim(), &["status"]);
+    assert!(
+        out.stderr
+            .contains("a worker's token cannot be used by a client"),
+        "{out}"
+    );
+
+    // Files holding secrets are the owner's alone.
+    #[cfg(unix)]
+    for file in [
+        "token",
+        "worker.token",
+        "scheduler/tokens.json",
+        "scheduler/audit.jsonl",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cluster.home().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // The audit log has one record per refusal and per change, and no secret.
+    let audit = std::fs::read_to_string(cluster.home().join("scheduler/audit.jsonl")).unwrap();
+    let records: Vec<Json> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused = records
+        .iter()
+        .filter(|r| r["operation"] == "auth" && r["result"] == "denied")
+        .count();
+    assert_eq!(refused, 4, "{audit}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["operation"] == "token.revoke" && r["target"] == format!("token {id}"))
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["operation"] == "submit" && r["principal"] == "alice")
+    );
+    for secret in [&member[24..], &other[24..], &worker.trim()[24..]] {
+        assert!(!audit.contains(secret), "a secret in the audit log");
+    }
+}
+
+#[test]
+fn fuzzed_tokens_are_refused_before_anything_is_decoded() {
+    let cluster = Cluster::start(0, &[]);
+    let real = cluster.issue_token("a", "alice", "member");
+    block_on(async {
+        // Tokens near the real one and random ones, 100,000 in all.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let tokens: Vec<String> = (0..100_000u32)
+            .map(|i| {
+                let mut token = real.clone().into_bytes();
+                match i % 4 {
+                    0 => {
+                        let at = rng.usize(..token.len());
+                        token[at] = b"0123456789abcdef_"[rng.usize(..17)];
+                    }
+                    1 => token.truncate(rng.usize(..token.len())),
+                    2 => token = (0..rng.usize(1..120)).map(|_| rng.u8(33..127)).collect(),
+                    _ => token
+                        .splice(7..23, std::iter::repeat_n(b'0', 16))
+                        .for_each(drop),
+                }
+                String::from_utf8(token).unwrap()
+            })
+            .filter(|t| *t != real)
+            .collect();
+        // Eight connections, each sending its share one call after another.
+        let mut calls = tokio::task::JoinSet::new();
+        for share in tokens.chunks(tokens.len().div_ceil(8)) {
+            let share = share.to_vec();
+            let url = cluster.url.clone();
+            calls.spawn(async move {
+                let channel = tonic::transport::Endpoint::from_shared(url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                for token in &share {
+                    let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
+                    let mut rpc =
+                        fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
+                            channel.clone(),
+                            bearer,
+                        );
+                    // The interceptor refuses it before the service reads the message.
+                    let request = fabric_proto::v1::ClusterStatusRequest {};
+                    let status = rpc.cluster_status(request).await.unwrap_err();
+                    assert_eq!(
+                        status.code(),
+                        tonic::Code::Unauthenticated,
+                        "{token}: {status:?}"
+                    );
+                }
+                share.len()
+            });
+        }
+        let mut refused = 0;
+        while let Some(done) = calls.join_next().await {
+            refused += done.unwrap();
+        }
+        // Some mutations put back the character they replaced.
+        assert!(refused > 95_000, "{refused}");
+    });
+}
+
+#[test]
+fn listening_beyond_loopback_without_encryption_needs_insecure() {
+    let out = run_command(fabric_command(["scheduler", "--listen", "0.0.0.0:0"]));
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("refusing to listen on 0.0.0.0:0 without encryption"),
+        "{out}"
+    );
+}
