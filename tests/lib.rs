@@ -318,6 +318,50 @@ pub struct Cluster {
     /// The cluster's `FABRIC_HOME`: the scheduler keeps its tokens there and writes the
     /// operator's and workers' token files, which workers and `fabric` commands read.
     home: tempfile::TempDir,
+    /// With TLS: the CA's certificate (clients verify the scheduler with it), and the
+    /// arguments that give a worker its certificate.
+    tls: Option<(PathBuf, Vec<String>)>,
+}
+
+/// Makes a CA in `home/ca` and, for each (role, name), a certificate in `home/certs`.
+pub fn make_certificates(home: &Path, certificates: &[(&str, &str)]) {
+    let ca_dir = home.join("ca");
+    let ca_dir = ca_dir.to_str().expect("a UTF-8 path");
+    let out_dir = home.join("certs");
+    let out_dir = out_dir.to_str().expect("a UTF-8 path");
+    fabric(["ca", "init", "--dir", ca_dir]).success_text();
+    for (role, name) in certificates {
+        fabric([
+            "cert",
+            "issue",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--ca-dir",
+            ca_dir,
+            "--out-dir",
+            out_dir,
+        ])
+        .success_text();
+    }
+}
+
+/// The CA and a worker's TLS arguments of a scheduler started with `args` (`--tls-ca`), in
+/// the layout of [`make_certificates`].
+fn tls_of(args: &[&str], home: &Path) -> Option<(PathBuf, Vec<String>)> {
+    let at = args.iter().position(|a| *a == "--tls-ca")?;
+    let ca = PathBuf::from(args.get(at + 1)?);
+    let certs = home.join("certs");
+    let worker = vec![
+        "--tls-cert".to_string(),
+        certs.join("workers.pem").to_string_lossy().into_owned(),
+        "--tls-key".to_string(),
+        certs.join("workers.key").to_string_lossy().into_owned(),
+        "--tls-ca".to_string(),
+        ca.to_string_lossy().into_owned(),
+    ];
+    Some((ca, worker))
 }
 
 impl Cluster {
@@ -328,8 +372,18 @@ impl Cluster {
 
     /// The same, with extra arguments for the scheduler.
     pub fn start_with(scheduler_args: &[&str], workers: usize, worker_args: &[&str]) -> Cluster {
-        let logs = tempfile::tempdir().expect("cannot create a temporary directory");
         let home = tempfile::tempdir().expect("cannot create a temporary directory");
+        Cluster::start_in(home, scheduler_args, workers, worker_args)
+    }
+
+    /// The same, with `home` as the cluster's `FABRIC_HOME`.
+    fn start_in(
+        home: tempfile::TempDir,
+        scheduler_args: &[&str],
+        workers: usize,
+        worker_args: &[&str],
+    ) -> Cluster {
+        let logs = tempfile::tempdir().expect("cannot create a temporary directory");
         let mut args = vec!["scheduler", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(scheduler_args);
         let mut cmd = fabric_command(&args);
@@ -338,9 +392,10 @@ impl Cluster {
         let url = line
             .rsplit(' ')
             .next()
-            .filter(|u| u.starts_with("http://"))
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .unwrap_or_else(|| panic!("unexpected announcement `{line}`"))
             .to_string();
+        let tls = tls_of(scheduler_args, home.path());
         let mut cluster = Cluster {
             url,
             scheduler,
@@ -349,6 +404,7 @@ impl Cluster {
             workers: Vec::new(),
             logs,
             home,
+            tls,
         };
         for _ in 0..workers {
             cluster.add_worker(worker_args);
@@ -365,6 +421,9 @@ impl Cluster {
     pub fn add_worker_with_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> usize {
         let i = self.workers.len();
         let mut all = vec!["worker", "--scheduler", &self.url];
+        if let Some((_, worker)) = &self.tls {
+            all.extend(worker.iter().map(String::as_str));
+        }
         all.extend_from_slice(args);
         let mut cmd = fabric_command(&all);
         cmd.env("FABRIC_HOME", self.home.path());
@@ -385,7 +444,7 @@ impl Cluster {
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();
         self.restarts += 1;
-        let listen = self.url.trim_start_matches("http://").to_string();
+        let listen = self.url.split("://").nth(1).unwrap_or_default().to_string();
         let mut args = vec!["scheduler", "--listen", &listen];
         args.extend(self.scheduler_args.iter().map(String::as_str));
         let log = self
@@ -445,7 +504,36 @@ impl Cluster {
         let mut cmd = fabric_command(args);
         cmd.args(["--scheduler", &self.url])
             .env("FABRIC_HOME", self.home.path());
+        if let Some((ca, _)) = &self.tls {
+            cmd.env("FABRIC_CA", ca);
+        }
         cmd
+    }
+
+    /// Starts a scheduler with TLS and `workers` workers with worker certificates, all
+    /// issued by a CA made for the cluster (`fabric ca init`, `fabric cert issue`) in its
+    /// `FABRIC_HOME`; `fabric` commands verify the scheduler with that CA.
+    pub fn start_tls(workers: usize, worker_args: &[&str]) -> Cluster {
+        let home = tempfile::tempdir().expect("cannot create a temporary directory");
+        make_certificates(
+            home.path(),
+            &[("scheduler", "scheduler"), ("worker", "workers")],
+        );
+        let dir = home.path().to_str().expect("a UTF-8 path").to_string();
+        let args = [
+            "--tls-cert".to_string(),
+            format!("{dir}/certs/scheduler.pem"),
+            "--tls-key".to_string(),
+            format!("{dir}/certs/scheduler.key"),
+            "--tls-ca".to_string(),
+            format!("{dir}/ca/ca.pem"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::start_in(home, &args, 0, &[]);
+        for _ in 0..workers {
+            cluster.add_worker(worker_args);
+        }
+        cluster
     }
 
     /// `fabric ARGS --scheduler URL` presenting `token` (`FABRIC_TOKEN`).
@@ -477,8 +565,22 @@ impl Cluster {
 
     /// The operator's credentials, for an in-process client.
     pub fn credentials(&self) -> fabric_client::Credentials {
-        fabric_client::Credentials::file(&self.home.path().join("token"))
-            .expect("the scheduler wrote the operator's token")
+        let credentials = fabric_client::Credentials::file(&self.home.path().join("token"))
+            .expect("the scheduler wrote the operator's token");
+        self.with_ca(credentials)
+    }
+
+    /// The cluster CA's certificate, when the scheduler has TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(ca, _)| ca.as_path())
+    }
+
+    /// `credentials`, verifying the scheduler with the cluster's CA when it has TLS.
+    pub fn with_ca(&self, credentials: fabric_client::Credentials) -> fabric_client::Credentials {
+        match &self.tls {
+            Some((ca, _)) => credentials.with_ca(ca),
+            None => credentials,
+        }
     }
 
     /// An in-process client of the cluster, as its operator.

@@ -79,14 +79,26 @@ fn words(e: ClientError, subject: &str) -> String {
 }
 
 async fn connect(cluster: &Cluster, token: &str) -> Client {
-    Client::connect_with(&cluster.url, Credentials::token(token))
+    Client::connect_with(&cluster.url, cluster.with_ca(Credentials::token(token)))
         .await
         .unwrap()
 }
 
+/// A gRPC channel to the scheduler (over TLS when it has it), for calls the client API
+/// does not make.
+async fn channel(cluster: &Cluster) -> tonic::transport::Channel {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(cluster.url.clone()).unwrap();
+    if let Some(ca) = cluster.ca() {
+        let tls = fabric_proto::transport::tls::client_config(ca, None).unwrap();
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
+    endpoint.connect().await.unwrap()
+}
+
 #[test]
-fn the_access_matrix_holds_on_a_real_cluster() {
-    let cluster = Cluster::start(1, &["--nthreads", "8"]);
+fn the_access_matrix_holds_on_a_real_tls_cluster() {
+    let cluster = Cluster::start_tls(1, &["--nthreads", "8"]);
+    assert!(cluster.url.starts_with("https://"), "{}", cluster.url);
     let alice = cluster.issue_token("a", "alice", "member");
     let amy = cluster.issue_token("a", "amy", "member");
     let anna = cluster.issue_token("a", "anna", "tenant-admin");
@@ -245,11 +257,7 @@ fn the_access_matrix_holds_on_a_real_cluster() {
 async fn fetch_component(cluster: &Cluster, token: &str) -> String {
     use fabric_proto::v1::GetComponentRequest;
     use fabric_proto::v1::scheduler_client::SchedulerClient;
-    let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(cluster).await;
     let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
     let mut rpc = SchedulerClient::with_interceptor(channel, bearer);
     let hash = blake3::hash(&std::fs::read(guest("math")).unwrap())
@@ -426,4 +434,92 @@ fn listening_beyond_loopback_without_encryption_needs_insecure() {
             .contains("refusing to listen on 0.0.0.0:0 without encryption"),
         "{out}"
     );
+}
+
+#[test]
+fn tls_refuses_plain_text_other_cas_and_client_certificates_as_workers() {
+    let mut cluster = Cluster::start_tls(1, &[]);
+    let hello = fabric_tests::workspace_root().join("examples/hello.json");
+    let out = cluster.submit(&hello, &[]);
+    assert_eq!(
+        out.success(),
+        json!({ "c": 16 }),
+        "over TLS, with a worker certificate"
+    );
+
+    // Plain text to the TLS port.
+    let plain = cluster.url.replace("https://", "http://");
+    let mut cmd = fabric_command(["status", "--scheduler", &plain]);
+    cmd.env("FABRIC_HOME", cluster.home());
+    let out = run_command(cmd);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("cannot connect to the scheduler"),
+        "{out}"
+    );
+    // A client that does not have the CA.
+    let mut cmd = cluster.command(&["status"]);
+    cmd.env_remove("FABRIC_CA");
+    let out = run_command(cmd);
+    assert!(out.stderr.contains("set FABRIC_CA"), "{out}");
+
+    // Certificates of another CA, and a client's certificate, made beside the cluster's.
+    let other = tempfile::tempdir().unwrap();
+    fabric_tests::make_certificates(other.path(), &[("worker", "intruder")]);
+    let own = cluster.home().to_path_buf();
+    let ca_dir = own.join("ca");
+    let out_dir = own.join("certs");
+    fabric_tests::fabric([
+        "cert",
+        "issue",
+        "--role",
+        "client",
+        "--name",
+        "carol",
+        "--ca-dir",
+        ca_dir.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ])
+    .success_text();
+    let ca = cluster.ca().unwrap().to_str().unwrap().to_string();
+    let worker_with = |dir: &std::path::Path, name: &str, token: Option<&str>| {
+        let certs = dir.join("certs");
+        let cert = certs.join(format!("{name}.pem"));
+        let key = certs.join(format!("{name}.key"));
+        let mut cmd = cluster.command(&[
+            "worker",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--tls-ca",
+            &ca,
+            "--reconnect-timeout",
+            "1s",
+        ]);
+        cmd.env("FABRIC_HOME", "/nonexistent");
+        if let Some(token) = token {
+            cmd.env("FABRIC_WORKER_TOKEN", token);
+        }
+        fabric_tests::run_command_within(cmd, std::time::Duration::from_secs(60))
+    };
+    let out = worker_with(other.path(), "intruder", None);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(!out.stdout.contains("attached"), "{out}");
+    // A client's certificate gives no rights: without a token the call is refused, and a
+    // member's token cannot register a worker.
+    let out = worker_with(&own, "carol", None);
+    assert!(out.stderr.contains("no token"), "{out}");
+    let member = cluster.issue_token("a", "alice", "member");
+    let out = worker_with(&own, "carol", Some(&member));
+    assert!(out.stderr.contains("only workers may do this"), "{out}");
+    assert_eq!(cluster.status()["workers"].as_array().unwrap().len(), 1);
+    // The intruder's attempt left a trace in the scheduler's log, and nothing else changed.
+    assert!(
+        cluster.scheduler_log().contains("TLS handshake refused"),
+        "{}",
+        cluster.logs()
+    );
+    let _ = cluster.add_worker(&[]);
 }

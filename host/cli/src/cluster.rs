@@ -33,14 +33,20 @@ pub struct SchedulerUrl {
     /// `fabric worker`: FABRIC_WORKER_TOKEN, FABRIC_WORKER_TOKEN_FILE, $FABRIC_HOME/worker.token].
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The cluster CA's certificate, to verify an https:// scheduler (`fabric ca init`).
+    #[arg(long, global = true, value_name = "FILE", env = "FABRIC_CA")]
+    ca: Option<PathBuf>,
 }
 
 impl SchedulerUrl {
     pub(crate) async fn connect(&self) -> Result<Client> {
-        let credentials = match &self.token_file {
+        let mut credentials = match &self.token_file {
             Some(path) => Credentials::file(path)?,
             None => Credentials::from_env()?,
         };
+        if let Some(ca) = &self.ca {
+            credentials = credentials.with_ca(ca);
+        }
         Ok(Client::connect_with(&self.scheduler, credentials).await?)
     }
 }
@@ -89,10 +95,37 @@ pub struct SchedulerArgs {
     /// cancellations, denials, token changes) [default: AUTH_DIR/audit.jsonl].
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
-    /// Allow listening on an address other than loopback although the connection is not
-    /// encrypted: tokens and data cross the network in clear text.
+    /// Allow listening on an address other than loopback without TLS: tokens and data
+    /// cross the network in clear text.
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS 1.3 on the scheduler's port, or a worker's mutual TLS to it.
+#[derive(Args)]
+pub struct TlsArgs {
+    /// This process's certificate (`fabric cert issue`), PEM.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (`fabric ca init`): peers' certificates must be signed
+    /// by it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> Option<fabric_proto::transport::tls::TlsFiles> {
+        Some(fabric_proto::transport::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone()?,
+        })
+    }
 }
 
 /// `fabric worker`.
@@ -142,6 +175,10 @@ pub struct WorkerArgs {
     /// again, keeping the values held, for this long before exiting.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
     reconnect_timeout: Duration,
+    /// Mutual TLS to an https:// scheduler: a worker certificate (`fabric cert issue --role
+    /// worker`) is then the worker's credential, instead of a token.
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -245,12 +282,18 @@ async fn ctrl_c() {
 }
 
 pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
-    if !a.listen.ip().is_loopback() {
+    let tls = a
+        .tls
+        .files()
+        .map(|files| fabric_proto::transport::tls::server_config(&files))
+        .transpose()?;
+    if !a.listen.ip().is_loopback() && tls.is_none() {
         anyhow::ensure!(
             a.insecure,
             "refusing to listen on {} without encryption: tokens and data would cross the \
-             network in clear text. Listen on 127.0.0.1, or pass --insecure on a network \
-             you trust",
+             network in clear text. Give it a certificate (--tls-cert, --tls-key, --tls-ca; \
+             see `fabric ca init`), listen on 127.0.0.1, or pass --insecure on a network you \
+             trust",
             a.listen
         );
         tracing::warn!(
@@ -264,7 +307,8 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         let address = listener.local_addr()?;
-        println!("fabric scheduler listening on http://{address}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("fabric scheduler listening on {scheme}://{address}");
         let _ = std::io::stdout().flush();
         let options = fabric_scheduler::SchedulerOptions {
             heartbeat_interval: a.heartbeat_interval,
@@ -275,6 +319,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             journal: a.journal,
             restore_wait: a.restore_wait,
             authority: std::sync::Arc::new(authority),
+            tls,
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");
@@ -306,15 +351,23 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
     let holder = fabric_auth::local::Holder::Worker;
     let found = fabric_auth::local::find_token(holder, a.scheduler.token_file.as_deref())
         .map_err(anyhow::Error::msg)?;
-    let Some(found) = found else {
-        anyhow::bail!(
+    if let Some(files) = a.tls.files() {
+        options.tls = Some(fabric_proto::transport::tls::client_config(
+            &files.ca,
+            Some((&files.cert, &files.key)),
+        )?);
+    }
+    match found {
+        Some(found) => options.token = Some(found.token),
+        None if options.tls.is_some() => {}
+        None => anyhow::bail!(
             "no worker token: set {} (or {}) to a token of role worker from your operator \
-             (`fabric admin token issue --role worker`), or pass --token-file",
+             (`fabric admin token issue --role worker`), pass --token-file, or give the \
+             worker a certificate (--tls-cert)",
             holder.token_var(),
             holder.file_var()
-        );
-    };
-    options.token = Some(found.token);
+        ),
+    }
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();
         fabric_worker::node::run(options, ctrl_c(), |id, data| {

@@ -3,6 +3,7 @@
 mod admin;
 mod args;
 mod build;
+mod ca;
 mod cluster;
 mod df;
 mod load;
@@ -60,6 +61,10 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Show who the scheduler takes you for: tenant, name and role.
     Whoami(admin::WhoamiArgs),
+    /// The cluster's certificate authority (for TLS): fabric ca init.
+    Ca(ca::CaArgs),
+    /// Certificates for schedulers, workers and clients, signed by the cluster's CA.
+    Cert(ca::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,8 @@ fn main() -> ExitCode {
         Command::Forget(a) => cluster::forget(a),
         Command::Admin(a) => admin::admin(a),
         Command::Whoami(a) => admin::whoami(a),
+        Command::Ca(a) => ca::ca(a),
+        Command::Cert(a) => ca::cert(a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! How a client proves who it is, and who the scheduler says it is.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fabric_auth::Role;
 use fabric_auth::local::{Found, Holder, find_token};
@@ -15,6 +15,8 @@ use crate::ClientError;
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     found: Option<Found>,
+    /// The cluster CA's certificate, to verify an `https://` scheduler.
+    ca: Option<PathBuf>,
 }
 
 impl Credentials {
@@ -30,19 +32,38 @@ impl Credentials {
                 token: token.into().trim().to_string(),
                 source: "the program".into(),
             }),
+            ca: None,
         }
     }
 
     /// The token in this file.
     pub fn file(path: &Path) -> Result<Credentials, ClientError> {
         let found = fabric_auth::local::read_token(path).map_err(ClientError::Invalid)?;
-        Ok(Credentials { found: Some(found) })
+        Ok(Credentials {
+            found: Some(found),
+            ca: None,
+        })
     }
 
-    /// The token found in the environment or under `FABRIC_HOME` (none if nowhere).
+    /// The token found in the environment or under `FABRIC_HOME` (none if nowhere), and
+    /// the CA `FABRIC_CA` names.
     pub fn from_env() -> Result<Credentials, ClientError> {
         let found = find_token(Holder::Client, None).map_err(ClientError::Invalid)?;
-        Ok(Credentials { found })
+        let ca = std::env::var_os("FABRIC_CA")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        Ok(Credentials { found, ca })
+    }
+
+    /// Verifies an `https://` scheduler against the CA certificate in this file.
+    pub fn with_ca(mut self, ca: &Path) -> Credentials {
+        self.ca = Some(ca.to_path_buf());
+        self
+    }
+
+    /// The CA certificate's file.
+    pub(crate) fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// The token's text.

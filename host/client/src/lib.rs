@@ -327,6 +327,22 @@ impl Client {
             .map_err(|e| failed(format!("not a URL: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
+        let endpoint = if url.starts_with("https://") {
+            let ca = credentials.ca().ok_or_else(|| {
+                failed(
+                    "an https:// scheduler is verified against the cluster's CA: set \
+                        FABRIC_CA (or --ca) to its certificate"
+                        .into(),
+                )
+            })?;
+            let tls = fabric_proto::transport::tls::client_config(ca, None)
+                .map_err(|e| failed(e.to_string()))?;
+            endpoint
+                .tls_config(tls)
+                .map_err(|e| failed(format!("TLS: {e}")))?
+        } else {
+            endpoint
+        };
         let channel = endpoint.connect().await.map_err(|e| {
             failed(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
         })?;

@@ -85,6 +85,12 @@ pub(crate) struct Authenticate(pub(crate) Arc<Authority>);
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        // A worker's certificate of the cluster CA (checked by the TLS handshake) is its
+        // credential; any other certificate gives no rights, and a token must come along.
+        if let Some(worker) = request.peer_certs().and_then(|certs| worker_of(&certs)) {
+            request.extensions_mut().insert(worker);
+            return Ok(request);
+        }
         let checked = match fabric_proto::auth::bearer(request.metadata()) {
             Some(token) => self.0.read().authenticate(token),
             None => Err(AuthError::Missing),
@@ -112,6 +118,34 @@ impl Interceptor for Authenticate {
             }
         }
     }
+}
+
+/// The organizational unit that names a certificate's role (`fabric cert issue --role`).
+pub const ROLE_UNIT: &str = "fabric-worker";
+
+/// The worker a verified certificate chain names: its leaf's subject says organizational
+/// unit `fabric-worker`; its name is the common name.
+fn worker_of(certs: &[tonic::transport::CertificateDer<'static>]) -> Option<Principal> {
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let subject = cert.subject();
+    let is_worker = subject
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str() == Ok(ROLE_UNIT));
+    if !is_worker {
+        return None;
+    }
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("worker");
+    Some(Principal {
+        tenant: "".into(),
+        name: name.into(),
+        role: Role::Worker,
+        token: format!("certificate {}", cert.raw_serial_as_string()).into(),
+    })
 }
 
 /// The principal the interceptor found.

@@ -53,8 +53,12 @@ pub struct SchedulerOptions {
     /// The most tasks one job may have: a larger graph is refused before it is parsed
     /// (the scheduler keeps about 2 kB per task).
     pub max_job_tasks: usize,
-    /// Who may use the scheduler: every call must carry a token of its registry.
+    /// Who may use the scheduler: every call must carry a token of its registry (or, for
+    /// a worker, its certificate).
     pub authority: Arc<Authority>,
+    /// TLS 1.3 on the port (`fabric_proto::transport::tls::server_config`); `None`: plain
+    /// text.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for SchedulerOptions {
@@ -68,6 +72,7 @@ impl Default for SchedulerOptions {
             journal: None,
             restore_wait: Duration::from_secs(3),
             authority: Arc::new(Authority::default()),
+            tls: None,
         }
     }
 }
@@ -192,7 +197,7 @@ pub async fn serve(
         .max_decoding_message_size(1 << 30)
         .max_encoding_message_size(1 << 30);
     let admin = AdminServer::new(auth::AdminService(options.authority.clone()));
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             scheduler,
@@ -200,9 +205,21 @@ pub async fn serve(
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             admin, check,
-        ))
-        .serve_with_incoming_shutdown(fabric_proto::transport::incoming(listener), shutdown)
-        .await;
+        ));
+    let result = match options.tls.clone() {
+        Some(tls) => {
+            let incoming = fabric_proto::transport::tls::incoming(listener, tls);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = fabric_proto::transport::incoming(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     ticker.abort();
     // The service (and with it the last sender) is gone: the core ends, and is dropped
     // where closing its journal may block.

@@ -63,6 +63,9 @@ pub struct WorkerOptions {
     pub reconnect_timeout: Duration,
     /// The worker's token (role `worker`), presented on every call to the scheduler.
     pub token: Option<String>,
+    /// TLS to an `https://` scheduler: the CA to verify it and the worker's certificate
+    /// (which, of organizational unit `fabric-worker`, is its credential).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl WorkerOptions {
@@ -83,6 +86,7 @@ impl WorkerOptions {
             runtime: RuntimeConfig::default(),
             reconnect_timeout: Duration::from_secs(60),
             token: None,
+            tls: None,
         }
     }
 }
@@ -117,7 +121,11 @@ const MAX_COMPONENT: u64 = 256 << 20;
 type Scheduler = SchedulerClient<InterceptedService<Channel, Bearer>>;
 
 /// Connects a control-plane client to the scheduler.
-async fn connect(url: &str, token: Option<&str>) -> Result<Scheduler, WorkerError> {
+async fn connect(
+    url: &str,
+    token: Option<&str>,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Scheduler, WorkerError> {
     let error = |status: tonic::Status| WorkerError::Scheduler {
         url: url.to_string(),
         status: Box::new(status),
@@ -126,6 +134,12 @@ async fn connect(url: &str, token: Option<&str>) -> Result<Scheduler, WorkerErro
         .map_err(|e| error(tonic::Status::invalid_argument(format!("not a URL: {e}"))))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
+    let endpoint = match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| error(tonic::Status::invalid_argument(format!("TLS: {e}"))))?,
+        None => endpoint,
+    };
     let channel = endpoint
         .connect()
         .await
@@ -202,7 +216,12 @@ pub async fn run(
         crate::data::StoreSource(store.clone()),
     ));
 
-    let scheduler = connect(&options.scheduler, options.token.as_deref()).await?;
+    let scheduler = connect(
+        &options.scheduler,
+        options.token.as_deref(),
+        options.tls.as_ref(),
+    )
+    .await?;
     let spec = WorkerSpec {
         name: options
             .name

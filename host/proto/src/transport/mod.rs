@@ -10,6 +10,7 @@
 mod client;
 pub mod raw;
 mod server;
+pub mod tls;
 
 use std::time::Duration;
 
