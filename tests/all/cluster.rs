@@ -644,8 +644,8 @@ fn garbage_and_nonsense_on_the_ports_are_refused_and_serving_goes_on() {
     //
     // Random bytes are refused as soon as they are read, the client still connected: they
     // start like neither protocol (HTTP/2's preface, the raw path's magic). Garbage after a
-    // valid preface or magic may be an unfinished request (a frame header, a 12-byte raw
-    // request) as far as the server can tell: the client ends its stream, and the server
+    // valid preface or magic may be an unfinished request (a frame header, a raw request
+    // with its capability) as far as the server can tell: the client ends its stream, and the server
     // must then close the connection, not keep it.
     let mut tried = 0;
     for addr in [&scheduler, &data[0]] {
@@ -658,30 +658,32 @@ fn garbage_and_nonsense_on_the_ports_are_refused_and_serving_goes_on() {
             let mut framed = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
             framed.extend(random(n));
             poke(addr, &framed, true);
-            let mut raw = b"FABRAW01".to_vec();
+            let mut raw = b"FABRAW02".to_vec();
             raw.extend(random(n));
             let (answer, _) = poke(addr, &raw, true);
-            // The data port takes any 12 bytes as a request for a value it does not hold
-            // and answers each "not found".
-            if addr == &data[0] && n >= 12 {
-                assert_eq!(answer.first(), Some(&1), "{addr}: {answer:?}");
+            // The data port reads a request and the capability it announces (closing the
+            // connection when that is over the limit or cut short): a random one is
+            // refused ("denied", status 3) before any value is looked up.
+            if addr == &data[0] && !answer.is_empty() {
+                assert_eq!(answer.first(), Some(&3), "{addr}: {answer:?}");
             }
             tried += 3;
         }
     }
     assert_eq!(tried, 42);
 
-    // A well-formed raw request for a value nobody holds is answered "not found"; one cut
-    // short just ends the connection.
-    let mut request = b"FABRAW01".to_vec();
+    // A well-formed raw request without a capability is denied, whether the value exists
+    // or not (nothing tells the asker which); one cut short just ends the connection.
+    let mut request = b"FABRAW02".to_vec();
     request.extend(999_999u64.to_le_bytes());
     request.extend(5u32.to_le_bytes());
+    request.extend(0u16.to_le_bytes());
     request.extend([1, 2, 3]);
     let (answer, ended) = poke(&data[1], &request, true);
     assert_eq!(ended, Ended::Closed);
-    assert_eq!(answer.first(), Some(&1), "{answer:?}");
+    assert_eq!(answer.first(), Some(&3), "{answer:?}");
     assert!(
-        String::from_utf8_lossy(&answer[9..]).contains("holds no value 999999/5"),
+        String::from_utf8_lossy(&answer[9..]).contains("no capability"),
         "{answer:?}"
     );
 

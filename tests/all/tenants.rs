@@ -523,3 +523,83 @@ fn tls_refuses_plain_text_other_cas_and_client_certificates_as_workers() {
     );
     let _ = cluster.add_worker(&[]);
 }
+
+#[test]
+fn a_workers_data_port_serves_only_against_a_fresh_capability_of_the_scheduler() {
+    let cluster = Cluster::start_with(&["--capability-ttl", "2s"], 1, &[]);
+    let alice = cluster.issue_token("a", "alice", "member");
+    let seq = graph(vec![task("s", "math/seq", json!([10_000]))], &["s"]);
+    let submission = Submission::new(seq.to_string(), vec![math()]);
+    block_on(async {
+        let client = connect(&cluster, &alice).await;
+        let job = client.submit(&submission, None).await.unwrap();
+        client.wait(job, |_| {}).await.unwrap();
+        // Where alice's output is and the capability her watch gets, as the wire has it.
+        let watch = || async {
+            let bearer = fabric_proto::auth::Bearer::new(Some(&alice)).unwrap();
+            let mut rpc = fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
+                channel(&cluster).await,
+                bearer,
+            );
+            let request = fabric_proto::v1::WatchJobRequest {
+                job_id: job,
+                release_if_inline: false,
+            };
+            let mut updates = rpc.watch_job(request).await.unwrap().into_inner();
+            let mut last = None;
+            while let Some(update) = updates.message().await.unwrap() {
+                last = update.result;
+            }
+            last.unwrap().outputs.remove(0)
+        };
+        let output = watch().await;
+        assert!(
+            output.inline_value.is_empty(),
+            "80 kB travel on the data plane"
+        );
+        let (key, holder) = (output.key.unwrap(), output.holders[0].clone());
+        let peers = fabric_proto::transport::Peers::default();
+        let denied = |result: Result<fabric_core::Value, fabric_proto::ReceiveError>| {
+            let e = result.expect_err("a value was served");
+            assert!(e.to_string().contains("capability"), "{e}");
+            e.to_string()
+        };
+
+        // Tenant b knows the key and the holder (keys are sequential, workers are listed),
+        // but has no capability: none, forged, or alice's with a byte changed.
+        denied(peers.fetch(&holder, key, &[], 1 << 30).await);
+        denied(peers.fetch(&holder, key, &[7u8; 90], 1 << 30).await);
+        let mut tampered = output.capability.to_vec();
+        tampered[9] ^= 1; // its unit
+        let why = denied(peers.fetch(&holder, key, &tampered, 1 << 30).await);
+        assert!(why.contains("forged"), "{why}");
+        // Alice's own capability fetches her value once; replayed by anyone, it is refused.
+        let value = peers
+            .fetch(&holder, key, &output.capability, 1 << 30)
+            .await
+            .unwrap();
+        assert!(matches!(value, fabric_core::Value::Bulk(_)));
+        let other = fabric_proto::transport::Peers::default();
+        let why = denied(other.fetch(&holder, key, &output.capability, 1 << 30).await);
+        assert!(why.contains("used already"), "{why}");
+        // A capability for another value of the same worker does not open it.
+        let next = fabric_proto::v1::ValueKey {
+            unit: key.unit + 1,
+            ..key
+        };
+        let why = denied(
+            other
+                .fetch(&holder, next, &watch().await.capability, 1 << 30)
+                .await,
+        );
+        assert!(why.contains("another value"), "{why}");
+        // An unused one, once expired.
+        let fresh = watch().await;
+        std::thread::sleep(std::time::Duration::from_millis(2_100));
+        let why = denied(other.fetch(&holder, key, &fresh.capability, 1 << 30).await);
+        assert!(why.contains("expired"), "{why}");
+    });
+    // Each refusal is one audit record of the worker.
+    let denials = cluster.logs().matches("data fetch denied").count();
+    assert_eq!(denials, 6, "{}", cluster.logs());
+}

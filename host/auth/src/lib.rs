@@ -8,12 +8,14 @@
 //! and [`Audit`] writes the security log: one JSON line per event, never a secret.
 
 mod audit;
+mod capability;
 pub mod local;
 mod principal;
 mod registry;
 mod token;
 
 pub use audit::{Audit, AuditEvent};
+pub use capability::{Capability, CapabilityError, CapabilityKey, ReplayGuard, now_ms};
 pub use principal::{Owner, Principal, Role};
 pub use registry::{AuthError, Registry, TokenInfo};
 pub use token::{Token, TokenError};

@@ -99,6 +99,10 @@ pub struct SchedulerArgs {
     /// cross the network in clear text.
     #[arg(long)]
     insecure: bool,
+    /// How long a capability to fetch a value (signed by the scheduler for one fetch by one
+    /// worker or client) stays valid.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = args::duration)]
+    capability_ttl: Duration,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -320,6 +324,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             restore_wait: a.restore_wait,
             authority: std::sync::Arc::new(authority),
             tls,
+            capability_ttl: a.capability_ttl,
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");

@@ -874,7 +874,10 @@ async fn fetch_output(peers: &Peers, location: &v1::OutputLocation) -> Result<Va
         .ok_or(fabric_proto::ProtoError::missing("OutputLocation", "key"))?;
     let mut reasons = Vec::new();
     for holder in &location.holders {
-        match peers.fetch(holder, key, MAX_VALUE).await {
+        match peers
+            .fetch(holder, key, &location.capability, MAX_VALUE)
+            .await
+        {
             Ok(v) => return Ok(v),
             Err(e) => reasons.push(format!("{holder}: {e}")),
         }

@@ -120,7 +120,10 @@ async fn fetch(
     key: v1::ValueKey,
     limit: u64,
 ) -> Result<Value, ReceiveError> {
-    let request = v1::FetchRequest { key: Some(key) };
+    let request = v1::FetchRequest {
+        key: Some(key),
+        capability: Default::default(),
+    };
     let mut stream = client.fetch(request).await?.into_inner();
     receive_value(&mut stream, limit).await
 }

@@ -19,7 +19,7 @@ use fabric_proto::{ProtoError, v1};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::journal::Journal;
-use fabric_auth::{Audit, AuditEvent, Owner, Principal};
+use fabric_auth::{Audit, AuditEvent, Capability, CapabilityKey, Owner, Principal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
@@ -138,6 +138,32 @@ pub(crate) struct CoreConfig {
     pub heartbeat_timeout: Duration,
     /// Wait before a failed unit's first retry (doubling with each further one).
     pub retry_backoff: Duration,
+    /// What fetches of values present to workers' data ports.
+    pub capabilities: Arc<Capabilities>,
+}
+
+/// The scheduler's signing of data-plane capabilities: the key its workers verify with
+/// (sent with `RegisterResponse`), and how long a capability lasts.
+#[derive(Debug)]
+pub struct Capabilities {
+    /// The key.
+    pub key: CapabilityKey,
+    /// How long a capability is valid after it is signed.
+    pub ttl: Duration,
+}
+
+impl Capabilities {
+    /// A capability for fetching `key` (of a job of `tenant`) by `requester`.
+    pub fn sign(&self, key: v1::ValueKey, tenant: &str, requester: &str) -> bytes::Bytes {
+        let expires_ms = fabric_auth::now_ms().saturating_add(self.ttl.as_millis() as u64);
+        let cap = Capability {
+            key: (key.job, key.unit),
+            tenant: tenant.to_string(),
+            requester: requester.to_string(),
+            expires_ms,
+        };
+        self.key.sign(&cap).into()
+    }
 }
 
 /// Starts the core as a task of the current Tokio runtime; it stops when every sender is
@@ -1001,6 +1027,8 @@ impl Core {
                     nbytes: self.sched.nbytes(job, u),
                     holders: self.holders(job, u, None),
                     inline_value: entry.inline.get(&u).cloned().unwrap_or_default(),
+                    // Signed for each watcher as it is sent.
+                    capability: Default::default(),
                 });
             }
         }
@@ -1065,6 +1093,7 @@ impl Core {
             let (Some(plan), Some(entry)) = (self.sched.plan(job), self.jobs.get(&job)) else {
                 continue;
             };
+            let requester = self.workers.get(&w).map_or("", |w| w.spec.name.as_str());
             let inputs = plan
                 .unit_inputs(unit)
                 .filter_map(|input| {
@@ -1078,7 +1107,12 @@ impl Core {
                         }
                     };
                     let (dj, du) = key.parts().ok()?;
+                    let capability =
+                        self.config
+                            .capabilities
+                            .sign(key, &entry.start.tenant, requester);
                     Some(v1::ComputeInput {
+                        capability,
                         key: Some(key),
                         nbytes: self.sched.nbytes(dj, du),
                         holders: self.holders(dj, du, Some(w)),

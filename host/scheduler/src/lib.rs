@@ -56,6 +56,9 @@ pub struct SchedulerOptions {
     /// Who may use the scheduler: every call must carry a token of its registry (or, for
     /// a worker, its certificate).
     pub authority: Arc<Authority>,
+    /// How long a data-plane capability (what a fetch of a value presents to a worker's data
+    /// port) is valid after the scheduler signs it.
+    pub capability_ttl: Duration,
     /// TLS 1.3 on the port (`fabric_proto::transport::tls::server_config`); `None`: plain
     /// text.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -73,6 +76,7 @@ impl Default for SchedulerOptions {
             restore_wait: Duration::from_secs(3),
             authority: Arc::new(Authority::default()),
             tls: None,
+            capability_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -88,6 +92,9 @@ pub enum ServeError {
         /// Why.
         error: std::io::Error,
     },
+    /// No random bytes for the capability key.
+    #[error("cannot make a capability key: {0}")]
+    Random(#[from] fabric_auth::TokenError),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -130,6 +137,10 @@ pub async fn serve(
         ),
     };
     let components = Arc::new(components);
+    let capabilities = Arc::new(core::Capabilities {
+        key: fabric_auth::CapabilityKey::generate()?,
+        ttl: options.capability_ttl,
+    });
     let restoring = replayed
         .jobs
         .iter()
@@ -139,6 +150,7 @@ pub async fn serve(
         core::CoreConfig {
             heartbeat_timeout: options.heartbeat_timeout,
             retry_backoff: options.retry_backoff,
+            capabilities: capabilities.clone(),
         },
         journal,
         options.authority.audit().clone(),
@@ -191,6 +203,7 @@ pub async fn serve(
         max_job_tasks: options.max_job_tasks,
         cluster_id: replayed.cluster_id,
         authority: options.authority.clone(),
+        capabilities,
     };
     let check = auth::Authenticate(options.authority.clone());
     let scheduler = SchedulerServer::new(service)

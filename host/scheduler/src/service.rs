@@ -39,6 +39,8 @@ pub(crate) struct Service {
     pub(crate) cluster_id: String,
     /// Who may do what; the audit log.
     pub(crate) authority: Arc<Authority>,
+    /// The signing of data-plane capabilities.
+    pub(crate) capabilities: Arc<crate::core::Capabilities>,
 }
 
 /// Rebuilds a job of the journal: its graph validated and planned again, with its
@@ -266,9 +268,19 @@ impl Service {
         wrap: fn(v1::JobUpdate) -> T,
     ) {
         let core = self.core.clone();
+        let capabilities = self.capabilities.clone();
         tokio::spawn(async move {
             loop {
                 let mut update = rx.borrow_and_update().clone();
+                // Each watcher fetches the outputs with capabilities of its own.
+                if let Some(result) = update.result.as_mut() {
+                    let requester = format!("client {}", who.token);
+                    for output in &mut result.outputs {
+                        if let (Some(key), true) = (output.key, output.inline_value.is_empty()) {
+                            output.capability = capabilities.sign(key, &who.tenant, &requester);
+                        }
+                    }
+                }
                 let last = update.result.is_some();
                 if let Some(result) = update.result.as_mut().filter(|r| {
                     release_if_inline
@@ -564,6 +576,7 @@ impl SchedulerRpc for Service {
             worker_id,
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u32,
             cluster_id: self.cluster_id.clone(),
+            capability_key: bytes::Bytes::copy_from_slice(self.capabilities.key.bytes()),
         }))
     }
 

@@ -211,9 +211,13 @@ pub async fn run(
         },
     };
     let data_address = format!("http://{host}:{}", bound.port());
+    let gate = Arc::new(crate::data::Gate::default());
     let data_server = tokio::spawn(fabric_proto::transport::serve(
         listener,
-        crate::data::StoreSource(store.clone()),
+        crate::data::StoreSource {
+            store: store.clone(),
+            gate: gate.clone(),
+        },
     ));
 
     let scheduler = connect(
@@ -243,6 +247,7 @@ pub async fn run(
         },
     };
     let (mut session, registered) = link.attach().await?;
+    gate.set_key(&registered.capability_key);
     let heartbeat = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(10)));
     let mut cluster_id = registered.cluster_id;
     tracing::info!(
@@ -331,6 +336,7 @@ pub async fn run(
             Ok(attached) => attached,
             Err(e) => break Err(e),
         };
+        gate.set_key(&registered.capability_key);
         if registered.cluster_id != cluster_id {
             // A new cluster: job ids start over, so nothing held here means anything.
             tracing::warn!("the scheduler is a new cluster: dropping every value and job");
@@ -871,7 +877,11 @@ impl Node {
                     continue;
                 }
                 let start = Instant::now();
-                match self.peers.fetch(holder, key, MAX_VALUE).await {
+                match self
+                    .peers
+                    .fetch(holder, key, &input.capability, MAX_VALUE)
+                    .await
+                {
                     Ok(v) => {
                         self.fetched_bytes
                             .fetch_add(input.nbytes, Ordering::Relaxed);

@@ -45,15 +45,16 @@ impl Peers {
             .remove(address);
     }
 
-    /// Fetches the value under `key` from the worker at `address`, accepting encodings of at
-    /// most `limit` bytes.
+    /// Fetches the value under `key` from the worker at `address` presenting `capability`
+    /// (signed by the scheduler), accepting encodings of at most `limit` bytes.
     pub async fn fetch(
         &self,
         address: &str,
         key: v1::ValueKey,
+        capability: &[u8],
         limit: u64,
     ) -> Result<Value, ReceiveError> {
-        match self.fetch_raw(address, key, limit).await {
+        match self.fetch_raw(address, key, capability, limit).await {
             Ok(value) => return Ok(value),
             // The peer answered: it does not have the value, or it is too large.
             Err(raw::RawError::Peer(e)) => return Err(e),
@@ -65,7 +66,10 @@ impl Peers {
         let mut client = self.client(address)?;
         let result = async {
             let mut stream = client
-                .fetch(v1::FetchRequest { key: Some(key) })
+                .fetch(v1::FetchRequest {
+                    key: Some(key),
+                    capability: bytes::Bytes::copy_from_slice(capability),
+                })
                 .await?
                 .into_inner();
             receive_value(&mut stream, limit).await
@@ -84,6 +88,7 @@ impl Peers {
         &self,
         address: &str,
         key: v1::ValueKey,
+        capability: &[u8],
         limit: u64,
     ) -> Result<Value, raw::RawError> {
         let pooled = self
@@ -96,7 +101,7 @@ impl Peers {
             Some(s) => s,
             None => raw::connect(address).await?,
         };
-        let value = raw::fetch(&mut stream, key, limit).await?;
+        let value = raw::fetch(&mut stream, key, capability, limit).await?;
         self.raw
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tonic::transport::{Endpoint, Server};
 
 pub use client::Peers;
-pub use server::{ValueSource, serve};
+pub use server::{Refusal, ValueSource, serve};
 
 /// HTTP/2 flow-control windows and frames sized for bulk transfer (tonic's defaults stall
 /// large values at a fraction of what loopback carries).
@@ -73,7 +73,7 @@ mod tests {
                 let (stream, _) = listener.accept().await.unwrap();
                 assert!(raw::is_raw(&stream, Duration::from_secs(5)).await);
                 let value = value.clone();
-                tokio::spawn(raw::serve(stream, move |job, unit| {
+                tokio::spawn(raw::serve(stream, move |job, unit, _capability| {
                     let value = value.clone();
                     async move {
                         match (job, unit) {
@@ -85,7 +85,7 @@ mod tests {
                                     .into(),
                             ))),
                             (1, 5) => Ok(Some(Value::S64(7))),
-                            (1, 3) => Err("disk on fire".to_string()),
+                            (1, 3) => Err(Refusal::Failed("disk on fire".to_string())),
                             _ => Ok(None),
                         }
                     }
@@ -103,7 +103,7 @@ mod tests {
         // Twice: the second fetch reuses the pooled stream.
         for _ in 0..2 {
             let v = peers
-                .fetch(&address, v1::ValueKey::new(1, 2), 1 << 30)
+                .fetch(&address, v1::ValueKey::new(1, 2), b"ok", 1 << 30)
                 .await
                 .unwrap();
             assert_eq!(v, big);
@@ -111,17 +111,17 @@ mod tests {
         assert_eq!(peers.raw.lock().unwrap()[&address].len(), 1);
         // Values of other shapes, large and tiny, take the general path.
         let strings = peers
-            .fetch(&address, v1::ValueKey::new(1, 4), 1 << 30)
+            .fetch(&address, v1::ValueKey::new(1, 4), b"ok", 1 << 30)
             .await
             .unwrap();
         assert!(matches!(&strings, Value::List(xs) if xs.len() == 50_000));
         let tiny = peers
-            .fetch(&address, v1::ValueKey::new(1, 5), 1 << 30)
+            .fetch(&address, v1::ValueKey::new(1, 5), b"ok", 1 << 30)
             .await
             .unwrap();
         assert_eq!(tiny, Value::S64(7));
         let missing = peers
-            .fetch(&address, v1::ValueKey::new(1, 9), 1 << 30)
+            .fetch(&address, v1::ValueKey::new(1, 9), b"ok", 1 << 30)
             .await
             .unwrap_err();
         assert!(
@@ -129,13 +129,13 @@ mod tests {
             "{missing}"
         );
         let failed = peers
-            .fetch(&address, v1::ValueKey::new(1, 3), 1 << 30)
+            .fetch(&address, v1::ValueKey::new(1, 3), b"ok", 1 << 30)
             .await
             .unwrap_err();
         assert!(failed.to_string().contains("disk on fire"), "{failed}");
         // Over the limit: refused before reading the value.
         let too_big = peers
-            .fetch(&address, v1::ValueKey::new(1, 2), 1 << 20)
+            .fetch(&address, v1::ValueKey::new(1, 2), b"ok", 1 << 20)
             .await
             .unwrap_err();
         assert!(matches!(too_big, ReceiveError::Proto(_)), "{too_big}");
@@ -146,6 +146,12 @@ mod tests {
     struct Held;
 
     impl ValueSource for Held {
+        fn check(&self, _key: (u64, u32), capability: &[u8]) -> Result<(), String> {
+            (capability == b"ok")
+                .then_some(())
+                .ok_or_else(|| "no good capability".into())
+        }
+
         async fn get(&self, key: (fabric_core::JobId, u32)) -> Result<Option<Value>, String> {
             match key {
                 (1, 1) => Ok(Some(Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))))),
@@ -164,7 +170,7 @@ mod tests {
         // Raw, through the peers' pool.
         let peers = Peers::default();
         let v = peers
-            .fetch(&address, v1::ValueKey::new(1, 1), 1 << 30)
+            .fetch(&address, v1::ValueKey::new(1, 1), b"ok", 1 << 30)
             .await
             .unwrap();
         assert_eq!(v, Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))));
@@ -174,6 +180,7 @@ mod tests {
         let mut stream = client
             .fetch(v1::FetchRequest {
                 key: Some(v1::ValueKey::new(1, 2)),
+                capability: bytes::Bytes::from_static(b"ok"),
             })
             .await
             .unwrap()
@@ -186,6 +193,7 @@ mod tests {
             let status = client
                 .fetch(v1::FetchRequest {
                     key: Some(v1::ValueKey::new(1, unit)),
+                    capability: bytes::Bytes::from_static(b"ok"),
                 })
                 .await
                 .unwrap_err();
@@ -200,10 +208,28 @@ mod tests {
                     job: u64::MAX,
                     unit: 1,
                 },
+                b"ok",
                 1 << 30,
             )
             .await
             .unwrap_err();
         assert!(e.to_string().contains("holds no value"), "{e}");
+        // Without a good capability: denied, by both paths, and no value.
+        let denied = peers
+            .fetch(&address, v1::ValueKey::new(1, 1), b"forged", 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&denied, ReceiveError::Status(s) if s.code() == tonic::Code::PermissionDenied),
+            "{denied}"
+        );
+        let status = client
+            .fetch(v1::FetchRequest {
+                key: Some(v1::ValueKey::new(1, 2)),
+                capability: bytes::Bytes::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
     }
 }

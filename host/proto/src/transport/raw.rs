@@ -1,9 +1,10 @@
 //! The raw data protocol: a client opens a TCP connection to a worker's data port and
 //! sends [`MAGIC`](raw::MAGIC); then, any number of times, a request (job `u64`, unit
-//! `u32`, little-endian) and the worker's answer: a status byte and a length (`u64`
-//! little-endian), then that many bytes: the value's encoding (status 0, exactly what
-//! gRPC `Fetch` streams in chunks) or an error message (status 1: the worker does not
-//! hold the value; status 2: it could not read it).
+//! `u32`, the capability's length `u16`, little-endian, and the capability's bytes) and
+//! the worker's answer: a status byte and a length (`u64` little-endian), then that many
+//! bytes: the value's encoding (status 0, exactly what gRPC `Fetch` streams in chunks) or
+//! an error message (status 1: the worker does not hold the value; status 2: it could not
+//! read it; status 3: the capability was refused).
 
 use std::io;
 
@@ -33,7 +34,7 @@ fn zeroed(kind: BulkKind, n: usize) -> Bulk {
 }
 
 /// The first bytes of a raw connection (an HTTP/2 connection starts with `PRI * HT`).
-pub const MAGIC: &[u8; 8] = b"FABRAW01";
+pub const MAGIC: &[u8; 8] = b"FABRAW02";
 /// Bytes per read or write on a raw stream.
 const BLOCK: usize = 4 << 20;
 
@@ -42,6 +43,10 @@ const OK: u8 = 0;
 pub const NOT_FOUND: u8 = 1;
 /// The worker holds it but could not read it.
 pub const FAILED: u8 = 2;
+/// The capability was refused.
+pub const DENIED: u8 = 3;
+/// The longest capability a request may carry.
+pub const MAX_CAPABILITY: usize = 1024;
 
 /// Why a raw fetch failed.
 #[derive(Debug)]
@@ -79,11 +84,15 @@ pub async fn connect(address: &str) -> Result<TcpStream, RawError> {
 pub async fn fetch(
     stream: &mut TcpStream,
     key: v1::ValueKey,
+    capability: &[u8],
     limit: u64,
 ) -> Result<Value, RawError> {
-    let mut request = [0u8; 12];
-    request[..8].copy_from_slice(&key.job.to_le_bytes());
-    request[8..].copy_from_slice(&key.unit.to_le_bytes());
+    let capability = &capability[..capability.len().min(MAX_CAPABILITY)];
+    let mut request = Vec::with_capacity(14 + capability.len());
+    request.extend_from_slice(&key.job.to_le_bytes());
+    request.extend_from_slice(&key.unit.to_le_bytes());
+    request.extend_from_slice(&(capability.len() as u16).to_le_bytes());
+    request.extend_from_slice(capability);
     stream.write_all(&request).await?;
     let status = stream.read_u8().await?;
     let len = stream.read_u64_le().await?;
@@ -91,10 +100,10 @@ pub async fn fetch(
         let mut message = vec![0u8; len.min(64 << 10) as usize];
         stream.read_exact(&mut message).await?;
         let message = String::from_utf8_lossy(&message).into_owned();
-        let status = if status == NOT_FOUND {
-            tonic::Status::not_found(message)
-        } else {
-            tonic::Status::unavailable(message)
+        let status = match status {
+            NOT_FOUND => tonic::Status::not_found(message),
+            DENIED => tonic::Status::permission_denied(message),
+            _ => tonic::Status::unavailable(message),
         };
         return Err(RawError::Peer(status.into()));
     }
@@ -153,25 +162,34 @@ pub async fn fetch(
 }
 
 /// Serves raw fetches on `stream` (a new connection that [`is_raw`]) until the client
-/// closes it. `lookup` answers a key with the value, `Ok(None)` when it is not held, or
-/// why it could not be read.
+/// closes it. `lookup` answers a key and its capability with the value, `Ok(None)` when it
+/// is not held, or why it is refused or could not be read.
 pub async fn serve<F, Fut>(mut stream: TcpStream, lookup: F) -> io::Result<()>
 where
-    F: Fn(u64, u32) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<Value>, String>>,
+    F: Fn(u64, u32, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Value>, super::Refusal>>,
 {
     let mut magic = [0u8; 8];
     stream.read_exact(&mut magic).await?;
     loop {
-        let mut request = [0u8; 12];
+        let mut request = [0u8; 14];
         match stream.read_exact(&mut request).await {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
         let job = u64::from_le_bytes(request[..8].try_into().expect("8 bytes"));
-        let unit = u32::from_le_bytes(request[8..].try_into().expect("4 bytes"));
-        let (status, message) = match lookup(job, unit).await {
+        let unit = u32::from_le_bytes(request[8..12].try_into().expect("4 bytes"));
+        let len = u16::from_le_bytes(request[12..].try_into().expect("2 bytes")) as usize;
+        if len > MAX_CAPABILITY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a capability longer than allowed",
+            ));
+        }
+        let mut capability = vec![0u8; len];
+        stream.read_exact(&mut capability).await?;
+        let (status, message) = match lookup(job, unit, capability).await {
             Ok(Some(value)) => {
                 let chunks = ValueChunks::new(&value, BLOCK);
                 let mut header = [0u8; 9];
@@ -189,7 +207,8 @@ where
                 NOT_FOUND,
                 format!("this worker holds no value {job}/{unit}"),
             ),
-            Err(e) => (FAILED, e),
+            Err(super::Refusal::Denied(e)) => (DENIED, e),
+            Err(super::Refusal::Failed(e)) => (FAILED, e),
         };
         let mut header = [0u8; 9];
         header[0] = status;

@@ -20,14 +20,44 @@ use crate::v1::worker_data_server::{WorkerData, WorkerDataServer};
 /// How long a new connection may take to show which protocol it speaks.
 const FIRST_BYTES: Duration = Duration::from_secs(10);
 
-/// Where a data server finds the values it serves.
+/// Where a data server finds the values it serves, and what it asks of a fetch.
 pub trait ValueSource: Clone + Send + Sync + 'static {
+    /// Whether a fetch of `key` presenting `capability` may have it (see fabric-auth's
+    /// capabilities): `Err` says why not, and the fetch gets no byte of the value.
+    fn check(&self, key: (u64, u32), capability: &[u8]) -> Result<(), String>;
+
     /// The value under `key`: `None` when it is not held here, an error (for the fetcher)
     /// when it is held but cannot be read.
     fn get(
         &self,
         key: (JobId, UnitIdx),
     ) -> impl Future<Output = Result<Option<Value>, String>> + Send;
+}
+
+/// Why a fetch gets no value.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The capability was refused.
+    Denied(String),
+    /// The value is held but could not be read.
+    Failed(String),
+}
+
+/// Checks the capability, then looks the value up.
+async fn lookup<S: ValueSource>(
+    source: &S,
+    job: u64,
+    unit: u32,
+    capability: &[u8],
+) -> Result<Option<Value>, Refusal> {
+    if let Err(why) = source.check((job, unit), capability) {
+        tracing::warn!(target: "fabric::audit", job, unit, "data fetch denied: {why}");
+        return Err(Refusal::Denied(why));
+    }
+    match JobId::try_from(job) {
+        Ok(job) => source.get((job, unit)).await.map_err(Refusal::Failed),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Serves the values of `source` on `listener` until the listener fails for good: raw
@@ -51,14 +81,9 @@ pub async fn serve<S: ValueSource>(listener: TcpListener, source: S) {
                 let (grpc, source) = (grpc.clone(), source.clone());
                 tokio::spawn(async move {
                     if raw::is_raw(&stream, FIRST_BYTES).await {
-                        let lookup = |job: u64, unit: u32| {
+                        let lookup = |job: u64, unit: u32, capability: Vec<u8>| {
                             let source = source.clone();
-                            async move {
-                                match JobId::try_from(job) {
-                                    Ok(job) => source.get((job, unit)).await,
-                                    Err(_) => Ok(None),
-                                }
-                            }
+                            async move { lookup(&source, job, unit, &capability).await }
                         };
                         if let Err(e) = raw::serve(stream, lookup).await {
                             tracing::debug!("raw data connection ended: {e}");
@@ -96,12 +121,14 @@ impl<S: ValueSource> WorkerData for FetchService<S> {
         &self,
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        let key = required_key(request.into_inner().key.as_ref(), "FetchRequest", "key")?;
-        let value = self
-            .source
-            .get(key)
+        let request = request.into_inner();
+        let key = required_key(request.key.as_ref(), "FetchRequest", "key")?;
+        let value = lookup(&self.source, key.0.into(), key.1, &request.capability)
             .await
-            .map_err(Status::not_found)?
+            .map_err(|refusal| match refusal {
+                Refusal::Denied(why) => Status::permission_denied(why),
+                Refusal::Failed(why) => Status::not_found(why),
+            })?
             .ok_or_else(|| {
                 Status::not_found(format!("this worker holds no value {}/{}", key.0, key.1))
             })?;

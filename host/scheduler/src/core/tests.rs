@@ -64,6 +64,10 @@ fn harness() -> Harness {
     let config = CoreConfig {
         heartbeat_timeout: Duration::from_secs(60),
         retry_backoff: Duration::from_millis(1),
+        capabilities: Arc::new(Capabilities {
+            key: fabric_auth::CapabilityKey::generate().unwrap(),
+            ttl: Duration::from_secs(60),
+        }),
     };
     let core = Core::new(
         config,
