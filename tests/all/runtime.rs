@@ -826,6 +826,44 @@ fn precompiled_components_are_cached_on_disk() {
     std::fs::write(&files[0], &artifact[..artifact.len() / 2]).unwrap();
     assert_eq!(inc(&with_cache()), Value::S64(2));
     assert_eq!(cached_files(dir.path()).len(), 1);
+
+    // An artifact this installation did not write (here: another installation's, valid for
+    // wasmtime, MAC'd with another secret) is refused before wasmtime sees it, and replaced.
+    let other = tempfile::tempdir().unwrap();
+    let foreign_runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(other.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    assert_eq!(inc(&foreign_runtime), Value::S64(2));
+    let foreign = std::fs::read(&cached_files(other.path())[0]).unwrap();
+    assert_ne!(foreign, artifact, "each installation has its own secret");
+    std::fs::write(&files[0], &foreign).unwrap();
+    assert_eq!(inc(&with_cache()), Value::S64(2));
+    assert_eq!(
+        std::fs::read(&files[0]).unwrap(),
+        artifact,
+        "recompiled and MAC'd again"
+    );
+    // Flipping one byte of the artifact is caught too.
+    let mut flipped = artifact.clone();
+    flipped[artifact.len() / 3] ^= 1;
+    std::fs::write(&files[0], &flipped).unwrap();
+    assert_eq!(inc(&with_cache()), Value::S64(2));
+    assert_eq!(std::fs::read(&files[0]).unwrap(), artifact);
+
+    // The secret is its owner's; one that others may read turns the cache off.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let secret = dir.path().join("secret.key");
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&files[0]).unwrap();
+        assert_eq!(inc(&with_cache()), Value::S64(2));
+        assert!(cached_files(dir.path()).is_empty(), "nothing cached");
+    }
 }
 
 #[test]

@@ -3,6 +3,12 @@
 //! different configuration gets a fresh directory) and `{content}` is the blake3 hash of
 //! the component's bytes. Files are written atomically (temporary file, then rename), and
 //! the cache is an optimisation only: every failure is logged and recovered from.
+//!
+//! A precompiled artifact is native code that wasmtime loads without checking it, so the
+//! cache trusts only what this installation wrote: each file ends with a MAC (blake3 keyed
+//! with `{dir}/secret.key`, 32 random bytes readable by its owner only) over the
+//! component's hash and the artifact, checked before anything is deserialized. A file that
+//! anyone else placed there, or altered, is deleted and the component compiled again.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -15,17 +21,38 @@ use wasmtime::component::Component;
 /// The precompiled artifacts of one engine configuration.
 pub(crate) struct DiskCache {
     dir: PathBuf,
+    /// The installation's secret the artifacts are MAC'd with.
+    secret: [u8; 32],
 }
 
+/// Bytes of the MAC at the end of each artifact.
+const MAC_LEN: usize = 32;
+
 impl DiskCache {
-    /// The cache under `root` for artifacts compatible with `engine`. Nothing is created
-    /// until an artifact is stored.
-    pub(crate) fn new(root: &Path, engine: &Engine) -> DiskCache {
+    /// The cache under `root` for artifacts compatible with `engine`, with the
+    /// installation's secret (made on first use). `None`, with a warning, when the secret
+    /// cannot be had or is readable by others: then nothing is cached.
+    pub(crate) fn new(root: &Path, engine: &Engine) -> Option<DiskCache> {
         let mut hasher = Blake3Hasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        DiskCache {
+        let secret = match secret(root) {
+            Ok(secret) => secret,
+            Err(e) => {
+                tracing::warn!(dir = %root.display(), "not caching compiled components: {e}");
+                return None;
+            }
+        };
+        Some(DiskCache {
             dir: root.join(format!("{:016x}", hasher.finish())),
-        }
+            secret,
+        })
+    }
+
+    fn mac(&self, hash: &str, artifact: &[u8]) -> blake3::Hash {
+        let mut mac = blake3::Hasher::new_keyed(&self.secret);
+        mac.update(hash.as_bytes());
+        mac.update(artifact);
+        mac.finalize()
     }
 
     /// Where the artifact of the component with content hash `hash` lives.
@@ -39,20 +66,41 @@ impl DiskCache {
         if !path.is_file() {
             return None;
         }
-        // SAFETY: files in this directory are written only by `store` below, from
-        // `Component::serialize` of an engine with the same compatibility hash (it names
-        // the directory). Wasmtime checks the artifact's header and compatibility again
-        // and rejects truncated or foreign files; those are deleted below.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        let delete = |why: &str| {
+            tracing::warn!(path = %path.display(), "deleting cached component: {why}");
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "cannot delete cached component: {e}");
+            }
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read cached component: {e}");
+                return None;
+            }
+        };
+        let Some(split) = bytes.len().checked_sub(MAC_LEN) else {
+            delete("too short to be an artifact");
+            return None;
+        };
+        let (artifact, mac) = bytes.split_at(split);
+        let mac = blake3::Hash::from_bytes(mac.try_into().expect("MAC_LEN bytes"));
+        // `blake3::Hash`'s equality is constant-time.
+        if self.mac(hash, artifact) != mac {
+            delete("not written by this installation (its MAC does not verify)");
+            return None;
+        }
+        // SAFETY: the MAC verified, so this installation wrote these bytes in `store` below,
+        // from `Component::serialize` of an engine with the same compatibility hash (it
+        // names the directory), for this content hash. Wasmtime checks the header and
+        // compatibility again and rejects what does not fit; that is deleted below.
+        match unsafe { Component::deserialize(engine, artifact) } {
             Ok(component) => {
                 tracing::debug!(path = %path.display(), "loaded precompiled component");
                 Some(component)
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), "deleting unusable cached component: {e:#}");
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), "cannot delete cached component: {e}");
-                }
+                delete(&format!("unusable: {e:#}"));
                 None
             }
         }
@@ -64,7 +112,11 @@ impl DiskCache {
         let result = component
             .serialize()
             .map_err(|e| format!("{e:#}"))
-            .and_then(|bytes| write_atomically(&path, &bytes).map_err(|e| e.to_string()));
+            .and_then(|mut bytes| {
+                let mac = self.mac(hash, &bytes);
+                bytes.extend_from_slice(mac.as_bytes());
+                write_atomically(&path, &bytes).map_err(|e| e.to_string())
+            });
         match result {
             Ok(()) => tracing::debug!(path = %path.display(), "cached precompiled component"),
             Err(e) => {
@@ -72,6 +124,42 @@ impl DiskCache {
             }
         }
     }
+}
+
+/// The installation's secret, `root/secret.key`: made (32 random bytes, mode 0600) when
+/// missing; refused when others may read or write it.
+fn secret(root: &Path) -> std::io::Result<[u8; 32]> {
+    let path = root.join("secret.key");
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    if !path.exists() {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| invalid(format!("no random bytes: {e}")))?;
+        std::fs::create_dir_all(root)?;
+        let tmp = root.join(format!(".secret.key.{}.tmp", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp)?.write_all(&fresh)?;
+        // A link fails when another process made the secret meanwhile: theirs is used.
+        let _ = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(invalid(format!(
+                "{} may be read or written by others (mode {:o}); make it 0600",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    std::fs::read(&path)?
+        .try_into()
+        .map_err(|_| invalid(format!("{} is not 32 bytes", path.display())))
 }
 
 /// Writes `bytes` to a temporary file next to `path`, then renames it to `path`, so that

@@ -64,7 +64,7 @@ impl Runtime {
         let disk = config
             .cache_dir
             .as_deref()
-            .map(|dir| DiskCache::new(dir, &engine));
+            .and_then(|dir| DiskCache::new(dir, &engine));
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
