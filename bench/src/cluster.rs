@@ -16,6 +16,9 @@ use serde_json::json;
 
 use crate::graphs;
 
+/// Whether clusters get TLS on the scheduler's port (`fabric-bench cluster --tls`).
+pub static TLS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A scheduler and its workers (fabric-client's `LocalCluster`), with their memory.
 pub struct Cluster {
     local: LocalCluster,
@@ -34,7 +37,11 @@ impl Cluster {
             })
             .collect();
         let refs: Vec<&[&str]> = with_threads.iter().map(Vec::as_slice).collect();
-        let local = LocalCluster::start_with(fabric, &refs)?;
+        let local = if TLS.load(std::sync::atomic::Ordering::Relaxed) {
+            LocalCluster::start_tls(fabric, &refs)?
+        } else {
+            LocalCluster::start_with(fabric, &refs)?
+        };
         Ok(Cluster { local })
     }
 

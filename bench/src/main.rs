@@ -93,6 +93,10 @@ enum Command {
         /// Tasks of the scheduler-memory run.
         #[arg(long, default_value_t = 1_000_000)]
         memory_tasks: usize,
+        /// TLS 1.3 on the scheduler's port (a CA and certificates made for each cluster;
+        /// workers present certificates, the client a token).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -150,7 +154,9 @@ fn main() -> Result<()> {
             fabric,
             flat,
             memory_tasks,
+            tls,
         } => {
+            cluster::TLS.store(tls, std::sync::atomic::Ordering::Relaxed);
             let fabric = fabric.unwrap_or_else(|| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fabric")
             });

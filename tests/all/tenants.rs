@@ -603,3 +603,17 @@ fn a_workers_data_port_serves_only_against_a_fresh_capability_of_the_scheduler()
     let denials = cluster.logs().matches("data fetch denied").count();
     assert_eq!(denials, 6, "{}", cluster.logs());
 }
+
+#[test]
+fn a_local_cluster_with_tls_needs_no_set_up() {
+    let local =
+        fabric_client::LocalCluster::start_tls(fabric_tests::fabric_bin(), &[&["--nthreads", "1"]])
+            .unwrap();
+    assert!(local.url().starts_with("https://"), "{}", local.url());
+    block_on(async {
+        let client = local.client().await.unwrap();
+        assert_eq!(client.identity().role, Role::Operator);
+        let out = client.compute(&quick(), |_| {}).await.unwrap();
+        assert_eq!(serde_json::to_value(&out.outputs[0].1).unwrap(), json!(42));
+    });
+}

@@ -17,6 +17,8 @@ pub struct LocalCluster {
     workers: Vec<Child>,
     /// The processes' `FABRIC_HOME`, removed when the cluster is dropped.
     home: tempfile::TempDir,
+    /// With TLS: the CA's certificate.
+    ca: Option<PathBuf>,
 }
 
 impl LocalCluster {
@@ -34,18 +36,68 @@ impl LocalCluster {
     /// those extra arguments (`--nthreads 1`, `--memory-limit 4GiB`...). Workers start in
     /// parallel; this returns once every process has announced its address.
     pub fn start_with(fabric: &Path, workers: &[&[&str]]) -> Result<LocalCluster, ClientError> {
+        LocalCluster::launch(fabric, workers, false)
+    }
+
+    /// The same with TLS 1.3 on the scheduler's port: a CA made for the cluster in its
+    /// private `FABRIC_HOME` (`fabric ca init`), a certificate for the scheduler and one
+    /// for the workers, which they present instead of a token (`fabric cert issue`).
+    pub fn start_tls(fabric: &Path, workers: &[&[&str]]) -> Result<LocalCluster, ClientError> {
+        LocalCluster::launch(fabric, workers, true)
+    }
+
+    fn launch(fabric: &Path, workers: &[&[&str]], tls: bool) -> Result<LocalCluster, ClientError> {
         let home = tempfile::Builder::new()
             .prefix("fabric-local-")
             .tempdir()
             .map_err(|e| ClientError::Local(format!("cannot make a private directory: {e}")))?;
         let home_dir = home.path().to_path_buf();
         let home_dir = home_dir.as_path();
-        let (scheduler, line) =
-            announce(fabric, home_dir, &["scheduler", "--listen", "127.0.0.1:0"])?;
+        let dir = |name: &str| home_dir.join(name).to_string_lossy().into_owned();
+        let (ca_dir, certs) = (dir("ca"), dir("certs"));
+        let ca = format!("{ca_dir}/ca.pem");
+        let mut scheduler_args = vec![
+            "scheduler".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let mut tls_of_workers = Vec::new();
+        if tls {
+            make(fabric, home_dir, &["ca", "init", "--dir", &ca_dir])?;
+            for (role, name) in [("scheduler", "scheduler"), ("worker", "workers")] {
+                let issue = [
+                    "cert",
+                    "issue",
+                    "--role",
+                    role,
+                    "--name",
+                    name,
+                    "--ca-dir",
+                    &ca_dir,
+                    "--out-dir",
+                    &certs,
+                ];
+                make(fabric, home_dir, &issue)?;
+            }
+            let tls_args = |name: &str| {
+                [
+                    "--tls-cert".to_string(),
+                    format!("{certs}/{name}.pem"),
+                    "--tls-key".into(),
+                    format!("{certs}/{name}.key"),
+                    "--tls-ca".into(),
+                    ca.clone(),
+                ]
+            };
+            scheduler_args.extend(tls_args("scheduler"));
+            tls_of_workers.extend(tls_args("workers"));
+        }
+        let scheduler_args: Vec<&str> = scheduler_args.iter().map(String::as_str).collect();
+        let (scheduler, line) = announce(fabric, home_dir, &scheduler_args)?;
         let url = line
             .rsplit(' ')
             .next()
-            .filter(|u| u.starts_with("http://"))
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .ok_or_else(|| ClientError::Local(format!("unexpected announcement `{line}`")))?
             .to_string();
         let mut cluster = LocalCluster {
@@ -53,14 +105,17 @@ impl LocalCluster {
             scheduler,
             workers: Vec::new(),
             home,
+            ca: tls.then(|| PathBuf::from(&ca)),
         };
         let started: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = workers
                 .iter()
                 .map(|extra| {
                     let url = cluster.url.as_str();
+                    let tls_of_workers = &tls_of_workers;
                     s.spawn(move || {
                         let mut args = vec!["worker", "--scheduler", url];
+                        args.extend(tls_of_workers.iter().map(String::as_str));
                         args.extend_from_slice(extra);
                         announce(fabric, home_dir, &args)
                     })
@@ -119,9 +174,14 @@ impl LocalCluster {
         Client::connect_with(&self.url, self.credentials()?).await
     }
 
-    /// The operator's token, which [`LocalCluster::client`] presents.
+    /// The operator's token, which [`LocalCluster::client`] presents (and, with TLS, the
+    /// CA it verifies the scheduler with).
     pub fn credentials(&self) -> Result<Credentials, ClientError> {
-        Credentials::file(&self.home.path().join("token"))
+        let credentials = Credentials::file(&self.home.path().join("token"))?;
+        Ok(match &self.ca {
+            Some(ca) => credentials.with_ca(ca),
+            None => credentials,
+        })
     }
 
     /// The scheduler process.
@@ -151,6 +211,24 @@ impl Drop for LocalCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `fabric ARGS` to its end with `FABRIC_HOME` at `home` (making a CA or a certificate).
+fn make(fabric: &Path, home: &Path, args: &[&str]) -> Result<(), ClientError> {
+    let out = Command::new(fabric)
+        .args(args)
+        .env("FABRIC_HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ClientError::Local(format!("cannot start {}: {e}", fabric.display())))?;
+    if !out.status.success() {
+        return Err(ClientError::Local(format!(
+            "`fabric {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Starts `fabric ARGS` (stderr inherited) with `FABRIC_HOME` at `home`, and returns it with
