@@ -183,7 +183,7 @@ fn main() -> Result<()> {
                         let (spec, expected) = graphs::tree(14);
                         c.throughput("cluster_tree", spec, expected)?;
                     }
-                    "transfer" => c.transfer(&[256 << 20, 1 << 30])?,
+                    "transfer" => c.transfer(&[256 << 20, 960 << 20])?,
                     "memory" => c.memory(memory_tasks)?,
                     "arrays" => c.arrays(20_000, 2_000)?,
                     "dataframes" => c.dataframes(Path::new("/tmp/daskbench/data"))?,

@@ -80,6 +80,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A principal (`token`: the id of what it authenticated with).
+    pub fn new(tenant: &str, name: &str, role: Role, token: &str) -> Principal {
+        Principal {
+            tenant: tenant.into(),
+            name: name.into(),
+            role,
+            token: token.into(),
+        }
+    }
+
     /// What it makes is owned by it.
     pub fn owner(&self) -> Owner {
         Owner {
@@ -135,12 +145,7 @@ mod tests {
     use super::*;
 
     fn who(tenant: &str, name: &str, role: Role) -> Principal {
-        Principal {
-            tenant: tenant.into(),
-            name: name.into(),
-            role,
-            token: "0".into(),
-        }
+        Principal::new(tenant, name, role, "0")
     }
 
     #[test]

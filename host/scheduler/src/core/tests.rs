@@ -215,12 +215,7 @@ impl Harness {
 }
 
 fn who(tenant: &str, name: &str, role: Role) -> Principal {
-    Principal {
-        tenant: tenant.into(),
-        name: name.into(),
-        role,
-        token: "0".into(),
-    }
+    Principal::new(tenant, name, role, "0")
 }
 
 #[test]
