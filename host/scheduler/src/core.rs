@@ -800,8 +800,11 @@ impl Core {
     // ------------------------------------------------------------------ jobs
 
     fn submit(&mut self, job: Prepared) -> Result<u64, Status> {
-        let dataset = (job.owner.tenant.clone(), job.persist.clone());
-        if !job.persist.is_empty() && self.datasets.contains_key(&dataset) {
+        if !job.persist.is_empty()
+            && self
+                .datasets
+                .contains_key(&dataset_key(&job.owner, &job.persist))
+        {
             return Err(Status::already_exists(format!(
                 "a dataset named `{}` exists; forget it first (`fabric forget {}`)",
                 job.persist, job.persist
@@ -945,7 +948,7 @@ impl Core {
             && !dataset
             && self
                 .datasets
-                .contains_key(&(entry.owner.tenant.clone(), entry.persist.clone()))
+                .contains_key(&dataset_key(&entry.owner, &entry.persist))
         {
             return true; // its outputs belong to the dataset
         }
@@ -1179,8 +1182,8 @@ impl Core {
             let succeeded = update.state == v1::JobState::Succeeded as i32;
             tracing::info!(job, succeeded, "job finished");
             if succeeded && !entry.persist.is_empty() {
-                let key = (entry.owner.tenant.clone(), entry.persist.clone());
-                self.datasets.insert(key, job);
+                self.datasets
+                    .insert(dataset_key(&entry.owner, &entry.persist), job);
             }
         }
         let changed = entry.updates.borrow().progress != update.progress
@@ -1270,6 +1273,11 @@ impl Core {
         }
         out
     }
+}
+
+/// Where the dataset `name` of `owner`'s tenant is kept in `Core::datasets`.
+fn dataset_key(owner: &Owner, name: &str) -> (Arc<str>, String) {
+    (owner.tenant.clone(), name.to_string())
 }
 
 /// A dataset's name as a principal of tenant `viewer` refers to it: plain when its own

@@ -68,16 +68,7 @@ pub async fn serve<S: ValueSource>(listener: TcpListener, source: S) {
         let source = source.clone();
         async move {
             loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, then go on.
-                        tracing::warn!("cannot accept a data connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+                let (stream, _) = super::accept(&listener).await;
                 let (grpc, source) = (grpc.clone(), source.clone());
                 tokio::spawn(async move {
                     if raw::is_raw(&stream, FIRST_BYTES).await {

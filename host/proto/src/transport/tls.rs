@@ -58,9 +58,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+/// The certificates in `pem`, the contents of `path`.
+fn certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_path_buf(),
@@ -75,9 +75,9 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+/// The private key in `pem`, the contents of `path`.
+fn key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem {
         path: path.to_path_buf(),
         what: format!("no private key in it: {e}"),
     })
@@ -91,7 +91,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// certificate, which must then be signed by the CA (workers do; clients present tokens).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for ca in certs(&files.ca)? {
+    for ca in certs(&files.ca, &read(&files.ca)?)? {
         roots.add(ca).map_err(|e| TlsError::Pem {
             path: files.ca.clone(),
             what: format!("not a CA certificate: {e}"),
@@ -106,7 +106,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs(&files.cert)?, key(&files.key)?)
+        .with_single_cert(
+            certs(&files.cert, &read(&files.cert)?)?,
+            key(&files.key, &read(&files.key)?)?,
+        )
         .map_err(|e| TlsError::Rustls(format!("{}: {e}", files.cert.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
@@ -118,17 +121,17 @@ pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    // Each file is read once and checked here, so that a bad one is named now rather
+    // than failing the first connection.
     let ca_pem = read(ca)?;
-    certs(ca)?;
+    certs(ca, &ca_pem)?;
     let mut config = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
     if let Some((cert, key_path)) = identity {
-        certs(cert)?;
-        key(key_path)?;
-        config = config.identity(tonic::transport::Identity::from_pem(
-            read(cert)?,
-            read(key_path)?,
-        ));
+        let (cert_pem, key_pem) = (read(cert)?, read(key_path)?);
+        certs(cert, &cert_pem)?;
+        key(key_path, &key_pem)?;
+        config = config.identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
     }
     Ok(config)
 }
@@ -144,19 +147,10 @@ pub fn incoming(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (stream, peer) = tokio::select! {
+                accepted = super::accept(&listener) => accepted,
                 () = tx.closed() => return,
             };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accepting a connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
