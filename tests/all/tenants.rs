@@ -605,6 +605,94 @@ fn a_workers_data_port_serves_only_against_a_fresh_capability_of_the_scheduler()
 }
 
 #[test]
+fn on_a_tls_cluster_values_move_between_workers_and_to_clients_over_tls_only() {
+    let mut cluster = Cluster::start_tls(0, &[]);
+    cluster.add_worker(&["--nthreads", "1", "--resources", "a=1"]);
+    cluster.add_worker(&["--nthreads", "1", "--resources", "b=1"]);
+    let status = cluster.status();
+    for worker in status["workers"].as_array().unwrap() {
+        let address = worker["data_address"].as_str().unwrap();
+        assert!(address.starts_with("https://"), "{worker}");
+    }
+    // xs is made where `a` is offered and summed where `b` is: a worker-to-worker fetch
+    // (mutual TLS, the capability naming the fetching worker); the client gathers both.
+    let n = 100_000;
+    let seq = graph(
+        vec![
+            (
+                "xs".to_string(),
+                json!({ "call": "math/seq", "args": [n], "resources": { "a": 1 } }),
+            ),
+            (
+                "total".to_string(),
+                json!({ "call": "math/fsum", "args": [crate::run::r("xs")], "resources": { "b": 1 } }),
+            ),
+        ],
+        &["xs", "total"],
+    );
+    let submission = Submission::new(seq.to_string(), vec![math()]);
+    let alice = cluster.issue_token("a", "alice", "member");
+    block_on(async {
+        let client = connect(&cluster, &alice).await;
+        let out = client.compute(&submission, |_| {}).await.unwrap();
+        let total = serde_json::to_value(&out.outputs[1].1).unwrap();
+        assert_eq!(total, json!(f64::from(n) * f64::from(n - 1) / 2.0));
+        let xs = serde_json::to_value(&out.outputs[0].1).unwrap();
+        assert_eq!(xs.as_array().map(Vec::len), Some(n as usize));
+
+        // A fresh capability for xs, as alice's watch gets it.
+        let job = client.submit(&submission, None).await.unwrap();
+        client.wait(job, |_| {}).await.unwrap();
+        let bearer = fabric_proto::auth::Bearer::new(Some(&alice)).unwrap();
+        let mut rpc = fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
+            channel(&cluster).await,
+            bearer,
+        );
+        let request = fabric_proto::v1::WatchJobRequest {
+            job_id: job,
+            release_if_inline: false,
+        };
+        let mut updates = rpc.watch_job(request).await.unwrap().into_inner();
+        let mut last = None;
+        while let Some(update) = updates.message().await.unwrap() {
+            last = update.result;
+        }
+        let output = last.unwrap().outputs.remove(0);
+        let (key, holder) = (output.key.unwrap(), output.holders[0].clone());
+        assert!(holder.starts_with("https://"), "{holder}");
+        // Without the CA: refused before dialling, saying what is missing.
+        let plain = fabric_proto::transport::Peers::default();
+        let e = plain
+            .fetch(&holder, key, &output.capability, 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("set FABRIC_CA"), "{e}");
+        // Plain text to the TLS port (raw, then gRPC): nothing comes back...
+        let http = holder.replace("https://", "http://");
+        let e = plain
+            .fetch(&http, key, &output.capability, 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(!e.to_string().contains("capability"), "{e}");
+        // ...and the capability was never seen: over TLS it still fetches the value.
+        let ca = cluster.ca().unwrap();
+        let tls = fabric_proto::transport::Peers::with_tls(Some(
+            fabric_proto::transport::tls::data_client_config(ca, None).unwrap(),
+        ));
+        let value = tls
+            .fetch(&holder, key, &output.capability, 1 << 30)
+            .await
+            .unwrap();
+        assert!(matches!(value, fabric_core::Value::Bulk(_)));
+    });
+    assert!(
+        cluster.logs().contains("data port: TLS handshake refused"),
+        "{}",
+        cluster.logs()
+    );
+}
+
+#[test]
 fn a_local_cluster_with_tls_needs_no_set_up() {
     let local =
         fabric_client::LocalCluster::start_tls(fabric_tests::fabric_bin(), &[&["--nthreads", "1"]])

@@ -28,7 +28,8 @@ pub struct Capability {
     pub key: (u64, u32),
     /// The tenant whose job may read it.
     pub tenant: String,
-    /// Who may present it: a worker's name, or `client <token id>`.
+    /// Who may present it: `worker NAME` (see [`Capability::worker`]) or `client <token
+    /// id>` (see [`Capability::client`]).
     pub requester: String,
     /// When it stops being valid, in milliseconds since the Unix epoch.
     pub expires_ms: u64,
@@ -52,6 +53,47 @@ pub enum CapabilityError {
     /// It was presented before.
     #[error("the capability was used already")]
     Replayed,
+    /// It names a worker, and the connection presenting it is not that worker's.
+    #[error("the capability is for {requester}, and this connection is {peer}")]
+    WrongPeer {
+        /// Whom it names.
+        requester: String,
+        /// Who presented it.
+        peer: String,
+    },
+}
+
+impl Capability {
+    /// The requester a worker's fetches are signed for: the worker's authenticated name
+    /// (its certificate's common name, or its token's name).
+    pub fn worker(name: &str) -> String {
+        format!("worker {name}")
+    }
+
+    /// The requester a client's fetches are signed for: its token.
+    pub fn client(token: &str) -> String {
+        format!("client {token}")
+    }
+
+    /// Whether a connection may present this capability. `peer_worker` is the worker
+    /// name its verified certificate carries; `verified` says whether the connection could
+    /// show one (TLS). A capability for a worker needs that worker's certificate on a TLS
+    /// connection; on plain text nobody can be told apart, and a client's capability is a
+    /// bearer's (it travels only to its client, over TLS where the cluster has it).
+    pub fn admits(&self, verified: bool, peer_worker: Option<&str>) -> Result<(), CapabilityError> {
+        match self.requester.strip_prefix("worker ") {
+            Some(name) if verified && peer_worker != Some(name) => {
+                Err(CapabilityError::WrongPeer {
+                    requester: self.requester.clone(),
+                    peer: peer_worker.map_or_else(
+                        || "without a worker's certificate".to_string(),
+                        |w| format!("worker {w}'s"),
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -357,10 +357,9 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
     let found = fabric_auth::local::find_token(holder, a.scheduler.token_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     if let Some(files) = a.tls.files() {
-        options.tls = Some(fabric_proto::transport::tls::client_config(
-            &files.ca,
-            Some((&files.cert, &files.key)),
-        )?);
+        // Read now, so that a bad file is named before anything starts.
+        fabric_proto::transport::tls::client_config(&files.ca, Some((&files.cert, &files.key)))?;
+        options.tls = Some(files);
     }
     match found {
         Some(found) => options.token = Some(found.token),

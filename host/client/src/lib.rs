@@ -327,6 +327,14 @@ impl Client {
             .map_err(|e| failed(format!("not a URL: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
+        // Workers' TLS data ports are verified against the same CA.
+        let data_tls = match credentials.ca() {
+            Some(ca) => Some(
+                fabric_proto::transport::tls::data_client_config(ca, None)
+                    .map_err(|e| failed(e.to_string()))?,
+            ),
+            None => None,
+        };
         let endpoint = if url.starts_with("https://") {
             let ca = credentials.ca().ok_or_else(|| {
                 failed(
@@ -381,7 +389,7 @@ impl Client {
             scheduler,
             admin,
             identity: Arc::new(identity),
-            peers: Arc::new(Peers::default()),
+            peers: Arc::new(Peers::with_tls(data_tls)),
             uploaded: Arc::default(),
         })
     }

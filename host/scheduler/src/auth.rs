@@ -120,26 +120,12 @@ impl Interceptor for Authenticate {
     }
 }
 
-/// The organizational unit that names a certificate's role (`fabric cert issue --role`).
-pub const ROLE_UNIT: &str = "fabric-worker";
-
-/// The worker a verified certificate chain names: its leaf's subject says organizational
-/// unit `fabric-worker`; its name is the common name.
+/// The worker a verified certificate chain names (see
+/// `fabric_proto::transport::tls::worker_name`).
 fn worker_of(certs: &[tonic::transport::CertificateDer<'static>]) -> Option<Principal> {
     let leaf = certs.first()?;
+    let name = fabric_proto::transport::tls::worker_name(leaf)?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    let subject = cert.subject();
-    let is_worker = subject
-        .iter_organizational_unit()
-        .any(|ou| ou.as_str() == Ok(ROLE_UNIT));
-    if !is_worker {
-        return None;
-    }
-    let name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .unwrap_or("worker");
     Some(Principal {
         tenant: "".into(),
         name: name.into(),

@@ -50,6 +50,9 @@ pub(crate) type DatasetValues = BTreeMap<String, BTreeMap<String, (Type, v1::Val
 pub(crate) enum Command {
     Register {
         spec: WorkerSpec,
+        /// Who registered it: its certificate's common name or its token's name (the
+        /// requester its fetches' capabilities name).
+        identity: Arc<str>,
         data_address: String,
         /// Values it still holds from before (same cluster): (job, unit, bytes).
         held: Vec<(JobId, UnitIdx, u64)>,
@@ -241,6 +244,8 @@ impl Timers {
 struct WorkerEntry {
     wire_id: u64,
     spec: v1::WorkerSpec,
+    /// The requester its fetches' capabilities name (`Capability::worker`).
+    requester: Arc<str>,
     data_address: Arc<str>,
     outbox: Outbox,
     last_seen: Instant,
@@ -257,6 +262,8 @@ const BANDWIDTH_ALPHA: f64 = 0.3;
 
 struct Registration {
     spec: WorkerSpec,
+    /// The requester its fetches' capabilities name (`Capability::worker`).
+    requester: Arc<str>,
     data_address: String,
     held: Vec<(JobId, UnitIdx, u64)>,
     /// The core's id once the session attached.
@@ -380,6 +387,7 @@ impl Core {
         match command {
             Command::Register {
                 spec,
+                identity,
                 data_address,
                 held,
                 reply,
@@ -391,6 +399,7 @@ impl Core {
                     id,
                     Registration {
                         spec,
+                        requester: fabric_auth::Capability::worker(&identity).into(),
                         data_address,
                         held,
                         attached: None,
@@ -570,6 +579,7 @@ impl Core {
             WorkerEntry {
                 wire_id,
                 spec: v1::WorkerSpec::from(&reg.spec),
+                requester: reg.requester.clone(),
                 data_address,
                 outbox,
                 last_seen: Instant::now(),
@@ -1096,7 +1106,7 @@ impl Core {
             let (Some(plan), Some(entry)) = (self.sched.plan(job), self.jobs.get(&job)) else {
                 continue;
             };
-            let requester = self.workers.get(&w).map_or("", |w| w.spec.name.as_str());
+            let requester = self.workers.get(&w).map_or("", |w| &*w.requester);
             let inputs = plan
                 .unit_inputs(unit)
                 .filter_map(|input| {

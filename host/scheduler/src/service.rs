@@ -274,7 +274,7 @@ impl Service {
                 let mut update = rx.borrow_and_update().clone();
                 // Each watcher fetches the outputs with capabilities of its own.
                 if let Some(result) = update.result.as_mut() {
-                    let requester = format!("client {}", who.token);
+                    let requester = fabric_auth::Capability::client(&who.token);
                     for output in &mut result.outputs {
                         if let (Some(key), true) = (output.key, output.inline_value.is_empty()) {
                             output.capability = capabilities.sign(key, &who.tenant, &requester);
@@ -564,6 +564,7 @@ impl SchedulerRpc for Service {
         let worker_id = self
             .ask(|reply| Command::Register {
                 spec,
+                identity: who.name.clone(),
                 data_address,
                 held,
                 reply,

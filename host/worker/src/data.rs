@@ -6,12 +6,13 @@ use std::sync::{Arc, RwLock};
 
 use fabric_auth::{CapabilityKey, ReplayGuard, now_ms};
 use fabric_core::{JobId, UnitIdx, Value};
-use fabric_proto::transport::ValueSource;
+use fabric_proto::transport::{DataPeer, ValueSource};
 
 use crate::store::ValueStore;
 
 /// What the data port asks of a fetch: a capability that verifies with the scheduler's key
-/// (set at each registration), for the value asked, not expired, not presented before.
+/// (set at each registration), for the value asked, not expired, presented by the worker it
+/// names (on TLS), not presented before.
 #[derive(Default)]
 pub struct Gate {
     key: RwLock<Option<CapabilityKey>>,
@@ -29,7 +30,7 @@ impl Gate {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
-    fn check(&self, key: (u64, u32), capability: &[u8]) -> Result<(), String> {
+    fn check(&self, key: (u64, u32), capability: &[u8], peer: &DataPeer) -> Result<(), String> {
         let guard = self.key.read().unwrap_or_else(|e| e.into_inner());
         let signing = guard
             .as_ref()
@@ -37,6 +38,10 @@ impl Gate {
         let now = now_ms();
         let (granted, nonce) = signing
             .verify(capability, key, now)
+            .map_err(|e| e.to_string())?;
+        // Before the nonce is spent: a thief's attempt does not use up the owner's.
+        granted
+            .admits(peer.tls, peer.worker.as_deref())
             .map_err(|e| e.to_string())?;
         self.seen
             .first_use(nonce, granted.expires_ms, now)
@@ -54,8 +59,8 @@ pub struct StoreSource {
 }
 
 impl ValueSource for StoreSource {
-    fn check(&self, key: (u64, u32), capability: &[u8]) -> Result<(), String> {
-        self.gate.check(key, capability)
+    fn check(&self, key: (u64, u32), capability: &[u8], peer: &DataPeer) -> Result<(), String> {
+        self.gate.check(key, capability, peer)
     }
 
     async fn get(&self, key: (JobId, UnitIdx)) -> Result<Option<Value>, String> {
@@ -64,5 +69,56 @@ impl ValueSource for StoreSource {
             .await
             .map_err(|e| format!("reading a value panicked: {e}"))?
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fabric_auth::Capability;
+
+    use super::*;
+
+    fn peer(tls: bool, worker: Option<&str>) -> DataPeer {
+        DataPeer {
+            tls,
+            worker: worker.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn on_tls_a_workers_capability_opens_only_for_that_workers_certificate() {
+        let key = CapabilityKey::generate().unwrap();
+        let gate = Gate::default();
+        gate.set_key(key.bytes());
+        let sign = |requester: String| {
+            key.sign(&Capability {
+                key: (1, 2),
+                tenant: "a".into(),
+                requester,
+                expires_ms: now_ms() + 60_000,
+            })
+        };
+        let w1 = sign(Capability::worker("w1"));
+        // Another worker's certificate, or none: refused, and the nonce is not spent...
+        let e = gate
+            .check((1, 2), &w1, &peer(true, Some("w2")))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "the capability is for worker w1, and this connection is worker w2's"
+        );
+        let e = gate.check((1, 2), &w1, &peer(true, None)).unwrap_err();
+        assert!(e.ends_with("without a worker's certificate"), "{e}");
+        // ...so w1 still fetches with it, once.
+        gate.check((1, 2), &w1, &peer(true, Some("w1"))).unwrap();
+        let e = gate
+            .check((1, 2), &w1, &peer(true, Some("w1")))
+            .unwrap_err();
+        assert!(e.contains("used already"), "{e}");
+        // On plain text nobody can be told apart; a client's capability is a bearer's.
+        gate.check((1, 2), &sign(Capability::worker("w1")), &peer(false, None))
+            .unwrap();
+        gate.check((1, 2), &sign(Capability::client("t1")), &peer(true, None))
+            .unwrap();
     }
 }

@@ -30,6 +30,7 @@ use crate::executor::{JobContext, StepCall, UnitFailure, run_unit};
 use crate::store::{StoreConfig, ValueStore};
 use crate::wire;
 use fabric_proto::transport::Peers;
+use fabric_proto::transport::tls::{self, TlsFiles};
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -63,9 +64,11 @@ pub struct WorkerOptions {
     pub reconnect_timeout: Duration,
     /// The worker's token (role `worker`), presented on every call to the scheduler.
     pub token: Option<String>,
-    /// TLS to an `https://` scheduler: the CA to verify it and the worker's certificate
-    /// (which, of organizational unit `fabric-worker`, is its credential).
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// TLS: the cluster's CA (to verify an `https://` scheduler and other workers' data
+    /// ports) and the worker's certificate, which (of organizational unit `fabric-worker`)
+    /// is its credential with the scheduler and its peers, and which its data port serves
+    /// TLS 1.3 with.
+    pub tls: Option<TlsFiles>,
 }
 
 impl WorkerOptions {
@@ -124,7 +127,7 @@ type Scheduler = SchedulerClient<InterceptedService<Channel, Bearer>>;
 async fn connect(
     url: &str,
     token: Option<&str>,
-    tls: Option<&tonic::transport::ClientTlsConfig>,
+    tls: Option<&TlsFiles>,
 ) -> Result<Scheduler, WorkerError> {
     let error = |status: tonic::Status| WorkerError::Scheduler {
         url: url.to_string(),
@@ -135,8 +138,11 @@ async fn connect(
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
     let endpoint = match tls {
-        Some(tls) => endpoint
-            .tls_config(tls.clone())
+        Some(files) => endpoint
+            .tls_config(
+                tls::client_config(&files.ca, Some((&files.cert, &files.key)))
+                    .map_err(|e| WorkerError::Setup(e.to_string()))?,
+            )
             .map_err(|e| error(tonic::Status::invalid_argument(format!("TLS: {e}"))))?,
         None => endpoint,
     };
@@ -210,7 +216,18 @@ pub async fn run(
             ip => ip.to_string(),
         },
     };
-    let data_address = format!("http://{host}:{}", bound.port());
+    // With a certificate, the data port serves TLS and fetches from peers present it.
+    let (scheme, data_tls, peer_tls) = match &options.tls {
+        None => ("http", None, None),
+        Some(files) => {
+            let setup = |e: tls::TlsError| WorkerError::Setup(format!("TLS: {e}"));
+            let server = tls::server_config(files).map_err(setup)?;
+            let client = tls::data_client_config(&files.ca, Some((&files.cert, &files.key)))
+                .map_err(setup)?;
+            ("https", Some(server), Some(client))
+        }
+    };
+    let data_address = format!("{scheme}://{host}:{}", bound.port());
     let gate = Arc::new(crate::data::Gate::default());
     let data_server = tokio::spawn(fabric_proto::transport::serve(
         listener,
@@ -218,6 +235,7 @@ pub async fn run(
             store: store.clone(),
             gate: gate.clone(),
         },
+        data_tls,
     ));
 
     let scheduler = connect(
@@ -263,7 +281,7 @@ pub async fn run(
     let node = Arc::new(Node {
         runtime,
         store,
-        peers: Peers::default(),
+        peers: Peers::with_tls(peer_tls),
         scheduler,
         jobs: Mutex::new(FxHashMap::default()),
         work: work_tx,

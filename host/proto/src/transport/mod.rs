@@ -5,11 +5,14 @@
 //! Values travel on a plain TCP stream when the peer offers it ([`raw`]), which moves large
 //! values at the speed of the loopback or the NIC; gRPC `Fetch` (HTTP/2, whose send
 //! buffers tonic does not let us size) is the fallback. Both run on the worker's one data
-//! port: the first bytes of a connection tell them apart.
+//! port: the first bytes of a connection tell them apart. A worker with a certificate
+//! serves TLS 1.3 on that port (`https://` in its address), and knows a peer that presents
+//! a worker's certificate by its name.
 
 mod client;
 pub mod raw;
 mod server;
+mod stream;
 pub mod tls;
 
 use std::time::Duration;
@@ -18,6 +21,7 @@ use tonic::transport::{Endpoint, Server};
 
 pub use client::Peers;
 pub use server::{Refusal, ValueSource, serve};
+pub use stream::{BoxIo, DataPeer, Io};
 
 /// HTTP/2 flow-control windows and frames sized for bulk transfer (tonic's defaults stall
 /// large values at a fraction of what loopback carries).
@@ -89,8 +93,12 @@ mod tests {
         let value = Arc::new(value);
         tokio::spawn(async move {
             loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                assert!(raw::is_raw(&stream, Duration::from_secs(5)).await);
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut magic = [0u8; 8];
+                tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+                    .await
+                    .unwrap();
+                assert_eq!(&magic, raw::MAGIC);
                 let value = value.clone();
                 tokio::spawn(raw::serve(stream, move |job, unit, _capability| {
                     let value = value.clone();
@@ -165,10 +173,19 @@ mod tests {
     struct Held;
 
     impl ValueSource for Held {
-        fn check(&self, _key: (u64, u32), capability: &[u8]) -> Result<(), String> {
-            (capability == b"ok")
-                .then_some(())
-                .ok_or_else(|| "no good capability".into())
+        fn check(
+            &self,
+            _key: (u64, u32),
+            capability: &[u8],
+            peer: &DataPeer,
+        ) -> Result<(), String> {
+            // `worker:NAME` asks for a TLS peer with NAME's certificate.
+            match capability.strip_prefix(b"worker:") {
+                Some(name) if peer.worker.as_deref().map(str::as_bytes) == Some(name) => Ok(()),
+                Some(_) => Err(format!("not this peer: {peer:?}")),
+                None if capability == b"ok" => Ok(()),
+                None => Err("no good capability".into()),
+            }
         }
 
         async fn get(&self, key: (fabric_core::JobId, u32)) -> Result<Option<Value>, String> {
@@ -185,7 +202,7 @@ mod tests {
     async fn one_port_serves_raw_and_grpc_fetches() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, Held));
+        tokio::spawn(serve(listener, Held, None));
         // Raw, through the peers' pool.
         let peers = Peers::default();
         let v = peers
@@ -250,5 +267,127 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    }
+
+    /// A CA and a certificate it signs (organizational unit `fabric-ROLE`, common name
+    /// `name`), as PEM files in `dir`: (ca.pem, NAME.pem, NAME.key).
+    fn issue(dir: &std::path::Path, ca: &str, role: &str, name: &str) -> tls::TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, ca);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, format!("fabric-{role}"));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let files = tls::TlsFiles {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+            ca: dir.join(format!("{ca}.pem")),
+        };
+        std::fs::write(&files.ca, ca_cert.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[tokio::test]
+    async fn a_tls_port_serves_raw_and_grpc_and_knows_its_worker_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = issue(dir.path(), "ca", "worker", "w1");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("https://{}", listener.local_addr().unwrap());
+        let config = tls::server_config(&server).unwrap();
+        tokio::spawn(serve(listener, Held, Some(config)));
+
+        // A worker (w1's certificate) fetches by both paths and is known by its name.
+        let worker = Peers::with_tls(Some(
+            tls::data_client_config(&server.ca, Some((&server.cert, &server.key))).unwrap(),
+        ));
+        let v = worker
+            .fetch(&address, v1::ValueKey::new(1, 1), b"worker:w1", 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!(v, Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))));
+        assert_eq!(worker.raw.lock().unwrap()[&address].len(), 1);
+        let mut grpc = worker.client(&address).unwrap();
+        let mut stream = grpc
+            .fetch(v1::FetchRequest {
+                key: Some(v1::ValueKey::new(1, 2)),
+                capability: bytes::Bytes::from_static(b"worker:w1"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let v = crate::chunk::receive_value(&mut stream, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(v, Value::String("hi".into()));
+        // Another worker's capability is not this peer's.
+        let denied = worker
+            .fetch(&address, v1::ValueKey::new(1, 1), b"worker:w2", 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(denied.to_string().contains("not this peer"), "{denied}");
+
+        // A client (no certificate) is verified against the CA too, and has no name.
+        let client = Peers::with_tls(Some(tls::data_client_config(&server.ca, None).unwrap()));
+        let v = client
+            .fetch(&address, v1::ValueKey::new(1, 2), b"ok", 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!(v, Value::String("hi".into()));
+        let denied = client
+            .fetch(&address, v1::ValueKey::new(1, 2), b"worker:w1", 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(denied.to_string().contains("worker: None"), "{denied}");
+
+        // Without a CA: refused before dialling, naming what is missing.
+        let e = Peers::default()
+            .fetch(&address, v1::ValueKey::new(1, 2), b"ok", 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("set FABRIC_CA"), "{e}");
+        // Plain text to the TLS port: the raw magic and gRPC get nothing back.
+        let plain = address.replace("https://", "http://");
+        let e = Peers::default()
+            .fetch(&plain, v1::ValueKey::new(1, 2), b"ok", 1 << 30)
+            .await
+            .unwrap_err();
+        assert!(!e.to_string().contains("hi"), "{e}");
+
+        // A port whose certificate is of another CA, or not a worker's, is not trusted.
+        for (ca, role) in [("other", "worker"), ("ca2", "client")] {
+            let files = issue(dir.path(), ca, role, &format!("{ca}-{role}"));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = format!("https://{}", listener.local_addr().unwrap());
+            tokio::spawn(serve(
+                listener,
+                Held,
+                Some(tls::server_config(&files).unwrap()),
+            ));
+            let trusting = if ca == "other" { &server.ca } else { &files.ca };
+            let peers = Peers::with_tls(Some(tls::data_client_config(trusting, None).unwrap()));
+            let e = peers
+                .fetch(&address, v1::ValueKey::new(1, 2), b"ok", 1 << 30)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ReceiveError::Status(_)), "{e}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The raw data protocol: a client opens a TCP connection to a worker's data port and
-//! sends [`MAGIC`](raw::MAGIC); then, any number of times, a request (job `u64`, unit
+//! The raw data protocol: a client opens a connection to a worker's data port (TCP, or
+//! TLS when the port has it) and sends [`MAGIC`](raw::MAGIC); then, any number of times, a request (job `u64`, unit
 //! `u32`, the capability's length `u16`, little-endian, and the capability's bytes) and
 //! the worker's answer: a status byte and a length (`u64` little-endian), then that many
 //! bytes: the value's encoding (status 0, exactly what gRPC `Fetch` streams in chunks) or
@@ -10,11 +10,14 @@ use std::io;
 
 use bytes::BytesMut;
 use fabric_core::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use fabric_core::{Bulk, BulkKind};
 
+use super::stream::BoxIo;
 use crate::chunk::{ReceiveError, ValueReceiver, bulk_layout};
 use crate::encode::{ValueChunks, le_bytes_mut};
 use crate::v1;
@@ -63,26 +66,54 @@ impl From<io::Error> for RawError {
     }
 }
 
-/// Opens a raw stream to the data service at `address` (`http://host:port`).
-pub async fn connect(address: &str) -> Result<TcpStream, RawError> {
-    let authority = address
-        .strip_prefix("http://")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an http:// address"))?
-        .trim_end_matches('/');
-    let mut stream = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        TcpStream::connect(authority),
-    )
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
-    stream.set_nodelay(true)?;
+/// Opens a raw stream to the data service at `address`: `http://host:port` plain,
+/// `https://host:port` over TLS with `tls` (a data port's client settings, see
+/// [`super::tls::data_client_config`]).
+pub async fn connect(
+    address: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<BoxIo, RawError> {
+    let (secure, authority) = match address.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        _ => {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "not an http(s):// address");
+            return Err(e.into());
+        }
+    };
+    let authority = authority.trim_end_matches('/');
+    let tls = match (secure, tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        (true, None) => {
+            return Err(RawError::Peer(ReceiveError::Status(
+                tonic::Status::failed_precondition(format!(
+                    "the data port {address} uses TLS, and no CA was given to verify it \
+                     (set FABRIC_CA)"
+                )),
+            )));
+        }
+    };
+    let mut stream: BoxIo = {
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            TcpStream::connect(authority),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+        tcp.set_nodelay(true)?;
+        match tls {
+            None => Box::new(tcp),
+            Some(config) => Box::new(super::tls::connect(config, authority, tcp).await?),
+        }
+    };
     stream.write_all(MAGIC).await?;
     Ok(stream)
 }
 
 /// Fetches one value on an open raw stream.
-pub async fn fetch(
-    stream: &mut TcpStream,
+pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     key: v1::ValueKey,
     capability: &[u8],
     limit: u64,
@@ -94,6 +125,7 @@ pub async fn fetch(
     request.extend_from_slice(&(capability.len() as u16).to_le_bytes());
     request.extend_from_slice(capability);
     stream.write_all(&request).await?;
+    stream.flush().await?;
     let status = stream.read_u8().await?;
     let len = stream.read_u64_le().await?;
     if status != OK {
@@ -161,16 +193,15 @@ pub async fn fetch(
         .map_err(|e| RawError::Peer(ReceiveError::Proto(e)))
 }
 
-/// Serves raw fetches on `stream` (a new connection that [`is_raw`]) until the client
-/// closes it. `lookup` answers a key and its capability with the value, `Ok(None)` when it
-/// is not held, or why it is refused or could not be read.
-pub async fn serve<F, Fut>(mut stream: TcpStream, lookup: F) -> io::Result<()>
+/// Serves raw fetches on `stream` (a new connection whose [`MAGIC`] was read) until the
+/// client closes it. `lookup` answers a key and its capability with the value, `Ok(None)`
+/// when it is not held, or why it is refused or could not be read.
+pub async fn serve<S, F, Fut>(mut stream: S, lookup: F) -> io::Result<()>
 where
+    S: AsyncRead + AsyncWrite + Unpin,
     F: Fn(u64, u32, Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = Result<Option<Value>, super::Refusal>>,
 {
-    let mut magic = [0u8; 8];
-    stream.read_exact(&mut magic).await?;
     loop {
         let mut request = [0u8; 14];
         match stream.read_exact(&mut request).await {
@@ -195,12 +226,14 @@ where
                 let mut header = [0u8; 9];
                 header[1..].copy_from_slice(&(chunks.total_size() as u64).to_le_bytes());
                 stream.write_all(&header).await?;
-                // Straight from the value's memory: no copy on this side.
+                // Straight from the value's memory: no copy on this side (TLS encrypts
+                // from it).
                 for piece in chunks.pieces() {
                     for block in piece.chunks(BLOCK) {
                         stream.write_all(block).await?;
                     }
                 }
+                stream.flush().await?;
                 continue;
             }
             Ok(None) => (
@@ -215,24 +248,6 @@ where
         header[1..].copy_from_slice(&(message.len() as u64).to_le_bytes());
         stream.write_all(&header).await?;
         stream.write_all(message.as_bytes()).await?;
+        stream.flush().await?;
     }
-}
-
-/// Reads the first 8 bytes of a new connection without consuming them; whether they
-/// are [`MAGIC`] (false also when the peer sends fewer bytes within `wait`).
-pub async fn is_raw(stream: &TcpStream, wait: std::time::Duration) -> bool {
-    let peek = async {
-        let mut buf = [0u8; 8];
-        loop {
-            let n = stream.peek(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            if n >= 8 || buf[..n] != MAGIC[..n] {
-                return Some(n >= 8 && &buf == MAGIC);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    };
-    matches!(tokio::time::timeout(wait, peek).await, Ok(Some(true)))
 }

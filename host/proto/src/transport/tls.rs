@@ -1,6 +1,8 @@
 //! TLS 1.3 on Fabric's ports (rustls, with aws-lc-rs as its cryptography): servers that
-//! present a certificate of the cluster's CA and may ask for the peer's, and the client
-//! settings that verify a server against the same CA.
+//! present a certificate of the cluster's CA and may ask for the peer's, the client
+//! settings that verify a scheduler against the same CA, and those that verify a worker's
+//! data port (any worker's certificate of the CA: the capability, not the port, says who
+//! may have a value).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +15,31 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// A TLS handshake that has not finished after this long is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The organizational unit of a worker's certificate (`fabric cert issue --role worker`).
+pub const WORKER_UNIT: &str = "fabric-worker";
+
+/// The worker a certificate names: one whose subject's organizational unit is
+/// [`WORKER_UNIT`]; its name is the common name (`worker` when it has none). `None` for
+/// another role's certificate or one that does not parse. Checks no signature: give it
+/// only certificates a TLS handshake verified.
+pub fn worker_name(leaf: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let subject = cert.subject();
+    let is_worker = subject
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str() == Ok(WORKER_UNIT));
+    if !is_worker {
+        return None;
+    }
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("worker");
+    Some(name.to_string())
+}
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -87,16 +113,22 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A server's TLS: TLS 1.3 only, HTTP/2, its certificate from `files`; a peer may present a
-/// certificate, which must then be signed by the CA (workers do; clients present tokens).
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The CA certificates in the file at `ca`.
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for ca in certs(&files.ca, &read(&files.ca)?)? {
-        roots.add(ca).map_err(|e| TlsError::Pem {
-            path: files.ca.clone(),
+    for cert in certs(ca, &read(ca)?)? {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: ca.to_path_buf(),
             what: format!("not a CA certificate: {e}"),
         })?;
     }
+    Ok(roots)
+}
+
+/// A server's TLS: TLS 1.3 only, HTTP/2, its certificate from `files`; a peer may present a
+/// certificate, which must then be signed by the CA (workers do; clients present tokens).
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let roots = roots(&files.ca)?;
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
             .allow_unauthenticated()
@@ -134,6 +166,119 @@ pub fn client_config(
         config = config.identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
     }
     Ok(config)
+}
+
+/// The settings a worker (with its certificate, `identity`) or a client (without) uses to
+/// fetch from workers' TLS data ports: TLS 1.3, the port's certificate verified against
+/// the CA at `ca` and required to be a worker's. Its host names are not compared with the
+/// address dialled: every worker of the cluster is trusted to serve what it holds, and
+/// which values a fetch may have is decided by the capability it presents.
+pub fn data_client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let verifier = Arc::new(WorkerPort {
+        roots: Arc::new(roots(ca)?),
+        provider: provider(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match identity {
+        Some((cert, key_path)) => builder
+            .with_client_auth_cert(certs(cert, &read(cert)?)?, key(key_path, &read(key_path)?)?)
+            .map_err(|e| TlsError::Rustls(format!("{}: {e}", cert.display())))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// A TLS connection over `tcp` to the data port at `authority` (`host:port`).
+pub(super) async fn connect(
+    config: &Arc<rustls::ClientConfig>,
+    authority: &str,
+    tcp: TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
+/// Verifies a data port's certificate: signed by the cluster's CA, and a worker's.
+#[derive(Debug)]
+struct WorkerPort {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for WorkerPort {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if worker_name(end_entity).is_none() {
+            return Err(rustls::Error::General(
+                "the data port's certificate is not a worker's".into(),
+            ));
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// The TLS connections accepted on `listener`: each handshake runs on its own task (a slow

@@ -148,6 +148,7 @@ impl Harness {
         };
         self.batch([Command::Register {
             spec,
+            identity: name.into(),
             data_address: format!("http://{name}"),
             held: Vec::new(),
             reply,
