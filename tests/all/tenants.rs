@@ -693,6 +693,111 @@ fn on_a_tls_cluster_values_move_between_workers_and_to_clients_over_tls_only() {
 }
 
 #[test]
+fn a_dataset_shared_with_a_named_tenant_is_read_only_to_it_and_survives_a_restart() {
+    let journal = tempfile::tempdir().unwrap();
+    let journal_dir = journal.path().to_str().unwrap();
+    let mut cluster =
+        Cluster::start_with(&["--journal", journal_dir, "--restore-wait", "1s"], 1, &[]);
+    let alice = cluster.issue_token("a", "alice", "member");
+    let amy = cluster.issue_token("a", "amy", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    let carol = cluster.issue_token("c", "carol", "member");
+    // (Clients live in one `block_on`: their connections are tasks of its runtime.)
+    block_on(async {
+        let (alice_c, bob_c, amy_c) = (
+            connect(&cluster, &alice).await,
+            connect(&cluster, &bob).await,
+            connect(&cluster, &amy).await,
+        );
+        let kept = alice_c.persist(&quick(), "prep", |_| {}).await.unwrap();
+        assert!(kept.succeeded());
+        // Bob sees nothing of it yet: using it reads as a dataset that does not exist.
+        let not_yet = bob_c.compute(&uses("a/prep"), |_| {}).await.unwrap_err();
+        let none = bob_c
+            .compute(&uses(&format!("a/{NO_DATASET}")), |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            words(not_yet, "a/prep"),
+            words(none, &format!("a/{NO_DATASET}"))
+        );
+
+        // Only who may forget it may share it; not with a tenant that does not exist, nor
+        // with its own.
+        let e = amy_c.share_dataset("prep", "b").await.unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = alice_c.share_dataset("prep", "nobody").await.unwrap_err();
+        assert!(e.to_string().contains("no tenant named `nobody`"), "{e}");
+        let e = alice_c.share_dataset("prep", "a").await.unwrap_err();
+        assert!(e.to_string().contains("tenant a's own"), "{e}");
+        assert_eq!(alice_c.share_dataset("prep", "b").await.unwrap(), ["b"]);
+        assert_eq!(alice_c.share_dataset("prep", "b").await.unwrap(), ["b"]);
+    });
+
+    // After a restart (from the journal), the share holds.
+    cluster.restart_scheduler();
+    // The dataset is back once its job is restored (after `--restore-wait`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cluster.fabric_as(&alice, &["datasets", "--json"]).success() == json!([]) {
+        assert!(std::time::Instant::now() < deadline, "{}", cluster.logs());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let listed = cluster.fabric_as(&bob, &["datasets", "--json"]).success();
+    assert_eq!(listed[0]["name"], "a/prep", "{listed}");
+    assert_eq!(
+        listed[0]["shared_with"],
+        json!([]),
+        "only its owners see with whom"
+    );
+    let owners = cluster.fabric_as(&alice, &["datasets", "--json"]).success();
+    assert_eq!(owners[0]["shared_with"], json!(["b"]), "{owners}");
+    block_on(async {
+        let (bob_c, carol_c) = (
+            connect(&cluster, &bob).await,
+            connect(&cluster, &carol).await,
+        );
+        // Bob reads it as `a/prep`; carol (tenant c) still cannot.
+        let out = bob_c.compute(&uses("a/prep"), |_| {}).await.unwrap();
+        assert_eq!(serde_json::to_value(&out.outputs[0].1).unwrap(), json!(43));
+        assert!(carol_c.datasets().await.unwrap().is_empty());
+        carol_c.compute(&uses("a/prep"), |_| {}).await.unwrap_err();
+        // Read only: bob can neither forget nor re-share it.
+        let e = bob_c.forget("a/prep").await.unwrap_err();
+        assert!(
+            e.to_string().contains("shared with tenant b to read only"),
+            "{e}"
+        );
+        let e = bob_c.share_dataset("a/prep", "c").await.unwrap_err();
+        assert!(e.to_string().contains("to read only"), "{e}");
+    });
+    let out = cluster.fabric_as(&alice, &["share", "prep", "b", "--revoke"]);
+    assert!(
+        out.stderr.contains("no longer shared with tenant b"),
+        "{out}"
+    );
+    block_on(async {
+        let (alice_c, bob_c) = (
+            connect(&cluster, &alice).await,
+            connect(&cluster, &bob).await,
+        );
+        assert!(bob_c.datasets().await.unwrap().is_empty());
+        bob_c.compute(&uses("a/prep"), |_| {}).await.unwrap_err();
+        assert!(alice_c.forget("prep").await.unwrap());
+    });
+    let audit = std::fs::read_to_string(cluster.home().join("scheduler/audit.jsonl")).unwrap();
+    let count = |operation: &str, result: &str| {
+        audit
+            .lines()
+            .map(|l| serde_json::from_str::<Json>(l).unwrap())
+            .filter(|r| r["operation"] == operation && r["result"] == result)
+            .count()
+    };
+    assert_eq!(count("share", "ok"), 2, "{audit}");
+    assert_eq!(count("share", "denied"), 2, "amy's and bob's: {audit}");
+    assert_eq!(count("unshare", "ok"), 1, "{audit}");
+}
+
+#[test]
 fn a_local_cluster_with_tls_needs_no_set_up() {
     let local =
         fabric_client::LocalCluster::start_tls(fabric_tests::fabric_bin(), &[&["--nthreads", "1"]])

@@ -261,6 +261,21 @@ pub struct ForgetArgs {
     scheduler: SchedulerUrl,
 }
 
+/// `fabric share`.
+#[derive(Args)]
+pub struct ShareArgs {
+    /// The dataset (`TENANT/NAME` for an operator sharing another tenant's).
+    name: String,
+    /// The tenant that may read it: list it in `fabric datasets`, use it in graphs as
+    /// `{"dataset": "YOURTENANT/NAME", "key": ...}`; never forget it.
+    tenant: String,
+    /// Stop sharing it with that tenant.
+    #[arg(long)]
+    revoke: bool,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
 pub(crate) fn tokio() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -682,6 +697,7 @@ pub fn datasets(a: StatusArgs) -> Result<ExitCode> {
                         "tenant": d.tenant,
                         "keys": d.values.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(),
                         "bytes": d.bytes(),
+                        "shared_with": d.shared_with,
                     })
                 })
                 .collect();
@@ -689,17 +705,23 @@ pub fn datasets(a: StatusArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         println!(
-            "{:<20} {:>6} {:<12} {:>12} KEYS",
-            "NAME", "JOB", "TENANT", "SIZE"
+            "{:<20} {:>6} {:<12} {:>12} {:<16} KEYS",
+            "NAME", "JOB", "TENANT", "SIZE", "SHARED WITH"
         );
         for d in &datasets {
             let keys: Vec<&str> = d.values.iter().map(|(key, _)| key.as_str()).collect();
+            let shared = if d.shared_with.is_empty() {
+                "-".to_string()
+            } else {
+                d.shared_with.join(",")
+            };
             println!(
-                "{:<20} {:>6} {:<12} {:>12} {}",
+                "{:<20} {:>6} {:<12} {:>12} {:<16} {}",
                 d.name,
                 d.job,
                 d.tenant,
                 mib(d.bytes()),
+                shared,
                 keys.join(",")
             );
         }
@@ -717,5 +739,31 @@ pub fn forget(a: ForgetArgs) -> Result<ExitCode> {
             eprintln!("error: no dataset named `{}`", a.name);
             Ok(ExitCode::from(crate::run::TASKS_FAILED))
         }
+    })
+}
+
+pub fn share(a: ShareArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let now = if a.revoke {
+            client.unshare_dataset(&a.name, &a.tenant).await?
+        } else {
+            client.share_dataset(&a.name, &a.tenant).await?
+        };
+        let verb = if a.revoke {
+            "no longer shared"
+        } else {
+            "shared"
+        };
+        let with = if now.is_empty() {
+            "nobody".to_string()
+        } else {
+            now.join(", ")
+        };
+        eprintln!(
+            "dataset `{}` {verb} with tenant {}; shared with: {with}",
+            a.name, a.tenant
+        );
+        Ok(ExitCode::SUCCESS)
     })
 }

@@ -57,6 +57,8 @@ enum Command {
     Datasets(cluster::StatusArgs),
     /// Drop a persisted dataset from the workers' memory.
     Forget(cluster::ForgetArgs),
+    /// Let another tenant read one of your datasets (or stop, with --revoke).
+    Share(cluster::ShareArgs),
     /// Manage tenants and tokens (operators; tenant-admins for their members' tokens).
     Admin(admin::AdminArgs),
     /// Show who the scheduler takes you for: tenant, name and role.
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cluster::status(a),
         Command::Datasets(a) => cluster::datasets(a),
         Command::Forget(a) => cluster::forget(a),
+        Command::Share(a) => cluster::share(a),
         Command::Admin(a) => admin::admin(a),
         Command::Whoami(a) => admin::whoami(a),
         Command::Ca(a) => ca::ca(a),

@@ -794,6 +794,45 @@ impl Client {
             .into_inner()
             .found)
     }
+
+    /// Lets `tenant` read the dataset `name` (list it, use it as `OWNER/NAME`; never
+    /// forget it); the tenants it is shared with now. Who may forget a dataset may share
+    /// it.
+    pub async fn share_dataset(
+        &self,
+        name: &str,
+        tenant: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        self.set_share(name, tenant, false).await
+    }
+
+    /// Stops letting `tenant` read the dataset `name`; the tenants it is shared with now.
+    pub async fn unshare_dataset(
+        &self,
+        name: &str,
+        tenant: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        self.set_share(name, tenant, true).await
+    }
+
+    async fn set_share(
+        &self,
+        name: &str,
+        tenant: &str,
+        revoke: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        let request = v1::ShareDatasetRequest {
+            name: name.into(),
+            tenant: tenant.into(),
+            revoke,
+        };
+        Ok(self
+            .rpc()
+            .share_dataset(request)
+            .await?
+            .into_inner()
+            .shared_with)
+    }
 }
 
 /// Tenants and tokens (`fabric admin`): operators manage everything, tenant-admins their

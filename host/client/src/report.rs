@@ -218,6 +218,8 @@ pub struct Dataset {
     pub values: Vec<(String, u64)>,
     /// The type of each value, by key.
     pub types: BTreeMap<String, Type>,
+    /// The other tenants that may read it (listed only for those who may share it).
+    pub shared_with: Vec<String>,
 }
 
 impl Dataset {
@@ -246,6 +248,7 @@ impl TryFrom<v1::Dataset> for Dataset {
                 .map(|o| (o.task_id, o.nbytes))
                 .collect(),
             types,
+            shared_with: d.shared_with,
         })
     }
 }

@@ -6,7 +6,7 @@
 //! channels. A batch is everything that arrived while the previous one was being
 //! handled, so under load many events share one pass and one message per worker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub(crate) struct Prepared {
     pub limits: Option<v1::JobLimits>,
     /// The dataset values the graph uses, in the order of `plan.graph.externals`.
     pub externals: Vec<v1::ExternalValue>,
+    /// The other tenants its dataset is shared with (a restored job's, from the journal).
+    pub readers: BTreeSet<Arc<str>>,
 }
 
 /// The values of the datasets a tenant may use: name -> key -> (type, where it is stored).
@@ -110,10 +112,21 @@ pub(crate) enum Command {
         tenant: Arc<str>,
         reply: oneshot::Sender<DatasetValues>,
     },
+    /// Whether it existed; a dataset shared with the caller's tenant cannot be forgotten
+    /// by it.
     ForgetDataset {
         name: String,
         who: Principal,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Result<bool, Status>>,
+    },
+    /// Shares a dataset with `tenant` (an existing one), or stops (`revoke`); answers the
+    /// tenants it is shared with now.
+    ShareDataset {
+        name: String,
+        tenant: Arc<str>,
+        revoke: bool,
+        who: Principal,
+        reply: oneshot::Sender<Result<Vec<String>, Status>>,
     },
     /// Time passed: check heartbeats.
     Tick,
@@ -281,6 +294,8 @@ struct JobEntry {
     /// Where each dataset value the graph uses is stored (by `graph.externals` index).
     externals: Vec<v1::ValueKey>,
     persist: String,
+    /// The other tenants that may read its dataset.
+    readers: BTreeSet<Arc<str>>,
     updates: watch::Sender<v1::JobUpdate>,
     /// The last error of each task that failed, with its captured output.
     errors: FxHashMap<TaskIdx, v1::TaskError>,
@@ -478,9 +493,9 @@ impl Core {
                 let list = self
                     .datasets
                     .iter()
-                    .filter(|((tenant, _), _)| who.may_read_tenant(tenant))
+                    .filter(|((tenant, _), job)| self.may_read(&who, &who.tenant, tenant, **job))
                     .filter_map(|((tenant, name), &job)| {
-                        self.dataset(&display_name(&who.tenant, tenant, name), job)
+                        self.dataset(&display_name(&who.tenant, tenant, name), job, &who)
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -489,15 +504,25 @@ impl Core {
                 let _ = reply.send(self.dataset_values(&who, &tenant));
             }
             Command::ForgetDataset { name, who, reply } => {
-                let found = match self.visible_dataset(&name, &who) {
-                    Some(key) => {
+                let found = match self.managed_dataset(&name, &who, "forget") {
+                    Ok(Some(key)) => {
                         let job = self.datasets.remove(&key).expect("just found");
                         self.audit(&who, "forget", "ok", &format!("dataset {name}"), "");
-                        self.release(job, true)
+                        Ok(self.release(job, true))
                     }
-                    None => false,
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(e),
                 };
                 let _ = reply.send(found);
+            }
+            Command::ShareDataset {
+                name,
+                tenant,
+                revoke,
+                who,
+                reply,
+            } => {
+                let _ = reply.send(self.share(&name, tenant, revoke, &who));
             }
             Command::Tick => self.check_heartbeats(),
         }
@@ -517,21 +542,82 @@ impl Core {
     }
 
     /// The dataset `name` means for `who` (its own tenant's, or `TENANT/NAME`), if it may
-    /// forget it: its maker, a tenant-admin of its tenant, an operator.
-    fn visible_dataset(&self, name: &str, who: &Principal) -> Option<(Arc<str>, String)> {
+    /// manage it (forget, share): its maker, a tenant-admin of its tenant, an operator.
+    /// `Ok(None)` for one that does not exist or that `who` may not see (recorded); `Err`
+    /// for one shared with `who`'s tenant, which it may read only.
+    fn managed_dataset(
+        &self,
+        name: &str,
+        who: &Principal,
+        operation: &str,
+    ) -> Result<Option<(Arc<str>, String)>, Status> {
         let (tenant, plain) = match name.split_once('/') {
             Some((tenant, plain)) => (Arc::from(tenant), plain),
             None => (who.tenant.clone(), name),
         };
         let key = (tenant, plain.to_string());
-        let job = *self.datasets.get(&key)?;
-        let owner = &self.jobs.get(&job)?.owner;
-        if who.may_see(owner) {
-            return Some(key);
+        let Some(entry) = self.datasets.get(&key).and_then(|job| self.jobs.get(job)) else {
+            return Ok(None);
+        };
+        if who.may_see(&entry.owner) {
+            return Ok(Some(key));
         }
         let target = format!("dataset {}/{plain}", key.0);
-        self.audit(who, "forget", "denied", &target, "owned by another");
-        None
+        self.audit(who, operation, "denied", &target, "owned by another");
+        if entry.readers.contains(&who.tenant) {
+            return Err(Status::permission_denied(format!(
+                "dataset `{name}` is shared with tenant {} to read only; only tenant {} can \
+                 {operation} it",
+                who.tenant, key.0
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Whether `who`, for a graph of `tenant` (its own, or the one an operator submits
+    /// for), may read the dataset `owner` made with `job`: its own tenant's, or shared
+    /// with `tenant`.
+    fn may_read(&self, who: &Principal, tenant: &str, owner: &str, job: JobId) -> bool {
+        owner == tenant
+            || who.may_read_tenant(owner)
+            || self
+                .jobs
+                .get(&job)
+                .is_some_and(|e| e.readers.contains(tenant))
+    }
+
+    /// Shares the dataset `name` with `tenant` (or stops); the tenants it is shared with.
+    fn share(
+        &mut self,
+        name: &str,
+        tenant: Arc<str>,
+        revoke: bool,
+        who: &Principal,
+    ) -> Result<Vec<String>, Status> {
+        let operation = if revoke { "unshare" } else { "share" };
+        let not_found = || Status::not_found(format!("dataset `{name}` does not exist"));
+        let key = self
+            .managed_dataset(name, who, operation)?
+            .ok_or_else(not_found)?;
+        if key.0 == tenant {
+            return Err(Status::invalid_argument(format!(
+                "dataset `{name}` is tenant {tenant}'s own"
+            )));
+        }
+        let job = self.datasets[&key];
+        let entry = self.jobs.get_mut(&job).ok_or_else(not_found)?;
+        let changed = if revoke {
+            entry.readers.remove(&tenant)
+        } else {
+            entry.readers.insert(tenant.clone())
+        };
+        let readers: Vec<String> = entry.readers.iter().map(|t| t.to_string()).collect();
+        if changed && let Some(journal) = &self.journal {
+            journal.shares(u64::from(job), readers.clone());
+        }
+        let target = format!("dataset {}/{}", key.0, key.1);
+        self.audit(who, operation, "ok", &target, &format!("tenant {tenant}"));
+        Ok(readers)
     }
 
     fn audit(&self, who: &Principal, operation: &str, result: &str, target: &str, detail: &str) {
@@ -938,6 +1024,7 @@ impl Core {
                 identity,
                 externals,
                 persist: job.persist,
+                readers: job.readers,
                 updates,
                 errors: FxHashMap::default(),
                 inline: FxHashMap::default(),
@@ -1249,7 +1336,9 @@ impl Core {
         }
     }
 
-    fn dataset(&self, name: &str, job: JobId) -> Option<v1::Dataset> {
+    /// The dataset `name` (as `who` refers to it) made by `job`; who it is shared with
+    /// only for those who may share it.
+    fn dataset(&self, name: &str, job: JobId, who: &Principal) -> Option<v1::Dataset> {
         let entry = self.jobs.get(&job)?;
         let update = self.update(job)?;
         let plan = self.sched.plan(job)?;
@@ -1262,15 +1351,21 @@ impl Core {
             tenant: entry.start.tenant.clone(),
             outputs: update.result.map(|r| r.outputs).unwrap_or_default(),
             types_json,
+            shared_with: if who.may_see(&entry.owner) {
+                entry.readers.iter().map(|t| t.to_string()).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
     /// The datasets a graph of `tenant` submitted by `who` may use: the tenant's own by
-    /// name, the others `who` may read as `TENANT/NAME` (an operator's).
+    /// name, the others `who` may read (shared with `tenant`, or an operator's) as
+    /// `TENANT/NAME`.
     fn dataset_values(&self, who: &Principal, tenant: &str) -> DatasetValues {
         let mut out = DatasetValues::new();
         for ((owner, name), &job) in &self.datasets {
-            if &**owner != tenant && !who.may_read_tenant(owner) {
+            if !self.may_read(who, tenant, owner, job) {
                 continue;
             }
             let Some(plan) = self.sched.plan(job) else {

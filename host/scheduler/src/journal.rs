@@ -37,6 +37,8 @@ pub(crate) struct Replayed {
     pub cluster_id: String,
     /// Jobs accepted and not gone, by id, with their dataset name.
     pub jobs: Vec<(v1::JobCode, String)>,
+    /// The tenants each persisted job's dataset is shared with (jobs not gone only).
+    pub shares: std::collections::BTreeMap<u64, Vec<String>>,
     /// A torn or corrupt tail was cut off at this offset.
     pub truncated_at: Option<u64>,
 }
@@ -98,6 +100,11 @@ impl Journal {
             code: Some(code.clone()),
             persist: persist.to_string(),
         }));
+    }
+
+    /// Records the tenants a persisted job's dataset is shared with now.
+    pub(crate) fn shares(&self, job_id: u64, tenants: Vec<String>) {
+        self.append(Record::Shares(v1::JournalShares { job_id, tenants }));
     }
 
     /// Records that a job is gone (released, cancelled, forgotten).
@@ -177,7 +184,16 @@ fn replay(file: File) -> io::Result<Replayed> {
             }
             Some(Record::Gone(g)) => {
                 jobs.remove(&g.job_id);
+                out.shares.remove(&g.job_id);
             }
+            Some(Record::Shares(s)) if jobs.contains_key(&s.job_id) => {
+                if s.tenants.is_empty() {
+                    out.shares.remove(&s.job_id);
+                } else {
+                    out.shares.insert(s.job_id, s.tenants);
+                }
+            }
+            Some(Record::Shares(_)) => {}
             None => {}
         }
     }
@@ -207,6 +223,12 @@ fn compact(dir: &Path, path: &Path, replayed: &Replayed) -> io::Result<()> {
             bytes.extend(frame(&Record::Job(v1::JournalJob {
                 code: Some(code.clone()),
                 persist: persist.clone(),
+            })));
+        }
+        for (&job_id, tenants) in &replayed.shares {
+            bytes.extend(frame(&Record::Shares(v1::JournalShares {
+                job_id,
+                tenants: tenants.clone(),
             })));
         }
         f.write_all(&bytes)?;
@@ -267,6 +289,32 @@ mod tests {
         // Compacted: a start and two jobs.
         let (_, third) = Journal::open(dir.path()).unwrap();
         assert_eq!(third.jobs.len(), 2);
+    }
+
+    #[test]
+    fn a_datasets_last_shares_are_kept_while_its_job_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        journal.job(&code(1), "prep");
+        journal.job(&code(2), "raw");
+        journal.shares(1, vec!["b".into()]);
+        journal.shares(1, vec!["b".into(), "c".into()]);
+        journal.shares(2, vec!["b".into()]);
+        journal.shares(2, vec![]);
+        journal.shares(9, vec!["b".into()]); // not a job of this journal
+        drop(journal);
+        for _ in 0..2 {
+            // Replayed, then compacted and replayed again: the same.
+            let (journal, replayed) = Journal::open(dir.path()).unwrap();
+            let shares: Vec<_> = replayed.shares.into_iter().collect();
+            assert_eq!(shares, [(1, vec!["b".to_string(), "c".to_string()])]);
+            drop(journal);
+        }
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        journal.gone(1);
+        drop(journal);
+        let (_, replayed) = Journal::open(dir.path()).unwrap();
+        assert!(replayed.shares.is_empty());
     }
 
     #[test]

@@ -161,13 +161,14 @@ pub async fn serve(
         // give workers the rest of `restore_wait` to come back and report their values.
         let (core, components) = (core.clone(), components.clone());
         let until = start + options.restore_wait;
-        let jobs = replayed.jobs;
+        let (jobs, mut shares) = (replayed.jobs, replayed.shares);
         tokio::spawn(async move {
             let rebuilt = tokio::task::spawn_blocking(move || {
                 jobs.into_iter()
                     .filter_map(|(code, persist)| {
                         let id = fabric_core::JobId::try_from(code.job_id).ok()?;
-                        Some((id, service::rebuild(&components, code, persist)))
+                        let readers = shares.remove(&code.job_id).unwrap_or_default();
+                        Some((id, service::rebuild(&components, code, persist, readers)))
                     })
                     .collect()
             })

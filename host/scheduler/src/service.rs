@@ -49,6 +49,7 @@ pub(crate) fn rebuild(
     components: &Components,
     code: v1::JobCode,
     persist: String,
+    readers: Vec<String>,
 ) -> Result<Prepared, String> {
     let names = component_map(&code.components).map_err(|e| e.to_string())?;
     if let Some(hash) = names.values().find(|h| !components.has(h)) {
@@ -83,6 +84,7 @@ pub(crate) fn rebuild(
         no_fuse: code.no_fuse,
         limits: code.limits,
         externals: code.externals,
+        readers: readers.into_iter().map(Arc::from).collect(),
     })
 }
 
@@ -231,6 +233,7 @@ impl Service {
             no_fuse: r.no_fuse,
             limits: r.limits,
             externals,
+            readers: Default::default(),
         };
         let id = self
             .ask(|reply| Command::Submit {
@@ -516,8 +519,32 @@ impl SchedulerRpc for Service {
         let name = request.into_inner().name;
         let found = self
             .ask(|reply| Command::ForgetDataset { name, who, reply })
-            .await?;
+            .await??;
         Ok(Response::new(v1::ForgetDatasetResponse { found }))
+    }
+
+    async fn share_dataset(
+        &self,
+        request: Request<v1::ShareDatasetRequest>,
+    ) -> Result<Response<v1::ShareDatasetResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let r = request.into_inner();
+        if !self.authority.has_tenant(&r.tenant) {
+            return Err(Status::invalid_argument(format!(
+                "no tenant named `{}` (`fabric admin tenant list` shows them)",
+                r.tenant
+            )));
+        }
+        let shared_with = self
+            .ask(|reply| Command::ShareDataset {
+                name: r.name,
+                tenant: r.tenant.into(),
+                revoke: r.revoke,
+                who,
+                reply,
+            })
+            .await??;
+        Ok(Response::new(v1::ShareDatasetResponse { shared_with }))
     }
 
     async fn cluster_status(

@@ -123,6 +123,7 @@ fn chain(limits: Option<v1::JobLimits>) -> Prepared {
         no_fuse: true,
         limits,
         externals: Vec::new(),
+        readers: Default::default(),
     }
 }
 
