@@ -140,6 +140,7 @@ async fn secure(
         return Some((Box::new(stream), DataPeer::default()));
     };
     let address = stream.peer_addr().ok();
+    let stream = super::tls::buffered(stream);
     match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let worker = stream
