@@ -566,6 +566,96 @@ fn read_csv_from_s3_on_a_cluster_and_in_process() {
 }
 
 #[test]
+fn grants_give_each_tenant_its_own_stores_and_credentials() {
+    let s3 = S3Server::start();
+    let rows = rows();
+    let dir = GraphDir::new();
+    write_data(dir.path(), &rows);
+    s3.put("/fabric-data", b"");
+    for i in 0..FILES {
+        let body = std::fs::read(dir.path().join(format!("events/part-{i}.csv"))).unwrap();
+        s3.put(&format!("/fabric-data/events/part-{i}.csv"), &body);
+        s3.put(&format!("/fabric-data/events-private/part-{i}.csv"), &body);
+    }
+    // Tenant a may read events/ and write out/, with credentials of its own; nobody else
+    // has a grant. The workers' environment has working credentials too: with grants,
+    // tasks never use them.
+    let options = serde_json::json!({
+        "aws_endpoint": s3.endpoint(),
+        "aws_allow_http": "true",
+        "aws_access_key_id": "tenant-a",
+        "aws_secret_access_key": "tenant-a-secret",
+        "aws_region": "us-east-1",
+    });
+    let grants = serde_json::json!({ "tenants": { "a": { "stores": [
+        { "url": "s3://fabric-data/events/", "options": options },
+        { "url": "s3://fabric-data/out", "write": true, "options": options },
+    ] } } });
+    let grants_file = dir.path().join("grants.json");
+    std::fs::write(&grants_file, grants.to_string()).unwrap();
+    let grants_path = grants_file.to_str().unwrap();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut cluster = Cluster::start(0, &[]);
+    // Credentials others may read are refused before the worker starts.
+    let out = fabric_tests::run_command(cluster.command(&["worker", "--grants", grants_path]));
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("chmod 600"), "{out}");
+    std::fs::set_permissions(
+        &grants_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        cluster.add_worker_with_env(&["--nthreads", "1", "--grants", grants_path], &env);
+    }
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    let df = |token: &str, query: &str| {
+        let mut cmd = fabric_tests::fabric_command(["df", "--scheduler", &cluster.url, "--csv"]);
+        cmd.arg(query)
+            .envs(env.iter().copied())
+            .env("FABRIC_HOME", cluster.home())
+            .env("FABRIC_TOKEN", token);
+        fabric_tests::run_command(cmd)
+    };
+    let query = "read_csv('s3://fabric-data/events/*.csv').groupby('key').x.sum()";
+    let out = df(&alice, query);
+    assert_eq!(out.code, 0, "{out}");
+    let got = csv_sums(&out.stdout);
+    for (k, rows) in by_key(rows.iter()) {
+        let sum: f64 = rows.iter().map(|r| r.x).sum();
+        assert!(close(got[&k], sum), "{k}: {} != {sum}", got[&k]);
+    }
+    // Bob's client can list the files (its own credentials), but his tasks may not read them.
+    let out = df(&bob, query);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("tenant `b` has no grant for this store"),
+        "{out}"
+    );
+    // Alice: not beside her prefix, not written where she may only read; written where she may.
+    let out = df(
+        &alice,
+        "read_csv('s3://fabric-data/events-private/*.csv').groupby('key').x.sum()",
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("no grant for this store"), "{out}");
+    let to = |url: &str| format!("read_csv('s3://fabric-data/events/*.csv').to_parquet('{url}')");
+    let out = df(&alice, &to("s3://fabric-data/events/copy"));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("but not write there"), "{out}");
+    let out = df(&alice, &to("s3://fabric-data/out/pq"));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains(&format!("wrote {} rows", rows.len())),
+        "{out}"
+    );
+    // No secret of the grants in any log.
+    assert!(!cluster.logs().contains("tenant-a-secret"));
+}
+#[test]
 fn a_long_read_stops_at_the_time_limit() {
     let dir = GraphDir::new();
     let mut csv = String::from("key,x\n");

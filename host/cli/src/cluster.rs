@@ -175,6 +175,13 @@ pub struct WorkerArgs {
     /// tasks on this worker open no local files, only object-store URLs (s3://...).
     #[arg(long = "data-dir", value_name = "DIR")]
     pub data_dirs: Vec<std::path::PathBuf>,
+    /// Per-tenant grants (JSON, 0600 when it holds credentials): the extra directories and
+    /// the object stores (s3://bucket/prefix, with their own credentials, read-only unless
+    /// `"write": true`) each tenant's built-in readers and writers may use. With it, store
+    /// URLs outside a tenant's grants are refused and the environment's AWS_* credentials
+    /// are never used for tasks. See docs/security.md.
+    #[arg(long, value_name = "FILE")]
+    grants: Option<std::path::PathBuf>,
     /// After losing the scheduler (a restart, a network failure), keep trying to attach
     /// again, keeping the values held, for this long before exiting.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
@@ -367,6 +374,15 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
     });
     options.runtime.max_result_bytes = a.max_result_size;
     options.runtime.local_data = Some(a.data_dirs);
+    if let Some(path) = &a.grants {
+        let grants = fabric_worker::Grants::load(path)?;
+        eprintln!(
+            "grants from {}: {} tenant(s) listed",
+            path.display(),
+            grants.tenants.len()
+        );
+        options.grants = Some(std::sync::Arc::new(grants));
+    }
     options.reconnect_timeout = a.reconnect_timeout;
     let holder = fabric_auth::local::Holder::Worker;
     let found = fabric_auth::local::find_token(holder, a.scheduler.token_file.as_deref())

@@ -49,9 +49,10 @@ pub struct DfArgs {
     /// Print the graph (JSON, for `fabric run`/`fabric submit`) instead of running it.
     #[arg(long)]
     graph: bool,
-    /// The tenant the job runs for.
-    #[arg(long, default_value = "default")]
-    tenant: String,
+    /// The tenant the job runs for [default: on a cluster, your token's; here, `default`].
+    /// Only an operator may name another tenant on a cluster.
+    #[arg(long)]
+    tenant: Option<String>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -67,7 +68,7 @@ pub fn df(a: DfArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let outputs = match &a.scheduler {
-        Some(url) => remote(url, &graph, &a.tenant)?,
+        Some(url) => remote(url, &graph, a.tenant.as_deref())?,
         None => local(&a, &graph)?,
     };
     let outputs = match outputs {
@@ -135,7 +136,7 @@ fn local(a: &DfArgs, graph: &Json) -> Result<Result<Outputs, ExitCode>> {
     };
     let config = LocalConfig {
         limits,
-        tenant: a.tenant.clone(),
+        tenant: a.tenant.clone().unwrap_or_else(|| "default".into()),
         ..LocalConfig::default()
     };
     let report = fabric_local::run(&runtime, &job, &config, |_| {});
@@ -149,14 +150,16 @@ fn local(a: &DfArgs, graph: &Json) -> Result<Result<Outputs, ExitCode>> {
 }
 
 /// Runs the graph on a cluster.
-fn remote(url: &str, graph: &Json, tenant: &str) -> Result<Result<Outputs, ExitCode>> {
+fn remote(url: &str, graph: &Json, tenant: Option<&str>) -> Result<Result<Outputs, ExitCode>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let client = Client::connect(url).await?;
         let mut submission = fabric_client::Submission::new(graph.to_string(), Vec::new());
-        submission.tenant = tenant.to_string();
+        if let Some(tenant) = tenant {
+            submission.tenant = tenant.to_string();
+        }
         let outcome = client.compute(&submission, |_| {}).await?;
         if !outcome.succeeded() {
             for f in &outcome.failures {

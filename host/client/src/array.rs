@@ -132,7 +132,7 @@ impl Array {
     pub fn from_npy(url: &str, chunk: &[usize]) -> Result<Array, ClientError> {
         let location = fabric_frame::store::Location::resolve(
             url,
-            &fabric_frame::DataAccess::Anywhere,
+            &fabric_frame::DataAccess::anywhere(),
             "",
             false,
         )?;

@@ -147,7 +147,7 @@ impl DataFrame {
     fn read(pattern: &str, format: Format) -> Result<DataFrame, ClientError> {
         let files = fabric_frame::store::expand(pattern)?;
         // The client reads the first file's schema where it runs, as Dask does.
-        let schema = fabric_frame::read::schema_of(&files[0], format, &DataAccess::Anywhere)?;
+        let schema = fabric_frame::read::schema_of(&files[0], format, &DataAccess::anywhere())?;
         let parts = files
             .iter()
             .map(|url| {

@@ -7,6 +7,7 @@
 //! `builtin:array/read-npy`), fabric-client builds the graphs.
 
 pub mod expr;
+pub mod grants;
 pub mod groupby;
 pub mod join;
 pub mod npy;
@@ -22,6 +23,7 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 
 pub use arrow_array;
 pub use arrow_schema;
+pub use grants::{Grants, StoreGrant, TenantGrant};
 pub use store::DataAccess;
 
 /// What went wrong with a dataframe operation, said so that the user can mend it.

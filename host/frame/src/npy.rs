@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn reads_blocks_of_every_type() {
         let dir = tempfile::tempdir().unwrap();
-        let access = DataAccess::Anywhere;
+        let access = DataAccess::anywhere();
         let f8 = npy(dir.path(), &[4, 5], "<f8", |i| {
             (i as f64).to_le_bytes().to_vec()
         });

@@ -2,7 +2,7 @@
 //! worker's data directories) and object stores (`s3://bucket/key`, and `gs://`, `az://`
 //! when built with the `gcp`/`azure` features), with glob patterns expanded to files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -10,29 +10,54 @@ use bytes::Bytes;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::grants::StoreGrant;
 use crate::{FrameError, Result};
 
-/// Which local files the built-in readers and writers may open for a task.
+/// Which files and objects the built-in readers and writers may open for a task.
 ///
-/// A worker of a shared cluster is started with the directories its tenants' data lives in
-/// (`fabric worker --data-dir /data/{tenant} --data-dir /data/public`); `{tenant}` stands
-/// for the tenant of the job. Symbolic links are resolved before the check, so a link
-/// cannot lead out of the directories. Object-store URLs are not concerned: access to them
-/// is the store's credentials'.
+/// Local files: a worker of a shared cluster is started with the directories its tenants'
+/// data lives in (`fabric worker --data-dir /data/{tenant} --data-dir /data/public`, and
+/// per tenant in its grants file); `{tenant}` stands for the tenant of the job. Symbolic
+/// links are resolved before the check, so a link cannot lead out of the directories.
+///
+/// Object stores: without grants, any URL, with the credentials of the process's
+/// environment (a single user's machine, or a cluster of one tenant); with grants (see
+/// [`crate::grants`]), only the stores granted to the task's tenant, each with the
+/// credentials of its grant, never the environment's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum DataAccess {
-    /// Any local path (a single user's `fabric run`).
-    #[default]
-    Anywhere,
-    /// Only paths under these directories; none means no local path at all.
-    Under(Vec<PathBuf>),
+pub struct DataAccess {
+    /// Local paths: `None` any, else only under these directories (none: no local path).
+    local: Option<Vec<PathBuf>>,
+    /// Object stores: `None` any (environment credentials), else only these.
+    stores: Option<Vec<StoreGrant>>,
 }
 
 impl DataAccess {
+    /// Any local path and any store (a single user's `fabric run`).
+    pub fn anywhere() -> DataAccess {
+        DataAccess::default()
+    }
+
+    /// Local paths only under `dirs` (none: no local path); any store.
+    pub fn under(dirs: Vec<PathBuf>) -> DataAccess {
+        DataAccess {
+            local: Some(dirs),
+            stores: None,
+        }
+    }
+
+    /// The same, with only `stores` (and their credentials) for object-store URLs.
+    pub fn with_stores(self, stores: Vec<StoreGrant>) -> DataAccess {
+        DataAccess {
+            stores: Some(stores),
+            ..self
+        }
+    }
+
     /// The real path of `path`, if a task of `tenant` may read it (or, when `write`, create
     /// it: the file and its missing directories are then checked where they would be).
     pub fn check(&self, path: &Path, tenant: &str, write: bool) -> Result<PathBuf> {
-        let DataAccess::Under(roots) = self else {
+        let Some(roots) = &self.local else {
             return resolve(path, write);
         };
         // A tenant names one directory: never `..`, `/x` or an empty name.
@@ -166,29 +191,40 @@ fn local_path(url: &str) -> &Path {
     Path::new(url.strip_prefix("file://").unwrap_or(url))
 }
 
-/// The store of `scheme://bucket`, made once per process from the environment's settings
+/// The store of `scheme://bucket`, made once per process and settings: from `options`
+/// (a grant's, see [`crate::grants`]) when given, else from the environment's settings
 /// (for S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
 /// `AWS_ALLOW_HTTP`...).
-fn store(scheme: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-    /// Stores by (scheme, bucket).
-    type Stores = HashMap<(String, String), Arc<dyn ObjectStore>>;
+fn store(
+    scheme: &str,
+    bucket: &str,
+    options: Option<&BTreeMap<String, String>>,
+) -> Result<Arc<dyn ObjectStore>> {
+    /// Stores by (scheme, bucket, the grant's settings).
+    type Stores = HashMap<(String, String, Option<BTreeMap<String, String>>), Arc<dyn ObjectStore>>;
     static STORES: OnceLock<Mutex<Stores>> = OnceLock::new();
     let mut stores = STORES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let key = (scheme.to_string(), bucket.to_string());
+    let key = (scheme.to_string(), bucket.to_string(), options.cloned());
     if let Some(s) = stores.get(&key) {
         return Ok(s.clone());
     }
     let failed = |e: object_store::Error| FrameError::Io(format!("{scheme}://{bucket}: {e}"));
     let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(failed)?,
-        ),
+        "s3" | "s3a" => {
+            let builder = match options {
+                None => object_store::aws::AmazonS3Builder::from_env(),
+                Some(options) => crate::grants::s3_builder(options)?,
+            };
+            Arc::new(builder.with_bucket_name(bucket).build().map_err(failed)?)
+        }
+        _ if options.is_some() => {
+            return Err(FrameError::Invalid(format!(
+                "{scheme}://{bucket}: grants name s3:// stores only"
+            )));
+        }
         #[cfg(feature = "gcp")]
         "gs" => Arc::new(
             object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -251,11 +287,19 @@ impl Location {
                 tenant,
                 write,
             )?)),
-            Some((scheme, bucket, key)) => Ok(Location::Remote {
-                store: store(scheme, bucket)?,
-                path: StorePath::from(key),
-                url: url.to_string(),
-            }),
+            Some((scheme, bucket, key)) => {
+                let options = match &access.stores {
+                    None => None,
+                    Some(grants) => {
+                        Some(&crate::grants::granted(grants, url, tenant, write)?.options)
+                    }
+                };
+                Ok(Location::Remote {
+                    store: store(scheme, bucket, options)?,
+                    path: StorePath::from(key),
+                    url: url.to_string(),
+                })
+            }
         }
     }
 
@@ -427,7 +471,7 @@ pub fn expand(pattern: &str) -> Result<Vec<String>> {
             files
         }
         Some((scheme, bucket, key)) => {
-            let store = store(scheme, bucket)?;
+            let store = store(scheme, bucket, None)?;
             let (prefix, glob) = match key.rsplit_once('/') {
                 Some((dir, name)) if has_glob(name) => (dir, Some(name)),
                 None if has_glob(key) => ("", Some(key)),
@@ -500,7 +544,7 @@ mod tests {
         assert!(e.contains("no files match"), "{e}");
 
         let other = tempfile::tempdir().unwrap();
-        let access = DataAccess::Under(vec![other.path().join("{tenant}")]);
+        let access = DataAccess::under(vec![other.path().join("{tenant}")]);
         std::fs::create_dir(other.path().join("ana")).unwrap();
         let e = access
             .check(&dir.path().join("a.csv"), "ana", false)
@@ -557,7 +601,7 @@ mod tests {
                 .check(&other.path().join("ana/../x"), "ana", true)
                 .is_err()
         );
-        let none = DataAccess::Under(Vec::new());
+        let none = DataAccess::under(Vec::new());
         let e = none
             .check(&dir.path().join("a.csv"), "ana", false)
             .unwrap_err();

@@ -724,21 +724,24 @@ pub fn concat(parts: &[ChunkRef], axis: usize) -> Result<Chunk, String> {
 
 /// `builtin:array`: every kernel above as an export, under the signatures fabric-builtins
 /// publishes.
-pub fn component() -> Component {
+/// With `grants`, `read-npy` reads only what is granted to the task's tenant.
+pub fn component(grants: Option<Arc<fabric_frame::Grants>>) -> Component {
     Component::native(
         fabric_builtins::ARRAY,
         fabric_builtins::array(),
-        Arc::new(ArrayKernels),
+        Arc::new(ArrayKernels { grants }),
     )
 }
 
 /// The code of `builtin:array`.
-struct ArrayKernels;
+struct ArrayKernels {
+    grants: Option<Arc<fabric_frame::Grants>>,
+}
 
 impl Native for ArrayKernels {
     fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
         match export {
-            "read-npy" => read_npy(args, call),
+            "read-npy" => read_npy(args, call, self.grants.as_deref()),
             _ => dispatch(export, args, call.limits),
         }
     }
@@ -746,7 +749,11 @@ impl Native for ArrayKernels {
 
 /// `read-npy(url, start, stop)`: one block of a `.npy` file, read where the task runs
 /// (local paths only under the worker's data directories).
-fn read_npy(args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
+fn read_npy(
+    args: &[Value],
+    call: &NativeCall,
+    grants: Option<&fabric_frame::Grants>,
+) -> Result<Value, TaskError> {
     let Value::String(url) = &args[0] else {
         return Err(error("the url must be a string".into()));
     };
@@ -770,7 +777,7 @@ fn read_npy(args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
             ),
         ));
     }
-    let access = crate::dataframe::data_access(call);
+    let access = crate::dataframe::data_access(call, grants);
     let frame_error = |e: fabric_frame::FrameError| error(e.to_string());
     let location = fabric_frame::store::Location::resolve(url, &access, call.tenant, false)
         .map_err(frame_error)?;
@@ -1098,7 +1105,7 @@ mod tests {
 
     #[test]
     fn the_component_checks_shapes_and_memory() {
-        let component = component();
+        let component = component(None);
         assert!(component.is_native());
         assert!(component.exports().contains_key("add"));
         let limits = Limits {

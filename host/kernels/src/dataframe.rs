@@ -12,32 +12,43 @@ use fabric_frame::expr::Expr;
 use fabric_frame::groupby::{Aggregate, Grouping, How};
 use fabric_frame::join::JoinHow;
 use fabric_frame::read::{Format, Source, Step};
-use fabric_frame::{DataAccess, FrameError};
+use fabric_frame::{DataAccess, FrameError, Grants};
 use fabric_runtime::{Component, Native, NativeCall, TaskError, TaskErrorKind};
 
 /// `builtin:dataframe`: every operation as an export, under the signatures fabric-builtins
 /// publishes.
-pub fn component() -> Component {
+/// With `grants`, a tenant's tasks use the directories and stores granted to it.
+pub fn component(grants: Option<Arc<Grants>>) -> Component {
     Component::native(
         fabric_builtins::DATAFRAME,
         fabric_builtins::dataframe(),
-        Arc::new(DataFrameKernels),
+        Arc::new(DataFrameKernels { grants }),
     )
 }
 
-struct DataFrameKernels;
+struct DataFrameKernels {
+    grants: Option<Arc<Grants>>,
+}
 
-/// The local files a task may open.
-pub(crate) fn data_access(call: &NativeCall) -> DataAccess {
-    match call.local_data {
-        None => DataAccess::Anywhere,
-        Some(dirs) => DataAccess::Under(dirs.iter().map(PathBuf::from).collect()),
-    }
+/// The files and stores a task may open: the worker's directories (`None`: any) and, with
+/// `grants`, its tenant's directories and stores (else any store, with the environment's
+/// credentials).
+pub(crate) fn data_access(call: &NativeCall, grants: Option<&Grants>) -> DataAccess {
+    let Some(grants) = grants else {
+        return match call.local_data {
+            None => DataAccess::anywhere(),
+            Some(dirs) => DataAccess::under(dirs.to_vec()),
+        };
+    };
+    let granted = grants.tenant(call.tenant);
+    let mut dirs: Vec<PathBuf> = call.local_data.map(<[PathBuf]>::to_vec).unwrap_or_default();
+    dirs.extend(granted.data_dirs.iter().cloned());
+    DataAccess::under(dirs).with_stores(granted.stores.clone())
 }
 
 impl Native for DataFrameKernels {
     fn call(&self, export: &str, args: &[Value], call: &NativeCall) -> Result<Value, TaskError> {
-        let access = data_access(call);
+        let access = data_access(call, self.grants.as_deref());
         // Reads ask between batches whether the task must stop, and say why here.
         let why = std::cell::RefCell::new(None);
         let stop = || match call.interrupted() {

@@ -16,17 +16,28 @@ use std::sync::{Arc, OnceLock};
 use fabric_runtime::Component;
 
 pub use fabric_builtins::{PREFIX, catalog};
+pub use fabric_frame::Grants;
 
-/// The built-in components by name (`builtin:array`). Graphs use them without listing them
-/// under `components`.
-pub fn components() -> &'static BTreeMap<String, Arc<Component>> {
-    static ALL: OnceLock<BTreeMap<String, Arc<Component>>> = OnceLock::new();
-    ALL.get_or_init(|| {
-        [array::component(), dataframe::component()]
-            .into_iter()
-            .map(|c| (c.hash().to_string(), Arc::new(c)))
-            .collect()
-    })
+/// The built-in components by their names (`builtin:array`).
+pub type Builtins = BTreeMap<String, Arc<Component>>;
+
+/// The built-in components by name (`builtin:array`), reading any file and any store (with
+/// the environment's credentials). Graphs use them without listing them under `components`.
+pub fn components() -> &'static Builtins {
+    static ALL: OnceLock<Builtins> = OnceLock::new();
+    ALL.get_or_init(|| components_with(None))
+}
+
+/// The built-in components, whose readers and writers use, with `grants`, only what the
+/// operator granted each tenant (`fabric worker --grants`).
+pub fn components_with(grants: Option<Arc<fabric_frame::Grants>>) -> Builtins {
+    [
+        array::component(grants.clone()),
+        dataframe::component(grants),
+    ]
+    .into_iter()
+    .map(|c| (c.hash().to_string(), Arc::new(c)))
+    .collect()
 }
 
 #[cfg(test)]

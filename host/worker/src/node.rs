@@ -69,6 +69,9 @@ pub struct WorkerOptions {
     /// is its credential with the scheduler and its peers, and which its data port serves
     /// TLS 1.3 with.
     pub tls: Option<TlsFiles>,
+    /// What each tenant's built-in readers and writers may use (`--grants`); `None`: the
+    /// runtime's data directories, and any store with the environment's credentials.
+    pub grants: Option<Arc<fabric_kernels::Grants>>,
 }
 
 impl WorkerOptions {
@@ -90,6 +93,7 @@ impl WorkerOptions {
             reconnect_timeout: Duration::from_secs(60),
             token: None,
             tls: None,
+            grants: None,
         }
     }
 }
@@ -280,6 +284,7 @@ pub async fn run(
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work>();
     let node = Arc::new(Node {
         runtime,
+        builtins: fabric_kernels::components_with(options.grants.clone()),
         store,
         peers: Peers::with_tls(peer_tls),
         scheduler,
@@ -453,6 +458,8 @@ fn failed(
 /// Everything a running worker shares between its tasks.
 struct Node {
     runtime: Runtime,
+    /// The built-in components, with the operator's grants.
+    builtins: fabric_kernels::Builtins,
     store: Arc<ValueStore>,
     peers: Peers,
     scheduler: Scheduler,
@@ -938,7 +945,7 @@ impl Node {
     /// A component that is loaded already: a built-in by name, or one in the runtime's
     /// memory by hash.
     fn loaded_component(&self, id: &str) -> Option<Arc<Component>> {
-        match fabric_kernels::components().get(id) {
+        match self.builtins.get(id) {
             Some(builtin) => Some(builtin.clone()),
             None => self.runtime.loaded_component(id),
         }

@@ -41,6 +41,7 @@ fn harness() -> Harness {
     let (events, events_rx) = mpsc::unbounded_channel();
     let (work, work_rx) = crossbeam_channel::unbounded();
     let node = Arc::new(Node {
+        builtins: fabric_kernels::components().clone(),
         runtime,
         store: Arc::new(store),
         peers: Peers::default(),
