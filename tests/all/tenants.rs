@@ -599,9 +599,48 @@ fn a_workers_data_port_serves_only_against_a_fresh_capability_of_the_scheduler()
         let why = denied(other.fetch(&holder, key, &fresh.capability, 1 << 30).await);
         assert!(why.contains("expired"), "{why}");
     });
-    // Each refusal is one audit record of the worker.
+    // Each refusal is one record in the worker's log and, reported by the worker, one in
+    // the scheduler's audit log.
     let denials = cluster.logs().matches("data fetch denied").count();
     assert_eq!(denials, 6, "{}", cluster.logs());
+    let audit = cluster.home().join("scheduler/audit.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let records: Vec<Json> = std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &Json| r["operation"] == "data-fetch" && r["result"] == "denied")
+            .collect();
+        if records.len() == 6 {
+            let reasons: Vec<&str> = records
+                .iter()
+                .map(|r| r["detail"].as_str().unwrap())
+                .collect();
+            for says in [
+                "no capability",
+                "forged",
+                "used already",
+                "another value",
+                "expired",
+            ] {
+                assert!(
+                    reasons.iter().any(|r| r.contains(says)),
+                    "{says}: {reasons:?}"
+                );
+            }
+            assert!(
+                records.iter().all(|r| r["peer"].as_str().is_some()),
+                "{records:?}"
+            );
+            break;
+        }
+        assert!(
+            records.len() < 6 && std::time::Instant::now() < deadline,
+            "{records:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -740,6 +740,22 @@ impl Core {
                     "Attach after the session started",
                 ));
             }
+            Event::FetchDenied(d) => {
+                let key = d.key.ok_or(ProtoError::missing("FetchDenied", "key"))?;
+                let worker = self.workers.get(&id).map_or("", |w| w.spec.name.as_str());
+                let mut detail = format!("worker {worker} refused it: {}", d.reason);
+                if !d.peer_worker.is_empty() {
+                    detail.push_str(&format!(" (asked by worker {})", d.peer_worker));
+                }
+                self.audit.record(AuditEvent {
+                    operation: "data-fetch",
+                    result: "denied",
+                    principal: None,
+                    peer: d.peer.parse().ok(),
+                    target: &format!("value {}/{}", key.job, key.unit),
+                    detail: &detail,
+                });
+            }
             Event::Heartbeat(h) => {
                 let metrics = h
                     .metrics

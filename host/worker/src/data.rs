@@ -2,11 +2,13 @@
 //! server ([`fabric_proto::transport::serve`]) serves to peers and clients, each fetch
 //! against a capability the scheduler signed.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use fabric_auth::{CapabilityKey, ReplayGuard, now_ms};
 use fabric_core::{JobId, UnitIdx, Value};
 use fabric_proto::transport::{DataPeer, ValueSource};
+use fabric_proto::v1;
+use tokio::sync::mpsc;
 
 use crate::store::ValueStore;
 
@@ -17,6 +19,9 @@ use crate::store::ValueStore;
 pub struct Gate {
     key: RwLock<Option<CapabilityKey>>,
     seen: ReplayGuard,
+    /// Where refusals are reported, for the scheduler's audit log (once the session
+    /// exists).
+    report: OnceLock<mpsc::UnboundedSender<v1::WorkerEvent>>,
 }
 
 impl Gate {
@@ -30,7 +35,31 @@ impl Gate {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
+    /// Reports every refusal from now on as a `FetchDenied` event on `events`.
+    pub fn report_to(&self, events: mpsc::UnboundedSender<v1::WorkerEvent>) {
+        let _ = self.report.set(events);
+    }
+
     fn check(&self, key: (u64, u32), capability: &[u8], peer: &DataPeer) -> Result<(), String> {
+        let checked = self.verify(key, capability, peer);
+        if let (Err(why), Some(events)) = (&checked, self.report.get()) {
+            let denied = v1::FetchDenied {
+                key: Some(v1::ValueKey {
+                    job: key.0,
+                    unit: key.1,
+                }),
+                reason: why.clone(),
+                peer: peer.address.map(|a| a.to_string()).unwrap_or_default(),
+                peer_worker: peer.worker.as_deref().unwrap_or_default().to_string(),
+            };
+            let _ = events.send(v1::WorkerEvent {
+                event: Some(v1::worker_event::Event::FetchDenied(denied)),
+            });
+        }
+        checked
+    }
+
+    fn verify(&self, key: (u64, u32), capability: &[u8], peer: &DataPeer) -> Result<(), String> {
         let guard = self.key.read().unwrap_or_else(|e| e.into_inner());
         let signing = guard
             .as_ref()
@@ -82,6 +111,7 @@ mod tests {
         DataPeer {
             tls,
             worker: worker.map(Into::into),
+            address: None,
         }
     }
 
@@ -90,6 +120,8 @@ mod tests {
         let key = CapabilityKey::generate().unwrap();
         let gate = Gate::default();
         gate.set_key(key.bytes());
+        let (events, mut reported) = mpsc::unbounded_channel();
+        gate.report_to(events);
         let sign = |requester: String| {
             key.sign(&Capability {
                 key: (1, 2),
@@ -120,5 +152,20 @@ mod tests {
             .unwrap();
         gate.check((1, 2), &sign(Capability::client("t1")), &peer(true, None))
             .unwrap();
+        // Each refusal was reported, for the scheduler's audit log; nothing else was.
+        let mut denials = Vec::new();
+        while let Ok(event) = reported.try_recv() {
+            match event.event {
+                Some(v1::worker_event::Event::FetchDenied(d)) => denials.push(d),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(denials.len(), 3);
+        assert_eq!(denials[0].peer_worker, "w2");
+        assert!(
+            denials[2].reason.contains("used already"),
+            "{:?}",
+            denials[2]
+        );
     }
 }

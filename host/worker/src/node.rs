@@ -281,6 +281,7 @@ pub async fn run(
     on_attached(registered.worker_id, &data_address);
 
     let (events, mut events_rx) = mpsc::unbounded_channel::<v1::WorkerEvent>();
+    gate.report_to(events.clone());
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<Work>();
     let node = Arc::new(Node {
         runtime,

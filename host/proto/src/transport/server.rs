@@ -87,9 +87,10 @@ pub async fn serve<S: ValueSource>(
                 let (stream, address) = super::accept(&listener).await;
                 let (grpc, source, tls) = (grpc.clone(), source.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let Some((mut stream, peer)) = secure(stream, tls.as_ref()).await else {
+                    let Some((mut stream, mut peer)) = secure(stream, tls.as_ref()).await else {
                         return;
                     };
+                    peer.address = Some(address);
                     let mut head = [0u8; 8];
                     let first =
                         tokio::time::timeout(FIRST_BYTES, stream.read_exact(&mut head)).await;
@@ -150,7 +151,12 @@ async fn secure(
                 .and_then(|certs| certs.first())
                 .and_then(super::tls::worker_name)
                 .map(Arc::from);
-            Some((Box::new(stream), DataPeer { tls: true, worker }))
+            let peer = DataPeer {
+                tls: true,
+                worker,
+                address: None,
+            };
+            Some((Box::new(stream), peer))
         }
         Ok(Err(e)) => {
             tracing::info!(?address, "data port: TLS handshake refused: {e}");

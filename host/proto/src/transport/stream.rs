@@ -24,6 +24,8 @@ pub struct DataPeer {
     /// The worker a verified certificate names (its common name), when the peer presented
     /// a worker's certificate of the cluster's CA.
     pub worker: Option<Arc<str>>,
+    /// Its address.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// A connection whose first bytes were read (to tell the protocols apart) and are given
