@@ -837,6 +837,66 @@ fn a_dataset_shared_with_a_named_tenant_is_read_only_to_it_and_survives_a_restar
 }
 
 #[test]
+fn a_tenant_learns_nothing_of_components_others_uploaded() {
+    let cluster = Cluster::start(1, &[]);
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    let math = std::fs::read(guest("math")).unwrap();
+    let hash = blake3::hash(&math).to_hex().to_string();
+    block_on(async {
+        let rpc = |token: &str| {
+            let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
+            let channel = channel(&cluster);
+            async move {
+                fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
+                    channel.await,
+                    bearer,
+                )
+            }
+        };
+        let missing = |token: &str| {
+            let (rpc, hash) = (rpc(token), hash.clone());
+            async move {
+                let request = fabric_proto::v1::HasComponentsRequest { hashes: vec![hash] };
+                rpc.await
+                    .has_components(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .missing
+            }
+        };
+        let alice_c = connect(&cluster, &alice).await;
+        alice_c.compute(&quick(), |_| {}).await.unwrap();
+        assert!(missing(&alice).await.is_empty());
+        // Held, but not uploaded by bob's tenant: "missing", and a graph naming it by hash
+        // without uploading it is refused for that reason.
+        assert_eq!(missing(&bob).await, std::slice::from_ref(&hash));
+        let g = graph(vec![task("q", "math/inc", json!([41]))], &["q"]);
+        let submit = fabric_proto::v1::SubmitRequest {
+            graph_json: g.to_string(),
+            components: vec![fabric_proto::v1::ComponentRef {
+                name: "math".into(),
+                hash: hash.clone(),
+            }],
+            ..Default::default()
+        };
+        let answer = rpc(&bob).await.submit(submit).await.unwrap().into_inner();
+        match answer.outcome {
+            Some(fabric_proto::v1::submit_response::Outcome::Rejected(r)) => {
+                assert_eq!(r.missing_components, std::slice::from_ref(&hash));
+            }
+            other => panic!("bob ran a component he never had: {other:?}"),
+        }
+        // Once bob uploads it (the same bytes), it is his too.
+        let bob_c = connect(&cluster, &bob).await;
+        let out = bob_c.compute(&quick(), |_| {}).await.unwrap();
+        assert_eq!(serde_json::to_value(&out.outputs[0].1).unwrap(), json!(42));
+        assert!(missing(&bob).await.is_empty());
+    });
+}
+
+#[test]
 fn a_local_cluster_with_tls_needs_no_set_up() {
     let local =
         fabric_client::LocalCluster::start_tls(fabric_tests::fabric_bin(), &[&["--nthreads", "1"]])

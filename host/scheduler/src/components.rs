@@ -2,6 +2,10 @@
 //! hash, and its exports' signatures, read from the bytes (never compiled: an uploaded
 //! component is untrusted code, and only the workers that run it compile it). With a
 //! journal, the bytes are also kept on disk, so that a restarted scheduler has them.
+//!
+//! Bytes are shared, knowledge is not: a tenant is told that a component is held, and may
+//! submit graphs that name it, only once it uploaded the component itself (the upload of
+//! bytes already held costs the client one transfer, and tells nobody about anyone else).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,11 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use fabric_core::{Catalog, ComponentInfo};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// One stored component.
 struct Stored {
     bytes: Bytes,
+    /// The tenants that uploaded it (since this scheduler started).
+    tenants: FxHashSet<Arc<str>>,
     /// Its signatures, or why they cannot be read (read at the first use).
     signatures: Option<Result<Arc<ComponentInfo>, String>>,
 }
@@ -52,6 +58,7 @@ impl Components {
             if blake3::hash(&data).to_hex().as_str() == hash {
                 let stored_one = Stored {
                     bytes: Bytes::from(data),
+                    tenants: FxHashSet::default(),
                     signatures: None,
                 };
                 stored.insert(hash.to_string(), stored_one);
@@ -69,9 +76,16 @@ impl Components {
         self.stored.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a component with this hash was uploaded.
+    /// Whether a component with this hash was uploaded (by anyone).
     pub(crate) fn has(&self, hash: &str) -> bool {
         self.map().contains_key(hash)
+    }
+
+    /// Whether `tenant` uploaded the component with this hash.
+    pub(crate) fn uploaded_by(&self, hash: &str, tenant: &str) -> bool {
+        self.map()
+            .get(hash)
+            .is_some_and(|s| s.tenants.contains(tenant))
     }
 
     /// The bytes of a component.
@@ -79,10 +93,17 @@ impl Components {
         self.map().get(hash).map(|s| s.bytes.clone())
     }
 
-    /// Stores verified bytes under their hash (and on disk, durably, when kept there) and
-    /// reads their signatures, so that submissions find them ready (blocking).
-    pub(crate) fn insert(&self, hash: String, bytes: Bytes) -> std::io::Result<()> {
-        if self.has(&hash) {
+    /// Stores verified bytes under their hash (and on disk, durably, when kept there),
+    /// uploaded by `tenant`, and reads their signatures, so that submissions find them ready
+    /// (blocking).
+    pub(crate) fn insert(
+        &self,
+        hash: String,
+        bytes: Bytes,
+        tenant: Arc<str>,
+    ) -> std::io::Result<()> {
+        if let Some(stored) = self.map().get_mut(&hash) {
+            stored.tenants.insert(tenant);
             return Ok(());
         }
         if let Some(dir) = &self.dir {
@@ -95,7 +116,13 @@ impl Components {
         let signatures = Some(read_signatures(&bytes));
         self.map()
             .entry(hash)
-            .or_insert(Stored { bytes, signatures });
+            .or_insert(Stored {
+                bytes,
+                tenants: FxHashSet::default(),
+                signatures,
+            })
+            .tenants
+            .insert(tenant);
         Ok(())
     }
 

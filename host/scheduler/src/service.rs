@@ -132,7 +132,7 @@ impl Service {
         let names = component_map(&r.components)?;
         let missing: Vec<String> = names
             .values()
-            .filter(|h| !self.components.has(h))
+            .filter(|h| !self.components.uploaded_by(h, &who.tenant))
             .cloned()
             .collect();
         let reject = |errors: Vec<v1::ValidationError>, missing_components: Vec<String>| {
@@ -360,14 +360,14 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<v1::HasComponentsRequest>,
     ) -> Result<Response<v1::HasComponentsResponse>, Status> {
-        auth::client(&self.authority, &request)?;
+        let who = auth::client(&self.authority, &request)?;
         let hashes = request.into_inner().hashes;
         for h in &hashes {
             check_component_hash(h)?;
         }
         let missing = hashes
             .into_iter()
-            .filter(|h| !self.components.has(h))
+            .filter(|h| !self.components.uploaded_by(h, &who.tenant))
             .collect();
         Ok(Response::new(v1::HasComponentsResponse { missing }))
     }
@@ -376,7 +376,7 @@ impl SchedulerRpc for Service {
         &self,
         request: Request<Streaming<v1::ComponentChunk>>,
     ) -> Result<Response<v1::UploadComponentResponse>, Status> {
-        auth::client(&self.authority, &request)?;
+        let who = auth::client(&self.authority, &request)?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -402,7 +402,8 @@ impl SchedulerRpc for Service {
         tracing::info!(%hash, size = bytes.len(), "component uploaded");
         let components = self.components.clone();
         let stored = hash.clone();
-        tokio::task::spawn_blocking(move || components.insert(stored, bytes))
+        let tenant = who.tenant.clone();
+        tokio::task::spawn_blocking(move || components.insert(stored, bytes, tenant))
             .await
             .map_err(|e| Status::internal(format!("storing the component panicked: {e}")))?
             .map_err(|e| Status::internal(format!("cannot store the component: {e}")))?;
