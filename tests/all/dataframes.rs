@@ -472,8 +472,9 @@ fn csv_sums(out: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-#[test]
-fn read_csv_from_s3_on_a_cluster_and_in_process() {
+/// A moto S3 server with bucket `fabric-data` holding the generated rows' CSV files under
+/// each of `prefixes` (`events/part-N.csv`), and the rows; `dir` holds them locally too.
+fn s3_with_rows(prefixes: &[&str]) -> (S3Server, Vec<Row>, GraphDir) {
     let s3 = S3Server::start();
     let rows = rows();
     let dir = GraphDir::new();
@@ -481,8 +482,16 @@ fn read_csv_from_s3_on_a_cluster_and_in_process() {
     s3.put("/fabric-data", b"");
     for i in 0..FILES {
         let body = std::fs::read(dir.path().join(format!("events/part-{i}.csv"))).unwrap();
-        s3.put(&format!("/fabric-data/events/part-{i}.csv"), &body);
+        for prefix in prefixes {
+            s3.put(&format!("/fabric-data/{prefix}/part-{i}.csv"), &body);
+        }
     }
+    (s3, rows, dir)
+}
+
+#[test]
+fn read_csv_from_s3_on_a_cluster_and_in_process() {
+    let (s3, rows, dir) = s3_with_rows(&["events"]);
     let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Workers with no local data directory: only object stores.
@@ -567,16 +576,7 @@ fn read_csv_from_s3_on_a_cluster_and_in_process() {
 
 #[test]
 fn grants_give_each_tenant_its_own_stores_and_credentials() {
-    let s3 = S3Server::start();
-    let rows = rows();
-    let dir = GraphDir::new();
-    write_data(dir.path(), &rows);
-    s3.put("/fabric-data", b"");
-    for i in 0..FILES {
-        let body = std::fs::read(dir.path().join(format!("events/part-{i}.csv"))).unwrap();
-        s3.put(&format!("/fabric-data/events/part-{i}.csv"), &body);
-        s3.put(&format!("/fabric-data/events-private/part-{i}.csv"), &body);
-    }
+    let (s3, rows, dir) = s3_with_rows(&["events", "events-private"]);
     // Tenant a may read events/ and write out/, with credentials of its own; nobody else
     // has a grant. The workers' environment has working credentials too: with grants,
     // tasks never use them.

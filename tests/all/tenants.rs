@@ -254,12 +254,46 @@ fn the_access_matrix_holds_on_a_real_tls_cluster() {
 }
 
 /// Calls `GetComponent` as a client holding `token`; the status's message.
+/// The scheduler's gRPC client presenting `token`, for calls the client API does not make.
+async fn rpc(
+    cluster: &Cluster,
+    token: &str,
+) -> fabric_proto::v1::scheduler_client::SchedulerClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        fabric_proto::auth::Bearer,
+    >,
+> {
+    let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
+    fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
+        channel(cluster).await,
+        bearer,
+    )
+}
+
+/// The first output of a finished `job` as the wire has it: where it is, and the
+/// capability the watch of `token`'s holder gets for it.
+async fn first_output(
+    cluster: &Cluster,
+    token: &str,
+    job: u64,
+) -> fabric_proto::v1::OutputLocation {
+    let request = fabric_proto::v1::WatchJobRequest {
+        job_id: job,
+        release_if_inline: false,
+    };
+    let mut rpc = rpc(cluster, token).await;
+    let mut updates = rpc.watch_job(request).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(update) = updates.message().await.unwrap() {
+        last = update.result;
+    }
+    last.unwrap().outputs.remove(0)
+}
+
 async fn fetch_component(cluster: &Cluster, token: &str) -> String {
     use fabric_proto::v1::GetComponentRequest;
-    use fabric_proto::v1::scheduler_client::SchedulerClient;
-    let channel = channel(cluster).await;
-    let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
-    let mut rpc = SchedulerClient::with_interceptor(channel, bearer);
+    let mut rpc = rpc(cluster, token).await;
     let hash = blake3::hash(&std::fs::read(guest("math")).unwrap())
         .to_hex()
         .to_string();
@@ -535,23 +569,7 @@ fn a_workers_data_port_serves_only_against_a_fresh_capability_of_the_scheduler()
         let job = client.submit(&submission, None).await.unwrap();
         client.wait(job, |_| {}).await.unwrap();
         // Where alice's output is and the capability her watch gets, as the wire has it.
-        let watch = || async {
-            let bearer = fabric_proto::auth::Bearer::new(Some(&alice)).unwrap();
-            let mut rpc = fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
-                channel(&cluster).await,
-                bearer,
-            );
-            let request = fabric_proto::v1::WatchJobRequest {
-                job_id: job,
-                release_if_inline: false,
-            };
-            let mut updates = rpc.watch_job(request).await.unwrap().into_inner();
-            let mut last = None;
-            while let Some(update) = updates.message().await.unwrap() {
-                last = update.result;
-            }
-            last.unwrap().outputs.remove(0)
-        };
+        let watch = || first_output(&cluster, &alice, job);
         let output = watch().await;
         assert!(
             output.inline_value.is_empty(),
@@ -682,21 +700,7 @@ fn on_a_tls_cluster_values_move_between_workers_and_to_clients_over_tls_only() {
         // A fresh capability for xs, as alice's watch gets it.
         let job = client.submit(&submission, None).await.unwrap();
         client.wait(job, |_| {}).await.unwrap();
-        let bearer = fabric_proto::auth::Bearer::new(Some(&alice)).unwrap();
-        let mut rpc = fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
-            channel(&cluster).await,
-            bearer,
-        );
-        let request = fabric_proto::v1::WatchJobRequest {
-            job_id: job,
-            release_if_inline: false,
-        };
-        let mut updates = rpc.watch_job(request).await.unwrap().into_inner();
-        let mut last = None;
-        while let Some(update) = updates.message().await.unwrap() {
-            last = update.result;
-        }
-        let output = last.unwrap().outputs.remove(0);
+        let output = first_output(&cluster, &alice, job).await;
         let (key, holder) = (output.key.unwrap(), output.holders[0].clone());
         assert!(holder.starts_with("https://"), "{holder}");
         // Without the CA: refused before dialling, saying what is missing.
@@ -844,21 +848,12 @@ fn a_tenant_learns_nothing_of_components_others_uploaded() {
     let math = std::fs::read(guest("math")).unwrap();
     let hash = blake3::hash(&math).to_hex().to_string();
     block_on(async {
-        let rpc = |token: &str| {
-            let bearer = fabric_proto::auth::Bearer::new(Some(token)).unwrap();
-            let channel = channel(&cluster);
-            async move {
-                fabric_proto::v1::scheduler_client::SchedulerClient::with_interceptor(
-                    channel.await,
-                    bearer,
-                )
-            }
-        };
         let missing = |token: &str| {
-            let (rpc, hash) = (rpc(token), hash.clone());
+            let (cluster, token, hash) = (&cluster, token.to_string(), hash.clone());
             async move {
                 let request = fabric_proto::v1::HasComponentsRequest { hashes: vec![hash] };
-                rpc.await
+                rpc(cluster, &token)
+                    .await
                     .has_components(request)
                     .await
                     .unwrap()
@@ -881,7 +876,12 @@ fn a_tenant_learns_nothing_of_components_others_uploaded() {
             }],
             ..Default::default()
         };
-        let answer = rpc(&bob).await.submit(submit).await.unwrap().into_inner();
+        let answer = rpc(&cluster, &bob)
+            .await
+            .submit(submit)
+            .await
+            .unwrap()
+            .into_inner();
         match answer.outcome {
             Some(fabric_proto::v1::submit_response::Outcome::Rejected(r)) => {
                 assert_eq!(r.missing_components, std::slice::from_ref(&hash));

@@ -1032,6 +1032,14 @@ impl Core {
             result: None,
         };
         let (updates, _) = watch::channel(first);
+        tracing::info!(
+            job = id,
+            tenant = %job.owner.tenant,
+            principal = %job.owner.name,
+            tasks = total,
+            units = unit_count,
+            "job submitted"
+        );
         self.jobs.insert(
             id,
             JobEntry {
@@ -1049,7 +1057,6 @@ impl Core {
             },
         );
         self.out.touched.insert(id);
-        tracing::info!(job = id, tasks = total, units = unit_count, "job submitted");
     }
 
     /// Drops a job and its values; `dataset`: also a persisted one.

@@ -198,25 +198,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_port_serves_raw_and_grpc_fetches() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, Held, None));
-        // Raw, through the peers' pool.
-        let peers = Peers::default();
+    /// Fetches value 1/1 raw (pooling the stream) and 1/2 by gRPC from `Held` at
+    /// `address`, presenting `capability`, and checks both.
+    async fn fetch_both(peers: &Peers, address: &str, capability: &'static [u8]) {
         let v = peers
-            .fetch(&address, v1::ValueKey::new(1, 1), b"ok", 1 << 30)
+            .fetch(address, v1::ValueKey::new(1, 1), capability, 1 << 30)
             .await
             .unwrap();
         assert_eq!(v, Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))));
-        assert_eq!(peers.raw.lock().unwrap()[&address].len(), 1);
-        // gRPC on the same port.
-        let mut client = peers.client(&address).unwrap();
-        let mut stream = client
+        assert_eq!(peers.raw.lock().unwrap()[address].len(), 1);
+        let mut stream = peers
+            .client(address)
+            .unwrap()
             .fetch(v1::FetchRequest {
                 key: Some(v1::ValueKey::new(1, 2)),
-                capability: bytes::Bytes::from_static(b"ok"),
+                capability: bytes::Bytes::from_static(capability),
             })
             .await
             .unwrap()
@@ -225,6 +221,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v, Value::String("hi".into()));
+    }
+
+    #[tokio::test]
+    async fn one_port_serves_raw_and_grpc_fetches() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, Held, None));
+        // Raw through the peers' pool, and gRPC, on the same port.
+        let peers = Peers::default();
+        fetch_both(&peers, &address, b"ok").await;
+        let mut client = peers.client(&address).unwrap();
         for (unit, says) in [(3, "disk on fire"), (9, "holds no value 1/9")] {
             let status = client
                 .fetch(v1::FetchRequest {
@@ -318,25 +325,7 @@ mod tests {
         let worker = Peers::with_tls(Some(
             tls::data_client_config(&server.ca, Some((&server.cert, &server.key))).unwrap(),
         ));
-        let v = worker
-            .fetch(&address, v1::ValueKey::new(1, 1), b"worker:w1", 1 << 30)
-            .await
-            .unwrap();
-        assert_eq!(v, Value::Bulk(Arc::new(Bulk::U8(vec![7; 100_000]))));
-        assert_eq!(worker.raw.lock().unwrap()[&address].len(), 1);
-        let mut grpc = worker.client(&address).unwrap();
-        let mut stream = grpc
-            .fetch(v1::FetchRequest {
-                key: Some(v1::ValueKey::new(1, 2)),
-                capability: bytes::Bytes::from_static(b"worker:w1"),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let v = crate::chunk::receive_value(&mut stream, 1 << 20)
-            .await
-            .unwrap();
-        assert_eq!(v, Value::String("hi".into()));
+        fetch_both(&worker, &address, b"worker:w1").await;
         // Another worker's capability is not this peer's.
         let denied = worker
             .fetch(&address, v1::ValueKey::new(1, 1), b"worker:w2", 1 << 30)
