@@ -438,11 +438,16 @@ impl Cluster {
         i
     }
 
-    /// Kills the scheduler with SIGKILL and starts it again on the same address with the
-    /// same arguments (workers and clients reconnect on their own).
-    pub fn restart_scheduler(&mut self) {
+    /// Kills the scheduler with SIGKILL (`restart_scheduler` starts it again).
+    pub fn stop_scheduler(&mut self) {
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();
+    }
+
+    /// Kills the scheduler with SIGKILL (if it runs) and starts it again on the same
+    /// address with the same arguments (workers and clients reconnect on their own).
+    pub fn restart_scheduler(&mut self) {
+        self.stop_scheduler();
         self.restarts += 1;
         let listen = self.url.split("://").nth(1).unwrap_or_default().to_string();
         let mut args = vec!["scheduler", "--listen", &listen];

@@ -725,6 +725,64 @@ fn absurdly_large_graphs_are_refused_before_they_are_parsed() {
 }
 
 #[test]
+fn a_worker_started_before_its_scheduler_waits_for_it() {
+    let mut cluster = Cluster::start(0, &[]);
+    // The scheduler made the tokens; now it is down, and a worker starts.
+    cluster.stop_scheduler();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut worker = cluster
+        .command(&["worker", "--nthreads", "1", "--death-timeout", "60s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(log.path())
+        .unwrap()
+        .contains("not reachable yet")
+    {
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker gave up at once"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker said nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The scheduler comes up: the worker attaches and works.
+    cluster.restart_scheduler();
+    cluster.wait_for("the early worker to attach", |s| {
+        s["workers"].as_array().is_some_and(|w| w.len() == 1)
+    });
+    let dir = GraphDir::new();
+    let out = cluster.submit(&dir.write_graph(&slow_sum(4, 10, json!({}))), &[]);
+    assert_eq!(out.code, 0, "{out}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+
+    // With nothing to wait for, it gives up after its death timeout, saying why.
+    cluster.stop_scheduler();
+    let started = std::time::Instant::now();
+    let out = fabric_tests::run_command_within(
+        cluster.command(&["worker", "--death-timeout", "1s"]),
+        std::time::Duration::from_secs(30),
+    );
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("not reachable within 1s (--death-timeout)"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("Connection refused"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_restarted_scheduler_continues_its_jobs_from_the_journal() {
     let journal = tempfile::tempdir().unwrap();
     let journal_dir = journal.path().to_str().unwrap();

@@ -531,6 +531,8 @@ fn tls_refuses_plain_text_other_cas_and_client_certificates_as_workers() {
             &ca,
             "--reconnect-timeout",
             "1s",
+            "--death-timeout",
+            "1s",
         ]);
         cmd.env("FABRIC_HOME", "/nonexistent");
         if let Some(token) = token {

@@ -186,6 +186,11 @@ pub struct WorkerArgs {
     /// again, keeping the values held, for this long before exiting.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
     reconnect_timeout: Duration,
+    /// At start, wait this long for the scheduler to answer, trying again with back-off
+    /// (under Kubernetes, systemd or a batch system, the worker may start first); a
+    /// scheduler that refuses the worker (token, certificate) ends it at once.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    death_timeout: Duration,
     /// Mutual TLS to an https:// scheduler: a worker certificate (`fabric cert issue --role
     /// worker`) is then the worker's credential, instead of a token.
     #[command(flatten)]
@@ -384,6 +389,7 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         options.grants = Some(std::sync::Arc::new(grants));
     }
     options.reconnect_timeout = a.reconnect_timeout;
+    options.death_timeout = a.death_timeout;
     let holder = fabric_auth::local::Holder::Worker;
     let found = fabric_auth::local::find_token(holder, a.scheduler.token_file.as_deref())
         .map_err(anyhow::Error::msg)?;

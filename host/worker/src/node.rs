@@ -62,6 +62,10 @@ pub struct WorkerOptions {
     /// After losing its scheduler (a restart, a network failure), how long the worker
     /// keeps trying to register again, keeping its values, before it gives up.
     pub reconnect_timeout: Duration,
+    /// At start, how long the worker waits for its scheduler to answer (it may start
+    /// first: pods, services and batch jobs start in any order), trying again with
+    /// back-off, before it gives up.
+    pub death_timeout: Duration,
     /// The worker's token (role `worker`), presented on every call to the scheduler.
     pub token: Option<String>,
     /// TLS: the cluster's CA (to verify an `https://` scheduler and other workers' data
@@ -91,6 +95,7 @@ impl WorkerOptions {
             advertise: None,
             runtime: RuntimeConfig::default(),
             reconnect_timeout: Duration::from_secs(60),
+            death_timeout: Duration::from_secs(60),
             token: None,
             tls: None,
             grants: None,
@@ -105,7 +110,7 @@ pub enum WorkerError {
     #[error("{0}")]
     Setup(String),
     /// The scheduler could not be reached or refused the worker.
-    #[error("scheduler at {url}: {status}")]
+    #[error("scheduler at {url}: {}", describe(status))]
     Scheduler {
         /// Its URL.
         url: String,
@@ -115,6 +120,46 @@ pub enum WorkerError {
     /// The scheduler ended the session (it shut down, or removed the worker).
     #[error("the scheduler ended the session: {0}")]
     SessionEnded(String),
+    /// The scheduler did not answer within the death timeout.
+    #[error(
+        "scheduler at {url}: not reachable within {} (--death-timeout); last: {last}",
+        fabric_core::units::format_duration(*waited)
+    )]
+    Unreachable {
+        /// Its URL.
+        url: String,
+        /// How long the worker tried.
+        waited: Duration,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// What a status says, with the root cause of a transport failure (`tcp connect error:
+/// Connection refused`) instead of tonic's debug form.
+fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    let mut root = None;
+    while let Some(s) = source {
+        root = Some(s.to_string());
+        source = s.source();
+    }
+    if let Some(root) = root.filter(|r| !text.contains(r.as_str())) {
+        text.push_str(": ");
+        text.push_str(&root);
+    }
+    text
+}
+
+/// Whether trying again may help: the scheduler is not (yet) reachable, as opposed to
+/// refusing the worker.
+fn is_transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    )
 }
 
 /// The largest value a worker accepts from a peer: 64 GiB.
@@ -150,10 +195,8 @@ async fn connect(
             .map_err(|e| error(tonic::Status::invalid_argument(format!("TLS: {e}"))))?,
         None => endpoint,
     };
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| error(tonic::Status::unavailable(format!("cannot connect: {e}"))))?;
+    // Lazily: a scheduler that is not up yet is met at the first call (and waited for).
+    let channel = endpoint.connect_lazy();
     let bearer = Bearer::new(token).map_err(error)?;
     Ok(SchedulerClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(1 << 30)
@@ -178,7 +221,9 @@ fn local_ip_towards(url: &str) -> Option<IpAddr> {
 
 /// Runs a worker until `shutdown` completes, or its scheduler is gone for longer than
 /// [`WorkerOptions::reconnect_timeout`] (a session that ends is opened again, keeping the
-/// values held when the scheduler is the same cluster).
+/// values held when the scheduler is the same cluster). At start, a scheduler that is not
+/// reachable yet is waited for up to [`WorkerOptions::death_timeout`]; one that refuses
+/// the worker (its token, its certificate) is an error at once.
 /// `on_attached` is called once the scheduler accepted the worker, with its id and data
 /// address.
 pub async fn run(
@@ -268,7 +313,50 @@ pub async fn run(
             ..v1::RegisterRequest::default()
         },
     };
-    let (mut session, registered) = link.attach().await?;
+    tokio::pin!(shutdown);
+    let (mut session, registered) = {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        let mut said = None::<Instant>;
+        loop {
+            let last = match link.attach().await {
+                Ok(attached) => break attached,
+                Err(WorkerError::Scheduler { status, .. }) if is_transient(&status) => {
+                    describe(&status)
+                }
+                Err(e) => return Err(e),
+            };
+            let waited = started.elapsed();
+            if waited >= options.death_timeout {
+                return Err(WorkerError::Unreachable {
+                    url: options.scheduler.clone(),
+                    waited: options.death_timeout,
+                    last,
+                });
+            }
+            // Said at once, then every ten seconds.
+            if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                let left = Duration::from_secs(
+                    (options.death_timeout - waited).as_secs_f64().ceil() as u64,
+                );
+                tracing::warn!(
+                    "scheduler at {} not reachable yet ({last}); trying again for up to {} \
+                     (--death-timeout)",
+                    options.scheduler,
+                    fabric_core::units::format_duration(left)
+                );
+                said = Some(Instant::now());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => {
+                    data_server.abort();
+                    return Ok(());
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    };
     gate.set_key(&registered.capability_key);
     let heartbeat = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(10)));
     let mut cluster_id = registered.cluster_id;
@@ -328,7 +416,6 @@ pub async fn run(
         })
     };
 
-    tokio::pin!(shutdown);
     let outcome = loop {
         let ended = tokio::select! {
             e = node.clone().serve(&mut session, &mut events_rx) => e,
