@@ -472,6 +472,42 @@ fn csv_sums(out: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+#[test]
+fn filters_with_membership_ranges_and_text_tests_match_a_plain_computation() {
+    let rows = rows();
+    let dir = GraphDir::new();
+    write_data(dir.path(), &rows);
+    let query = format!(
+        "read_csv('{}/events/*.csv').query(\"key in ['k1', 'k2', 'k10'] and x.between(-100, 100) \
+         and key.str.endswith('0') or key not in ['k1', 'k2', 'k10'] and key.str.startswith('k1')\")\
+         .groupby('key').x.sum()",
+        dir.path().display()
+    );
+    let out = fabric_tests::run_command({
+        let mut cmd = fabric_tests::fabric_command(["df", "--csv"]);
+        cmd.arg(&query);
+        cmd
+    });
+    assert_eq!(out.code, 0, "{out}");
+    let got = csv_sums(&out.stdout);
+    let listed = ["k1", "k2", "k10"];
+    let kept = rows.iter().filter(|r| {
+        let inside = listed.contains(&r.key.as_str());
+        (inside && (-100.0..=100.0).contains(&r.x) && r.key.ends_with('0'))
+            || (!inside && r.key.starts_with("k1"))
+    });
+    let want = by_key(kept);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{out}"
+    );
+    for (k, rows) in &want {
+        let sum: f64 = rows.iter().map(|r| r.x).sum();
+        assert!(close(got[k], sum), "{k}: {} != {sum}", got[k]);
+    }
+}
+
 /// A moto S3 server with bucket `fabric-data` holding the generated rows' CSV files under
 /// each of `prefixes` (`events/part-N.csv`), and the rows; `dir` holds them locally too.
 fn s3_with_rows(prefixes: &[&str]) -> (S3Server, Vec<Row>, GraphDir) {

@@ -31,6 +31,42 @@ pub enum Expr {
     Not(Box<Expr>),
     /// `a op b`.
     Binary(Box<Expr>, Op, Box<Expr>),
+    /// `e in [a, b, ...]` (also `e.isin([...])`); `e not in [...]` is its `Not`.
+    In(Box<Expr>, Vec<Expr>),
+    /// `e.between(low, high)`: `low <= e <= high`, as pandas' (both ends included).
+    Between(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `e.str.startswith('p')`, `.str.endswith`, `.str.contains` (the text as written,
+    /// not a pattern).
+    Text(Box<Expr>, TextTest, String),
+}
+
+/// A test of a string column against a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextTest {
+    /// `str.startswith`.
+    StartsWith,
+    /// `str.endswith`.
+    EndsWith,
+    /// `str.contains` (with `regex=False` semantics).
+    Contains,
+}
+
+impl TextTest {
+    fn name(self) -> &'static str {
+        match self {
+            TextTest::StartsWith => "startswith",
+            TextTest::EndsWith => "endswith",
+            TextTest::Contains => "contains",
+        }
+    }
+
+    fn holds(self, value: &str, text: &str) -> bool {
+        match self {
+            TextTest::StartsWith => value.starts_with(text),
+            TextTest::EndsWith => value.ends_with(text),
+            TextTest::Contains => value.contains(text),
+        }
+    }
 }
 
 /// A binary operator.
@@ -94,6 +130,20 @@ impl fmt::Display for Expr {
             Expr::Neg(e) => write!(f, "-({e})"),
             Expr::Not(e) => write!(f, "not ({e})"),
             Expr::Binary(a, op, b) => write!(f, "({a} {} {b})", op.symbol()),
+            Expr::In(e, items) => {
+                write!(f, "({e} in [")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("])")
+            }
+            Expr::Between(e, low, high) => write!(f, "({e}).between({low}, {high})"),
+            Expr::Text(e, test, text) => {
+                write!(f, "({e}).str.{}({})", test.name(), Expr::Str(text.clone()))
+            }
         }
     }
 }
@@ -137,10 +187,19 @@ impl Expr {
         fn walk(e: &Expr, out: &mut Vec<String>) {
             match e {
                 Expr::Column(c) if !out.contains(c) => out.push(c.clone()),
-                Expr::Neg(e) | Expr::Not(e) => walk(e, out),
+                Expr::Neg(e) | Expr::Not(e) | Expr::Text(e, ..) => walk(e, out),
                 Expr::Binary(a, _, b) => {
                     walk(a, out);
                     walk(b, out);
+                }
+                Expr::In(e, items) => {
+                    walk(e, out);
+                    items.iter().for_each(|i| walk(i, out));
+                }
+                Expr::Between(e, low, high) => {
+                    walk(e, out);
+                    walk(low, out);
+                    walk(high, out);
                 }
                 _ => {}
             }
@@ -204,16 +263,71 @@ impl Expr {
             })?,
             Expr::Binary(a, op, b) => {
                 let (l, r) = (a.value(batch)?, b.value(batch)?);
-                binary(l, *op, r).map_err(|e| match e {
-                    FrameError::Invalid(why) => invalid(format!("in `{self}`: {why}")),
-                    other => other,
-                })?
+                binary(l, *op, r).map_err(|e| self.within(e))?
             }
+            Expr::In(e, items) => {
+                let v = e.value(batch)?;
+                let mut any: Option<Val> = None;
+                for item in items {
+                    let eq = binary(v.clone(), Op::Eq, item.value(batch)?)
+                        .map_err(|e| self.within(e))?;
+                    any = Some(match any {
+                        None => eq,
+                        Some(so_far) => binary(so_far, Op::Or, eq)?,
+                    });
+                }
+                match any {
+                    Some(any) => any,
+                    // `in []`: nothing is in it.
+                    None => v.map(|a| {
+                        Ok(Arc::new(BooleanArray::from(vec![false; a.len()])) as ArrayRef)
+                    })?,
+                }
+            }
+            Expr::Between(e, low, high) => {
+                let v = e.value(batch)?;
+                let above = binary(v.clone(), Op::Ge, low.value(batch)?);
+                let below = binary(v, Op::Le, high.value(batch)?);
+                binary(
+                    above.map_err(|e| self.within(e))?,
+                    Op::And,
+                    below.map_err(|e| self.within(e))?,
+                )?
+            }
+            Expr::Text(e, test, text) => e.value(batch)?.map(|a| {
+                let strings = arrow_cast::cast(&a, &DataType::Utf8).ok().filter(|_| {
+                    matches!(
+                        a.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    ) || matches!(a.data_type(), DataType::Dictionary(_, v) if v.is_string())
+                });
+                let Some(strings) = strings else {
+                    return Err(invalid(format!(
+                        "`{self}`: `{e}` is {}, not text",
+                        a.data_type()
+                    )));
+                };
+                let strings = arrow_array::cast::AsArray::as_string::<i32>(&strings);
+                let out: BooleanArray = strings
+                    .iter()
+                    .map(|v| v.map(|v| test.holds(v, text)))
+                    .collect();
+                Ok(Arc::new(out) as ArrayRef)
+            })?,
         })
+    }
+
+    /// An error of a part, said within this expression.
+    fn within(&self, e: FrameError) -> FrameError {
+        match e {
+            FrameError::Invalid(why) => invalid(format!("in `{self}`: {why}")),
+            other => other,
+        }
     }
 }
 
 /// An intermediate result: a column, or a constant.
+#[derive(Clone)]
 enum Val {
     Array(ArrayRef),
     Scalar(ArrayRef),
@@ -380,8 +494,13 @@ enum Token {
     Op(Op),
     Minus,
     Not,
+    In,
     Open,
     Close,
+    OpenList,
+    CloseList,
+    Comma,
+    Dot,
 }
 
 impl fmt::Display for Token {
@@ -394,8 +513,13 @@ impl fmt::Display for Token {
             Token::Op(op) => write!(f, "`{}`", op.symbol()),
             Token::Minus => f.write_str("`-`"),
             Token::Not => f.write_str("`not`"),
+            Token::In => f.write_str("`in`"),
             Token::Open => f.write_str("`(`"),
             Token::Close => f.write_str("`)`"),
+            Token::OpenList => f.write_str("`[`"),
+            Token::CloseList => f.write_str("`]`"),
+            Token::Comma => f.write_str("`,`"),
+            Token::Dot => f.write_str("`.`"),
         }
     }
 }
@@ -421,6 +545,11 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>> {
             }
             b'(' => Token::Open,
             b')' => Token::Close,
+            b'[' => Token::OpenList,
+            b']' => Token::CloseList,
+            b',' => Token::Comma,
+            // A method (`x.between(...)`); `.5` is a number.
+            b'.' if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => Token::Dot,
             b'+' => Token::Op(Op::Add),
             b'-' => Token::Minus,
             b'*' => Token::Op(Op::Mul),
@@ -506,6 +635,7 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>> {
                     "and" => Token::Op(Op::And),
                     "or" => Token::Op(Op::Or),
                     "not" => Token::Not,
+                    "in" => Token::In,
                     _ => Token::Ident(word.to_string()),
                 };
                 out.push((start, token));
@@ -559,6 +689,26 @@ impl Parser<'_> {
     fn expr(&mut self, min: u8) -> Result<Expr> {
         let mut left = self.unary()?;
         loop {
+            // `in` and `not in` bind as comparisons do.
+            let negated = match (self.tokens.get(self.at), self.tokens.get(self.at + 1)) {
+                (Some((_, Token::In)), _) => Some(false),
+                (Some((_, Token::Not)), Some((_, Token::In))) => Some(true),
+                _ => None,
+            };
+            if let Some(negated) = negated {
+                if Op::Eq.precedence() <= min {
+                    break;
+                }
+                self.at += if negated { 2 } else { 1 };
+                let items = self.list()?;
+                let is_in = Expr::In(Box::new(left), items);
+                left = if negated {
+                    Expr::Not(Box::new(is_in))
+                } else {
+                    is_in
+                };
+                continue;
+            }
             let op = match self.tokens.get(self.at) {
                 Some((_, Token::Op(op))) => *op,
                 Some((_, Token::Minus)) => Op::Sub,
@@ -605,20 +755,121 @@ impl Parser<'_> {
             Token::Open => {
                 let e = self.expr(0)?;
                 match self.next() {
-                    Some((_, Token::Close)) => e,
+                    Some((_, Token::Close)) => self.methods(e)?,
                     _ => return Err(self.error(pos, "a `(` without its `)`")),
                 }
             }
             Token::Ident(name) => match name.as_str() {
                 "True" | "true" => Expr::Bool(true),
                 "False" | "false" => Expr::Bool(false),
-                _ => Expr::Column(name),
+                _ => self.methods(Expr::Column(name))?,
             },
             Token::Quoted(s) => Expr::Str(s),
             Token::Int(i) => Expr::Int(i),
             Token::Float(x) => Expr::Float(x),
             other => return Err(self.error(pos, &format!("unexpected {other}"))),
         })
+    }
+
+    /// Takes `token` next, or says that `what` was expected there.
+    fn expect(&mut self, token: Token, what: &str) -> Result<()> {
+        match self.next() {
+            Some((_, t)) if *t == token => Ok(()),
+            Some((pos, t)) => {
+                let (pos, t) = (*pos, t.clone());
+                Err(self.error(pos, &format!("expected {what}, found {t}")))
+            }
+            None => Err(self.error(self.text.len(), &format!("expected {what}"))),
+        }
+    }
+
+    /// `[a, b, ...]` (possibly empty).
+    fn list(&mut self) -> Result<Vec<Expr>> {
+        self.expect(Token::OpenList, "a list `[...]`")?;
+        let mut items = Vec::new();
+        if matches!(self.tokens.get(self.at), Some((_, Token::CloseList))) {
+            self.at += 1;
+            return Ok(items);
+        }
+        loop {
+            items.push(self.expr(0)?);
+            match self.next() {
+                Some((_, Token::Comma)) => {}
+                Some((_, Token::CloseList)) => return Ok(items),
+                _ => {
+                    let pos = self
+                        .tokens
+                        .get(self.at - 1)
+                        .map_or(self.text.len(), |t| t.0);
+                    return Err(self.error(pos, "a `[` without its `]`"));
+                }
+            }
+        }
+    }
+
+    /// The methods called on `e`: `.isin([...])`, `.between(a, b)`,
+    /// `.str.startswith('p')`, `.str.endswith('s')`, `.str.contains('t')`.
+    fn methods(&mut self, mut e: Expr) -> Result<Expr> {
+        while let Some((_, Token::Dot)) = self.tokens.get(self.at) {
+            self.at += 1;
+            let Some((pos, Token::Ident(name))) = self.next().cloned() else {
+                let pos = self
+                    .tokens
+                    .get(self.at - 1)
+                    .map_or(self.text.len(), |t| t.0);
+                return Err(self.error(pos, "a method name after `.`"));
+            };
+            e = match name.as_str() {
+                "isin" => {
+                    self.expect(Token::Open, "`(`")?;
+                    let items = self.list()?;
+                    self.expect(Token::Close, "`)`")?;
+                    Expr::In(Box::new(e), items)
+                }
+                "between" => {
+                    self.expect(Token::Open, "`(`")?;
+                    let low = self.expr(0)?;
+                    self.expect(Token::Comma, "`,`")?;
+                    let high = self.expr(0)?;
+                    self.expect(Token::Close, "`)`")?;
+                    Expr::Between(Box::new(e), Box::new(low), Box::new(high))
+                }
+                "str" => {
+                    self.expect(Token::Dot, "`.` (as in `.str.startswith('p')`)")?;
+                    let test = match self.next().cloned() {
+                        Some((_, Token::Ident(t))) if t == "startswith" => TextTest::StartsWith,
+                        Some((_, Token::Ident(t))) if t == "endswith" => TextTest::EndsWith,
+                        Some((_, Token::Ident(t))) if t == "contains" => TextTest::Contains,
+                        other => {
+                            let pos = other.map_or(self.text.len(), |t| t.0);
+                            return Err(
+                                self.error(pos, "a text test (startswith, endswith, contains)")
+                            );
+                        }
+                    };
+                    self.expect(Token::Open, "`(`")?;
+                    let text = match self.next().cloned() {
+                        Some((_, Token::Quoted(text))) => text,
+                        other => {
+                            let pos = other.map_or(self.text.len(), |t| t.0);
+                            return Err(self.error(pos, "a quoted text"));
+                        }
+                    };
+                    self.expect(Token::Close, "`)`")?;
+                    Expr::Text(Box::new(e), test, text)
+                }
+                _ => {
+                    return Err(self.error(
+                        pos,
+                        &format!(
+                            "unknown method `.{name}` (known: isin, between, \
+                             str.startswith, str.endswith, str.contains)"
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(e)
     }
 }
 
@@ -731,5 +982,61 @@ mod tests {
             .filter(&batch())
             .unwrap();
         assert_eq!(kept.num_rows(), 2);
+    }
+
+    #[test]
+    fn membership_ranges_and_text_tests() {
+        // key: a b a c; x: 1.0 2.5 -3.0 10.0; n: 1 2 3 4
+        let b = batch();
+        let rows = |q: &str| Expr::parse(q).unwrap().filter(&b).unwrap().num_rows();
+        assert_eq!(rows("key in ['a', 'c']"), 3);
+        assert_eq!(rows("key.isin(['b'])"), 1);
+        assert_eq!(rows("key not in ['a', 'c']"), 1);
+        assert_eq!(rows("n in [2, 4] and x > 0"), 2);
+        assert_eq!(rows("n in [2.0]"), 1);
+        assert_eq!(rows("n in []"), 0);
+        assert_eq!(rows("x.between(1, 2.5)"), 2);
+        assert_eq!(rows("n.between(2, 3)"), 2);
+        assert_eq!(rows("(n * 2).between(n + 2, 6)"), 2);
+        assert_eq!(rows("key.str.startswith('a')"), 2);
+        assert_eq!(rows("~key.str.contains('b')"), 3);
+        assert_eq!(rows("key.str.endswith('')"), 4);
+        assert_eq!(rows(".5 < x"), 3, "a number still starts with a dot");
+        // What is printed parses back to the same expression.
+        for q in [
+            "key in ['a', 'c']",
+            "key not in ['a']",
+            "x.between(1, n) and n in []",
+            "key.str.startswith('a\\'b')",
+            "(x + 1).between(0, 2) or key.isin(['x', 'y']).between(False, True)",
+        ] {
+            let e = Expr::parse(q).unwrap();
+            assert_eq!(Expr::parse(&e.to_string()).unwrap(), e, "{q} -> {e}");
+        }
+        let e = Expr::parse("key.isin(['a']) and n.between(1, x)").unwrap();
+        assert_eq!(e.columns(), ["key", "n", "x"]);
+        for (q, says) in [
+            ("key.lower()", "unknown method `.lower`"),
+            ("key in 'a'", "expected a list `[...]`"),
+            ("key.isin(['a'", "without its `]`"),
+            ("key.str.startswith(1)", "a quoted text"),
+            ("key.str.upper('a')", "a text test"),
+            ("x.between(1)", "expected `,`"),
+            ("key.", "a method name"),
+        ] {
+            let e = Expr::parse(q).unwrap_err().to_string();
+            assert!(e.contains(says), "{q}: {e}");
+        }
+        let e = Expr::parse("x.str.startswith('1')")
+            .unwrap()
+            .eval(&b)
+            .unwrap_err();
+        assert!(e.to_string().contains("is Float64, not text"), "{e}");
+        let e = Expr::parse("key in [1]").unwrap().eval(&b).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot apply `==` to Utf8 and Int64"),
+            "{e}"
+        );
     }
 }
