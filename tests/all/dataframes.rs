@@ -288,6 +288,27 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
         let mut want: Vec<f64> = s.rows.iter().map(|r| r.x).collect();
         want.sort_by(f64::total_cmp);
         assert_eq!(xs, want);
+
+        // By two columns, the first descending and the second ascending, across partitions:
+        // the same order as sorting the rows here.
+        let sorted = df.sort_values_by(&["y", "id"], &[false, true])?;
+        assert!(
+            sorted.sorted_by().is_none(),
+            "not ascending: no index for rolling"
+        );
+        let out = sorted.compute(&client).await?;
+        let ids = ints(&out, "id");
+        let mut want: Vec<&Row> = s.rows.iter().collect();
+        want.sort_by(|a, b| b.y.cmp(&a.y).then(a.id.cmp(&b.id)));
+        assert_eq!(ids, want.iter().map(|r| r.id).collect::<Vec<_>>());
+        let e = df
+            .sort_values_by(&["y", "id"], &[true, false, true])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("3 values of ascending for 2 columns"),
+            "{e}"
+        );
         Ok::<_, ClientError>(())
     })
     .unwrap();

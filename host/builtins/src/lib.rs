@@ -229,7 +229,8 @@ pub fn dataframe() -> BTreeMap<String, FuncType> {
     let sort = [
         ("parts", &frames),
         ("by", &strings),
-        ("descending", &Type::Bool),
+        // One for every column, or one for all.
+        ("descending", &Type::list(Type::Bool)),
     ];
     exports.add("sort", &sort, &frame);
     let edge = [

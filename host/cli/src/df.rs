@@ -34,8 +34,10 @@ pub struct DfArgs {
     /// .query('EXPR') .assign(NAME='EXPR') [['COL', ...]] .groupby('KEY' | ['K1', 'K2'])
     /// then .COL or [['COL', ...]] and .sum() .mean() .min() .max() .count() .std() .var()
     /// or .agg({'COL': 'HOW' | ['HOW', ...]}); .merge(OTHER, on='KEY', how='inner'|'left');
-    /// .sort_values('COL'); .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean();
-    /// .head(N); .to_parquet('DIR').
+    /// .sort_values('COL' | ['C1', 'C2'] [, ascending=False | [False, True]]);
+    /// .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean(); .head(N);
+    /// .to_parquet('DIR'). Expressions use pandas' query syntax, with `in [...]`,
+    /// `.isin([...])`, `.between(A, B)`, `.str.startswith('P')` / endswith / contains.
     query: String,
     /// Run on this cluster instead of in this process.
     #[arg(long, env = "FABRIC_SCHEDULER", value_name = "URL")]

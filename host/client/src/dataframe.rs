@@ -343,26 +343,57 @@ impl DataFrame {
         Ok(Self::of_tasks(schema, tasks, None))
     }
 
-    /// The frame sorted by `by` across partitions: each partition is sampled, boundaries
-    /// cut the values into as many ranges as there are partitions, and each range is
-    /// gathered and sorted (the result's partitions follow each other in order).
+    /// The frame sorted by `by` across partitions, ascending (see
+    /// [`DataFrame::sort_values_by`]).
     pub fn sort_values(&self, by: &str) -> Result<DataFrame, ClientError> {
-        self.check_columns(&[by.to_string()])?;
+        self.sort_values_by(&[by], &[true])
+    }
+
+    /// The frame sorted by the columns `by` across partitions (pandas' `sort_values(by,
+    /// ascending=...)`), each ascending where `ascending` says so: one flag for each column
+    /// or one for all. Each partition is sampled on the first column, boundaries cut its
+    /// values into as many ranges as there are partitions, and each range is gathered and
+    /// sorted (the result's partitions follow each other in order).
+    pub fn sort_values_by(
+        &self,
+        by: &[&str],
+        ascending: &[bool],
+    ) -> Result<DataFrame, ClientError> {
+        let columns: Vec<String> = by.iter().map(|c| c.to_string()).collect();
+        self.check_columns(&columns)?;
+        let Some(&first) = by.first() else {
+            return Err(ClientError::Invalid(
+                "sort_values needs at least one column".into(),
+            ));
+        };
+        if ascending.len() != 1 && ascending.len() != by.len() {
+            return Err(ClientError::Invalid(format!(
+                "sort_values: {} values of ascending for {} columns (one for each, or one for all)",
+                ascending.len(),
+                by.len()
+            )));
+        }
+        let descending: Vec<bool> = ascending.iter().map(|a| !a).collect();
+        let first_descending = descending[0];
+        // Ordered by its first column, ascending: what set_index and rolling rely on.
+        let sorted_by = (!first_descending).then(|| first.to_string());
         let n = self.parts.len();
         let tasks = self.tasks();
-        if n == 1 {
-            let sorted = node(
+        let sort = |pieces: Vec<Arc<Node>>| {
+            node(
                 "sort",
                 vec![
-                    Arg::Nodes(tasks),
-                    Arg::Json(json!([by])),
-                    Arg::Json(json!(false)),
+                    Arg::Nodes(pieces),
+                    Arg::Json(json!(columns)),
+                    Arg::Json(json!(descending)),
                 ],
-            );
+            )
+        };
+        if n == 1 {
             return Ok(Self::of_tasks(
                 self.schema.clone(),
-                vec![sorted],
-                Some(by.into()),
+                vec![sort(tasks)],
+                sorted_by,
             ));
         }
         let samples = tasks
@@ -372,7 +403,7 @@ impl DataFrame {
                     "sample",
                     vec![
                         Arg::Node(t.clone()),
-                        Arg::Json(json!(by)),
+                        Arg::Json(json!(first)),
                         Arg::Json(json!(256)),
                     ],
                 )
@@ -386,30 +417,30 @@ impl DataFrame {
                     "split-range",
                     vec![
                         Arg::Node(t.clone()),
-                        Arg::Json(json!(by)),
+                        Arg::Json(json!(first)),
                         Arg::Node(bounds.clone()),
                         Arg::Json(json!(n)),
                     ],
                 )
             })
             .collect();
-        let sorted = (0..n)
+        // Ranges of the first column, ascending; read backwards when it sorts descending.
+        let order: Vec<usize> = if first_descending {
+            (0..n).rev().collect()
+        } else {
+            (0..n).collect()
+        };
+        let sorted = order
+            .into_iter()
             .map(|i| {
                 let pieces = splits
                     .iter()
                     .map(|s| node("nth", vec![Arg::Node(s.clone()), Arg::Json(json!(i))]))
                     .collect();
-                node(
-                    "sort",
-                    vec![
-                        Arg::Nodes(pieces),
-                        Arg::Json(json!([by])),
-                        Arg::Json(json!(false)),
-                    ],
-                )
+                sort(pieces)
             })
             .collect();
-        Ok(Self::of_tasks(self.schema.clone(), sorted, Some(by.into())))
+        Ok(Self::of_tasks(self.schema.clone(), sorted, sorted_by))
     }
 
     /// The frame ordered by the time (or integer) column `column`, which rolling windows

@@ -145,6 +145,8 @@ impl Query {
 enum Term {
     Str(String),
     Num(f64),
+    /// `True` or `False`.
+    Bool(bool),
     List(Vec<Term>),
     Dict(Vec<(String, Term)>),
     /// A method chain starting with a function call: `read_csv('x').groupby('k')`.
@@ -167,6 +169,7 @@ impl fmt::Display for Term {
         match self {
             Term::Str(s) => write!(f, "'{s}'"),
             Term::Num(n) => write!(f, "{n}"),
+            Term::Bool(b) => f.write_str(if *b { "True" } else { "False" }),
             Term::List(_) => f.write_str("a list"),
             Term::Dict(_) => f.write_str("a dict"),
             Term::Chain(_) => f.write_str("a frame"),
@@ -325,7 +328,19 @@ impl Parser<'_> {
                 self.at += len;
                 Ok(Term::Num(n))
             }
-            Some(_) => self.chain().map(Term::Chain),
+            Some(_) => {
+                let rest = &self.text[self.at..];
+                for (word, value) in [("True", true), ("False", false)] {
+                    let after = rest.strip_prefix(word).map(|r| r.chars().next());
+                    if let Some(next) = after
+                        && !next.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '(')
+                    {
+                        self.at += word.len();
+                        return Ok(Term::Bool(value));
+                    }
+                }
+                self.chain().map(Term::Chain)
+            }
             None => Err(self.error("the query ends early")),
         }
     }
@@ -512,9 +527,29 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                     let refs: Vec<&str> = on.iter().map(String::as_str).collect();
                     State::Frame(f.join(&other, &refs, how.as_deref().unwrap_or("inner"))?)
                 }
-                "sort_values" => State::Frame(
-                    f.sort_values(&text(one_arg(name, args, kwargs, "by")?, "the column")?)?,
-                ),
+                "sort_values" => {
+                    let by = texts(one_arg(name, args, kwargs, "by")?, "the columns")?;
+                    let ascending = match kwarg(kwargs, "ascending").or(args.get(1)) {
+                        None => vec![true],
+                        Some(Term::Bool(b)) => vec![*b],
+                        Some(Term::List(items)) => items
+                            .iter()
+                            .map(|i| match i {
+                                Term::Bool(b) => Ok(*b),
+                                other => Err(invalid!(
+                                    "sort_values(ascending=...) takes True/False or a list of them, not {other}"
+                                )),
+                            })
+                            .collect::<Parsed<Vec<bool>>>()?,
+                        Some(other) => {
+                            return Err(invalid!(
+                                "sort_values(ascending=...) takes True/False or a list of them, not {other}"
+                            ));
+                        }
+                    };
+                    let by: Vec<&str> = by.iter().map(String::as_str).collect();
+                    State::Frame(f.sort_values_by(&by, &ascending)?)
+                }
                 "set_index" => State::Frame(
                     f.set_index(&text(one_arg(name, args, kwargs, "keys")?, "the column")?)?,
                 ),
@@ -667,6 +702,18 @@ mod tests {
             chain[1],
             Link::Call("query".into(), vec![Term::Str("x == 1".into())], vec![])
         );
+        // True and False, not frames named so.
+        let chain =
+            parse("read_csv('a.csv').sort_values(['a', 'b'], ascending=[False, True])").unwrap();
+        let Link::Call(_, _, kwargs) = &chain[1] else {
+            panic!()
+        };
+        let ascending = Term::List(vec![Term::Bool(false), Term::Bool(true)]);
+        assert_eq!(kwargs[0], ("ascending".to_string(), ascending));
+        let e = parse("read_csv('a.csv').sort_values('a', ascending=Truly)")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected `(` after `Truly`"), "{e}");
     }
 
     #[test]

@@ -601,7 +601,7 @@ impl Grouper {
             columns.push(c);
         }
         let batch = RecordBatch::try_new(shared(Schema::new(fields)), columns)?;
-        crate::sort::sort_batch(&batch, &self.grouping.keys, false)
+        crate::sort::sort_batch(&batch, &self.grouping.keys, &[false])
     }
 }
 

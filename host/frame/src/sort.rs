@@ -7,8 +7,9 @@ use arrow_schema::Schema;
 
 use crate::{Result, column, invalid, shared};
 
-/// `batch` sorted by the columns `by` (nulls last).
-pub fn sort_batch(batch: &RecordBatch, by: &[String], descending: bool) -> Result<RecordBatch> {
+/// `batch` sorted by the columns `by` (nulls last), each descending where `descending`
+/// says so: one flag for every column, or one for all.
+pub fn sort_batch(batch: &RecordBatch, by: &[String], descending: &[bool]) -> Result<RecordBatch> {
     if batch.num_rows() < 2 {
         return Ok(batch.clone());
     }
@@ -16,17 +17,25 @@ pub fn sort_batch(batch: &RecordBatch, by: &[String], descending: bool) -> Resul
     take(batch, &indices)
 }
 
-fn sort_indices(batch: &RecordBatch, by: &[String], descending: bool) -> Result<UInt32Array> {
+fn sort_indices(batch: &RecordBatch, by: &[String], descending: &[bool]) -> Result<UInt32Array> {
     if by.is_empty() {
         return Err(invalid("sorting needs at least one column"));
     }
+    if descending.len() != 1 && descending.len() != by.len() {
+        return Err(invalid(format!(
+            "{} sort directions for {} columns: give one for each, or one for all",
+            descending.len(),
+            by.len()
+        )));
+    }
     let columns = by
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             Ok(SortColumn {
                 values: column(batch, c)?.clone(),
                 options: Some(SortOptions {
-                    descending,
+                    descending: descending[i.min(descending.len() - 1)],
                     nulls_first: false,
                 }),
             })
@@ -44,7 +53,7 @@ pub fn take(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
 /// boundaries of a global sort are chosen from.
 pub fn sample(batch: &RecordBatch, by: &str, n: usize) -> Result<RecordBatch> {
     let one = select_one(batch, by)?;
-    let sorted = sort_batch(&one, &[by.to_string()], false)?;
+    let sorted = sort_batch(&one, &[by.to_string()], &[false])?;
     let rows = sorted.num_rows();
     let n = n.min(rows);
     let picks: UInt32Array = (0..n).map(|i| ((i * rows) / n.max(1)) as u32).collect();
@@ -72,7 +81,7 @@ pub fn boundaries(samples: &[RecordBatch], parts: usize) -> Result<RecordBatch> 
     let first = samples.first().ok_or_else(|| invalid("no samples"))?;
     let all = crate::concat(&first.schema(), samples)?;
     let by = first.schema().field(0).name().clone();
-    let sorted = sort_batch(&all, &[by], false)?;
+    let sorted = sort_batch(&all, &[by], &[false])?;
     let rows = sorted.num_rows();
     let picks: UInt32Array = (1..parts.max(1))
         .filter(|_| rows > 0)
@@ -131,7 +140,11 @@ pub fn split_range(
 }
 
 /// Concatenates parts of one range and sorts them.
-pub fn sort_parts(parts: &[RecordBatch], by: &[String], descending: bool) -> Result<RecordBatch> {
+pub fn sort_parts(
+    parts: &[RecordBatch],
+    by: &[String],
+    descending: &[bool],
+) -> Result<RecordBatch> {
     let first = parts.first().ok_or_else(|| invalid("nothing to sort"))?;
     let all = crate::concat(&first.schema(), parts)?;
     sort_batch(&all, by, descending)

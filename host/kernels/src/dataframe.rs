@@ -318,8 +318,17 @@ fn dispatch(
             return encode_all(&parts);
         }
         "sort" => {
-            let descending = matches!(args[2], Value::Bool(true));
-            sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, descending)?
+            let Value::List(flags) = &args[2] else {
+                return Err(bad("expected a list of booleans"));
+            };
+            let descending = flags
+                .iter()
+                .map(|f| match f {
+                    Value::Bool(b) => Ok(*b),
+                    _ => Err(bad("expected a list of booleans")),
+                })
+                .collect::<R<Vec<bool>>>()?;
+            sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, &descending)?
         }
         "edge" => {
             let before = match &args[1] {
