@@ -113,6 +113,23 @@ fn strings(v: &Value) -> R<Vec<String>> {
     }
 }
 
+fn bools(v: &Value) -> R<Vec<bool>> {
+    let all = |items: &[Value]| {
+        items
+            .iter()
+            .map(|b| match b {
+                Value::Bool(b) => Some(*b),
+                _ => None,
+            })
+            .collect::<Option<Vec<bool>>>()
+    };
+    match v {
+        Value::List(items) => all(items),
+        _ => None,
+    }
+    .ok_or_else(|| bad("expected a list of booleans"))
+}
+
 fn u32_of(v: &Value) -> R<u32> {
     match v {
         Value::U32(n) => Ok(*n),
@@ -317,19 +334,7 @@ fn dispatch(
             )?;
             return encode_all(&parts);
         }
-        "sort" => {
-            let Value::List(flags) = &args[2] else {
-                return Err(bad("expected a list of booleans"));
-            };
-            let descending = flags
-                .iter()
-                .map(|f| match f {
-                    Value::Bool(b) => Ok(*b),
-                    _ => Err(bad("expected a list of booleans")),
-                })
-                .collect::<R<Vec<bool>>>()?;
-            sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, &descending)?
-        }
+        "sort" => sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, &bools(&args[2])?)?,
         "edge" => {
             let before = match &args[1] {
                 Value::Option(Some(f)) => Some(decode(f)?),
