@@ -309,6 +309,20 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
                 .contains("3 values of ascending for 2 columns"),
             "{e}"
         );
+
+        // Aggregates of the whole frame: one row.
+        let total = df.agg(&[("x", "sum"), ("y", "max"), ("id", "count")])?;
+        let out = total.compute(&client).await?;
+        assert_eq!(out.num_rows(), 1);
+        let sum: f64 = s.rows.iter().map(|r| r.x).sum();
+        assert!(
+            close(floats(&out, "x")[0], sum),
+            "{} != {sum}",
+            floats(&out, "x")[0]
+        );
+        let max = s.rows.iter().map(|r| r.y).max().unwrap() as f64;
+        assert_eq!(floats(&out, "y"), [max]);
+        assert_eq!(ints(&out, "id"), [s.rows.len() as i64]);
         Ok::<_, ClientError>(())
     })
     .unwrap();
@@ -504,11 +518,12 @@ fn filters_with_membership_ranges_and_text_tests_match_a_plain_computation() {
          .groupby('key').x.sum()",
         dir.path().display()
     );
-    let out = fabric_tests::run_command({
+    let df = |query: &str| {
         let mut cmd = fabric_tests::fabric_command(["df", "--csv"]);
-        cmd.arg(&query);
-        cmd
-    });
+        cmd.arg(query);
+        fabric_tests::run_command(cmd)
+    };
+    let out = df(&query);
     assert_eq!(out.code, 0, "{out}");
     let got = csv_sums(&out.stdout);
     let listed = ["k1", "k2", "k10"];
@@ -527,6 +542,19 @@ fn filters_with_membership_ranges_and_text_tests_match_a_plain_computation() {
         let sum: f64 = rows.iter().map(|r| r.x).sum();
         assert!(close(got[k], sum), "{k}: {} != {sum}", got[k]);
     }
+    // A global aggregate of a filtered column (TPC-H Q6's shape): one value.
+    let out = df(&format!(
+        "read_csv('{}/events/*.csv').query('x.between(-50, 50)').assign(z='x * 2').z.sum()",
+        dir.path().display()
+    ));
+    assert_eq!(out.code, 0, "{out}");
+    let want: f64 = rows
+        .iter()
+        .filter(|r| (-50.0..=50.0).contains(&r.x))
+        .map(|r| r.x * 2.0)
+        .sum();
+    let got: f64 = out.stdout.lines().nth(1).unwrap().parse().unwrap();
+    assert!(close(got, want), "{got} != {want}: {out}");
 }
 
 /// A moto S3 server with bucket `fabric-data` holding the generated rows' CSV files under

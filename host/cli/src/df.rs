@@ -33,7 +33,8 @@ pub struct DfArgs {
     /// The query: `read_csv('PATTERN')` or `read_parquet('PATTERN')` followed by methods:
     /// .query('EXPR') .assign(NAME='EXPR') [['COL', ...]] .groupby('KEY' | ['K1', 'K2'])
     /// then .COL or [['COL', ...]] and .sum() .mean() .min() .max() .count() .std() .var()
-    /// or .agg({'COL': 'HOW' | ['HOW', ...]}); .merge(OTHER, on='KEY', how='inner'|'left');
+    /// or .agg({'COL': 'HOW' | ['HOW', ...]}) (without groupby: one row of the whole
+    /// frame, e.g. .COL.sum()); .merge(OTHER, on='KEY', how='inner'|'left');
     /// .sort_values('COL' | ['C1', 'C2'] [, ascending=False | [False, True]]);
     /// .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean(); .head(N);
     /// .to_parquet('DIR'). Expressions use pandas' query syntax, with `in [...]`,

@@ -233,6 +233,13 @@ impl DataFrame {
         )
     }
 
+    /// Aggregates of the whole frame (pandas' `df.agg({...})`, `df.x.sum()`): one row, one
+    /// column per `(column, how)`, as [`GroupBy::agg`] names them. Each partition is
+    /// reduced where it is read and the partial results are combined in a tree.
+    pub fn agg(&self, specs: &[(&str, &str)]) -> Result<DataFrame, ClientError> {
+        self.groupby(&[]).agg(specs)
+    }
+
     /// Groups rows by the `keys` columns; aggregate with [`GroupBy::agg`].
     pub fn groupby(&self, keys: &[&str]) -> GroupBy {
         GroupBy {
@@ -624,7 +631,8 @@ impl GroupBy {
 
     /// One row per group, sorted by key: the key columns, then one column per `(column,
     /// how)` (`how`: sum, mean, min, max, count, std, var). Each partition is reduced where
-    /// it is read, and the partial results are combined in a tree.
+    /// it is read, and the partial results are combined in a tree. Without keys, one row of
+    /// the whole frame (of no rows too: sums and counts 0, the others null).
     pub fn agg(&self, specs: &[(&str, &str)]) -> Result<DataFrame, ClientError> {
         let aggs = aggregates(specs)?;
         let grouping = fabric_frame::groupby::Grouping {

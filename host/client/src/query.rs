@@ -579,6 +579,16 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                     let dir = text(one_arg(name, args, kwargs, "path")?, "the directory")?;
                     return Ok(QueryAction::ToParquet { frame: f, dir });
                 }
+                // `df.sum()`, `df.agg({...})`: aggregates of the whole frame.
+                agg if agg == "agg" || agg == "aggregate" || How::named(agg).is_some() => {
+                    let specs =
+                        aggregation(name, args, kwargs, Vec::new(), || numeric_columns(&f, &[]))?;
+                    let refs: Vec<(&str, &str)> = specs
+                        .iter()
+                        .map(|(c, h)| (c.as_str(), h.as_str()))
+                        .collect();
+                    State::Frame(f.agg(&refs)?)
+                }
                 other => return Err(invalid!("unknown method `{other}` of a frame")),
             },
             (State::Frame(f), Link::Index(cols)) => {
@@ -586,11 +596,8 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                 let refs: Vec<&str> = cols.iter().map(String::as_str).collect();
                 State::Frame(f.select(&refs)?)
             }
-            (State::Frame(_), Link::Attr(a)) => {
-                return Err(invalid!(
-                    "`.{a}` picks a column only after groupby() or rolling(); use [['{a}']] to select it"
-                ));
-            }
+            // `df.x.sum()`: a column of the whole frame, waiting for its aggregate.
+            (State::Frame(f), Link::Attr(a)) => State::Grouped(f.groupby(&[]), vec![a.clone()], f),
             (State::Grouped(g, _, f), Link::Attr(c)) => State::Grouped(g, vec![c.clone()], f),
             (State::Grouped(g, _, f), Link::Index(cols)) => {
                 State::Grouped(g, texts(cols, "the columns")?, f)
@@ -623,6 +630,11 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
     }
     match state {
         State::Frame(frame) => Ok(QueryAction::Show { frame, head }),
+        State::Grouped(g, cols, _) if g.keys().is_empty() => Err(invalid!(
+            "the query ends with a column ({}): aggregate it, e.g. .{}.sum(), or select columns with [[...]]",
+            cols.join(", "),
+            cols.first().map_or("x", String::as_str)
+        )),
         State::Grouped(..) => Err(invalid!(
             "the query ends with a groupby: aggregate it, e.g. .x.sum() or .agg({{'x': 'mean'}})"
         )),
@@ -710,6 +722,9 @@ mod tests {
         };
         let ascending = Term::List(vec![Term::Bool(false), Term::Bool(true)]);
         assert_eq!(kwargs[0], ("ascending".to_string(), ascending));
+        // Aggregates of the whole frame.
+        let chain = parse("read_csv('a.csv').x.sum()").unwrap();
+        assert_eq!(chain[1], Link::Attr("x".into()));
         let e = parse("read_csv('a.csv').sort_values('a', ascending=Truly)")
             .unwrap_err()
             .to_string();

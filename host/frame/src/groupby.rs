@@ -81,7 +81,8 @@ pub struct Aggregate {
 /// A groupby: the key columns and the aggregates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grouping {
-    /// The columns whose values make a group.
+    /// The columns whose values make a group; none: one group of every row (a global
+    /// aggregate, one row even of no rows).
     pub keys: Vec<String>,
     /// The columns computed per group.
     pub aggregates: Vec<Aggregate>,
@@ -100,9 +101,6 @@ impl Grouping {
     }
 
     fn check(&self) -> Result<()> {
-        if self.keys.is_empty() {
-            return Err(invalid("a groupby needs at least one key column"));
-        }
         if self.aggregates.is_empty() {
             return Err(invalid("a groupby needs at least one aggregate"));
         }
@@ -278,6 +276,9 @@ pub(crate) enum Keys {
     Int(GroupIds<i64>, DataType),
     /// Anything else: keys encoded as Arrow rows.
     Rows(GroupIds<Box<[u8]>>, RowConverter),
+    /// No key: every row is in the one group (a global aggregate), which exists even
+    /// when there are no rows (the sum of nothing is 0, as in pandas).
+    All,
 }
 
 pub(crate) struct GroupIds<K> {
@@ -317,6 +318,7 @@ fn is_string(t: &DataType) -> bool {
 impl Keys {
     pub(crate) fn new(types: &[DataType]) -> Result<Keys> {
         Ok(match types {
+            [] => Keys::All,
             [t] if is_string(t) => Keys::Str(GroupIds::new()),
             [DataType::Dictionary(_, v)] if is_string(v) => Keys::Str(GroupIds::new()),
             // (u64 keys above i64::MAX would not fit: they go by rows.)
@@ -335,13 +337,20 @@ impl Keys {
             Keys::Str(g) => g.keys.len(),
             Keys::Int(g, _) => g.keys.len(),
             Keys::Rows(g, _) => g.keys.len(),
+            Keys::All => 1,
         }
     }
 
-    /// The group id of every row of `columns` into `out`.
-    pub(crate) fn ids(&mut self, columns: &[ArrayRef], out: &mut Vec<u32>) -> Result<()> {
+    /// The group id of every one of the `rows` rows of `columns` into `out`.
+    pub(crate) fn ids(
+        &mut self,
+        columns: &[ArrayRef],
+        rows: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         out.clear();
         match self {
+            Keys::All => out.resize(rows, 0),
             Keys::Str(g) => strings(g, &columns[0], out)?,
             Keys::Int(g, _) => {
                 let c = arrow_cast::cast(&columns[0], &DataType::Int64)?;
@@ -379,6 +388,7 @@ impl Keys {
                 let _ = fields;
                 converter.convert_rows(rows)?
             }
+            Keys::All => Vec::new(),
         })
     }
 }
@@ -482,7 +492,7 @@ impl Grouper {
     fn assign_ids(&mut self, batch: &RecordBatch) -> Result<()> {
         let keys = self.key_columns(batch)?;
         let mut ids = std::mem::take(&mut self.ids);
-        self.keys.ids(&keys, &mut ids)?;
+        self.keys.ids(&keys, batch.num_rows(), &mut ids)?;
         self.ids = ids;
         let groups = self.keys.len();
         for (_, acc) in &mut self.accs {
@@ -601,6 +611,9 @@ impl Grouper {
             columns.push(c);
         }
         let batch = RecordBatch::try_new(shared(Schema::new(fields)), columns)?;
+        if self.grouping.keys.is_empty() {
+            return Ok(batch); // one row
+        }
         crate::sort::sort_batch(&batch, &self.grouping.keys, &[false])
     }
 }
@@ -714,6 +727,58 @@ mod tests {
             .unwrap()
             .as_primitive::<Int64Type>();
         assert_eq!(count.values().to_vec(), vec![3, 3, 1]);
+    }
+
+    #[test]
+    fn without_keys_every_row_is_one_group_even_of_no_rows() {
+        let all = [How::Sum, How::Mean, How::Min, How::Count, How::Std];
+        let g = Grouping {
+            keys: Vec::new(),
+            ..grouping(&all)
+        };
+        let a = frame(&["a", "b", "a"], &[1.0, 2.0, 3.0]);
+        let b = frame(&["b", "c", "a", "b"], &[4.0, 5.0, 8.0, 6.0]);
+        let empty = a.slice(0, 0);
+        let parts: Vec<RecordBatch> = [&a, &empty, &b]
+            .into_iter()
+            .map(|f| partial(&g, std::slice::from_ref(f), &f.schema()).unwrap())
+            .collect();
+        let out = combine(&g, &parts, true).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(out.num_columns(), all.len(), "no key columns");
+        let f = |name: &str| {
+            out.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0)
+        };
+        assert_eq!(f("sum"), 29.0);
+        assert!((f("mean") - 29.0 / 7.0).abs() < 1e-12);
+        assert_eq!(f("min"), 1.0);
+        let count = out
+            .column_by_name("count")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(count.value(0), 7);
+        // Of no rows: one row still, as pandas' sum and count of nothing (0), the rest null.
+        let none = partial(&g, std::slice::from_ref(&empty), &empty.schema()).unwrap();
+        let out = combine(&g, &[none], true).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(
+            out.column_by_name("sum")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0),
+            0.0
+        );
+        assert!(out.column_by_name("mean").unwrap().is_null(0));
+        assert_eq!(
+            out.column_by_name("count")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(0),
+            0
+        );
     }
 
     #[test]

@@ -64,6 +64,11 @@ fn family(t: &DataType) -> (&'static str, DataType) {
 
 /// Checks that the key columns `on` of two schemas can be joined.
 pub fn check_keys(left: &Schema, right: &Schema, on: &[String]) -> Result<()> {
+    if on.is_empty() {
+        return Err(crate::invalid(
+            "a merge needs at least one key column (on=...)",
+        ));
+    }
     for k in on {
         let l = left
             .field_with_name(k)
@@ -164,7 +169,7 @@ pub fn join(
     let rtypes: Vec<DataType> = rk.iter().map(|c| c.data_type().clone()).collect();
     let mut keys = Keys::new(&rtypes)?;
     let mut rids = Vec::new();
-    keys.ids(&rk, &mut rids)?;
+    keys.ids(&rk, right.num_rows(), &mut rids)?;
     let known = keys.len();
     // first[id]: the first right row with the key; next[row]: the following one.
     let mut first = vec![u32::MAX; known];
@@ -176,7 +181,7 @@ pub fn join(
         }
     }
     let mut lids = Vec::new();
-    keys.ids(&lk, &mut lids)?;
+    keys.ids(&lk, left.num_rows(), &mut lids)?;
     // Count the result's rows before making it: a many-to-many join can be huge.
     let mut count = vec![0u64; known];
     for &id in &rids {

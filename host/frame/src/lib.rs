@@ -198,7 +198,8 @@ pub fn pretty(batch: &RecordBatch, max_rows: usize) -> String {
     if batch.num_rows() > rows {
         out.push_str(&format!("... ({} rows)\n", batch.num_rows()));
     } else {
-        out.push_str(&format!("({} rows)\n", batch.num_rows()));
+        let n = batch.num_rows();
+        out.push_str(&format!("({n} {})\n", if n == 1 { "row" } else { "rows" }));
     }
     out
 }
