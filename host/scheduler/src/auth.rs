@@ -121,16 +121,14 @@ impl Interceptor for Authenticate {
 }
 
 /// The worker a verified certificate chain names (see
-/// `fabric_proto::transport::tls::worker_name`).
+/// `fabric_proto::transport::tls::worker_certificate`), its certificate read once.
 fn worker_of(certs: &[tonic::transport::CertificateDer<'static>]) -> Option<Principal> {
-    let leaf = certs.first()?;
-    let name = fabric_proto::transport::tls::worker_name(leaf)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let worker = fabric_proto::transport::tls::worker_certificate(certs.first()?)?;
     Some(Principal {
         tenant: "".into(),
-        name: name.into(),
+        name: worker.name.into(),
         role: Role::Worker,
-        token: format!("certificate {}", cert.raw_serial_as_string()).into(),
+        token: format!("certificate {}", worker.serial).into(),
     })
 }
 

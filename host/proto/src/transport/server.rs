@@ -149,7 +149,8 @@ async fn secure(
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
-                .and_then(super::tls::worker_name)
+                .and_then(super::tls::worker_certificate)
+                .map(|c| c.name)
                 .map(Arc::from);
             let peer = DataPeer {
                 tls: true,

@@ -20,11 +20,19 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The organizational unit of a worker's certificate (`fabric cert issue --role worker`).
 pub const WORKER_UNIT: &str = "fabric-worker";
 
+/// A worker's certificate, as read from its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerCertificate {
+    /// The worker's name: the common name (`worker` when it has none).
+    pub name: String,
+    /// The certificate's serial number (hex), which tells certificates apart.
+    pub serial: String,
+}
+
 /// The worker a certificate names: one whose subject's organizational unit is
-/// [`WORKER_UNIT`]; its name is the common name (`worker` when it has none). `None` for
-/// another role's certificate or one that does not parse. Checks no signature: give it
-/// only certificates a TLS handshake verified.
-pub fn worker_name(leaf: &CertificateDer<'_>) -> Option<String> {
+/// [`WORKER_UNIT`]. `None` for another role's certificate or one that does not parse.
+/// Checks no signature: give it only certificates a TLS handshake verified.
+pub fn worker_certificate(leaf: &CertificateDer<'_>) -> Option<WorkerCertificate> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
     let subject = cert.subject();
     let is_worker = subject
@@ -38,7 +46,10 @@ pub fn worker_name(leaf: &CertificateDer<'_>) -> Option<String> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .unwrap_or("worker");
-    Some(name.to_string())
+    Some(WorkerCertificate {
+        name: name.to_string(),
+        serial: cert.raw_serial_as_string(),
+    })
 }
 
 /// Why TLS could not be set up.
@@ -252,7 +263,7 @@ impl rustls::client::danger::ServerCertVerifier for WorkerPort {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        if worker_name(end_entity).is_none() {
+        if worker_certificate(end_entity).is_none() {
             return Err(rustls::Error::General(
                 "the data port's certificate is not a worker's".into(),
             ));
