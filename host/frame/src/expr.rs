@@ -295,18 +295,19 @@ impl Expr {
                 )?
             }
             Expr::Text(e, test, text) => e.value(batch)?.map(|a| {
-                let strings = arrow_cast::cast(&a, &DataType::Utf8).ok().filter(|_| {
-                    matches!(
-                        a.data_type(),
-                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                    ) || matches!(a.data_type(), DataType::Dictionary(_, v) if v.is_string())
-                });
-                let Some(strings) = strings else {
+                // The type first: a column that is not text is refused, never converted.
+                let text_type = match a.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+                    DataType::Dictionary(_, v) => v.is_string(),
+                    _ => false,
+                };
+                if !text_type {
                     return Err(invalid(format!(
                         "`{self}`: `{e}` is {}, not text",
                         a.data_type()
                     )));
-                };
+                }
+                let strings = arrow_cast::cast(&a, &DataType::Utf8)?;
                 let strings = arrow_array::cast::AsArray::as_string::<i32>(&strings);
                 let out: BooleanArray = strings
                     .iter()
