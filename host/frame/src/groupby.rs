@@ -688,6 +688,18 @@ mod tests {
         }
     }
 
+    /// Row `row` of the f64 column `name`.
+    fn f64_at(out: &RecordBatch, name: &str, row: usize) -> f64 {
+        let c = out.column_by_name(name).unwrap();
+        c.as_primitive::<Float64Type>().value(row)
+    }
+
+    /// Row `row` of the i64 column `name`.
+    fn i64_at(out: &RecordBatch, name: &str, row: usize) -> i64 {
+        let c = out.column_by_name(name).unwrap();
+        c.as_primitive::<Int64Type>().value(row)
+    }
+
     #[test]
     fn partials_merge_to_the_whole() {
         let all = [
@@ -746,39 +758,17 @@ mod tests {
         let out = combine(&g, &parts, true).unwrap();
         assert_eq!(out.num_rows(), 1);
         assert_eq!(out.num_columns(), all.len(), "no key columns");
-        let f = |name: &str| {
-            out.column_by_name(name)
-                .unwrap()
-                .as_primitive::<Float64Type>()
-                .value(0)
-        };
-        assert_eq!(f("sum"), 29.0);
-        assert!((f("mean") - 29.0 / 7.0).abs() < 1e-12);
-        assert_eq!(f("min"), 1.0);
-        let count = out
-            .column_by_name("count")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        assert_eq!(count.value(0), 7);
+        assert_eq!(f64_at(&out, "sum", 0), 29.0);
+        assert!((f64_at(&out, "mean", 0) - 29.0 / 7.0).abs() < 1e-12);
+        assert_eq!(f64_at(&out, "min", 0), 1.0);
+        assert_eq!(i64_at(&out, "count", 0), 7);
         // Of no rows: one row still, as pandas' sum and count of nothing (0), the rest null.
         let none = partial(&g, std::slice::from_ref(&empty), &empty.schema()).unwrap();
         let out = combine(&g, &[none], true).unwrap();
         assert_eq!(out.num_rows(), 1);
-        assert_eq!(
-            out.column_by_name("sum")
-                .unwrap()
-                .as_primitive::<Float64Type>()
-                .value(0),
-            0.0
-        );
+        assert_eq!(f64_at(&out, "sum", 0), 0.0);
         assert!(out.column_by_name("mean").unwrap().is_null(0));
-        assert_eq!(
-            out.column_by_name("count")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .value(0),
-            0
-        );
+        assert_eq!(i64_at(&out, "count", 0), 0);
     }
 
     #[test]
@@ -864,13 +854,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.num_rows(), 1);
-        assert_eq!(
-            out.column_by_name("sum")
-                .unwrap()
-                .as_primitive::<Float64Type>()
-                .value(0),
-            5.0
-        );
+        assert_eq!(f64_at(&out, "sum", 0), 5.0);
     }
 
     #[test]
