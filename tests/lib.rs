@@ -751,13 +751,26 @@ pub fn tools_dir() -> PathBuf {
 
 /// The executable `exe` of the PyPI package `package`, installed once into the virtual
 /// environment `tools_dir()/venv` (each tool its own, so tests installing different tools
-/// at once do not race).
+/// at once do not race). Tests wanting the same tool at once take turns on a lock file
+/// beside the environment: the first installs, the others find the tool there.
 pub fn python_tool(venv: &str, package: &str, exe: &str) -> PathBuf {
-    let venv = tools_dir().join(venv);
-    let tool = venv.join("bin").join(exe);
+    let tools = tools_dir();
+    std::fs::create_dir_all(&tools)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", tools.display()));
+    let venv_dir = tools.join(venv);
+    let tool = venv_dir.join("bin").join(exe);
     if tool.is_file() {
         return tool;
     }
+    let lock_path = tools.join(format!("{venv}.lock"));
+    let lock = File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+    if tool.is_file() {
+        return tool; // another test installed it while this one waited
+    }
+    let venv = venv_dir;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
         .args(["-m", "venv"])
