@@ -345,7 +345,7 @@ impl Bench {
                 &mut comm,
             );
         }
-        sched.on_job_submitted(plan.clone(), "default", &mut comm);
+        sched.on_job_submitted(plan.clone(), "default", 0, &mut comm);
         let sched_bytes = alloc::live_bytes() - before;
         drop(sched);
         Ok((graph_and_plan, sched_bytes))

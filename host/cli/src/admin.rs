@@ -1,4 +1,4 @@
-//! `fabric admin` (tenants and tokens), `fabric whoami`, and the scheduler's start-up
+//! `fabric admin` (tenants, tokens, policy), `fabric whoami`, and the scheduler's start-up
 //! credentials.
 
 use std::path::{Path, PathBuf};
@@ -71,6 +71,17 @@ enum AdminCommand {
     /// Tokens: who may use the cluster, as whom.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The scheduler's policy: tenants' weights, tiers and quotas (docs/fair-share.md).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Make the scheduler read its policy file (`fabric scheduler --policy`) again and
+    /// print the policy now in force; an invalid file changes nothing. SIGHUP to the
+    /// scheduler does the same.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +183,9 @@ pub fn admin(a: AdminArgs) -> Result<ExitCode> {
                         );
                     }
                 }
+            }
+            AdminCommand::Policy(PolicyCommand::Reload) => {
+                println!("{}", client.reload_policy().await?);
             }
             AdminCommand::Token(TokenCommand::Revoke { id }) => {
                 let info = client.revoke_token(&id).await?;

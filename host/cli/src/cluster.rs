@@ -103,6 +103,12 @@ pub struct SchedulerArgs {
     /// worker or client) stays valid.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = args::duration)]
     capability_ttl: Duration,
+    /// The policy file (TOML): tenants' weights, tiers (urgent, normal, scavenger) and
+    /// quotas, and the half-life of past usage. Read again on SIGHUP or `fabric admin
+    /// policy reload`. Without it every tenant has weight 1 and no quota
+    /// (docs/fair-share.md).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -234,6 +240,16 @@ pub struct SubmitArgs {
     /// cancelled [default: none].
     #[arg(long, value_name = "DURATION", value_parser = args::duration)]
     job_timeout: Option<Duration>,
+    /// The job's place among your tenant's own jobs: higher runs first, equal ones in
+    /// the order submitted. It orders your jobs only; between tenants the cluster is
+    /// shared by the operator's policy (docs/fair-share.md).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    priority: i32,
 }
 
 /// `fabric result`.
@@ -333,6 +349,10 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         );
     }
     let authority = crate::admin::authority(a.auth_dir.as_deref(), a.audit_log.as_deref())?;
+    if let Some(path) = &a.policy {
+        // Refused before the port is announced.
+        fabric_scheduler::policy::load(path).map_err(anyhow::Error::msg)?;
+    }
     tokio_service()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
@@ -352,6 +372,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             authority: std::sync::Arc::new(authority),
             tls,
             capability_ttl: a.capability_ttl,
+            policy: a.policy,
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");
@@ -433,6 +454,7 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
         };
         let mut submission = Submission::from_file(&a.graph)?;
         submission.no_fuse = a.no_fuse;
+        submission.priority = a.priority;
         if let Err(e) = tokio::task::block_in_place(|| submission.check(&datasets)) {
             return match e {
                 BuildError::Invalid(report) => {

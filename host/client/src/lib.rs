@@ -188,6 +188,9 @@ pub struct Submission {
     pub retries: u32,
     /// Wall-clock limit of the whole job; a job still running then is cancelled.
     pub job_timeout: Option<Duration>,
+    /// Its place among the tenant's own jobs: higher runs first (default 0). It does not
+    /// change the tenant's share of the cluster.
+    pub priority: i32,
 }
 
 impl Submission {
@@ -202,6 +205,7 @@ impl Submission {
             memory: None,
             retries: 0,
             job_timeout: None,
+            priority: 0,
         }
     }
 
@@ -509,6 +513,7 @@ impl Client {
                 })
                 .collect(),
             no_fuse: submission.no_fuse,
+            priority: submission.priority,
             limits: Some(v1::JobLimits {
                 timeout_ms: submission.timeout.map_or(0, |t| t.as_millis() as u64),
                 memory_bytes: submission.memory.unwrap_or(0),
@@ -860,6 +865,18 @@ impl Client {
             .await?
             .into_inner()
             .names)
+    }
+
+    /// Makes the scheduler read its policy file again (operators only): the policy now in
+    /// force, one line per tenant.
+    pub async fn reload_policy(&self) -> Result<String, ClientError> {
+        Ok(self
+            .admin
+            .clone()
+            .reload_policy(v1::ReloadPolicyRequest {})
+            .await?
+            .into_inner()
+            .summary)
     }
 
     /// Issues a token for `name` of `tenant` with `role`: its text (shown once) and what

@@ -20,7 +20,8 @@ pub use build::{BuildError, SMALL_GRAPH, build, build_json};
 pub use graph::{Arg, ComponentInfo, External, Func, Graph, Input, Task, TaskIdx, TaskOptions};
 pub use plan::{Plan, PlanConfig, UnitIdx, plan};
 pub use sched::{
-    Comm, Failure, JobId, JobProgress, MAX_BACKOFF_US, Scheduler, SchedulerConfig, UnitState,
+    Comm, DEFAULT_HALF_LIFE_US, Failure, JobId, JobProgress, MAX_BACKOFF_US, Policy, Quota,
+    QuotaExceeded, Scheduler, SchedulerConfig, TenantPolicy, TenantShare, Tier, UnitState,
     WorkerId, WorkerSpec,
 };
 pub use spec::{ArgSpec, GraphSpec, TaskSpec};

@@ -232,7 +232,7 @@ impl Engine {
                 &mut comm,
             );
         }
-        let job = sched.on_job_submitted(plan.clone(), &config.tenant, &mut comm);
+        let job = sched.on_job_submitted(plan.clone(), &config.tenant, 0, &mut comm);
         sched.set_default_retries(job, config.retries);
         let mut task_errors: Vec<(TaskIdx, TaskError)> = Vec::new();
         comm.flush(&sched, job, &self.inboxes, &shared);

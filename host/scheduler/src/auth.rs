@@ -1,4 +1,4 @@
-//! Authentication of every call, and the `Admin` service (tenants and tokens).
+//! Authentication of every call, and the `Admin` service (tenants, tokens, policy).
 
 use std::sync::{Arc, RwLock};
 
@@ -181,7 +181,10 @@ pub(crate) fn worker<T>(authority: &Authority, request: &Request<T>) -> Result<P
 }
 
 /// The `Admin` service.
-pub(crate) struct AdminService(pub(crate) Arc<Authority>);
+pub(crate) struct AdminService(
+    pub(crate) Arc<Authority>,
+    pub(crate) crate::policy::Reloader,
+);
 
 fn info(t: &TokenInfo) -> v1::TokenInfo {
     v1::TokenInfo {
@@ -343,5 +346,32 @@ impl AdminRpc for AdminService {
             .map(info)
             .collect();
         Ok(Response::new(v1::ListTokensResponse { tokens }))
+    }
+
+    async fn reload_policy(
+        &self,
+        request: Request<v1::ReloadPolicyRequest>,
+    ) -> Result<Response<v1::ReloadPolicyResponse>, Status> {
+        use crate::policy::ReloadError;
+        let who = self.operator(&request, "policy.reload")?;
+        let result = self.1.reload().await;
+        let (outcome, detail) = match &result {
+            Ok(_) => ("ok", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        self.0.record(
+            request.remote_addr(),
+            &who,
+            "policy.reload",
+            outcome,
+            "policy",
+            &detail,
+        );
+        match result {
+            Ok(summary) => Ok(Response::new(v1::ReloadPolicyResponse { summary })),
+            Err(e @ ReloadError::NoFile) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ ReloadError::Invalid(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ ReloadError::Stopped) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

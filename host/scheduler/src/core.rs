@@ -23,6 +23,12 @@ use fabric_auth::{Audit, AuditEvent, Capability, CapabilityKey, Owner, Principal
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
+/// A graph refused for its tenant's quota: RESOURCE_EXHAUSTED, naming the quota.
+fn quota_refused(refused: fabric_core::QuotaExceeded) -> Status {
+    tracing::info!("submission refused: {refused}");
+    Status::resource_exhausted(refused.to_string())
+}
+
 /// Bytes of small output values a job may keep on the scheduler (beyond, clients fetch).
 const MAX_INLINE_PER_JOB: u64 = 256 << 20;
 
@@ -38,6 +44,8 @@ pub(crate) struct Prepared {
     pub owner: Owner,
     pub persist: String,
     pub no_fuse: bool,
+    /// Its place among its tenant's jobs: higher first (`fabric submit --priority`).
+    pub priority: i32,
     pub limits: Option<v1::JobLimits>,
     /// The dataset values the graph uses, in the order of `plan.graph.externals`.
     pub externals: Vec<v1::ExternalValue>,
@@ -130,6 +138,11 @@ pub(crate) enum Command {
     },
     /// Time passed: check heartbeats.
     Tick,
+    /// The operator's policy from now on.
+    SetPolicy {
+        policy: fabric_core::Policy,
+        reply: oneshot::Sender<()>,
+    },
     /// A unit's back-off is over.
     RetryDue {
         job: JobId,
@@ -156,6 +169,8 @@ pub(crate) struct CoreConfig {
     pub retry_backoff: Duration,
     /// What fetches of values present to workers' data ports.
     pub capabilities: Arc<Capabilities>,
+    /// How tenants share the cluster.
+    pub policy: fabric_core::Policy,
 }
 
 /// The scheduler's signing of data-plane capabilities: the key its workers verify with
@@ -340,6 +355,8 @@ impl Comm for Outgoing {
 
 pub(crate) struct Core {
     config: CoreConfig,
+    /// When it started: the clock past usage decays by.
+    started: Instant,
     timers: Timers,
     journal: Option<Journal>,
     restoring: Option<Restoring>,
@@ -361,14 +378,17 @@ pub(crate) struct Core {
 
 impl Core {
     fn new(config: CoreConfig, timers: Timers) -> Core {
+        let mut sched = Scheduler::new(SchedulerConfig {
+            // A remote worker's round trip is a few hundred microseconds: keep about
+            // two milliseconds of short tasks on their way to each thread.
+            lookahead_us: 2000.0,
+            retry_backoff_us: config.retry_backoff.as_secs_f64() * 1e6,
+            ..SchedulerConfig::default()
+        });
+        sched.set_policy(config.policy.clone());
         Core {
-            sched: Scheduler::new(SchedulerConfig {
-                // A remote worker's round trip is a few hundred microseconds: keep about
-                // two milliseconds of short tasks on their way to each thread.
-                lookahead_us: 2000.0,
-                retry_backoff_us: config.retry_backoff.as_secs_f64() * 1e6,
-                ..SchedulerConfig::default()
-            }),
+            sched,
+            started: Instant::now(),
             config,
             timers,
             journal: None,
@@ -524,7 +544,15 @@ impl Core {
             } => {
                 let _ = reply.send(self.share(&name, tenant, revoke, &who));
             }
-            Command::Tick => self.check_heartbeats(),
+            Command::Tick => {
+                self.sched
+                    .on_clock(self.started.elapsed().as_secs_f64() * 1e6);
+                self.check_heartbeats();
+            }
+            Command::SetPolicy { policy, reply } => {
+                self.sched.set_policy(policy);
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -912,19 +940,39 @@ impl Core {
     // ------------------------------------------------------------------ jobs
 
     fn submit(&mut self, job: Prepared) -> Result<u64, Status> {
-        if !job.persist.is_empty()
-            && self
+        let tenant = &*job.owner.tenant;
+        if !job.persist.is_empty() {
+            if self
                 .datasets
                 .contains_key(&dataset_key(&job.owner, &job.persist))
-        {
-            return Err(Status::already_exists(format!(
-                "a dataset named `{}` exists; forget it first (`fabric forget {}`)",
-                job.persist, job.persist
-            )));
+            {
+                return Err(Status::already_exists(format!(
+                    "a dataset named `{}` exists; forget it first (`fabric forget {}`)",
+                    job.persist, job.persist
+                )));
+            }
+            let quota = self.sched.policy().of(tenant).quota.datasets;
+            let used = self.datasets.keys().filter(|(t, _)| &**t == tenant).count() as u64;
+            if let Some(limit) = quota.filter(|&limit| used >= limit) {
+                let refused = fabric_core::QuotaExceeded {
+                    tenant: tenant.into(),
+                    quota: "datasets".into(),
+                    requested: Some(1),
+                    used,
+                    limit,
+                };
+                return Err(quota_refused(refused));
+            }
         }
-        let id = self
-            .sched
-            .on_job_submitted(job.plan.clone(), &job.owner.tenant, &mut self.out);
+        if let Err(refused) = self.sched.admit(tenant, &job.plan) {
+            return Err(quota_refused(refused));
+        }
+        let id = self.sched.on_job_submitted(
+            job.plan.clone(),
+            &job.owner.tenant,
+            job.priority,
+            &mut self.out,
+        );
         self.add_job(id, job, true);
         Ok(u64::from(id))
     }
@@ -944,6 +992,7 @@ impl Core {
                         id,
                         job.plan.clone(),
                         &job.owner.tenant,
+                        job.priority,
                         &held,
                         &mut self.out,
                     );
@@ -1015,6 +1064,7 @@ impl Core {
             graph_json: job.graph_json,
             components: job.components,
             no_fuse: job.no_fuse,
+            priority: job.priority,
             limits: job.limits,
             unit_count,
             task_count,

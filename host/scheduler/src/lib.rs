@@ -19,6 +19,7 @@ mod auth;
 mod components;
 mod core;
 mod journal;
+pub mod policy;
 mod service;
 
 use std::future::Future;
@@ -62,6 +63,10 @@ pub struct SchedulerOptions {
     /// TLS 1.3 on the port (`fabric_proto::transport::tls::server_config`); `None`: plain
     /// text.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The operator's policy file (weights, tiers, quotas; see [`policy`]), read at start
+    /// and again on SIGHUP or `fabric admin policy reload`; `None`: every tenant weight
+    /// 1, normal tier, no quota.
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for SchedulerOptions {
@@ -77,6 +82,7 @@ impl Default for SchedulerOptions {
             authority: Arc::new(Authority::default()),
             tls: None,
             capability_ttl: Duration::from_secs(600),
+            policy: None,
         }
     }
 }
@@ -92,6 +98,9 @@ pub enum ServeError {
         /// Why.
         error: std::io::Error,
     },
+    /// The policy file does not read, parse or validate.
+    #[error("{0}")]
+    Policy(String),
     /// No random bytes for the capability key.
     #[error("cannot make a capability key: {0}")]
     Random(#[from] fabric_auth::TokenError),
@@ -107,6 +116,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let start = tokio::time::Instant::now();
+    let initial_policy = match &options.policy {
+        Some(path) => {
+            let p = policy::load(path).map_err(ServeError::Policy)?;
+            tracing::info!("policy from {}:\n{}", path.display(), policy::describe(&p));
+            p
+        }
+        None => fabric_core::Policy::default(),
+    };
     let (journal, components, replayed) = match &options.journal {
         Some(dir) => {
             let failed = |error| ServeError::Journal {
@@ -151,6 +168,7 @@ pub async fn serve(
             heartbeat_timeout: options.heartbeat_timeout,
             retry_backoff: options.retry_backoff,
             capabilities: capabilities.clone(),
+            policy: initial_policy,
         },
         journal,
         options.authority.audit().clone(),
@@ -196,6 +214,28 @@ pub async fn serve(
             }
         })
     };
+    let reloader = policy::Reloader {
+        path: options.policy.clone(),
+        core: core.clone(),
+    };
+    let on_hangup = reloader.path.is_some().then(|| {
+        let reloader = reloader.clone();
+        tokio::spawn(async move {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!(
+                    "cannot listen for SIGHUP: reload the policy with `fabric admin policy reload`"
+                );
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                if let Err(e) = reloader.reload().await {
+                    tracing::error!("SIGHUP: {e}");
+                }
+            }
+        })
+    });
     let service = service::Service {
         core,
         components,
@@ -210,7 +250,7 @@ pub async fn serve(
     let scheduler = SchedulerServer::new(service)
         .max_decoding_message_size(1 << 30)
         .max_encoding_message_size(1 << 30);
-    let admin = AdminServer::new(auth::AdminService(options.authority.clone()));
+    let admin = AdminServer::new(auth::AdminService(options.authority.clone(), reloader));
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(tonic::service::interceptor::InterceptedService::new(
@@ -235,6 +275,9 @@ pub async fn serve(
         }
     };
     ticker.abort();
+    if let Some(task) = on_hangup {
+        task.abort();
+    }
     // The service (and with it the last sender) is gone: the core ends, and is dropped
     // where closing its journal may block.
     if let Ok(core) = core_task.await {

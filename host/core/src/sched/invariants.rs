@@ -2,7 +2,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::{Scheduler, UnitState, WorkerId, key};
+use super::{Scheduler, UnitState, WorkerId};
 use crate::plan::UnitIdx;
 
 impl Scheduler {
@@ -38,6 +38,9 @@ impl Scheduler {
         let mut queued = vec![0usize; self.workers.len()];
         let mut memory = vec![0u64; self.workers.len()];
         let mut used: FxHashMap<(WorkerId, u32), u32> = FxHashMap::default();
+        // Per tenant: units waiting to be sent, and what its running units hold.
+        let mut pending: Vec<u64> = Vec::new();
+        let mut held: Vec<Vec<u64>> = Vec::new();
         let live = |w: WorkerId| self.workers.get(w as usize).is_some_and(Option::is_some);
         for (&job_id, job) in &self.jobs {
             let plan = &job.plan;
@@ -49,7 +52,7 @@ impl Scheduler {
             for (u, unit) in job.units.iter().enumerate() {
                 let u = u as UnitIdx;
                 let at = || format!("job {job_id} unit {u} ({:?})", unit.state);
-                let k = key(job_id, plan.priority[u as usize]);
+                let k = job.key(job_id, u);
                 let class = job.class_of(u);
                 let deps_missing = plan
                     .deps(u)
@@ -107,8 +110,21 @@ impl Scheduler {
                     Running(w) if !live(w) => return Err(format!("{}: on a dead worker", at())),
                     Running(w) => {
                         running[w as usize] += 1;
+                        let t = job.tenant as usize;
+                        if held.len() <= t {
+                            held.resize(t + 1, Vec::new());
+                        }
+                        let h = &mut held[t];
+                        let mut add = |d: usize, n: u64| {
+                            if h.len() <= d {
+                                h.resize(d + 1, 0);
+                            }
+                            h[d] += n;
+                        };
+                        add(0, 1);
                         for &(r, n) in &self.classes[class as usize] {
                             *used.entry((w, r)).or_default() += n;
+                            add(r as usize + 1, u64::from(n));
                         }
                     }
                     Memory if unit.holders.is_empty() || !unit.holders.iter().all(|&h| live(h)) => {
@@ -123,6 +139,14 @@ impl Scheduler {
                     }
                     _ => {}
                 }
+                let in_ready = unit.state == Ready && self.ready[class as usize].contains(&k);
+                if in_ready || matches!(unit.state, Queued(_)) {
+                    let t = job.tenant as usize;
+                    if pending.len() <= t {
+                        pending.resize(t + 1, 0);
+                    }
+                    pending[t] += 1;
+                }
                 if matches!(unit.state, Memory | Released | Erred) {
                     settled += 1;
                 }
@@ -134,6 +158,7 @@ impl Scheduler {
                 ));
             }
         }
+        self.fair.check(&pending, &held)?;
         for (id, w) in self.workers.iter().enumerate() {
             let Some(w) = w else { continue };
             let id = id as WorkerId;

@@ -6,20 +6,22 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use super::{Comm, Demand, Job, JobId, JobProgress, Scheduler, Unit, UnitState, WorkerId, key};
+use super::{Comm, Demand, Job, JobId, JobProgress, Scheduler, Unit, UnitState, WorkerId, rank};
 use crate::plan::{Plan, UnitIdx};
 
 impl Scheduler {
-    /// A new job: its root units become ready at once.
+    /// A new job of `tenant`: its root units become ready at once. Among the tenant's
+    /// jobs, those of higher `priority` go first (0 is the default), then older ones.
     pub fn on_job_submitted(
         &mut self,
         plan: Arc<Plan>,
         tenant: &str,
+        priority: i32,
         comm: &mut impl Comm,
     ) -> JobId {
         let id = self.next_job;
         self.next_job += 1;
-        self.insert_job(id, plan.clone(), tenant);
+        self.insert_job(id, plan.clone(), tenant, priority);
         // Roots in priority order, so that equal-cost placement follows the plan.
         for &u in &plan.by_priority {
             if plan.deps(u).is_empty() {
@@ -41,11 +43,12 @@ impl Scheduler {
         id: JobId,
         plan: Arc<Plan>,
         tenant: &str,
+        priority: i32,
         held: &[(UnitIdx, WorkerId, u64)],
         comm: &mut impl Comm,
     ) {
         self.next_job = self.next_job.max(id.saturating_add(1));
-        self.insert_job(id, plan.clone(), tenant);
+        self.insert_job(id, plan.clone(), tenant, priority);
         let n = plan.len();
         let job = self.jobs.get_mut(&id).expect("just inserted");
         for &(u, w, nbytes) in held {
@@ -140,7 +143,8 @@ impl Scheduler {
     }
 
     /// Adds job `id` with every unit waiting for its inputs; nothing is queued yet.
-    fn insert_job(&mut self, id: JobId, plan: Arc<Plan>, tenant: &str) {
+    fn insert_job(&mut self, id: JobId, plan: Arc<Plan>, tenant: &str, priority: i32) {
+        let tenant = self.tenant_id(tenant);
         let func_slots = plan
             .graph
             .funcs
@@ -187,7 +191,8 @@ impl Scheduler {
             id,
             Job {
                 plan: plan.clone(),
-                tenant: tenant.into(),
+                tenant,
+                rank: rank(priority),
                 units,
                 func_slots,
                 class,
@@ -212,7 +217,7 @@ impl Scheduler {
             return;
         };
         for (u, unit) in j.units.iter().enumerate() {
-            let k = key(job, j.plan.priority[u]);
+            let k = j.key(job, u as UnitIdx);
             let class = j.class_of(u as UnitIdx);
             match unit.state {
                 UnitState::Ready | UnitState::Queued(_) => self.unqueue(k, class, unit),
@@ -221,7 +226,9 @@ impl Scheduler {
                     let w = self.workers[w as usize]
                         .as_mut()
                         .expect("running on a live worker");
-                    w.finish(f64::from(unit.est_us), &self.classes[class as usize]);
+                    let demand = &self.classes[class as usize];
+                    w.finish(f64::from(unit.est_us), demand);
+                    self.fair.hold(j.tenant, demand, false);
                 }
                 UnitState::Memory => {
                     for &h in &unit.holders {

@@ -11,16 +11,25 @@
 //! priority order, so a worker never gets far ahead on roots while reductions wait. Workers
 //! receive at most `nthreads + prefetch` units at a time; the rest stays in a queue here, from
 //! which idle workers steal.
+//!
+//! Between tenants, a worker with room serves the tenant with the smallest weighted
+//! dominant share first (see [`fair`]), then that tenant's jobs by priority, then oldest
+//! first; quotas cap what a tenant runs at once, and [`Scheduler::admit`] refuses graphs
+//! that would pass its limits.
 
 mod durations;
+mod fair;
 mod invariants;
 mod jobs;
 mod placement;
 mod steal;
+mod tenants;
 mod units;
 mod worker;
 mod workers;
 
+#[cfg(test)]
+mod fair_tests;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +40,10 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 pub use durations::Durations;
+pub use fair::{
+    DEFAULT_HALF_LIFE_US, Policy, Quota, QuotaExceeded, TenantPolicy, TenantShare, Tier,
+};
+use fair::{Fair, TenantId};
 use worker::Worker;
 pub use worker::WorkerSpec;
 
@@ -187,7 +200,9 @@ pub struct JobProgress {
 
 struct Job {
     plan: Arc<Plan>,
-    tenant: Arc<str>,
+    tenant: TenantId,
+    /// Orders the job among its tenant's: from its priority, higher first.
+    rank: u32,
     units: Vec<Unit>,
     /// Duration slot per function of the plan's graph.
     func_slots: Vec<u32>,
@@ -210,6 +225,50 @@ impl Job {
     fn class_of(&self, u: UnitIdx) -> u32 {
         self.class.get(&u).copied().unwrap_or(0)
     }
+
+    /// The dispatch key of unit `u` of this job (`id`).
+    fn key(&self, id: JobId, u: UnitIdx) -> Key {
+        Key {
+            tenant: self.tenant,
+            rank: self.rank,
+            job: id,
+            priority: self.plan.priority[u as usize],
+        }
+    }
+}
+
+/// Orders units for dispatch: by tenant (so that one tenant's units are a range), then its
+/// jobs by priority (`rank`), older jobs first, then the plan's priority within the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Key {
+    tenant: TenantId,
+    rank: u32,
+    job: JobId,
+    /// The unit's place in its plan's priority order.
+    priority: u32,
+}
+
+impl Key {
+    /// The keys of tenant `t`.
+    fn of_tenant(t: TenantId) -> std::ops::RangeInclusive<Key> {
+        let first = Key {
+            tenant: t,
+            rank: 0,
+            job: 0,
+            priority: 0,
+        };
+        first..=Key {
+            tenant: t,
+            rank: u32::MAX,
+            job: JobId::MAX,
+            priority: u32::MAX,
+        }
+    }
+}
+
+/// A job's place among its tenant's jobs, from its priority (higher first).
+fn rank(priority: i32) -> u32 {
+    (i64::from(i32::MAX) - i64::from(priority)) as u32
 }
 
 /// A resource class: what some units ask for, e.g. `[(gpu, 1)]`.
@@ -228,20 +287,13 @@ pub struct Scheduler {
     classes: Vec<Demand>,
     class_ids: FxHashMap<Demand, u32>,
     /// Ready root units per class, by dispatch key.
-    ready: Vec<BTreeSet<u64>>,
+    ready: Vec<BTreeSet<Key>>,
     /// Units no current worker could ever run, by dispatch key (when waiting for resources).
-    stranded: BTreeSet<u64>,
+    stranded: BTreeSet<Key>,
     /// Workers whose queues or room changed since they were last filled.
     dirty: Vec<WorkerId>,
-}
-
-/// Orders units for dispatch: older jobs first, then the plan's priority.
-fn key(job: JobId, priority: u32) -> u64 {
-    (u64::from(job) << 32) | u64::from(priority)
-}
-
-fn unkey(key: u64) -> (JobId, u32) {
-    ((key >> 32) as JobId, key as u32)
+    /// Tenants, their shares and quotas.
+    fair: Fair,
 }
 
 impl Scheduler {
@@ -260,6 +312,7 @@ impl Scheduler {
             ready: vec![BTreeSet::new()],
             stranded: BTreeSet::new(),
             dirty: Vec::new(),
+            fair: Fair::new(),
         }
     }
 
@@ -270,7 +323,13 @@ impl Scheduler {
         let id = self.resource_names.len() as u32;
         self.resource_names.push(name.into());
         self.resource_ids.insert(name.into(), id);
+        self.fair.resource_added(id, name);
         id
+    }
+
+    /// The tenant `name`'s id, added on first sight.
+    fn tenant_id(&mut self, name: &str) -> TenantId {
+        self.fair.tenant(name, &self.resource_names)
     }
 
     /// Progress of a job, if it exists.
@@ -285,7 +344,7 @@ impl Scheduler {
 
     /// The tenant a job belongs to.
     pub fn tenant(&self, job: JobId) -> Option<&str> {
-        self.jobs.get(&job).map(|j| &*j.tenant)
+        self.jobs.get(&job).map(|j| &**self.fair.name(j.tenant))
     }
 
     /// The plan of a job.

@@ -2,15 +2,19 @@
 
 use smallvec::SmallVec;
 
-use super::{Comm, Demand, Failure, JobId, Scheduler, Unit, UnitState, WorkerId, key, unkey};
+use super::{Comm, Demand, Failure, JobId, Key, Scheduler, Unit, UnitState, WorkerId};
 use crate::plan::UnitIdx;
 
 impl Scheduler {
     /// Takes a ready or queued unit (given as it was) out of the set or queue holding it.
-    pub(super) fn unqueue(&mut self, k: u64, class: u32, unit: &Unit) {
+    pub(super) fn unqueue(&mut self, k: Key, class: u32, unit: &Unit) {
         match unit.state {
-            UnitState::Ready if !self.ready[class as usize].remove(&k) => {
-                self.stranded.remove(&k);
+            UnitState::Ready => {
+                if self.ready[class as usize].remove(&k) {
+                    self.fair.pending(k.tenant, -1);
+                } else {
+                    self.stranded.remove(&k);
+                }
             }
             UnitState::Queued(w) => {
                 let w = self.workers[w as usize]
@@ -18,6 +22,7 @@ impl Scheduler {
                     .expect("queued on a live worker");
                 w.queue.remove(&k);
                 w.queued_us = (w.queued_us - f64::from(unit.est_us)).max(0.0);
+                self.fair.pending(k.tenant, -1);
             }
             _ => {}
         }
@@ -27,7 +32,7 @@ impl Scheduler {
     pub(super) fn make_ready(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
         let job = &self.jobs[&job_id];
         let class = job.class_of(u);
-        let k = key(job_id, job.plan.priority[u as usize]);
+        let k = job.key(job_id, u);
         let demand = &self.classes[class as usize];
         if !self.workers.iter().flatten().any(|w| w.could_run(demand)) {
             if self.config.wait_for_resources {
@@ -48,6 +53,7 @@ impl Scheduler {
         if job.plan.deps(u).is_empty() {
             self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state = UnitState::Ready;
             self.ready[class as usize].insert(k);
+            self.fair.pending(k.tenant, 1);
             return;
         }
         let est = self.estimate(job_id, u);
@@ -59,21 +65,22 @@ impl Scheduler {
     /// consumer of `u` go to the same worker's queue, so that the consumer finds its inputs
     /// together instead of fetching one from a peer (Dask's co-assignment of root tasks:
     /// chunks (i, j) and (j, i) of `x + x.T`, say).
-    fn co_assign(&mut self, worker: WorkerId, job_id: JobId, u: UnitIdx, class: u32, k: u64) {
+    fn co_assign(&mut self, worker: WorkerId, job_id: JobId, u: UnitIdx, class: u32, k: Key) {
+        use std::ops::Bound::{Excluded, Unbounded};
         /// Siblings considered per root: a consumer rarely reads more roots than this.
         const MAX_SIBLINGS: usize = 4;
         let job = &self.jobs[&job_id];
         let consumers = job.plan.consumers(u);
-        let siblings: SmallVec<[(u64, UnitIdx); MAX_SIBLINGS]> = self.ready[class as usize]
-            .range(k + 1..)
+        let siblings: SmallVec<[(Key, UnitIdx); MAX_SIBLINGS]> = self.ready[class as usize]
+            .range((Excluded(k), Unbounded))
             .take(MAX_SIBLINGS)
-            .map(|&k2| (k2, unkey(k2)))
-            .take_while(|&(_, (j, _))| j == job_id)
-            .map(|(k2, (_, p))| (k2, job.plan.by_priority[p as usize]))
+            .take_while(|k2| k2.job == job_id)
+            .map(|&k2| (k2, job.plan.by_priority[k2.priority as usize]))
             .filter(|&(_, s)| job.plan.consumers(s).iter().any(|c| consumers.contains(c)))
             .collect();
         for (k2, s) in siblings {
             self.ready[class as usize].remove(&k2);
+            self.fair.pending(k2.tenant, -1);
             let est = self.estimate(job_id, s);
             self.enqueue(job_id, s, worker, est);
         }
@@ -81,12 +88,14 @@ impl Scheduler {
 
     pub(super) fn enqueue(&mut self, job_id: JobId, u: UnitIdx, worker: WorkerId, est: f64) {
         let job = self.jobs.get_mut(&job_id).expect("exists");
+        let k = job.key(job_id, u);
         let unit = &mut job.units[u as usize];
         unit.state = UnitState::Queued(worker);
         unit.est_us = est as f32;
         let w = self.workers[worker as usize].as_mut().expect("live");
-        w.queue.insert(key(job_id, job.plan.priority[u as usize]));
+        w.queue.insert(k);
         w.queued_us += f64::from(unit.est_us);
+        self.fair.pending(k.tenant, 1);
         self.dirty.push(worker);
     }
 
@@ -163,28 +172,14 @@ impl Scheduler {
             if !w.has_room() {
                 return;
             }
-            let own = w.first_fitting(&self.jobs_classes(), &self.classes);
-            let global = self
-                .ready
-                .iter()
-                .enumerate()
-                .filter(|(c, set)| !set.is_empty() && w.fits(&self.classes[*c]))
-                .filter_map(|(_, set)| set.first().copied())
-                .min();
-            let pick = match (own, global) {
-                (Some(a), Some(b)) => Some((a.min(b), a <= b)),
-                (Some(a), None) => Some((a, true)),
-                (None, Some(b)) => Some((b, false)),
-                (None, None) => None,
-            };
-            let Some((k, from_own)) = pick else {
+            let Some((k, from_own)) = self.pick(id) else {
                 if !self.steal_for(id) {
                     return;
                 }
                 continue;
             };
-            let (job_id, priority) = unkey(k);
-            let u = self.jobs[&job_id].plan.by_priority[priority as usize];
+            let job_id = k.job;
+            let u = self.jobs[&job_id].plan.by_priority[k.priority as usize];
             // A root is estimated when it starts: durations learned since it became ready count.
             let fresh_estimate = (!from_own).then(|| self.estimate(job_id, u));
             let job = self
@@ -205,7 +200,10 @@ impl Scheduler {
                 }
             }
             unit.state = UnitState::Running(id);
-            w.start(f64::from(unit.est_us), &self.classes[class as usize]);
+            let demand = &self.classes[class as usize];
+            w.start(f64::from(unit.est_us), demand);
+            self.fair.pending(k.tenant, -1);
+            self.fair.hold(k.tenant, demand, true);
             comm.compute(id, job_id, u);
             if !from_own {
                 self.co_assign(id, job_id, u, class, k);
@@ -213,13 +211,46 @@ impl Scheduler {
         }
     }
 
-    /// Resource class of a queued dispatch key, for `first_fitting`.
-    fn jobs_classes(&self) -> impl Fn(u64) -> u32 + '_ {
-        move |k| {
-            let (job_id, priority) = unkey(k);
-            let job = &self.jobs[&job_id];
-            job.class_of(job.plan.by_priority[priority as usize])
+    /// What worker `id` is to run next, and whether it is queued there (else it is a ready
+    /// root): tenants are tried in fair-share order, and the first with a unit that fits
+    /// both the worker's free resources and the tenant's quota gives its best, from the
+    /// worker's queue or the global ready sets, whichever comes first in its order.
+    fn pick(&self, id: WorkerId) -> Option<(Key, bool)> {
+        /// How far down a tenant's part of a worker's queue to look for a unit that fits.
+        const SCAN: usize = 64;
+        let w = self.workers[id as usize].as_ref()?;
+        for t in self.fair.in_order() {
+            let fits = |class: u32| {
+                let demand = &self.classes[class as usize];
+                w.fits(demand) && self.fair.within_quota(t, demand)
+            };
+            let own = w
+                .queue
+                .range(Key::of_tenant(t))
+                .take(SCAN)
+                .copied()
+                .find(|k| fits(self.class_of_key(k)));
+            let global = self
+                .ready
+                .iter()
+                .enumerate()
+                .filter(|(c, set)| !set.is_empty() && fits(*c as u32))
+                .filter_map(|(_, set)| set.range(Key::of_tenant(t)).next().copied())
+                .min();
+            match (own, global) {
+                (Some(a), Some(b)) => return Some((a.min(b), a <= b)),
+                (Some(a), None) => return Some((a, true)),
+                (None, Some(b)) => return Some((b, false)),
+                (None, None) => {}
+            }
         }
+        None
+    }
+
+    /// Resource class of the unit a dispatch key names.
+    pub(super) fn class_of_key(&self, k: &Key) -> u32 {
+        let job = &self.jobs[&k.job];
+        job.class_of(job.plan.by_priority[k.priority as usize])
     }
 
     fn describe_demand(&self, demand: &Demand) -> String {

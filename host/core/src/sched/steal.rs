@@ -2,7 +2,7 @@
 
 use smallvec::SmallVec;
 
-use super::{Scheduler, WorkerId, unkey};
+use super::{Key, Scheduler, WorkerId};
 
 impl Scheduler {
     /// Moves queued work from the most backlogged worker to idle `thief`, when the move
@@ -30,13 +30,13 @@ impl Scheduler {
         let v = self.workers[victim as usize].as_ref().expect("live");
         let wait = v.backlog_us();
         // Steal from the back: the victim would run those last.
-        let candidates: SmallVec<[u64; 8]> = v.queue.iter().rev().take(8).copied().collect();
+        let candidates: SmallVec<[Key; 8]> = v.queue.iter().rev().take(8).copied().collect();
         let t = self.workers[thief as usize].as_ref().expect("live");
         let mut chosen = None;
         for k in candidates {
-            let (job_id, priority) = unkey(k);
+            let job_id = k.job;
             let job = &self.jobs[&job_id];
-            let u = job.plan.by_priority[priority as usize];
+            let u = job.plan.by_priority[k.priority as usize];
             let class = job.class_of(u);
             if !t.fits(&self.classes[class as usize]) {
                 continue;
@@ -52,6 +52,7 @@ impl Scheduler {
         };
         let v = self.workers[victim as usize].as_mut().expect("live");
         v.queue.remove(&k);
+        self.fair.pending(k.tenant, -1);
         let est = f64::from(self.jobs[&job_id].units[u as usize].est_us);
         v.queued_us -= est;
         self.enqueue(job_id, u, thief, est);

@@ -73,7 +73,7 @@ impl Sim {
 
     fn submit(&mut self, g: crate::graph::Graph) -> JobId {
         let p = Arc::new(plan(g, PlanConfig { fuse: false }));
-        let id = self.s.on_job_submitted(p, "default", &mut self.comm);
+        let id = self.s.on_job_submitted(p, "default", 0, &mut self.comm);
         self.check();
         id
     }
@@ -283,7 +283,7 @@ fn steps_of_a_fused_unit_before_the_failing_one_count_as_done() {
     let g = graph(&[&[], &[0], &[1]], &[2]);
     let p = Arc::new(plan(g, PlanConfig { fuse: true }));
     assert_eq!(p.len(), 1);
-    let job = sim.s.on_job_submitted(p, "default", &mut sim.comm);
+    let job = sim.s.on_job_submitted(p, "default", 0, &mut sim.comm);
     let (_, j, u) = sim.comm.computes.pop_front().unwrap();
     sim.s
         .on_unit_failed(w, j, u, Failure::new(1, "no"), &mut sim.comm);
@@ -552,7 +552,7 @@ proptest! {
         let mut comm = TestComm::default();
         let mut live = vec![s.on_worker_added(worker("w0", 2, &[]), &mut comm)];
         let p = Arc::new(plan(g, PlanConfig { fuse }));
-        let job = s.on_job_submitted(p.clone(), "t", &mut comm);
+        let job = s.on_job_submitted(p.clone(), "t", 0, &mut comm);
         s.set_default_retries(job, window % 3);
         let mut step = 0usize;
         let mut removals = 0;
@@ -724,7 +724,7 @@ proptest! {
         let ws: Vec<WorkerId> = (0..3)
             .map(|i| s.on_worker_added(worker(&format!("w{i}"), 2, &[]), &mut comm))
             .collect();
-        let job = s.on_job_submitted(p.clone(), "t", &mut comm);
+        let job = s.on_job_submitted(p.clone(), "t", 0, &mut comm);
         for _ in 0..before {
             let Some((w, j, u)) = comm.computes.pop_front() else { break };
             s.on_unit_finished(w, j, u, 8, 1.0, &mut comm);
@@ -752,7 +752,7 @@ proptest! {
             .iter()
             .filter_map(|&(u, i)| ids[i].map(|w| (u, w, 8)))
             .collect();
-        s.on_job_restored(job, p.clone(), "t", &held, &mut comm);
+        s.on_job_restored(job, p.clone(), "t", 0, &held, &mut comm);
         if let Err(e) = s.check_invariants() {
             prop_assert!(false, "after the restore: {e}\n{}", s.dump());
         }
@@ -774,7 +774,7 @@ proptest! {
                 prop_assert!(comm.releases.contains(&(w, job, u)));
             }
         }
-        let next = s.on_job_submitted(p.clone(), "t", &mut comm);
+        let next = s.on_job_submitted(p.clone(), "t", 0, &mut comm);
         prop_assert!(next > job);
     }
 }

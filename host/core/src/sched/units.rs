@@ -2,29 +2,33 @@
 
 use smallvec::SmallVec;
 
+use super::fair::{Fair, TenantId};
 use super::worker::Worker;
 use super::{
     Comm, DATASET_WAIT_US, Demand, Failure, JobId, MAX_BACKOFF_US, MAX_DATASET_WAITS, Scheduler,
-    UnitState, WorkerId, key,
+    UnitState, WorkerId,
 };
 use crate::plan::UnitIdx;
 
-/// A unit expected to take `est_us` (of resource class `class`) that ran on `worker` ended
-/// (finished, failed, or taken back): its thread slot, resources and expected time are free,
-/// and the worker is to be filled again. Takes the scheduler's fields, not the scheduler,
-/// so that callers may hold a job meanwhile; returns the worker for further accounting.
+/// A unit of `tenant` expected to take `est_us` (asking for `demand`) that ran on `worker`
+/// ended (finished, failed, or taken back): its thread slot, resources and expected time
+/// are free, the tenant holds them no more, and the worker is to be filled again. Takes the
+/// scheduler's fields, not the scheduler, so that callers may hold a job meanwhile; returns
+/// the worker for further accounting.
 fn free_slot<'w>(
     workers: &'w mut [Option<Worker>],
-    classes: &[Demand],
+    fair: &mut Fair,
     dirty: &mut Vec<WorkerId>,
     worker: WorkerId,
     est_us: f64,
-    class: u32,
+    demand: &Demand,
+    tenant: TenantId,
 ) -> &'w mut Worker {
     let w = workers[worker as usize]
         .as_mut()
         .expect("running on a live worker");
-    w.finish(est_us, &classes[class as usize]);
+    w.finish(est_us, demand);
+    fair.hold(tenant, demand, false);
     dirty.push(worker);
     w
 }
@@ -58,13 +62,16 @@ impl Scheduler {
         let class = job.class_of(u);
         let w = free_slot(
             &mut self.workers,
-            &self.classes,
+            &mut self.fair,
             &mut self.dirty,
             worker,
             est,
-            class,
+            &self.classes[class as usize],
+            job.tenant,
         );
         w.memory += nbytes;
+        self.fair
+            .charge(job.tenant, &self.classes[class as usize], duration_us);
 
         // Learn: split the time over the steps in proportion to what was expected of them.
         let steps = job.plan.steps(u);
@@ -144,11 +151,12 @@ impl Scheduler {
             .unwrap_or(job.default_retries);
         let w = free_slot(
             &mut self.workers,
-            &self.classes,
+            &mut self.fair,
             &mut self.dirty,
             worker,
             est,
-            class,
+            &self.classes[class as usize],
+            job.tenant,
         );
         failure.worker = Some(w.spec.name.as_str().into());
         if failed <= retries {
@@ -215,11 +223,12 @@ impl Scheduler {
         unit.waiting = 0;
         free_slot(
             &mut self.workers,
-            &self.classes,
+            &mut self.fair,
             &mut self.dirty,
             worker,
             est,
-            class,
+            &self.classes[class as usize],
+            job.tenant,
         );
         if self.drop_copies(job_id, input, tried) {
             // Its consumers (this unit among them) wait for it again (or err, when
@@ -269,11 +278,12 @@ impl Scheduler {
         let est = f64::from(job.units[u as usize].est_us);
         free_slot(
             &mut self.workers,
-            &self.classes,
+            &mut self.fair,
             &mut self.dirty,
             worker,
             est,
-            class,
+            &self.classes[class as usize],
+            job.tenant,
         );
         let waits = job.dataset_waits.entry(u).or_default();
         *waits += 1;
@@ -352,7 +362,7 @@ impl Scheduler {
             match unit.state {
                 UnitState::Erred | UnitState::Memory | UnitState::Released => continue,
                 UnitState::Ready | UnitState::Queued(_) => {
-                    let k = key(job_id, plan.priority[x as usize]);
+                    let k = job.key(job_id, x);
                     let class = job.class_of(x);
                     let unit = job.units[x as usize].clone();
                     self.unqueue(k, class, &unit);
@@ -397,6 +407,7 @@ impl Scheduler {
         for &c in plan.consumers(u) {
             let job = self.jobs.get_mut(&job_id).expect("exists");
             let class = job.class_of(c);
+            let (k, tenant) = (job.key(job_id, c), job.tenant);
             let cu = &mut job.units[c as usize];
             match cu.state {
                 UnitState::Waiting => cu.waiting += 1,
@@ -406,7 +417,6 @@ impl Scheduler {
                     cu.waiting = 1;
                 }
                 UnitState::Ready | UnitState::Queued(_) => {
-                    let k = key(job_id, plan.priority[c as usize]);
                     let snapshot = cu.clone();
                     cu.state = UnitState::Waiting;
                     cu.waiting = 1;
@@ -420,11 +430,12 @@ impl Scheduler {
                     cu.waiting = 1;
                     free_slot(
                         &mut self.workers,
-                        &self.classes,
+                        &mut self.fair,
                         &mut self.dirty,
                         w_id,
                         est,
-                        class,
+                        &self.classes[class as usize],
+                        tenant,
                     );
                 }
                 _ => {}

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Demand;
+use super::{Demand, Key};
 
 /// A worker as it introduces itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub(super) struct Worker {
     /// Units sent to it and not yet reported.
     pub(super) running: u32,
     /// Units placed here but not sent yet, by dispatch key.
-    pub(super) queue: BTreeSet<u64>,
+    pub(super) queue: BTreeSet<Key>,
     /// Expected microseconds of work queued and running here.
     pub(super) queued_us: f64,
     /// Resource id -> amount offered.
@@ -45,8 +45,6 @@ pub(super) struct Worker {
     pub(super) paused: bool,
 }
 
-/// How far down a queue to look for a unit whose resources are free.
-const SCAN: usize = 64;
 /// Units per thread a worker may be sent ahead when they are short.
 const MAX_AHEAD_PER_THREAD: u32 = 64;
 
@@ -104,19 +102,6 @@ impl Worker {
             self.offered(*r)
                 .is_some_and(|i| self.resources[i].1 - self.used[i] >= *n)
         })
-    }
-
-    /// The first queued unit (by priority) whose resources are free now.
-    pub(super) fn first_fitting(
-        &self,
-        class_of: &impl Fn(u64) -> u32,
-        classes: &[Demand],
-    ) -> Option<u64> {
-        self.queue
-            .iter()
-            .take(SCAN)
-            .copied()
-            .find(|&k| self.fits(&classes[class_of(k) as usize]))
     }
 
     /// A unit expected to take `est_us` was sent: it holds a thread slot and its resources.

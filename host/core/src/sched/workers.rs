@@ -1,7 +1,7 @@
 //! Worker events: a worker joins, leaves or is lost, or pauses; the bandwidth estimates use.
 
 use super::worker::Worker;
-use super::{Comm, Failure, JobId, Scheduler, UnitState, WorkerId, WorkerSpec, unkey};
+use super::{Comm, Failure, JobId, Scheduler, UnitState, WorkerId, WorkerSpec};
 use crate::plan::UnitIdx;
 
 #[cfg(doc)]
@@ -16,6 +16,8 @@ impl Scheduler {
             .iter()
             .map(|(name, amount)| (self.resource_id(name), *amount))
             .collect();
+        self.fair
+            .worker_capacity(spec.nthreads.max(1), &resources, true);
         let worker = Worker::new(
             spec,
             resources,
@@ -25,9 +27,8 @@ impl Scheduler {
         self.workers.push(Some(worker));
         // Units stranded for lack of resources may fit now.
         for k in std::mem::take(&mut self.stranded) {
-            let (job, priority) = unkey(k);
-            let unit = self.jobs[&job].plan.by_priority[priority as usize];
-            self.make_ready(job, unit, comm);
+            let unit = self.jobs[&k.job].plan.by_priority[k.priority as usize];
+            self.make_ready(k.job, unit, comm);
         }
         self.mark_all_dirty();
         self.fill(comm);
@@ -43,6 +44,10 @@ impl Scheduler {
             return;
         };
         let lost_as = format!("{} ({reason})", w.spec.name);
+        self.fair.worker_capacity(w.nthreads, &w.resources, false);
+        for k in &w.queue {
+            self.fair.pending(k.tenant, -1);
+        }
         let mut job_ids: Vec<JobId> = self.jobs.keys().copied().collect();
         job_ids.sort_unstable();
         for job_id in job_ids {
@@ -53,6 +58,9 @@ impl Scheduler {
                 match unit.state {
                     UnitState::Queued(x) if x == worker => requeue.push(u as UnitIdx),
                     UnitState::Running(x) if x == worker => {
+                        let class = job.class.get(&(u as UnitIdx)).copied().unwrap_or(0);
+                        self.fair
+                            .hold(job.tenant, &self.classes[class as usize], false);
                         unit.attempts = unit.attempts.saturating_add(1);
                         job.lost_workers
                             .entry(u as UnitIdx)

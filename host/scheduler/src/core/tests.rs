@@ -68,6 +68,7 @@ fn harness() -> Harness {
             key: fabric_auth::CapabilityKey::generate().unwrap(),
             ttl: Duration::from_secs(60),
         }),
+        policy: fabric_core::Policy::default(),
     };
     let core = Core::new(
         config,
@@ -121,6 +122,7 @@ fn chain(limits: Option<v1::JobLimits>) -> Prepared {
         },
         persist: String::new(),
         no_fuse: true,
+        priority: 0,
         limits,
         externals: Vec::new(),
         readers: Default::default(),
