@@ -568,6 +568,16 @@ impl Cluster {
         self.home.path()
     }
 
+    /// Sends the scheduler process a signal (`HUP`, `TERM`, ...) with `kill`.
+    pub fn signal_scheduler(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.scheduler.id().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
     /// The operator's credentials, for an in-process client.
     pub fn credentials(&self) -> fabric_client::Credentials {
         let credentials = fabric_client::Credentials::file(&self.home.path().join("token"))

@@ -1,10 +1,12 @@
 //! Fabric's benchmark programs, the counterparts of ../shared/bench/dask/: task throughput
 //! (flat and tree), per-task overhead on random DAGs of 1k-1M tasks (with scheduler memory
-//! per task), single-task latency, and the validate+plan passes alone. Each measurement
-//! prints one JSON line on stdout; see bench/RESULTS.md for how they are run and reported.
+//! per task), single-task latency, the validate+plan passes alone, and the scheduler core's
+//! cost per placed task between tenants. Each measurement prints one JSON line on stdout; see
+//! bench/RESULTS.md for how they are run and reported.
 
 mod alloc;
 mod cluster;
+mod fair;
 mod graphs;
 
 use std::path::{Path, PathBuf};
@@ -98,10 +100,25 @@ enum Command {
         #[arg(long)]
         tls: bool,
     },
+    /// The scheduler core alone (no wasm, no workers): 4 workers of 16 threads, T tenants
+    /// each submitting one job of TASKS/T independent tasks, then every unit sent reported
+    /// finished, oldest first, until none is left: time per task of that loop, and of
+    /// submission.
+    Fair {
+        /// Numbers of tenants, one measurement each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 1000])]
+        tenants: Vec<usize>,
+        /// Tasks in all, split evenly between the tenants.
+        #[arg(long, default_value_t = 200_000)]
+        tasks: usize,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Fair { tenants, tasks } = &cli.command {
+        return fair::run(tenants, *tasks, cli.reps.max(1));
+    }
     let math_path = cli.math.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../guest-examples/target/wasm32-wasip2/release/math.wasm")
@@ -191,6 +208,7 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Command::Fair { .. } => unreachable!("run before the math component is loaded"),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod arrays;
 mod cluster;
 mod dataframes;
+mod fairness;
 mod netns;
 mod polyglot;
 mod run;

@@ -1,0 +1,201 @@
+//! Fair share and quotas on a real cluster: graphs over a tenant's quota refused whole with
+//! the quota named, the policy file reloaded by `fabric admin policy reload` and by SIGHUP
+//! (an invalid one changing nothing), and one tenant's flood not holding back another's job.
+
+use std::time::{Duration, Instant};
+
+use fabric_client::{Client, ComponentSource, Credentials, JobState, Submission};
+use fabric_tests::{Cluster, GraphDir, block_on, guest};
+use serde_json::{Value as Json, json};
+
+use crate::run::{graph, r, task};
+
+fn math() -> ComponentSource {
+    ComponentSource::new(
+        "math",
+        std::fs::read(guest("math")).expect("the math guest"),
+    )
+}
+
+/// `n` tasks sleeping `ms` each (with `extra` fields), and their sum: `n + 1` tasks.
+fn sleepers(n: usize, ms: u32, extra: Json) -> Submission {
+    let mut tasks: Vec<(String, Json)> = (0..n)
+        .map(|i| {
+            let mut t = json!({ "call": "math/slow-inc", "args": [i, ms] });
+            if let Json::Object(extra) = &extra {
+                t.as_object_mut().unwrap().extend(extra.clone());
+            }
+            (format!("s{i}"), t)
+        })
+        .collect();
+    let refs: Vec<Json> = (0..n).map(|i| r(&format!("s{i}"))).collect();
+    tasks.push(task("sum", "math/sum", json!([refs])));
+    Submission::new(graph(tasks, &["sum"]).to_string(), vec![math()])
+}
+
+async fn connect(cluster: &Cluster, token: &str) -> Client {
+    Client::connect_with(&cluster.url, Credentials::token(token))
+        .await
+        .unwrap()
+}
+
+#[test]
+fn quotas_refuse_graphs_whole_and_a_reloaded_policy_applies_at_once() {
+    let dir = GraphDir::new();
+    let policy = dir.write(
+        "policy.toml",
+        "[default]\nquota = { tasks = 5, resources = { gpu = 1 } }\n",
+    );
+    let policy_arg = policy.to_str().unwrap();
+    let cluster = Cluster::start_with(
+        &["--policy", policy_arg],
+        1,
+        &["--nthreads", "4", "--resources", "gpu=2"],
+    );
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    let long = block_on(async {
+        let a = connect(&cluster, &alice).await;
+        let refused = |e: fabric_client::ClientError| e.to_string();
+        // Over the quota alone: refused whole.
+        let e = a
+            .submit(&sleepers(5, 10, json!({})), None)
+            .await
+            .unwrap_err();
+        assert!(
+            refused(e).contains(
+                "tenant `a` exceeded quota `tasks`: requested: tasks=6, used: tasks=0, \
+                 limited: tasks=5"
+            ),
+            "{}",
+            cluster.logs()
+        );
+        // Within it, then over it with what runs.
+        let long = a
+            .submit(&sleepers(2, 60_000, json!({})), None)
+            .await
+            .unwrap();
+        let e = a
+            .submit(&sleepers(2, 10, json!({})), None)
+            .await
+            .unwrap_err();
+        assert!(refused(e).contains(
+            "tenant `a` exceeded quota `tasks`: requested: tasks=3, used: tasks=3, limited: tasks=5"
+        ));
+        let e = a
+            .submit(&sleepers(1, 10, json!({ "resources": { "gpu": 2 } })), None)
+            .await
+            .unwrap_err();
+        assert!(refused(e).contains(
+            "tenant `a` exceeded quota `gpu`: requested: gpu=2, used: gpu=0, limited: gpu=1"
+        ));
+        // Another tenant's quota is its own.
+        let b = connect(&cluster, &bob).await;
+        let job = b.submit(&sleepers(2, 10, json!({})), None).await.unwrap();
+        assert_eq!(
+            b.wait(job, |_| {}).await.unwrap().state,
+            JobState::Succeeded
+        );
+
+        // A member may not reload the policy.
+        let e = a.reload_policy().await.unwrap_err();
+        assert!(
+            e.to_string().contains("only an operator may do this"),
+            "{e}"
+        );
+        long
+    });
+
+    // The operator raises a's quota: it applies to the next submission.
+    std::fs::write(
+        &policy,
+        "[default]\nquota = { tasks = 5, resources = { gpu = 1 } }\n\
+         [tenants.a]\nweight = 2\nquota = { tasks = 100 }\n",
+    )
+    .unwrap();
+    let out = cluster.fabric(&["admin", "policy", "reload"]);
+    assert_eq!(
+        out.success_text(),
+        "half-life 86400s\n(default): weight 1 tier normal, tasks=5 gpu=1\n\
+         a: weight 2 tier normal, tasks=100 gpu=1\n"
+    );
+    block_on(async {
+        let a = connect(&cluster, &alice).await;
+        let job = a.submit(&sleepers(2, 10, json!({})), None).await.unwrap();
+        assert_eq!(
+            a.wait(job, |_| {}).await.unwrap().state,
+            JobState::Succeeded
+        );
+    });
+
+    // An invalid file changes nothing, and says why.
+    std::fs::write(&policy, "[tenants.a]\nweight = 0\n").unwrap();
+    let out = cluster.fabric(&["admin", "policy", "reload"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(
+            "is invalid: tenants.a.weight: must be a positive number (got 0); the policy in \
+             force is unchanged"
+        ),
+        "{out}"
+    );
+    block_on(async {
+        let a = connect(&cluster, &alice).await;
+        let job = a.submit(&sleepers(9, 10, json!({})), None).await.unwrap();
+        assert_eq!(
+            a.wait(job, |_| {}).await.unwrap().state,
+            JobState::Succeeded
+        );
+    });
+
+    // SIGHUP reads the file again: a's quota falls to 1 task.
+    std::fs::write(&policy, "[tenants.a]\nquota = { tasks = 1 }\n").unwrap();
+    cluster.signal_scheduler("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    block_on(async {
+        let a = connect(&cluster, &alice).await;
+        loop {
+            match a.submit(&sleepers(1, 10, json!({})), None).await {
+                Err(e) => {
+                    assert!(e.to_string().contains("exceeded quota `tasks`"), "{e}");
+                    break;
+                }
+                Ok(job) => {
+                    a.wait(job, |_| {}).await.unwrap();
+                    assert!(Instant::now() < deadline, "SIGHUP changed nothing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        assert!(a.cancel(long).await.unwrap());
+    });
+}
+
+#[test]
+fn one_tenants_flood_does_not_hold_back_another_tenants_job() {
+    // Two threads; alice's 200 tasks of 100 ms take 10 s. Bob's 4 run on his share, long
+    // before alice's job ends (first come, first served would run them after it).
+    let cluster = Cluster::start(1, &["--nthreads", "2"]);
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    block_on(async {
+        let a = connect(&cluster, &alice).await;
+        let b = connect(&cluster, &bob).await;
+        let flood = a
+            .submit(&sleepers(200, 100, json!({})), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let job = b.submit(&sleepers(4, 100, json!({})), None).await.unwrap();
+        assert_eq!(
+            b.wait(job, |_| {}).await.unwrap().state,
+            JobState::Succeeded
+        );
+        let took = started.elapsed();
+        assert!(
+            a.cancel(flood).await.unwrap(),
+            "alice's flood ended before bob's job ({took:?}): no fair share"
+        );
+    });
+}
