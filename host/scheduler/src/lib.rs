@@ -18,6 +18,7 @@
 mod auth;
 mod components;
 mod core;
+mod gate;
 mod journal;
 pub mod policy;
 mod service;
@@ -86,6 +87,11 @@ impl Default for SchedulerOptions {
         }
     }
 }
+
+/// Submissions and uploads validated at once, per core; beyond, tenants take turns.
+const GATE_PER_CORE: usize = 2;
+/// Submissions and uploads one tenant may have waiting; beyond, it is told to slow down.
+const GATE_MAX_WAITING: usize = 64;
 
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +251,11 @@ pub async fn serve(
         cluster_id: replayed.cluster_id,
         authority: options.authority.clone(),
         capabilities,
+        gate: Arc::new(gate::FairGate::new(
+            GATE_PER_CORE
+                * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            GATE_MAX_WAITING,
+        )),
     };
     let check = auth::Authenticate(options.authority.clone());
     let scheduler = SchedulerServer::new(service)

@@ -41,6 +41,8 @@ pub(crate) struct Service {
     pub(crate) authority: Arc<Authority>,
     /// The signing of data-plane capabilities.
     pub(crate) capabilities: Arc<crate::core::Capabilities>,
+    /// Submissions and uploads, a few at a time, tenants taking turns.
+    pub(crate) gate: Arc<crate::gate::FairGate>,
 }
 
 /// Rebuilds a job of the journal: its graph validated and planned again, with its
@@ -121,6 +123,8 @@ impl Service {
                 who.tenant
             )));
         };
+        // Tenants take turns from here: validating is what a flood of submissions costs.
+        let _pass = self.gate.enter(&who.tenant).await?;
         if let Some(limits) = &r.limits
             && limits.retries > fabric_core::MAX_RETRIES
         {
@@ -405,6 +409,7 @@ impl SchedulerRpc for Service {
         let components = self.components.clone();
         let stored = hash.clone();
         let tenant = who.tenant.clone();
+        let _pass = self.gate.enter(&tenant).await?;
         tokio::task::spawn_blocking(move || components.insert(stored, bytes, tenant))
             .await
             .map_err(|e| Status::internal(format!("storing the component panicked: {e}")))?

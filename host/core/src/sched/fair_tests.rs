@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::graph::{Graph, TaskOptions};
 use crate::plan::{PlanConfig, plan};
-use crate::testutil::graph;
+use crate::testutil::{graph, with_resources};
 
 /// `n` independent tasks, every one an output, each asking for `resources`.
 fn roots(n: usize, resources: &[(&str, u32)]) -> Graph {
@@ -495,6 +495,35 @@ fn equal_shares_go_to_whoever_used_less_lately_and_usage_halves_per_half_life() 
         (after - before / 2.0).abs() < 1e-9 * before,
         "{before} -> {after}"
     );
+}
+
+#[test]
+fn a_job_is_accounted_its_thread_gpu_and_byte_seconds_and_bytes_moved() {
+    let mut c = Clock::new(no_prefetch());
+    c.add_worker(spec("w", 2, &[("gpu", 2)]));
+    // Four 1 s tasks on two threads, each holding a gpu; values of 8 bytes.
+    let job = c.submit("a", 0, roots(4, &[("gpu", 1)]), 1e6);
+    c.run_until(2e6);
+    c.s.on_clock(3e6);
+    let u = c.s.usage(job).unwrap();
+    assert_eq!((u.units, u.stored_bytes, u.bytes_moved), (4, 32, 0));
+    assert!((u.cpu_seconds - 4.0).abs() < 1e-9, "{u:?}");
+    assert!((u.resource_seconds["gpu"] - 4.0).abs() < 1e-9, "{u:?}");
+    // 16 bytes from 1 s to 2 s, 32 from 2 s to 3 s.
+    assert!((u.stored_byte_seconds - 48.0).abs() < 1e-9, "{u:?}");
+    c.s.on_job_released(job, &mut c.comm);
+    assert_eq!(c.s.usage(job), None);
+
+    // Two roots that can only run on different workers, and their sum: one input moves.
+    let mut c = Clock::new(no_prefetch());
+    c.add_worker(spec("x", 1, &[("x", 1)]));
+    c.add_worker(spec("y", 1, &[("y", 1)]));
+    let g = graph(&[&[], &[], &[0, 1]], &[2]);
+    let g = with_resources(with_resources(g, 0, &[("x", 1)]), 1, &[("y", 1)]);
+    let job = c.submit("a", 0, g, 1e3);
+    c.run_until(1e5);
+    let u = c.s.usage(job).unwrap();
+    assert_eq!((u.units, u.bytes_moved, u.stored_bytes), (3, 8, 8), "{u:?}");
 }
 
 /// Runs tenants with the given per-task demands (all backlogged) on one worker with

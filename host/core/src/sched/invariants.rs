@@ -151,6 +151,18 @@ impl Scheduler {
                     settled += 1;
                 }
             }
+            let stored: u64 = job
+                .units
+                .iter()
+                .filter(|x| x.state == Memory)
+                .map(|x| x.nbytes * x.holders.len() as u64)
+                .sum();
+            if stored != job.account.stored {
+                return Err(format!(
+                    "job {job_id}: holds {stored} bytes, accounted {}",
+                    job.account.stored
+                ));
+            }
             if settled != job.settled_units {
                 return Err(format!(
                     "job {job_id}: {settled} settled units, counted {}",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::usage::Account;
 use super::{Comm, Demand, Job, JobId, JobProgress, Scheduler, Unit, UnitState, WorkerId, rank};
 use crate::plan::{Plan, UnitIdx};
 
@@ -67,6 +68,7 @@ impl Scheduler {
             unit.state = UnitState::Memory;
             unit.holders.push(w);
             worker.memory += unit.nbytes;
+            job.account.stored += unit.nbytes;
         }
         // What the outputs still need: from each output not in memory, back through the
         // inputs that are not in memory either.
@@ -206,6 +208,7 @@ impl Scheduler {
                 default_retries: 0,
                 lost_workers: FxHashMap::default(),
                 dataset_waits: FxHashMap::default(),
+                account: Account::default(),
             },
         );
     }

@@ -25,6 +25,7 @@ mod placement;
 mod steal;
 mod tenants;
 mod units;
+mod usage;
 mod worker;
 mod workers;
 
@@ -44,6 +45,7 @@ pub use fair::{
     DEFAULT_HALF_LIFE_US, Policy, Quota, QuotaExceeded, TenantPolicy, TenantShare, Tier,
 };
 use fair::{Fair, TenantId};
+pub use usage::Usage;
 use worker::Worker;
 pub use worker::WorkerSpec;
 
@@ -218,6 +220,8 @@ struct Job {
     lost_workers: FxHashMap<UnitIdx, Vec<String>>,
     /// Tries of units that found a dataset value missing.
     dataset_waits: FxHashMap<UnitIdx, u32>,
+    /// What it used.
+    account: usage::Account,
 }
 
 impl Job {
@@ -294,6 +298,8 @@ pub struct Scheduler {
     dirty: Vec<WorkerId>,
     /// Tenants, their shares and quotas.
     fair: Fair,
+    /// The time accounts were last brought up to (byte-seconds of values held).
+    accounted_at: Option<f64>,
 }
 
 impl Scheduler {
@@ -313,6 +319,7 @@ impl Scheduler {
             stranded: BTreeSet::new(),
             dirty: Vec::new(),
             fair: Fair::new(),
+            accounted_at: None,
         }
     }
 

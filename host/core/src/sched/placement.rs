@@ -182,11 +182,13 @@ impl Scheduler {
             let u = self.jobs[&job_id].plan.by_priority[k.priority as usize];
             // A root is estimated when it starts: durations learned since it became ready count.
             let fresh_estimate = (!from_own).then(|| self.estimate(job_id, u));
+            let moved = self.missing_bytes(job_id, u, id);
             let job = self
                 .jobs
                 .get_mut(&job_id)
                 .expect("queued units belong to live jobs");
             let class = job.class_of(u);
+            job.account.moved(moved);
             let w = self.workers[id as usize].as_mut().expect("live");
             let unit = &mut job.units[u as usize];
             match fresh_estimate {

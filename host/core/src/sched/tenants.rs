@@ -2,7 +2,7 @@
 //! their tenant's quotas.
 
 use super::fair::TenantId;
-use super::{Policy, QuotaExceeded, Scheduler, TenantShare, UnitState};
+use super::{Policy, QuotaExceeded, Scheduler, TenantShare};
 use crate::plan::Plan;
 
 impl Scheduler {
@@ -21,6 +21,7 @@ impl Scheduler {
     /// The time is `now_us` (microseconds on any monotonic clock): past usage decays.
     pub fn on_clock(&mut self, now_us: f64) {
         self.fair.advance(now_us);
+        self.account_time(now_us);
     }
 
     /// Where every tenant seen so far stands, by name.
@@ -110,9 +111,7 @@ impl Scheduler {
         self.jobs
             .values()
             .filter(|j| j.tenant == t)
-            .flat_map(|j| &j.units)
-            .filter(|u| u.state == UnitState::Memory)
-            .map(|u| u.nbytes * u.holders.len() as u64)
+            .map(|j| j.account.stored)
             .sum()
     }
 }

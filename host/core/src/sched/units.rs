@@ -60,6 +60,8 @@ impl Scheduler {
         unit.nbytes = nbytes;
         unit.holders.push(worker);
         let class = job.class_of(u);
+        job.account.stored += nbytes;
+        job.account.ran(&self.classes[class as usize], duration_us);
         let w = free_slot(
             &mut self.workers,
             &mut self.fair,
@@ -308,10 +310,12 @@ impl Scheduler {
     /// count as lost. Whether the value was in memory and no copy is left (the caller
     /// revives it).
     fn drop_copies(&mut self, job_id: JobId, u: UnitIdx, tried: &[WorkerId]) -> bool {
-        let Some(value) = self
-            .jobs
-            .get_mut(&job_id)
-            .and_then(|j| j.units.get_mut(u as usize))
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        let Some(value) = job
+            .units
+            .get_mut(u as usize)
             .filter(|v| v.state == UnitState::Memory)
         else {
             return false;
@@ -319,6 +323,7 @@ impl Scheduler {
         for &t in tried {
             if let Some(i) = value.holders.iter().position(|h| *h == t) {
                 value.holders.swap_remove(i);
+                job.account.stored -= value.nbytes;
                 if let Some(w) = self.workers.get_mut(t as usize).and_then(Option::as_mut) {
                     w.memory -= value.nbytes;
                 }
@@ -390,8 +395,10 @@ impl Scheduler {
     }
 
     pub(super) fn release(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
-        let unit = &mut self.jobs.get_mut(&job_id).expect("exists").units[u as usize];
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let unit = &mut job.units[u as usize];
         unit.state = UnitState::Released;
+        job.account.stored -= unit.nbytes * unit.holders.len() as u64;
         for h in std::mem::take(&mut unit.holders) {
             if let Some(w) = self.workers[h as usize].as_mut() {
                 w.memory -= unit.nbytes;

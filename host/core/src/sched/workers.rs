@@ -70,6 +70,7 @@ impl Scheduler {
                     }
                     UnitState::Memory if unit.holders.contains(&worker) => {
                         unit.holders.retain(|h| *h != worker);
+                        job.account.stored -= unit.nbytes;
                         if unit.holders.is_empty() {
                             lost.push(u as UnitIdx);
                         }
