@@ -199,3 +199,71 @@ fn one_tenants_flood_does_not_hold_back_another_tenants_job() {
         );
     });
 }
+
+#[test]
+fn usage_is_accounted_per_job_shown_by_visibility_and_kept_across_a_restart() {
+    let journal = tempfile::tempdir().unwrap();
+    let journal_dir = journal.path().to_str().unwrap();
+    let mut cluster = Cluster::start_with(
+        &["--journal", journal_dir, "--restore-wait", "1s"],
+        1,
+        &["--nthreads", "2", "--resources", "gpu=2"],
+    );
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    block_on(async {
+        let a = connect(&cluster, &alice).await;
+        // Four 200 ms tasks holding a gpu each, and their sum.
+        let sub = sleepers(4, 200, json!({ "resources": { "gpu": 1 } }));
+        let job = a.submit(&sub, None).await.unwrap();
+        let end = a.wait(job, |_| {}).await.unwrap();
+        assert_eq!(end.state, JobState::Succeeded);
+        a.release(job).await.unwrap();
+        let b = connect(&cluster, &bob).await;
+        let job = b.submit(&sleepers(1, 10, json!({})), None).await.unwrap();
+        b.wait(job, |_| {}).await.unwrap();
+    });
+    let usage_of = |cluster: &Cluster, token: &str| -> Json {
+        let out = cluster.fabric_as(token, &["usage", "--json"]);
+        serde_json::from_str(out.success_text()).unwrap()
+    };
+    let check_alice = |u: &Json| {
+        let tenants = u["tenants"].as_array().unwrap();
+        assert_eq!(tenants.len(), 1, "{u}");
+        let a = &tenants[0];
+        assert_eq!(
+            (a["tenant"].as_str(), a["jobs"].as_u64()),
+            (Some("a"), Some(1))
+        );
+        assert_eq!(a["units"], 5, "{u}");
+        let cpu = a["cpu_seconds"].as_f64().unwrap();
+        let gpu = a["resource_seconds"]["gpu"].as_f64().unwrap();
+        assert!((0.8..5.0).contains(&cpu), "{u}");
+        assert!((0.8..5.0).contains(&gpu) && gpu <= cpu, "{u}");
+        assert_eq!(u["jobs"][0]["owner"], "alice");
+        assert!(
+            u["jobs"][0]["ended_ms"].as_u64().unwrap() > 0,
+            "let go: {u}"
+        );
+    };
+    check_alice(&usage_of(&cluster, &alice));
+    let bobs = usage_of(&cluster, &bob);
+    assert_eq!(bobs["jobs"].as_array().unwrap().len(), 1, "{bobs}");
+    assert_eq!(bobs["jobs"][0]["tenant"], "b", "bob sees his own only");
+    let all = cluster.fabric(&["usage", "--json"]);
+    let all: Json = serde_json::from_str(all.success_text()).unwrap();
+    assert_eq!(all["tenants"].as_array().unwrap().len(), 2, "{all}");
+    let table = cluster.fabric(&["usage"]);
+    let table = table.success_text();
+    assert!(table.starts_with("TENANT"), "{table}");
+    assert!(table.contains("gpu-h"), "{table}");
+
+    // The journal keeps it across a restart.
+    cluster.restart_scheduler();
+    check_alice(&usage_of(&cluster, &alice));
+    // Jobs let go before --since are left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    let recent = cluster.fabric_as(&alice, &["usage", "--json", "--since", "1s"]);
+    let recent: Json = serde_json::from_str(recent.success_text()).unwrap();
+    assert!(recent["jobs"].as_array().unwrap().is_empty(), "{recent}");
+}

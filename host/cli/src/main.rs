@@ -8,6 +8,7 @@ mod cluster;
 mod df;
 mod load;
 mod run;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,9 @@ enum Command {
     Status(cluster::StatusArgs),
     /// List the persisted datasets (`fabric submit --persist NAME`).
     Datasets(cluster::StatusArgs),
+    /// Show what jobs used: thread-hours, gpu-hours, stored GB-hours, bytes moved, per
+    /// tenant or per job (your own as a member, your tenant's as its admin, all as operator).
+    Usage(usage::UsageArgs),
     /// Drop a persisted dataset from the workers' memory.
     Forget(cluster::ForgetArgs),
     /// Let another tenant read one of your datasets (or stop, with --revoke).
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Cancel(a) => cluster::cancel(a),
         Command::Status(a) => cluster::status(a),
         Command::Datasets(a) => cluster::datasets(a),
+        Command::Usage(a) => usage::usage(a),
         Command::Forget(a) => cluster::forget(a),
         Command::Share(a) => cluster::share(a),
         Command::Admin(a) => admin::admin(a),

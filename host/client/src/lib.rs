@@ -36,7 +36,7 @@ pub use fabric_frame::arrow_array::RecordBatch;
 pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
 pub use query::{Query, QueryAction, QueryError, parse_query};
-pub use report::{ClusterStatus, Dataset, JobFailure, JobState, JobStatus, WorkerStatus};
+pub use report::{ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, WorkerStatus};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -766,6 +766,22 @@ impl Client {
             .await?
             .into_inner();
         Ok(ClusterStatus::try_from(status)?)
+    }
+
+    /// What the jobs this client may see used (a member's own, a tenant-admin's tenant's,
+    /// an operator's all; of `tenant` only, if given): those held, and those let go since
+    /// `since_ms` (ms since the Unix epoch; 0: all the scheduler kept), by job id.
+    pub async fn usage(
+        &self,
+        since_ms: u64,
+        tenant: Option<&str>,
+    ) -> Result<Vec<JobUsage>, ClientError> {
+        let request = v1::UsageRequest {
+            since_ms,
+            tenant: tenant.unwrap_or_default().to_string(),
+        };
+        let jobs = self.rpc().get_usage(request).await?.into_inner().jobs;
+        Ok(jobs.into_iter().map(JobUsage::from).collect())
     }
 
     /// The persisted datasets.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fabric_core::{JobProgress, Type, WorkerSpec};
+use fabric_core::{JobProgress, Type, Usage, WorkerSpec};
 use fabric_proto::{ProtoError, v1};
 
 /// Where a job stands.
@@ -226,6 +226,44 @@ impl Dataset {
     /// The bytes of all its values.
     pub fn bytes(&self) -> u64 {
         self.values.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What one job used (`fabric usage`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobUsage {
+    /// The job.
+    pub job: u64,
+    /// Its tenant.
+    pub tenant: String,
+    /// The principal that submitted it.
+    pub owner: String,
+    /// When it was submitted, ms since the Unix epoch (0: unknown).
+    pub submitted_ms: u64,
+    /// When it was let go (released, cancelled, forgotten); `None` while it is held.
+    pub ended_ms: Option<u64>,
+    /// What it used.
+    pub usage: Usage,
+}
+
+impl From<v1::JobUsage> for JobUsage {
+    fn from(u: v1::JobUsage) -> JobUsage {
+        let used = u.usage.unwrap_or_default();
+        JobUsage {
+            job: u.job_id,
+            tenant: u.tenant,
+            owner: u.owner,
+            submitted_ms: u.submitted_ms,
+            ended_ms: (u.ended_ms > 0).then_some(u.ended_ms),
+            usage: Usage {
+                units: used.units,
+                cpu_seconds: used.cpu_seconds,
+                resource_seconds: used.resource_seconds.into_iter().collect(),
+                stored_byte_seconds: used.stored_byte_seconds,
+                bytes_moved: used.bytes_moved,
+                stored_bytes: used.stored_bytes,
+            },
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub(crate) struct Prepared {
     pub no_fuse: bool,
     /// Its place among its tenant's jobs: higher first (`fabric submit --priority`).
     pub priority: i32,
+    /// When it was submitted, ms since the Unix epoch.
+    pub submitted_ms: u64,
     pub limits: Option<v1::JobLimits>,
     /// The dataset values the graph uses, in the order of `plan.graph.externals`.
     pub externals: Vec<v1::ExternalValue>,
@@ -136,6 +138,14 @@ pub(crate) enum Command {
         who: Principal,
         reply: oneshot::Sender<Result<Vec<String>, Status>>,
     },
+    /// What the jobs `who` may see used: held ones, and ones let go since `since_ms`.
+    Usage {
+        who: Principal,
+        since_ms: u64,
+        /// Only this tenant's (empty: all `who` may see).
+        tenant: String,
+        reply: oneshot::Sender<Vec<v1::JobUsage>>,
+    },
     /// Time passed: check heartbeats.
     Tick,
     /// The operator's policy from now on.
@@ -215,6 +225,7 @@ pub(crate) fn spawn(
     journal: Option<Journal>,
     audit: Arc<Audit>,
     restoring: Vec<JobId>,
+    past_usage: Vec<v1::JobUsage>,
 ) -> (
     mpsc::UnboundedSender<Command>,
     tokio::task::JoinHandle<Core>,
@@ -227,6 +238,7 @@ pub(crate) fn spawn(
     let mut core = Core::new(config, timers);
     core.journal = journal;
     core.audit = audit;
+    core.ended_usage = past_usage;
     if let Some(&last) = restoring.iter().max() {
         core.sched.reserve_job_ids(last.saturating_add(1));
         core.restoring = Some(Restoring {
@@ -320,6 +332,8 @@ struct JobEntry {
     inline_bytes: u64,
     /// The final update was sent.
     done: bool,
+    /// When it was submitted, ms since the Unix epoch.
+    submitted_ms: u64,
 }
 
 /// Decisions of one batch, delivered when it ends.
@@ -357,6 +371,8 @@ pub(crate) struct Core {
     config: CoreConfig,
     /// When it started: the clock past usage decays by.
     started: Instant,
+    /// What jobs let go used (from the journal, then since start), oldest first.
+    ended_usage: Vec<v1::JobUsage>,
     timers: Timers,
     journal: Option<Journal>,
     restoring: Option<Restoring>,
@@ -389,6 +405,7 @@ impl Core {
         Core {
             sched,
             started: Instant::now(),
+            ended_usage: Vec::new(),
             config,
             timers,
             journal: None,
@@ -508,6 +525,14 @@ impl Core {
             }
             Command::Status { who, reply } => {
                 let _ = reply.send(self.status(&who));
+            }
+            Command::Usage {
+                who,
+                since_ms,
+                tenant,
+                reply,
+            } => {
+                let _ = reply.send(self.usage(&who, since_ms, &tenant));
             }
             Command::ListDatasets { who, reply } => {
                 let list = self
@@ -937,6 +962,55 @@ impl Core {
         stale
     }
 
+    // ------------------------------------------------------------------ usage
+
+    /// What a held job used so far.
+    fn job_usage(&self, job: JobId) -> Option<v1::JobUsage> {
+        let entry = self.jobs.get(&job)?;
+        let used = self.sched.usage(job)?;
+        Some(v1::JobUsage {
+            job_id: u64::from(job),
+            tenant: entry.owner.tenant.to_string(),
+            owner: entry.owner.name.to_string(),
+            submitted_ms: entry.submitted_ms,
+            ended_ms: 0,
+            usage: Some(v1::Usage {
+                units: used.units,
+                cpu_seconds: used.cpu_seconds,
+                resource_seconds: used.resource_seconds.into_iter().collect(),
+                stored_byte_seconds: used.stored_byte_seconds,
+                bytes_moved: used.bytes_moved,
+                stored_bytes: used.stored_bytes,
+            }),
+        })
+    }
+
+    /// What the jobs `who` may see used (of `tenant`, unless empty): those let go since
+    /// `since_ms`, then those held, by job id.
+    fn usage(&self, who: &Principal, since_ms: u64, tenant: &str) -> Vec<v1::JobUsage> {
+        let visible = |t: &str, owner: &str| {
+            (tenant.is_empty() || t == tenant)
+                && who.may_see(&Owner {
+                    tenant: t.into(),
+                    name: owner.into(),
+                })
+        };
+        let mut out: Vec<v1::JobUsage> = self
+            .ended_usage
+            .iter()
+            .filter(|u| u.ended_ms >= since_ms && visible(&u.tenant, &u.owner))
+            .cloned()
+            .collect();
+        out.extend(
+            self.jobs
+                .iter()
+                .filter(|(_, e)| visible(&e.owner.tenant, &e.owner.name))
+                .filter_map(|(&id, _)| self.job_usage(id)),
+        );
+        out.sort_by_key(|u| u.job_id);
+        out
+    }
+
     // ------------------------------------------------------------------ jobs
 
     fn submit(&mut self, job: Prepared) -> Result<u64, Status> {
@@ -1068,6 +1142,7 @@ impl Core {
             limits: job.limits,
             unit_count,
             task_count,
+            submitted_ms: job.submitted_ms,
         };
         if new && let Some(journal) = &self.journal {
             journal.job(&code, &job.persist);
@@ -1104,6 +1179,7 @@ impl Core {
                 inline: FxHashMap::default(),
                 inline_bytes: 0,
                 done: false,
+                submitted_ms: job.submitted_ms,
             },
         );
         self.out.touched.insert(id);
@@ -1128,6 +1204,16 @@ impl Core {
 
     /// Forgets a job: its values are dropped, workers forget its code, the journal lets it go.
     fn drop_job(&mut self, job: JobId) {
+        if let Some(mut used) = self.job_usage(job) {
+            used.ended_ms = fabric_auth::now_ms();
+            if let Some(u) = &mut used.usage {
+                u.stored_bytes = 0;
+            }
+            if let Some(journal) = &self.journal {
+                journal.usage(&used);
+            }
+            self.ended_usage.push(used);
+        }
         self.jobs.remove(&job);
         self.sched.on_job_released(job, &mut self.out);
         self.forget.push(u64::from(job));

@@ -9,6 +9,9 @@
 //! there and is cut off. On open, the journal is compacted to the records of jobs still
 //! alive.
 //!
+//! What each job used is recorded when it is let go, and kept by compaction, for
+//! `fabric usage` across restarts.
+//!
 //! Finished values are not journaled: after a restart, workers report what they hold,
 //! and that is the truth (see `Scheduler::on_job_restored`).
 
@@ -39,6 +42,8 @@ pub(crate) struct Replayed {
     pub jobs: Vec<(v1::JobCode, String)>,
     /// The tenants each persisted job's dataset is shared with (jobs not gone only).
     pub shares: std::collections::BTreeMap<u64, Vec<String>>,
+    /// What jobs let go used, in the order they went.
+    pub usage: Vec<v1::JobUsage>,
     /// A torn or corrupt tail was cut off at this offset.
     pub truncated_at: Option<u64>,
 }
@@ -105,6 +110,11 @@ impl Journal {
     /// Records the tenants a persisted job's dataset is shared with now.
     pub(crate) fn shares(&self, job_id: u64, tenants: Vec<String>) {
         self.append(Record::Shares(v1::JournalShares { job_id, tenants }));
+    }
+
+    /// Records what a job let go used.
+    pub(crate) fn usage(&self, usage: &v1::JobUsage) {
+        self.append(Record::Usage(usage.clone()));
     }
 
     /// Records that a job is gone (released, cancelled, forgotten).
@@ -194,6 +204,7 @@ fn replay(file: File) -> io::Result<Replayed> {
                 }
             }
             Some(Record::Shares(_)) => {}
+            Some(Record::Usage(u)) => out.usage.push(u),
             None => {}
         }
     }
@@ -230,6 +241,9 @@ fn compact(dir: &Path, path: &Path, replayed: &Replayed) -> io::Result<()> {
                 job_id,
                 tenants: tenants.clone(),
             })));
+        }
+        for usage in &replayed.usage {
+            bytes.extend(frame(&Record::Usage(usage.clone())));
         }
         f.write_all(&bytes)?;
         f.sync_all()?;
@@ -315,6 +329,34 @@ mod tests {
         drop(journal);
         let (_, replayed) = Journal::open(dir.path()).unwrap();
         assert!(replayed.shares.is_empty());
+    }
+
+    #[test]
+    fn what_jobs_used_outlives_them_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        journal.job(&code(1), "");
+        let used = |job_id, cpu_seconds| v1::JobUsage {
+            job_id,
+            tenant: "a".into(),
+            owner: "alice".into(),
+            submitted_ms: 1,
+            ended_ms: 2,
+            usage: Some(v1::Usage {
+                cpu_seconds,
+                ..v1::Usage::default()
+            }),
+        };
+        journal.usage(&used(1, 2.5));
+        journal.gone(1);
+        journal.usage(&used(7, 1.0));
+        drop(journal);
+        for _ in 0..2 {
+            let (journal, replayed) = Journal::open(dir.path()).unwrap();
+            assert!(replayed.jobs.is_empty());
+            assert_eq!(replayed.usage, [used(1, 2.5), used(7, 1.0)]);
+            drop(journal);
+        }
     }
 
     #[test]

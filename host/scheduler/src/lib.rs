@@ -130,7 +130,7 @@ pub async fn serve(
         }
         None => fabric_core::Policy::default(),
     };
-    let (journal, components, replayed) = match &options.journal {
+    let (journal, components, mut replayed) = match &options.journal {
         Some(dir) => {
             let failed = |error| ServeError::Journal {
                 dir: dir.clone(),
@@ -179,6 +179,7 @@ pub async fn serve(
         journal,
         options.authority.audit().clone(),
         restoring,
+        std::mem::take(&mut replayed.usage),
     );
     if !replayed.jobs.is_empty() {
         // Rebuild the journal's jobs meanwhile (reading components' signatures), then

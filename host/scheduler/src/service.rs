@@ -85,6 +85,7 @@ pub(crate) fn rebuild(
         persist,
         no_fuse: code.no_fuse,
         priority: code.priority,
+        submitted_ms: code.submitted_ms,
         limits: code.limits,
         externals: code.externals,
         readers: readers.into_iter().map(Arc::from).collect(),
@@ -237,6 +238,7 @@ impl Service {
             persist: r.persist,
             no_fuse: r.no_fuse,
             priority: r.priority,
+            submitted_ms: fabric_auth::now_ms(),
             limits: r.limits,
             externals,
             readers: Default::default(),
@@ -553,6 +555,23 @@ impl SchedulerRpc for Service {
             })
             .await??;
         Ok(Response::new(v1::ShareDatasetResponse { shared_with }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<v1::UsageRequest>,
+    ) -> Result<Response<v1::UsageResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let r = request.into_inner();
+        let jobs = self
+            .ask(|reply| Command::Usage {
+                who,
+                since_ms: r.since_ms,
+                tenant: r.tenant,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(v1::UsageResponse { jobs }))
     }
 
     async fn cluster_status(

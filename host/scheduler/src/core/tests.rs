@@ -123,6 +123,7 @@ fn chain(limits: Option<v1::JobLimits>) -> Prepared {
         persist: String::new(),
         no_fuse: true,
         priority: 0,
+        submitted_ms: 0,
         limits,
         externals: Vec::new(),
         readers: Default::default(),
