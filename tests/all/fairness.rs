@@ -267,3 +267,57 @@ fn usage_is_accounted_per_job_shown_by_visibility_and_kept_across_a_restart() {
     let recent: Json = serde_json::from_str(recent.success_text()).unwrap();
     assert!(recent["jobs"].as_array().unwrap().is_empty(), "{recent}");
 }
+
+#[test]
+fn reloading_the_policy_under_load_loses_nothing() {
+    let dir = GraphDir::new();
+    let policy = dir.write("policy.toml", "[tenants.a]\nweight = 1\n");
+    let cluster = Cluster::start_with(
+        &["--policy", policy.to_str().unwrap()],
+        2,
+        &["--nthreads", "2"],
+    );
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    // Two tenants submit 12 jobs of 20 tasks each while the operator reloads, back and
+    // forth between weights, tiers and quotas, 20 times.
+    let reloads = std::thread::scope(|s| {
+        let reloader = s.spawn(|| {
+            for i in 0..20 {
+                let text = if i % 2 == 0 {
+                    "[tenants.a]\nweight = 3\ntier = \"urgent\"\n[tenants.b]\nquota = { slots = 1 }\n"
+                } else {
+                    "[tenants.a]\nweight = 1\n[tenants.b]\ntier = \"scavenger\"\n"
+                };
+                std::fs::write(&policy, text).unwrap();
+                cluster.fabric(&["admin", "policy", "reload"]).success_text();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            20
+        });
+        block_on(async {
+            let clients = [
+                connect(&cluster, &alice).await,
+                connect(&cluster, &bob).await,
+            ];
+            let mut jobs = Vec::new();
+            for i in 0..12 {
+                let client = &clients[i % 2];
+                let job = client
+                    .submit(&sleepers(19, 20, json!({})), None)
+                    .await
+                    .unwrap();
+                jobs.push((i % 2, job));
+            }
+            for (c, job) in jobs {
+                let end = clients[c].wait(job, |_| {}).await.unwrap();
+                assert_eq!(end.state, JobState::Succeeded, "job {job}");
+                assert_eq!(end.progress.done_tasks, 20);
+                let out = clients[c].gather(&end).await.unwrap();
+                assert_eq!(out[0].1, fabric_core::Value::S64((1..=19).sum()));
+            }
+        });
+        reloader.join().unwrap()
+    });
+    assert_eq!(reloads, 20);
+}
