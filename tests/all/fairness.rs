@@ -193,6 +193,24 @@ fn one_tenants_flood_does_not_hold_back_another_tenants_job() {
             JobState::Succeeded
         );
         let took = started.elapsed();
+        // Each sees where its own tenant stands; the operator sees every tenant.
+        let mine = b.status().await.unwrap().tenants;
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(
+            (mine[0].tenant.as_str(), mine[0].tier.as_str()),
+            ("b", "normal")
+        );
+        let all = cluster.fabric(&["status", "--json"]);
+        let all: Json = serde_json::from_str(all.success_text()).unwrap();
+        let a_now = all["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant"] == "a")
+            .cloned()
+            .unwrap_or_default();
+        assert!(a_now["running"].as_u64() > Some(0), "{all}");
+        assert!(a_now["waiting"].as_u64() > Some(0), "{all}");
         assert!(
             a.cancel(flood).await.unwrap(),
             "alice's flood ended before bob's job ({took:?}): no fair share"

@@ -666,6 +666,23 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                 if w.paused { "yes" } else { "no" }
             );
         }
+        if !status.tenants.is_empty() {
+            println!(
+                "\n{:<12} {:>6} {:<9} {:>7} {:>8} {:>8}",
+                "TENANT", "WEIGHT", "TIER", "SHARE", "RUNNING", "WAITING"
+            );
+            for t in &status.tenants {
+                println!(
+                    "{:<12} {:>6} {:<9} {:>6.1}% {:>8} {:>8}",
+                    t.tenant,
+                    t.weight,
+                    t.tier,
+                    t.share * 100.0,
+                    t.running,
+                    t.pending
+                );
+            }
+        }
         println!(
             "\n{:<6} {:<12} {:<10} {:>22} DATASET",
             "JOB", "TENANT", "STATE", "PROGRESS"
@@ -724,6 +741,15 @@ fn status_json(s: &fabric_client::ClusterStatus) -> serde_json::Value {
                 "dataset": j.dataset.as_deref().unwrap_or_default(),
             })
         }).collect::<Vec<_>>(),
+        "tenants": s.tenants.iter().map(|t| json!({
+            "tenant": t.tenant,
+            "weight": t.weight,
+            "tier": t.tier,
+            "share": t.share,
+            "running": t.running,
+            "waiting": t.pending,
+            "usage": t.usage,
+        })).collect::<Vec<_>>(),
     })
 }
 

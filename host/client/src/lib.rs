@@ -36,7 +36,9 @@ pub use fabric_frame::arrow_array::RecordBatch;
 pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
 pub use query::{Query, QueryAction, QueryError, parse_query};
-pub use report::{ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, WorkerStatus};
+pub use report::{
+    ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, TenantStatus, WorkerStatus,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -109,6 +109,27 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerStatus>,
     /// The jobs not yet released, by id.
     pub jobs: Vec<JobStatus>,
+    /// Where tenants stand in the fair share (all for an operator, one's own otherwise).
+    pub tenants: Vec<TenantStatus>,
+}
+
+/// Where one tenant stands in the fair share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantStatus {
+    /// Its name.
+    pub tenant: String,
+    /// Its weight in the policy.
+    pub weight: f64,
+    /// Its tier: urgent, normal or scavenger.
+    pub tier: String,
+    /// Its weighted dominant share now.
+    pub share: f64,
+    /// Units it runs now.
+    pub running: u64,
+    /// Units waiting to be sent.
+    pub pending: u64,
+    /// Its decayed past usage (dominant-share-seconds), which breaks ties.
+    pub usage: f64,
 }
 
 /// One worker, with its last reported figures.
@@ -197,10 +218,24 @@ impl TryFrom<v1::ClusterStatusResponse> for ClusterStatus {
                 })
             })
             .collect::<Result<_, ProtoError>>()?;
+        let tenants = s
+            .tenants
+            .into_iter()
+            .map(|t| TenantStatus {
+                tenant: t.tenant,
+                weight: t.weight,
+                tier: t.tier,
+                share: t.share,
+                running: t.running,
+                pending: t.pending,
+                usage: t.usage,
+            })
+            .collect();
         Ok(ClusterStatus {
             version: s.version,
             workers,
             jobs,
+            tenants,
         })
     }
 }

@@ -1488,10 +1488,30 @@ impl Core {
             })
             .collect();
         jobs.sort_by_key(|j| j.job_id);
+        let policy = self.sched.policy();
+        let tenants = self
+            .sched
+            .tenant_shares()
+            .into_iter()
+            .filter(|t| who.role == fabric_auth::Role::Operator || t.name == who.tenant)
+            .map(|t| {
+                let p = policy.of(&t.name);
+                v1::TenantStatus {
+                    tenant: t.name.to_string(),
+                    weight: p.weight,
+                    tier: p.tier.name().into(),
+                    share: t.share,
+                    running: t.running,
+                    pending: t.pending,
+                    usage: t.usage,
+                }
+            })
+            .collect();
         v1::ClusterStatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             workers,
             jobs,
+            tenants,
         }
     }
 
