@@ -339,3 +339,62 @@ fn reloading_the_policy_under_load_loses_nothing() {
     });
     assert_eq!(reloads, 20);
 }
+
+#[test]
+fn a_starved_tenant_preempts_another_and_the_preempted_task_runs_again() {
+    let dir = GraphDir::new();
+    let policy = dir.write("policy.toml", "[preemption]\nafter = \"1s\"\n");
+    let cluster = Cluster::start_with(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--heartbeat-interval",
+            "200ms",
+        ],
+        1,
+        &["--nthreads", "2"],
+    );
+    let alice = cluster.issue_token("a", "alice", "member");
+    let bob = cluster.issue_token("b", "bob", "member");
+    block_on(async {
+        let a = connect(&cluster, &alice).await;
+        let b = connect(&cluster, &bob).await;
+        // Alice's two tasks spin without end on both threads.
+        let spin = |i: usize| task(&format!("s{i}"), "faulty/spin", json!([]));
+        let g = graph(vec![spin(0), spin(1)], &["s0", "s1"]);
+        let faulty = ComponentSource::new(
+            "faulty",
+            std::fs::read(guest("faulty")).expect("the faulty guest"),
+        );
+        let long = a
+            .submit(&Submission::new(g.to_string(), vec![faulty]), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let job = b.submit(&sleepers(1, 100, json!({})), None).await.unwrap();
+        let end = b.wait(job, |_| {}).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(end.state, JobState::Succeeded);
+        assert!(took < Duration::from_secs(5), "bob waited {took:?}");
+        // Alice's stopped task runs again (her job goes on, nothing failed).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = a.status().await.unwrap();
+            let running: u32 = status.workers.iter().map(|w| w.assigned_units).sum();
+            let job = status.jobs.iter().find(|j| j.id == long).unwrap();
+            assert_eq!(job.progress.erred_tasks, 0);
+            if running == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "alice's task did not run again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(a.cancel(long).await.unwrap());
+    });
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("preempted"),
+        "the scheduler says it preempted:\n{logs}"
+    );
+}

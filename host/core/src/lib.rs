@@ -20,9 +20,9 @@ pub use build::{BuildError, SMALL_GRAPH, build, build_json};
 pub use graph::{Arg, ComponentInfo, External, Func, Graph, Input, Task, TaskIdx, TaskOptions};
 pub use plan::{Plan, PlanConfig, UnitIdx, plan};
 pub use sched::{
-    Comm, DEFAULT_HALF_LIFE_US, Failure, JobId, JobProgress, MAX_BACKOFF_US, Policy, Quota,
-    QuotaExceeded, Scheduler, SchedulerConfig, TenantPolicy, TenantShare, Tier, UnitState, Usage,
-    WorkerId, WorkerSpec,
+    Comm, DEFAULT_HALF_LIFE_US, Failure, JobId, JobProgress, MAX_BACKOFF_US, Policy, Preemption,
+    Quota, QuotaExceeded, Scheduler, SchedulerConfig, TenantPolicy, TenantShare, Tier, UnitState,
+    Usage, WorkerId, WorkerSpec,
 };
 pub use spec::{ArgSpec, GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};

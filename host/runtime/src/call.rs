@@ -31,9 +31,14 @@ pub struct TaskContext {
 
 /// Stops running tasks when set: within one epoch tick (5 ms) a task whose context carries
 /// it traps, and it fails as [`Cancelled`](TaskErrorKind::Cancelled). Clones share one flag;
-/// a worker keeps one per job and sets it when the job is cancelled.
+/// a worker keeps one per job, set when the job is cancelled, and a [`child`](Self::child)
+/// of it per unit, set when the unit alone is stopped (preempted).
 #[derive(Clone, Debug, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag {
+    own: Arc<AtomicBool>,
+    /// Set, it stops this flag's tasks too.
+    parent: Option<Arc<AtomicBool>>,
+}
 
 impl CancelFlag {
     /// A flag not set yet.
@@ -41,20 +46,32 @@ impl CancelFlag {
         CancelFlag::default()
     }
 
-    /// Sets the flag: every task carrying it stops.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    /// A new flag that is also set whenever this one is (not the other way round).
+    pub fn child(&self) -> CancelFlag {
+        CancelFlag {
+            own: Arc::default(),
+            parent: Some(self.own.clone()),
+        }
     }
 
-    /// Whether the flag is set.
+    /// Sets the flag: every task carrying it (or a child of it) stops.
+    pub fn cancel(&self) {
+        self.own.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the flag (or its parent) is set.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.own.load(Ordering::Relaxed)
+            || self
+                .parent
+                .as_ref()
+                .is_some_and(|p| p.load(Ordering::Relaxed))
     }
 }
 
 impl PartialEq for CancelFlag {
     fn eq(&self, other: &CancelFlag) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.own, &other.own)
     }
 }
 
@@ -399,6 +416,18 @@ fn panic_message(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_flag_stops_with_its_parent_but_not_the_other_way_round() {
+        let job = CancelFlag::new();
+        let (a, b) = (job.child(), job.child());
+        a.cancel();
+        assert!(a.is_cancelled() && !b.is_cancelled() && !job.is_cancelled());
+        job.cancel();
+        assert!(b.is_cancelled());
+        assert_ne!(a, b);
+        assert_eq!(a, a.clone());
+    }
 
     #[test]
     fn finds_python_exceptions() {

@@ -341,6 +341,8 @@ struct JobEntry {
 struct Outgoing {
     computes: Vec<(WorkerId, JobId, UnitIdx)>,
     releases: Vec<(WorkerId, JobId, UnitIdx)>,
+    /// Units to stop: (worker, job, unit, attempt).
+    preempts: Vec<(WorkerId, JobId, UnitIdx, u32)>,
     /// Jobs whose state may have changed.
     touched: FxHashSet<JobId>,
     /// Units backing off, with how long (microseconds).
@@ -364,6 +366,11 @@ impl Comm for Outgoing {
 
     fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64) {
         self.retries.push((job, unit, delay_us));
+    }
+
+    fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, attempt: u32) {
+        self.preempts.push((worker, job, unit, attempt));
+        self.touched.insert(job);
     }
 }
 
@@ -570,8 +577,8 @@ impl Core {
                 let _ = reply.send(self.share(&name, tenant, revoke, &who));
             }
             Command::Tick => {
-                self.sched
-                    .on_clock(self.started.elapsed().as_secs_f64() * 1e6);
+                let now = self.started.elapsed().as_secs_f64() * 1e6;
+                self.sched.on_clock(now, &mut self.out);
                 self.check_heartbeats();
             }
             Command::SetPolicy { policy, reply } => {
@@ -1345,6 +1352,15 @@ impl Core {
             batches.entry(w).or_default().push(v1::SchedulerEvent {
                 event: Some(Event::Release(v1::Release {
                     keys: vec![v1::ValueKey::new(job, unit)],
+                })),
+            });
+        }
+        for (w, job, unit, attempt) in out.preempts {
+            tracing::info!(job, unit, attempt, worker = w, "preempted");
+            batches.entry(w).or_default().push(v1::SchedulerEvent {
+                event: Some(Event::Preempt(v1::Preempt {
+                    key: Some(v1::ValueKey::new(job, unit)),
+                    attempt,
                 })),
             });
         }

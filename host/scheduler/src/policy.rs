@@ -13,13 +13,17 @@
 //! weight = 2
 //! tier = "urgent"           # urgent, normal or scavenger
 //! quota = { slots = 128, stored = "200GiB", datasets = 20, resources = { gpu = 4 } }
+//!
+//! [preemption]              # off unless given
+//! after = "30s"             # starved this long: take running units from others
+//! threshold = 0.5           # starved: holding less than this part of its fair share
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use fabric_core::units::{parse_duration, parse_size};
-use fabric_core::{Policy, Quota, TenantPolicy, Tier};
+use fabric_core::{Policy, Preemption, Quota, TenantPolicy, Tier};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -74,6 +78,14 @@ struct PolicyFile {
     default: Option<TenantEntry>,
     #[serde(default)]
     tenants: BTreeMap<String, TenantEntry>,
+    preemption: Option<PreemptionEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreemptionEntry {
+    after: String,
+    threshold: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +128,19 @@ pub fn parse(text: &str) -> Result<Policy, String> {
     for (name, entry) in &file.tenants {
         let p = apply(&policy.default, entry, &format!("tenants.{name}"))?;
         policy.tenants.insert(name.clone(), p);
+    }
+    if let Some(p) = &file.preemption {
+        let after = parse_duration(&p.after).map_err(|e| format!("preemption.after: {e}"))?;
+        let threshold = p.threshold.unwrap_or(0.5);
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            return Err(format!(
+                "preemption.threshold: must be above 0 and at most 1 (got {threshold})"
+            ));
+        }
+        policy.preemption = Some(Preemption {
+            after_us: after.as_secs_f64() * 1e6,
+            threshold,
+        });
     }
     Ok(policy)
 }
@@ -194,6 +219,13 @@ pub fn describe(policy: &Policy) -> String {
     lines.push(one("(default)", &policy.default));
     for (name, p) in &policy.tenants {
         lines.push(one(name, p));
+    }
+    if let Some(p) = &policy.preemption {
+        lines.push(format!(
+            "preemption: below {} of the fair share for {}",
+            p.threshold,
+            fabric_core::format_duration(std::time::Duration::from_secs_f64(p.after_us / 1e6))
+        ));
     }
     lines.join("\n")
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fabric_core::{Input, JobId, Step, TaskIdx, Value, WorkerSpec};
+use fabric_core::{Input, JobId, Step, TaskIdx, UnitIdx, Value, WorkerSpec};
 use fabric_proto::auth::Bearer;
 use fabric_proto::v1::scheduler_client::SchedulerClient;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, v1};
@@ -378,6 +378,7 @@ pub async fn run(
         peers: Peers::with_tls(peer_tls),
         scheduler,
         jobs: Mutex::new(FxHashMap::default()),
+        units: Mutex::new(FxHashMap::default()),
         work: work_tx,
         events,
         running: AtomicU32::new(0),
@@ -553,6 +554,9 @@ struct Node {
     scheduler: Scheduler,
     /// What the worker keeps of each job it was told of (`JobStart`).
     jobs: Mutex<FxHashMap<JobId, Arc<JobContext>>>,
+    /// Each unit taken and not yet reported: its attempt and the flag that stops it alone
+    /// (`Preempt`).
+    units: Mutex<FxHashMap<(JobId, UnitIdx), (u32, CancelFlag)>>,
     /// Units ready to run, for the executor threads (in the order they came).
     work: crossbeam_channel::Sender<Work>,
     events: mpsc::UnboundedSender<v1::WorkerEvent>,
@@ -567,6 +571,16 @@ struct Node {
 impl Node {
     fn send(&self, event: v1::worker_event::Event) {
         let _ = self.events.send(v1::WorkerEvent { event: Some(event) });
+    }
+
+    /// A unit's attempt ended (reported, or it could not start): it can no longer be
+    /// preempted.
+    fn unit_done(&self, key: v1::ValueKey, attempt: u32) {
+        let Ok(key) = key.parts() else { return };
+        let mut units = self.units.lock().unwrap_or_else(PoisonError::into_inner);
+        if units.get(&key).is_some_and(|(a, _)| *a == attempt) {
+            units.remove(&key);
+        }
     }
 
     /// Serves one session: the scheduler's messages in, this worker's events out in
@@ -727,6 +741,19 @@ impl Node {
                     self.memory_changed();
                 }
             }
+            Some(Event::Preempt(p)) => {
+                let Some(Ok(key)) = p.key.map(|k| k.parts()) else {
+                    tracing::warn!("ignoring a Preempt without a key");
+                    return;
+                };
+                let units = self.units.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((attempt, flag)) = units.get(&key)
+                    && *attempt == p.attempt
+                {
+                    tracing::info!(job = key.0, unit = key.1, "preempted: stopping the unit");
+                    flag.cancel();
+                }
+            }
             None => tracing::warn!("ignoring an empty event from the scheduler"),
         }
     }
@@ -835,6 +862,17 @@ impl Node {
             }
             previous = Some(step.task);
         }
+        // The unit's own stop flag: the job's cancellation stops it too.
+        let cancel = context.cancel.child();
+        self.units
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((job, key.unit), (c.attempt, cancel.clone()));
+        let context = Arc::new(JobContext {
+            tenant: context.tenant.clone(),
+            defaults: context.defaults,
+            cancel,
+        });
         Ok(Unit {
             key,
             attempt: c.attempt,
@@ -862,6 +900,7 @@ impl Node {
                 Ok(c) => components.push(c),
                 Err(message) => {
                     let error = TaskError::new(TaskErrorKind::Host, message);
+                    self.unit_done(key, attempt);
                     self.send(failed(key, attempt, step.task, &error));
                     return;
                 }
@@ -872,6 +911,7 @@ impl Node {
             Err(missing) => {
                 // The scheduler recomputes it (a dataset value in the dataset's job) and
                 // runs the unit again.
+                self.unit_done(key, attempt);
                 self.send(v1::worker_event::Event::MissingInput(v1::MissingInput {
                     key: Some(key),
                     attempt,
@@ -955,6 +995,7 @@ impl Node {
             Err(f) => failed(key, attempt, f.task, &f.error),
         };
         self.running.fetch_sub(1, Ordering::Relaxed);
+        self.unit_done(key, attempt);
         self.units_total.fetch_add(1, Ordering::Relaxed);
         self.send(event);
         self.memory_changed();

@@ -80,6 +80,19 @@ impl Default for TenantPolicy {
     }
 }
 
+/// When a tenant starved of its fair share takes running units from others (off unless the
+/// policy sets it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preemption {
+    /// A tenant with work waiting that holds less than `threshold` of its fair share for
+    /// this many microseconds preempts; then it must starve as long again before it
+    /// preempts more (no thrashing).
+    pub after_us: f64,
+    /// The part of its fair share below which a tenant starves (0 to 1; YARN's default
+    /// is 0.5).
+    pub threshold: f64,
+}
+
 /// How the cluster is shared: the operator's policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -90,6 +103,9 @@ pub struct Policy {
     pub default: TenantPolicy,
     /// Per tenant.
     pub tenants: BTreeMap<String, TenantPolicy>,
+    /// Preemption, if on: the newest units of tenants above their fair share, never of a
+    /// tier above the starved tenant's, are stopped and run again later.
+    pub preemption: Option<Preemption>,
 }
 
 /// A day: the default half-life of past usage.
@@ -101,6 +117,7 @@ impl Default for Policy {
             half_life_us: DEFAULT_HALF_LIFE_US,
             default: TenantPolicy::default(),
             tenants: BTreeMap::new(),
+            preemption: None,
         }
     }
 }
@@ -191,6 +208,9 @@ struct Tenant {
     pending: u64,
     /// Its place in `order` while `pending > 0`.
     rank: Rank,
+    /// Since when it starves (holds less than the preemption threshold of its fair share
+    /// while work waits).
+    starved_since: Option<f64>,
 }
 
 /// The fair-share state: tenants, capacity and the order in which they are served.
@@ -238,10 +258,16 @@ impl Fair {
             usage: 0.0,
             pending: 0,
             rank: (Tier::Normal, 0, 0),
+            starved_since: None,
         });
         self.ids.insert(name, id);
         self.apply_policy(id, resources);
         id
+    }
+
+    /// Tenants seen so far.
+    pub(super) fn len(&self) -> usize {
+        self.tenants.len()
     }
 
     pub(super) fn name(&self, t: TenantId) -> &Arc<str> {
@@ -406,6 +432,77 @@ impl Fair {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Tenants that starved long enough to preempt at `now_us`, with how many thread slots
+    /// they lack of their fair share; their clocks start again (they must starve as long
+    /// again to preempt more). `executing[t]`: units of tenant `t` on a worker's threads;
+    /// `waiting[t]`: its units sent to workers that wait there for a thread. Starving is
+    /// wanting more (units pending here or waiting there) while executing on fewer than
+    /// `threshold` of its fair share of the threads (its weight over the weights of the
+    /// tenants with work).
+    pub(super) fn starved(
+        &mut self,
+        now_us: f64,
+        p: &Preemption,
+        executing: &[u64],
+        waiting: &[u64],
+    ) -> Vec<(TenantId, u64)> {
+        let threads = self.capacity[0] as f64;
+        let count = |v: &[u64], t: usize| v.get(t).copied().unwrap_or(0);
+        let weights = self.active_weights(executing, waiting);
+        let mut out = Vec::new();
+        for (t, tenant) in self.tenants.iter_mut().enumerate() {
+            let wants = tenant.pending + count(waiting, t);
+            let fair = tenant.weight / weights * threads;
+            let has = count(executing, t) as f64;
+            if wants == 0 || has >= p.threshold * fair {
+                tenant.starved_since = None;
+                continue;
+            }
+            let since = *tenant.starved_since.get_or_insert(now_us);
+            if now_us - since >= p.after_us {
+                tenant.starved_since = Some(now_us);
+                let lack = (fair - has).ceil() as u64;
+                out.push((t as TenantId, lack.clamp(1, wants)));
+            }
+        }
+        out
+    }
+
+    /// Weights of the tenants with work (pending, executing or waiting on a worker).
+    fn active_weights(&self, executing: &[u64], waiting: &[u64]) -> f64 {
+        let count = |v: &[u64], t: usize| v.get(t).copied().unwrap_or(0);
+        self.tenants
+            .iter()
+            .enumerate()
+            .filter(|(t, x)| x.pending + count(executing, *t) + count(waiting, *t) > 0)
+            .map(|(_, x)| x.weight)
+            .sum()
+    }
+
+    /// The tenant to preempt for starved `t`: of those executing on more threads than
+    /// their fair share, in `t`'s tier or a lower one, the one furthest above it.
+    pub(super) fn victim_for(
+        &self,
+        t: TenantId,
+        executing: &[u64],
+        waiting: &[u64],
+    ) -> Option<TenantId> {
+        let threads = self.capacity[0] as f64;
+        let weights = self.active_weights(executing, waiting);
+        let tier = self.tenants[t as usize].tier;
+        self.tenants
+            .iter()
+            .enumerate()
+            .filter(|&(v, x)| v != t as usize && x.tier >= tier)
+            .map(|(v, x)| {
+                let has = executing.get(v).copied().unwrap_or(0) as f64;
+                (v as TenantId, has / (x.weight / weights * threads))
+            })
+            .filter(|&(_, over)| over > 1.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(v, _)| v)
     }
 
     /// The largest share of any dimension's capacity that `amount` takes.

@@ -43,6 +43,7 @@ fn spec(name: &str, nthreads: u32, resources: &[(&str, u32)]) -> WorkerSpec {
 struct Rec {
     computes: Vec<(WorkerId, JobId, UnitIdx)>,
     finished: Vec<JobId>,
+    preempts: Vec<(WorkerId, JobId, UnitIdx)>,
 }
 
 impl Comm for Rec {
@@ -55,6 +56,9 @@ impl Comm for Rec {
     }
     fn retry_after(&mut self, _: JobId, _: UnitIdx, _: f64) {
         unreachable!("nothing fails here")
+    }
+    fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, _attempt: u32) {
+        self.preempts.push((worker, job, unit));
     }
 }
 
@@ -81,6 +85,8 @@ struct Clock {
     done_at: BTreeMap<JobId, f64>,
     /// Check every invariant after each event (slow on big jobs).
     check: bool,
+    /// Units stopped by preemption.
+    preempted: usize,
 }
 
 impl Clock {
@@ -95,6 +101,7 @@ impl Clock {
             duration: BTreeMap::new(),
             done_at: BTreeMap::new(),
             check: true,
+            preempted: 0,
         }
     }
 
@@ -118,6 +125,19 @@ impl Clock {
 
     /// Delivers what the scheduler decided and starts what free threads can run.
     fn settle(&mut self) {
+        for (w, j, u) in std::mem::take(&mut self.comm.preempts) {
+            self.preempted += 1;
+            let worker = &mut self.workers[w as usize];
+            if let Some(i) = worker.inbox.iter().position(|x| *x == (j, u)) {
+                worker.inbox.remove(i);
+                continue;
+            }
+            let before = self.ends.len();
+            self.ends
+                .retain(|Reverse(e)| !(e.2 == w && e.3 == j && e.4 == u));
+            assert_eq!(self.ends.len(), before - 1, "a preempted unit was running");
+            worker.busy -= 1;
+        }
         for (w, j, u) in self.comm.computes.drain(..) {
             self.workers[w as usize].inbox.push_back((j, u));
         }
@@ -149,7 +169,7 @@ impl Clock {
         };
         self.now = end as f64;
         self.workers[w as usize].busy -= 1;
-        self.s.on_clock(self.now);
+        self.s.on_clock(self.now, &mut self.comm);
         let d = self.duration[&j];
         self.s.on_unit_finished(w, j, u, 8, d, &mut self.comm);
         self.settle();
@@ -489,7 +509,7 @@ fn equal_shares_go_to_whoever_used_less_lately_and_usage_halves_per_half_life() 
     c.step();
     assert_eq!(c.running(), BTreeMap::from([(b, 1)]));
     let before = c.share("heavy").usage;
-    c.s.on_clock(c.now + 10e6);
+    c.s.on_clock(c.now + 10e6, &mut c.comm);
     let after = c.share("heavy").usage;
     assert!(
         (after - before / 2.0).abs() < 1e-9 * before,
@@ -504,7 +524,7 @@ fn a_job_is_accounted_its_thread_gpu_and_byte_seconds_and_bytes_moved() {
     // Four 1 s tasks on two threads, each holding a gpu; values of 8 bytes.
     let job = c.submit("a", 0, roots(4, &[("gpu", 1)]), 1e6);
     c.run_until(2e6);
-    c.s.on_clock(3e6);
+    c.s.on_clock(3e6, &mut c.comm);
     let u = c.s.usage(job).unwrap();
     assert_eq!((u.units, u.stored_bytes, u.bytes_moved), (4, 32, 0));
     assert!((u.cpu_seconds - 4.0).abs() < 1e-9, "{u:?}");
@@ -524,6 +544,89 @@ fn a_job_is_accounted_its_thread_gpu_and_byte_seconds_and_bytes_moved() {
     c.run_until(1e5);
     let u = c.s.usage(job).unwrap();
     assert_eq!((u.units, u.bytes_moved, u.stored_bytes), (3, 8, 8), "{u:?}");
+}
+
+fn preempting(after_us: f64) -> Policy {
+    Policy {
+        preemption: Some(Preemption {
+            after_us,
+            threshold: 0.5,
+        }),
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn a_starved_tenant_preempts_the_newest_units_of_the_one_above_its_share() {
+    let mut c = Clock::new(no_prefetch());
+    c.s.set_policy(preempting(2e6));
+    c.add_worker(spec("w", 4, &[]));
+    // A holds every thread with tasks of 100 s; B comes with four of 1 s.
+    let a = c.submit("a", 0, roots(6, &[]), 100e6);
+    c.run_until(1e6);
+    let b = c.submit("b", 0, roots(4, &[]), 1e6);
+    c.s.on_clock(1.5e6, &mut c.comm);
+    c.settle();
+    assert_eq!(c.preempted, 0, "not starved for 2 s yet");
+    c.s.on_clock(3.6e6, &mut c.comm);
+    c.settle();
+    // B's fair half is 2 threads: A's two newest units stop, B runs two.
+    assert_eq!(c.preempted, 2);
+    assert_eq!(c.running(), BTreeMap::from([(a, 2), (b, 2)]));
+    // Not thrashing: B, at its share now, takes no more; A's units are not failures.
+    c.s.on_clock(10e6, &mut c.comm);
+    c.settle();
+    assert_eq!(c.preempted, 2);
+    while c.step() {}
+    assert!(c.done_at.contains_key(&a) && c.done_at.contains_key(&b));
+    assert!(c.s.failures(a).is_empty());
+    assert!(b < a || c.done_at[&b] < c.done_at[&a]);
+    assert!(c.done_at[&b] < 10e6, "B ended at {} us", c.done_at[&b]);
+}
+
+#[test]
+fn a_starved_unit_sent_ahead_to_a_busy_worker_is_called_back_and_runs_at_once() {
+    // With prefetch, B's unit is sent to the worker at once, where it waits behind A's:
+    // preemption counts threads, stops one of A's and gives B's unit the thread.
+    let mut c = Clock::new(SchedulerConfig::default());
+    c.s.set_policy(preempting(1e6));
+    c.add_worker(spec("w", 2, &[]));
+    let a = c.submit("a", 0, roots(2, &[]), 100e6);
+    let b = c.submit("b", 0, roots(1, &[]), 1e6);
+    assert_eq!(c.workers[0].inbox.len(), 1, "B's unit waits on the worker");
+    c.s.on_clock(0.5e6, &mut c.comm);
+    c.s.on_clock(1.6e6, &mut c.comm);
+    c.settle();
+    assert_eq!(c.running(), BTreeMap::from([(a, 1), (b, 1)]));
+    c.run_until(3e6);
+    assert!(c.done_at.contains_key(&b));
+}
+
+#[test]
+fn preemption_never_stops_a_higher_tier_and_is_off_by_default() {
+    for (policy, a_tier) in [
+        (Policy::default(), Tier::Normal),
+        (preempting(1e6), Tier::Urgent),
+    ] {
+        let mut c = Clock::new(no_prefetch());
+        let mut policy = policy;
+        policy.tenants.insert(
+            "a".into(),
+            TenantPolicy {
+                tier: a_tier,
+                ..TenantPolicy::default()
+            },
+        );
+        c.s.set_policy(policy);
+        c.add_worker(spec("w", 2, &[]));
+        c.submit("a", 0, roots(4, &[]), 100e6);
+        c.submit("b", 0, roots(2, &[]), 1e6);
+        for t in 1..20 {
+            c.s.on_clock(f64::from(t) * 1e6, &mut c.comm);
+            c.settle();
+        }
+        assert_eq!(c.preempted, 0, "a {a_tier:?}");
+    }
 }
 
 /// Runs tenants with the given per-task demands (all backlogged) on one worker with

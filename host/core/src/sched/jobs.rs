@@ -159,6 +159,7 @@ impl Scheduler {
                 waiting: plan.deps(u).len() as u32,
                 refs: plan.consumers(u).len() as u32,
                 attempts: 0,
+                started: 0,
                 est_us: 0.0,
                 nbytes: 0,
                 holders: SmallVec::new(),
@@ -208,6 +209,7 @@ impl Scheduler {
                 default_retries: 0,
                 lost_workers: FxHashMap::default(),
                 dataset_waits: FxHashMap::default(),
+                preempted: FxHashMap::default(),
                 account: Account::default(),
             },
         );

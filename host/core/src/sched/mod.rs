@@ -42,7 +42,7 @@ use smallvec::SmallVec;
 
 pub use durations::Durations;
 pub use fair::{
-    DEFAULT_HALF_LIFE_US, Policy, Quota, QuotaExceeded, TenantPolicy, TenantShare, Tier,
+    DEFAULT_HALF_LIFE_US, Policy, Preemption, Quota, QuotaExceeded, TenantPolicy, TenantShare, Tier,
 };
 use fair::{Fair, TenantId};
 pub use usage::Usage;
@@ -69,6 +69,14 @@ pub trait Comm {
     /// `unit` of `job` failed and is to run again after `delay_us` microseconds (its
     /// back-off): call [`Scheduler::on_retry_due`] then.
     fn retry_after(&mut self, job: JobId, unit: UnitIdx, delay_us: f64);
+    /// Stop `unit` of `job`, sent to `worker` as attempt `attempt`: it was preempted for a
+    /// tenant starved of its fair share, and runs again later (a report of that attempt is
+    /// stale). Only the operator's policy turns preemption on; a shell whose workers
+    /// cannot stop a unit may leave this as it is (the unit then runs to its end, its
+    /// report ignored).
+    fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, attempt: u32) {
+        let _ = (worker, job, unit, attempt);
+    }
 }
 
 /// How the scheduler decides.
@@ -183,6 +191,9 @@ struct Unit {
     /// Consumers that have not finished, plus one while the unit is a job output.
     refs: u32,
     attempts: u8,
+    /// When it was last sent to a worker, in dispatch order (the newest are preempted
+    /// first).
+    started: u32,
     /// Expected duration charged to the worker holding it.
     est_us: f32,
     nbytes: u64,
@@ -220,6 +231,8 @@ struct Job {
     lost_workers: FxHashMap<UnitIdx, Vec<String>>,
     /// Tries of units that found a dataset value missing.
     dataset_waits: FxHashMap<UnitIdx, u32>,
+    /// Attempts of units stopped by preemption (not the units' failures).
+    preempted: FxHashMap<UnitIdx, u32>,
     /// What it used.
     account: usage::Account,
 }
@@ -300,6 +313,8 @@ pub struct Scheduler {
     fair: Fair,
     /// The time accounts were last brought up to (byte-seconds of values held).
     accounted_at: Option<f64>,
+    /// Units sent to workers so far (wrapping): the order of `Unit::started`.
+    dispatched: u32,
 }
 
 impl Scheduler {
@@ -320,6 +335,7 @@ impl Scheduler {
             dirty: Vec::new(),
             fair: Fair::new(),
             accounted_at: None,
+            dispatched: 0,
         }
     }
 

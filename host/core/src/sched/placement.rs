@@ -202,6 +202,8 @@ impl Scheduler {
                 }
             }
             unit.state = UnitState::Running(id);
+            self.dispatched = self.dispatched.wrapping_add(1);
+            unit.started = self.dispatched;
             let demand = &self.classes[class as usize];
             w.start(f64::from(unit.est_us), demand);
             self.fair.pending(k.tenant, -1);

@@ -142,8 +142,9 @@ impl Scheduler {
         }
         let est = f64::from(unit.est_us);
         unit.attempts = unit.attempts.saturating_add(1);
-        // Attempts cut short by a lost worker are not the unit's failures.
-        let losses = job.lost_workers.get(&u).map_or(0, Vec::len);
+        // Attempts cut short by a lost worker or by preemption are not the unit's failures.
+        let losses = job.lost_workers.get(&u).map_or(0, Vec::len)
+            + job.preempted.get(&u).copied().unwrap_or(0) as usize;
         let failed = usize::from(unit.attempts).saturating_sub(losses) as u32;
         let class = job.class_of(u);
         let retries = job.plan.graph.tasks[failure.task as usize]

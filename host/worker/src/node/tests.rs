@@ -50,6 +50,7 @@ fn harness() -> Harness {
             fabric_proto::auth::Bearer::default(),
         ),
         jobs: Mutex::new(FxHashMap::default()),
+        units: Mutex::new(FxHashMap::default()),
         work,
         events,
         running: AtomicU32::new(0),
