@@ -206,8 +206,11 @@ struct Tenant {
     usage: f64,
     /// Units in a ready set or a worker's queue.
     pending: u64,
-    /// Its place in `order` while `pending > 0`.
+    /// Its place in `order` while `pending > 0` (its key there, which may lag behind its
+    /// holdings while it is `stale`).
     rank: Rank,
+    /// Its holdings or usage changed since `rank` was computed.
+    stale: bool,
     /// Since when it starves (holds less than the preemption threshold of its fair share
     /// while work waits).
     starved_since: Option<f64>,
@@ -222,6 +225,8 @@ pub(super) struct Fair {
     capacity: Vec<u64>,
     /// Tenants with work waiting, best first.
     order: BTreeSet<(Rank, TenantId)>,
+    /// Tenants whose rank is to be computed again before the order is next used.
+    stale: Vec<TenantId>,
     /// The time of the last decay, microseconds.
     clock_us: Option<f64>,
 }
@@ -234,6 +239,7 @@ impl Fair {
             ids: FxHashMap::default(),
             capacity: vec![0],
             order: BTreeSet::new(),
+            stale: Vec::new(),
             clock_us: None,
         }
     }
@@ -258,6 +264,7 @@ impl Fair {
             usage: 0.0,
             pending: 0,
             rank: (Tier::Normal, 0, 0),
+            stale: false,
             starved_since: None,
         });
         self.ids.insert(name, id);
@@ -324,7 +331,7 @@ impl Fair {
         }
     }
 
-    /// A worker with `nthreads` threads offering `resources` joined (`sign` 1) or left (-1).
+    /// A worker with `nthreads` threads offering `resources` joined (`join`) or left.
     pub(super) fn worker_capacity(&mut self, nthreads: u32, resources: &[(u32, u32)], join: bool) {
         let mut change = |d: usize, n: u64| {
             let c = &mut self.capacity[d];
@@ -347,7 +354,7 @@ impl Fair {
         for &(r, n) in demand {
             change(r as usize + 1, u64::from(n));
         }
-        self.rerank(t);
+        self.mark(t);
     }
 
     /// Units of tenant `t` waiting to be sent: `delta` more (or fewer).
@@ -359,7 +366,10 @@ impl Fair {
             .expect("pending never negative");
         match (was, tenant.pending) {
             (0, n) if n > 0 => {
-                self.order.insert((tenant.rank, t));
+                // Others may be compared with it from now on: every key must be current.
+                self.refresh_all();
+                let rank = self.tenants[t as usize].rank;
+                self.order.insert((rank, t));
             }
             (n, 0) if n > 0 => {
                 self.order.remove(&(tenant.rank, t));
@@ -399,7 +409,30 @@ impl Fair {
                 .map_or(0, |&(_, n)| u64::from(n)),
         });
         self.tenants[t as usize].usage += share * duration_us.max(0.0) / 1e6;
-        self.rerank(t);
+        self.mark(t);
+    }
+
+    /// Tenant `t`'s rank is to be computed again before the order is next used.
+    fn mark(&mut self, t: TenantId) {
+        let tenant = &mut self.tenants[t as usize];
+        if !tenant.stale {
+            tenant.stale = true;
+            self.stale.push(t);
+        }
+    }
+
+    /// Brings the order up to date with what changed since it was last used (one tenant
+    /// alone with work is in order whatever its rank: it is left stale).
+    pub(super) fn refresh(&mut self) {
+        if self.order.len() > 1 {
+            self.refresh_all();
+        }
+    }
+
+    fn refresh_all(&mut self) {
+        while let Some(t) = self.stale.pop() {
+            self.rerank(t);
+        }
     }
 
     /// Time passed: past usage decays by its half-life.
@@ -522,6 +555,7 @@ impl Fair {
     }
 
     fn rerank(&mut self, t: TenantId) {
+        self.tenants[t as usize].stale = false;
         let rank = (
             self.tenants[t as usize].tier,
             self.share(t).to_bits(),
@@ -539,6 +573,7 @@ impl Fair {
     }
 
     fn rerank_all(&mut self) {
+        self.stale.clear();
         for t in 0..self.tenants.len() as TenantId {
             self.rerank(t);
         }

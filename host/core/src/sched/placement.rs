@@ -2,6 +2,9 @@
 
 use smallvec::SmallVec;
 
+use std::collections::BTreeSet;
+
+use super::fair::TenantId;
 use super::{Comm, Demand, Failure, JobId, Key, Scheduler, Unit, UnitState, WorkerId};
 use crate::plan::UnitIdx;
 
@@ -172,6 +175,7 @@ impl Scheduler {
             if !w.has_room() {
                 return;
             }
+            self.fair.refresh();
             let Some((k, from_own)) = self.pick(id) else {
                 if !self.steal_for(id) {
                     return;
@@ -228,9 +232,7 @@ impl Scheduler {
                 let demand = &self.classes[class as usize];
                 w.fits(demand) && self.fair.within_quota(t, demand)
             };
-            let own = w
-                .queue
-                .range(Key::of_tenant(t))
+            let own = keys_of(&w.queue, t)
                 .take(SCAN)
                 .copied()
                 .find(|k| fits(self.class_of_key(k)));
@@ -239,7 +241,7 @@ impl Scheduler {
                 .iter()
                 .enumerate()
                 .filter(|(c, set)| !set.is_empty() && fits(*c as u32))
-                .filter_map(|(_, set)| set.range(Key::of_tenant(t)).next().copied())
+                .filter_map(|(_, set)| keys_of(set, t).next().copied())
                 .min();
             match (own, global) {
                 (Some(a), Some(b)) => return Some((a.min(b), a <= b)),
@@ -285,4 +287,19 @@ impl Scheduler {
             format!(" (workers offer: {})", offers.join("; "))
         }
     }
+}
+
+/// The keys of tenant `t` in `set`, in order. When `t` owns the first key (one tenant, or
+/// the first), no search is needed.
+fn keys_of(set: &BTreeSet<Key>, t: TenantId) -> impl Iterator<Item = &Key> {
+    let from_first = set.first().is_some_and(|k| k.tenant == t);
+    let (a, b) = if from_first {
+        (Some(set.iter()), None)
+    } else {
+        (None, Some(set.range(Key::of_tenant(t))))
+    };
+    a.into_iter()
+        .flatten()
+        .chain(b.into_iter().flatten())
+        .take_while(move |k| k.tenant == t)
 }
