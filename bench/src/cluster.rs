@@ -83,12 +83,12 @@ pub struct Bench {
     pub reps: usize,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let k = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[k]
 }
@@ -99,7 +99,7 @@ impl Bench {
         Submission::new(json, vec![ComponentSource::new("math", self.math.clone())])
     }
 
-    fn runtime() -> Result<tokio::runtime::Runtime> {
+    pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         Ok(tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

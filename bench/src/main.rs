@@ -8,6 +8,7 @@ mod alloc;
 mod cluster;
 mod fair;
 mod graphs;
+mod share;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,7 +83,10 @@ enum Command {
     /// The same on a real cluster: `fabric scheduler` + 2 `fabric worker --nthreads 1`
     /// processes on 127.0.0.1. PARTS: startup, latency, flat, tree, transfer, memory, and
     /// arrays and dataframes (Dask's array_sum.py and dataframe_groupby.py, on the files
-    /// the latter generates in /tmp/daskbench/data; not run by default).
+    /// the latter generates in /tmp/daskbench/data; not run by default), and for fair share
+    /// (two tenants; not run by default): flood (4 workers x 16 threads, tenant A's 100,000
+    /// tasks of 100 ms, then B's 100; flood10k: 10,000) and submits (8 clients of A
+    /// submitting small jobs, B's submit latency).
     Cluster {
         #[arg(default_values_t = ["startup".to_string(), "latency".into(), "flat".into(), "tree".into(), "transfer".into(), "memory".into()])]
         parts: Vec<String>,
@@ -204,6 +208,9 @@ fn main() -> Result<()> {
                     "memory" => c.memory(memory_tasks)?,
                     "arrays" => c.arrays(20_000, 2_000)?,
                     "dataframes" => c.dataframes(Path::new("/tmp/daskbench/data"))?,
+                    "flood" => c.flood(100_000)?,
+                    "flood10k" => c.flood(10_000)?,
+                    "submits" => c.submits(10, 20)?,
                     other => bail!("unknown part `{other}`"),
                 }
             }
