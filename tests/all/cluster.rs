@@ -16,7 +16,7 @@ fn units_total(status: &Json, index: usize) -> u64 {
 }
 
 /// `n` independent `slow-inc(i, ms)` tasks and their sum (`sum` = n(n+1)/2).
-fn slow_sum(n: usize, ms: u32, extra: Json) -> Json {
+pub(crate) fn slow_sum(n: usize, ms: u32, extra: Json) -> Json {
     let mut tasks: Vec<(String, Json)> = (0..n)
         .map(|i| {
             let mut t = json!({ "call": "math/slow-inc", "args": [i, ms] });

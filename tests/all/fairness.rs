@@ -8,7 +8,8 @@ use fabric_client::{Client, ComponentSource, Credentials, JobState, Submission};
 use fabric_tests::{Cluster, GraphDir, block_on, guest};
 use serde_json::{Value as Json, json};
 
-use crate::run::{graph, r, task};
+use crate::cluster::slow_sum;
+use crate::run::{graph, task};
 
 fn math() -> ComponentSource {
     ComponentSource::new(
@@ -19,18 +20,7 @@ fn math() -> ComponentSource {
 
 /// `n` tasks sleeping `ms` each (with `extra` fields), and their sum: `n + 1` tasks.
 fn sleepers(n: usize, ms: u32, extra: Json) -> Submission {
-    let mut tasks: Vec<(String, Json)> = (0..n)
-        .map(|i| {
-            let mut t = json!({ "call": "math/slow-inc", "args": [i, ms] });
-            if let Json::Object(extra) = &extra {
-                t.as_object_mut().unwrap().extend(extra.clone());
-            }
-            (format!("s{i}"), t)
-        })
-        .collect();
-    let refs: Vec<Json> = (0..n).map(|i| r(&format!("s{i}"))).collect();
-    tasks.push(task("sum", "math/sum", json!([refs])));
-    Submission::new(graph(tasks, &["sum"]).to_string(), vec![math()])
+    Submission::new(slow_sum(n, ms, extra).to_string(), vec![math()])
 }
 
 async fn connect(cluster: &Cluster, token: &str) -> Client {

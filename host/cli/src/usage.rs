@@ -85,17 +85,12 @@ pub fn usage(a: UsageArgs) -> Result<ExitCode> {
             for j in &jobs {
                 let u = &j.usage;
                 println!(
-                    "{:<6} {:<12} {:<16} {:<8} {:>8} {:>10.3}{} {:>12.3} {:>10} {:>10}",
+                    "{:<6} {:<12} {:<16} {:<8} {}",
                     j.job,
                     j.tenant,
                     j.owner,
                     if j.ended_ms.is_some() { "gone" } else { "held" },
-                    u.units,
-                    u.cpu_seconds / 3600.0,
-                    per_resource(u, &resources),
-                    u.stored_byte_seconds / 3600.0 / 1e9,
-                    fabric_core::format_bytes(u.bytes_moved),
-                    fabric_core::format_bytes(u.stored_bytes),
+                    columns(u, &resources),
                 );
             }
         } else {
@@ -104,32 +99,31 @@ pub fn usage(a: UsageArgs) -> Result<ExitCode> {
                 "TENANT", "JOBS", "UNITS", "CPU-H", "GB-H", "MOVED", "STORED"
             );
             for (name, (n, u)) in &tenants {
-                println!(
-                    "{:<12} {:>6} {:>8} {:>10.3}{} {:>12.3} {:>10} {:>10}",
-                    name,
-                    n,
-                    u.units,
-                    u.cpu_seconds / 3600.0,
-                    per_resource(u, &resources),
-                    u.stored_byte_seconds / 3600.0 / 1e9,
-                    fabric_core::format_bytes(u.bytes_moved),
-                    fabric_core::format_bytes(u.stored_bytes),
-                );
+                println!("{:<12} {:>6} {}", name, n, columns(u, &resources));
             }
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// The resource-hours columns of one line.
-fn per_resource(u: &Usage, resources: &[&str]) -> String {
-    resources
+/// The usage columns of a line: units, CPU-hours, each resource's hours, GB-hours, bytes
+/// moved and stored.
+fn columns(u: &Usage, resources: &[&str]) -> String {
+    let per_resource: String = resources
         .iter()
         .map(|r| {
             let s = u.resource_seconds.get(*r).copied().unwrap_or(0.0);
             format!(" {:>10.3}", s / 3600.0)
         })
-        .collect()
+        .collect();
+    format!(
+        "{:>8} {:>10.3}{per_resource} {:>12.3} {:>10} {:>10}",
+        u.units,
+        u.cpu_seconds / 3600.0,
+        u.stored_byte_seconds / 3600.0 / 1e9,
+        fabric_core::format_bytes(u.bytes_moved),
+        fabric_core::format_bytes(u.stored_bytes),
+    )
 }
 
 fn usage_json(u: &Usage) -> serde_json::Value {

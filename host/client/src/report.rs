@@ -283,21 +283,13 @@ pub struct JobUsage {
 
 impl From<v1::JobUsage> for JobUsage {
     fn from(u: v1::JobUsage) -> JobUsage {
-        let used = u.usage.unwrap_or_default();
         JobUsage {
             job: u.job_id,
             tenant: u.tenant,
             owner: u.owner,
             submitted_ms: u.submitted_ms,
             ended_ms: (u.ended_ms > 0).then_some(u.ended_ms),
-            usage: Usage {
-                units: used.units,
-                cpu_seconds: used.cpu_seconds,
-                resource_seconds: used.resource_seconds.into_iter().collect(),
-                stored_byte_seconds: used.stored_byte_seconds,
-                bytes_moved: used.bytes_moved,
-                stored_bytes: used.stored_bytes,
-            },
+            usage: Usage::from(u.usage.unwrap_or_default()),
         }
     }
 }

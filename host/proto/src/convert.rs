@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use fabric_core::{Failure, GraphError, JobId, JobProgress, Type, UnitIdx, WorkerId, WorkerSpec};
+use fabric_core::{
+    Failure, GraphError, JobId, JobProgress, Type, UnitIdx, Usage, WorkerId, WorkerSpec,
+};
 
 use crate::error::ProtoError;
 use crate::v1;
@@ -123,6 +125,32 @@ impl TryFrom<v1::WorkerSpec> for WorkerSpec {
 }
 
 // ------------------------------------------------------------------------- jobs
+
+impl From<Usage> for v1::Usage {
+    fn from(u: Usage) -> v1::Usage {
+        v1::Usage {
+            units: u.units,
+            cpu_seconds: u.cpu_seconds,
+            resource_seconds: u.resource_seconds.into_iter().collect(),
+            stored_byte_seconds: u.stored_byte_seconds,
+            bytes_moved: u.bytes_moved,
+            stored_bytes: u.stored_bytes,
+        }
+    }
+}
+
+impl From<v1::Usage> for Usage {
+    fn from(u: v1::Usage) -> Usage {
+        Usage {
+            units: u.units,
+            cpu_seconds: u.cpu_seconds,
+            resource_seconds: u.resource_seconds.into_iter().collect(),
+            stored_byte_seconds: u.stored_byte_seconds,
+            bytes_moved: u.bytes_moved,
+            stored_bytes: u.stored_bytes,
+        }
+    }
+}
 
 impl From<&JobProgress> for v1::JobProgress {
     fn from(p: &JobProgress) -> v1::JobProgress {

@@ -981,14 +981,7 @@ impl Core {
             owner: entry.owner.name.to_string(),
             submitted_ms: entry.submitted_ms,
             ended_ms: 0,
-            usage: Some(v1::Usage {
-                units: used.units,
-                cpu_seconds: used.cpu_seconds,
-                resource_seconds: used.resource_seconds.into_iter().collect(),
-                stored_byte_seconds: used.stored_byte_seconds,
-                bytes_moved: used.bytes_moved,
-                stored_bytes: used.stored_bytes,
-            }),
+            usage: Some(used.into()),
         })
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::units::free_slot;
 use super::usage::Account;
 use super::{Comm, Demand, Job, JobId, JobProgress, Scheduler, Unit, UnitState, WorkerId, rank};
 use crate::plan::{Plan, UnitIdx};
@@ -228,12 +229,15 @@ impl Scheduler {
                 UnitState::Ready | UnitState::Queued(_) => self.unqueue(k, class, unit),
                 UnitState::Running(w) => {
                     // Let it finish; its value is released when it reports.
-                    let w = self.workers[w as usize]
-                        .as_mut()
-                        .expect("running on a live worker");
-                    let demand = &self.classes[class as usize];
-                    w.finish(f64::from(unit.est_us), demand);
-                    self.fair.hold(j.tenant, demand, false);
+                    free_slot(
+                        &mut self.workers,
+                        &mut self.fair,
+                        &mut self.dirty,
+                        w,
+                        f64::from(unit.est_us),
+                        &self.classes[class as usize],
+                        j.tenant,
+                    );
                 }
                 UnitState::Memory => {
                     for &h in &unit.holders {

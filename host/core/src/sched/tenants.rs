@@ -2,6 +2,7 @@
 //! their tenant's quotas.
 
 use super::fair::TenantId;
+use super::units::free_slot;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Comm, JobId, Policy, QuotaExceeded, Scheduler, TenantShare, UnitState, WorkerId};
@@ -230,14 +231,15 @@ impl Scheduler {
         unit.state = UnitState::Waiting;
         unit.waiting = 0;
         *job.preempted.entry(u).or_default() += 1;
-        let tenant = job.tenant;
-        let w = self.workers[worker as usize]
-            .as_mut()
-            .expect("running on a live worker");
-        let demand = &self.classes[class as usize];
-        w.finish(est, demand);
-        self.fair.hold(tenant, demand, false);
-        self.dirty.push(worker);
+        free_slot(
+            &mut self.workers,
+            &mut self.fair,
+            &mut self.dirty,
+            worker,
+            est,
+            &self.classes[class as usize],
+            job.tenant,
+        );
         comm.preempt(worker, job_id, u, attempt);
         self.make_ready(job_id, u, comm);
     }

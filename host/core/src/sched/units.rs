@@ -15,7 +15,7 @@ use crate::plan::UnitIdx;
 /// are free, the tenant holds them no more, and the worker is to be filled again. Takes the
 /// scheduler's fields, not the scheduler, so that callers may hold a job meanwhile; returns
 /// the worker for further accounting.
-fn free_slot<'w>(
+pub(super) fn free_slot<'w>(
     workers: &'w mut [Option<Worker>],
     fair: &mut Fair,
     dirty: &mut Vec<WorkerId>,
