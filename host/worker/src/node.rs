@@ -973,7 +973,7 @@ impl Node {
                 } else {
                     Bytes::new()
                 };
-                match self.store.put((job, unit_idx), value) {
+                match self.store.put((job, unit_idx), &unit.job.tenant, value) {
                     Ok(()) => v1::worker_event::Event::UnitFinished(v1::UnitFinished {
                         key: Some(key),
                         attempt,

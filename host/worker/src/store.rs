@@ -10,14 +10,15 @@
 //! value larger than `target × limit` on its own goes to disk as soon as it is put and is
 //! read from there on every [`ValueStore::get`], instead of pushing every other value out
 //! of memory. One mutex guards the store; spill files are written under it and read back
-//! outside it.
+//! outside it. Each value belongs to a tenant, and its spill file lies in that tenant's own
+//! directory (mode 0700) of the store's private spill directory.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use fabric_core::{JobId, UnitIdx, Value};
@@ -136,6 +137,8 @@ struct Inner {
 struct Entry {
     /// [`Value::size_bytes`] of the value.
     size: u64,
+    /// The tenant whose job made the value: its spill file is in that tenant's directory.
+    tenant: Arc<str>,
     slot: Slot,
 }
 
@@ -154,7 +157,7 @@ impl Inner {
     }
 
     /// Inserts an entry in memory as the most recently used one.
-    fn insert_memory(&mut self, key: Key, value: Value, size: u64) {
+    fn insert_memory(&mut self, key: Key, tenant: Arc<str>, value: Value, size: u64) {
         let used = self.tick();
         self.lru.insert(used, key);
         self.memory_bytes += size;
@@ -162,6 +165,7 @@ impl Inner {
             key,
             Entry {
                 size,
+                tenant,
                 slot: Slot::Memory { value, used },
             },
         );
@@ -220,19 +224,19 @@ impl ValueStore {
         })
     }
 
-    /// Stores a value (replacing any under the key), accounted by [`Value::size_bytes`],
-    /// then spills the least recently used values until memory is at most `target × limit`.
+    /// Stores a value of `tenant`'s (replacing any under the key), accounted by
+    /// [`Value::size_bytes`], then spills the least recently used values until memory is at most `target × limit`.
     ///
     /// A value larger than `target × limit` by itself is spilled at once, and the others
     /// stay. A spill file that cannot be written is not an error: its value stays in
     /// memory, [`StoreMetrics::spill_errors`] counts it, and this call spills no more.
-    pub fn put(&self, key: Key, value: Value) -> Result<(), StoreError> {
+    pub fn put(&self, key: Key, tenant: &Arc<str>, value: Value) -> Result<(), StoreError> {
         let size = value.size_bytes();
         let mut inner = self.lock();
         if let Some(old) = inner.take(key) {
             self.discard(key, &old);
         }
-        inner.insert_memory(key, value, size);
+        inner.insert_memory(key, tenant.clone(), value, size);
         if self.too_big(size) {
             self.spill(&mut inner, key);
         } else {
@@ -249,7 +253,7 @@ impl ValueStore {
     /// is dropped from the store and the error names the key and the file.
     pub fn get(&self, key: Key) -> Result<Option<Value>, StoreError> {
         loop {
-            let (stamp, size) = {
+            let (stamp, size, tenant) = {
                 let mut guard = self.lock();
                 let inner = &mut *guard;
                 let Some(entry) = inner.entries.get_mut(&key) else {
@@ -263,10 +267,10 @@ impl ValueStore {
                         inner.lru.insert(*used, key);
                         return Ok(Some(value.clone()));
                     }
-                    Slot::Spilled { stamp } => (*stamp, entry.size),
+                    Slot::Spilled { stamp } => (*stamp, entry.size, entry.tenant.clone()),
                 }
             };
-            let path = self.path(key);
+            let path = self.path(key, &tenant);
             let read = read_spilled(key, &path);
             let mut inner = self.lock();
             match inner.entries.get(&key) {
@@ -281,14 +285,14 @@ impl ValueStore {
                 Ok(value) => value,
                 Err(error) => {
                     inner.take(key);
-                    self.delete_file(key);
+                    self.delete_file(&path, key);
                     return Err(error);
                 }
             };
             if !self.too_big(size) {
                 inner.take(key);
-                self.delete_file(key);
-                inner.insert_memory(key, value.clone(), size);
+                self.delete_file(&path, key);
+                inner.insert_memory(key, tenant, value.clone(), size);
                 self.make_room(&mut inner);
             }
             return Ok(Some(value));
@@ -377,8 +381,13 @@ impl ValueStore {
         self.inner.lock().expect("value store mutex poisoned")
     }
 
-    fn path(&self, key: Key) -> PathBuf {
-        self.dir.path().join(format!("{}-{}.val", key.0, key.1))
+    /// The spill file of `tenant`'s value under `key`. Tenant names are directory names
+    /// (see `fabric-auth`).
+    fn path(&self, key: Key, tenant: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join(tenant)
+            .join(format!("{}-{}.val", key.0, key.1))
     }
 
     /// Whether a value of `size` bytes exceeds the target on its own.
@@ -389,13 +398,12 @@ impl ValueStore {
     /// Deletes the spill file of an entry taken out of the store, if it has one.
     fn discard(&self, key: Key, entry: &Entry) {
         if let Slot::Spilled { .. } = entry.slot {
-            self.delete_file(key);
+            self.delete_file(&self.path(key, &entry.tenant), key);
         }
     }
 
-    fn delete_file(&self, key: Key) {
-        let path = self.path(key);
-        if let Err(error) = fs::remove_file(&path)
+    fn delete_file(&self, path: &Path, key: Key) {
+        if let Err(error) = fs::remove_file(path)
             && error.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(job = key.0, unit = key.1, path = %path.display(), %error,
@@ -429,7 +437,7 @@ impl ValueStore {
         let Slot::Memory { value, used } = &entry.slot else {
             return true;
         };
-        let path = self.path(key);
+        let path = self.path(key, &entry.tenant);
         if let Err(error) = write_spilled(&path, value) {
             inner.spill_errors += 1;
             tracing::warn!(job = key.0, unit = key.1, path = %path.display(), %error,
@@ -464,8 +472,20 @@ impl fmt::Debug for ValueStore {
 }
 
 /// Writes `value` to `path` through a temporary file, so that the file under `path` is
-/// always complete.
+/// always complete; the tenant's directory is made (mode 0700) the first time.
 fn write_spilled(path: &Path, value: &Value) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .expect("a spill file is in its tenant's directory");
+    if !dir.is_dir() {
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(dir) {
+            Err(error) if error.kind() != io::ErrorKind::AlreadyExists => return Err(error),
+            _ => {}
+        }
+    }
     let tmp = path.with_extension("val.tmp");
     let result =
         fs::write(&tmp, fabric_proto::encode_value(value)).and_then(|()| fs::rename(&tmp, path));
@@ -520,7 +540,8 @@ mod tests {
                         memory += entry.size;
                     }
                     Slot::Spilled { .. } => {
-                        assert!(self.path(*key).is_file(), "{key:?} has no spill file");
+                        let path = self.path(*key, &entry.tenant);
+                        assert!(path.is_file(), "{key:?} has no spill file");
                         spilled += entry.size;
                         spilled_values += 1;
                     }
@@ -531,6 +552,10 @@ mod tests {
             assert_eq!(inner.spilled_bytes, spilled);
             assert_eq!(inner.spilled_values, spilled_values);
         }
+    }
+
+    fn tenant() -> Arc<str> {
+        Arc::from("alice")
     }
 
     fn floats(n: usize, seed: f64) -> Value {
@@ -577,7 +602,7 @@ mod tests {
             record("r", 10),
         ];
         for (i, v) in values.iter().enumerate() {
-            store.put((1, i as u32), v.clone()).unwrap();
+            store.put((1, i as u32), &tenant(), v.clone()).unwrap();
         }
         for (i, v) in values.iter().enumerate() {
             assert_eq!(store.get((1, i as u32)).unwrap().as_ref(), Some(v));
@@ -598,12 +623,38 @@ mod tests {
         );
         assert!(!store.paused());
 
-        store.put((1, 1), Value::U8(7)).unwrap();
+        store.put((1, 1), &tenant(), Value::U8(7)).unwrap();
         assert_eq!(store.get((1, 1)).unwrap(), Some(Value::U8(7)));
         assert_eq!(
             store.metrics().memory_bytes,
             total - values[1].size_bytes() + Value::U8(7).size_bytes()
         );
+        store.sanity_check();
+    }
+
+    #[test]
+    fn each_tenant_spills_into_its_own_private_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let s = floats(1000, 0.0).size_bytes();
+        // Room for one value in memory: every other one is spilled.
+        let store = store(root.path(), 2 * s, 0.5, 0.8);
+        let (alice, bob): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
+        store.put((1, 0), &alice, floats(1000, 1.0)).unwrap();
+        store.put((2, 0), &bob, floats(1000, 2.0)).unwrap();
+        store.put((1, 1), &alice, floats(1000, 3.0)).unwrap();
+        assert_eq!(spilled(&store, &[(1, 0), (2, 0), (1, 1)]), [(1, 0), (2, 0)]);
+        let dir = store.dir.path();
+        assert!(dir.join("alice/1-0.val").is_file());
+        assert!(dir.join("bob/2-0.val").is_file());
+        #[cfg(unix)]
+        for tenant in ["alice", "bob"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(tenant)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{tenant}'s spill directory");
+        }
+        assert_eq!(store.get((2, 0)).unwrap(), Some(floats(1000, 2.0)));
+        store.remove_job(1);
+        assert!(!dir.join("alice/1-0.val").exists());
         store.sanity_check();
     }
 
@@ -616,13 +667,13 @@ mod tests {
         let keys: Vec<Key> = (0..8).map(|u| (4, u)).collect();
         let value = |k: Key| floats(1000, f64::from(k.1));
         for &k in &keys[..5] {
-            store.put(k, value(k)).unwrap();
+            store.put(k, &tenant(), value(k)).unwrap();
         }
         assert!(spilled(&store, &keys).is_empty());
         store.get(keys[0]).unwrap();
-        store.put(keys[5], value(keys[5])).unwrap();
+        store.put(keys[5], &tenant(), value(keys[5])).unwrap();
         assert_eq!(spilled(&store, &keys), [keys[1]]);
-        store.put(keys[6], value(keys[6])).unwrap();
+        store.put(keys[6], &tenant(), value(keys[6])).unwrap();
         assert_eq!(spilled(&store, &keys), [keys[1], keys[2]]);
         assert_eq!(
             store.metrics(),
@@ -634,13 +685,13 @@ mod tests {
                 spill_errors: 0,
             }
         );
-        assert!(store.path(keys[1]).is_file());
+        assert!(store.path(keys[1], "alice").is_file());
         store.sanity_check();
 
         // Reading a spilled value back makes it most recently used and spills the least.
         assert_eq!(store.get(keys[1]).unwrap(), Some(value(keys[1])));
         assert_eq!(spilled(&store, &keys), [keys[2], keys[3]]);
-        assert!(!store.path(keys[1]).exists());
+        assert!(!store.path(keys[1], "alice").exists());
         store.sanity_check();
         // Values that are only asked about stay where they are.
         assert!(store.contains(keys[2]) && store.nbytes(keys[2]) == Some(s));
@@ -667,9 +718,9 @@ mod tests {
         let filler = floats(20_000, 9.0);
         let store = store(root.path(), 2 * filler.size_bytes(), 0.5, 1.0);
         for (i, v) in values.iter().enumerate() {
-            store.put((7, i as u32), v.clone()).unwrap();
+            store.put((7, i as u32), &tenant(), v.clone()).unwrap();
         }
-        store.put((8, 0), filler.clone()).unwrap();
+        store.put((8, 0), &tenant(), filler.clone()).unwrap();
         for i in 0..values.len() {
             assert!(store.is_spilled((7, i as u32)), "value {i} is in memory");
         }
@@ -694,11 +745,11 @@ mod tests {
         let store = store(root.path(), 10 * s, 0.5, 0.8);
         let small: Vec<Key> = (0..3).map(|u| (1, u)).collect();
         for &k in &small {
-            store.put(k, floats(1000, 0.0)).unwrap();
+            store.put(k, &tenant(), floats(1000, 0.0)).unwrap();
         }
         let huge = floats(6000, 3.0);
         assert!(huge.size_bytes() > 5 * s);
-        store.put((2, 0), huge.clone()).unwrap();
+        store.put((2, 0), &tenant(), huge.clone()).unwrap();
         assert!(store.is_spilled((2, 0)));
         assert!(spilled(&store, &small).is_empty());
         assert!(!store.paused());
@@ -717,10 +768,10 @@ mod tests {
         // Pausing before spilling, so that memory can reach the pause level.
         let store = store(root.path(), 10 * s, 0.9, 0.5);
         for u in 0..5 {
-            store.put((1, u), floats(1000, 0.0)).unwrap();
+            store.put((1, u), &tenant(), floats(1000, 0.0)).unwrap();
         }
         assert!(!store.paused(), "exactly at the pause level");
-        store.put((1, 5), floats(1000, 0.0)).unwrap();
+        store.put((1, 5), &tenant(), floats(1000, 0.0)).unwrap();
         assert!(store.paused());
         assert!(store.remove((1, 0)));
         assert!(!store.paused());
@@ -730,7 +781,9 @@ mod tests {
             ..StoreConfig::default()
         })
         .unwrap();
-        unlimited.put((1, 0), floats(1_000_000, 0.0)).unwrap();
+        unlimited
+            .put((1, 0), &tenant(), floats(1_000_000, 0.0))
+            .unwrap();
         assert!(!unlimited.paused());
         assert!(!unlimited.is_spilled((1, 0)));
     }
@@ -741,20 +794,20 @@ mod tests {
         let s = floats(1000, 0.0).size_bytes();
         let store = store(root.path(), 4 * s, 0.5, 0.8);
         for u in 0..4 {
-            store.put((1, u), floats(1000, 1.0)).unwrap();
-            store.put((2, u), floats(1000, 2.0)).unwrap();
+            store.put((1, u), &tenant(), floats(1000, 1.0)).unwrap();
+            store.put((2, u), &tenant(), floats(1000, 2.0)).unwrap();
         }
         // All but the last two values put went to disk.
         assert_eq!(store.metrics().spilled_values, 6);
         assert!(store.is_spilled((1, 0)));
-        let file = store.path((1, 0));
+        let file = store.path((1, 0), "alice");
         assert!(file.is_file());
         assert!(store.remove((1, 0)));
         assert!(!file.exists());
         assert!(!store.remove((1, 0)));
         store.sanity_check();
 
-        let job2: Vec<PathBuf> = (0..4).map(|u| store.path((2, u))).collect();
+        let job2: Vec<PathBuf> = (0..4).map(|u| store.path((2, u), "alice")).collect();
         assert_eq!(job2.iter().filter(|p| p.is_file()).count(), 3);
         assert_eq!(store.remove_job(2), 4);
         assert!(job2.iter().all(|p| !p.exists()));
@@ -767,7 +820,13 @@ mod tests {
         assert_eq!(held, [((1, 1), s), ((1, 2), s), ((1, 3), s)]);
         store.clear();
         assert!(store.held().is_empty());
-        assert_eq!(std::fs::read_dir(store.dir.path()).unwrap().count(), 0);
+        // The tenant's (empty) directory stays for its next spill.
+        assert_eq!(
+            std::fs::read_dir(store.dir.path().join("alice"))
+                .unwrap()
+                .count(),
+            0
+        );
         store.sanity_check();
 
         let dir = store.dir.path().to_owned();
@@ -784,10 +843,10 @@ mod tests {
         fs::remove_dir_all(store.dir.path()).unwrap();
         let value = |u: u32| floats(1000, f64::from(u));
         for u in 0..10 {
-            store.put((1, u), value(u)).unwrap();
+            store.put((1, u), &tenant(), value(u)).unwrap();
         }
         let huge = floats(20_000, 0.0);
-        store.put((1, 10), huge.clone()).unwrap();
+        store.put((1, 10), &tenant(), huge.clone()).unwrap();
         let metrics = store.metrics();
         assert_eq!(metrics.spilled_values, 0);
         assert_eq!(metrics.memory_bytes, 10 * s + huge.size_bytes());
@@ -807,12 +866,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let s = floats(1000, 0.0).size_bytes();
         let store = store(root.path(), 2 * s, 0.5, 0.8);
-        store.put((3, 17), floats(1000, 0.0)).unwrap();
-        store.put((3, 18), floats(1000, 0.0)).unwrap();
-        store.put((3, 19), floats(1000, 0.0)).unwrap();
+        store.put((3, 17), &tenant(), floats(1000, 0.0)).unwrap();
+        store.put((3, 18), &tenant(), floats(1000, 0.0)).unwrap();
+        store.put((3, 19), &tenant(), floats(1000, 0.0)).unwrap();
         assert!(store.is_spilled((3, 17)) && store.is_spilled((3, 18)));
 
-        let path = store.path((3, 17));
+        let path = store.path((3, 17), "alice");
         fs::remove_file(&path).unwrap();
         let err = store.get((3, 17)).unwrap_err();
         assert!(matches!(err, StoreError::Read { key: (3, 17), .. }));
@@ -823,7 +882,7 @@ mod tests {
         assert_eq!(store.get((3, 17)).unwrap(), None);
         store.sanity_check();
 
-        let path = store.path((3, 18));
+        let path = store.path((3, 18), "alice");
         fs::write(&path, b"\xff\xff not a value").unwrap();
         let err = store.get((3, 18)).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { key: (3, 18), .. }));
@@ -845,7 +904,7 @@ mod tests {
                 let store = &store;
                 scope.spawn(move || {
                     for unit in 0..40 {
-                        store.put((job, unit), value(job, unit)).unwrap();
+                        store.put((job, unit), &tenant(), value(job, unit)).unwrap();
                         // Read a value of this job and one of another, spilled or not.
                         let back = unit / 2;
                         assert_eq!(store.get((job, back)).unwrap(), Some(value(job, back)));
