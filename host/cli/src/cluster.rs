@@ -40,6 +40,11 @@ pub struct SchedulerUrl {
 
 impl SchedulerUrl {
     pub(crate) async fn connect(&self) -> Result<Client> {
+        Ok(Client::connect_with(&self.scheduler, self.credentials()?).await?)
+    }
+
+    /// The token (and CA) the flags and the environment name.
+    pub(crate) fn credentials(&self) -> Result<Credentials> {
         let mut credentials = match &self.token_file {
             Some(path) => Credentials::file(path)?,
             None => Credentials::from_env()?,
@@ -47,7 +52,7 @@ impl SchedulerUrl {
         if let Some(ca) = &self.ca {
             credentials = credentials.with_ca(ca);
         }
-        Ok(Client::connect_with(&self.scheduler, credentials).await?)
+        Ok(credentials)
     }
 }
 
@@ -109,6 +114,14 @@ pub struct SchedulerArgs {
     /// (docs/fair-share.md).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Where to serve the dashboard (a web page of workers, jobs, tasks and their output),
+    /// its JSON API (/api/v1/) and Prometheus metrics (/metrics), over HTTP. Open it with
+    /// `fabric dashboard`. When the default port is taken, a free one is used (printed).
+    #[arg(long, value_name = "ADDR", default_value_t = fabric_scheduler::DEFAULT_DASHBOARD)]
+    dashboard: SocketAddr,
+    /// Serve no dashboard (and no /metrics).
+    #[arg(long)]
+    no_dashboard: bool,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -348,6 +361,19 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             a.listen
         );
     }
+    if !a.no_dashboard && !a.dashboard.ip().is_loopback() {
+        anyhow::ensure!(
+            a.insecure,
+            "refusing to serve the dashboard on {} over plain HTTP: tokens would cross the \
+             network in clear text. Serve it on 127.0.0.1 (reach it through an SSH tunnel), \
+             pass --no-dashboard, or pass --insecure on a network you trust",
+            a.dashboard
+        );
+        tracing::warn!(
+            "INSECURE: serving the dashboard on {} over plain HTTP",
+            a.dashboard
+        );
+    }
     let authority = crate::admin::authority(a.auth_dir.as_deref(), a.audit_log.as_deref())?;
     if let Some(path) = &a.policy {
         // Refused before the port is announced.
@@ -360,6 +386,17 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         let address = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("fabric scheduler listening on {scheme}://{address}");
+        let dashboard = if a.no_dashboard {
+            None
+        } else {
+            let fallback = a.dashboard == fabric_scheduler::DEFAULT_DASHBOARD;
+            let listener = fabric_scheduler::bind_dashboard(a.dashboard, fallback).await?;
+            println!(
+                "dashboard on http://{}/ (open it with `fabric dashboard`)",
+                listener.local_addr()?
+            );
+            Some(std::sync::Arc::new(listener))
+        };
         let _ = std::io::stdout().flush();
         let options = fabric_scheduler::SchedulerOptions {
             heartbeat_interval: a.heartbeat_interval,
@@ -373,6 +410,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             tls,
             capability_ttl: a.capability_ttl,
             policy: a.policy,
+            dashboard,
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");
@@ -630,6 +668,9 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             "scheduler {} (version {})",
             a.scheduler.scheduler, status.version
         );
+        if let Some(url) = &status.dashboard {
+            println!("dashboard {url} (open it with `fabric dashboard`)");
+        }
         println!(
             "\n{:<6} {:<22} {:>7} {:<14} {:>12} {:>12} {:>12} {:>7} {:>6}",
             "WORKER",
@@ -705,10 +746,46 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
     })
 }
 
+/// `fabric dashboard`.
+#[derive(Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+    /// Print the link without the token (the page then asks for one).
+    #[arg(long)]
+    no_token: bool,
+}
+
+/// Prints the link that opens the scheduler's dashboard signed in with this user's token.
+pub fn dashboard(a: DashboardArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let credentials = a.scheduler.credentials()?;
+        let client = a.scheduler.connect().await?;
+        let status = client.status().await?;
+        let Some(url) = status.dashboard else {
+            anyhow::bail!(
+                "the scheduler at {} serves no dashboard (it was started with --no-dashboard)",
+                a.scheduler.scheduler
+            );
+        };
+        match credentials.text().filter(|_| !a.no_token) {
+            Some(token) => {
+                println!("{url}login?token={token}");
+                eprintln!(
+                    "(the link holds your token: open it in your own browser, do not share it)"
+                );
+            }
+            None => println!("{url}"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn status_json(s: &fabric_client::ClusterStatus) -> serde_json::Value {
     use serde_json::json;
     json!({
         "version": s.version,
+        "dashboard": s.dashboard,
         "workers": s.workers.iter().map(|w| {
             let spec = &w.spec;
             json!({

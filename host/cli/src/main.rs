@@ -54,6 +54,8 @@ enum Command {
     Cancel(cluster::CancelArgs),
     /// Show the cluster's workers and jobs.
     Status(cluster::StatusArgs),
+    /// Print the link that opens the scheduler's dashboard in a browser, signed in as you.
+    Dashboard(cluster::DashboardArgs),
     /// List the persisted datasets (`fabric submit --persist NAME`).
     Datasets(cluster::StatusArgs),
     /// Show what jobs used: thread-hours, gpu-hours, stored GB-hours, bytes moved, per
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Result(a) => cluster::result(a),
         Command::Cancel(a) => cluster::cancel(a),
         Command::Status(a) => cluster::status(a),
+        Command::Dashboard(a) => cluster::dashboard(a),
         Command::Datasets(a) => cluster::datasets(a),
         Command::Usage(a) => usage::usage(a),
         Command::Forget(a) => cluster::forget(a),

@@ -66,8 +66,8 @@ impl Credentials {
         self.ca.as_deref()
     }
 
-    /// The token's text.
-    pub(crate) fn text(&self) -> Option<&str> {
+    /// The token's text (what `fabric dashboard` puts in the link it prints).
+    pub fn text(&self) -> Option<&str> {
         self.found.as_ref().map(|f| f.token.as_str())
     }
 

@@ -111,6 +111,8 @@ pub struct ClusterStatus {
     pub jobs: Vec<JobStatus>,
     /// Where tenants stand in the fair share (all for an operator, one's own otherwise).
     pub tenants: Vec<TenantStatus>,
+    /// Where the scheduler serves its dashboard (`http://127.0.0.1:8787/`); `None`: nowhere.
+    pub dashboard: Option<String>,
 }
 
 /// Where one tenant stands in the fair share.
@@ -236,6 +238,7 @@ impl TryFrom<v1::ClusterStatusResponse> for ClusterStatus {
             workers,
             jobs,
             tenants,
+            dashboard: (!s.dashboard.is_empty()).then_some(s.dashboard),
         })
     }
 }

@@ -398,7 +398,7 @@ fn execute(id: WorkerId, runtime: &Runtime, run: &RunState, work: Work) -> Event
             let func = plan.graph.tasks[t as usize].func;
             StepCall::of_plan(plan, t, &job.job.components[func as usize])
         });
-        run_unit(runtime, &job.context, steps, attempt, input)
+        run_unit(runtime, &job.context, steps, attempt, input).map(|done| done.value)
     }))
     .unwrap_or_else(|payload| {
         let what = payload

@@ -92,31 +92,49 @@ impl Interceptor for Authenticate {
             return Ok(request);
         }
         let checked = match fabric_proto::auth::bearer(request.metadata()) {
-            Some(token) => self.0.read().authenticate(token),
-            None => Err(AuthError::Missing),
+            Some(token) => self.0.authenticate(token, "auth", request.remote_addr()),
+            None => self
+                .0
+                .refuse(AuthError::Missing, "auth", request.remote_addr()),
         };
-        match checked {
-            Ok(principal) => {
-                request.extensions_mut().insert(principal);
-                Ok(request)
-            }
-            Err(error) => {
-                let detail = error.to_string();
-                self.0.audit.record(AuditEvent {
-                    operation: "auth",
-                    result: "denied",
-                    principal: None,
-                    peer: request.remote_addr(),
-                    target: "",
-                    detail: &detail,
-                });
-                Err(Status::unauthenticated(match error {
-                    AuthError::Missing => detail,
-                    _ => "the token is not valid (mistyped, revoked, or for another cluster)"
-                        .to_string(),
-                }))
-            }
-        }
+        let principal = checked.map_err(Status::unauthenticated)?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+impl Authority {
+    /// Who presents `token`, or why nobody (recorded in the audit log as a refusal of
+    /// `operation`, from `peer`).
+    pub(crate) fn authenticate(
+        &self,
+        token: &str,
+        operation: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Principal, String> {
+        let checked = self.read().authenticate(token);
+        checked.or_else(|error| self.refuse(error, operation, peer))
+    }
+
+    fn refuse(
+        &self,
+        error: AuthError,
+        operation: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Principal, String> {
+        let detail = error.to_string();
+        self.audit.record(AuditEvent {
+            operation,
+            result: "denied",
+            principal: None,
+            peer,
+            target: "",
+            detail: &detail,
+        });
+        Err(match error {
+            AuthError::Missing => detail,
+            _ => "the token is not valid (mistyped, revoked, or for another cluster)".to_string(),
+        })
     }
 }
 

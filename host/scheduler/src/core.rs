@@ -19,6 +19,7 @@ use fabric_proto::{ProtoError, v1};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::journal::Journal;
+use crate::monitor::{self, Captured, JobEnd, Recorder};
 use fabric_auth::{Audit, AuditEvent, Capability, CapabilityKey, Owner, Principal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
@@ -181,6 +182,8 @@ pub(crate) struct CoreConfig {
     pub capabilities: Arc<Capabilities>,
     /// How tenants share the cluster.
     pub policy: fabric_core::Policy,
+    /// The dashboard's address (`http://...`), empty without one.
+    pub dashboard: String,
 }
 
 /// The scheduler's signing of data-plane capabilities: the key its workers verify with
@@ -226,6 +229,7 @@ pub(crate) fn spawn(
     audit: Arc<Audit>,
     restoring: Vec<JobId>,
     past_usage: Vec<v1::JobUsage>,
+    recorder: Recorder,
 ) -> (
     mpsc::UnboundedSender<Command>,
     tokio::task::JoinHandle<Core>,
@@ -235,7 +239,9 @@ pub(crate) fn spawn(
         runtime: tokio::runtime::Handle::current(),
         core: tx.downgrade(),
     };
-    let mut core = Core::new(config, timers);
+    let dashboard = config.dashboard.clone();
+    let mut core = Core::new(config, timers, recorder);
+    core.dashboard = dashboard;
     core.journal = journal;
     core.audit = audit;
     core.ended_usage = past_usage;
@@ -397,10 +403,14 @@ pub(crate) struct Core {
     audit: Arc<Audit>,
     /// Units whose progress is reported to watchers per batch; jobs whose progress changed.
     forget: Vec<u64>,
+    /// What the monitor (dashboard, metrics) learns of each batch.
+    recorder: Recorder,
+    /// Where the dashboard is served, for `fabric status` (empty: nowhere).
+    dashboard: String,
 }
 
 impl Core {
-    fn new(config: CoreConfig, timers: Timers) -> Core {
+    fn new(config: CoreConfig, timers: Timers, recorder: Recorder) -> Core {
         let mut sched = Scheduler::new(SchedulerConfig {
             // A remote worker's round trip is a few hundred microseconds: keep about
             // two milliseconds of short tasks on their way to each thread.
@@ -426,6 +436,8 @@ impl Core {
             datasets: BTreeMap::new(),
             audit: Arc::new(Audit::none()),
             forget: Vec::new(),
+            recorder,
+            dashboard: String::new(),
         }
     }
 
@@ -733,6 +745,13 @@ impl Core {
                 knows: FxHashSet::default(),
             },
         );
+        self.recorder.push(monitor::Event::WorkerJoined {
+            worker: id,
+            name: reg.spec.name.as_str().into(),
+            address: reg.data_address.as_str().into(),
+            threads: reg.spec.nthreads,
+            memory_limit: reg.spec.memory_limit,
+        });
         tracing::info!(worker = wire_id, "worker attached");
         Ok(())
     }
@@ -752,6 +771,10 @@ impl Core {
                 .send(Err(Status::unavailable(format!("removed: {reason}"))));
         }
         tracing::warn!(worker = wire_id, name = %reg.spec.name, "worker removed: {reason}");
+        self.recorder.push(monitor::Event::WorkerLeft {
+            worker: id,
+            reason: reason.into(),
+        });
         self.sched.on_worker_removed(id, reason, &mut self.out);
         // Every job may have lost values.
         self.out.touched.extend(self.jobs.keys().copied());
@@ -838,6 +861,10 @@ impl Core {
                         tracing::debug!(sample, estimate = new, "bandwidth (bytes/us)");
                     }
                     w.metrics = metrics;
+                    self.recorder.push(monitor::Event::WorkerMetrics {
+                        worker: id,
+                        metrics,
+                    });
                 }
                 self.sched.on_worker_paused(id, paused, &mut self.out);
             }
@@ -858,6 +885,23 @@ impl Core {
                     if let Some(old) = entry.inline.insert(unit, f.inline_value) {
                         entry.inline_bytes -= old.len() as u64;
                     }
+                }
+                if self.sched.unit_state(job, unit) == Some(UnitState::Running(id)) {
+                    let plan = self.sched.plan(job).expect("checked: a live job");
+                    let outputs = f
+                        .outputs
+                        .into_iter()
+                        .filter(|o| plan.steps(unit).contains(&o.task))
+                        .map(|o| (o.task, Captured::from(o)))
+                        .collect();
+                    self.recorder.push(monitor::Event::Finished {
+                        job,
+                        unit,
+                        worker: id,
+                        nbytes: f.nbytes,
+                        duration_ns: f.duration_ns,
+                        outputs,
+                    });
                 }
                 self.sched.on_unit_finished(
                     id,
@@ -885,6 +929,19 @@ impl Core {
                         "UnitFailed",
                         format!("task {} is not a step of unit {unit}", failure.task),
                     ));
+                }
+                if let Some(error) = &tf.error
+                    && self.sched.unit_state(job, unit) == Some(UnitState::Running(id))
+                {
+                    self.recorder.push(monitor::Event::Failed {
+                        job,
+                        unit,
+                        worker: id,
+                        task: failure.task,
+                        kind: kind_name(error.kind),
+                        message: error.message.as_str().into(),
+                        output: Captured::from(error.clone()),
+                    });
                 }
                 if let Some(entry) = self.jobs.get_mut(&job)
                     && let Some(error) = tf.error
@@ -1165,6 +1222,12 @@ impl Core {
             units = unit_count,
             "job submitted"
         );
+        self.recorder.push(monitor::Event::JobSubmitted {
+            job: id,
+            owner: job.owner.clone(),
+            plan: job.plan.clone(),
+            submitted_ms: job.submitted_ms,
+        });
         self.jobs.insert(
             id,
             JobEntry {
@@ -1215,6 +1278,7 @@ impl Core {
             self.ended_usage.push(used);
         }
         self.jobs.remove(&job);
+        self.recorder.push(monitor::Event::JobReleased { job });
         self.sched.on_job_released(job, &mut self.out);
         self.forget.push(u64::from(job));
         if let Some(journal) = &self.journal {
@@ -1241,6 +1305,10 @@ impl Core {
             }),
         });
         tracing::info!(job, "job cancelled");
+        self.recorder.push(monitor::Event::JobEnded {
+            job,
+            end: JobEnd::Cancelled,
+        });
         self.drop_job(job);
         true
     }
@@ -1350,6 +1418,7 @@ impl Core {
         }
         for (w, job, unit, attempt) in out.preempts {
             tracing::info!(job, unit, attempt, worker = w, "preempted");
+            self.recorder.push(monitor::Event::Preempted { job, unit });
             batches.entry(w).or_default().push(v1::SchedulerEvent {
                 event: Some(Event::Preempt(v1::Preempt {
                     key: Some(v1::ValueKey::new(job, unit)),
@@ -1393,9 +1462,16 @@ impl Core {
                 .iter()
                 .map(v1::Step::from)
                 .collect();
+            let attempt = self.sched.attempt(job, unit);
+            self.recorder.push(monitor::Event::Sent {
+                job,
+                unit,
+                worker: w,
+                attempt,
+            });
             let compute = v1::Compute {
                 key: Some(v1::ValueKey::new(job, unit)),
-                attempt: self.sched.attempt(job, unit),
+                attempt,
                 inputs,
                 steps,
                 is_output: plan.consumers(unit).is_empty(),
@@ -1433,6 +1509,7 @@ impl Core {
         for job in out.touched {
             self.publish(job);
         }
+        self.recorder.flush();
     }
 
     /// Tells watchers of `job` where it is.
@@ -1446,6 +1523,14 @@ impl Core {
             entry.done = true;
             let succeeded = update.state == v1::JobState::Succeeded as i32;
             tracing::info!(job, succeeded, "job finished");
+            self.recorder.push(monitor::Event::JobEnded {
+                job,
+                end: if succeeded {
+                    JobEnd::Succeeded
+                } else {
+                    JobEnd::Failed
+                },
+            });
             if succeeded && !entry.persist.is_empty() {
                 self.datasets
                     .insert(dataset_key(&entry.owner, &entry.persist), job);
@@ -1455,6 +1540,14 @@ impl Core {
             || entry.updates.borrow().state != update.state
             || settled;
         if changed {
+            if let Some(p) = update.progress {
+                self.recorder.push(monitor::Event::Progress {
+                    job,
+                    done: p.done_tasks,
+                    erred: p.erred_tasks,
+                    total: p.total_tasks,
+                });
+            }
             entry.updates.send_replace(update);
         }
     }
@@ -1521,6 +1614,7 @@ impl Core {
             workers,
             jobs,
             tenants,
+            dashboard: self.dashboard.clone(),
         }
     }
 
@@ -1569,6 +1663,24 @@ impl Core {
 }
 
 /// Where the dataset `name` of `owner`'s tenant is kept in `Core::datasets`.
+/// A `TaskErrorKind` as metrics and the dashboard name it.
+fn kind_name(kind: i32) -> &'static str {
+    use v1::TaskErrorKind as K;
+    match K::try_from(kind).unwrap_or(K::Unspecified) {
+        K::GuestError => "guest-error",
+        K::Panic => "panic",
+        K::Trap => "trap",
+        K::Timeout => "timeout",
+        K::OutOfMemory => "out-of-memory",
+        K::BadArgument => "bad-argument",
+        K::Host => "host",
+        K::Scheduler => "scheduler",
+        K::TooLarge => "too-large",
+        K::Cancelled => "cancelled",
+        K::Unspecified => "unknown",
+    }
+}
+
 fn dataset_key(owner: &Owner, name: &str) -> (Arc<str>, String) {
     (owner.tenant.clone(), name.to_string())
 }

@@ -20,6 +20,7 @@ mod components;
 mod core;
 mod gate;
 mod journal;
+mod monitor;
 pub mod policy;
 mod service;
 
@@ -29,6 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::Authority;
+pub use monitor::{DashboardError, bind_dashboard};
+
+/// Where `fabric scheduler` serves its dashboard unless told otherwise (Dask's port; when
+/// it is taken, [`bind_dashboard`] takes a free port of the same host instead).
+pub const DEFAULT_DASHBOARD: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8787);
 use fabric_proto::v1::admin_server::AdminServer;
 use fabric_proto::v1::scheduler_server::SchedulerServer;
 use tokio::net::TcpListener;
@@ -68,6 +75,9 @@ pub struct SchedulerOptions {
     /// and again on SIGHUP or `fabric admin policy reload`; `None`: every tenant weight
     /// 1, normal tier, no quota.
     pub policy: Option<PathBuf>,
+    /// Where to serve the dashboard, its JSON API and `/metrics` (HTTP): a listener from
+    /// [`bind_dashboard`]; `None`: nowhere.
+    pub dashboard: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Default for SchedulerOptions {
@@ -84,6 +94,7 @@ impl Default for SchedulerOptions {
             tls: None,
             capability_ttl: Duration::from_secs(600),
             policy: None,
+            dashboard: None,
         }
     }
 }
@@ -110,6 +121,9 @@ pub enum ServeError {
     /// No random bytes for the capability key.
     #[error("cannot make a capability key: {0}")]
     Random(#[from] fabric_auth::TokenError),
+    /// The dashboard could not start.
+    #[error(transparent)]
+    Dashboard(#[from] DashboardError),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -169,18 +183,45 @@ pub async fn serve(
         .iter()
         .filter_map(|(code, _)| fabric_core::JobId::try_from(code.job_id).ok())
         .collect();
+    let dashboard = match &options.dashboard {
+        Some(listener) => Some(
+            listener
+                .try_clone()
+                .and_then(TcpListener::from_std)
+                .map_err(|error| DashboardError::Bind {
+                    address: listener.local_addr().unwrap_or(DEFAULT_DASHBOARD),
+                    error,
+                })?,
+        ),
+        None => None,
+    };
+    let dashboard_url = match dashboard.as_ref().map(TcpListener::local_addr) {
+        Some(Ok(address)) => format!("http://{address}/"),
+        _ => String::new(),
+    };
+    let (recorder, monitor) = monitor::spawn();
     let (core, core_task) = core::spawn(
         core::CoreConfig {
             heartbeat_timeout: options.heartbeat_timeout,
             retry_backoff: options.retry_backoff,
             capabilities: capabilities.clone(),
             policy: initial_policy,
+            dashboard: dashboard_url.clone(),
         },
         journal,
         options.authority.audit().clone(),
         restoring,
         std::mem::take(&mut replayed.usage),
+        recorder,
     );
+    let dashboard = dashboard.map(|listener| {
+        tracing::info!("dashboard on {dashboard_url}");
+        tokio::spawn(monitor::serve_dashboard(
+            listener,
+            monitor,
+            options.authority.clone(),
+        ))
+    });
     if !replayed.jobs.is_empty() {
         // Rebuild the journal's jobs meanwhile (reading components' signatures), then
         // give workers the rest of `restore_wait` to come back and report their values.
@@ -287,6 +328,9 @@ pub async fn serve(
         }
     };
     ticker.abort();
+    if let Some(task) = dashboard {
+        task.abort();
+    }
     if let Some(task) = on_hangup {
         task.abort();
     }

@@ -92,16 +92,40 @@ pub struct UnitFailure {
     pub error: TaskError,
 }
 
+/// A unit that ran to its end.
+#[derive(Debug)]
+pub struct UnitDone {
+    /// Its last step's value.
+    pub value: Value,
+    /// What its steps printed and logged, for those that did (most print nothing).
+    pub printed: Vec<Printed>,
+}
+
+/// What one step of a unit printed and logged.
+#[derive(Debug)]
+pub struct Printed {
+    /// The step's task.
+    pub task: TaskIdx,
+    /// Its stdout (bounded by the runtime).
+    pub stdout: String,
+    /// Its stderr (bounded likewise).
+    pub stderr: String,
+    /// Its log lines.
+    pub logs: Vec<(fabric_runtime::Level, String)>,
+}
+
 /// Runs the steps of a unit of `job` (attempt number `attempt`) in order, taking the
 /// values the first step uses (other units' outputs, dataset values) from `input`; each
-/// later step may use the value of the step before. Returns the last step's value.
+/// later step may use the value of the step before. Returns the last step's value, with
+/// what the steps printed.
 pub fn run_unit<'a>(
     runtime: &Runtime,
     job: &JobContext,
     steps: impl IntoIterator<Item = StepCall<'a>>,
     attempt: u32,
     input: impl Fn(Input) -> Value,
-) -> Result<Value, UnitFailure> {
+) -> Result<UnitDone, UnitFailure> {
+    let mut printed = Vec::new();
     // Values the current step may use: the previous step's, and inputs it asked for.
     let mut known: SmallVec<[(Input, Value); 4]> = SmallVec::new();
     for step in steps {
@@ -135,8 +159,19 @@ pub fn run_unit<'a>(
                 task: step.task,
                 error,
             })?;
+        if !(out.stdout.is_empty() && out.stderr.is_empty() && out.logs.is_empty()) {
+            printed.push(Printed {
+                task: step.task,
+                stdout: out.stdout,
+                stderr: out.stderr,
+                logs: out.logs,
+            });
+        }
         known.clear();
         known.push((Input::Task(step.task), out.value));
     }
-    Ok(known.pop().expect("a unit has at least one step").1)
+    Ok(UnitDone {
+        value: known.pop().expect("a unit has at least one step").1,
+        printed,
+    })
 }

@@ -7,7 +7,7 @@ pub mod node;
 pub mod store;
 mod wire;
 
-pub use executor::{JobContext, StepCall, UnitFailure, run_unit};
+pub use executor::{JobContext, Printed, StepCall, UnitDone, UnitFailure, run_unit};
 pub use fabric_kernels::Grants;
 pub use node::{WorkerError, WorkerOptions};
 pub use store::{StoreConfig, StoreError, StoreMetrics, ValueStore};

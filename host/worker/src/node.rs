@@ -966,7 +966,7 @@ impl Node {
         });
         let elapsed = start.elapsed();
         let event = match result {
-            Ok(value) => {
+            Ok(crate::UnitDone { value, printed }) => {
                 let nbytes = value.size_bytes();
                 let inline_value = if nbytes <= MAX_INLINE && unit.is_output {
                     fabric_proto::encode_value(&value)
@@ -980,6 +980,7 @@ impl Node {
                         nbytes,
                         duration_ns: elapsed.as_nanos() as u64,
                         inline_value,
+                        outputs: printed.into_iter().map(crate::wire::task_output).collect(),
                     }),
                     Err(e) => failed(
                         key,

@@ -22,6 +22,23 @@ pub fn task_error(e: &TaskError) -> v1::TaskError {
     }
 }
 
+/// What a step printed, as `UnitFinished` carries it.
+pub fn task_output(p: crate::Printed) -> v1::TaskOutput {
+    v1::TaskOutput {
+        task: p.task,
+        stdout: p.stdout,
+        stderr: p.stderr,
+        logs: p
+            .logs
+            .into_iter()
+            .map(|(l, message)| v1::LogLine {
+                level: level(l) as i32,
+                message,
+            })
+            .collect(),
+    }
+}
+
 fn kind(k: TaskErrorKind) -> v1::TaskErrorKind {
     match k {
         TaskErrorKind::GuestError => v1::TaskErrorKind::GuestError,

@@ -69,6 +69,7 @@ fn harness() -> Harness {
             ttl: Duration::from_secs(60),
         }),
         policy: fabric_core::Policy::default(),
+        dashboard: String::new(),
     };
     let core = Core::new(
         config,
@@ -76,6 +77,7 @@ fn harness() -> Harness {
             runtime: runtime.handle().clone(),
             core: sender.downgrade(),
         },
+        crate::monitor::Recorder::detached(),
     );
     Harness {
         core,
@@ -281,6 +283,7 @@ fn finished(key: v1::ValueKey, attempt: u32) -> v1::worker_event::Event {
         nbytes: 8,
         duration_ns: 1000,
         inline_value: Default::default(),
+        outputs: Vec::new(),
     })
 }
 

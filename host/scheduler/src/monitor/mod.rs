@@ -1,0 +1,303 @@
+//! What the cluster does, for people: the core's events folded into bounded state by a
+//! task of their own, read by the dashboard, its JSON API and `/metrics`.
+//!
+//! The core never renders or formats for viewers: it pushes plain [`Event`]s into a
+//! [`Recorder`] as it decides, and hands them over once per batch (a full channel drops the
+//! batch and counts it, so a slow viewer never slows scheduling). The monitor task folds
+//! them into [`State`] (jobs with one record per unit, workers, the task stream, counters)
+//! and, once a second, starts a new frame: viewers render a frame once per scope (an
+//! operator's, or one tenant's) and share it.
+
+mod http;
+mod metrics;
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use fabric_auth::Owner;
+use fabric_core::{JobId, Plan, TaskIdx, UnitIdx, WorkerId};
+use tokio::sync::{mpsc, watch};
+
+pub use http::DashboardError;
+pub use http::bind_dashboard;
+pub(crate) use http::serve_dashboard;
+pub(crate) use state::State;
+
+/// Batches of events the monitor may fall behind by before the core drops new ones.
+const QUEUE: usize = 4096;
+
+/// How a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum JobEnd {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// One thing the core did or learned, as plain data.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A job was accepted (or restored from the journal).
+    JobSubmitted {
+        job: JobId,
+        owner: Owner,
+        plan: Arc<Plan>,
+        submitted_ms: u64,
+    },
+    /// A job's progress changed: tasks done, erred (failed or skipped), in all.
+    Progress {
+        job: JobId,
+        done: u64,
+        erred: u64,
+        total: u64,
+    },
+    /// A job settled (its tasks all finished or failed) or was cancelled.
+    JobEnded { job: JobId, end: JobEnd },
+    /// A job was let go: its values are dropped.
+    JobReleased { job: JobId },
+    /// A unit was sent to a worker.
+    Sent {
+        job: JobId,
+        unit: UnitIdx,
+        worker: WorkerId,
+        attempt: u32,
+    },
+    /// A unit's value is on its worker.
+    Finished {
+        job: JobId,
+        unit: UnitIdx,
+        worker: WorkerId,
+        nbytes: u64,
+        duration_ns: u64,
+        /// What its tasks printed and logged (only tasks that did).
+        outputs: Vec<(TaskIdx, Captured)>,
+    },
+    /// A unit failed on a worker (it may run again).
+    Failed {
+        job: JobId,
+        unit: UnitIdx,
+        worker: WorkerId,
+        task: TaskIdx,
+        /// `TaskErrorKind` as the wire names it (`trap`, `timeout`, ...).
+        kind: &'static str,
+        message: Arc<str>,
+        output: Captured,
+    },
+    /// A unit was stopped to give its threads to another tenant.
+    Preempted { job: JobId, unit: UnitIdx },
+    /// A worker joined.
+    WorkerJoined {
+        worker: WorkerId,
+        name: Arc<str>,
+        address: Arc<str>,
+        threads: u32,
+        memory_limit: u64,
+    },
+    /// A worker's heartbeat.
+    WorkerMetrics {
+        worker: WorkerId,
+        metrics: fabric_proto::v1::WorkerMetrics,
+    },
+    /// A worker left or was removed.
+    WorkerLeft { worker: WorkerId, reason: Arc<str> },
+}
+
+/// What a task printed and logged (bounded by the worker).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Captured {
+    pub stdout: String,
+    pub stderr: String,
+    /// (level, line).
+    pub logs: Vec<(String, String)>,
+}
+
+impl Captured {
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty() && self.logs.is_empty()
+    }
+
+    /// Bytes it takes (for the bound on what the monitor keeps).
+    pub fn size(&self) -> usize {
+        self.stdout.len()
+            + self.stderr.len()
+            + self
+                .logs
+                .iter()
+                .map(|(l, s)| l.len() + s.len())
+                .sum::<usize>()
+    }
+}
+
+impl From<fabric_proto::v1::TaskOutput> for Captured {
+    fn from(o: fabric_proto::v1::TaskOutput) -> Captured {
+        Captured {
+            stdout: o.stdout,
+            stderr: o.stderr,
+            logs: o
+                .logs
+                .into_iter()
+                .map(|l| (level_name(l.level).to_string(), l.message))
+                .collect(),
+        }
+    }
+}
+
+impl From<fabric_proto::v1::TaskError> for Captured {
+    fn from(e: fabric_proto::v1::TaskError) -> Captured {
+        Captured {
+            stdout: e.stdout,
+            stderr: e.stderr,
+            logs: e
+                .logs
+                .into_iter()
+                .map(|l| (level_name(l.level).to_string(), l.message))
+                .collect(),
+        }
+    }
+}
+
+/// The name of a `fabric.v1.LogLevel`.
+pub(crate) fn level_name(level: i32) -> &'static str {
+    use fabric_proto::v1::LogLevel;
+    match LogLevel::try_from(level).unwrap_or(LogLevel::Info) {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info | LogLevel::Unspecified => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+/// Events of one batch of the core, with when it ran (ms since the Unix epoch).
+struct Batch {
+    at_ms: f64,
+    events: Vec<Event>,
+}
+
+/// The core's end: events of the current batch, handed over when it ends.
+pub(crate) struct Recorder {
+    tx: mpsc::Sender<Batch>,
+    events: Vec<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// Records an event of the current batch.
+    pub fn push(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// Hands the batch to the monitor (or drops it, counted, when the monitor is behind).
+    pub fn flush(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            at_ms: now_ms(),
+            events: std::mem::take(&mut self.events),
+        };
+        if let Err(e) = self.tx.try_send(batch) {
+            let lost = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            self.dropped
+                .fetch_add(lost.events.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A recorder whose events go nowhere (tests of the core alone).
+    #[cfg(test)]
+    pub fn detached() -> Recorder {
+        let (tx, _) = mpsc::channel(1);
+        Recorder {
+            tx,
+            events: Vec::new(),
+            dropped: Arc::default(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as a float.
+pub(crate) fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// The viewers' end: the folded state and the frame clock.
+#[derive(Clone)]
+pub(crate) struct Monitor {
+    state: Arc<Mutex<State>>,
+    /// Bumped once a second: viewers render the new frame.
+    frames: watch::Receiver<u64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Monitor {
+    /// The state, locked (briefly: the fold task takes it for every batch).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Events the core dropped because the monitor was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The frame clock.
+    pub fn frames(&self) -> watch::Receiver<u64> {
+        self.frames.clone()
+    }
+}
+
+/// Starts the monitor on the current runtime: the core's [`Recorder`] and the viewers'
+/// [`Monitor`]. It stops when the recorder is dropped.
+pub(crate) fn spawn() -> (Recorder, Monitor) {
+    let (tx, mut rx) = mpsc::channel::<Batch>(QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let state = Arc::new(Mutex::new(State::new(now_ms())));
+    let (frame_tx, frames) = watch::channel(0u64);
+    let fold = state.clone();
+    let dropped_by_core = dropped.clone();
+    tokio::spawn(async move {
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(batch) = batch else { break };
+                    let mut state = fold.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.fold(batch.at_ms, batch.events);
+                    // Whatever else is waiting joins under the same lock.
+                    while let Ok(more) = rx.try_recv() {
+                        state.fold(more.at_ms, more.events);
+                    }
+                }
+                tick = second.tick() => {
+                    // How late the tick came is how busy this runtime is.
+                    let lag = tick.elapsed();
+                    let dropped = dropped_by_core.load(Ordering::Relaxed);
+                    fold.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .new_frame(now_ms(), lag, dropped);
+                    frame_tx.send_modify(|n| *n += 1);
+                }
+            }
+        }
+    });
+    (
+        Recorder {
+            tx,
+            events: Vec::new(),
+            dropped: dropped.clone(),
+        },
+        Monitor {
+            state,
+            frames,
+            dropped,
+        },
+    )
+}
