@@ -384,7 +384,14 @@ impl Cluster {
         worker_args: &[&str],
     ) -> Cluster {
         let logs = tempfile::tempdir().expect("cannot create a temporary directory");
-        let mut args = vec!["scheduler", "--listen", "127.0.0.1:0"];
+        // The dashboard on a port of its own: tests run at once, and 8787 may be taken.
+        let mut args = vec![
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(scheduler_args);
         let mut cmd = fabric_command(&args);
         cmd.env("FABRIC_HOME", home.path());
@@ -643,6 +650,118 @@ impl Cluster {
     pub fn logs(&self) -> String {
         logs_in(self.logs.path())
     }
+
+    /// The dashboard's URL (`http://127.0.0.1:PORT/`), from `fabric status`.
+    pub fn dashboard(&self) -> String {
+        let status = self.status();
+        status["dashboard"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the scheduler serves no dashboard: {status}"))
+            .to_string()
+    }
+
+    /// The operator's token (what the cluster's `fabric` commands present).
+    pub fn operator_token(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("token"))
+            .expect("the scheduler writes its operator's token")
+            .trim()
+            .to_string()
+    }
+}
+
+/// An HTTP response: its status code, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The body as JSON (panics, showing it, when it is not).
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET url` over HTTP/1.1 (plain, `http://HOST:PORT/PATH`), with a bearer token if given:
+/// enough of a client for the dashboard's API and `/metrics`.
+pub fn http_get(url: &str, token: Option<&str>) -> HttpResponse {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host)
+        .unwrap_or_else(|e| panic!("cannot connect to {host}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("an HTTP response");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = &raw[end + 4..];
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    let body = String::from_utf8(body).expect("a UTF-8 body");
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..at]);
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        let after = &rest[at + 2..];
+        if n == 0 || after.len() < n {
+            break;
+        }
+        body.extend_from_slice(&after[..n]);
+        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
+    }
+    body
 }
 
 impl Drop for Cluster {

@@ -5,6 +5,7 @@ mod cluster;
 mod dataframes;
 mod fairness;
 mod netns;
+mod observe;
 mod polyglot;
 mod run;
 mod runtime;

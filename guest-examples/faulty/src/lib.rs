@@ -76,6 +76,13 @@ impl Guest for Faulty {
             .map_err(|e| format!("cannot connect to {addr}: {e}"))
     }
 
+    fn say(msg: String) -> i64 {
+        println!("{msg}");
+        eprintln!("{msg}");
+        fabric_sdk::info!("{msg}");
+        msg.len() as i64
+    }
+
     fn chatty(msg: String) -> i64 {
         println!("{msg}");
         eprintln!("{msg}");

@@ -163,6 +163,24 @@ pub struct WorkerArgs {
     /// worker takes no new tasks (e.g. 8GiB) [default: no limit].
     #[arg(long, value_name = "SIZE", value_parser = args::size)]
     memory_limit: Option<u64>,
+    /// The fraction of --memory-limit beyond which values are spilled to disk, least
+    /// recently used first.
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value_t = 0.6,
+        requires = "memory_limit"
+    )]
+    memory_target: f64,
+    /// The fraction of --memory-limit beyond which the worker is paused: it takes no new
+    /// tasks until its memory falls (`fabric explain` says so of the tasks that wait).
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value_t = 0.8,
+        requires = "memory_limit"
+    )]
+    memory_pause: f64,
     /// Abstract resources this worker offers, for tasks that ask for some (e.g. gpu=2).
     #[arg(long, value_name = "NAME=N,...", value_parser = args::resources)]
     resources: Option<args::Resources>,
@@ -425,6 +443,17 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         options.nthreads = n;
     }
     options.memory_limit = a.memory_limit.unwrap_or(0);
+    for (flag, fraction) in [
+        ("--memory-target", a.memory_target),
+        ("--memory-pause", a.memory_pause),
+    ] {
+        anyhow::ensure!(
+            fraction.is_finite() && fraction > 0.0,
+            "{flag} must be a positive fraction of --memory-limit (e.g. 0.6), not {fraction}"
+        );
+    }
+    options.memory_target = a.memory_target;
+    options.memory_pause = a.memory_pause;
     options.resources = a.resources.unwrap_or_default().0;
     if let Some(dir) = a.spill_dir {
         options.spill_dir = dir;
@@ -741,6 +770,137 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                 ),
                 j.dataset.as_deref().unwrap_or("-")
             );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `fabric logs` and `fabric explain`.
+#[derive(Args)]
+pub struct TaskArgs {
+    /// The job's id (what `fabric submit --detach` printed).
+    job: u64,
+    /// The task's id in the graph.
+    task: String,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn task_json(a: &TaskArgs, r: &fabric_client::TaskReport) -> serde_json::Value {
+    use serde_json::json;
+    json!({
+        "job": a.job,
+        "task": a.task,
+        "call": r.call,
+        "state": r.state,
+        "attempts": r.attempts,
+        "worker": r.worker,
+        "reasons": r.reasons,
+        "waiting_for": r.waiting_for,
+        "stdout": r.stdout,
+        "stderr": r.stderr,
+        "logs": r.logs.iter().map(|(level, line)| json!({"level": level, "line": line})).collect::<Vec<_>>(),
+        "failures": r.failures.iter().map(|f| json!({
+            "attempt": f.attempt, "worker": f.worker, "kind": f.kind, "message": f.message,
+        })).collect::<Vec<_>>(),
+        "duration_ms": r.duration.map(|d| d.as_secs_f64() * 1e3),
+        "nbytes": r.nbytes,
+        "fused_with": r.fused_with,
+    })
+}
+
+/// Prints what a task printed (its stdout to ours, its stderr and log lines to our stderr)
+/// and its failed attempts.
+pub fn logs(a: TaskArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let r = client.describe_task(a.job, &a.task).await?;
+        if a.json {
+            println!("{}", task_json(&a, &r));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut out = std::io::stdout().lock();
+        if !r.stdout.is_empty() {
+            out.write_all(r.stdout.as_bytes())?;
+            if !r.stdout.ends_with('\n') {
+                writeln!(out)?;
+            }
+        }
+        if !r.stderr.is_empty() {
+            eprint!("{}", r.stderr);
+            if !r.stderr.ends_with('\n') {
+                eprintln!();
+            }
+        }
+        for (level, line) in &r.logs {
+            eprintln!("[{level}] {line}");
+        }
+        for f in &r.failures {
+            eprintln!(
+                "attempt {} on {} failed ({}): {}",
+                f.attempt, f.worker, f.kind, f.message
+            );
+        }
+        let silent = r.stdout.is_empty() && r.stderr.is_empty() && r.logs.is_empty();
+        if silent && r.failures.is_empty() {
+            let pending = matches!(
+                r.state.as_str(),
+                "waiting" | "ready" | "queued" | "running" | "backoff"
+            );
+            eprintln!(
+                "task `{}` of job {} ({}) printed and logged nothing{}",
+                a.task,
+                a.job,
+                r.state,
+                if pending { " so far" } else { "" }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Says where a task is and why it does not run.
+pub fn explain(a: TaskArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let r = client.describe_task(a.job, &a.task).await?;
+        if a.json {
+            println!("{}", task_json(&a, &r));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut line = format!(
+            "task `{}` of job {} ({}): {}",
+            a.task, a.job, r.call, r.state
+        );
+        if let Some(worker) = &r.worker {
+            let at = if r.state == "queued" {
+                "queued at"
+            } else {
+                "on"
+            };
+            line.push_str(&format!(" {at} {worker}"));
+        }
+        if r.attempts > 1 {
+            line.push_str(&format!(", attempt {}", r.attempts));
+        }
+        println!("{line}");
+        for reason in &r.reasons {
+            println!("  - {reason}");
+        }
+        if !r.waiting_for.is_empty() {
+            println!("  waiting for: {}", r.waiting_for.join(", "));
+        }
+        if let Some(f) = r.failures.last() {
+            println!(
+                "  last failure (attempt {}, {}): {}",
+                f.attempt, f.kind, f.message
+            );
+        }
+        if !r.fused_with.is_empty() {
+            println!("  runs in one unit with: {}", r.fused_with.join(", "));
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -56,6 +56,12 @@ enum Command {
     Status(cluster::StatusArgs),
     /// Print the link that opens the scheduler's dashboard in a browser, signed in as you.
     Dashboard(cluster::DashboardArgs),
+    /// Print what a task printed and logged (kept by the scheduler, also after its worker
+    /// is gone), and its failed attempts: fabric logs JOB TASK.
+    Logs(cluster::TaskArgs),
+    /// Say where a task is and why it does not run (inputs not computed, resources no
+    /// worker offers, paused workers, a quota, busy threads): fabric explain JOB TASK.
+    Explain(cluster::TaskArgs),
     /// List the persisted datasets (`fabric submit --persist NAME`).
     Datasets(cluster::StatusArgs),
     /// Show what jobs used: thread-hours, gpu-hours, stored GB-hours, bytes moved, per
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
         Command::Cancel(a) => cluster::cancel(a),
         Command::Status(a) => cluster::status(a),
         Command::Dashboard(a) => cluster::dashboard(a),
+        Command::Logs(a) => cluster::logs(a),
+        Command::Explain(a) => cluster::explain(a),
         Command::Datasets(a) => cluster::datasets(a),
         Command::Usage(a) => usage::usage(a),
         Command::Forget(a) => cluster::forget(a),

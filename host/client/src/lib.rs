@@ -37,7 +37,8 @@ pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
 pub use query::{Query, QueryAction, QueryError, parse_query};
 pub use report::{
-    ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, TenantStatus, WorkerStatus,
+    AttemptFailure, ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, TaskReport,
+    TenantStatus, WorkerStatus,
 };
 
 use std::path::{Path, PathBuf};
@@ -784,6 +785,18 @@ impl Client {
         };
         let jobs = self.rpc().get_usage(request).await?.into_inner().jobs;
         Ok(jobs.into_iter().map(JobUsage::from).collect())
+    }
+
+    /// Task `task` (its id in the graph) of job `job`: where it is, why it does not run,
+    /// what it printed and logged (kept by the scheduler, also after its worker is gone),
+    /// its failed attempts.
+    pub async fn describe_task(&self, job: u64, task: &str) -> Result<TaskReport, ClientError> {
+        let request = v1::DescribeTaskRequest {
+            job_id: job,
+            task: task.to_string(),
+        };
+        let report = self.rpc().describe_task(request).await?.into_inner();
+        Ok(TaskReport::from(report))
     }
 
     /// The persisted datasets.

@@ -243,6 +243,94 @@ impl TryFrom<v1::ClusterStatusResponse> for ClusterStatus {
     }
 }
 
+/// One task of a job: where it is, why it does not run, what it printed
+/// ([`Client::describe_task`](crate::Client::describe_task)).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskReport {
+    /// `component/export`.
+    pub call: String,
+    /// waiting, ready, queued, running, backoff, done, released, erred, culled.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The worker it runs or ran on, or is queued at.
+    pub worker: Option<String>,
+    /// Why it does not run now, one sentence each.
+    pub reasons: Vec<String>,
+    /// Ids of the first inputs not computed yet.
+    pub waiting_for: Vec<String>,
+    /// What its last attempt wrote to stdout.
+    pub stdout: String,
+    /// What its last attempt wrote to stderr.
+    pub stderr: String,
+    /// Its log lines: (level, line).
+    pub logs: Vec<(String, String)>,
+    /// Its failed attempts, oldest first.
+    pub failures: Vec<AttemptFailure>,
+    /// How long its unit ran (`None`: it has not finished).
+    pub duration: Option<Duration>,
+    /// Size of its unit's value, in bytes.
+    pub nbytes: u64,
+    /// Tasks that run in the same unit.
+    pub fused_with: Vec<String>,
+}
+
+/// One failed attempt of a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// Which attempt.
+    pub attempt: u32,
+    /// The worker it ran on.
+    pub worker: String,
+    /// trap, panic, guest-error, timeout, out-of-memory, ...
+    pub kind: String,
+    /// The guest's message, or what the host saw.
+    pub message: String,
+}
+
+impl From<v1::DescribeTaskResponse> for TaskReport {
+    fn from(r: v1::DescribeTaskResponse) -> TaskReport {
+        let output = r.output.unwrap_or_default();
+        TaskReport {
+            call: r.call,
+            state: r.state,
+            attempts: r.attempts,
+            worker: (!r.worker.is_empty()).then_some(r.worker),
+            reasons: r.reasons,
+            waiting_for: r.waiting_for,
+            stdout: output.stdout,
+            stderr: output.stderr,
+            logs: output
+                .logs
+                .into_iter()
+                .map(|l| {
+                    let level = v1::LogLevel::try_from(l.level).unwrap_or(v1::LogLevel::Info);
+                    (
+                        level
+                            .as_str_name()
+                            .trim_start_matches("LOG_LEVEL_")
+                            .to_lowercase(),
+                        l.message,
+                    )
+                })
+                .collect(),
+            failures: r
+                .failures
+                .into_iter()
+                .map(|f| AttemptFailure {
+                    attempt: f.attempt,
+                    worker: f.worker,
+                    kind: f.kind,
+                    message: f.message,
+                })
+                .collect(),
+            duration: (r.duration_ms > 0.0).then(|| Duration::from_secs_f64(r.duration_ms / 1e3)),
+            nbytes: r.nbytes,
+            fused_with: r.fused_with,
+        }
+    }
+}
+
 /// A persisted dataset: the outputs of a job kept on the workers under a name.
 #[derive(Clone, Debug)]
 pub struct Dataset {

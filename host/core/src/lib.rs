@@ -21,8 +21,8 @@ pub use graph::{Arg, ComponentInfo, External, Func, Graph, Input, Task, TaskIdx,
 pub use plan::{Plan, PlanConfig, UnitIdx, plan};
 pub use sched::{
     Comm, DEFAULT_HALF_LIFE_US, Failure, JobId, JobProgress, MAX_BACKOFF_US, Policy, Preemption,
-    Quota, QuotaExceeded, Scheduler, SchedulerConfig, TenantPolicy, TenantShare, Tier, UnitState,
-    Usage, WorkerId, WorkerSpec,
+    Quota, QuotaExceeded, Reason, Scheduler, SchedulerConfig, TenantPolicy, TenantShare, Tier,
+    UnitState, Usage, WorkerId, WorkerSpec,
 };
 pub use spec::{ArgSpec, GraphSpec, TaskSpec};
 pub use types::{BulkKind, FuncType, Type};

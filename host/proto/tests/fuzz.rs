@@ -33,6 +33,15 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                             nbytes: 64,
                             duration_ns: 1000,
                             inline_value: encode_value(&value),
+                            outputs: vec![v1::TaskOutput {
+                                task: 0,
+                                stdout: "printed".into(),
+                                stderr: String::new(),
+                                logs: vec![v1::LogLine {
+                                    level: v1::LogLevel::Info as i32,
+                                    message: "logged".into(),
+                                }],
+                            }],
                         })),
                     },
                     v1::WorkerEvent {

@@ -112,6 +112,15 @@ pub(crate) enum Command {
         who: Principal,
         reply: oneshot::Sender<v1::ClusterStatusResponse>,
     },
+    /// Where task `task` of job `job` is and why it does not run: `None` when the core
+    /// holds no such job that `who` may see (it may have let it go), `Some(None)` when
+    /// the job has no such task.
+    Explain {
+        who: Principal,
+        job: u64,
+        task: String,
+        reply: oneshot::Sender<Option<Option<Explained>>>,
+    },
     ListDatasets {
         who: Principal,
         reply: oneshot::Sender<Vec<v1::Dataset>>,
@@ -342,6 +351,19 @@ struct JobEntry {
     submitted_ms: u64,
 }
 
+/// Where a task is as the core sees it, and why it does not run.
+#[derive(Debug, Default)]
+pub(crate) struct Explained {
+    /// waiting, ready, queued, running, backoff, done, released, erred, culled.
+    pub state: &'static str,
+    /// Where it is queued or runs.
+    pub worker: String,
+    /// Why it does not run, one sentence each.
+    pub reasons: Vec<String>,
+    /// Ids of the first inputs not computed yet.
+    pub waiting_for: Vec<String>,
+}
+
 /// Decisions of one batch, delivered when it ends.
 #[derive(Default)]
 struct Outgoing {
@@ -544,6 +566,17 @@ impl Core {
             }
             Command::Status { who, reply } => {
                 let _ = reply.send(self.status(&who));
+            }
+            Command::Explain {
+                who,
+                job,
+                task,
+                reply,
+            } => {
+                let answer = self
+                    .visible_job(job, &who, "describe-task")
+                    .map(|job| self.explain(job, &task));
+                let _ = reply.send(answer);
             }
             Command::Usage {
                 who,
@@ -1616,6 +1649,49 @@ impl Core {
             tenants,
             dashboard: self.dashboard.clone(),
         }
+    }
+
+    /// Where task `task` (its id) of `job` is, and why it does not run.
+    fn explain(&self, job: JobId, task: &str) -> Option<Explained> {
+        let plan = self.sched.plan(job)?;
+        let task = plan.graph.ids.iter().position(|id| &**id == task)?;
+        let unit = plan.unit_of_task[task];
+        if unit == UnitIdx::MAX {
+            return Some(Explained {
+                state: "culled",
+                ..Explained::default()
+            });
+        }
+        let (state, reasons) = self.sched.explain(job, unit)?;
+        let name = |w: WorkerId| {
+            self.workers
+                .get(&w)
+                .map_or_else(String::new, |w| w.spec.name.clone())
+        };
+        let (state, worker) = match state {
+            UnitState::Waiting => ("waiting", String::new()),
+            UnitState::Ready => ("ready", String::new()),
+            UnitState::Queued(w) => ("queued", name(w)),
+            UnitState::Running(w) => ("running", name(w)),
+            UnitState::Backoff => ("backoff", String::new()),
+            UnitState::Memory => ("done", String::new()),
+            UnitState::Released => ("released", String::new()),
+            UnitState::Erred => ("erred", String::new()),
+        };
+        let waiting_for = reasons
+            .iter()
+            .flat_map(|r| match r {
+                fabric_core::Reason::Inputs { first, .. } => first.clone(),
+                _ => Vec::new(),
+            })
+            .map(|(u, _)| plan.graph.id(plan.last_step(u)).to_string())
+            .collect();
+        Some(Explained {
+            state,
+            worker,
+            reasons: reasons.iter().map(ToString::to_string).collect(),
+            waiting_for,
+        })
     }
 
     /// The dataset `name` (as `who` refers to it) made by `job`; who it is shared with

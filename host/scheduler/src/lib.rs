@@ -218,7 +218,7 @@ pub async fn serve(
         tracing::info!("dashboard on {dashboard_url}");
         tokio::spawn(monitor::serve_dashboard(
             listener,
-            monitor,
+            monitor.clone(),
             options.authority.clone(),
         ))
     });
@@ -293,6 +293,7 @@ pub async fn serve(
         cluster_id: replayed.cluster_id,
         authority: options.authority.clone(),
         capabilities,
+        monitor: monitor.clone(),
         gate: Arc::new(gate::FairGate::new(
             GATE_PER_CORE
                 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),

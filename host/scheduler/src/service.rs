@@ -43,6 +43,8 @@ pub(crate) struct Service {
     pub(crate) capabilities: Arc<crate::core::Capabilities>,
     /// Submissions and uploads, a few at a time, tenants taking turns.
     pub(crate) gate: Arc<crate::gate::FairGate>,
+    /// What the cluster did: tasks' output and failed attempts.
+    pub(crate) monitor: crate::monitor::Monitor,
 }
 
 /// Rebuilds a job of the journal: its graph validated and planned again, with its
@@ -582,6 +584,89 @@ impl SchedulerRpc for Service {
         Ok(Response::new(
             self.ask(|reply| Command::Status { who, reply }).await?,
         ))
+    }
+
+    async fn describe_task(
+        &self,
+        request: Request<v1::DescribeTaskRequest>,
+    ) -> Result<Response<v1::DescribeTaskResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let r = request.into_inner();
+        let explained = self
+            .ask(|reply| Command::Explain {
+                who: who.clone(),
+                job: r.job_id,
+                task: r.task.clone(),
+                reply,
+            })
+            .await?;
+        let (view, seen) = match fabric_core::JobId::try_from(r.job_id) {
+            Ok(job) => {
+                let monitor = self.monitor.lock();
+                (
+                    monitor.task(job, &r.task, &who),
+                    monitor.sees_job(job, &who),
+                )
+            }
+            Err(_) => (None, false),
+        };
+        let no_task = || Status::not_found(format!("job {} has no task `{}`", r.job_id, r.task));
+        let mut answer = match (explained, &view) {
+            (Some(None), _) | (None, None) if seen => return Err(no_task()),
+            (None, None) => return Err(Status::not_found(format!("no job {}", r.job_id))),
+            (Some(None), _) => return Err(no_task()),
+            (Some(Some(e)), _) => v1::DescribeTaskResponse {
+                state: e.state.into(),
+                worker: e.worker,
+                reasons: e.reasons,
+                waiting_for: e.waiting_for,
+                ..Default::default()
+            },
+            // Let go by the core; the monitor still has its record.
+            (None, Some(v)) => v1::DescribeTaskResponse {
+                state: if v.state == "done" {
+                    "released"
+                } else {
+                    v.state
+                }
+                .into(),
+                ..Default::default()
+            },
+        };
+        if let Some(v) = view {
+            answer.call = v.call.to_string();
+            answer.attempts = v.attempts;
+            if answer.worker.is_empty() {
+                answer.worker = v.worker.as_deref().unwrap_or_default().to_string();
+            }
+            answer.duration_ms = v.duration_ms.unwrap_or_default();
+            answer.nbytes = v.nbytes;
+            answer.fused_with = v.fused_with.iter().map(ToString::to_string).collect();
+            answer.output = v.output.map(|o| v1::TaskOutput {
+                task: 0,
+                stdout: o.stdout,
+                stderr: o.stderr,
+                logs: o
+                    .logs
+                    .into_iter()
+                    .map(|(level, message)| v1::LogLine {
+                        level: crate::monitor::level_number(level),
+                        message,
+                    })
+                    .collect(),
+            });
+            answer.failures = v
+                .failures
+                .iter()
+                .map(|f| v1::AttemptFailure {
+                    attempt: f.attempt,
+                    worker: f.worker.to_string(),
+                    kind: f.kind.to_string(),
+                    message: f.message.to_string(),
+                })
+                .collect();
+        }
+        Ok(Response::new(answer))
     }
 
     async fn register(

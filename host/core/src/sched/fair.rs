@@ -388,6 +388,20 @@ impl Fair {
             })
     }
 
+    /// The running quota that stops tenant `t` from starting one more unit asking for
+    /// `demand` (dimension: 0 = thread slots, r + 1 = resource r; held; limit), if any.
+    pub(super) fn quota_reached(&self, t: TenantId, demand: &Demand) -> Option<(usize, u64, u64)> {
+        let tenant = &self.tenants[t as usize];
+        if tenant.held[0] >= tenant.limit[0] {
+            return Some((0, tenant.held[0], tenant.limit[0]));
+        }
+        demand.iter().find_map(|&(r, n)| {
+            let d = r as usize + 1;
+            (tenant.held[d] + u64::from(n) > tenant.limit[d])
+                .then(|| (d, tenant.held[d], tenant.limit[d]))
+        })
+    }
+
     /// The tenant's holdings in dimension `d`.
     pub(super) fn held(&self, t: TenantId, d: usize) -> u64 {
         self.tenants[t as usize].held[d]

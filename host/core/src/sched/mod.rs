@@ -18,6 +18,7 @@
 //! that would pass its limits.
 
 mod durations;
+mod explain;
 mod fair;
 mod invariants;
 mod jobs;
@@ -41,6 +42,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 pub use durations::Durations;
+pub use explain::Reason;
 pub use fair::{
     DEFAULT_HALF_LIFE_US, Policy, Preemption, Quota, QuotaExceeded, TenantPolicy, TenantShare, Tier,
 };

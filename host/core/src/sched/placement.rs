@@ -259,7 +259,7 @@ impl Scheduler {
         job.class_of(job.plan.by_priority[k.priority as usize])
     }
 
-    fn describe_demand(&self, demand: &Demand) -> String {
+    pub(super) fn describe_demand(&self, demand: &Demand) -> String {
         demand
             .iter()
             .map(|(r, n)| format!("{}={n}", self.resource_names[*r as usize]))
@@ -267,7 +267,7 @@ impl Scheduler {
             .join(",")
     }
 
-    fn describe_offers(&self) -> String {
+    pub(super) fn describe_offers(&self) -> String {
         let offers: Vec<String> = self
             .workers
             .iter()

@@ -795,3 +795,85 @@ proptest! {
         prop_assert!(next > job);
     }
 }
+
+#[test]
+fn explain_names_why_a_unit_does_not_run() {
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 0,
+        ..SchedulerConfig::default()
+    });
+    // No worker at all.
+    let job = sim.submit(graph(&[&[], &[0]], &[1]));
+    assert_eq!(
+        sim.s.explain(job, 0),
+        Some((UnitState::Ready, vec![Reason::NoWorkers]))
+    );
+    // An unmet dependency.
+    let (state, reasons) = sim.s.explain(job, 1).unwrap();
+    assert_eq!(state, UnitState::Waiting);
+    assert_eq!(
+        reasons,
+        [Reason::Inputs {
+            waiting: 1,
+            first: vec![(0, UnitState::Ready)]
+        }]
+    );
+    assert_eq!(reasons[0].to_string(), "waits for 1 input not computed yet");
+    // A resource no worker offers.
+    let w = sim.add_worker(worker("a", 1, &[]));
+    let gpu = sim.submit(with_resources(graph(&[&[]], &[0]), 0, &[("gpu", 1)]));
+    let (_, reasons) = sim.s.explain(gpu, 0).unwrap();
+    assert!(
+        matches!(&reasons[..], [Reason::NoWorkerOffers { demand, .. }] if demand == "gpu=1"),
+        "{reasons:?}"
+    );
+    // Busy: the one thread runs the first job's root.
+    let busy = sim.submit(graph(&[&[]], &[0]));
+    assert_eq!(
+        sim.s.explain(busy, 0).unwrap().1,
+        [Reason::Busy {
+            threads: 1,
+            running: 1,
+            tenants_ahead: 0
+        }]
+    );
+    // Paused: the only worker that could run it.
+    sim.s.on_worker_paused(w, true, &mut sim.comm);
+    sim.check();
+    let (_, reasons) = sim.s.explain(busy, 0).unwrap();
+    assert_eq!(
+        reasons,
+        [Reason::Paused {
+            workers: vec!["a".into()]
+        }]
+    );
+    assert!(reasons[0].to_string().contains("paused"), "{}", reasons[0]);
+    // Running: no reason; gone: no answer.
+    assert_eq!(sim.s.explain(job, 0), Some((UnitState::Running(w), vec![])));
+    assert_eq!(sim.s.explain(99, 0), None);
+}
+
+#[test]
+fn explain_names_a_tenant_quota() {
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 0,
+        ..SchedulerConfig::default()
+    });
+    let mut policy = Policy::default();
+    policy.default.quota.slots = Some(1);
+    sim.s.set_policy(policy);
+    sim.add_worker(worker("a", 4, &[]));
+    let job = sim.submit(graph(&[&[], &[]], &[0, 1]));
+    let waiting = (0..2)
+        .find(|&u| sim.s.unit_state(job, u) != Some(UnitState::Running(0)))
+        .unwrap();
+    let (_, reasons) = sim.s.explain(job, waiting).unwrap();
+    assert_eq!(
+        reasons,
+        [Reason::Quota {
+            quota: "thread slots".into(),
+            used: 1,
+            limit: 1
+        }]
+    );
+}

@@ -63,6 +63,7 @@ pub(crate) enum Event {
         job: JobId,
         unit: UnitIdx,
         worker: WorkerId,
+        /// Attempts made before this one (0: the first).
         attempt: u32,
     },
     /// A unit's value is on its worker.
@@ -111,7 +112,7 @@ pub(crate) struct Captured {
     pub stdout: String,
     pub stderr: String,
     /// (level, line).
-    pub logs: Vec<(String, String)>,
+    pub logs: Vec<(&'static str, String)>,
 }
 
 impl Captured {
@@ -139,7 +140,7 @@ impl From<fabric_proto::v1::TaskOutput> for Captured {
             logs: o
                 .logs
                 .into_iter()
-                .map(|l| (level_name(l.level).to_string(), l.message))
+                .map(|l| (level_name(l.level), l.message))
                 .collect(),
         }
     }
@@ -153,10 +154,23 @@ impl From<fabric_proto::v1::TaskError> for Captured {
             logs: e
                 .logs
                 .into_iter()
-                .map(|l| (level_name(l.level).to_string(), l.message))
+                .map(|l| (level_name(l.level), l.message))
                 .collect(),
         }
     }
+}
+
+/// The `fabric.v1.LogLevel` that [`level_name`] names.
+pub(crate) fn level_number(name: &str) -> i32 {
+    use fabric_proto::v1::LogLevel;
+    let level = match name {
+        "trace" => LogLevel::Trace,
+        "debug" => LogLevel::Debug,
+        "warn" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        _ => LogLevel::Info,
+    };
+    level as i32
 }
 
 /// The name of a `fabric.v1.LogLevel`.

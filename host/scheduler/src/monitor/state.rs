@@ -321,7 +321,7 @@ impl State {
                     // Sent again without an end: its worker was lost.
                     self.release_thread(before.worker);
                 }
-                if attempt > 1 {
+                if attempt > 0 {
                     self.metrics.retries.get_or_create(&tenant).inc();
                 }
                 self.metrics
@@ -331,7 +331,8 @@ impl State {
                 let u = &mut self.jobs.get_mut(&job).expect("found above").units[unit as usize];
                 *u = UnitRecord {
                     phase: Phase::Running,
-                    attempts: attempt,
+                    // The core counts attempts made before this one.
+                    attempts: attempt + 1,
                     worker,
                     sent_ms: at,
                     ..*u
@@ -817,6 +818,11 @@ impl State {
                 .filter_map(|m| self.mark_view(m, who))
                 .collect(),
         })
+    }
+
+    /// Whether job `id` is kept and `who` may see it.
+    pub fn sees_job(&self, id: JobId, who: &Principal) -> bool {
+        self.jobs.get(&id).is_some_and(|j| who.may_see(&j.owner))
     }
 
     /// The task `task` (its id in the graph) of job `id`, as `who` may see it.
