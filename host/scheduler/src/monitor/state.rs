@@ -14,6 +14,10 @@ use fabric_core::{Input, JobId, Plan, TaskIdx, UnitIdx, WorkerId};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::sync::atomic::AtomicU64;
+
 use super::metrics::{
     CallLabels, JobLabels, KindLabels, Metrics, OutcomeLabels, StateLabels, TenantLabels,
     WorkerLabels,
@@ -95,6 +99,54 @@ struct JobRecord {
     counts: Vec<Counts>,
     failures: Vec<FailureView>,
     captured: FxHashMap<TaskIdx, Captured>,
+    meters: Meters,
+}
+
+/// A job's metric handles, resolved once (so that an event costs atomic additions, not
+/// label look-ups).
+struct Meters {
+    /// Per function of the plan's graph.
+    ok: Vec<Counter>,
+    error: Vec<Counter>,
+    duration: Vec<Histogram>,
+    queue_wait: Histogram,
+    retries: Counter,
+    preemptions: Counter,
+    thread_seconds: Counter<f64, AtomicU64>,
+}
+
+impl Meters {
+    fn new(metrics: &Metrics, tenant: &str, calls: &[Arc<str>]) -> Meters {
+        let outcome = |call: &Arc<str>, outcome| {
+            let labels = OutcomeLabels {
+                tenant: tenant.to_string(),
+                call: call.to_string(),
+                outcome,
+            };
+            metrics.tasks.get_or_create(&labels).clone()
+        };
+        let t = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        Meters {
+            ok: calls.iter().map(|c| outcome(c, "ok")).collect(),
+            error: calls.iter().map(|c| outcome(c, "error")).collect(),
+            duration: calls
+                .iter()
+                .map(|c| {
+                    let labels = CallLabels {
+                        tenant: tenant.to_string(),
+                        call: c.to_string(),
+                    };
+                    metrics.task_duration.get_or_create(&labels).clone()
+                })
+                .collect(),
+            queue_wait: metrics.queue_wait.get_or_create(&t).clone(),
+            retries: metrics.retries.get_or_create(&t).clone(),
+            preemptions: metrics.preemptions.get_or_create(&t).clone(),
+            thread_seconds: metrics.thread_seconds.get_or_create(&t).clone(),
+        }
+    }
 }
 
 impl JobRecord {
@@ -208,12 +260,13 @@ impl State {
                 plan,
                 submitted_ms,
             } => {
-                let calls = plan
+                let calls: Vec<Arc<str>> = plan
                     .graph
                     .funcs
                     .iter()
                     .map(|f| Arc::from(f.name()))
                     .collect();
+                let meters = Meters::new(&self.metrics, &owner.tenant, &calls);
                 let mut counts = vec![Counts::default(); plan.graph.funcs.len()];
                 for u in 0..plan.len() as UnitIdx {
                     for &t in plan.steps(u) {
@@ -235,6 +288,7 @@ impl State {
                     counts,
                     failures: Vec::new(),
                     captured: FxHashMap::default(),
+                    meters,
                 };
                 if let Some(old) = self.jobs.insert(job, record) {
                     self.kept_units -= old.units.len();
@@ -303,9 +357,6 @@ impl State {
                         ready = ready.max(j.submitted_ms as f64);
                     }
                 }
-                let tenant = TenantLabels {
-                    tenant: j.tenant().to_string(),
-                };
                 match before.phase {
                     Phase::Waiting => j.count(unit, |c| &mut c.waiting, -1),
                     Phase::Running => j.count(unit, |c| &mut c.running, -1),
@@ -321,14 +372,12 @@ impl State {
                     // Sent again without an end: its worker was lost.
                     self.release_thread(before.worker);
                 }
+                let j = self.jobs.get_mut(&job).expect("found above");
                 if attempt > 0 {
-                    self.metrics.retries.get_or_create(&tenant).inc();
+                    j.meters.retries.inc();
                 }
-                self.metrics
-                    .queue_wait
-                    .get_or_create(&tenant)
-                    .observe(((at - ready) / 1e3).max(0.0));
-                let u = &mut self.jobs.get_mut(&job).expect("found above").units[unit as usize];
+                j.meters.queue_wait.observe(((at - ready) / 1e3).max(0.0));
+                let u = &mut j.units[unit as usize];
                 *u = UnitRecord {
                     phase: Phase::Running,
                     // The core counts attempts made before this one.
@@ -358,31 +407,13 @@ impl State {
                 }
                 j.count(unit, |c| &mut c.running, -1);
                 j.count(unit, |c| &mut c.done, 1);
-                let tenant = j.tenant().to_string();
                 for &t in j.plan.steps(unit) {
-                    let call = j.call_of(t).to_string();
-                    self.metrics
-                        .tasks
-                        .get_or_create(&OutcomeLabels {
-                            tenant: tenant.clone(),
-                            call,
-                            outcome: "ok",
-                        })
-                        .inc();
+                    j.meters.ok[j.plan.graph.tasks[t as usize].func as usize].inc();
                 }
-                let last = j.call_of(j.plan.last_step(unit)).to_string();
+                let last = j.plan.graph.tasks[j.plan.last_step(unit) as usize].func;
                 let seconds = duration_ns as f64 / 1e9;
-                self.metrics
-                    .task_duration
-                    .get_or_create(&CallLabels {
-                        tenant: tenant.clone(),
-                        call: last,
-                    })
-                    .observe(seconds);
-                self.metrics
-                    .thread_seconds
-                    .get_or_create(&TenantLabels { tenant })
-                    .inc_by(seconds);
+                j.meters.duration[last as usize].observe(seconds);
+                j.meters.thread_seconds.inc_by(seconds);
                 j.units[unit as usize] = UnitRecord {
                     phase: Phase::Done,
                     end_ms: at,
@@ -445,15 +476,7 @@ impl State {
                     failed_task: task,
                     ..before
                 };
-                let tenant = j.tenant().to_string();
-                self.metrics
-                    .tasks
-                    .get_or_create(&OutcomeLabels {
-                        tenant,
-                        call: call.to_string(),
-                        outcome: "error",
-                    })
-                    .inc();
+                j.meters.error[func].inc();
                 self.metrics
                     .failures
                     .get_or_create(&KindLabels { kind })
@@ -465,14 +488,17 @@ impl State {
                 self.release_thread(worker);
             }
             Event::Preempted { job, unit } => {
-                if let Some(j) = self.jobs.get(&job) {
-                    self.metrics
-                        .preemptions
-                        .get_or_create(&TenantLabels {
-                            tenant: j.tenant().to_string(),
-                        })
-                        .inc();
-                    let _ = unit;
+                let Some(j) = self.jobs.get_mut(&job) else {
+                    return;
+                };
+                j.meters.preemptions.inc();
+                let before = j.units[unit as usize];
+                if before.phase == Phase::Running {
+                    // Stopped, not failed: it waits to run again.
+                    j.count(unit, |c| &mut c.running, -1);
+                    j.count(unit, |c| &mut c.waiting, 1);
+                    j.units[unit as usize].phase = Phase::Waiting;
+                    self.release_thread(before.worker);
                 }
             }
             Event::WorkerJoined {
@@ -1038,4 +1064,278 @@ pub(crate) struct TaskView {
     /// What it printed and logged (its last attempt).
     pub output: Option<Captured>,
     pub failures: Vec<FailureView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use fabric_auth::Role;
+    use fabric_core::{Catalog, ComponentInfo, Datasets, FuncType, PlanConfig, Type};
+
+    use super::*;
+
+    /// `m/inc` and `m/fail`: `a..` independent incs and one `bad`; `sum` of the first two.
+    fn plan(incs: usize) -> Arc<Plan> {
+        let inc = FuncType {
+            params: vec![(Arc::from("x"), Type::S64)],
+            result: Some(Type::S64),
+        };
+        let exports = BTreeMap::from([("inc".to_string(), inc.clone()), ("fail".into(), inc)]);
+        let catalog = Catalog::from([("m".to_string(), Ok(ComponentInfo { exports }))]);
+        let mut tasks: Vec<String> = (0..incs)
+            .map(|i| format!(r#""i{i}": {{"call": "m/inc", "args": [{i}]}}"#))
+            .collect();
+        tasks.push(r#""bad": {"call": "m/fail", "args": [0]}"#.into());
+        tasks.push(r#""after": {"call": "m/inc", "args": [{"ref": "bad"}]}"#.into());
+        let outputs: Vec<String> = (0..incs).map(|i| format!(r#""i{i}""#)).collect();
+        let doc = format!(
+            r#"{{"components": {{"m": "m.wasm"}}, "tasks": {{{}}}, "outputs": [{}, "after"]}}"#,
+            tasks.join(","),
+            outputs.join(",")
+        );
+        let plan = fabric_core::build_json(
+            &doc,
+            &catalog,
+            &Datasets::new(),
+            PlanConfig { fuse: false },
+            usize::MAX,
+        )
+        .unwrap();
+        Arc::new(plan)
+    }
+
+    fn who(tenant: &str, name: &str, role: Role) -> Principal {
+        Principal::new(tenant, name, role, "t")
+    }
+
+    fn owner(tenant: &str, name: &str) -> Owner {
+        Owner {
+            tenant: tenant.into(),
+            name: name.into(),
+        }
+    }
+
+    fn unit_of(plan: &Plan, id: &str) -> UnitIdx {
+        let t = plan.graph.ids.iter().position(|i| &**i == id).unwrap();
+        plan.unit_of_task[t]
+    }
+
+    /// A job of `owner` whose incs finish on worker 0 and whose `bad` fails.
+    fn run_job(state: &mut State, job: JobId, owner: Owner, incs: usize) {
+        let plan = plan(incs);
+        let mut events = vec![Event::JobSubmitted {
+            job,
+            owner,
+            plan: plan.clone(),
+            submitted_ms: 1_000,
+        }];
+        for i in 0..incs {
+            let unit = unit_of(&plan, &format!("i{i}"));
+            events.push(Event::Sent {
+                job,
+                unit,
+                worker: 0,
+                attempt: 0,
+            });
+            events.push(Event::Finished {
+                job,
+                unit,
+                worker: 0,
+                nbytes: 8,
+                duration_ns: 2_000_000,
+                outputs: if i == 0 {
+                    vec![(
+                        0,
+                        Captured {
+                            stdout: "hello\n".into(),
+                            ..Captured::default()
+                        },
+                    )]
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        let bad = unit_of(&plan, "bad");
+        let task = plan.steps(bad)[0];
+        events.push(Event::Sent {
+            job,
+            unit: bad,
+            worker: 0,
+            attempt: 0,
+        });
+        events.push(Event::Failed {
+            job,
+            unit: bad,
+            worker: 0,
+            task,
+            kind: "guest-error",
+            message: "no good".into(),
+            output: Captured::default(),
+        });
+        state.fold(2_000.0, events);
+    }
+
+    fn with_worker() -> State {
+        let mut state = State::new(0.0);
+        state.fold(
+            500.0,
+            vec![Event::WorkerJoined {
+                worker: 0,
+                name: "w0".into(),
+                address: "http://127.0.0.1:1".into(),
+                threads: 2,
+                memory_limit: 0,
+            }],
+        );
+        state
+    }
+
+    #[test]
+    fn a_job_folds_into_progress_marks_failures_and_metrics() {
+        let mut state = with_worker();
+        run_job(&mut state, 7, owner("a", "alice"), 10);
+        let operator = who("a", "op", Role::Operator);
+        let status = state.status(&operator);
+        assert_eq!(status.stream.len(), 11);
+        assert_eq!(status.stream.iter().filter(|m| !m.ok).count(), 1);
+        let inc = status
+            .progress
+            .iter()
+            .find(|g| &*g.call == "m/inc")
+            .unwrap();
+        assert_eq!((inc.counts.done, inc.counts.total), (10, 11));
+        assert_eq!(inc.counts.waiting, 1, "`after` waits for `bad`");
+        let fail = status
+            .progress
+            .iter()
+            .find(|g| &*g.call == "m/fail")
+            .unwrap();
+        assert_eq!((fail.counts.failed, fail.counts.running), (1, 0));
+        assert_eq!(status.workers[0].running, 0, "every unit sent ended");
+        let job = state.job(7, &operator).unwrap();
+        assert_eq!(&*job.failures[0].message, "no good");
+        assert_eq!(&*job.failures[0].task, "bad");
+        let task = state.task(7, "i0", &operator).unwrap();
+        assert_eq!(task.state, "done");
+        assert_eq!(task.attempts, 1);
+        assert_eq!(task.output.unwrap().stdout, "hello\n");
+        assert_eq!(task.duration_ms, Some(2.0));
+        let bad = state.task(7, "bad", &operator).unwrap();
+        assert_eq!((bad.state, bad.failures.len()), ("failed", 1));
+        let after = state.task(7, "after", &operator).unwrap();
+        assert_eq!(after.state, "waiting");
+        assert_eq!(after.inputs[0].state, Phase::Failed);
+
+        let text = state.metrics.encode();
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(
+            has(r#"fabric_tasks_total{tenant="a",call="m/inc",outcome="ok"} 10"#),
+            "{text}"
+        );
+        assert!(
+            has(r#"fabric_tasks_total{tenant="a",call="m/fail",outcome="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            has(r#"fabric_task_failures_total{kind="guest-error"} 1"#),
+            "{text}"
+        );
+        let thread_seconds = text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"fabric_tenant_thread_seconds_total{tenant="a"} "#))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(
+            thread_seconds.is_some_and(|s| (s - 0.02).abs() < 1e-9),
+            "{text}"
+        );
+        assert!(has("fabric_workers 1"), "{text}");
+
+        // Sent again after its failure: no longer counted failed, and a retry.
+        let plan = state.jobs[&7].plan.clone();
+        let bad = unit_of(&plan, "bad");
+        state.fold(
+            3_000.0,
+            vec![Event::Sent {
+                job: 7,
+                unit: bad,
+                worker: 0,
+                attempt: 1,
+            }],
+        );
+        let status = state.status(&operator);
+        let fail = status
+            .progress
+            .iter()
+            .find(|g| &*g.call == "m/fail")
+            .unwrap();
+        assert_eq!((fail.counts.failed, fail.counts.running), (0, 1));
+        assert_eq!(state.task(7, "bad", &operator).unwrap().attempts, 2);
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains(r#"fabric_retries_total{tenant="a"} 1"#)
+        );
+    }
+
+    #[test]
+    fn each_viewer_sees_its_own() {
+        let mut state = with_worker();
+        run_job(&mut state, 1, owner("a", "alice"), 2);
+        run_job(&mut state, 2, owner("a", "ann"), 2);
+        run_job(&mut state, 3, owner("b", "bob"), 2);
+        let jobs =
+            |p: &Principal| -> Vec<JobId> { state.status(p).jobs.iter().map(|j| j.id).collect() };
+        assert_eq!(jobs(&who("a", "alice", Role::Member)), [1]);
+        assert_eq!(jobs(&who("a", "boss", Role::TenantAdmin)), [1, 2]);
+        assert_eq!(jobs(&who("b", "op", Role::Operator)), [1, 2, 3]);
+        let bob = who("b", "bob", Role::Member);
+        assert!(state.job(1, &bob).is_none());
+        assert!(state.task(1, "i0", &bob).is_none());
+        assert!(!state.sees_job(1, &bob));
+        assert!(state.status(&bob).stream.iter().all(|m| m.job == 3));
+        // One rendering per scope and frame: the same text for the same scope.
+        let a = state.status_json(&who("a", "alice", Role::Member));
+        let b = state.status_json(&who("a", "alice", Role::Member));
+        assert!(Arc::ptr_eq(&a, &b));
+        state.new_frame(10_000.0, Duration::ZERO, 0);
+        let c = state.status_json(&who("a", "alice", Role::Member));
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn ended_jobs_are_let_go_beyond_the_bound() {
+        let mut state = with_worker();
+        for job in 0..(KEEP_ENDED_JOBS as JobId + 5) {
+            run_job(&mut state, job, owner("a", "alice"), 1);
+            state.fold(
+                2_500.0,
+                vec![Event::JobEnded {
+                    job,
+                    end: JobEnd::Failed,
+                }],
+            );
+        }
+        assert_eq!(state.jobs.len(), KEEP_ENDED_JOBS);
+        assert!(!state.jobs.contains_key(&0), "the oldest went first");
+        assert_eq!(
+            state.kept_units,
+            state.jobs.values().map(|j| j.units.len()).sum::<usize>()
+        );
+        assert_eq!(
+            state.captured_bytes,
+            state
+                .jobs
+                .values()
+                .flat_map(|j| j.captured.values())
+                .map(Captured::size)
+                .sum::<usize>()
+        );
+        assert!(state.metrics.encode().contains(&format!(
+            r#"fabric_jobs_total{{tenant="a",outcome="failed"}} {}"#,
+            KEEP_ENDED_JOBS + 5
+        )));
+    }
 }
