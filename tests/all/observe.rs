@@ -345,3 +345,54 @@ fn explain_names_an_unmet_input_a_missing_resource_and_a_paused_worker() {
     );
     assert!(y.stdout.contains("tight"), "{y}");
 }
+
+/// Marks of units that succeeded and failed in a report.
+fn marks(html: &str) -> (usize, usize) {
+    (
+        html.matches(r#"class="mark ok""#).count(),
+        html.matches(r#"class="mark failed""#).count(),
+    )
+}
+
+#[test]
+fn a_report_opens_offline_with_the_same_counts_also_from_the_journal() {
+    let journal = tempfile::tempdir().unwrap();
+    let journal_dir = journal.path().to_str().unwrap();
+    let mut cluster = Cluster::start_with(&["--journal", journal_dir], 2, &[]);
+    let dir = GraphDir::new();
+    let job = cluster
+        .submit(&dir.write_graph(&ten_and_a_failure()), &["--detach"])
+        .success_text()
+        .trim()
+        .to_string();
+    assert_eq!(cluster.fabric(&["result", &job]).code, 1);
+    let live = dir.path().join("live.html");
+    let out = cluster.fabric(&["report", &job, "-o", live.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    let html = std::fs::read_to_string(&live).unwrap();
+    assert_eq!(marks(&html), (10, 1), "{html}");
+    assert!(html.contains("no good"), "the failure's message");
+    assert!(html.contains("math/inc"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "a URL in the report"
+    );
+
+    // The scheduler gone, the journal's history still tells.
+    cluster.stop_scheduler();
+    let offline = dir.path().join("offline.html");
+    let out = fabric_tests::fabric([
+        "report",
+        &job,
+        "-o",
+        offline.to_str().unwrap(),
+        "--journal",
+        journal_dir,
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    let html = std::fs::read_to_string(&offline).unwrap();
+    assert_eq!(marks(&html), (10, 1), "{html}");
+    assert!(html.contains("Job ") && html.contains(": failed"), "{html}");
+    let missing = fabric_tests::fabric(["report", "999", "-o", "x.html", "--journal", journal_dir]);
+    assert!(missing.stderr.contains("no job 999"), "{missing}");
+}

@@ -906,6 +906,49 @@ pub fn explain(a: TaskArgs) -> Result<ExitCode> {
     })
 }
 
+/// `fabric report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The job's id.
+    job: u64,
+    /// Where to write the report (one HTML file that opens offline).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Read the job from this scheduler journal's history instead of asking a running
+    /// scheduler (the directory of `fabric scheduler --journal`).
+    #[arg(long, value_name = "DIR")]
+    journal: Option<PathBuf>,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
+/// Writes a job's report: from a running scheduler, or from a journal's history.
+pub fn report(a: ReportArgs) -> Result<ExitCode> {
+    let html = match &a.journal {
+        Some(dir) => {
+            // Whoever can read the journal's files sees every job in it.
+            let reader =
+                fabric_auth::Principal::new("", "journal", fabric_auth::Role::Operator, "");
+            let records = fabric_scheduler::read_job(dir, a.job, &reader)
+                .with_context(|| format!("cannot read the history of {}", dir.display()))?
+                .with_context(|| format!("no job {} in the history of {}", a.job, dir.display()))?;
+            fabric_scheduler::render_report(a.job, &records)
+        }
+        None => tokio()?.block_on(async {
+            let client = a.scheduler.connect().await?;
+            anyhow::Ok(client.job_report(a.job).await?)
+        })?,
+    };
+    std::fs::write(&a.output, html)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    eprintln!(
+        "wrote the report of job {} to {}",
+        a.job,
+        a.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `fabric dashboard`.
 #[derive(Args)]
 pub struct DashboardArgs {

@@ -62,6 +62,9 @@ enum Command {
     /// Say where a task is and why it does not run (inputs not computed, resources no
     /// worker offers, paused workers, a quota, busy threads): fabric explain JOB TASK.
     Explain(cluster::TaskArgs),
+    /// Write a job's report, one HTML file that opens offline (task stream, durations by
+    /// call and worker, failures): fabric report JOB -o report.html [--journal DIR].
+    Report(cluster::ReportArgs),
     /// List the persisted datasets (`fabric submit --persist NAME`).
     Datasets(cluster::StatusArgs),
     /// Show what jobs used: thread-hours, gpu-hours, stored GB-hours, bytes moved, per
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Dashboard(a) => cluster::dashboard(a),
         Command::Logs(a) => cluster::logs(a),
         Command::Explain(a) => cluster::explain(a),
+        Command::Report(a) => cluster::report(a),
         Command::Datasets(a) => cluster::datasets(a),
         Command::Usage(a) => usage::usage(a),
         Command::Forget(a) => cluster::forget(a),

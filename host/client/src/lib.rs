@@ -799,6 +799,13 @@ impl Client {
         Ok(TaskReport::from(report))
     }
 
+    /// Job `job` as one self-contained HTML page (`fabric report`): its task stream,
+    /// durations by call and by worker, failures.
+    pub async fn job_report(&self, job: u64) -> Result<String, ClientError> {
+        let request = v1::JobReportRequest { job_id: job };
+        Ok(self.rpc().job_report(request).await?.into_inner().html)
+    }
+
     /// The persisted datasets.
     pub async fn datasets(&self) -> Result<Vec<Dataset>, ClientError> {
         let datasets = self

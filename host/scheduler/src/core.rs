@@ -1341,6 +1341,7 @@ impl Core {
         self.recorder.push(monitor::Event::JobEnded {
             job,
             end: JobEnd::Cancelled,
+            moved_bytes: self.sched.usage(job).map_or(0, |u| u.bytes_moved),
         });
         self.drop_job(job);
         true
@@ -1563,6 +1564,7 @@ impl Core {
                 } else {
                     JobEnd::Failed
                 },
+                moved_bytes: self.sched.usage(job).map_or(0, |u| u.bytes_moved),
             });
             if succeeded && !entry.persist.is_empty() {
                 self.datasets

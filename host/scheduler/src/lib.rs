@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::Authority;
+pub use monitor::history::{Record, read_job};
+pub use monitor::report::render as render_report;
 pub use monitor::{DashboardError, bind_dashboard};
 
 /// Where `fabric scheduler` serves its dashboard unless told otherwise (Dask's port; when
@@ -199,7 +201,16 @@ pub async fn serve(
         Some(Ok(address)) => format!("http://{address}/"),
         _ => String::new(),
     };
-    let (recorder, monitor) = monitor::spawn();
+    let history = match &options.journal {
+        Some(dir) => {
+            let at = monitor::history::history_dir(dir);
+            let writer = monitor::history::HistoryWriter::open(&at)
+                .map_err(|error| ServeError::Journal { dir: at, error })?;
+            Some(writer)
+        }
+        None => None,
+    };
+    let (recorder, monitor) = monitor::spawn(history);
     let (core, core_task) = core::spawn(
         core::CoreConfig {
             heartbeat_timeout: options.heartbeat_timeout,
@@ -294,6 +305,7 @@ pub async fn serve(
         authority: options.authority.clone(),
         capabilities,
         monitor: monitor.clone(),
+        journal: options.journal.clone(),
         gate: Arc::new(gate::FairGate::new(
             GATE_PER_CORE
                 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),

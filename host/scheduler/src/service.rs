@@ -45,6 +45,8 @@ pub(crate) struct Service {
     pub(crate) gate: Arc<crate::gate::FairGate>,
     /// What the cluster did: tasks' output and failed attempts.
     pub(crate) monitor: crate::monitor::Monitor,
+    /// The journal's directory, whose history holds jobs let go.
+    pub(crate) journal: Option<std::path::PathBuf>,
 }
 
 /// Rebuilds a job of the journal: its graph validated and planned again, with its
@@ -667,6 +669,35 @@ impl SchedulerRpc for Service {
                 .collect();
         }
         Ok(Response::new(answer))
+    }
+
+    async fn job_report(
+        &self,
+        request: Request<v1::JobReportRequest>,
+    ) -> Result<Response<v1::JobReportResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let job = request.into_inner().job_id;
+        let kept = fabric_core::JobId::try_from(job)
+            .ok()
+            .and_then(|id| self.monitor.lock().records(id, &who));
+        let records = match (kept, &self.journal) {
+            (Some(records), _) => Some(records),
+            (None, Some(journal)) => {
+                self.monitor.lock().flush_history();
+                let journal = journal.clone();
+                let who = who.clone();
+                tokio::task::spawn_blocking(move || crate::read_job(&journal, job, &who))
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the history failed: {e}")))?
+                    .map_err(|e| Status::internal(format!("cannot read the history: {e}")))?
+            }
+            (None, None) => None,
+        };
+        let Some(records) = records else {
+            return Err(Status::not_found(format!("no job {job}")));
+        };
+        let html = crate::render_report(job, &records);
+        Ok(Response::new(v1::JobReportResponse { html }))
     }
 
     async fn register(

@@ -8,8 +8,10 @@
 //! and, once a second, starts a new frame: viewers render a frame once per scope (an
 //! operator's, or one tenant's) and share it.
 
+pub mod history;
 mod http;
 mod metrics;
+pub mod report;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +57,12 @@ pub(crate) enum Event {
         total: u64,
     },
     /// A job settled (its tasks all finished or failed) or was cancelled.
-    JobEnded { job: JobId, end: JobEnd },
+    JobEnded {
+        job: JobId,
+        end: JobEnd,
+        /// Bytes of inputs moved to the workers that ran its units.
+        moved_bytes: u64,
+    },
     /// A job was let go: its values are dropped.
     JobReleased { job: JobId },
     /// A unit was sent to a worker.
@@ -268,11 +275,14 @@ impl Monitor {
 }
 
 /// Starts the monitor on the current runtime: the core's [`Recorder`] and the viewers'
-/// [`Monitor`]. It stops when the recorder is dropped.
-pub(crate) fn spawn() -> (Recorder, Monitor) {
+/// [`Monitor`]; with a `history` writer, what jobs did is kept there too. It stops when
+/// the recorder is dropped.
+pub(crate) fn spawn(history: Option<history::HistoryWriter>) -> (Recorder, Monitor) {
     let (tx, mut rx) = mpsc::channel::<Batch>(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
-    let state = Arc::new(Mutex::new(State::new(now_ms())));
+    let mut state = State::new(now_ms());
+    state.history = history;
+    let state = Arc::new(Mutex::new(state));
     let (frame_tx, frames) = watch::channel(0u64);
     let fold = state.clone();
     let dropped_by_core = dropped.clone();
@@ -282,7 +292,10 @@ pub(crate) fn spawn() -> (Recorder, Monitor) {
         loop {
             tokio::select! {
                 batch = rx.recv() => {
-                    let Some(batch) = batch else { break };
+                    let Some(batch) = batch else {
+                        fold.lock().unwrap_or_else(PoisonError::into_inner).flush_history();
+                        break;
+                    };
                     let mut state = fold.lock().unwrap_or_else(PoisonError::into_inner);
                     state.fold(batch.at_ms, batch.events);
                     // Whatever else is waiting joins under the same lock.

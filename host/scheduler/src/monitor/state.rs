@@ -18,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::sync::atomic::AtomicU64;
 
+use super::history::{HistoryWriter, Record};
 use super::metrics::{
     CallLabels, JobLabels, KindLabels, Metrics, OutcomeLabels, StateLabels, TenantLabels,
     WorkerLabels,
@@ -100,6 +101,8 @@ struct JobRecord {
     failures: Vec<FailureView>,
     captured: FxHashMap<TaskIdx, Captured>,
     meters: Meters,
+    /// Bytes of inputs moved to its workers (known when it ends).
+    moved_bytes: u64,
 }
 
 /// A job's metric handles, resolved once (so that an event costs atomic additions, not
@@ -221,6 +224,8 @@ pub(crate) struct State {
     frame: u64,
     /// Status views rendered in this frame, by scope.
     rendered: FxHashMap<String, Arc<str>>,
+    /// Where what jobs did is kept (beside the journal).
+    pub history: Option<HistoryWriter>,
 }
 
 impl State {
@@ -241,6 +246,7 @@ impl State {
             rate: (0, 0),
             frame: 0,
             rendered: FxHashMap::default(),
+            history: None,
         }
     }
 
@@ -289,7 +295,11 @@ impl State {
                     failures: Vec::new(),
                     captured: FxHashMap::default(),
                     meters,
+                    moved_bytes: 0,
                 };
+                if let Some(h) = &mut self.history {
+                    h.append(&job_record(job, &record));
+                }
                 if let Some(old) = self.jobs.insert(job, record) {
                     self.kept_units -= old.units.len();
                 }
@@ -304,7 +314,11 @@ impl State {
                     j.progress = (done, erred, total);
                 }
             }
-            Event::JobEnded { job, end } => {
+            Event::JobEnded {
+                job,
+                end,
+                moved_bytes,
+            } => {
                 let Some(j) = self.jobs.get_mut(&job) else {
                     return;
                 };
@@ -312,6 +326,17 @@ impl State {
                     return;
                 }
                 j.end = Some((at, end));
+                j.moved_bytes = moved_bytes;
+                if let Some(h) = &mut self.history {
+                    h.append(&Record::End {
+                        job: u64::from(job),
+                        state: j.state().into(),
+                        at_ms: at,
+                        moved_bytes,
+                    });
+                    // A job's history is written out when it ends (else once a second).
+                    h.flush();
+                }
                 let outcome = match end {
                     JobEnd::Succeeded => "succeeded",
                     JobEnd::Failed => "failed",
@@ -424,6 +449,7 @@ impl State {
                 for (task, output) in outputs {
                     self.capture(job, task, output);
                 }
+                self.record_unit(job, unit, None);
                 self.mark(job, unit, worker, before.sent_ms, at, true);
                 self.release_thread(worker);
                 self.rate.1 += 1;
@@ -484,6 +510,14 @@ impl State {
                 if !output.is_empty() {
                     self.capture(job, task, output);
                 }
+                self.record_unit(
+                    job,
+                    unit,
+                    Some(format!(
+                        "{kind}: {}",
+                        self.jobs[&job].failures.last().map_or("", |f| &*f.message)
+                    )),
+                );
                 self.mark(job, unit, worker, before.sent_ms, at, false);
                 self.release_thread(worker);
             }
@@ -561,6 +595,69 @@ impl State {
                 self.update_worker_gauges();
             }
         }
+    }
+
+    /// Writes unit `unit` of `job` (just ended; `error`: how it failed) to the history.
+    fn record_unit(&mut self, job: JobId, unit: UnitIdx, error: Option<String>) {
+        if self.history.is_none() {
+            return;
+        }
+        let record = self.unit_record(job, unit, error);
+        if let (Some(h), Some(record)) = (&mut self.history, record) {
+            h.append(&record);
+        }
+    }
+
+    fn unit_record(&self, job: JobId, unit: UnitIdx, error: Option<String>) -> Option<Record> {
+        let j = self.jobs.get(&job)?;
+        let u = &j.units[unit as usize];
+        let last = j.plan.last_step(unit);
+        Some(Record::Unit {
+            job: u64::from(job),
+            task: j.plan.graph.ids[last as usize].to_string(),
+            call: j.call_of(last).to_string(),
+            steps: j.plan.steps(unit).len() as u32,
+            worker: self.worker_name(u.worker).to_string(),
+            start_ms: u.sent_ms,
+            end_ms: u.end_ms,
+            duration_ms: u.duration_ns as f64 / 1e6,
+            nbytes: u.nbytes,
+            error,
+        })
+    }
+
+    /// Writes out the history's buffer.
+    pub fn flush_history(&mut self) {
+        if let Some(h) = &mut self.history {
+            h.flush();
+        }
+    }
+
+    /// What job `id` did, as history records, if it is kept and `who` may see it.
+    pub fn records(&self, id: JobId, who: &Principal) -> Option<Vec<Record>> {
+        let j = self.jobs.get(&id).filter(|j| who.may_see(&j.owner))?;
+        let mut records = vec![job_record(id, j)];
+        for (unit, u) in j.units.iter().enumerate() {
+            let error = match u.phase {
+                Phase::Done => None,
+                Phase::Failed => {
+                    let task = &j.plan.graph.ids[u.failed_task as usize];
+                    let f = j.failures.iter().rev().find(|f| f.task == *task);
+                    Some(f.map_or_else(String::new, |f| format!("{}: {}", f.kind, f.message)))
+                }
+                Phase::Waiting | Phase::Running => continue,
+            };
+            records.extend(self.unit_record(id, unit as UnitIdx, error));
+        }
+        if let Some((at, _)) = j.end {
+            records.push(Record::End {
+                job: u64::from(id),
+                state: j.state().into(),
+                at_ms: at,
+                moved_bytes: j.moved_bytes,
+            });
+        }
+        Some(records)
     }
 
     fn release_thread(&mut self, worker: WorkerId) {
@@ -648,6 +745,7 @@ impl State {
         self.rendered.clear();
         self.metrics.loop_lag.set(lag.as_secs_f64());
         self.sync_dropped(dropped);
+        self.flush_history();
         let mut totals = Counts::default();
         for j in self.jobs.values().filter(|j| j.end.is_none()) {
             for c in &j.counts {
@@ -919,6 +1017,17 @@ impl State {
                 .cloned()
                 .collect(),
         })
+    }
+}
+
+/// The history record of a job's acceptance.
+fn job_record(id: JobId, j: &JobRecord) -> Record {
+    Record::Job {
+        job: u64::from(id),
+        tenant: j.owner.tenant.to_string(),
+        owner: j.owner.name.to_string(),
+        tasks: j.progress.2,
+        submitted_ms: j.submitted_ms,
     }
 }
 
@@ -1315,6 +1424,7 @@ mod tests {
                 vec![Event::JobEnded {
                     job,
                     end: JobEnd::Failed,
+                    moved_bytes: 0,
                 }],
             );
         }
