@@ -85,13 +85,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FABRIC_LOG")
                 .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+        );
+    // FABRIC_LOG_FORMAT=json: one JSON object per line (for log collectors), with the
+    // spans an event happened in (submit, plan, unit, fetch and their fields).
+    match std::env::var("FABRIC_LOG_FORMAT").as_deref() {
+        Ok("json") => log.json().with_current_span(true).with_span_list(true).init(),
+        Ok("" | "text") | Err(_) => log.init(),
+        Ok(other) => {
+            log.init();
+            tracing::warn!("FABRIC_LOG_FORMAT={other} is not a log format (json or text): using text");
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),

@@ -465,6 +465,7 @@ impl Core {
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) -> Core {
         while let Some(first) = rx.recv().await {
+            let _batch = tracing::debug_span!("batch").entered();
             self.handle(first);
             // Everything that arrived meanwhile joins this batch.
             while let Ok(next) = rx.try_recv() {

@@ -110,6 +110,7 @@ impl Service {
 
 impl Service {
     /// Validates, plans and starts a submission, or says why it cannot run.
+    #[tracing::instrument(name = "submit", skip_all, fields(tenant = %who.tenant, principal = %who.name))]
     async fn start(
         &self,
         mut r: v1::SubmitRequest,
@@ -172,9 +173,11 @@ impl Service {
         let components = self.components.clone();
         let config = PlanConfig { fuse: !r.no_fuse };
         let max_tasks = self.max_job_tasks;
+        let span = tracing::Span::current();
         let validate = move |catalog: Catalog,
                              graph_json: String,
                              values: crate::core::DatasetValues| {
+            let _plan = tracing::info_span!(parent: &span, "plan", bytes = graph_json.len()).entered();
             let types: Datasets = values
                 .iter()
                 .map(|(name, keys)| {

@@ -941,6 +941,7 @@ impl Node {
             .last()
             .expect("checked when the unit arrived")
             .task;
+        let _span = tracing::info_span!("unit", job, unit = unit_idx, attempt).entered();
         self.running.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let input = |i: Input| -> Value {

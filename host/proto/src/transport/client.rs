@@ -86,6 +86,7 @@ impl Peers {
 
     /// Fetches the value under `key` from the worker at `address` presenting `capability`
     /// (signed by the scheduler), accepting encodings of at most `limit` bytes.
+    #[tracing::instrument(name = "fetch", level = "debug", skip(self, capability), fields(job = key.job, unit = key.unit))]
     pub async fn fetch(
         &self,
         address: &str,
