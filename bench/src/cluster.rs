@@ -239,6 +239,100 @@ impl Bench {
         Ok(())
     }
 
+    /// Flat throughput of `tasks` tasks with `viewers` dashboards open (each following the
+    /// live frames, `/api/v1/events`) and `/metrics` scraped every second, against none:
+    /// rounds alternate on one cluster, `reps` each.
+    pub fn watched(&self, tasks: usize, viewers: usize) -> Result<()> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let rt = Self::runtime()?;
+        let (spec, expected) = graphs::flat(tasks);
+        let sub = self.submission(&spec);
+        let c = Cluster::start(&self.fabric, &[&[], &[]])?;
+        let token = c
+            .local
+            .credentials()?
+            .text()
+            .unwrap_or_default()
+            .to_string();
+        let (plain, watched, frames, scrapes) = rt.block_on(async {
+            let client = c.client().await?;
+            let dashboard = client
+                .status()
+                .await?
+                .dashboard
+                .ok_or_else(|| anyhow::anyhow!("the scheduler serves no dashboard"))?;
+            let host = dashboard
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string();
+            let (warm, warm_expected) = graphs::flat(1000);
+            Self::compute(&client, &self.submission(&warm), &warm_expected).await?;
+            let (mut plain, mut watched) = (Vec::new(), Vec::new());
+            let (frames, scrapes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            for round in 0..2 * self.reps {
+                let watching = round % 2 == 1;
+                let stop = Arc::new(AtomicBool::new(false));
+                let mut threads = Vec::new();
+                if watching {
+                    for _ in 0..viewers {
+                        let (host, token, stop) = (host.clone(), token.clone(), stop.clone());
+                        let frames = frames.clone();
+                        threads.push(std::thread::spawn(move || {
+                            follow_frames(&host, &token, &stop, &frames)
+                        }));
+                    }
+                    let (host, token, stop) = (host.clone(), token.clone(), stop.clone());
+                    let scrapes = scrapes.clone();
+                    threads.push(std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            if http_get(&host, "/metrics", &token).is_ok() {
+                                scrapes.fetch_add(1, Ordering::Relaxed);
+                            }
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }));
+                    // Let the viewers connect and get their first frame.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let t = Instant::now();
+                Self::compute(&client, &sub, &expected).await?;
+                let s = t.elapsed().as_secs_f64();
+                stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    let _ = t.join();
+                }
+                eprintln!(
+                    "watched: {} {s:.3} s",
+                    if watching { "watched" } else { "plain" }
+                );
+                if watching {
+                    watched.push(s)
+                } else {
+                    plain.push(s)
+                }
+            }
+            anyhow::Ok((
+                plain,
+                watched,
+                frames.load(Ordering::Relaxed),
+                scrapes.load(Ordering::Relaxed),
+            ))
+        })?;
+        let (p, w) = (median(plain.clone()), median(watched.clone()));
+        println!(
+            "{}",
+            json!({
+                "bench": "cluster_watched", "tasks": tasks, "viewers": viewers,
+                "plain_median_s": p, "watched_median_s": w,
+                "plain_tasks_per_s": tasks as f64 / p, "watched_tasks_per_s": tasks as f64 / w,
+                "ratio": w / p, "frames_received": frames, "scrapes": scrapes,
+                "plain_runs_s": plain, "watched_runs_s": watched,
+            })
+        );
+        Ok(())
+    }
+
     /// Worker-to-worker transfer of a `size`-byte f64 list: made on worker A, consumed on
     /// worker B (placed there with resources), timed by B's fetch counters and end to end.
     pub fn transfer(&self, sizes: &[u64]) -> Result<()> {
@@ -476,4 +570,57 @@ async fn fetch_counters(client: &Client) -> Result<(u64, u64)> {
         let fetch_ns = w.fetch_time_total.as_nanos() as u64;
         (b + w.fetched_bytes_total, ns + fetch_ns)
     }))
+}
+
+/// `GET path` on `host` with a bearer token, HTTP/1.1, the whole response.
+fn http_get(host: &str, path: &str, token: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body)?;
+    Ok(body)
+}
+
+/// Follows the dashboard's live frames until `stop`, counting them.
+fn follow_frames(
+    host: &str,
+    token: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    frames: &std::sync::atomic::AtomicU64,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return;
+    }
+    let mut buffer = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                let seen = buffer[..n]
+                    .windows(13)
+                    .filter(|w| w == b"event: status")
+                    .count();
+                frames.fetch_add(seen as u64, Ordering::Relaxed);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
 }

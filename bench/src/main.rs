@@ -86,7 +86,9 @@ enum Command {
     /// the latter generates in /tmp/daskbench/data; not run by default), and for fair share
     /// (two tenants; not run by default): flood (4 workers x 16 threads, tenant A's 100,000
     /// tasks of 100 ms, then B's 100; flood10k: 10,000) and submits (8 clients of A
-    /// submitting small jobs, B's submit latency).
+    /// submitting small jobs, B's submit latency); watched (the flat run with 5 dashboards
+    /// following live frames and /metrics scraped each second, against none; not run by
+    /// default).
     Cluster {
         #[arg(default_values_t = ["startup".to_string(), "latency".into(), "flat".into(), "tree".into(), "transfer".into(), "memory".into()])]
         parts: Vec<String>,
@@ -211,6 +213,7 @@ fn main() -> Result<()> {
                     "flood" => c.flood(100_000)?,
                     "flood10k" => c.flood(10_000)?,
                     "submits" => c.submits(10, 20)?,
+                    "watched" => c.watched(flat, 5)?,
                     other => bail!("unknown part `{other}`"),
                 }
             }

@@ -2,6 +2,7 @@
 
 mod arrays;
 mod cluster;
+mod dashboard;
 mod dataframes;
 mod fairness;
 mod netns;

@@ -188,7 +188,10 @@ fn the_api_shows_each_viewer_only_what_it_may_see() {
             .is_some_and(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict")),
         "{login:?}"
     );
-    assert_eq!(get(&format!("login?token={bob}x"), None).status, 401);
+    let refused = get(&format!("login?token={bob}x"), None);
+    assert_eq!(refused.status, 303, "{refused:?}");
+    assert_eq!(refused.header("set-cookie"), None, "{refused:?}");
+    assert_eq!(refused.header("location"), Some("/#/signin-failed"));
 }
 
 #[test]

@@ -94,11 +94,17 @@ fn main() -> ExitCode {
     // FABRIC_LOG_FORMAT=json: one JSON object per line (for log collectors), with the
     // spans an event happened in (submit, plan, unit, fetch and their fields).
     match std::env::var("FABRIC_LOG_FORMAT").as_deref() {
-        Ok("json") => log.json().with_current_span(true).with_span_list(true).init(),
+        Ok("json") => log
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
         Ok("" | "text") | Err(_) => log.init(),
         Ok(other) => {
             log.init();
-            tracing::warn!("FABRIC_LOG_FORMAT={other} is not a log format (json or text): using text");
+            tracing::warn!(
+                "FABRIC_LOG_FORMAT={other} is not a log format (json or text): using text"
+            );
         }
     }
     let cli = Cli::parse();

@@ -177,7 +177,8 @@ impl Service {
         let validate = move |catalog: Catalog,
                              graph_json: String,
                              values: crate::core::DatasetValues| {
-            let _plan = tracing::info_span!(parent: &span, "plan", bytes = graph_json.len()).entered();
+            let _plan =
+                tracing::info_span!(parent: &span, "plan", bytes = graph_json.len()).entered();
             let types: Datasets = values
                 .iter()
                 .map(|(name, keys)| {

@@ -203,8 +203,9 @@ async fn login(Extract(app): Extract<App>, Query(q): Query<LoginQuery>) -> Respo
         HeaderValue::from_str(&format!("Bearer {}", q.token))
             .unwrap_or(HeaderValue::from_static("")),
     );
-    if let Err(refused) = app.viewer(&headers) {
-        return refused.into_response();
+    if app.viewer(&headers).is_err() {
+        // Back to the page, which asks for a token; no cookie.
+        return Redirect::to("/#/signin-failed").into_response();
     }
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000",
@@ -312,6 +313,8 @@ async fn events(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
 
 fn frames(monitor: Monitor, who: Principal) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let mut clock = monitor.frames();
+    // The first frame is sent at once: only frames after it wake the loop.
+    clock.borrow_and_update();
     async_stream(move |tx| async move {
         loop {
             let text = monitor.lock().status_json(&who);

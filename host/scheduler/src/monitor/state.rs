@@ -34,7 +34,9 @@ const STREAM: usize = 100_000;
 /// Bytes of captured task output kept.
 const KEEP_CAPTURED: usize = 64 << 20;
 /// Marks of the task stream in a status view.
-const STATUS_MARKS: usize = 5000;
+const STATUS_MARKS: usize = 2000;
+/// Ended jobs whose progress a status view shows (the newest; running jobs always).
+const STATUS_ENDED_JOBS: usize = 20;
 /// Task groups (calls) of one job in a status view.
 const STATUS_GROUPS: usize = 50;
 
@@ -188,6 +190,7 @@ struct Mark {
     worker: WorkerId,
     start_ms: f64,
     end_ms: f64,
+    run_ms: Option<f64>,
     ok: bool,
 }
 
@@ -450,7 +453,8 @@ impl State {
                     self.capture(job, task, output);
                 }
                 self.record_unit(job, unit, None);
-                self.mark(job, unit, worker, before.sent_ms, at, true);
+                let run_ms = Some(duration_ns as f64 / 1e6);
+                self.mark(job, unit, worker, before.sent_ms, at, run_ms);
                 self.release_thread(worker);
                 self.rate.1 += 1;
             }
@@ -518,7 +522,7 @@ impl State {
                         self.jobs[&job].failures.last().map_or("", |f| &*f.message)
                     )),
                 );
-                self.mark(job, unit, worker, before.sent_ms, at, false);
+                self.mark(job, unit, worker, before.sent_ms, at, None);
                 self.release_thread(worker);
             }
             Event::Preempted { job, unit } => {
@@ -673,7 +677,7 @@ impl State {
         worker: WorkerId,
         start: f64,
         end: f64,
-        ok: bool,
+        run_ms: Option<f64>,
     ) {
         if self.stream.len() == STREAM {
             self.stream.pop_front();
@@ -684,7 +688,8 @@ impl State {
             worker,
             start_ms: start,
             end_ms: end,
-            ok,
+            run_ms,
+            ok: run_ms.is_some(),
         });
     }
 
@@ -805,7 +810,18 @@ impl State {
             .collect();
         let mut progress = Vec::new();
         let mut tasks = Counts::default();
-        for (&id, j) in self.jobs.iter().filter(|(_, j)| who.may_see(&j.owner)) {
+        let visible: Vec<(&JobId, &JobRecord)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| who.may_see(&j.owner))
+            .collect();
+        let ended = visible.iter().filter(|(_, j)| j.end.is_some()).count();
+        let mut ended_skipped = ended.saturating_sub(STATUS_ENDED_JOBS);
+        for (&id, j) in visible {
+            if j.end.is_some() && ended_skipped > 0 {
+                ended_skipped -= 1;
+                continue;
+            }
             for (call, c) in j.calls.iter().zip(&j.counts).take(STATUS_GROUPS) {
                 progress.push(GroupView {
                     job: id,
@@ -868,6 +884,7 @@ impl State {
                 address: w.address.clone(),
                 threads: w.threads,
                 running: w.running,
+                executing: w.metrics.running_units,
                 memory_bytes: w.metrics.memory_bytes,
                 spilled_bytes: w.metrics.spilled_bytes,
                 process_bytes: w.metrics.process_bytes,
@@ -913,6 +930,7 @@ impl State {
             worker: self.worker_name(m.worker),
             start_ms: m.start_ms,
             end_ms: m.end_ms,
+            run_ms: m.run_ms,
             ok: m.ok,
         })
     }
@@ -1072,8 +1090,10 @@ pub(crate) struct WorkerView {
     pub name: Arc<str>,
     pub address: Arc<str>,
     pub threads: u32,
-    /// Units sent to it and not ended.
+    /// Units sent to it and not ended (running, or queued there).
     pub running: u32,
+    /// Units it runs now (its last heartbeat).
+    pub executing: u32,
     pub memory_bytes: u64,
     pub spilled_bytes: u64,
     pub process_bytes: u64,
@@ -1119,8 +1139,12 @@ pub(crate) struct MarkView {
     pub task: Arc<str>,
     pub call: Arc<str>,
     pub worker: Arc<str>,
+    /// When it was sent to its worker.
     pub start_ms: f64,
     pub end_ms: f64,
+    /// How long it ran on the worker (it may have waited there for a thread first);
+    /// `None` when unknown (a failure).
+    pub run_ms: Option<f64>,
     pub ok: bool,
 }
 
