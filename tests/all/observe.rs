@@ -46,9 +46,25 @@ const INC_OK: &str = r#"fabric_tasks_total{tenant="default",call="math/inc",outc
 const FAIL_ERROR: &str =
     r#"fabric_tasks_total{tenant="default",call="faulty/fail",outcome="error"}"#;
 
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn metrics_count_tasks_by_outcome_and_clusters_keep_their_own() {
-    let a = Cluster::start(2, &["--nthreads", "2"]);
+    let mut a = Cluster::start(0, &[]);
+    let worker_metrics: Vec<String> = (0..2)
+        .map(|_| {
+            let address = format!("127.0.0.1:{}", free_port());
+            a.add_worker(&["--nthreads", "2", "--metrics", &address]);
+            format!("http://{address}/metrics")
+        })
+        .collect();
     let b = Cluster::start(1, &[]);
     let dir = GraphDir::new();
     let out = a.submit(&dir.write_graph(&ten_and_a_failure()), &[]);
@@ -112,6 +128,20 @@ fn metrics_count_tasks_by_outcome_and_clusters_keep_their_own() {
         .map(|w| w["units_total"].as_u64().unwrap())
         .sum();
     assert_eq!(units, 11, "{workers}\n{status}");
+    // The workers' own /metrics: units by outcome add up to the scheduler's tasks (one
+    // task per unit here), and each compiled or loaded its components.
+    let (mut ok, mut error) = (0.0, 0.0);
+    for url in &worker_metrics {
+        let text = http_get(url, None).body;
+        ok += sample(&text, r#"fabric_worker_units_total{outcome="ok"}"#);
+        error += sample(&text, r#"fabric_worker_units_total{outcome="error"}"#);
+        assert!(text.contains("fabric_worker_memory_bytes "), "{text}");
+        assert!(
+            text.contains("fabric_worker_component_loads_total{source="),
+            "{text}"
+        );
+    }
+    assert_eq!((ok, error), (10.0, 1.0));
 }
 
 #[test]
@@ -246,17 +276,16 @@ fn explain_names_an_unmet_input_a_missing_resource_and_a_paused_worker() {
     let mut cluster = Cluster::start(1, &["--nthreads", "1"]);
     let dir = GraphDir::new();
     // A task that spins forever holds the one thread; its consumer waits for it.
-    // (Two inputs, so that `after` is not fused with `spin` into one unit.)
+    // (Not fused, so that `after` is a unit of its own.)
     let spinning = graph(
         vec![
             task("spin", "faulty/busy", json!(["spinning"])),
-            task("one", "math/inc", json!([0])),
-            task("after", "math/add", json!([r("spin"), r("one")])),
+            task("after", "math/inc", json!([r("spin")])),
         ],
         &["after"],
     );
     let job = cluster
-        .submit(&dir.write_graph(&spinning), &["--detach"])
+        .submit(&dir.write_graph(&spinning), &["--detach", "--no-fuse"])
         .success_text()
         .trim()
         .to_string();
@@ -398,4 +427,39 @@ fn a_report_opens_offline_with_the_same_counts_also_from_the_journal() {
     assert!(html.contains("Job ") && html.contains(": failed"), "{html}");
     let missing = fabric_tests::fabric(["report", "999", "-o", "x.html", "--journal", journal_dir]);
     assert!(missing.stderr.contains("no job 999"), "{missing}");
+}
+
+#[test]
+fn top_shows_workers_and_the_progress_of_jobs() {
+    let cluster = Cluster::start(1, &["--nthreads", "3", "--name", "node-a"]);
+    let dir = GraphDir::new();
+    // Detached: the job is held (and shown) until its result is gathered.
+    let kept = cluster
+        .submit(&dir.write_graph(&ten_and_a_failure()), &["--detach"])
+        .success_text()
+        .trim()
+        .to_string();
+    cluster.wait_for("the job to end", |s| {
+        s["jobs"].as_array().unwrap().iter().any(|j| {
+            j["id"].as_u64().map(|id| id.to_string()).as_deref() == Some(kept.as_str())
+                && j["state"] == "failed"
+        })
+    });
+    let top = cluster.fabric(&["top", "--once"]);
+    assert_eq!(top.code, 0, "{top}");
+    let screen = top.stdout.replace("\x1b[K", "");
+    assert!(screen.contains("1 workers, 3 threads"), "{screen}");
+    assert!(screen.lines().any(|l| l.starts_with("node-a ")), "{screen}");
+    let line = screen
+        .lines()
+        .find(|l| l.starts_with(&format!("{kept:<6} ")))
+        .unwrap_or_else(|| panic!("no line for job {kept}: {screen}"));
+    assert!(
+        line.contains("failed") && line.contains("10/11 (1 erred)"),
+        "{line}"
+    );
+    assert!(
+        line.contains("[#") && line.contains('x'),
+        "a bar with done and erred: {line}"
+    );
 }

@@ -27,7 +27,7 @@ pub struct SchedulerUrl {
         env = "FABRIC_SCHEDULER",
         default_value = "http://127.0.0.1:7878"
     )]
-    scheduler: String,
+    pub(crate) scheduler: String,
     /// A file holding the token to present [default: FABRIC_TOKEN, else the file
     /// FABRIC_TOKEN_FILE names, else $FABRIC_HOME/token; FABRIC_HOME defaults to ~/.fabric.
     /// `fabric worker`: FABRIC_WORKER_TOKEN, FABRIC_WORKER_TOKEN_FILE, $FABRIC_HOME/worker.token].
@@ -159,6 +159,11 @@ pub struct WorkerArgs {
     /// Units run at once [default: one per core].
     #[arg(long, value_name = "N")]
     nthreads: Option<u32>,
+    /// Serve this worker's Prometheus metrics on ADDR (`/metrics`: units run and failed,
+    /// memory held and spilled, bytes fetched, where components came from; no token, no
+    /// tenant or job named) [default: none; its counts also reach the scheduler's].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Memory for results: beyond 60% of it values are spilled to disk, beyond 80% the
     /// worker takes no new tasks (e.g. 8GiB) [default: no limit].
     #[arg(long, value_name = "SIZE", value_parser = args::size)]
@@ -443,6 +448,7 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
         options.nthreads = n;
     }
     options.memory_limit = a.memory_limit.unwrap_or(0);
+    options.metrics_listen = a.metrics;
     for (flag, fraction) in [
         ("--memory-target", a.memory_target),
         ("--memory-pause", a.memory_pause),

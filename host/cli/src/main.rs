@@ -8,6 +8,7 @@ mod cluster;
 mod df;
 mod load;
 mod run;
+mod top;
 mod usage;
 
 use std::process::ExitCode;
@@ -65,6 +66,9 @@ enum Command {
     /// Write a job's report, one HTML file that opens offline (task stream, durations by
     /// call and worker, failures): fabric report JOB -o report.html [--journal DIR].
     Report(cluster::ReportArgs),
+    /// Show the cluster in the terminal, refreshed every second (workers, units per second,
+    /// jobs' progress, tenants): the dashboard for a cluster without a browser.
+    Top(top::TopArgs),
     /// List the persisted datasets (`fabric submit --persist NAME`).
     Datasets(cluster::StatusArgs),
     /// Show what jobs used: thread-hours, gpu-hours, stored GB-hours, bytes moved, per
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => cluster::logs(a),
         Command::Explain(a) => cluster::explain(a),
         Command::Report(a) => cluster::report(a),
+        Command::Top(a) => top::top(a),
         Command::Datasets(a) => cluster::datasets(a),
         Command::Usage(a) => usage::usage(a),
         Command::Forget(a) => cluster::forget(a),

@@ -43,4 +43,4 @@ pub use component::{Component, Native, NativeCall};
 pub use config::{Limits, RuntimeConfig};
 pub use error::{Level, RuntimeError, TaskError, TaskErrorKind};
 pub use fabric_core::format_duration;
-pub use runtime::Runtime;
+pub use runtime::{LoadStats, Runtime};

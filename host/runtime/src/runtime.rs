@@ -2,6 +2,7 @@
 //! the in-memory and on-disk caches, and the entry point of every task.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use fabric_core::Value;
@@ -41,8 +42,25 @@ struct Inner {
     config: RuntimeConfig,
     disk: Option<DiskCache>,
     loaded: Mutex<FxHashMap<[u8; 32], Arc<Component>>>,
+    /// Loads served from memory, from the disk cache, and by compiling.
+    loads: [AtomicU64; 3],
     _ticker: EpochTicker,
 }
+
+/// Where [`Runtime`] found the components it loaded, in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Loads of components already in memory.
+    pub from_memory: u64,
+    /// Loads from the precompiled cache on disk.
+    pub from_disk: u64,
+    /// Loads that compiled the component.
+    pub compiled: u64,
+}
+
+const FROM_MEMORY: usize = 0;
+const FROM_DISK: usize = 1;
+const COMPILED: usize = 2;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +90,7 @@ impl Runtime {
                 config,
                 disk,
                 loaded: Mutex::default(),
+                loads: Default::default(),
                 _ticker: ticker,
             }),
         })
@@ -80,6 +99,20 @@ impl Runtime {
     /// The configuration the runtime was created with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Where the components loaded so far came from.
+    pub fn load_stats(&self) -> LoadStats {
+        let n = |i: usize| self.inner.loads[i].load(Ordering::Relaxed);
+        LoadStats {
+            from_memory: n(FROM_MEMORY),
+            from_disk: n(FROM_DISK),
+            compiled: n(COMPILED),
+        }
+    }
+
+    fn count(&self, source: usize) {
+        self.inner.loads[source].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Loads a component from its bytes: from memory if these bytes were loaded before,
@@ -102,7 +135,9 @@ impl Runtime {
     /// no compiling: cheap enough for an async context).
     pub fn loaded_component(&self, hash: &str) -> Option<Arc<Component>> {
         let parsed = blake3::Hash::from_hex(hash).ok()?;
-        self.loaded().get(parsed.as_bytes()).cloned()
+        let found = self.loaded().get(parsed.as_bytes()).cloned()?;
+        self.count(FROM_MEMORY);
+        Some(found)
     }
 
     /// Loads a component by its content hash (64 hex digits, as [`Component::hash`]) from
@@ -115,6 +150,7 @@ impl Runtime {
         let parsed = blake3::Hash::from_hex(hash).ok()?;
         let hex = parsed.to_hex().to_string();
         let compiled = self.inner.disk.as_ref()?.load(&self.inner.engine, &hex)?;
+        self.count(FROM_DISK);
         let origin = format!("component {}", &hex[..12]);
         self.install(&parsed, hex, &compiled, &origin).ok()
     }
@@ -148,8 +184,9 @@ impl Runtime {
         origin: Option<String>,
     ) -> Result<Arc<Component>, RuntimeError> {
         let hash = blake3::hash(bytes);
-        if let Some(component) = self.loaded().get(hash.as_bytes()) {
-            return Ok(component.clone());
+        if let Some(component) = self.loaded().get(hash.as_bytes()).cloned() {
+            self.count(FROM_MEMORY);
+            return Ok(component);
         }
         let hex = hash.to_hex().to_string();
         let origin = origin.unwrap_or_else(|| format!("component {}", &hex[..12]));
@@ -171,6 +208,7 @@ impl Runtime {
             .as_ref()
             .and_then(|disk| disk.load(engine, hash))
         {
+            self.count(FROM_DISK);
             return Ok(component);
         }
         let start = std::time::Instant::now();
@@ -181,6 +219,7 @@ impl Runtime {
             }
         })?;
         tracing::debug!(%origin, elapsed = ?start.elapsed(), "compiled component");
+        self.count(COMPILED);
         if let Some(disk) = &self.inner.disk {
             disk.store(hash, &component);
         }

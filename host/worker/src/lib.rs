@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod executor;
+mod metrics;
 pub mod node;
 pub mod store;
 mod wire;

@@ -54,6 +54,9 @@ pub struct WorkerOptions {
     /// Where the data service listens; default: the address this machine uses to reach the
     /// scheduler, on a port from the OS.
     pub data_listen: Option<SocketAddr>,
+    /// Where to serve the worker's Prometheus metrics (`/metrics`, no token); `None`:
+    /// nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// The host peers and clients should dial for data, when it differs from the listening
     /// address (NAT, 0.0.0.0).
     pub advertise: Option<String>,
@@ -92,6 +95,7 @@ impl WorkerOptions {
             spill_dir: std::env::temp_dir(),
             name: None,
             data_listen: None,
+            metrics_listen: None,
             advertise: None,
             runtime: RuntimeConfig::default(),
             reconnect_timeout: Duration::from_secs(60),
@@ -243,6 +247,16 @@ pub async fn run(
         .map_err(|e| WorkerError::Setup(format!("cannot prepare the spill directory: {e}")))?,
     );
 
+    // Its metrics, on a port of their own (bound first: a taken port is said at once).
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(
+            crate::metrics::bind(address)
+                .await
+                .map_err(WorkerError::Setup)?,
+        ),
+        None => None,
+    };
+
     // The data service, on its own port.
     let listen = match options.data_listen {
         Some(a) => a,
@@ -383,11 +397,16 @@ pub async fn run(
         events,
         running: AtomicU32::new(0),
         units_total: AtomicU64::new(0),
+        units_failed: AtomicU64::new(0),
         fetched_bytes: AtomicU64::new(0),
         fetch_ns: AtomicU64::new(0),
         paused: AtomicBool::new(false),
         own_address: data_address,
+        threads: spec.nthreads,
+        memory_limit: options.memory_limit,
     });
+    let metrics_server = metrics_listener
+        .map(|listener| tokio::spawn(crate::metrics::serve(listener, Arc::downgrade(&node))));
 
     // One executor thread per task slot; they end when the node (the sender) is dropped.
     for i in 0..spec.nthreads {
@@ -461,6 +480,9 @@ pub async fn run(
     };
     beat.abort();
     data_server.abort();
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     outcome
 }
 
@@ -545,7 +567,7 @@ fn failed(
 }
 
 /// Everything a running worker shares between its tasks.
-struct Node {
+pub(crate) struct Node {
     runtime: Runtime,
     /// The built-in components, with the operator's grants.
     builtins: fabric_kernels::Builtins,
@@ -562,13 +584,50 @@ struct Node {
     events: mpsc::UnboundedSender<v1::WorkerEvent>,
     running: AtomicU32,
     units_total: AtomicU64,
+    /// Of `units_total`, those that failed.
+    units_failed: AtomicU64,
     fetched_bytes: AtomicU64,
     fetch_ns: AtomicU64,
     paused: AtomicBool,
     own_address: String,
+    /// Its threads and memory limit, as it registered.
+    threads: u32,
+    memory_limit: u64,
+}
+
+/// What a worker's metrics show (see `crate::metrics`).
+pub(crate) struct Snapshot {
+    pub units_total: u64,
+    pub units_failed: u64,
+    pub running: u32,
+    pub threads: u32,
+    pub paused: bool,
+    pub store: crate::StoreMetrics,
+    pub memory_limit: u64,
+    pub process_bytes: u64,
+    pub fetched_bytes: u64,
+    pub fetch_ns: u64,
+    pub loads: fabric_runtime::LoadStats,
 }
 
 impl Node {
+    /// Its counters now.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            units_total: self.units_total.load(Ordering::Relaxed),
+            units_failed: self.units_failed.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            threads: self.threads,
+            paused: self.paused.load(Ordering::Relaxed),
+            store: self.store.metrics(),
+            memory_limit: self.memory_limit,
+            process_bytes: process_bytes(),
+            fetched_bytes: self.fetched_bytes.load(Ordering::Relaxed),
+            fetch_ns: self.fetch_ns.load(Ordering::Relaxed),
+            loads: self.runtime.load_stats(),
+        }
+    }
+
     fn send(&self, event: v1::worker_event::Event) {
         let _ = self.events.send(v1::WorkerEvent { event: Some(event) });
     }
@@ -999,6 +1058,9 @@ impl Node {
         self.running.fetch_sub(1, Ordering::Relaxed);
         self.unit_done(key, attempt);
         self.units_total.fetch_add(1, Ordering::Relaxed);
+        if matches!(event, v1::worker_event::Event::UnitFailed(_)) {
+            self.units_failed.fetch_add(1, Ordering::Relaxed);
+        }
         self.send(event);
         self.memory_changed();
     }

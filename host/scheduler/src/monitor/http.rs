@@ -312,22 +312,26 @@ async fn events(Extract(app): Extract<App>, headers: HeaderMap) -> Response {
 }
 
 fn frames(monitor: Monitor, who: Principal) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let mut clock = monitor.frames();
-    // The first frame is sent at once: only frames after it wake the loop.
+    let (following, scope, mut clock) = monitor.follow(&who);
+    // The first frame is rendered now; later ones come rendered by the monitor.
     clock.borrow_and_update();
+    let first = monitor.lock().status_json(&who);
     async_stream(move |tx| async move {
+        let _following = following;
+        let mut text = Some(first);
         loop {
-            let text = monitor.lock().status_json(&who);
-            if tx
-                .send(SseEvent::default().event("status").data(&*text))
-                .await
-                .is_err()
+            if let Some(text) = text.take()
+                && tx
+                    .send(SseEvent::default().event("status").data(&*text))
+                    .await
+                    .is_err()
             {
                 return;
             }
             if clock.changed().await.is_err() {
                 return;
             }
+            text = clock.borrow_and_update().get(&scope).cloned();
         }
     })
 }

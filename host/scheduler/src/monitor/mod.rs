@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use fabric_auth::Owner;
+use fabric_auth::{Owner, Principal};
 use fabric_core::{JobId, Plan, TaskIdx, UnitIdx, WorkerId};
 use tokio::sync::{mpsc, watch};
 
@@ -248,13 +248,39 @@ pub(crate) fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
-/// The viewers' end: the folded state and the frame clock.
+/// One frame: the status view of every scope being followed, rendered once.
+pub(crate) type Frame = Arc<rustc_hash::FxHashMap<String, Arc<str>>>;
+
+/// The scopes live viewers follow: scope -> (a principal of it, viewers).
+type Followed = Arc<Mutex<rustc_hash::FxHashMap<String, (Principal, usize)>>>;
+
+/// The viewers' end: the folded state, and the frames the monitor renders for live viewers.
 #[derive(Clone)]
 pub(crate) struct Monitor {
     state: Arc<Mutex<State>>,
-    /// Bumped once a second: viewers render the new frame.
-    frames: watch::Receiver<u64>,
+    /// A new one every second, for the scopes in `followed`.
+    frames: watch::Receiver<Frame>,
+    followed: Followed,
     dropped: Arc<AtomicU64>,
+}
+
+/// A live viewer's place among those the monitor renders frames for; it leaves when
+/// dropped.
+pub(crate) struct Following {
+    followed: Followed,
+    scope: String,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, n)) = followed.get_mut(&self.scope) {
+            *n -= 1;
+            if *n == 0 {
+                followed.remove(&self.scope);
+            }
+        }
+    }
 }
 
 impl Monitor {
@@ -268,23 +294,39 @@ impl Monitor {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// The frame clock.
-    pub fn frames(&self) -> watch::Receiver<u64> {
-        self.frames.clone()
+    /// Frames from now on include `who`'s scope (its key), until the guard is dropped.
+    pub fn follow(&self, who: &Principal) -> (Following, String, watch::Receiver<Frame>) {
+        let scope = state::scope_key(who);
+        self.followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(scope.clone())
+            .or_insert_with(|| (who.clone(), 0))
+            .1 += 1;
+        let guard = Following {
+            followed: self.followed.clone(),
+            scope: scope.clone(),
+        };
+        (guard, scope, self.frames.clone())
     }
 }
 
 /// Starts the monitor on the current runtime: the core's [`Recorder`] and the viewers'
 /// [`Monitor`]; with a `history` writer, what jobs did is kept there too. It stops when
 /// the recorder is dropped.
+///
+/// The state's lock is taken for one batch at a time, and once a second to render the
+/// frame for every followed scope: live viewers never take it (a handler waiting for it
+/// would hold up one of the runtime's threads, which the core needs).
 pub(crate) fn spawn(history: Option<history::HistoryWriter>) -> (Recorder, Monitor) {
     let (tx, mut rx) = mpsc::channel::<Batch>(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     let mut state = State::new(now_ms());
     state.history = history;
     let state = Arc::new(Mutex::new(state));
-    let (frame_tx, frames) = watch::channel(0u64);
-    let fold = state.clone();
+    let (frame_tx, frames) = watch::channel(Frame::default());
+    let followed = Followed::default();
+    let (fold, scopes) = (state.clone(), followed.clone());
     let dropped_by_core = dropped.clone();
     tokio::spawn(async move {
         let mut second = tokio::time::interval(Duration::from_secs(1));
@@ -296,21 +338,29 @@ pub(crate) fn spawn(history: Option<history::HistoryWriter>) -> (Recorder, Monit
                         fold.lock().unwrap_or_else(PoisonError::into_inner).flush_history();
                         break;
                     };
-                    let mut state = fold.lock().unwrap_or_else(PoisonError::into_inner);
-                    state.fold(batch.at_ms, batch.events);
-                    // Whatever else is waiting joins under the same lock.
-                    while let Ok(more) = rx.try_recv() {
-                        state.fold(more.at_ms, more.events);
-                    }
+                    fold.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .fold(batch.at_ms, batch.events);
                 }
                 tick = second.tick() => {
                     // How late the tick came is how busy this runtime is.
                     let lag = tick.elapsed();
                     let dropped = dropped_by_core.load(Ordering::Relaxed);
-                    fold.lock()
+                    let viewers: Vec<Principal> = scopes
+                        .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .new_frame(now_ms(), lag, dropped);
-                    frame_tx.send_modify(|n| *n += 1);
+                        .values()
+                        .map(|(who, _)| who.clone())
+                        .collect();
+                    let frame: rustc_hash::FxHashMap<String, Arc<str>> = {
+                        let mut state = fold.lock().unwrap_or_else(PoisonError::into_inner);
+                        state.new_frame(now_ms(), lag, dropped);
+                        viewers
+                            .iter()
+                            .map(|who| (state::scope_key(who), state.status_json(who)))
+                            .collect()
+                    };
+                    frame_tx.send_replace(Arc::new(frame));
                 }
             }
         }
@@ -324,6 +374,7 @@ pub(crate) fn spawn(history: Option<history::HistoryWriter>) -> (Recorder, Monit
         Monitor {
             state,
             frames,
+            followed,
             dropped,
         },
     )

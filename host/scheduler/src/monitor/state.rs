@@ -1050,7 +1050,7 @@ fn job_record(id: JobId, j: &JobRecord) -> Record {
 }
 
 /// Viewers who see the same: operators all; tenant-admins their tenant; members their own.
-fn scope_key(who: &Principal) -> String {
+pub(crate) fn scope_key(who: &Principal) -> String {
     match who.role {
         fabric_auth::Role::Operator => "*".to_string(),
         fabric_auth::Role::TenantAdmin => format!("{}/*", who.tenant),

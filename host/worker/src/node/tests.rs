@@ -55,10 +55,13 @@ fn harness() -> Harness {
         events,
         running: AtomicU32::new(0),
         units_total: AtomicU64::new(0),
+        units_failed: AtomicU64::new(0),
         fetched_bytes: AtomicU64::new(0),
         fetch_ns: AtomicU64::new(0),
         paused: AtomicBool::new(false),
         own_address: "http://127.0.0.1:1".into(),
+        threads: 2,
+        memory_limit: 1 << 30,
     });
     Harness {
         node,
@@ -284,4 +287,27 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[tokio::test]
+async fn metrics_show_what_the_worker_ran_and_holds() {
+    let h = harness();
+    h.node
+        .units_total
+        .store(5, std::sync::atomic::Ordering::Relaxed);
+    h.node
+        .units_failed
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let text = crate::metrics::encode(&h.node);
+    for line in [
+        r#"fabric_worker_units_total{outcome="ok"} 3"#,
+        r#"fabric_worker_units_total{outcome="error"} 2"#,
+        "fabric_worker_threads 2",
+        "fabric_worker_memory_limit_bytes 1073741824",
+        "fabric_worker_paused 0",
+        r#"fabric_worker_component_loads_total{source="compiled"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }
