@@ -311,6 +311,8 @@ pub struct Cluster {
     scheduler: std::process::Child,
     /// The scheduler's extra arguments, for restarts.
     scheduler_args: Vec<String>,
+    /// The scheduler's extra environment variables, for restarts.
+    scheduler_env: Vec<(String, String)>,
     /// Restarts so far, to name their logs.
     restarts: usize,
     workers: Vec<Option<std::process::Child>>,
@@ -372,14 +374,25 @@ impl Cluster {
 
     /// The same, with extra arguments for the scheduler.
     pub fn start_with(scheduler_args: &[&str], workers: usize, worker_args: &[&str]) -> Cluster {
+        Cluster::start_with_env(scheduler_args, &[], workers, worker_args)
+    }
+
+    /// The same, with extra environment variables for the scheduler.
+    pub fn start_with_env(
+        scheduler_args: &[&str],
+        scheduler_env: &[(&str, &str)],
+        workers: usize,
+        worker_args: &[&str],
+    ) -> Cluster {
         let home = tempfile::tempdir().expect("cannot create a temporary directory");
-        Cluster::start_in(home, scheduler_args, workers, worker_args)
+        Cluster::start_in(home, scheduler_args, scheduler_env, workers, worker_args)
     }
 
     /// The same, with `home` as the cluster's `FABRIC_HOME`.
     fn start_in(
         home: tempfile::TempDir,
         scheduler_args: &[&str],
+        scheduler_env: &[(&str, &str)],
         workers: usize,
         worker_args: &[&str],
     ) -> Cluster {
@@ -395,6 +408,7 @@ impl Cluster {
         args.extend_from_slice(scheduler_args);
         let mut cmd = fabric_command(&args);
         cmd.env("FABRIC_HOME", home.path());
+        cmd.envs(scheduler_env.iter().copied());
         let (scheduler, line) = spawn_announcing(cmd, &logs.path().join("scheduler.log"));
         let url = line
             .rsplit(' ')
@@ -407,6 +421,10 @@ impl Cluster {
             url,
             scheduler,
             scheduler_args: scheduler_args.iter().map(|a| a.to_string()).collect(),
+            scheduler_env: scheduler_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             restarts: 0,
             workers: Vec::new(),
             logs,
@@ -465,6 +483,7 @@ impl Cluster {
             .join(format!("scheduler-{}.log", self.restarts));
         let mut cmd = fabric_command(&args);
         cmd.env("FABRIC_HOME", self.home.path());
+        cmd.envs(self.scheduler_env.iter().map(|(k, v)| (k, v)));
         let (scheduler, line) = spawn_announcing(cmd, &log);
         assert!(
             line.ends_with(&self.url),
@@ -541,7 +560,7 @@ impl Cluster {
             format!("{dir}/ca/ca.pem"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cluster = Cluster::start_in(home, &args, 0, &[]);
+        let mut cluster = Cluster::start_in(home, &args, &[], 0, &[]);
         for _ in 0..workers {
             cluster.add_worker(worker_args);
         }

@@ -463,3 +463,99 @@ fn top_shows_workers_and_the_progress_of_jobs() {
         "a bar with done and erred: {line}"
     );
 }
+
+/// A collector of OTLP spans: (service, span name) of every span exported to it.
+#[derive(Clone, Default)]
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let mut seen = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    seen.push((service.clone(), span.name));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[test]
+fn spans_reach_an_otlp_collector() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let collector = Collector::default();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let env = [
+        ("FABRIC_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut cluster = Cluster::start_with_env(&[], &env, 0, &[]);
+    cluster.add_worker_with_env(&[], &env);
+    let dir = GraphDir::new();
+    let out = cluster.submit(&dir.write_graph(&ten_and_a_failure()), &[]);
+    assert_eq!(out.code, 1, "{out}");
+    let want = [
+        ("fabric-scheduler", "submit"),
+        ("fabric-scheduler", "plan"),
+        ("fabric-worker", "unit"),
+    ];
+    let start = Instant::now();
+    loop {
+        let seen = collector.0.lock().unwrap().clone();
+        let has =
+            |(service, name): (&str, &str)| seen.iter().any(|(s, n)| s == service && n == name);
+        if want.iter().all(|w| has(*w)) {
+            let units = seen
+                .iter()
+                .filter(|(s, n)| s == "fabric-worker" && n == "unit")
+                .count();
+            assert_eq!(units, 11, "one span per unit run");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "spans seen: {seen:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

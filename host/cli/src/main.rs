@@ -8,6 +8,7 @@ mod cluster;
 mod df;
 mod load;
 mod run;
+mod telemetry;
 mod top;
 mod usage;
 
@@ -89,28 +90,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let log = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FABRIC_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        );
-    // FABRIC_LOG_FORMAT=json: one JSON object per line (for log collectors), with the
-    // spans an event happened in (submit, plan, unit, fetch and their fields).
-    match std::env::var("FABRIC_LOG_FORMAT").as_deref() {
-        Ok("json") => log
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-        Ok("" | "text") | Err(_) => log.init(),
-        Ok(other) => {
-            log.init();
-            tracing::warn!(
-                "FABRIC_LOG_FORMAT={other} is not a log format (json or text): using text"
-            );
-        }
-    }
+    let command = std::env::args().nth(1);
+    let telemetry = telemetry::init(command.as_deref());
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
@@ -138,6 +119,8 @@ fn main() -> ExitCode {
         Command::Ca(a) => ca::ca(a),
         Command::Cert(a) => ca::cert(a),
     };
+    // Export the last spans before the process ends.
+    drop(telemetry);
     match result {
         Ok(code) => code,
         Err(e) => {

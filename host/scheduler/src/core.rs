@@ -1741,7 +1741,6 @@ impl Core {
     }
 }
 
-/// Where the dataset `name` of `owner`'s tenant is kept in `Core::datasets`.
 /// A `TaskErrorKind` as metrics and the dashboard name it.
 fn kind_name(kind: i32) -> &'static str {
     use v1::TaskErrorKind as K;
@@ -1760,6 +1759,7 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
+/// Where the dataset `name` of `owner`'s tenant is kept in `Core::datasets`.
 fn dataset_key(owner: &Owner, name: &str) -> (Arc<str>, String) {
     (owner.tenant.clone(), name.to_string())
 }

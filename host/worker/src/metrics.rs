@@ -36,7 +36,7 @@ pub(crate) fn encode(node: &Node) -> String {
     let units = Family::<Outcome, Counter>::default();
     units
         .get_or_create(&Outcome { outcome: "ok" })
-        .inc_by(s.units_total - s.units_failed);
+        .inc_by(s.units_ok);
     units
         .get_or_create(&Outcome { outcome: "error" })
         .inc_by(s.units_failed);

@@ -396,7 +396,7 @@ pub async fn run(
         work: work_tx,
         events,
         running: AtomicU32::new(0),
-        units_total: AtomicU64::new(0),
+        units_ok: AtomicU64::new(0),
         units_failed: AtomicU64::new(0),
         fetched_bytes: AtomicU64::new(0),
         fetch_ns: AtomicU64::new(0),
@@ -583,8 +583,8 @@ pub(crate) struct Node {
     work: crossbeam_channel::Sender<Work>,
     events: mpsc::UnboundedSender<v1::WorkerEvent>,
     running: AtomicU32,
-    units_total: AtomicU64,
-    /// Of `units_total`, those that failed.
+    /// Units run to an end that succeeded, and that failed.
+    units_ok: AtomicU64,
     units_failed: AtomicU64,
     fetched_bytes: AtomicU64,
     fetch_ns: AtomicU64,
@@ -597,7 +597,7 @@ pub(crate) struct Node {
 
 /// What a worker's metrics show (see `crate::metrics`).
 pub(crate) struct Snapshot {
-    pub units_total: u64,
+    pub units_ok: u64,
     pub units_failed: u64,
     pub running: u32,
     pub threads: u32,
@@ -614,7 +614,7 @@ impl Node {
     /// Its counters now.
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
-            units_total: self.units_total.load(Ordering::Relaxed),
+            units_ok: self.units_ok.load(Ordering::Relaxed),
             units_failed: self.units_failed.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
             threads: self.threads,
@@ -762,7 +762,8 @@ impl Node {
             paused,
             fetched_bytes_total: self.fetched_bytes.load(Ordering::Relaxed),
             fetch_ns_total: self.fetch_ns.load(Ordering::Relaxed),
-            units_total: self.units_total.load(Ordering::Relaxed),
+            units_total: self.units_ok.load(Ordering::Relaxed)
+                + self.units_failed.load(Ordering::Relaxed),
         };
         self.events
             .send(v1::WorkerEvent {
@@ -1057,9 +1058,10 @@ impl Node {
         };
         self.running.fetch_sub(1, Ordering::Relaxed);
         self.unit_done(key, attempt);
-        self.units_total.fetch_add(1, Ordering::Relaxed);
         if matches!(event, v1::worker_event::Event::UnitFailed(_)) {
             self.units_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.units_ok.fetch_add(1, Ordering::Relaxed);
         }
         self.send(event);
         self.memory_changed();

@@ -381,12 +381,11 @@ impl ValueStore {
         self.inner.lock().expect("value store mutex poisoned")
     }
 
-    /// The spill file of `tenant`'s value under `key`. Tenant names are directory names
-    /// (see `fabric-auth`).
+    /// The spill file of `tenant`'s value under `key`.
     fn path(&self, key: Key, tenant: &str) -> PathBuf {
         self.dir
             .path()
-            .join(tenant)
+            .join(&*tenant_dir(tenant))
             .join(format!("{}-{}.val", key.0, key.1))
     }
 
@@ -468,6 +467,23 @@ impl fmt::Debug for ValueStore {
             .field("pause_above", &self.pause_above)
             .field("metrics", &self.metrics())
             .finish()
+    }
+}
+
+/// The directory name of `tenant`'s spill files: its name when that is a plain name (as
+/// `fabric-auth` makes them), else its bytes in hex, so that no name from the wire can
+/// climb out of the spill directory.
+fn tenant_dir(tenant: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !tenant.is_empty()
+        && !tenant.starts_with('.')
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if plain {
+        tenant.into()
+    } else {
+        let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x-{hex}").into()
     }
 }
 
@@ -630,6 +646,18 @@ mod tests {
             total - values[1].size_bytes() + Value::U8(7).size_bytes()
         );
         store.sanity_check();
+    }
+
+    #[test]
+    fn tenant_names_never_climb_out_of_the_spill_directory() {
+        assert_eq!(tenant_dir("physics-2"), "physics-2");
+        for hostile in ["..", "../etc", "/abs", "", ".hidden", "a/b"] {
+            let dir = tenant_dir(hostile);
+            assert!(
+                dir.starts_with("x-") && !dir.contains(['/', '.']),
+                "{hostile} -> {dir}"
+            );
+        }
     }
 
     #[test]

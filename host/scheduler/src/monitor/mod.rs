@@ -120,6 +120,9 @@ pub(crate) struct Captured {
     pub stderr: String,
     /// (level, line).
     pub logs: Vec<(&'static str, String)>,
+    /// When the monitor kept it (its order among what it keeps).
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 impl Captured {
@@ -139,31 +142,30 @@ impl Captured {
     }
 }
 
-impl From<fabric_proto::v1::TaskOutput> for Captured {
-    fn from(o: fabric_proto::v1::TaskOutput) -> Captured {
+impl Captured {
+    /// What a task printed and logged, as the wire gives it.
+    fn of(stdout: String, stderr: String, logs: Vec<fabric_proto::v1::LogLine>) -> Captured {
         Captured {
-            stdout: o.stdout,
-            stderr: o.stderr,
-            logs: o
-                .logs
+            stdout,
+            stderr,
+            logs: logs
                 .into_iter()
                 .map(|l| (level_name(l.level), l.message))
                 .collect(),
+            seq: 0,
         }
+    }
+}
+
+impl From<fabric_proto::v1::TaskOutput> for Captured {
+    fn from(o: fabric_proto::v1::TaskOutput) -> Captured {
+        Captured::of(o.stdout, o.stderr, o.logs)
     }
 }
 
 impl From<fabric_proto::v1::TaskError> for Captured {
     fn from(e: fabric_proto::v1::TaskError) -> Captured {
-        Captured {
-            stdout: e.stdout,
-            stderr: e.stderr,
-            logs: e
-                .logs
-                .into_iter()
-                .map(|l| (level_name(l.level), l.message))
-                .collect(),
-        }
+        Captured::of(e.stdout, e.stderr, e.logs)
     }
 }
 

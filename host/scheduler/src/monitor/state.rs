@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabric_auth::{Owner, Principal};
-use fabric_core::{Input, JobId, Plan, TaskIdx, UnitIdx, WorkerId};
+use fabric_core::{JobId, Plan, TaskIdx, UnitIdx, WorkerId};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -33,6 +33,8 @@ const KEEP_UNITS: usize = 4_000_000;
 const STREAM: usize = 100_000;
 /// Bytes of captured task output kept.
 const KEEP_CAPTURED: usize = 64 << 20;
+/// Failed attempts kept per job (the newest).
+const KEEP_FAILURES: usize = 1000;
 /// Marks of the task stream in a status view.
 const STATUS_MARKS: usize = 2000;
 /// Ended jobs whose progress a status view shows (the newest; running jobs always).
@@ -50,6 +52,13 @@ pub(crate) enum Phase {
     Done,
     /// Its last attempt failed (it may run again).
     Failed,
+}
+
+impl UnitRecord {
+    /// Its phase, with the failed task.
+    fn at(&self) -> (Phase, TaskIdx) {
+        (self.phase, self.failed_task)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -163,12 +172,14 @@ impl JobRecord {
         &self.calls[self.plan.graph.tasks[task as usize].func as usize]
     }
 
-    /// Adds `delta` to the `field` count of the call of every step of `unit`.
-    fn count(&mut self, unit: UnitIdx, field: fn(&mut Counts) -> &mut u64, delta: i64) {
+    /// Moves every step of `unit` from the count its task had in phase `from` to the one
+    /// it has in phase `to` (each with the unit's failed task, for `Failed`).
+    fn shift(&mut self, unit: UnitIdx, from: (Phase, TaskIdx), to: (Phase, TaskIdx)) {
         for &t in self.plan.steps(unit) {
-            let func = self.plan.graph.tasks[t as usize].func as usize;
-            let n = field(&mut self.counts[func]);
-            *n = n.saturating_add_signed(delta);
+            let counts = &mut self.counts[self.plan.graph.tasks[t as usize].func as usize];
+            let old = bucket(counts, from, t);
+            *old = old.saturating_sub(1);
+            *bucket(counts, to, t) += 1;
         }
     }
 
@@ -179,6 +190,18 @@ impl JobRecord {
             Some((_, JobEnd::Failed)) => "failed",
             Some((_, JobEnd::Cancelled)) => "cancelled",
         }
+    }
+}
+
+/// The count a step `t` of a unit in `phase` (with its failed task) is in: a failed unit's
+/// failing step is failed, its other steps wait to run again.
+fn bucket(counts: &mut Counts, (phase, failed): (Phase, TaskIdx), t: TaskIdx) -> &mut u64 {
+    match phase {
+        Phase::Waiting => &mut counts.waiting,
+        Phase::Running => &mut counts.running,
+        Phase::Done => &mut counts.done,
+        Phase::Failed if t == failed => &mut counts.failed,
+        Phase::Failed => &mut counts.waiting,
     }
 }
 
@@ -217,8 +240,9 @@ pub(crate) struct State {
     /// Workers gone, newest last (at most 100 kept).
     gone: VecDeque<WorkerId>,
     stream: VecDeque<Mark>,
-    /// Captured outputs in the order they came: (job, task, bytes).
-    captured: VecDeque<(JobId, TaskIdx, usize)>,
+    /// Captured outputs in the order they came: (job, task, their `seq`).
+    captured: VecDeque<(JobId, TaskIdx, u64)>,
+    capture_seq: u64,
     captured_bytes: usize,
     pub metrics: Metrics,
     lag: Duration,
@@ -243,6 +267,7 @@ impl State {
             gone: VecDeque::new(),
             stream: VecDeque::new(),
             captured: VecDeque::new(),
+            capture_seq: 0,
             captured_bytes: 0,
             metrics: Metrics::new(),
             lag: Duration::ZERO,
@@ -321,48 +346,12 @@ impl State {
                 job,
                 end,
                 moved_bytes,
-            } => {
-                let Some(j) = self.jobs.get_mut(&job) else {
-                    return;
-                };
-                if j.end.is_some() {
-                    return;
-                }
-                j.end = Some((at, end));
-                j.moved_bytes = moved_bytes;
-                if let Some(h) = &mut self.history {
-                    h.append(&Record::End {
-                        job: u64::from(job),
-                        state: j.state().into(),
-                        at_ms: at,
-                        moved_bytes,
-                    });
-                    // A job's history is written out when it ends (else once a second).
-                    h.flush();
-                }
-                let outcome = match end {
-                    JobEnd::Succeeded => "succeeded",
-                    JobEnd::Failed => "failed",
-                    JobEnd::Cancelled => "cancelled",
-                };
-                self.metrics
-                    .jobs
-                    .get_or_create(&JobLabels {
-                        tenant: j.tenant().to_string(),
-                        outcome,
-                    })
-                    .inc();
-                self.ended.push_back(job);
-                self.evict();
-            }
+            } => self.end_job(job, at, end, moved_bytes),
             Event::JobReleased { job } => {
+                // Let go while it ran: cancelled.
+                self.end_job(job, at, JobEnd::Cancelled, 0);
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.released = true;
-                    if j.end.is_none() {
-                        j.end = Some((at, JobEnd::Cancelled));
-                        self.ended.push_back(job);
-                        self.evict();
-                    }
                 }
             }
             Event::Sent {
@@ -375,33 +364,23 @@ impl State {
                     return;
                 };
                 let before = j.units[unit as usize];
-                // When its inputs were ready: the last of their ends, or the submission.
-                let mut ready = j.submitted_ms as f64;
+                // When it could run: its inputs' ends, the submission, or its own last end
+                // (a retry, a value lost with its worker).
+                let mut ready = (j.submitted_ms as f64).max(before.end_ms);
                 for &d in j.plan.deps(unit) {
                     ready = ready.max(j.units[d as usize].end_ms);
                 }
-                for input in j.plan.unit_inputs(unit) {
-                    if let Input::External(_) = input {
-                        ready = ready.max(j.submitted_ms as f64);
+                j.shift(unit, before.at(), (Phase::Running, 0));
+                // Its last attempt's output is not this one's.
+                let mut freed = 0;
+                for &t in j.plan.steps(unit) {
+                    if let Some(old) = j.captured.remove(&t) {
+                        freed += old.size();
                     }
                 }
-                match before.phase {
-                    Phase::Waiting => j.count(unit, |c| &mut c.waiting, -1),
-                    Phase::Running => j.count(unit, |c| &mut c.running, -1),
-                    Phase::Failed => {
-                        let func = j.plan.graph.tasks[before.failed_task as usize].func;
-                        let c = &mut j.counts[func as usize];
-                        c.failed = c.failed.saturating_sub(1);
-                    }
-                    Phase::Done => j.count(unit, |c| &mut c.done, -1),
-                }
-                j.count(unit, |c| &mut c.running, 1);
-                if before.phase == Phase::Running {
-                    // Sent again without an end: its worker was lost.
-                    self.release_thread(before.worker);
-                }
-                let j = self.jobs.get_mut(&job).expect("found above");
-                if attempt > 0 {
+                // A retry (after a failure, or a worker lost while it ran), not a first
+                // run or a stopped one's.
+                if matches!(before.phase, Phase::Failed | Phase::Running) {
                     j.meters.retries.inc();
                 }
                 j.meters.queue_wait.observe(((at - ready) / 1e3).max(0.0));
@@ -414,6 +393,11 @@ impl State {
                     sent_ms: at,
                     ..*u
                 };
+                self.captured_bytes -= freed;
+                if before.phase == Phase::Running {
+                    // Sent again without an end: its worker was lost.
+                    self.release_thread(before.worker);
+                }
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.running += 1;
                 }
@@ -433,8 +417,7 @@ impl State {
                 if before.phase != Phase::Running {
                     return;
                 }
-                j.count(unit, |c| &mut c.running, -1);
-                j.count(unit, |c| &mut c.done, 1);
+                j.shift(unit, before.at(), (Phase::Done, 0));
                 for &t in j.plan.steps(unit) {
                     j.meters.ok[j.plan.graph.tasks[t as usize].func as usize].inc();
                 }
@@ -474,23 +457,14 @@ impl State {
                 if before.phase != Phase::Running {
                     return;
                 }
-                j.count(unit, |c| &mut c.running, -1);
+                j.shift(unit, before.at(), (Phase::Failed, task));
                 let func = j.plan.graph.tasks[task as usize].func as usize;
-                j.counts[func].failed += 1;
-                // The steps before the failing one are counted waiting again.
-                for &t in j.plan.steps(unit) {
-                    if t == task {
-                        break;
-                    }
-                    let f = j.plan.graph.tasks[t as usize].func as usize;
-                    j.counts[f].waiting += 1;
-                }
                 let call = j.call_of(task).clone();
-                let worker_name = self
-                    .workers
-                    .get(&worker)
-                    .map_or_else(|| Arc::from(""), |w| w.name.clone());
+                let worker_name = self.worker_name(worker);
                 let j = self.jobs.get_mut(&job).expect("found above");
+                if j.failures.len() == KEEP_FAILURES {
+                    j.failures.remove(0);
+                }
                 j.failures.push(FailureView {
                     task: j.plan.graph.ids[task as usize].clone(),
                     call: call.clone(),
@@ -533,8 +507,7 @@ impl State {
                 let before = j.units[unit as usize];
                 if before.phase == Phase::Running {
                     // Stopped, not failed: it waits to run again.
-                    j.count(unit, |c| &mut c.running, -1);
-                    j.count(unit, |c| &mut c.waiting, 1);
+                    j.shift(unit, before.at(), (Phase::Waiting, 0));
                     j.units[unit as usize].phase = Phase::Waiting;
                     self.release_thread(before.worker);
                 }
@@ -599,6 +572,48 @@ impl State {
                 self.update_worker_gauges();
             }
         }
+    }
+
+    /// Job `job` ended (once): its units sent and never reported wait no more on their
+    /// workers, and the history and metrics say how it ended.
+    fn end_job(&mut self, job: JobId, at: f64, end: JobEnd, moved_bytes: u64) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.end.is_some() {
+            return;
+        }
+        j.end = Some((at, end));
+        j.moved_bytes = moved_bytes;
+        let mut freed = Vec::new();
+        for unit in 0..j.units.len() as UnitIdx {
+            let u = j.units[unit as usize];
+            if u.phase == Phase::Running {
+                j.shift(unit, u.at(), (Phase::Waiting, 0));
+                j.units[unit as usize].phase = Phase::Waiting;
+                freed.push(u.worker);
+            }
+        }
+        if let Some(h) = &mut self.history {
+            h.append(&Record::End {
+                job: u64::from(job),
+                state: j.state().into(),
+                at_ms: at,
+                moved_bytes,
+            });
+            // A job's history is written out when it ends (else once a second).
+            h.flush();
+        }
+        let labels = JobLabels {
+            tenant: j.tenant().to_string(),
+            outcome: j.state(),
+        };
+        self.metrics.jobs.get_or_create(&labels).inc();
+        for worker in freed {
+            self.release_thread(worker);
+        }
+        self.ended.push_back(job);
+        self.evict();
     }
 
     /// Writes unit `unit` of `job` (just ended; `error`: how it failed) to the history.
@@ -693,27 +708,39 @@ impl State {
         });
     }
 
-    fn capture(&mut self, job: JobId, task: TaskIdx, output: Captured) {
+    fn capture(&mut self, job: JobId, task: TaskIdx, mut output: Captured) {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
+        self.capture_seq += 1;
+        output.seq = self.capture_seq;
         let size = output.size();
         if let Some(old) = j.captured.insert(task, output) {
             self.captured_bytes -= old.size();
         }
         self.captured_bytes += size;
-        self.captured.push_back((job, task, size));
+        self.captured.push_back((job, task, self.capture_seq));
         while self.captured_bytes > KEEP_CAPTURED {
-            let Some((job, task, _)) = self.captured.pop_front() else {
+            let Some((job, task, seq)) = self.captured.pop_front() else {
                 break;
             };
-            if let Some(old) = self
-                .jobs
-                .get_mut(&job)
-                .and_then(|j| j.captured.remove(&task))
+            // Only the output this entry was made for (not a later attempt's).
+            if let Some(j) = self.jobs.get_mut(&job)
+                && j.captured.get(&task).is_some_and(|c| c.seq == seq)
+                && let Some(old) = j.captured.remove(&task)
             {
                 self.captured_bytes -= old.size();
             }
+        }
+        // Entries of outputs gone (replaced, or their job let go) are dropped now and then.
+        let live: usize = self.jobs.values().map(|j| j.captured.len()).sum();
+        if self.captured.len() > 2 * live + 1024 {
+            let jobs = &self.jobs;
+            self.captured.retain(|(job, task, seq)| {
+                jobs.get(job)
+                    .and_then(|j| j.captured.get(task))
+                    .is_some_and(|c| c.seq == *seq)
+            });
         }
     }
 
@@ -1049,13 +1076,10 @@ fn job_record(id: JobId, j: &JobRecord) -> Record {
     }
 }
 
-/// Viewers who see the same: operators all; tenant-admins their tenant; members their own.
+/// Viewers whose frames are rendered once for all of them: one principal's connections.
+/// (The view names its viewer, so each principal has its own.)
 pub(crate) fn scope_key(who: &Principal) -> String {
-    match who.role {
-        fabric_auth::Role::Operator => "*".to_string(),
-        fabric_auth::Role::TenantAdmin => format!("{}/*", who.tenant),
-        _ => format!("{}/{}", who.tenant, who.name),
-    }
+    format!("{}/{}/{}", who.tenant, who.name, who.role)
 }
 
 /// `GET /api/v1/status`: what the dashboard's status page shows.
@@ -1405,6 +1429,88 @@ mod tests {
             .unwrap();
         assert_eq!((fail.counts.failed, fail.counts.running), (0, 1));
         assert_eq!(state.task(7, "bad", &operator).unwrap().attempts, 2);
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains(r#"fabric_retries_total{tenant="a"} 1"#)
+        );
+    }
+
+    #[test]
+    fn a_fused_unit_that_fails_and_runs_again_keeps_its_counts_whole() {
+        let inc = FuncType {
+            params: vec![(Arc::from("x"), Type::S64)],
+            result: Some(Type::S64),
+        };
+        let exports = BTreeMap::from([("inc".to_string(), inc.clone()), ("fail".into(), inc)]);
+        let catalog = Catalog::from([("m".to_string(), Ok(ComponentInfo { exports }))]);
+        let doc = r#"{"components": {"m": "m.wasm"}, "tasks": {
+            "a": {"call": "m/inc", "args": [1]},
+            "b": {"call": "m/fail", "args": [{"ref": "a"}]},
+            "c": {"call": "m/inc", "args": [{"ref": "b"}]}}, "outputs": ["c"]}"#;
+        let plan = fabric_core::build_json(
+            doc,
+            &catalog,
+            &Datasets::new(),
+            PlanConfig { fuse: true },
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(plan.len(), 1, "one unit of three steps");
+        let b = plan.graph.ids.iter().position(|i| &**i == "b").unwrap() as TaskIdx;
+        let mut state = with_worker();
+        let sent = |attempt| Event::Sent {
+            job: 1,
+            unit: 0,
+            worker: 0,
+            attempt,
+        };
+        state.fold(
+            1_000.0,
+            vec![
+                Event::JobSubmitted {
+                    job: 1,
+                    owner: owner("a", "alice"),
+                    plan: Arc::new(plan),
+                    submitted_ms: 1_000,
+                },
+                sent(0),
+                Event::Failed {
+                    job: 1,
+                    unit: 0,
+                    worker: 0,
+                    task: b,
+                    kind: "guest-error",
+                    message: "no".into(),
+                    output: Captured::default(),
+                },
+            ],
+        );
+        let counts = |state: &State| {
+            let j = &state.jobs[&1];
+            let by = |call: &str| j.counts[j.calls.iter().position(|c| &**c == call).unwrap()];
+            let (inc, fail) = (by("m/inc"), by("m/fail"));
+            (
+                (inc.waiting, inc.running, inc.done, inc.failed),
+                (fail.waiting, fail.running, fail.done, fail.failed),
+            )
+        };
+        assert_eq!(counts(&state), ((2, 0, 0, 0), (0, 0, 0, 1)));
+        state.fold(2_000.0, vec![sent(1)]);
+        assert_eq!(counts(&state), ((0, 2, 0, 0), (0, 1, 0, 0)));
+        assert_eq!(state.workers[&0].running, 1);
+        // Cancelled while it ran: nothing stays running, and its thread is free.
+        state.fold(
+            3_000.0,
+            vec![Event::JobEnded {
+                job: 1,
+                end: JobEnd::Cancelled,
+                moved_bytes: 0,
+            }],
+        );
+        assert_eq!(counts(&state), ((2, 0, 0, 0), (1, 0, 0, 0)));
+        assert_eq!(state.workers[&0].running, 0);
         assert!(
             state
                 .metrics

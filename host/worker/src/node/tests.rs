@@ -54,7 +54,7 @@ fn harness() -> Harness {
         work,
         events,
         running: AtomicU32::new(0),
-        units_total: AtomicU64::new(0),
+        units_ok: AtomicU64::new(0),
         units_failed: AtomicU64::new(0),
         fetched_bytes: AtomicU64::new(0),
         fetch_ns: AtomicU64::new(0),
@@ -293,8 +293,8 @@ proptest! {
 async fn metrics_show_what_the_worker_ran_and_holds() {
     let h = harness();
     h.node
-        .units_total
-        .store(5, std::sync::atomic::Ordering::Relaxed);
+        .units_ok
+        .store(3, std::sync::atomic::Ordering::Relaxed);
     h.node
         .units_failed
         .store(2, std::sync::atomic::Ordering::Relaxed);
