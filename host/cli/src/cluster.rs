@@ -743,20 +743,9 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             );
         }
         if !status.tenants.is_empty() {
-            println!(
-                "\n{:<12} {:>6} {:<9} {:>7} {:>8} {:>8}",
-                "TENANT", "WEIGHT", "TIER", "SHARE", "RUNNING", "WAITING"
-            );
-            for t in &status.tenants {
-                println!(
-                    "{:<12} {:>6} {:<9} {:>6.1}% {:>8} {:>8}",
-                    t.tenant,
-                    t.weight,
-                    t.tier,
-                    t.share * 100.0,
-                    t.running,
-                    t.pending
-                );
+            println!();
+            for line in tenant_lines(&status.tenants) {
+                println!("{line}");
             }
         }
         println!(
@@ -818,98 +807,122 @@ fn task_json(a: &TaskArgs, r: &fabric_client::TaskReport) -> serde_json::Value {
     })
 }
 
-/// Prints what a task printed (its stdout to ours, its stderr and log lines to our stderr)
-/// and its failed attempts.
-pub fn logs(a: TaskArgs) -> Result<ExitCode> {
+/// The table of tenants' places in the fair share (`fabric status`, `fabric top`): a
+/// header line, then one line per tenant.
+pub(crate) fn tenant_lines(tenants: &[fabric_client::TenantStatus]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<12} {:>6} {:<9} {:>7} {:>8} {:>8}",
+        "TENANT", "WEIGHT", "TIER", "SHARE", "RUNNING", "WAITING"
+    )];
+    lines.extend(tenants.iter().map(|t| {
+        format!(
+            "{:<12} {:>6} {:<9} {:>6.1}% {:>8} {:>8}",
+            t.tenant,
+            t.weight,
+            t.tier,
+            t.share * 100.0,
+            t.running,
+            t.pending
+        )
+    }));
+    lines
+}
+
+/// The task `a` names, from the scheduler; `None` once printed as JSON (`--json`).
+fn described(a: &TaskArgs) -> Result<Option<fabric_client::TaskReport>> {
     tokio()?.block_on(async {
         let client = a.scheduler.connect().await?;
         let r = client.describe_task(a.job, &a.task).await?;
         if a.json {
-            println!("{}", task_json(&a, &r));
-            return Ok(ExitCode::SUCCESS);
+            println!("{}", task_json(a, &r));
+            return Ok(None);
         }
-        let mut out = std::io::stdout().lock();
-        if !r.stdout.is_empty() {
-            out.write_all(r.stdout.as_bytes())?;
-            if !r.stdout.ends_with('\n') {
-                writeln!(out)?;
-            }
-        }
-        if !r.stderr.is_empty() {
-            eprint!("{}", r.stderr);
-            if !r.stderr.ends_with('\n') {
-                eprintln!();
-            }
-        }
-        for (level, line) in &r.logs {
-            eprintln!("[{level}] {line}");
-        }
-        for f in &r.failures {
-            eprintln!(
-                "attempt {} on {} failed ({}): {}",
-                f.attempt, f.worker, f.kind, f.message
-            );
-        }
-        let silent = r.stdout.is_empty() && r.stderr.is_empty() && r.logs.is_empty();
-        if silent && r.failures.is_empty() {
-            let pending = matches!(
-                r.state.as_str(),
-                "waiting" | "ready" | "queued" | "running" | "backoff"
-            );
-            eprintln!(
-                "task `{}` of job {} ({}) printed and logged nothing{}",
-                a.task,
-                a.job,
-                r.state,
-                if pending { " so far" } else { "" }
-            );
-        }
-        Ok(ExitCode::SUCCESS)
+        Ok(Some(r))
     })
+}
+
+/// Prints what a task printed (its stdout to ours, its stderr and log lines to our stderr)
+/// and its failed attempts.
+pub fn logs(a: TaskArgs) -> Result<ExitCode> {
+    let Some(r) = described(&a)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut out = std::io::stdout().lock();
+    if !r.stdout.is_empty() {
+        out.write_all(r.stdout.as_bytes())?;
+        if !r.stdout.ends_with('\n') {
+            writeln!(out)?;
+        }
+    }
+    if !r.stderr.is_empty() {
+        eprint!("{}", r.stderr);
+        if !r.stderr.ends_with('\n') {
+            eprintln!();
+        }
+    }
+    for (level, line) in &r.logs {
+        eprintln!("[{level}] {line}");
+    }
+    for f in &r.failures {
+        eprintln!(
+            "attempt {} on {} failed ({}): {}",
+            f.attempt, f.worker, f.kind, f.message
+        );
+    }
+    let silent = r.stdout.is_empty() && r.stderr.is_empty() && r.logs.is_empty();
+    if silent && r.failures.is_empty() {
+        let pending = matches!(
+            r.state.as_str(),
+            "waiting" | "ready" | "queued" | "running" | "backoff"
+        );
+        eprintln!(
+            "task `{}` of job {} ({}) printed and logged nothing{}",
+            a.task,
+            a.job,
+            r.state,
+            if pending { " so far" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Says where a task is and why it does not run.
 pub fn explain(a: TaskArgs) -> Result<ExitCode> {
-    tokio()?.block_on(async {
-        let client = a.scheduler.connect().await?;
-        let r = client.describe_task(a.job, &a.task).await?;
-        if a.json {
-            println!("{}", task_json(&a, &r));
-            return Ok(ExitCode::SUCCESS);
-        }
-        let mut line = format!(
-            "task `{}` of job {} ({}): {}",
-            a.task, a.job, r.call, r.state
+    let Some(r) = described(&a)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut line = format!(
+        "task `{}` of job {} ({}): {}",
+        a.task, a.job, r.call, r.state
+    );
+    if let Some(worker) = &r.worker {
+        let at = if r.state == "queued" {
+            "queued at"
+        } else {
+            "on"
+        };
+        line.push_str(&format!(" {at} {worker}"));
+    }
+    if r.attempts > 1 {
+        line.push_str(&format!(", attempt {}", r.attempts));
+    }
+    println!("{line}");
+    for reason in &r.reasons {
+        println!("  - {reason}");
+    }
+    if !r.waiting_for.is_empty() {
+        println!("  waiting for: {}", r.waiting_for.join(", "));
+    }
+    if let Some(f) = r.failures.last() {
+        println!(
+            "  last failure (attempt {}, {}): {}",
+            f.attempt, f.kind, f.message
         );
-        if let Some(worker) = &r.worker {
-            let at = if r.state == "queued" {
-                "queued at"
-            } else {
-                "on"
-            };
-            line.push_str(&format!(" {at} {worker}"));
-        }
-        if r.attempts > 1 {
-            line.push_str(&format!(", attempt {}", r.attempts));
-        }
-        println!("{line}");
-        for reason in &r.reasons {
-            println!("  - {reason}");
-        }
-        if !r.waiting_for.is_empty() {
-            println!("  waiting for: {}", r.waiting_for.join(", "));
-        }
-        if let Some(f) = r.failures.last() {
-            println!(
-                "  last failure (attempt {}, {}): {}",
-                f.attempt, f.kind, f.message
-            );
-        }
-        if !r.fused_with.is_empty() {
-            println!("  runs in one unit with: {}", r.fused_with.join(", "));
-        }
-        Ok(ExitCode::SUCCESS)
-    })
+    }
+    if !r.fused_with.is_empty() {
+        println!("  runs in one unit with: {}", r.fused_with.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `fabric report`.

@@ -168,21 +168,7 @@ fn render(url: &str, s: &ClusterStatus, rate: Option<f64>, width: usize) -> Stri
     }
     if !s.tenants.is_empty() {
         lines.push(String::new());
-        lines.push(format!(
-            "{:<12} {:>6} {:<9} {:>7} {:>8} {:>8}",
-            "TENANT", "WEIGHT", "TIER", "SHARE", "RUNNING", "WAITING"
-        ));
-        for t in &s.tenants {
-            lines.push(format!(
-                "{:<12} {:>6} {:<9} {:>6.1}% {:>8} {:>8}",
-                t.tenant,
-                t.weight,
-                t.tier,
-                t.share * 100.0,
-                t.running,
-                t.pending
-            ));
-        }
+        lines.extend(crate::cluster::tenant_lines(&s.tenants));
     }
     let mut screen = String::new();
     for line in lines {

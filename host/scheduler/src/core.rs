@@ -248,9 +248,7 @@ pub(crate) fn spawn(
         runtime: tokio::runtime::Handle::current(),
         core: tx.downgrade(),
     };
-    let dashboard = config.dashboard.clone();
     let mut core = Core::new(config, timers, recorder);
-    core.dashboard = dashboard;
     core.journal = journal;
     core.audit = audit;
     core.ended_usage = past_usage;
@@ -427,8 +425,6 @@ pub(crate) struct Core {
     forget: Vec<u64>,
     /// What the monitor (dashboard, metrics) learns of each batch.
     recorder: Recorder,
-    /// Where the dashboard is served, for `fabric status` (empty: nowhere).
-    dashboard: String,
 }
 
 impl Core {
@@ -459,7 +455,6 @@ impl Core {
             audit: Arc::new(Audit::none()),
             forget: Vec::new(),
             recorder,
-            dashboard: String::new(),
         }
     }
 
@@ -1650,7 +1645,7 @@ impl Core {
             workers,
             jobs,
             tenants,
-            dashboard: self.dashboard.clone(),
+            dashboard: self.config.dashboard.clone(),
         }
     }
 

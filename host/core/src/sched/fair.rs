@@ -380,12 +380,7 @@ impl Fair {
 
     /// Whether tenant `t` may start one more unit asking for `demand`.
     pub(super) fn within_quota(&self, t: TenantId, demand: &Demand) -> bool {
-        let tenant = &self.tenants[t as usize];
-        tenant.held[0] < tenant.limit[0]
-            && demand.iter().all(|&(r, n)| {
-                let d = r as usize + 1;
-                tenant.held[d] + u64::from(n) <= tenant.limit[d]
-            })
+        self.quota_reached(t, demand).is_none()
     }
 
     /// The running quota that stops tenant `t` from starting one more unit asking for

@@ -84,6 +84,17 @@ pub(crate) struct Counts {
     pub failed: u64,
 }
 
+impl Counts {
+    /// Adds `other`'s counts to these.
+    fn add(&mut self, other: &Counts) {
+        self.total += other.total;
+        self.waiting += other.waiting;
+        self.running += other.running;
+        self.done += other.done;
+        self.failed += other.failed;
+    }
+}
+
 /// A failed attempt, as viewers see it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct FailureView {
@@ -780,12 +791,7 @@ impl State {
         self.flush_history();
         let mut totals = Counts::default();
         for j in self.jobs.values().filter(|j| j.end.is_none()) {
-            for c in &j.counts {
-                totals.waiting += c.waiting;
-                totals.running += c.running;
-                totals.done += c.done;
-                totals.failed += c.failed;
-            }
+            j.counts.iter().for_each(|c| totals.add(c));
         }
         for (state, n) in [
             ("waiting", totals.waiting),
@@ -857,13 +863,7 @@ impl State {
                 });
             }
             if j.end.is_none() {
-                for c in &j.counts {
-                    tasks.total += c.total;
-                    tasks.waiting += c.waiting;
-                    tasks.running += c.running;
-                    tasks.done += c.done;
-                    tasks.failed += c.failed;
-                }
+                j.counts.iter().for_each(|c| tasks.add(c));
             }
         }
         let stream = self
