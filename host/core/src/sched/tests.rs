@@ -573,6 +573,7 @@ proptest! {
         let mut paused = [false; 64];
         let mut missing = 0;
         let mut toggles = 0;
+        let mut ticks = 0;
         while !jobs.iter().all(|&j| s.job_settled(j)) {
             let e = events[step % events.len()];
             step += 1;
@@ -613,7 +614,11 @@ proptest! {
                     let (j, u, _) = comm.retries.pop_front().unwrap();
                     s.on_retry_due(j, u, &mut comm);
                 }
-                6 | 7 if preempting => s.on_clock(step as f64 * 1e3, &mut comm),
+                // Bounded: a schedule of nothing but clock ticks never ends.
+                6 | 7 if preempting && ticks < 256 => {
+                    ticks += 1;
+                    s.on_clock(step as f64 * 1e3, &mut comm);
+                }
                 _ => {
                     // Back-offs end.
                     while comm.computes.is_empty() && let Some((j, u, _)) = comm.retries.pop_front() {
