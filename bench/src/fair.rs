@@ -36,6 +36,12 @@ impl Comm for Recorder {
     fn retry_after(&mut self, _: JobId, _: UnitIdx, _: f64) {
         unreachable!("no unit fails here")
     }
+    fn replicate(&mut self, _: WorkerId, _: WorkerId, _: JobId, _: UnitIdx) {
+        unreachable!("no worker retires here")
+    }
+    fn retired(&mut self, _: WorkerId, _: u32) {
+        unreachable!("no worker retires here")
+    }
 }
 
 /// The plan of `n` independent tasks, every one an output.

@@ -483,4 +483,6 @@ impl Comm for NullComm {
     fn release(&mut self, _: WorkerId, _: JobId, _: UnitIdx) {}
     fn job_finished(&mut self, _: JobId) {}
     fn retry_after(&mut self, _: JobId, _: UnitIdx, _: f64) {}
+    fn replicate(&mut self, _: WorkerId, _: WorkerId, _: JobId, _: UnitIdx) {}
+    fn retired(&mut self, _: WorkerId, _: u32) {}
 }

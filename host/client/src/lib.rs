@@ -771,6 +771,20 @@ impl Client {
         Ok(ClusterStatus::try_from(status)?)
     }
 
+    /// Retires workers gracefully (operators only), named as `status` shows them (name
+    /// or data address): they take no new work, finish what they run and hand the values
+    /// only they hold to other workers, then exit. Returns their names.
+    pub async fn retire_workers(&self, workers: &[String]) -> Result<Vec<String>, ClientError> {
+        let answer = self
+            .rpc()
+            .retire_workers(v1::RetireWorkersRequest {
+                workers: workers.to_vec(),
+            })
+            .await?
+            .into_inner();
+        Ok(answer.retiring)
+    }
+
     /// What the jobs this client may see used (a member's own, a tenant-admin's tenant's,
     /// an operator's all; of `tenant` only, if given): those held, and those let go since
     /// `since_ms` (ms since the Unix epoch; 0: all the scheduler kept), by job id.

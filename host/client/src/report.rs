@@ -163,6 +163,8 @@ pub struct WorkerStatus {
     pub assigned_units: u32,
     /// Time since its last heartbeat.
     pub since_heartbeat: Duration,
+    /// Whether it is retiring (it takes no new work and hands its values over).
+    pub retiring: bool,
 }
 
 /// One job.
@@ -204,6 +206,7 @@ impl TryFrom<v1::ClusterStatusResponse> for ClusterStatus {
                     paused: m.paused,
                     assigned_units: w.assigned_units,
                     since_heartbeat: Duration::from_millis(w.since_heartbeat_ms),
+                    retiring: w.retiring,
                 })
             })
             .collect::<Result<_, ProtoError>>()?;

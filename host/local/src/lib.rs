@@ -558,6 +558,14 @@ impl Comm for LocalComm {
         let at = Instant::now() + Duration::from_secs_f64(delay_us / 1e6);
         self.retries.push((at, job, unit));
     }
+
+    fn replicate(&mut self, _: WorkerId, _: WorkerId, _: JobId, _: UnitIdx) {
+        unreachable!("local workers share one store and never retire")
+    }
+
+    fn retired(&mut self, _: WorkerId, _: u32) {
+        unreachable!("local workers never retire")
+    }
 }
 
 #[cfg(test)]

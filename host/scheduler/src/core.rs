@@ -112,6 +112,12 @@ pub(crate) enum Command {
         who: Principal,
         reply: oneshot::Sender<v1::ClusterStatusResponse>,
     },
+    /// Retire the workers of these names or data addresses (all, or none when one is
+    /// unknown); answers with their names.
+    Retire {
+        names: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<String>, Status>>,
+    },
     /// Where task `task` of job `job` is and why it does not run: `None` when the core
     /// holds no such job that `who` may see (it may have let it go), `Some(None)` when
     /// the job has no such task.
@@ -373,6 +379,10 @@ struct Outgoing {
     touched: FxHashSet<JobId>,
     /// Units backing off, with how long (microseconds).
     retries: Vec<(JobId, UnitIdx, f64)>,
+    /// Values to copy off retiring workers: (to, from, job, unit).
+    copies: Vec<(WorkerId, WorkerId, JobId, UnitIdx)>,
+    /// Retiring workers that may go now, with their homeless values.
+    retired: Vec<(WorkerId, u32)>,
 }
 
 impl Comm for Outgoing {
@@ -397,6 +407,14 @@ impl Comm for Outgoing {
     fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, attempt: u32) {
         self.preempts.push((worker, job, unit, attempt));
         self.touched.insert(job);
+    }
+
+    fn replicate(&mut self, to: WorkerId, from: WorkerId, job: JobId, unit: UnitIdx) {
+        self.copies.push((to, from, job, unit));
+    }
+
+    fn retired(&mut self, worker: WorkerId, homeless: u32) {
+        self.retired.push((worker, homeless));
     }
 }
 
@@ -562,6 +580,9 @@ impl Core {
             }
             Command::Status { who, reply } => {
                 let _ = reply.send(self.status(&who));
+            }
+            Command::Retire { names, reply } => {
+                let _ = reply.send(self.retire(&names));
             }
             Command::Explain {
                 who,
@@ -809,6 +830,30 @@ impl Core {
         self.out.touched.extend(self.jobs.keys().copied());
     }
 
+    /// Retires the workers named (by name or data address), or none when one is unknown.
+    fn retire(&mut self, names: &[String]) -> Result<Vec<String>, Status> {
+        let mut ids = Vec::new();
+        for name in names {
+            let found = self
+                .workers
+                .iter()
+                .find(|(_, w)| w.spec.name == *name || *w.data_address == **name);
+            match found {
+                Some((&id, w)) => ids.push((id, w.spec.name.clone())),
+                None => {
+                    return Err(Status::not_found(format!(
+                        "no worker `{name}` (`fabric status` lists them by name and address)"
+                    )));
+                }
+            }
+        }
+        for (id, name) in &ids {
+            tracing::info!(worker = id, name, "worker retiring: asked by an operator");
+            self.sched.on_worker_retiring(*id, &mut self.out);
+        }
+        Ok(ids.into_iter().map(|(_, name)| name).collect())
+    }
+
     fn check_heartbeats(&mut self) {
         let now = Instant::now();
         let silent: Vec<u64> = self
@@ -981,6 +1026,25 @@ impl Core {
                     .on_unit_failed(id, job, unit, failure, &mut self.out);
             }
             Event::ValuesReleased(_) => {}
+            Event::Retire(r) => {
+                let name = self.workers.get(&id).map_or("", |w| w.spec.name.as_str());
+                tracing::info!(worker = id, name, "worker retiring: {}", r.reason);
+                self.sched.on_worker_retiring(id, &mut self.out);
+            }
+            Event::ValueCopied(c) => {
+                let (job, unit) = required_key(c.key.as_ref(), "ValueCopied", "key")?;
+                if !c.ok {
+                    tracing::warn!(
+                        job,
+                        unit,
+                        worker = id,
+                        "a retiring worker's value could not be copied: {}",
+                        c.error
+                    );
+                }
+                self.sched
+                    .on_value_copied(id, job, unit, c.ok, &mut self.out);
+            }
             Event::MissingInput(m) => {
                 let (job, unit) = required_key(m.key.as_ref(), "MissingInput", "key")?;
                 let (input_job, input) = required_key(m.input.as_ref(), "MissingInput", "input")?;
@@ -1456,6 +1520,37 @@ impl Core {
                 })),
             });
         }
+        for (to, from, job, unit) in out.copies {
+            let key = v1::ValueKey::new(job, unit);
+            let tenant = self
+                .jobs
+                .get(&job)
+                .map(|e| e.start.tenant.clone())
+                .unwrap_or_default();
+            let requester = self.workers.get(&to).map_or("", |w| &*w.requester);
+            let capability = self.config.capabilities.sign(key, &tenant, requester);
+            let holders = self
+                .workers
+                .get(&from)
+                .map(|w| vec![w.data_address.to_string()])
+                .unwrap_or_default();
+            batches.entry(to).or_default().push(v1::SchedulerEvent {
+                event: Some(Event::Acquire(v1::Acquire {
+                    key: Some(key),
+                    nbytes: self.sched.nbytes(job, unit),
+                    holders,
+                    capability,
+                    tenant,
+                })),
+            });
+        }
+        for (w, homeless) in out.retired {
+            let name = self.workers.get(&w).map_or("", |w| w.spec.name.as_str());
+            tracing::info!(worker = w, name, homeless, "worker retired");
+            batches.entry(w).or_default().push(v1::SchedulerEvent {
+                event: Some(Event::Retired(v1::Retired { homeless })),
+            });
+        }
         for (w, job, unit) in out.computes {
             let (Some(plan), Some(entry)) = (self.sched.plan(job), self.jobs.get(&job)) else {
                 continue;
@@ -1600,6 +1695,7 @@ impl Core {
                     metrics: Some(w.metrics),
                     assigned_units: running + queued as u32,
                     since_heartbeat_ms: now.duration_since(w.last_seen).as_millis() as u64,
+                    retiring: self.sched.is_retiring(id),
                 }
             })
             .collect();

@@ -592,6 +592,39 @@ impl SchedulerRpc for Service {
         ))
     }
 
+    async fn retire_workers(
+        &self,
+        request: Request<v1::RetireWorkersRequest>,
+    ) -> Result<Response<v1::RetireWorkersResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let peer = request.remote_addr();
+        let names = request.into_inner().workers;
+        let target = format!("workers {}", names.join(", "));
+        if who.role != Role::Operator {
+            self.authority.record(
+                peer,
+                &who,
+                "worker.retire",
+                "denied",
+                &target,
+                "not an operator",
+            );
+            return Err(Status::permission_denied(format!(
+                "only an operator may retire workers (this token is a {}'s)",
+                who.role
+            )));
+        }
+        if names.is_empty() {
+            return Err(Status::invalid_argument(
+                "name at least one worker to retire",
+            ));
+        }
+        let retiring = self.ask(|reply| Command::Retire { names, reply }).await??;
+        self.authority
+            .record(peer, &who, "worker.retire", "ok", &target, "");
+        Ok(Response::new(v1::RetireWorkersResponse { retiring }))
+    }
+
     async fn describe_task(
         &self,
         request: Request<v1::DescribeTaskRequest>,

@@ -79,6 +79,13 @@ pub struct WorkerOptions {
     /// What each tenant's built-in readers and writers may use (`--grants`); `None`: the
     /// runtime's data directories, and any store with the environment's credentials.
     pub grants: Option<Arc<fabric_kernels::Grants>>,
+    /// When shutdown is asked for (or the lifetime is up), how long the worker waits for
+    /// its graceful retirement (what runs finishes, its values move to other workers)
+    /// before it leaves anyway. Zero: it leaves at once.
+    pub retire_timeout: Duration,
+    /// After this long the worker retires itself (before its batch allocation's walltime
+    /// ends it); `None`: it runs until stopped.
+    pub lifetime: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -103,6 +110,8 @@ impl WorkerOptions {
             token: None,
             tls: None,
             grants: None,
+            retire_timeout: Duration::from_secs(120),
+            lifetime: None,
         }
     }
 }
@@ -436,10 +445,60 @@ pub async fn run(
         })
     };
 
+    // Asked to stop, or at the end of its lifetime, the worker retires: the scheduler
+    // sends it nothing new and moves its values elsewhere, then says `Retired`.
+    let lifetime = tokio::time::sleep(options.lifetime.unwrap_or(FOREVER));
+    tokio::pin!(lifetime);
+    let mut retiring = None::<tokio::time::Instant>;
     let outcome = loop {
-        let ended = tokio::select! {
-            e = node.clone().serve(&mut session, &mut events_rx) => e,
-            () = &mut shutdown => break Ok(()),
+        let deadline = retiring.unwrap_or_else(|| tokio::time::Instant::now() + FOREVER);
+        let why = tokio::select! {
+            e = node.clone().serve(&mut session, &mut events_rx) => Err(e),
+            () = &mut shutdown, if retiring.is_none() => Ok("asked to stop".to_string()),
+            () = &mut lifetime, if retiring.is_none() && options.lifetime.is_some() => Ok(format!(
+                "its lifetime of {} is up",
+                fabric_core::units::format_duration(options.lifetime.unwrap_or_default())
+            )),
+            () = tokio::time::sleep_until(deadline), if retiring.is_some() => {
+                tracing::warn!(
+                    "retirement not complete after {} (--retire-timeout): leaving anyway; \
+                     what it still holds is recomputed where needed",
+                    fabric_core::units::format_duration(options.retire_timeout)
+                );
+                break Ok(());
+            }
+        };
+        let ended = match why {
+            Ok(reason) if options.retire_timeout.is_zero() => {
+                tracing::info!("leaving: {reason}");
+                break Ok(());
+            }
+            Ok(reason) => {
+                tracing::info!(
+                    "retiring ({reason}): finishing what runs and handing values over, for \
+                     up to {} (--retire-timeout)",
+                    fabric_core::units::format_duration(options.retire_timeout)
+                );
+                node.send(v1::worker_event::Event::Retire(v1::Retire { reason }));
+                retiring = Some(tokio::time::Instant::now() + options.retire_timeout);
+                continue;
+            }
+            Err(Ended::Retired { homeless }) => {
+                if homeless > 0 {
+                    tracing::warn!(
+                        "retired: {homeless} value(s) held only here found no other worker \
+                         (they are recomputed where needed)"
+                    );
+                } else {
+                    tracing::info!("retired: every value held here has a home elsewhere");
+                }
+                break Ok(());
+            }
+            Err(Ended::Lost(_)) if retiring.is_some() => {
+                tracing::warn!("the session ended while retiring: leaving");
+                break Ok(());
+            }
+            Err(Ended::Lost(e)) => e,
         };
         tracing::warn!("{ended}; connecting again");
         // The scheduler restarted, or removed this worker: register again, with the
@@ -566,6 +625,17 @@ fn failed(
     })
 }
 
+/// Longer than any run (a timer that never fires).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How a session ended.
+enum Ended {
+    /// The scheduler completed the worker's retirement.
+    Retired { homeless: u32 },
+    /// It was lost: the worker connects again.
+    Lost(WorkerError),
+}
+
 /// Everything a running worker shares between its tasks.
 pub(crate) struct Node {
     runtime: Runtime,
@@ -648,19 +718,21 @@ impl Node {
         self: Arc<Self>,
         session: &mut Session,
         events: &mut mpsc::UnboundedReceiver<v1::WorkerEvent>,
-    ) -> WorkerError {
+    ) -> Ended {
+        let lost = |why: String| Ended::Lost(WorkerError::SessionEnded(why));
         loop {
             tokio::select! {
                 message = session.inbound.next() => match message {
                     Some(Ok(message)) => {
                         for event in message.events {
+                            if let Some(v1::scheduler_event::Event::Retired(r)) = event.event {
+                                return Ended::Retired { homeless: r.homeless };
+                            }
                             self.clone().handle(event);
                         }
                     }
-                    Some(Err(status)) => {
-                        return WorkerError::SessionEnded(status.message().into());
-                    }
-                    None => return WorkerError::SessionEnded("the stream closed".into()),
+                    Some(Err(status)) => return lost(status.message().into()),
+                    None => return lost("the stream closed".into()),
                 },
                 Some(first) = events.recv() => {
                     let mut batch = vec![first];
@@ -668,7 +740,7 @@ impl Node {
                         batch.push(e);
                     }
                     if session.outbound.send(v1::WorkerMessage { events: batch }).is_err() {
-                        return WorkerError::SessionEnded("the outbound stream closed".into());
+                        return lost("the outbound stream closed".into());
                     }
                 }
             }
@@ -814,8 +886,77 @@ impl Node {
                     flag.cancel();
                 }
             }
+            Some(Event::Acquire(a)) => {
+                tokio::spawn(self.acquire(a));
+            }
+            Some(Event::Retired(_)) => unreachable!("`serve` ends the session on Retired"),
             None => tracing::warn!("ignoring an empty event from the scheduler"),
         }
+    }
+
+    /// Fetches a value from a retiring worker and keeps it; says how that went.
+    async fn acquire(self: Arc<Self>, a: v1::Acquire) {
+        let Some(key) = a.key else {
+            tracing::warn!("ignoring an Acquire without a key");
+            return;
+        };
+        let copied = match key.parts() {
+            Err(e) => Err(e.to_string()),
+            Ok(parts) => match self
+                .fetch_any(key, &a.holders, &a.capability, a.nbytes)
+                .await
+            {
+                Ok(value) => {
+                    let tenant: Arc<str> = a.tenant.as_str().into();
+                    self.store
+                        .put(parts, &tenant, value)
+                        .map_err(|e| e.to_string())
+                }
+                Err((_, reasons)) if reasons.is_empty() => Err("no holder was named".into()),
+                Err((_, reasons)) => Err(reasons.join("; ")),
+            },
+        };
+        self.memory_changed();
+        if let Err(e) = &copied {
+            tracing::warn!(
+                job = key.job,
+                unit = key.unit,
+                "could not take over a value: {e}"
+            );
+        }
+        self.send(v1::worker_event::Event::ValueCopied(v1::ValueCopied {
+            key: Some(key),
+            ok: copied.is_ok(),
+            error: copied.err().unwrap_or_default(),
+        }));
+    }
+
+    /// Fetches a value from the first of `holders` (other than this worker) that has it,
+    /// counted in the fetch metrics; else the holders tried, and why each failed.
+    async fn fetch_any(
+        &self,
+        key: v1::ValueKey,
+        holders: &[String],
+        capability: &[u8],
+        nbytes: u64,
+    ) -> Result<Value, (Vec<String>, Vec<String>)> {
+        let (mut tried, mut reasons) = (Vec::new(), Vec::new());
+        for holder in holders.iter().filter(|h| **h != self.own_address) {
+            let start = Instant::now();
+            match self.peers.fetch(holder, key, capability, MAX_VALUE).await {
+                Ok(v) => {
+                    self.fetched_bytes.fetch_add(nbytes, Ordering::Relaxed);
+                    self.fetch_ns
+                        .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    tried.push(holder.clone());
+                    reasons.push(format!("{holder}: {e}"));
+                }
+            }
+        }
+        Err((tried, reasons))
     }
 
     /// Takes a unit: straight to the executor threads when its components and inputs are
@@ -1090,31 +1231,13 @@ impl Node {
                 // A spill file lost or corrupt: the value is gone from here.
                 Err(e) => e.to_string(),
             };
-            let mut tried = Vec::new();
-            let mut reasons = Vec::new();
-            for holder in &input.holders {
-                if *holder == self.own_address {
-                    continue;
-                }
-                let start = Instant::now();
-                match self
-                    .peers
-                    .fetch(holder, key, &input.capability, MAX_VALUE)
-                    .await
-                {
-                    Ok(v) => {
-                        self.fetched_bytes
-                            .fetch_add(input.nbytes, Ordering::Relaxed);
-                        self.fetch_ns
-                            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        return Ok((*role, v));
-                    }
-                    Err(e) => {
-                        tried.push(holder.clone());
-                        reasons.push(format!("{holder}: {e}"));
-                    }
-                }
-            }
+            let (mut tried, mut reasons) = match self
+                .fetch_any(key, &input.holders, &input.capability, input.nbytes)
+                .await
+            {
+                Ok(v) => return Ok((*role, v)),
+                Err(failed) => failed,
+            };
             if input.holders.contains(&self.own_address) {
                 tried.push(self.own_address.clone());
                 reasons.push(format!("{}: {local}", self.own_address));

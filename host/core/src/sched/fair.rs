@@ -332,6 +332,19 @@ impl Fair {
     }
 
     /// A worker with `nthreads` threads offering `resources` joined (`join`) or left.
+    #[cfg(test)]
+    pub(super) fn debug(&self) -> String {
+        format!(
+            "order {:?} capacity {:?} tenants {:?}",
+            self.order,
+            self.capacity,
+            self.tenants
+                .iter()
+                .map(|t| (t.pending, t.rank, t.stale, &t.held))
+                .collect::<Vec<_>>()
+        )
+    }
+
     pub(super) fn worker_capacity(&mut self, nthreads: u32, resources: &[(u32, u32)], join: bool) {
         let mut change = |d: usize, n: u64| {
             let c = &mut self.capacity[d];

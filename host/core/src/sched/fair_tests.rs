@@ -60,6 +60,12 @@ impl Comm for Rec {
     fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, _attempt: u32) {
         self.preempts.push((worker, job, unit));
     }
+    fn replicate(&mut self, _: WorkerId, _: WorkerId, _: JobId, _: UnitIdx) {
+        unreachable!("no worker retires here")
+    }
+    fn retired(&mut self, _: WorkerId, _: u32) {
+        unreachable!("no worker retires here")
+    }
 }
 
 /// A worker of the simulation: threads run what it was sent, in the order sent.

@@ -23,11 +23,19 @@ impl Scheduler {
         }
         for (i, w) in self.workers.iter().enumerate() {
             if let Some(w) = w {
-                out += &format!("worker {i}: running {} queue {:?}\n", w.running, w.queue);
+                out += &format!(
+                    "worker {i}: running {} queue {:?} paused {} retiring {} copies out {}\n",
+                    w.running, w.queue, w.paused, w.retiring, w.handoffs
+                );
             }
         }
         out += &format!("ready {:?} stranded {:?}\n", self.ready, self.stranded);
         out
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fair_debug(&self) -> String {
+        self.fair.debug()
     }
 
     /// Checks every invariant of the state; the error names the first one broken.
@@ -171,6 +179,21 @@ impl Scheduler {
             }
         }
         self.fair.check(&pending, &held)?;
+        for (&(job, u), h) in &self.retirements.handoffs {
+            if !live(h.from) || !live(h.to) {
+                return Err(format!(
+                    "copy of job {job} unit {u}: {h:?}, a worker is gone"
+                ));
+            }
+        }
+        for &id in &self.retirements.workers {
+            if !self.workers[id as usize]
+                .as_ref()
+                .is_some_and(|w| w.retiring)
+            {
+                return Err(format!("worker {id}: listed as retiring but is not"));
+            }
+        }
         for (id, w) in self.workers.iter().enumerate() {
             let Some(w) = w else { continue };
             let id = id as WorkerId;
@@ -191,6 +214,21 @@ impl Scheduler {
                 return Err(format!(
                     "worker {id}: memory {} but holds {}",
                     w.memory, memory[id as usize]
+                ));
+            }
+            if w.retiring && !w.queue.is_empty() {
+                return Err(format!("worker {id}: retiring with units queued"));
+            }
+            let handoffs = self
+                .retirements
+                .handoffs
+                .values()
+                .filter(|h| h.from == id)
+                .count();
+            if w.handoffs as usize != handoffs || (handoffs > 0 && !w.retiring) {
+                return Err(format!(
+                    "worker {id}: {} copies in flight counted, {handoffs} listed (retiring: {})",
+                    w.handoffs, w.retiring
                 ));
             }
             for (r, cap, in_use) in w.used() {

@@ -23,6 +23,7 @@ mod fair;
 mod invariants;
 mod jobs;
 mod placement;
+mod retire;
 mod steal;
 mod tenants;
 mod units;
@@ -79,6 +80,13 @@ pub trait Comm {
     fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, attempt: u32) {
         let _ = (worker, job, unit, attempt);
     }
+    /// Worker `to` is to fetch the value of `unit` of `job` from `from` (a retiring
+    /// worker) and keep it; call [`Scheduler::on_value_copied`] when it reports.
+    fn replicate(&mut self, to: WorkerId, from: WorkerId, job: JobId, unit: UnitIdx);
+    /// Retiring `worker` ([`Scheduler::on_worker_retiring`]) runs nothing and every value
+    /// it held has a home elsewhere, but for `homeless` values no worker could take: it
+    /// may go now (then call [`Scheduler::on_worker_removed`]).
+    fn retired(&mut self, worker: WorkerId, homeless: u32);
 }
 
 /// How the scheduler decides.
@@ -317,6 +325,10 @@ pub struct Scheduler {
     accounted_at: Option<f64>,
     /// Units sent to workers so far (wrapping): the order of `Unit::started`.
     dispatched: u32,
+    /// Workers retiring, and their values' copies in flight.
+    retirements: retire::Retirements,
+    /// Root units joined the ready sets since the last fill: every worker is to look.
+    roots_added: bool,
 }
 
 impl Scheduler {
@@ -338,6 +350,8 @@ impl Scheduler {
             fair: Fair::new(),
             accounted_at: None,
             dispatched: 0,
+            retirements: retire::Retirements::default(),
+            roots_added: false,
         }
     }
 

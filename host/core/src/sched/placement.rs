@@ -37,7 +37,7 @@ impl Scheduler {
         let class = job.class_of(u);
         let k = job.key(job_id, u);
         let demand = &self.classes[class as usize];
-        if !self.workers.iter().flatten().any(|w| w.could_run(demand)) {
+        if !self.workers.iter().flatten().any(|w| w.accepts(demand)) {
             if self.config.wait_for_resources {
                 self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state =
                     UnitState::Ready;
@@ -57,6 +57,9 @@ impl Scheduler {
             self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state = UnitState::Ready;
             self.ready[class as usize].insert(k);
             self.fair.pending(k.tenant, 1);
+            // Any worker with room may take it, not only those the event touched (the one
+            // that reported may be paused or retiring).
+            self.roots_added = true;
             return;
         }
         let est = self.estimate(job_id, u);
@@ -132,7 +135,7 @@ impl Scheduler {
         let mut best = (f64::INFINITY, WorkerId::MAX);
         for (id, w) in self.workers.iter().enumerate() {
             let Some(w) = w else { continue };
-            if !w.could_run(demand) {
+            if !w.accepts(demand) {
                 continue;
             }
             let transfer =
@@ -152,8 +155,14 @@ impl Scheduler {
     /// Sends work to every dirty worker with room: the best of its own queue and the global
     /// ready set, by priority; an idle worker with nothing to take steals.
     pub(super) fn fill(&mut self, comm: &mut impl Comm) {
+        if std::mem::take(&mut self.roots_added) {
+            self.mark_all_dirty();
+        }
         while let Some(id) = self.dirty.pop() {
             self.fill_worker(id, comm);
+        }
+        if !self.retirements.workers.is_empty() {
+            self.settle_retirements(comm);
         }
     }
 

@@ -17,6 +17,10 @@ struct TestComm {
     releases: Vec<(WorkerId, JobId, UnitIdx)>,
     finished: Vec<JobId>,
     retries: VecDeque<(JobId, UnitIdx, f64)>,
+    /// Copies asked for: (to, from, job, unit).
+    copies: VecDeque<(WorkerId, WorkerId, JobId, UnitIdx)>,
+    /// Workers told they may go, with their homeless values.
+    retired: Vec<(WorkerId, u32)>,
 }
 
 impl Comm for TestComm {
@@ -35,6 +39,12 @@ impl Comm for TestComm {
     fn preempt(&mut self, worker: WorkerId, job: JobId, unit: UnitIdx, _attempt: u32) {
         // The worker stops it: it never reports.
         self.computes.retain(|c| *c != (worker, job, unit));
+    }
+    fn replicate(&mut self, to: WorkerId, from: WorkerId, job: JobId, unit: UnitIdx) {
+        self.copies.push_back((to, from, job, unit));
+    }
+    fn retired(&mut self, worker: WorkerId, homeless: u32) {
+        self.retired.push((worker, homeless));
     }
 }
 
@@ -574,6 +584,7 @@ proptest! {
         let mut missing = 0;
         let mut toggles = 0;
         let mut ticks = 0;
+        let mut retires = 0;
         while !jobs.iter().all(|&j| s.job_settled(j)) {
             let e = events[step % events.len()];
             step += 1;
@@ -604,11 +615,20 @@ proptest! {
                         s.on_missing_input(w, j, u, input, &tried, &mut comm);
                     }
                 }
-                4 if toggles < 16 => {
+                4 if toggles < 16 && !live.is_empty() => {
                     toggles += 1;
                     let w = live[(e as usize / 50) % live.len()];
                     paused[w as usize % 64] = !paused[w as usize % 64];
                     s.on_worker_paused(w, paused[w as usize % 64], &mut comm);
+                }
+                8 if retires < 4 && live.iter().filter(|&&w| !s.is_retiring(w)).count() > 1 => {
+                    retires += 1;
+                    let staying: Vec<WorkerId> = live.iter().copied().filter(|&w| !s.is_retiring(w)).collect();
+                    s.on_worker_retiring(staying[(e as usize / 50) % staying.len()], &mut comm);
+                }
+                9 if !comm.copies.is_empty() => {
+                    let (to, _, j, u) = comm.copies.pop_front().unwrap();
+                    s.on_value_copied(to, j, u, e % 7 != 0, &mut comm);
                 }
                 5 if !comm.retries.is_empty() => {
                     let (j, u, _) = comm.retries.pop_front().unwrap();
@@ -624,6 +644,13 @@ proptest! {
                     while comm.computes.is_empty() && let Some((j, u, _)) = comm.retries.pop_front() {
                         s.on_retry_due(j, u, &mut comm);
                     }
+                    // Copies end.
+                    while let Some((to, _, j, u)) = comm.copies.pop_front() {
+                        s.on_value_copied(to, j, u, true, &mut comm);
+                    }
+                    if comm.computes.is_empty() && live.iter().all(|&w| s.is_retiring(w)) {
+                        live.push(s.on_worker_added(worker("w", 1, &[]), &mut comm));
+                    }
                     if comm.computes.is_empty() {
                         // Paused workers take nothing: memory falls, they resume.
                         for &w in &live {
@@ -632,7 +659,12 @@ proptest! {
                         }
                     }
                     if comm.computes.is_empty() {
-                        prop_assert!(false, "stuck: nothing running, job not finished\n{}", s.dump());
+                        // Work waiting that no worker was told of is a missed wake-up.
+                        let before = s.dump();
+                        s.mark_all_dirty();
+                        s.fill(&mut comm);
+                        prop_assert!(comm.computes.is_empty(), "work waits, no worker was told\n{before}");
+                        prop_assert!(false, "stuck: nothing running, job not finished\n{}\n{:?}", s.dump(), s.fair_debug());
                     }
                     let i = e as usize % comm.computes.len();
                     let (w, j, u) = comm.computes.remove(i).unwrap();
@@ -641,6 +673,30 @@ proptest! {
             }
             if let Err(err) = s.check_invariants() {
                 prop_assert!(false, "after step {step}: {err}");
+            }
+            // Retired workers go; with no homeless values, nothing in memory is lost.
+            for (w, homeless) in std::mem::take(&mut comm.retired) {
+                let held: Vec<(JobId, UnitIdx)> = jobs
+                    .iter()
+                    .flat_map(|&j| (0..p.len() as UnitIdx).map(move |u| (j, u)))
+                    .filter(|&(j, u)| s.unit_state(j, u) == Some(UnitState::Memory))
+                    .collect();
+                // (It may still run stale attempts, whose reports would be ignored.)
+                prop_assert!(
+                    !comm.computes.iter().any(|&(x, j, u)| x == w && s.unit_state(j, u) == Some(UnitState::Running(w))),
+                    "a retired worker runs units"
+                );
+                comm.computes.retain(|c| c.0 != w);
+                live.retain(|&x| x != w);
+                s.on_worker_removed(w, "retired", &mut comm);
+                if homeless == 0 {
+                    for (j, u) in held {
+                        prop_assert_eq!(s.unit_state(j, u), Some(UnitState::Memory), "lost on retirement");
+                    }
+                }
+                if let Err(err) = s.check_invariants() {
+                    prop_assert!(false, "after step {step}, worker {w} retired: {err}");
+                }
             }
         }
         for &job in &jobs {
@@ -654,6 +710,130 @@ proptest! {
             prop_assert!(s.check_invariants().is_ok());
         }
     }
+}
+
+/// Drives a retirement: units finish and copies succeed (or fail where `fail` says) until
+/// nothing is left to do; returns how many times each unit was sent to a worker.
+fn drain(sim: &mut Sim, fail: impl Fn(JobId, UnitIdx) -> bool) -> FxHashMap<(JobId, UnitIdx), u32> {
+    let mut sent: FxHashMap<(JobId, UnitIdx), u32> = FxHashMap::default();
+    loop {
+        if let Some((to, _, j, u)) = sim.comm.copies.pop_front() {
+            sim.s.on_value_copied(to, j, u, !fail(j, u), &mut sim.comm);
+            sim.check();
+        } else if let Some((w, j, u)) = sim.comm.computes.pop_front() {
+            *sent.entry((j, u)).or_default() += 1;
+            sim.s.on_unit_finished(w, j, u, 8, 10.0, &mut sim.comm);
+            sim.check();
+        } else {
+            return sent;
+        }
+    }
+}
+
+#[test]
+fn a_retiring_worker_hands_its_values_over_and_nothing_is_recomputed() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 2, &[]));
+    let job = sim.submit(tree(16));
+    let mut sent: FxHashMap<(JobId, UnitIdx), u32> = FxHashMap::default();
+    for _ in 0..9 {
+        let (w, j, u) = sim.finish_next().unwrap();
+        assert_eq!(w, w0);
+        *sent.entry((j, u)).or_default() += 1;
+    }
+    // Units run on w0 now, and values only it holds wait for their consumers.
+    assert!(sim.comm.computes.iter().all(|c| c.0 == w0));
+    let w1 = sim.add_worker(worker("b", 2, &[]));
+    sim.s.on_worker_retiring(w0, &mut sim.comm);
+    sim.check();
+    assert!(sim.s.is_retiring(w0));
+    assert!(
+        !sim.comm.copies.is_empty(),
+        "its values are copied out at once"
+    );
+    assert!(sim.comm.copies.iter().all(|c| c.0 == w1 && c.1 == w0));
+    assert!(sim.comm.retired.is_empty(), "it still runs units");
+    let sent_to_w0 = sim.comm.computes.iter().filter(|c| c.0 == w0).count();
+    // What w0 runs finishes there (its values follow); all new work goes to w1.
+    for (k, n) in drain(&mut sim, |_, _| false) {
+        *sent.entry(k).or_default() += n;
+    }
+    assert_eq!(sim.comm.retired, [(w0, 0)]);
+    sim.s.on_worker_removed(w0, "retired", &mut sim.comm);
+    sim.check();
+    assert!(sim.comm.computes.is_empty(), "nothing is recomputed");
+    assert_eq!(sim.comm.finished, [job]);
+    assert!(sent.values().all(|&n| n == 1), "a unit ran twice: {sent:?}");
+    assert_eq!(sent.len(), sim.s.plan(job).unwrap().len());
+    assert!(sent_to_w0 > 0);
+    let root = sim.s.plan(job).unwrap().outputs[0];
+    assert_eq!(sim.s.who_has(job, root), &[w1]);
+}
+
+#[test]
+fn a_persisted_value_moves_off_a_retiring_worker() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let dataset = sim.submit(graph(&[&[], &[]], &[0, 1]));
+    sim.run_to_end();
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.s.on_worker_retiring(w0, &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.comm.copies.len(), 2);
+    drain(&mut sim, |_, _| false);
+    assert_eq!(sim.comm.retired, [(w0, 0)]);
+    sim.s.on_worker_removed(w0, "retired", &mut sim.comm);
+    sim.check();
+    assert!(sim.comm.computes.is_empty(), "nothing is recomputed");
+    assert!(sim.s.job_settled(dataset));
+    assert_eq!(sim.s.who_has(dataset, 0), &[w1]);
+    assert_eq!(sim.s.who_has(dataset, 1), &[w1]);
+}
+
+#[test]
+fn a_value_that_cannot_move_is_counted_and_recomputed_when_needed() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(graph(&[&[], &[]], &[0, 1]));
+    sim.run_to_end();
+    // The only worker retires: its values have nowhere to go.
+    sim.s.on_worker_retiring(w0, &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.comm.retired, [(w0, 2)]);
+    sim.s.on_worker_removed(w0, "retired", &mut sim.comm);
+    sim.check();
+    // The job's outputs are recomputed once a worker comes.
+    assert!(!sim.s.job_settled(job));
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.run_to_end();
+    assert!(sim.s.job_settled(job));
+    // A copy that fails is not tried again: the value is counted homeless.
+    let w2 = sim.add_worker(worker("c", 1, &[]));
+    sim.s.on_worker_retiring(w1, &mut sim.comm);
+    assert_eq!(sim.comm.copies.len(), 2);
+    drain(&mut sim, |_, u| u == 0);
+    assert_eq!(sim.comm.retired.last(), Some(&(w1, 1)));
+    assert_eq!(sim.s.who_has(job, 0), &[w1]);
+    assert_eq!(sim.s.who_has(job, 1), &[w1, w2]);
+}
+
+#[test]
+fn a_copy_of_a_value_let_go_meanwhile_is_dropped() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w0 = sim.add_worker(worker("a", 1, &[]));
+    let job = sim.submit(graph(&[&[]], &[0]));
+    sim.run_to_end();
+    let w1 = sim.add_worker(worker("b", 1, &[]));
+    sim.s.on_worker_retiring(w0, &mut sim.comm);
+    sim.s.on_job_released(job, &mut sim.comm);
+    sim.check();
+    drain(&mut sim, |_, _| false);
+    assert!(
+        sim.comm.releases.contains(&(w1, job, 0)),
+        "{:?}",
+        sim.comm.releases
+    );
+    assert_eq!(sim.comm.retired, [(w0, 0)]);
 }
 
 #[test]

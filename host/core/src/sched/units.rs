@@ -72,6 +72,7 @@ impl Scheduler {
             job.tenant,
         );
         w.memory += nbytes;
+        let retiring = w.retiring;
         self.fair
             .charge(job.tenant, &self.classes[class as usize], duration_us);
 
@@ -109,6 +110,8 @@ impl Scheduler {
         }
         if self.jobs[&job_id].units[u as usize].refs == 0 {
             self.release(job_id, u, comm);
+        } else if retiring {
+            self.hand_off(worker, job_id, u, comm);
         }
         for &c in plan.consumers(u) {
             let cu = &mut self.jobs.get_mut(&job_id).expect("exists").units[c as usize];

@@ -43,6 +43,10 @@ pub(super) struct Worker {
     pub(super) memory: u64,
     /// Past its memory threshold: it takes no new units until it says otherwise.
     pub(super) paused: bool,
+    /// It is leaving: it takes no new units, and its values are copied elsewhere.
+    pub(super) retiring: bool,
+    /// Copies of its values to other workers in flight (while retiring).
+    pub(super) handoffs: u32,
 }
 
 /// Units per thread a worker may be sent ahead when they are short.
@@ -70,11 +74,14 @@ impl Worker {
             resources,
             memory: 0,
             paused: false,
+            retiring: false,
+            handoffs: 0,
         }
     }
 
     pub(super) fn has_room(&self) -> bool {
         !self.paused
+            && !self.retiring
             && (self.running < self.window
                 || (self.running < self.max_window
                     && self.sent_us < self.lookahead_us * f64::from(self.nthreads)))
@@ -94,6 +101,12 @@ impl Worker {
         demand
             .iter()
             .all(|(r, n)| self.offered(*r).is_some_and(|i| self.resources[i].1 >= *n))
+    }
+
+    /// Whether it could run units asking for `demand` and takes new ones (it is not
+    /// retiring).
+    pub(super) fn accepts(&self, demand: &Demand) -> bool {
+        !self.retiring && self.could_run(demand)
     }
 
     /// Whether `demand` is free right now.

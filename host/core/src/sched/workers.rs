@@ -44,7 +44,11 @@ impl Scheduler {
             return;
         };
         let lost_as = format!("{} ({reason})", w.spec.name);
-        self.fair.worker_capacity(w.nthreads, &w.resources, false);
+        if !w.retiring {
+            // (A retiring worker stopped counting when it began to retire.)
+            self.fair.worker_capacity(w.nthreads, &w.resources, false);
+        }
+        self.forget_handoffs(worker);
         for k in &w.queue {
             self.fair.pending(k.tenant, -1);
         }
