@@ -513,6 +513,13 @@ impl Cluster {
         signal_process(self.worker_pid(i), signal);
     }
 
+    /// Worker `i`'s exit status once it has exited (`None` while it runs).
+    pub fn try_wait_worker(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.workers[i]
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Whether worker `i` is a process that has not exited (running or stopped).
     pub fn worker_is_alive(&mut self, i: usize) -> bool {
         self.workers[i]

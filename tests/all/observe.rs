@@ -20,7 +20,7 @@ fn ten_and_a_failure() -> Json {
 }
 
 /// The value of the sample `name{labels}` in an OpenMetrics text (0 when absent).
-fn sample(text: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn sample(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
         .unwrap_or(0.0)
@@ -28,7 +28,7 @@ fn sample(text: &str, name_and_labels: &str) -> f64 {
 
 /// `/metrics` of `cluster` once `ready(text)` holds (the monitor folds the core's events a
 /// moment after they happen), for at most 10 s.
-fn metrics_when(cluster: &Cluster, ready: impl Fn(&str) -> bool) -> String {
+pub(crate) fn metrics_when(cluster: &Cluster, ready: impl Fn(&str) -> bool) -> String {
     let url = format!("{}metrics", cluster.dashboard());
     let token = cluster.operator_token();
     let start = Instant::now();

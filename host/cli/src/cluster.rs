@@ -19,15 +19,19 @@ use crate::run::{Outcome, Progress, RuntimeArgs, print_outcome};
 /// Where the scheduler is, for the client commands.
 #[derive(Args)]
 pub struct SchedulerUrl {
-    /// The scheduler's URL.
+    /// The scheduler's URL [env: FABRIC_SCHEDULER] [default: http://127.0.0.1:7878].
     #[arg(
         long,
         global = true,
         value_name = "URL",
-        env = "FABRIC_SCHEDULER",
-        default_value = "http://127.0.0.1:7878"
+        conflicts_with = "scheduler_file"
     )]
-    pub(crate) scheduler: String,
+    pub(crate) scheduler: Option<String>,
+    /// Read the scheduler's URL from FILE, written by `fabric scheduler --scheduler-file`
+    /// (on storage the hosts share). `fabric worker` waits for it to appear, up to its
+    /// --death-timeout.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) scheduler_file: Option<PathBuf>,
     /// A file holding the token to present [default: FABRIC_TOKEN, else the file
     /// FABRIC_TOKEN_FILE names, else $FABRIC_HOME/token; FABRIC_HOME defaults to ~/.fabric.
     /// `fabric worker`: FABRIC_WORKER_TOKEN, FABRIC_WORKER_TOKEN_FILE, $FABRIC_HOME/worker.token].
@@ -40,7 +44,22 @@ pub struct SchedulerUrl {
 
 impl SchedulerUrl {
     pub(crate) async fn connect(&self) -> Result<Client> {
-        Ok(Client::connect_with(&self.scheduler, self.credentials()?).await?)
+        Ok(Client::connect_with(&self.url()?, self.credentials()?).await?)
+    }
+
+    /// The scheduler's URL: --scheduler, else the file --scheduler-file names, else
+    /// FABRIC_SCHEDULER, else http://127.0.0.1:7878.
+    pub(crate) fn url(&self) -> Result<String> {
+        if let Some(url) = &self.scheduler {
+            return Ok(url.clone());
+        }
+        if let Some(path) = &self.scheduler_file {
+            return crate::scheduler_file::read(path);
+        }
+        Ok(std::env::var("FABRIC_SCHEDULER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "http://127.0.0.1:7878".into()))
     }
 
     /// The token (and CA) the flags and the environment name.
@@ -122,6 +141,8 @@ pub struct SchedulerArgs {
     /// Serve no dashboard (and no /metrics).
     #[arg(long)]
     no_dashboard: bool,
+    #[command(flatten)]
+    file: crate::scheduler_file::FileArgs,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -233,6 +254,21 @@ pub struct WorkerArgs {
     /// scheduler that refuses the worker (token, certificate) ends it at once.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
     death_timeout: Duration,
+    /// On SIGTERM or Ctrl-C (or at the end of --lifetime) the worker retires: it takes
+    /// no new tasks, finishes what runs and hands the values only it holds to other
+    /// workers, waiting at most this long before it leaves anyway (0: leave at once). A
+    /// second signal leaves at once. Under Kubernetes, keep the pod's
+    /// terminationGracePeriodSeconds above it.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = args::duration)]
+    retire_timeout: Duration,
+    /// Retire after this long (e.g. the batch job's walltime minus a few minutes), so
+    /// that the batch system's kill at the walltime finds nothing to lose.
+    #[arg(long, value_name = "DURATION", value_parser = args::duration)]
+    lifetime: Option<Duration>,
+    /// Retire up to this much earlier than --lifetime, at random, so that workers started
+    /// together do not all leave at once.
+    #[arg(long, value_name = "DURATION", value_parser = args::duration, requires = "lifetime")]
+    lifetime_stagger: Option<Duration>,
     /// Mutual TLS to an https:// scheduler: a worker certificate (`fabric cert issue --role
     /// worker`) is then the worker's credential, instead of a token.
     #[command(flatten)]
@@ -316,6 +352,19 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// `fabric retire`.
+#[derive(Args)]
+pub struct RetireArgs {
+    /// The workers, by name or data address as `fabric status` lists them.
+    #[arg(required = true, value_name = "WORKER")]
+    workers: Vec<String>,
+    /// Return once they are gone (at most this long) instead of at once.
+    #[arg(long, value_name = "DURATION", value_parser = args::duration, num_args = 0..=1, default_missing_value = "10m")]
+    wait: Option<Duration>,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
 /// `fabric forget`.
 #[derive(Args)]
 pub struct ForgetArgs {
@@ -356,6 +405,39 @@ fn tokio_service() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// A fraction in [0, 1) from the clock and the process id (spreading lifetimes needs no
+/// better randomness).
+fn rand_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C): the worker then retires gracefully.
+/// A second one ends the process at once.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("fabric worker: a second signal: leaving without finishing the retirement");
+        std::process::exit(130);
+    });
 }
 
 async fn ctrl_c() {
@@ -420,6 +502,9 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             );
             Some(std::sync::Arc::new(listener))
         };
+        let dashboard_address = dashboard.as_ref().map(|l| l.local_addr()).transpose()?;
+        // Removed when the scheduler stops (dropped at the end of this block).
+        let _file = crate::scheduler_file::announce(&a.file, scheme, address, dashboard_address)?;
         let _ = std::io::stdout().flush();
         let options = fabric_scheduler::SchedulerOptions {
             heartbeat_interval: a.heartbeat_interval,
@@ -442,7 +527,8 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
 }
 
 pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
-    let mut options = fabric_worker::WorkerOptions::new(a.scheduler.scheduler.clone());
+    // The scheduler's URL is set last: its --scheduler-file may have to be waited for.
+    let mut options = fabric_worker::WorkerOptions::new(String::new());
     if let Some(n) = a.nthreads {
         anyhow::ensure!(n > 0, "--nthreads must be at least 1");
         options.nthreads = n;
@@ -484,6 +570,11 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
     }
     options.reconnect_timeout = a.reconnect_timeout;
     options.death_timeout = a.death_timeout;
+    options.retire_timeout = a.retire_timeout;
+    options.lifetime = a.lifetime.map(|lifetime| {
+        let stagger = a.lifetime_stagger.unwrap_or_default().min(lifetime);
+        lifetime - stagger.mul_f64(rand_fraction())
+    });
     let holder = fabric_auth::local::Holder::Worker;
     let found = fabric_auth::local::find_token(holder, a.scheduler.token_file.as_deref())
         .map_err(anyhow::Error::msg)?;
@@ -503,9 +594,12 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
             holder.file_var()
         ),
     }
+    let (url, waited) = crate::scheduler_file::for_worker(&a.scheduler, a.death_timeout)?;
+    options.scheduler = url;
+    options.death_timeout = a.death_timeout.saturating_sub(waited);
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();
-        fabric_worker::node::run(options, ctrl_c(), |id, data| {
+        fabric_worker::node::run(options, stop_signal(), |id, data| {
             println!("fabric worker {id} attached to {scheduler}; serving data on {data}");
             let _ = std::io::stdout().flush();
         })
@@ -691,6 +785,40 @@ fn mib(bytes: u64) -> String {
     }
 }
 
+pub fn retire(a: RetireArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let names = client.retire_workers(&a.workers).await?;
+        for name in &names {
+            eprintln!("retiring {name}: it finishes what it runs and hands its values over");
+        }
+        let Some(limit) = a.wait else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let status = client.status().await?;
+            let left: Vec<&str> = names
+                .iter()
+                .filter(|n| status.workers.iter().any(|w| w.spec.name == **n))
+                .map(String::as_str)
+                .collect();
+            if left.is_empty() {
+                eprintln!("retired: {}", names.join(", "));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if started.elapsed() >= limit {
+                anyhow::bail!(
+                    "still retiring after {}: {}",
+                    fabric_core::units::format_duration(limit),
+                    left.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 pub fn status(a: StatusArgs) -> Result<ExitCode> {
     tokio()?.block_on(async {
         let client = a.scheduler.connect().await?;
@@ -701,7 +829,8 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         }
         println!(
             "scheduler {} (version {})",
-            a.scheduler.scheduler, status.version
+            a.scheduler.url()?,
+            status.version
         );
         if let Some(url) = &status.dashboard {
             println!("dashboard {url} (open it with `fabric dashboard`)");
@@ -739,7 +868,11 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                 mib(spec.memory_limit),
                 mib(w.spilled_bytes),
                 w.assigned_units,
-                if w.paused { "yes" } else { "no" }
+                match (w.retiring, w.paused) {
+                    (true, _) => "retiring",
+                    (false, true) => "yes",
+                    (false, false) => "no",
+                }
             );
         }
         if !status.tenants.is_empty() {
@@ -987,7 +1120,7 @@ pub fn dashboard(a: DashboardArgs) -> Result<ExitCode> {
         let Some(url) = status.dashboard else {
             anyhow::bail!(
                 "the scheduler at {} serves no dashboard (it was started with --no-dashboard)",
-                a.scheduler.scheduler
+                a.scheduler.url()?
             );
         };
         match credentials.text().filter(|_| !a.no_token) {
@@ -1024,6 +1157,7 @@ fn status_json(s: &fabric_client::ClusterStatus) -> serde_json::Value {
                 "fetched_bytes_total": w.fetched_bytes_total,
                 "assigned_units": w.assigned_units,
                 "paused": w.paused,
+                "retiring": w.retiring,
                 "data_address": w.data_address,
                 "since_heartbeat_ms": w.since_heartbeat.as_millis() as u64,
             })

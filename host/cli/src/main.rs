@@ -5,9 +5,11 @@ mod args;
 mod build;
 mod ca;
 mod cluster;
+mod deploy;
 mod df;
 mod load;
 mod run;
+mod scheduler_file;
 mod telemetry;
 mod top;
 mod usage;
@@ -56,6 +58,9 @@ enum Command {
     Cancel(cluster::CancelArgs),
     /// Show the cluster's workers and jobs.
     Status(cluster::StatusArgs),
+    /// Retire workers gracefully (operators): they take no new tasks, finish what they run,
+    /// hand the values only they hold to other workers, then exit; nothing is recomputed.
+    Retire(cluster::RetireArgs),
     /// Print the link that opens the scheduler's dashboard in a browser, signed in as you.
     Dashboard(cluster::DashboardArgs),
     /// Print what a task printed and logged (kept by the scheduler, also after its worker
@@ -87,6 +92,9 @@ enum Command {
     Ca(ca::CaArgs),
     /// Certificates for schedulers, workers and clients, signed by the cluster's CA.
     Cert(ca::CertArgs),
+    /// Deploy workers: `fabric deploy script slurm|pbs|sge|lsf` prints the batch job
+    /// script that starts them (docs/deploy.md).
+    Deploy(deploy::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +113,7 @@ fn main() -> ExitCode {
         Command::Result(a) => cluster::result(a),
         Command::Cancel(a) => cluster::cancel(a),
         Command::Status(a) => cluster::status(a),
+        Command::Retire(a) => cluster::retire(a),
         Command::Dashboard(a) => cluster::dashboard(a),
         Command::Logs(a) => cluster::logs(a),
         Command::Explain(a) => cluster::explain(a),
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
         Command::Whoami(a) => admin::whoami(a),
         Command::Ca(a) => ca::ca(a),
         Command::Cert(a) => ca::cert(a),
+        Command::Deploy(a) => deploy::deploy(a),
     };
     // Export the last spans before the process ends.
     drop(telemetry);

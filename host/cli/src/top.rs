@@ -31,6 +31,7 @@ pub fn top(a: TopArgs) -> Result<ExitCode> {
     let live = !a.once && std::io::stdout().is_terminal();
     crate::cluster::tokio()?.block_on(async {
         let client = a.scheduler.connect().await?;
+        let url = a.scheduler.url()?;
         let mut previous: Option<(Instant, BTreeMap<u64, u64>)> = None;
         loop {
             let status = client.status().await?;
@@ -48,7 +49,7 @@ pub fn top(a: TopArgs) -> Result<ExitCode> {
                 done as f64 / now.duration_since(*then).as_secs_f64().max(1e-3)
             });
             previous = Some((now, units));
-            let screen = render(&a.scheduler.scheduler, &status, rate, terminal_width());
+            let screen = render(&url, &status, rate, terminal_width());
             let mut out = std::io::stdout().lock();
             if live {
                 // Home, the screen, then clear what the last screen left below.

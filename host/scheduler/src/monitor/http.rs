@@ -1,5 +1,6 @@
 //! The dashboard's HTTP server: the page (compiled into the binary, no external URL), its
-//! JSON API under `/api/v1/`, live frames by server-sent events, and `/metrics`.
+//! JSON API under `/api/v1/`, live frames by server-sent events, `/metrics`, and `/healthz`
+//! (for probes: no token, `ok`).
 //!
 //! Every `/api/` and `/metrics` request is authenticated like a gRPC call, by a bearer
 //! token (`Authorization: Bearer ...`, what Prometheus sends) or the `fabric_token` cookie
@@ -87,6 +88,7 @@ pub(crate) async fn serve_dashboard(
 ) {
     let app = Router::new()
         .route("/", get(index))
+        .route("/healthz", get(healthz))
         .route("/login", get(login))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
@@ -98,6 +100,12 @@ pub(crate) async fn serve_dashboard(
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("the dashboard's server failed: {e}");
     }
+}
+
+/// For load balancers and Kubernetes' probes: 200 `ok` while the scheduler serves, without
+/// a token (it tells nothing but that).
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// An answer other than the view asked for.

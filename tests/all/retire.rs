@@ -1,0 +1,183 @@
+//! Graceful retirement on real clusters: a worker retired by `fabric retire` or stopped
+//! with SIGTERM hands the values only it holds to the workers that stay, so nothing is
+//! lost and nothing is recomputed (counted by the scheduler's task metrics).
+
+use std::time::{Duration, Instant};
+
+use fabric_tests::{Cluster, GraphDir};
+use serde_json::{Value as Json, json};
+
+use crate::observe::{metrics_when, sample};
+use crate::run::{graph, r, task};
+
+const SLOW_OK: &str = r#"fabric_tasks_total{tenant="default",call="math/slow-inc",outcome="ok"}"#;
+const ADD_OK: &str = r#"fabric_tasks_total{tenant="default",call="math/add",outcome="ok"}"#;
+
+/// `n` values `slow-inc(i, ms)`, kept as dataset `name` on the cluster.
+fn persist(cluster: &Cluster, dir: &GraphDir, name: &str, n: usize, ms: u32) {
+    let tasks: Vec<(String, Json)> = (0..n)
+        .map(|i| task(&format!("x{i}"), "math/slow-inc", json!([i, ms])))
+        .collect();
+    let outputs: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+    let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let out = cluster.submit(
+        &dir.write_graph(&graph(tasks, &outputs)),
+        &["--persist", name],
+    );
+    assert_eq!(out.code, 0, "{out}\n{}", cluster.logs());
+}
+
+/// A job whose first values wait on the worker for a slow sibling: `a{i} = slow-inc(i, 0)`
+/// at once, `b = slow-inc(100, ms)`, then `c{i} = a{i} + b`; its output is the sum of the
+/// `c{i}` and the dataset `xs` (as `total`).
+fn waiting_job(n: usize, ms: u32, dataset: usize) -> Json {
+    let mut tasks: Vec<(String, Json)> = (0..n)
+        .map(|i| task(&format!("a{i}"), "math/slow-inc", json!([i, 0])))
+        .collect();
+    tasks.push(task("b", "math/slow-inc", json!([100, ms])));
+    for i in 0..n {
+        tasks.push(task(
+            &format!("c{i}"),
+            "math/add",
+            json!([r(&format!("a{i}")), r("b")]),
+        ));
+    }
+    let mut refs: Vec<Json> = (0..n).map(|i| r(&format!("c{i}"))).collect();
+    refs.extend((0..dataset).map(|i| json!({ "dataset": "xs", "key": format!("x{i}") })));
+    tasks.push(task("total", "math/sum", json!([refs])));
+    graph(tasks, &["total"])
+}
+
+/// What `waiting_job(n, _, dataset)` answers.
+fn waiting_total(n: usize, dataset: usize) -> i64 {
+    let c: i64 = (0..n as i64).map(|i| (i + 1) + 101).sum();
+    let xs: i64 = (1..=dataset as i64).sum();
+    c + xs
+}
+
+/// Waits (at most a minute) for worker `i` of `cluster` to exit; its exit status.
+fn exit_of(cluster: &mut Cluster, i: usize) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = cluster.try_wait_worker(i) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "worker {i} did not exit\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Retires worker `first` (the only holder of everything) while the job runs, by
+/// `retire`, and checks that nothing was lost or recomputed.
+fn only_holder_retires(retire: impl FnOnce(&mut Cluster)) {
+    let mut cluster = Cluster::start(1, &["--nthreads", "2"]);
+    let dir = GraphDir::new();
+    persist(&cluster, &dir, "xs", 8, 0);
+    // The job's first values are in memory on worker 0, waiting for `b` (3 s).
+    let out = cluster.submit(&dir.write_graph(&waiting_job(6, 3000, 8)), &["--detach"]);
+    assert_eq!(out.code, 0, "{out}");
+    let job = out.stdout.trim().to_string();
+    let text = metrics_when(&cluster, |t| sample(t, SLOW_OK) >= 8.0 + 6.0);
+    assert_eq!(sample(&text, SLOW_OK), 14.0, "{text}");
+    cluster.add_worker(&["--nthreads", "2"]);
+    retire(&mut cluster);
+    let status = exit_of(&mut cluster, 0);
+    assert!(
+        status.success(),
+        "the retired worker exits cleanly: {status}\n{}",
+        cluster.logs()
+    );
+    let log = cluster.logs();
+    assert!(
+        log.contains("every value held here has a home elsewhere"),
+        "{log}"
+    );
+    // The job ends on the worker that stays, with its inputs handed over.
+    let out = cluster.fabric(&["result", &job]);
+    assert_eq!(
+        out.success(),
+        json!({ "total": waiting_total(6, 8) }),
+        "{}",
+        cluster.logs()
+    );
+    // And the dataset is whole there without being computed again.
+    let refs: Vec<Json> = (0..8)
+        .map(|i| json!({ "dataset": "xs", "key": format!("x{i}") }))
+        .collect();
+    let sum = graph(vec![task("s", "math/sum", json!([refs]))], &["s"]);
+    assert_eq!(
+        cluster.submit(&dir.write_graph(&sum), &[]).success(),
+        json!({ "s": 36 })
+    );
+    let text = metrics_when(&cluster, |t| sample(t, ADD_OK) >= 6.0);
+    assert_eq!(
+        sample(&text, SLOW_OK),
+        8.0 + 6.0 + 1.0,
+        "nothing recomputed:\n{text}"
+    );
+    assert_eq!(sample(&text, ADD_OK), 6.0, "{text}");
+    assert_eq!(sample(&text, "fabric_retries_total"), 0.0, "{text}");
+}
+
+#[test]
+fn retiring_the_only_holder_loses_and_recomputes_nothing() {
+    only_holder_retires(|cluster| {
+        let name = cluster.status()["workers"][0]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = cluster.fabric(&["retire", &name, "--wait", "1m"]);
+        assert_eq!(out.code, 0, "{out}\n{}", cluster.logs());
+        assert!(out.stderr.contains(&format!("retired: {name}")), "{out}");
+    });
+}
+
+#[test]
+fn sigterm_mid_job_retires_the_worker_gracefully() {
+    only_holder_retires(|cluster| {
+        cluster.signal_worker(0, libc::SIGTERM);
+        // It finishes `b` (3 s) before it goes: `fabric status` shows it retiring.
+        cluster.wait_for("the worker to be retiring", |s| {
+            s["workers"][0]["retiring"] == true
+        });
+    });
+}
+
+#[test]
+fn retire_names_unknown_workers_and_needs_an_operator() {
+    let cluster = Cluster::start(1, &[]);
+    let out = cluster.fabric(&["retire", "no-such-worker"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("no worker `no-such-worker`"), "{out}");
+    let token = cluster.issue_token("default", "alice", "member");
+    let name = cluster.status()["workers"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cluster.fabric_as(&token, &["retire", &name]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("only an operator may retire workers"),
+        "{out}"
+    );
+    assert_eq!(cluster.status()["workers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_worker_retires_at_the_end_of_its_lifetime() {
+    let mut cluster = Cluster::start(1, &["--lifetime", "1s"]);
+    let status = exit_of(&mut cluster, 0);
+    assert!(status.success(), "{status}");
+    assert!(
+        cluster.logs().contains("its lifetime of 1s is up"),
+        "{}",
+        cluster.logs()
+    );
+    cluster.wait_for("the worker to be gone", |s| {
+        s["workers"].as_array().unwrap().is_empty()
+    });
+}
