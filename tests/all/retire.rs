@@ -181,3 +181,40 @@ fn a_worker_retires_at_the_end_of_its_lifetime() {
         s["workers"].as_array().unwrap().is_empty()
     });
 }
+
+#[test]
+fn adaptive_scaling_grows_to_the_maximum_and_back_to_nothing() {
+    // No workers at start: the local provider starts up to 4 as the work calls for them,
+    // and retires them once they idle.
+    let cluster = Cluster::start_with(
+        &[
+            "--adapt",
+            "min=0,max=4,interval=100ms,target=2s,cooldown=500ms,wait=2",
+            "--worker-arg=--nthreads=1",
+        ],
+        0,
+        &[],
+    );
+    let dir = GraphDir::new();
+    let out = cluster.submit(
+        &dir.write_graph(&crate::cluster::slow_sum(200, 200, json!({}))),
+        &["--detach"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let job = out.stdout.trim().to_string();
+    cluster.wait_for("4 workers", |s| s["workers"].as_array().unwrap().len() == 4);
+    let out = cluster.fabric(&["result", &job]);
+    assert_eq!(
+        out.success(),
+        json!({ "sum": 200 * 201 / 2 }),
+        "{}",
+        cluster.logs()
+    );
+    cluster.wait_for("no workers", |s| {
+        s["workers"].as_array().unwrap().is_empty()
+    });
+    let log = cluster.scheduler_log();
+    assert!(log.contains("adapt: starting"), "{log}");
+    assert!(log.contains("adapt: retiring"), "{log}");
+    assert!(!log.contains("could not start workers"), "{log}");
+}

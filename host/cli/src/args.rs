@@ -68,3 +68,74 @@ mod tests {
         assert!(resources("gpu").is_err());
     }
 }
+
+/// `--adapt`: the scaler's bounds and pacing, and how often it decides.
+#[derive(Clone, Debug)]
+pub struct Adapt {
+    pub config: fabric_core::adapt::AdaptConfig,
+    pub interval: std::time::Duration,
+}
+
+/// Parses `min=0,max=40,target=5s,interval=1s,cooldown=15s,wait=3` (every key optional;
+/// max defaults to 10).
+pub fn adapt(s: &str) -> Result<Adapt, String> {
+    let mut adapt = Adapt {
+        config: fabric_core::adapt::AdaptConfig {
+            maximum: 10,
+            ..fabric_core::adapt::AdaptConfig::default()
+        },
+        interval: std::time::Duration::from_secs(1),
+    };
+    let count = |key: &str, v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{key}={v}`: expected a whole number"))
+    };
+    for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}`: expected KEY=VALUE, like max=40"))?;
+        let c = &mut adapt.config;
+        match key.trim() {
+            "min" => c.minimum = count(key, value)?,
+            "max" => c.maximum = count(key, value)?,
+            "wait" => c.wait_count = count(key, value)?.max(1),
+            "target" => c.target_duration_us = duration(value)?.as_secs_f64() * 1e6,
+            "cooldown" => c.cooldown_us = duration(value)?.as_secs_f64() * 1e6,
+            "interval" => adapt.interval = duration(value)?,
+            other => {
+                return Err(format!(
+                    "`{other}`: not a setting of --adapt (min, max, target, interval, \
+                     cooldown, wait)"
+                ));
+            }
+        }
+    }
+    let c = &adapt.config;
+    if c.minimum > c.maximum {
+        return Err(format!("min={} is above max={}", c.minimum, c.maximum));
+    }
+    if adapt.interval.is_zero() || c.target_duration_us <= 0.0 {
+        return Err("interval and target must be longer than zero".into());
+    }
+    Ok(adapt)
+}
+
+#[cfg(test)]
+mod adapt_tests {
+    use super::*;
+
+    #[test]
+    fn adapt_settings_parse_with_clear_errors() {
+        let a = adapt("min=1,max=40,target=2s,interval=200ms,cooldown=1s,wait=2").unwrap();
+        assert_eq!((a.config.minimum, a.config.maximum), (1, 40));
+        assert_eq!(a.config.target_duration_us, 2e6);
+        assert_eq!(a.config.cooldown_us, 1e6);
+        assert_eq!((a.interval.as_millis(), a.config.wait_count), (200, 2));
+        assert_eq!(adapt("").unwrap().config.maximum, 10);
+        assert!(adapt("max=2,min=3").unwrap_err().contains("above"));
+        assert!(adapt("maxx=2").unwrap_err().contains("not a setting"));
+        assert!(adapt("max=two").unwrap_err().contains("whole number"));
+        assert!(adapt("max").unwrap_err().contains("KEY=VALUE"));
+    }
+}

@@ -141,10 +141,35 @@ pub struct SchedulerArgs {
     /// Serve no dashboard (and no /metrics).
     #[arg(long)]
     no_dashboard: bool,
+    /// Adaptive scaling: start workers (with --provider) while work waits, retire idle
+    /// ones (their values move first). KEY=VALUE,...: min, max (workers; default 0 and
+    /// 10), target (the waiting work should take about this long: 5s), interval (between
+    /// decisions: 1s), cooldown (no scale-down this soon after a change: 15s), wait
+    /// (decisions in a row before a scale-down: 3). E.g. --adapt min=0,max=40.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = args::adapt)]
+    adapt: Option<args::Adapt>,
+    /// Where --adapt gets workers: `local` starts `fabric worker` processes on this machine.
+    #[arg(long, value_enum, default_value = "local", requires = "adapt")]
+    provider: Provider,
+    /// An argument for each worker the provider starts (repeat: --worker-arg=--nthreads=2).
+    #[arg(
+        long = "worker-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "adapt"
+    )]
+    worker_args: Vec<String>,
     #[command(flatten)]
     file: crate::scheduler_file::FileArgs,
     #[command(flatten)]
     tls: TlsArgs,
+}
+
+/// Where `fabric scheduler --adapt` gets workers.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Provider {
+    /// `fabric worker` processes on this machine.
+    Local,
 }
 
 /// TLS 1.3 on the scheduler's port, or a worker's mutual TLS to it.
@@ -519,6 +544,21 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             capability_ttl: a.capability_ttl,
             policy: a.policy,
             dashboard,
+            adapt: match a.adapt {
+                None => None,
+                Some(adapt) => Some(fabric_scheduler::adapt::AdaptOptions {
+                    config: adapt.config,
+                    interval: adapt.interval,
+                    provider: match a.provider {
+                        Provider::Local => fabric_scheduler::adapt::ProviderConfig::Local {
+                            exe: std::env::current_exe().context(
+                                "cannot find the fabric executable for --provider local",
+                            )?,
+                            worker_args: a.worker_args,
+                        },
+                    },
+                }),
+            },
         };
         fabric_scheduler::serve(listener, options, ctrl_c()).await?;
         eprintln!("fabric scheduler stopped");

@@ -2,6 +2,7 @@
 //! machine. Nothing here does I/O, spawns threads or reads clocks: time is passed in and
 //! decisions come out as messages, so every policy is testable with plain unit tests.
 
+pub mod adapt;
 pub mod build;
 pub mod graph;
 pub mod plan;

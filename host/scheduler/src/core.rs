@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fabric_core::adapt::{Action, Adaptive};
 use fabric_core::{
     Comm, Failure, Input, JobId, JobProgress, Plan, Scheduler, SchedulerConfig, TaskIdx, Type,
     UnitIdx, UnitState, WorkerId, WorkerSpec,
@@ -164,6 +165,8 @@ pub(crate) enum Command {
     },
     /// Time passed: check heartbeats.
     Tick,
+    /// Time for adaptive scaling to decide.
+    Adapt,
     /// The operator's policy from now on.
     SetPolicy {
         policy: fabric_core::Policy,
@@ -199,6 +202,8 @@ pub(crate) struct CoreConfig {
     pub policy: fabric_core::Policy,
     /// The dashboard's address (`http://...`), empty without one.
     pub dashboard: String,
+    /// Adaptive scaling, and the URL its workers dial.
+    pub adapt: Option<(crate::adapt::AdaptOptions, String)>,
 }
 
 /// The scheduler's signing of data-plane capabilities: the key its workers verify with
@@ -418,7 +423,17 @@ impl Comm for Outgoing {
     }
 }
 
+/// Adaptive scaling under way.
+struct Adapting {
+    scaler: Adaptive,
+    provider: Box<dyn crate::adapt::Provider>,
+    interval: Duration,
+    /// The URL its workers dial.
+    url: String,
+}
+
 pub(crate) struct Core {
+    adapting: Option<Adapting>,
     config: CoreConfig,
     /// When it started: the clock past usage decays by.
     started: Instant,
@@ -455,7 +470,18 @@ impl Core {
             ..SchedulerConfig::default()
         });
         sched.set_policy(config.policy.clone());
+        let adapting = config.adapt.as_ref().map(|(options, url)| {
+            // The first decision comes one interval after start.
+            timers.after(options.interval, Command::Adapt);
+            Adapting {
+                scaler: Adaptive::new(options.config.clone()),
+                provider: options.provider.provider(),
+                interval: options.interval,
+                url: url.clone(),
+            }
+        });
         Core {
+            adapting,
             sched,
             started: Instant::now(),
             ended_usage: Vec::new(),
@@ -643,6 +669,7 @@ impl Core {
                 self.sched.on_clock(now, &mut self.out);
                 self.check_heartbeats();
             }
+            Command::Adapt => self.adapt(),
             Command::SetPolicy { policy, reply } => {
                 self.sched.set_policy(policy);
                 let _ = reply.send(());
@@ -852,6 +879,49 @@ impl Core {
             self.sched.on_worker_retiring(*id, &mut self.out);
         }
         Ok(ids.into_iter().map(|(_, name)| name).collect())
+    }
+
+    /// One decision of adaptive scaling, then the next one's timer.
+    fn adapt(&mut self) {
+        let Some(adapt) = self.adapting.as_mut() else {
+            return;
+        };
+        let now = self.started.elapsed().as_secs_f64() * 1e6;
+        let names: FxHashSet<&str> = self
+            .workers
+            .values()
+            .map(|w| w.spec.name.as_str())
+            .collect();
+        let pending = adapt.provider.pending(&|name| names.contains(name));
+        let loads = self.sched.worker_loads();
+        let demand = self.sched.demand();
+        match adapt.scaler.decide(now, &demand, &loads, pending) {
+            Some(Action::Start { workers, reason }) => {
+                match adapt.provider.start(workers, &adapt.url) {
+                    Ok(()) => {
+                        tracing::info!(workers, "adapt: starting {workers} worker(s): {reason}");
+                        adapt.scaler.succeeded();
+                    }
+                    Err(e) => {
+                        tracing::warn!("adapt: could not start workers: {e}");
+                        adapt.scaler.failed(now, e);
+                        if adapt.scaler.paused() {
+                            tracing::error!(
+                                "adapt: paused after repeated failures to start workers"
+                            );
+                        }
+                    }
+                }
+            }
+            Some(Action::Retire { workers, reason }) => {
+                tracing::info!(workers = workers.len(), "adapt: retiring: {reason}");
+                for w in workers {
+                    self.sched.on_worker_retiring(w, &mut self.out);
+                }
+            }
+            None => {}
+        }
+        self.timers.after(adapt.interval, Command::Adapt);
     }
 
     fn check_heartbeats(&mut self) {

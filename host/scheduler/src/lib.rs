@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod adapt;
 mod auth;
 mod components;
 mod core;
@@ -80,6 +81,9 @@ pub struct SchedulerOptions {
     /// Where to serve the dashboard, its JSON API and `/metrics` (HTTP): a listener from
     /// [`bind_dashboard`]; `None`: nowhere.
     pub dashboard: Option<Arc<std::net::TcpListener>>,
+    /// Adaptive scaling (`--adapt`): workers asked of a provider while work waits, idle
+    /// ones retired; `None`: the workers are what was started.
+    pub adapt: Option<adapt::AdaptOptions>,
 }
 
 impl Default for SchedulerOptions {
@@ -97,6 +101,7 @@ impl Default for SchedulerOptions {
             capability_ttl: Duration::from_secs(600),
             policy: None,
             dashboard: None,
+            adapt: None,
         }
     }
 }
@@ -218,6 +223,21 @@ pub async fn serve(
             capabilities: capabilities.clone(),
             policy: initial_policy,
             dashboard: dashboard_url.clone(),
+            adapt: options.adapt.clone().map(|adapt| {
+                let scheme = if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let url = match listener.local_addr() {
+                    Ok(a) if a.ip().is_unspecified() => {
+                        format!("{scheme}://127.0.0.1:{}", a.port())
+                    }
+                    Ok(a) => format!("{scheme}://{a}"),
+                    Err(_) => String::new(),
+                };
+                (adapt, url)
+            }),
         },
         journal,
         options.authority.audit().clone(),

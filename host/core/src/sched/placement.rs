@@ -106,7 +106,7 @@ impl Scheduler {
     }
 
     /// Expected run time of a unit: the sum of its steps' learned durations.
-    fn estimate(&self, job_id: JobId, u: UnitIdx) -> f64 {
+    pub(super) fn estimate(&self, job_id: JobId, u: UnitIdx) -> f64 {
         let job = &self.jobs[&job_id];
         job.plan
             .steps(u)

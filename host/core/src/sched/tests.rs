@@ -1062,3 +1062,28 @@ fn explain_names_a_tenant_quota() {
         }]
     );
 }
+
+#[test]
+fn demand_counts_work_ready_queued_and_running() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.submit(tree(8));
+    // No worker yet: the 8 leaves wait, 500 us each until durations are learned.
+    let d = sim.s.demand();
+    assert_eq!((d.runnable, d.work_us), (8, 4000.0));
+    let w = sim.add_worker(worker("a", 1, &[]));
+    let d = sim.s.demand();
+    assert_eq!(
+        (d.runnable, d.work_us),
+        (8, 4000.0),
+        "sent or ready, the same work"
+    );
+    let loads = sim.s.worker_loads();
+    assert_eq!(loads.len(), 1);
+    assert_eq!((loads[0].id, loads[0].retiring), (w, false));
+    assert!(
+        loads[0].assigned >= 3,
+        "1 thread + 2 prefetched, and what is queued there"
+    );
+    sim.run_to_end();
+    assert_eq!(sim.s.demand(), crate::adapt::Demand::default());
+}

@@ -143,3 +143,54 @@ impl Scheduler {
         self.config.bandwidth
     }
 }
+
+impl Scheduler {
+    /// The work ready, queued and running, for adaptive scaling: expected microseconds
+    /// (ready roots' estimated from a sample of at most 100 per resource class, as Dask's
+    /// `adaptive_target` does) and units. Units waiting for a worker that offers what
+    /// they ask for count too (with no worker at all, every ready unit waits so).
+    pub fn demand(&self) -> crate::adapt::Demand {
+        /// Ready units estimated one by one per class; the rest are taken as their mean.
+        const SAMPLE: usize = 100;
+        let mut demand = crate::adapt::Demand::default();
+        for w in self.workers.iter().flatten() {
+            demand.work_us += w.queued_us;
+            demand.runnable += u64::from(w.running) + w.queue.len() as u64;
+        }
+        for set in self.ready.iter().chain(std::iter::once(&self.stranded)) {
+            if set.is_empty() {
+                continue;
+            }
+            let sampled: f64 = set
+                .iter()
+                .take(SAMPLE)
+                .map(|k| {
+                    let u = self.jobs[&k.job].plan.by_priority[k.priority as usize];
+                    self.estimate(k.job, u)
+                })
+                .sum();
+            let n = set.len();
+            demand.work_us += sampled * n as f64 / n.min(SAMPLE) as f64;
+            demand.runnable += n as u64;
+        }
+        demand
+    }
+
+    /// Every live worker's threads, units assigned and values held, for adaptive scaling.
+    pub fn worker_loads(&self) -> Vec<crate::adapt::WorkerLoad> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(id, w)| {
+                let w = w.as_ref()?;
+                Some(crate::adapt::WorkerLoad {
+                    id: id as WorkerId,
+                    nthreads: w.nthreads,
+                    assigned: w.running + w.queue.len() as u32,
+                    memory: w.memory,
+                    retiring: w.retiring,
+                })
+            })
+            .collect()
+    }
+}

@@ -70,6 +70,7 @@ fn harness() -> Harness {
         }),
         policy: fabric_core::Policy::default(),
         dashboard: String::new(),
+        adapt: None,
     };
     let core = Core::new(
         config,
