@@ -513,6 +513,11 @@ impl Cluster {
         signal_process(self.worker_pid(i), signal);
     }
 
+    /// The scheduler's exit status once it has exited (`None` while it runs).
+    pub fn try_wait_scheduler(&mut self) -> Option<std::process::ExitStatus> {
+        self.scheduler.try_wait().ok().flatten()
+    }
+
     /// Worker `i`'s exit status once it has exited (`None` while it runs).
     pub fn try_wait_worker(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         self.workers[i]

@@ -218,3 +218,29 @@ fn adaptive_scaling_grows_to_the_maximum_and_back_to_nothing() {
     assert!(log.contains("adapt: retiring"), "{log}");
     assert!(!log.contains("could not start workers"), "{log}");
 }
+
+#[test]
+fn sigterm_stops_a_scheduler_with_workers_attached() {
+    // Open streams (the worker's session) are closed after a short grace: the scheduler
+    // exits cleanly instead of waiting for its workers to go.
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.signal_scheduler("TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = cluster.try_wait_scheduler() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the scheduler did not stop\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}\n{}", cluster.logs());
+    assert!(
+        cluster.scheduler_log().contains("fabric scheduler stopped"),
+        "{}",
+        cluster.logs()
+    );
+}

@@ -441,34 +441,50 @@ fn rand_fraction() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C): the worker then retires gracefully.
-/// A second one ends the process at once.
+/// SIGTERM (what systemd, Kubernetes and batch systems send) and SIGINT (Ctrl-C).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Option<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(StopSignals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+        })
+    }
+
+    /// The next of either.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn sigint_or_sigterm() {
+    match StopSignals::new() {
+        Some(mut signals) => signals.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT: the worker then retires gracefully. A second
+/// one ends the process at once.
 async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let Some(mut signals) = StopSignals::new() else {
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    signals.recv().await;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signals.recv().await;
         eprintln!("fabric worker: a second signal: leaving without finishing the retirement");
         std::process::exit(130);
     });
-}
-
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
@@ -560,7 +576,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                 }),
             },
         };
-        fabric_scheduler::serve(listener, options, ctrl_c()).await?;
+        fabric_scheduler::serve(listener, options, sigint_or_sigterm()).await?;
         eprintln!("fabric scheduler stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -24,7 +24,7 @@ pub struct FileArgs {
     /// "http://HOST:PORT", "dashboard": "http://HOST:PORT/" or null}; atomically, mode
     /// 0644), for `fabric worker --scheduler-file FILE` and the client commands to read
     /// (put it on storage the hosts share, as with Dask on HPC). Removed when the scheduler
-    /// stops cleanly (Ctrl-C); one killed leaves it behind. When listening on 0.0.0.0 or ::, the file names this host by its name (what
+    /// stops cleanly (Ctrl-C or SIGTERM); one killed with SIGKILL leaves it behind. When listening on 0.0.0.0 or ::, the file names this host by its name (what
     /// `hostname` prints), which the other hosts must resolve; --advertise names another.
     #[arg(long, value_name = "FILE")]
     pub scheduler_file: Option<PathBuf>,

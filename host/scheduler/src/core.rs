@@ -167,6 +167,8 @@ pub(crate) enum Command {
     Tick,
     /// Time for adaptive scaling to decide.
     Adapt,
+    /// The server stopped: end now, even while streams still hold senders.
+    Stop,
     /// The operator's policy from now on.
     SetPolicy {
         policy: fabric_core::Policy,
@@ -503,12 +505,17 @@ impl Core {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) -> Core {
-        while let Some(first) = rx.recv().await {
+        'serve: while let Some(first) = rx.recv().await {
             let _batch = tracing::debug_span!("batch").entered();
-            self.handle(first);
-            // Everything that arrived meanwhile joins this batch.
-            while let Ok(next) = rx.try_recv() {
-                self.handle(next);
+            let mut next = Some(first);
+            while let Some(command) = next {
+                if matches!(command, Command::Stop) {
+                    self.flush();
+                    break 'serve;
+                }
+                self.handle(command);
+                // Everything that arrived meanwhile joins this batch.
+                next = rx.try_recv().ok();
             }
             self.flush();
         }
@@ -670,6 +677,7 @@ impl Core {
                 self.check_heartbeats();
             }
             Command::Adapt => self.adapt(),
+            Command::Stop => unreachable!("`run` ends on Stop"),
             Command::SetPolicy { policy, reply } => {
                 self.sched.set_policy(policy);
                 let _ = reply.send(());

@@ -106,6 +106,10 @@ impl Default for SchedulerOptions {
     }
 }
 
+/// How long a stopping scheduler waits for open streams (workers' sessions, followed
+/// jobs) before it closes them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 /// Submissions and uploads validated at once, per core; beyond, tenants take turns.
 const GATE_PER_CORE: usize = 2;
 /// Submissions and uploads one tenant may have waiting; beyond, it is told to slow down.
@@ -315,6 +319,7 @@ pub async fn serve(
             }
         })
     });
+    let stop = core.clone();
     let service = service::Service {
         core,
         components,
@@ -346,18 +351,42 @@ pub async fn serve(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             admin, check,
         ));
-    let result = match options.tls.clone() {
-        Some(tls) => {
-            let incoming = fabric_proto::transport::tls::incoming(listener, tls);
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
+    // Asked to stop, the server stops taking calls and waits for those under way; the
+    // streams that never end by themselves (workers' sessions, followed jobs) are cut
+    // after a grace period.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let cut = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
         }
-        None => {
-            let incoming = fabric_proto::transport::incoming(listener);
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
+    };
+    let serving = async {
+        match options.tls.clone() {
+            Some(tls) => {
+                let incoming = fabric_proto::transport::tls::incoming(listener, tls);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            None => {
+                let incoming = fabric_proto::transport::incoming(listener);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = cut => {
+            tracing::info!("stopping: closing the workers' sessions and followers' streams");
+            Ok(())
         }
     };
     ticker.abort();
@@ -367,8 +396,10 @@ pub async fn serve(
     if let Some(task) = on_hangup {
         task.abort();
     }
-    // The service (and with it the last sender) is gone: the core ends, and is dropped
-    // where closing its journal may block.
+    // The core ends (streams cut above may still hold senders), and is dropped where
+    // closing its journal may block.
+    let _ = stop.send(core::Command::Stop);
+    drop(stop);
     if let Ok(core) = core_task.await {
         let _ = tokio::task::spawn_blocking(move || drop(core)).await;
     }
