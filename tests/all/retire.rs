@@ -1,6 +1,8 @@
-//! Graceful retirement on real clusters: a worker retired by `fabric retire` or stopped
-//! with SIGTERM hands the values only it holds to the workers that stay, so nothing is
-//! lost and nothing is recomputed (counted by the scheduler's task metrics).
+//! Graceful retirement and adaptive scaling on real clusters: a worker retired by `fabric
+//! retire`, by SIGTERM or at the end of its lifetime hands the values only it holds to the
+//! workers that stay, so nothing is lost and nothing is recomputed (counted by the
+//! scheduler's task metrics); `--adapt` starts workers as local processes or as batch jobs
+//! (fake `sbatch`/`scancel` on PATH running the real job scripts) and retires them idle.
 
 use std::time::{Duration, Instant};
 
@@ -190,7 +192,7 @@ fn adaptive_scaling_grows_to_the_maximum_and_back_to_nothing() {
         &[
             "--adapt",
             "min=0,max=4,interval=100ms,target=2s,cooldown=500ms,wait=2",
-            "--worker-arg=--nthreads=1",
+            "--worker-extra-arg=--nthreads=1",
         ],
         0,
         &[],
@@ -240,6 +242,212 @@ fn sigterm_stops_a_scheduler_with_workers_attached() {
     assert!(status.success(), "{status}\n{}", cluster.logs());
     assert!(
         cluster.scheduler_log().contains("fabric scheduler stopped"),
+        "{}",
+        cluster.logs()
+    );
+}
+
+/// Fake `sbatch` and `scancel` in `dir` (put it first on PATH): `sbatch` answers as Slurm
+/// does and runs the script in the background with `SLURM_JOB_ID` set (its own process
+/// group), or fails while `dir/fail` exists, or only queues it while `dir/hold` exists;
+/// `scancel` records the ids and ends their process groups.
+fn fake_slurm(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let sbatch = r#"#!/usr/bin/env bash
+dir=$(dirname "$0")
+if [ -e "$dir/fail" ]; then
+    echo "sbatch: error: Batch job submission failed: Invalid partition name specified" >&2
+    exit 1
+fi
+n=$(( $(cat "$dir/next" 2>/dev/null || echo 100) + 1 ))
+echo "$n" > "$dir/next"
+if [ ! -e "$dir/hold" ]; then
+    SLURM_JOB_ID=$n setsid bash "$1" > "$dir/job-$n.out" 2>&1 < /dev/null &
+    echo $! > "$dir/job-$n.pid"
+fi
+echo "$1" >> "$dir/submitted"
+echo "Submitted batch job $n"
+"#;
+    let scancel = r#"#!/usr/bin/env bash
+dir=$(dirname "$0")
+for id in "$@"; do
+    echo "$id" >> "$dir/cancelled"
+    pid=$(cat "$dir/job-$id.pid" 2>/dev/null) && kill -TERM -- "-$pid" 2>/dev/null
+done
+exit 0
+"#;
+    for (name, text) in [("sbatch", sbatch), ("scancel", scancel)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn a_slurm_provider_submits_job_scripts_that_start_real_workers() {
+    let bin = tempfile::tempdir().unwrap();
+    fake_slurm(bin.path());
+    let jobs = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        bin.path().display(),
+        fabric_tests::fabric_bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cluster = Cluster::start_with_env(
+        &[
+            "--adapt",
+            "min=0,max=2,interval=100ms,target=1s,cooldown=500ms,wait=2",
+            "--provider",
+            "slurm",
+            "--cores",
+            "1",
+            "--memory",
+            "1GiB",
+            "--walltime",
+            "1h",
+            "--partition",
+            "compute",
+            "--job-dir",
+            jobs.path().to_str().unwrap(),
+        ],
+        &[("PATH", path.as_str())],
+        0,
+        &[],
+    );
+    let dir = GraphDir::new();
+    let out = cluster.submit(
+        &dir.write_graph(&crate::cluster::slow_sum(40, 100, json!({}))),
+        &[],
+    );
+    assert_eq!(
+        out.success(),
+        json!({ "sum": 40 * 41 / 2 }),
+        "{}",
+        cluster.logs()
+    );
+    // The workers were batch jobs: named after their job ids, from scripts kept in the
+    // job directory, with a lifetime short of the walltime.
+    let log = cluster.scheduler_log();
+    assert!(
+        log.contains("adapt: submitted a batch job job=101"),
+        "{log}"
+    );
+    let script = std::fs::read_to_string(jobs.path().join("job-1.sh")).unwrap();
+    assert!(script.contains("#SBATCH --partition=compute"), "{script}");
+    assert!(script.contains("--lifetime 57m"), "{script}");
+    assert!(
+        script.contains("--name \"fabric-${SLURM_JOB_ID}\""),
+        "{script}"
+    );
+    // They retire once idle, their jobs ending with them.
+    cluster.wait_for("no workers", |s| {
+        s["workers"].as_array().unwrap().is_empty()
+    });
+    let submitted = std::fs::read_to_string(bin.path().join("submitted")).unwrap();
+    assert!((1..=2).contains(&submitted.lines().count()), "{submitted}");
+}
+
+#[test]
+fn failed_submissions_back_off_and_pause_saying_why() {
+    let bin = tempfile::tempdir().unwrap();
+    fake_slurm(bin.path());
+    std::fs::write(bin.path().join("fail"), "").unwrap();
+    let jobs = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cluster = Cluster::start_with_env(
+        &[
+            "--adapt",
+            "min=1,max=2,interval=50ms,cooldown=50ms",
+            "--provider",
+            "slurm",
+            "--cores",
+            "1",
+            "--memory",
+            "1GiB",
+            "--job-dir",
+            jobs.path().to_str().unwrap(),
+        ],
+        &[("PATH", path.as_str())],
+        0,
+        &[],
+    );
+    // With min=1 it asks at once, fails, backs off (50, 100, 200... ms), and pauses
+    // after 10 failures in a row.
+    let start = Instant::now();
+    loop {
+        let log = cluster.scheduler_log();
+        if log.contains("adapt: paused after repeated failures") {
+            assert!(log.contains("Invalid partition name specified"), "{log}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn jobs_still_queued_are_cancelled_when_the_scheduler_stops() {
+    let bin = tempfile::tempdir().unwrap();
+    fake_slurm(bin.path());
+    std::fs::write(bin.path().join("hold"), "").unwrap();
+    let jobs = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cluster = Cluster::start_with_env(
+        &[
+            "--adapt",
+            "min=2,max=2,interval=50ms",
+            "--provider",
+            "slurm",
+            "--cores",
+            "1",
+            "--memory",
+            "1GiB",
+            "--job-dir",
+            jobs.path().to_str().unwrap(),
+        ],
+        &[("PATH", path.as_str())],
+        0,
+        &[],
+    );
+    let submitted = bin.path().join("submitted");
+    let start = Instant::now();
+    while std::fs::read_to_string(&submitted).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Queued jobs count as coming: no more are asked for while they wait.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_to_string(&submitted).unwrap().lines().count(),
+        2
+    );
+    cluster.signal_scheduler("TERM");
+    let start = Instant::now();
+    while cluster.try_wait_scheduler().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cancelled = std::fs::read_to_string(bin.path().join("cancelled")).unwrap_or_default();
+    assert_eq!(
+        cancelled.lines().collect::<Vec<_>>(),
+        ["101", "102"],
         "{}",
         cluster.logs()
     );

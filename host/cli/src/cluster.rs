@@ -148,17 +148,20 @@ pub struct SchedulerArgs {
     /// (decisions in a row before a scale-down: 3). E.g. --adapt min=0,max=40.
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = args::adapt)]
     adapt: Option<args::Adapt>,
-    /// Where --adapt gets workers: `local` starts `fabric worker` processes on this machine.
+    /// Where --adapt gets workers: `local` starts `fabric worker` processes on this
+    /// machine (with --worker-extra-arg); `slurm`, `pbs`, `sge` and `lsf` submit batch
+    /// jobs (the script `fabric deploy script` prints, from the flags under "Batch jobs",
+    /// kept in --job-dir) and cancel those not over when the scheduler stops.
     #[arg(long, value_enum, default_value = "local", requires = "adapt")]
     provider: Provider,
-    /// An argument for each worker the provider starts (repeat: --worker-arg=--nthreads=2).
-    #[arg(
-        long = "worker-arg",
-        value_name = "ARG",
-        allow_hyphen_values = true,
-        requires = "adapt"
+    /// Where the batch provider keeps the job scripts it submits.
+    #[arg(long, value_name = "DIR", default_value = "fabric-jobs")]
+    job_dir: PathBuf,
+    #[command(
+        flatten,
+        next_help_heading = "Batch jobs (--adapt with --provider slurm, pbs, sge or lsf)"
     )]
-    worker_args: Vec<String>,
+    job: crate::deploy::JobArgs,
     #[command(flatten)]
     file: crate::scheduler_file::FileArgs,
     #[command(flatten)]
@@ -170,6 +173,14 @@ pub struct SchedulerArgs {
 enum Provider {
     /// `fabric worker` processes on this machine.
     Local,
+    /// Slurm batch jobs (sbatch, scancel).
+    Slurm,
+    /// PBS Pro or OpenPBS batch jobs (qsub, qdel).
+    Pbs,
+    /// Grid Engine batch jobs (qsub, qdel).
+    Sge,
+    /// LSF batch jobs (bsub, bkill).
+    Lsf,
 }
 
 /// TLS 1.3 on the scheduler's port, or a worker's mutual TLS to it.
@@ -565,13 +576,36 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                 Some(adapt) => Some(fabric_scheduler::adapt::AdaptOptions {
                     config: adapt.config,
                     interval: adapt.interval,
-                    provider: match a.provider {
-                        Provider::Local => fabric_scheduler::adapt::ProviderConfig::Local {
-                            exe: std::env::current_exe().context(
-                                "cannot find the fabric executable for --provider local",
-                            )?,
-                            worker_args: a.worker_args,
-                        },
+                    provider: {
+                        use crate::deploy::SystemArg;
+                        use fabric_scheduler::adapt::ProviderConfig;
+                        use fabric_scheduler::adapt::jobscript::SchedulerRef;
+                        let batch = |system: SystemArg| -> Result<ProviderConfig> {
+                            // (The URL is the scheduler's own, filled in when it listens.)
+                            let url = SchedulerRef::Url(String::new());
+                            let job = a.job.config(system.into(), url)?;
+                            // Said now, not at the first submission.
+                            let mut check = job.clone();
+                            check.scheduler = SchedulerRef::Url("http://scheduler".into());
+                            fabric_scheduler::adapt::jobscript::job_script(&check)
+                                .map_err(anyhow::Error::msg)?;
+                            Ok(ProviderConfig::Batch {
+                                job: Box::new(job),
+                                dir: std::path::absolute(&a.job_dir)?,
+                            })
+                        };
+                        match a.provider {
+                            Provider::Local => ProviderConfig::Local {
+                                exe: std::env::current_exe().context(
+                                    "cannot find the fabric executable for --provider local",
+                                )?,
+                                worker_args: a.job.worker_extra_arg.clone(),
+                            },
+                            Provider::Slurm => batch(SystemArg::Slurm)?,
+                            Provider::Pbs => batch(SystemArg::Pbs)?,
+                            Provider::Sge => batch(SystemArg::Sge)?,
+                            Provider::Lsf => batch(SystemArg::Lsf)?,
+                        }
                     },
                 }),
             },

@@ -1,14 +1,6 @@
-//! `fabric deploy script SYSTEM`: the batch job script that starts Fabric workers on Slurm,
-//! PBS, SGE or LSF, as dask-jobqueue's `job_script()`. [`job_script`] is a pure function of
-//! a [`JobConfig`], so that a batch-system provider (submitting jobs itself) can use the
-//! very script users read here.
-//!
-//! A script is: the shebang, the batch system's directives (each once: a user's
-//! `--extra-directive` replaces a default of the same option), the user's prologue lines
-//! (`module load ...`), then `fabric worker` (one per `--workers-per-job`, each with its
-//! share of the job's threads and memory), named after the batch system's job id, started
-//! so that the batch system's signals reach it: `exec` for one worker, background workers
-//! with a trap that passes SIGTERM on and a `wait` for them otherwise.
+//! `fabric deploy script SYSTEM`: prints the batch job script that starts Fabric workers
+//! (`fabric_scheduler::adapt::jobscript`, the very script the batch providers of `--adapt`
+//! submit).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
+use fabric_scheduler::adapt::jobscript::{JobConfig, Lifetime, SchedulerRef, System, job_script};
 
 use crate::args;
 
-/// A batch system.
+/// A batch system, as `fabric deploy script` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum System {
+pub enum SystemArg {
     /// Slurm (`sbatch`).
     Slurm,
     /// PBS Pro and OpenPBS (`qsub`).
@@ -32,382 +25,14 @@ pub enum System {
     Lsf,
 }
 
-impl System {
-    /// The prefix of its directives.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            System::Slurm => "#SBATCH",
-            System::Pbs => "#PBS",
-            System::Sge => "#$",
-            System::Lsf => "#BSUB",
+impl From<SystemArg> for System {
+    fn from(s: SystemArg) -> System {
+        match s {
+            SystemArg::Slurm => System::Slurm,
+            SystemArg::Pbs => System::Pbs,
+            SystemArg::Sge => System::Sge,
+            SystemArg::Lsf => System::Lsf,
         }
-    }
-
-    /// The variable holding the job's id inside the job.
-    pub fn job_id_var(self) -> &'static str {
-        match self {
-            System::Slurm => "SLURM_JOB_ID",
-            System::Pbs => "PBS_JOBID",
-            System::Sge => "JOB_ID",
-            System::Lsf => "LSB_JOBID",
-        }
-    }
-}
-
-/// Where the workers find their scheduler.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SchedulerRef {
-    /// Its URL.
-    Url(String),
-    /// The file `fabric scheduler --scheduler-file` writes, on shared storage.
-    File(PathBuf),
-}
-
-/// When the workers leave before the walltime ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lifetime {
-    /// [`default_lifetime`] of the walltime.
-    Default,
-    /// Never of their own accord (the batch system ends them at the walltime).
-    Never,
-    /// After this long, less up to the stagger at random.
-    After(Duration),
-}
-
-/// What one batch job is and runs.
-#[derive(Clone, Debug)]
-pub struct JobConfig {
-    /// The batch system.
-    pub system: System,
-    /// The job's name.
-    pub job_name: String,
-    /// Cores of the job (one node).
-    pub cores: u32,
-    /// Memory of the job, bytes.
-    pub memory: u64,
-    /// The job's walltime.
-    pub walltime: Duration,
-    /// The queue (Slurm: partition).
-    pub queue: Option<String>,
-    /// The account or project charged.
-    pub account: Option<String>,
-    /// Workers (processes) the job starts; each gets cores/N threads and memory/N.
-    pub workers_per_job: u32,
-    /// Threads of each worker [default: cores / workers_per_job].
-    pub nthreads: Option<u32>,
-    /// Where the workers find the scheduler.
-    pub scheduler: SchedulerRef,
-    /// The workers' `--lifetime`.
-    pub lifetime: Lifetime,
-    /// The workers' `--lifetime-stagger` (each retires up to this much before its
-    /// lifetime, at random) [default: with the default lifetime, its stagger; with a given
-    /// one, none].
-    pub lifetime_stagger: Option<Duration>,
-    /// The workers' `--death-timeout`.
-    pub death_timeout: Duration,
-    /// Where the batch system writes the job's output and errors [default: its own].
-    pub log_dir: Option<PathBuf>,
-    /// More directives, each replacing a default one of the same option.
-    pub extra_directives: Vec<String>,
-    /// Shell lines run before the workers (`module load ...`, `export ...`).
-    pub prologue: Vec<String>,
-    /// More arguments of each `fabric worker`.
-    pub worker_extra_args: Vec<String>,
-    /// The `fabric` command on the compute nodes.
-    pub fabric: String,
-}
-
-/// How long a worker has between its lifetime and the end of the walltime to hand its
-/// values over and stop (the worker's `--retire-timeout` defaults to 2 minutes), plus a
-/// minute of slack.
-pub const RETIRE_MARGIN: Duration = Duration::from_secs(180);
-
-/// The workers' default lifetime and stagger for a walltime, as dask-jobqueue advises
-/// (`--lifetime` a few minutes short of the walltime, staggered so that the workers of
-/// many jobs do not all leave at once): the lifetime is the walltime less
-/// [`RETIRE_MARGIN`], so that a worker has time to retire before the batch system kills
-/// it, and the stagger (a worker retires up to that much earlier, at random) a twentieth
-/// of the walltime, at most 5 minutes. `None` when the walltime is too short for that.
-pub fn default_lifetime(walltime: Duration) -> Option<(Duration, Duration)> {
-    let stagger = Duration::from_secs((walltime.as_secs() / 20).min(300));
-    let lifetime = walltime.checked_sub(RETIRE_MARGIN)?;
-    (lifetime >= stagger + Duration::from_secs(60)).then_some((lifetime, stagger))
-}
-
-/// The job script for `c`.
-pub fn job_script(c: &JobConfig) -> Result<String, String> {
-    if c.cores == 0 {
-        return Err("--cores must be at least 1".into());
-    }
-    if c.workers_per_job == 0 {
-        return Err("--workers-per-job must be at least 1".into());
-    }
-    if c.walltime < Duration::from_secs(60) {
-        return Err("--walltime must be at least a minute".into());
-    }
-    let per_worker_memory = c.memory / u64::from(c.workers_per_job);
-    if per_worker_memory < 1 << 20 {
-        return Err("--memory leaves each worker less than 1 MiB".into());
-    }
-    let nthreads = c.nthreads.unwrap_or((c.cores / c.workers_per_job).max(1));
-    if nthreads == 0 {
-        return Err("--nthreads must be at least 1".into());
-    }
-    let (lifetime, stagger) = match c.lifetime {
-        Lifetime::Never => (None, None),
-        Lifetime::After(lifetime) => (Some(lifetime), c.lifetime_stagger),
-        Lifetime::Default => {
-            let (lifetime, stagger) = default_lifetime(c.walltime).ok_or_else(|| {
-                format!(
-                    "a walltime of {} is too short for the default worker lifetime (the \
-                     walltime less {} to retire): give --lifetime, or --no-lifetime",
-                    duration_arg(c.walltime),
-                    duration_arg(RETIRE_MARGIN)
-                )
-            })?;
-            (Some(lifetime), Some(c.lifetime_stagger.unwrap_or(stagger)))
-        }
-    };
-    if let Some(lifetime) = lifetime
-        && lifetime >= c.walltime
-    {
-        return Err(format!(
-            "--lifetime {} is not shorter than the walltime {}: the batch system would kill \
-             workers before they retire",
-            duration_arg(lifetime),
-            duration_arg(c.walltime)
-        ));
-    }
-
-    let mut out = String::from("#!/usr/bin/env bash\n");
-    for directive in directives(c) {
-        out += &format!("{} {directive}\n", c.system.prefix());
-    }
-    if !c.prologue.is_empty() {
-        out.push('\n');
-        for line in &c.prologue {
-            out += line;
-            out.push('\n');
-        }
-    }
-
-    // The worker's command line, without its name.
-    let mut worker = vec![quote(&c.fabric), "worker".to_string()];
-    match &c.scheduler {
-        SchedulerRef::Url(url) => worker.extend(["--scheduler".into(), quote(url)]),
-        SchedulerRef::File(path) => {
-            worker.extend(["--scheduler-file".into(), quote(&path.to_string_lossy())])
-        }
-    }
-    worker.extend([
-        "--nthreads".into(),
-        nthreads.to_string(),
-        "--memory-limit".into(),
-        format!("{}MiB", per_worker_memory >> 20),
-        "--death-timeout".into(),
-        duration_arg(c.death_timeout),
-    ]);
-    if let Some(lifetime) = lifetime {
-        worker.extend(["--lifetime".into(), duration_arg(lifetime)]);
-    }
-    if let Some(stagger) = stagger {
-        worker.extend(["--lifetime-stagger".into(), duration_arg(stagger)]);
-    }
-    worker.extend(c.worker_extra_args.iter().map(|a| quote(a)));
-    let worker = worker.join(" ");
-    let id = c.system.job_id_var();
-
-    out.push('\n');
-    if c.workers_per_job == 1 {
-        out += "# The worker replaces the shell: the batch system's signals reach it.\n";
-        out += &format!("exec {worker} --name \"fabric-${{{id}}}\"\n");
-    } else {
-        out += &format!(
-            "# {n} workers. SIGTERM (job cancelled, walltime) is passed on to them, then the\n\
-             # script waits until they have handed their values over and stopped.\n\
-             pids=()\n\
-             trap 'kill -TERM \"${{pids[@]}}\" 2>/dev/null' TERM INT\n\
-             for i in $(seq 0 {last}); do\n    \
-             {worker} --name \"fabric-${{{id}}}-$i\" &\n    \
-             pids+=(\"$!\")\n\
-             done\n\
-             until wait; do :; done\n",
-            n = c.workers_per_job,
-            last = c.workers_per_job - 1,
-        );
-    }
-    Ok(out)
-}
-
-/// The directives (without their prefix): the defaults of `c.system`, less those a user's
-/// directive of the same option replaces, then the user's.
-fn directives(c: &JobConfig) -> Vec<String> {
-    let name = &c.job_name;
-    let mib = c.memory.div_ceil(1 << 20);
-    let log = |pattern: &str| {
-        c.log_dir
-            .as_ref()
-            .map(|dir| dir.join(pattern).to_string_lossy().into_owned())
-    };
-    let hms = hms(c.walltime);
-    let mut defaults: Vec<String> = Vec::new();
-    match c.system {
-        System::Slurm => {
-            defaults.push(format!("--job-name={name}"));
-            if let Some(out) = log(&format!("{name}-%j.out")) {
-                defaults.push(format!("--output={out}"));
-            }
-            if let Some(err) = log(&format!("{name}-%j.err")) {
-                defaults.push(format!("--error={err}"));
-            }
-            if let Some(q) = &c.queue {
-                defaults.push(format!("--partition={q}"));
-            }
-            if let Some(a) = &c.account {
-                defaults.push(format!("--account={a}"));
-            }
-            defaults.push("--nodes=1".into());
-            defaults.push("--ntasks=1".into());
-            defaults.push(format!("--cpus-per-task={}", c.cores));
-            defaults.push(format!("--mem={mib}M"));
-            defaults.push(format!("--time={hms}"));
-        }
-        System::Pbs => {
-            defaults.push(format!("-N {name}"));
-            if let Some(q) = &c.queue {
-                defaults.push(format!("-q {q}"));
-            }
-            if let Some(a) = &c.account {
-                defaults.push(format!("-A {a}"));
-            }
-            defaults.push(format!("-l select=1:ncpus={}:mem={mib}mb", c.cores));
-            defaults.push(format!("-l walltime={hms}"));
-            if let Some(dir) = &c.log_dir {
-                defaults.push(format!("-o {}/", dir.display()));
-                defaults.push(format!("-e {}/", dir.display()));
-            }
-        }
-        System::Sge => {
-            defaults.push(format!("-N {name}"));
-            if let Some(q) = &c.queue {
-                defaults.push(format!("-q {q}"));
-            }
-            if let Some(a) = &c.account {
-                defaults.push(format!("-P {a}"));
-            }
-            defaults.push(format!("-pe smp {}", c.cores));
-            // Per slot: Grid Engine multiplies it by the slots of -pe. (Not h_vmem: the
-            // WebAssembly runtime reserves far more address space than it uses.)
-            defaults.push(format!("-l mem_free={}M", mib.div_ceil(u64::from(c.cores))));
-            defaults.push(format!("-l h_rt={hms}"));
-            defaults.push("-S /bin/bash".into());
-            defaults.push("-cwd".into());
-            defaults.push("-j y".into());
-            if let Some(dir) = &c.log_dir {
-                defaults.push(format!("-o {}/", dir.display()));
-            }
-        }
-        System::Lsf => {
-            defaults.push(format!("-J {name}"));
-            if let Some(out) = log(&format!("{name}-%J.out")) {
-                defaults.push(format!("-o {out}"));
-            }
-            if let Some(err) = log(&format!("{name}-%J.err")) {
-                defaults.push(format!("-e {err}"));
-            }
-            if let Some(q) = &c.queue {
-                defaults.push(format!("-q {q}"));
-            }
-            if let Some(a) = &c.account {
-                defaults.push(format!("-P {a}"));
-            }
-            defaults.push(format!("-n {}", c.cores));
-            defaults.push("-R \"span[hosts=1]\"".into());
-            defaults.push(format!("-M {mib}MB"));
-            let minutes = c.walltime.as_secs().div_ceil(60);
-            defaults.push(format!("-W {}:{:02}", minutes / 60, minutes % 60));
-        }
-    }
-    let extra: Vec<String> = c
-        .extra_directives
-        .iter()
-        .map(|d| {
-            let d = d.trim();
-            d.strip_prefix(c.system.prefix())
-                .map_or(d, str::trim_start)
-                .to_string()
-        })
-        .collect();
-    let replaced: Vec<String> = extra.iter().flat_map(|d| keys(c.system, d)).collect();
-    defaults.retain(|d| !keys(c.system, d).iter().any(|k| replaced.contains(k)));
-    defaults.extend(extra);
-    defaults
-}
-
-/// The options a directive sets, to find the default one a user's replaces: its option
-/// (Slurm's short forms as their long ones), and for `-l` each resource it names.
-fn keys(system: System, directive: &str) -> Vec<String> {
-    let directive = directive.trim();
-    let (option, rest) = match directive.find([' ', '=']) {
-        Some(at) if directive.starts_with("--") => (&directive[..at], &directive[at + 1..]),
-        Some(at) => (&directive[..at], &directive[at + 1..]),
-        None => (directive, ""),
-    };
-    if system == System::Slurm {
-        let long = match option {
-            "-J" => "--job-name",
-            "-o" => "--output",
-            "-e" => "--error",
-            "-p" => "--partition",
-            "-A" => "--account",
-            "-N" => "--nodes",
-            "-n" => "--ntasks",
-            "-c" => "--cpus-per-task",
-            "-t" => "--time",
-            other => other,
-        };
-        return vec![long.to_string()];
-    }
-    if option == "-l" {
-        return rest
-            .split(',')
-            .filter_map(|r| {
-                let name = r.split(['=', ':']).next()?.trim();
-                (!name.is_empty()).then(|| format!("-l {name}"))
-            })
-            .collect();
-    }
-    vec![option.to_string()]
-}
-
-/// `HH:MM:SS`, rounded up to the second.
-fn hms(d: Duration) -> String {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// A duration as `fabric worker` reads it: `2h`, `54m`, `90s`.
-fn duration_arg(d: Duration) -> String {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    if s > 0 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s > 0 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// `s` as one shell word: as it is when it holds nothing the shell reads specially, else
-/// in single quotes.
-fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -433,13 +58,29 @@ enum DeployCommand {
 #[command(group = clap::ArgGroup::new("where").required(true).args(["scheduler", "scheduler_file"]))]
 struct ScriptArgs {
     /// The batch system.
-    system: System,
-    /// Cores of one job (one node); the workers of a job share them.
+    system: SystemArg,
+    /// The scheduler's URL, as the compute nodes reach it.
+    #[arg(long, value_name = "URL")]
+    scheduler: Option<String>,
+    /// The file the scheduler writes (`fabric scheduler --scheduler-file FILE`), on
+    /// storage the compute nodes share (a relative path is made absolute here).
+    #[arg(long, value_name = "FILE")]
+    scheduler_file: Option<PathBuf>,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// One batch job of workers: `fabric deploy script`, and `fabric scheduler --adapt` with
+/// a batch provider.
+#[derive(Args, Clone, Debug)]
+pub struct JobArgs {
+    /// Cores of one job (one node); the workers of a job share them. Required.
     #[arg(long, value_name = "N")]
-    cores: u32,
+    cores: Option<u32>,
     /// Memory of one job (e.g. 16GiB); each worker's --memory-limit is its share.
+    /// Required.
     #[arg(long, value_name = "SIZE", value_parser = args::size)]
-    memory: u64,
+    memory: Option<u64>,
     /// The job's walltime (e.g. 1h, 90m).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = args::duration)]
     walltime: Duration,
@@ -458,13 +99,6 @@ struct ScriptArgs {
     /// Threads of each worker [default: --cores / --workers-per-job].
     #[arg(long, value_name = "N")]
     nthreads: Option<u32>,
-    /// The scheduler's URL, as the compute nodes reach it.
-    #[arg(long, value_name = "URL")]
-    scheduler: Option<String>,
-    /// The file the scheduler writes (`fabric scheduler --scheduler-file FILE`), on
-    /// storage the compute nodes share (a relative path is made absolute here).
-    #[arg(long, value_name = "FILE")]
-    scheduler_file: Option<PathBuf>,
     /// The workers retire (hand their values to others and exit) after this long, less up
     /// to --lifetime-stagger at random [default: the walltime less 3m to retire, staggered
     /// by a twentieth of the walltime, at most 5m; e.g. 1h: --lifetime 57m
@@ -496,10 +130,44 @@ struct ScriptArgs {
     /// One more argument of each `fabric worker` (`--worker-extra-arg=--spill-dir=/tmp`).
     /// Repeat for several.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-    worker_extra_arg: Vec<String>,
+    pub worker_extra_arg: Vec<String>,
     /// The `fabric` command on the compute nodes.
     #[arg(long, value_name = "PATH", default_value = "fabric")]
     fabric: String,
+}
+
+impl JobArgs {
+    /// The job these flags describe, on `system`, its workers dialing `scheduler`.
+    pub fn config(&self, system: System, scheduler: SchedulerRef) -> Result<JobConfig> {
+        let (Some(cores), Some(memory)) = (self.cores, self.memory) else {
+            anyhow::bail!("a batch job needs --cores and --memory (those of one node)");
+        };
+        let lifetime = match (self.no_lifetime, self.lifetime) {
+            (true, _) => Lifetime::Never,
+            (false, Some(d)) => Lifetime::After(d),
+            (false, None) => Lifetime::Default,
+        };
+        Ok(JobConfig {
+            system,
+            job_name: self.job_name.clone(),
+            cores,
+            memory,
+            walltime: self.walltime,
+            queue: self.queue.clone(),
+            account: self.account.clone(),
+            workers_per_job: self.workers_per_job,
+            nthreads: self.nthreads,
+            scheduler,
+            lifetime,
+            lifetime_stagger: self.lifetime_stagger,
+            death_timeout: self.death_timeout,
+            log_dir: self.log_dir.clone(),
+            extra_directives: self.extra_directive.clone(),
+            prologue: self.prologue.clone(),
+            worker_extra_args: self.worker_extra_arg.clone(),
+            fabric: self.fabric.clone(),
+        })
+    }
 }
 
 pub fn deploy(a: DeployArgs) -> Result<ExitCode> {
@@ -510,259 +178,9 @@ pub fn deploy(a: DeployArgs) -> Result<ExitCode> {
                 (None, Some(path)) => SchedulerRef::File(std::path::absolute(&path)?),
                 (None, None) => unreachable!("clap requires one"),
             };
-            let lifetime = match (a.no_lifetime, a.lifetime) {
-                (true, _) => Lifetime::Never,
-                (false, Some(d)) => Lifetime::After(d),
-                (false, None) => Lifetime::Default,
-            };
-            let config = JobConfig {
-                system: a.system,
-                job_name: a.job_name,
-                cores: a.cores,
-                memory: a.memory,
-                walltime: a.walltime,
-                queue: a.queue,
-                account: a.account,
-                workers_per_job: a.workers_per_job,
-                nthreads: a.nthreads,
-                scheduler,
-                lifetime,
-                lifetime_stagger: a.lifetime_stagger,
-                death_timeout: a.death_timeout,
-                log_dir: a.log_dir,
-                extra_directives: a.extra_directive,
-                prologue: a.prologue,
-                worker_extra_args: a.worker_extra_arg,
-                fabric: a.fabric,
-            };
+            let config = a.job.config(a.system.into(), scheduler)?;
             print!("{}", job_script(&config).map_err(anyhow::Error::msg)?);
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(system: System) -> JobConfig {
-        JobConfig {
-            system,
-            job_name: "fabric-worker".into(),
-            cores: 8,
-            memory: 16 << 30,
-            walltime: Duration::from_secs(3600),
-            queue: Some("normal".into()),
-            account: Some("proj42".into()),
-            workers_per_job: 1,
-            nthreads: None,
-            scheduler: SchedulerRef::File("/shared/scheduler.json".into()),
-            lifetime: Lifetime::Default,
-            lifetime_stagger: None,
-            death_timeout: Duration::from_secs(60),
-            log_dir: None,
-            extra_directives: Vec::new(),
-            prologue: vec!["module load fabric".into()],
-            worker_extra_args: Vec::new(),
-            fabric: "fabric".into(),
-        }
-    }
-
-    fn directive_lines(script: &str, prefix: &str) -> Vec<String> {
-        script
-            .lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .map(|l| l.trim().to_string())
-            .collect()
-    }
-
-    const WORKER_1H: &str = "fabric worker --scheduler-file /shared/scheduler.json \
-        --nthreads 8 --memory-limit 16384MiB --death-timeout 1m --lifetime 57m \
-        --lifetime-stagger 3m";
-
-    #[test]
-    fn slurm() {
-        let script = job_script(&config(System::Slurm)).unwrap();
-        assert_eq!(
-            directive_lines(&script, "#SBATCH"),
-            [
-                "--job-name=fabric-worker",
-                "--partition=normal",
-                "--account=proj42",
-                "--nodes=1",
-                "--ntasks=1",
-                "--cpus-per-task=8",
-                "--mem=16384M",
-                "--time=01:00:00",
-            ]
-        );
-        assert!(script.starts_with("#!/usr/bin/env bash\n#SBATCH --job-name=fabric-worker\n"));
-        assert!(script.contains("\nmodule load fabric\n"), "{script}");
-        assert!(
-            script.contains(&format!(
-                "exec {WORKER_1H} --name \"fabric-${{SLURM_JOB_ID}}\"\n"
-            )),
-            "{script}"
-        );
-    }
-
-    #[test]
-    fn pbs() {
-        let mut c = config(System::Pbs);
-        c.log_dir = Some("/home/me/logs".into());
-        let script = job_script(&c).unwrap();
-        assert_eq!(
-            directive_lines(&script, "#PBS"),
-            [
-                "-N fabric-worker",
-                "-q normal",
-                "-A proj42",
-                "-l select=1:ncpus=8:mem=16384mb",
-                "-l walltime=01:00:00",
-                "-o /home/me/logs/",
-                "-e /home/me/logs/",
-            ]
-        );
-        assert!(script.contains(&format!(
-            "exec {WORKER_1H} --name \"fabric-${{PBS_JOBID}}\""
-        )));
-    }
-
-    #[test]
-    fn sge() {
-        let script = job_script(&config(System::Sge)).unwrap();
-        assert_eq!(
-            directive_lines(&script, "#$"),
-            [
-                "-N fabric-worker",
-                "-q normal",
-                "-P proj42",
-                "-pe smp 8",
-                "-l mem_free=2048M",
-                "-l h_rt=01:00:00",
-                "-S /bin/bash",
-                "-cwd",
-                "-j y",
-            ]
-        );
-        assert!(script.contains("--name \"fabric-${JOB_ID}\""));
-    }
-
-    #[test]
-    fn lsf() {
-        let mut c = config(System::Lsf);
-        c.walltime = Duration::from_secs(2 * 3600 + 30 * 60);
-        let script = job_script(&c).unwrap();
-        assert_eq!(
-            directive_lines(&script, "#BSUB"),
-            [
-                "-J fabric-worker",
-                "-q normal",
-                "-P proj42",
-                "-n 8",
-                "-R \"span[hosts=1]\"",
-                "-M 16384MB",
-                "-W 2:30",
-            ]
-        );
-        // 2h30m: 3m to retire, a stagger of 5m (at most).
-        assert!(
-            script.contains("--lifetime 147m --lifetime-stagger 5m --name \"fabric-${LSB_JOBID}\"")
-        );
-    }
-
-    #[test]
-    fn user_directives_replace_defaults() {
-        let mut c = config(System::Slurm);
-        c.extra_directives = vec![
-            "#SBATCH -c 16".into(),
-            "--time=2:00:00".into(),
-            "--gres=gpu:1".into(),
-        ];
-        let lines = directive_lines(&job_script(&c).unwrap(), "#SBATCH");
-        assert_eq!(
-            lines.iter().filter(|l| l.contains("cpus-per-task")).count(),
-            0
-        );
-        assert_eq!(lines.iter().filter(|l| l.starts_with("--time")).count(), 1);
-        assert!(lines.ends_with(&[
-            "-c 16".into(),
-            "--time=2:00:00".into(),
-            "--gres=gpu:1".into()
-        ]));
-
-        let mut c = config(System::Pbs);
-        c.extra_directives = vec!["-l walltime=02:00:00".into(), "-l place=excl".into()];
-        let lines = directive_lines(&job_script(&c).unwrap(), "#PBS");
-        assert_eq!(lines.iter().filter(|l| l.contains("walltime")).count(), 1);
-        assert!(lines.contains(&"-l select=1:ncpus=8:mem=16384mb".to_string()));
-        assert!(lines.contains(&"-l place=excl".to_string()));
-
-        let mut c = config(System::Sge);
-        c.extra_directives = vec!["-l h_rt=2:00:00,gpu=1".into(), "-pe mpi 8".into()];
-        let lines = directive_lines(&job_script(&c).unwrap(), "#$");
-        assert!(!lines.contains(&"-l h_rt=01:00:00".to_string()));
-        assert!(!lines.contains(&"-pe smp 8".to_string()));
-        assert!(lines.contains(&"-l mem_free=2048M".to_string()));
-    }
-
-    #[test]
-    fn several_workers_share_the_job() {
-        let mut c = config(System::Slurm);
-        c.workers_per_job = 4;
-        c.scheduler = SchedulerRef::Url("https://head:7878".into());
-        c.lifetime = Lifetime::Never;
-        c.worker_extra_args = vec!["--spill-dir".into(), "$TMPDIR/spill dir".into()];
-        let script = job_script(&c).unwrap();
-        assert!(
-            script.contains(
-                "fabric worker --scheduler https://head:7878 --nthreads 2 --memory-limit \
-                 4096MiB --death-timeout 1m --spill-dir '$TMPDIR/spill dir' --name \
-                 \"fabric-${SLURM_JOB_ID}-$i\" &\n"
-            ),
-            "{script}"
-        );
-        assert!(script.contains("for i in $(seq 0 3); do"));
-        assert!(script.contains("trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM INT"));
-        assert!(script.contains("until wait; do :; done"));
-        assert!(!script.contains("exec "));
-        assert!(!script.contains("--lifetime"));
-    }
-
-    #[test]
-    fn lifetimes() {
-        assert_eq!(
-            default_lifetime(Duration::from_secs(3600)),
-            Some((Duration::from_secs(57 * 60), Duration::from_secs(180)))
-        );
-        assert_eq!(
-            default_lifetime(Duration::from_secs(24 * 3600)),
-            Some((
-                Duration::from_secs(24 * 3600 - 180),
-                Duration::from_secs(300)
-            ))
-        );
-        assert_eq!(default_lifetime(Duration::from_secs(200)), None);
-        let mut c = config(System::Slurm);
-        c.walltime = Duration::from_secs(200);
-        assert!(job_script(&c).unwrap_err().contains("--no-lifetime"));
-        c.lifetime = Lifetime::After(Duration::from_secs(200));
-        assert!(
-            job_script(&c)
-                .unwrap_err()
-                .contains("not shorter than the walltime")
-        );
-        c.lifetime = Lifetime::After(Duration::from_secs(190));
-        let script = job_script(&c).unwrap();
-        assert!(script.contains("--lifetime 190s --name"), "{script}");
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote("/a/b-c_d.json"), "/a/b-c_d.json");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(quote(""), "''");
-        assert_eq!(hms(Duration::from_secs(90_061)), "25:01:01");
-        assert_eq!(duration_arg(Duration::from_millis(1500)), "2s");
     }
 }

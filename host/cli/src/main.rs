@@ -47,9 +47,9 @@ enum Command {
     /// Build a guest project (Rust, Python or JavaScript) into a task component and check its exports.
     Build(build::BuildArgs),
     /// Run a scheduler: serves clients (`fabric submit`) and workers (`fabric worker`).
-    Scheduler(cluster::SchedulerArgs),
+    Scheduler(Box<cluster::SchedulerArgs>),
     /// Run a worker: registers with a scheduler, runs tasks, serves their results to peers.
-    Worker(cluster::WorkerArgs),
+    Worker(Box<cluster::WorkerArgs>),
     /// Validate a graph here, then run it on a cluster; print its outputs as JSON.
     Submit(cluster::SubmitArgs),
     /// Wait for a job submitted with `--detach` and print its outputs.
@@ -107,8 +107,8 @@ fn main() -> ExitCode {
         Command::Exports(a) => run::exports(a),
         Command::Df(a) => df::df(a),
         Command::Build(a) => build::build(a),
-        Command::Scheduler(a) => cluster::scheduler(a),
-        Command::Worker(a) => cluster::worker(a),
+        Command::Scheduler(a) => cluster::scheduler(*a),
+        Command::Worker(a) => cluster::worker(*a),
         Command::Submit(a) => cluster::submit(a),
         Command::Result(a) => cluster::result(a),
         Command::Cancel(a) => cluster::cancel(a),
