@@ -574,16 +574,45 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             adapt: match a.adapt {
                 None => None,
                 Some(adapt) => Some(fabric_scheduler::adapt::AdaptOptions {
-                    config: adapt.config,
+                    config: {
+                        // Workers are asked for in the provider's shape: whole batch jobs
+                        // of their threads, or local workers of theirs.
+                        let mut config = adapt.config;
+                        let per_job = a.job.workers_per_job.max(1);
+                        let threads = match a.provider {
+                            Provider::Local => crate::deploy::nthreads_of(&a.job.worker_extra_arg)
+                                .unwrap_or_else(|| {
+                                    std::thread::available_parallelism()
+                                        .map_or(1, |n| n.get() as u32)
+                                }),
+                            _ => a
+                                .job
+                                .nthreads
+                                .unwrap_or_else(|| (a.job.cores.unwrap_or(1) / per_job).max(1)),
+                        };
+                        config.threads_per_worker = threads;
+                        if !matches!(a.provider, Provider::Local) {
+                            config.workers_per_allocation = per_job;
+                        }
+                        config
+                    },
                     interval: adapt.interval,
                     provider: {
                         use crate::deploy::SystemArg;
                         use fabric_scheduler::adapt::ProviderConfig;
                         use fabric_scheduler::adapt::jobscript::SchedulerRef;
+                        // Jobs on other nodes find the scheduler through its file, or dial
+                        // the address it would write there.
+                        let dial = match &a.file.scheduler_file {
+                            Some(path) => SchedulerRef::File(std::path::absolute(path)?),
+                            None => SchedulerRef::Url(format!(
+                                "{scheme}://{}:{}",
+                                crate::scheduler_file::host_for(address.ip(), None)?,
+                                address.port()
+                            )),
+                        };
                         let batch = |system: SystemArg| -> Result<ProviderConfig> {
-                            // (The URL is the scheduler's own, filled in when it listens.)
-                            let url = SchedulerRef::Url(String::new());
-                            let job = a.job.config(system.into(), url)?;
+                            let job = a.job.config(system.into(), dial.clone())?;
                             // Said now, not at the first submission.
                             let mut check = job.clone();
                             check.scheduler = SchedulerRef::Url("http://scheduler".into());

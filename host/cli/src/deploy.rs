@@ -76,7 +76,7 @@ struct ScriptArgs {
 pub struct JobArgs {
     /// Cores of one job (one node); the workers of a job share them. Required.
     #[arg(long, value_name = "N")]
-    cores: Option<u32>,
+    pub cores: Option<u32>,
     /// Memory of one job (e.g. 16GiB); each worker's --memory-limit is its share.
     /// Required.
     #[arg(long, value_name = "SIZE", value_parser = args::size)]
@@ -95,10 +95,10 @@ pub struct JobArgs {
     job_name: String,
     /// Workers (processes) per job, each with its share of the cores and memory.
     #[arg(long, value_name = "N", default_value_t = 1)]
-    workers_per_job: u32,
+    pub workers_per_job: u32,
     /// Threads of each worker [default: --cores / --workers-per-job].
     #[arg(long, value_name = "N")]
-    nthreads: Option<u32>,
+    pub nthreads: Option<u32>,
     /// The workers retire (hand their values to others and exit) after this long, less up
     /// to --lifetime-stagger at random [default: the walltime less 3m to retire, staggered
     /// by a twentieth of the walltime, at most 5m; e.g. 1h: --lifetime 57m
@@ -134,6 +134,17 @@ pub struct JobArgs {
     /// The `fabric` command on the compute nodes.
     #[arg(long, value_name = "PATH", default_value = "fabric")]
     fabric: String,
+}
+
+/// The `--nthreads` among a worker's extra arguments (`--nthreads=4` or `--nthreads 4`).
+pub fn nthreads_of(args: &[String]) -> Option<u32> {
+    args.iter()
+        .enumerate()
+        .find_map(|(i, arg)| match arg.strip_prefix("--nthreads") {
+            Some(rest) if rest.starts_with('=') => rest[1..].parse().ok(),
+            Some("") => args.get(i + 1)?.parse().ok(),
+            _ => None,
+        })
 }
 
 impl JobArgs {
@@ -182,5 +193,25 @@ pub fn deploy(a: DeployArgs) -> Result<ExitCode> {
             print!("{}", job_script(&config).map_err(anyhow::Error::msg)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nthreads_is_read_from_either_spelling() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(nthreads_of(&args(&["--nthreads=4"])), Some(4));
+        assert_eq!(
+            nthreads_of(&args(&["--spill-dir", "/x", "--nthreads", "2"])),
+            Some(2)
+        );
+        assert_eq!(
+            nthreads_of(&args(&["--nthreadsx=4", "--memory-limit=1GiB"])),
+            None
+        );
+        assert_eq!(nthreads_of(&args(&["--nthreads"])), None);
     }
 }

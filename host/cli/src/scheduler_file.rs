@@ -63,7 +63,7 @@ impl Announcement {
 
 /// The host to write for a socket bound to `ip`: `advertise` if given, else the address
 /// itself, else (0.0.0.0, ::) this host's name.
-fn host_for(ip: IpAddr, advertise: Option<&str>) -> Result<String> {
+pub fn host_for(ip: IpAddr, advertise: Option<&str>) -> Result<String> {
     if let Some(host) = advertise {
         return Ok(host.to_string());
     }

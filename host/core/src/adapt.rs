@@ -315,6 +315,7 @@ mod tests {
 
     #[test]
     fn bursts_scale_up_once_and_never_down() {
+        // The cooldown after the scale-up (10 s) spans the bursts.
         let mut a = Adaptive::new(config());
         let mut changes = Vec::new();
         let mut workers: Vec<WorkerLoad> = Vec::new();
@@ -345,6 +346,15 @@ mod tests {
         }
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert!(matches!(changes[0], Action::Start { workers: 2, .. }));
+        // Once the bursts are over and the cooldown has passed, the idle workers go.
+        let none = demand(0.0, 0);
+        let later: Vec<_> = (0..12)
+            .filter_map(|s| a.decide(f64::from(s) * 1e6, &none, &workers, 0))
+            .collect();
+        assert!(
+            matches!(&later[..], [Action::Retire { workers, .. }] if workers.len() == 1),
+            "{later:?}"
+        );
     }
 
     #[test]

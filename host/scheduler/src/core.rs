@@ -1492,10 +1492,11 @@ impl Core {
         if let Some(p) = prefer.filter(|p| who.contains(p)) {
             out.push(self.workers[&p].data_address.to_string());
         }
-        for w in who {
-            if Some(*w) != prefer
-                && let Some(entry) = self.workers.get(w)
-            {
+        // Workers that stay before retiring ones, which are about to leave.
+        let mut rest: Vec<WorkerId> = who.iter().copied().filter(|w| Some(*w) != prefer).collect();
+        rest.sort_by_key(|w| self.sched.is_retiring(*w));
+        for w in rest {
+            if let Some(entry) = self.workers.get(&w) {
                 out.push(entry.data_address.to_string());
             }
         }

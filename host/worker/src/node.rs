@@ -450,11 +450,20 @@ pub async fn run(
     let lifetime = tokio::time::sleep(options.lifetime.unwrap_or(FOREVER));
     tokio::pin!(lifetime);
     let mut retiring = None::<tokio::time::Instant>;
+    let mut stop_asked = false;
     let outcome = loop {
         let deadline = retiring.unwrap_or_else(|| tokio::time::Instant::now() + FOREVER);
         let why = tokio::select! {
             e = node.clone().serve(&mut session, &mut events_rx) => Err(e),
-            () = &mut shutdown, if retiring.is_none() => Ok("asked to stop".to_string()),
+            () = &mut shutdown, if !stop_asked => {
+                stop_asked = true;
+                if retiring.is_some() {
+                    // Retiring already (its lifetime is up): a signal means now.
+                    tracing::warn!("asked to stop while retiring: leaving now");
+                    break Ok(());
+                }
+                Ok("asked to stop".to_string())
+            }
             () = &mut lifetime, if retiring.is_none() && options.lifetime.is_some() => Ok(format!(
                 "its lifetime of {} is up",
                 fabric_core::units::format_duration(options.lifetime.unwrap_or_default())
@@ -492,6 +501,9 @@ pub async fn run(
                 } else {
                     tracing::info!("retired: every value held here has a home elsewhere");
                 }
+                // Peers may still be fetching what they were sent for before the copies
+                // were listed: serve them a moment longer.
+                tokio::time::sleep(RETIRED_GRACE).await;
                 break Ok(());
             }
             Err(Ended::Lost(_)) if retiring.is_some() => {
@@ -624,6 +636,9 @@ fn failed(
         }),
     })
 }
+
+/// How long a retired worker keeps serving its values before it exits.
+const RETIRED_GRACE: Duration = Duration::from_millis(500);
 
 /// Longer than any run (a timer that never fires).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

@@ -186,6 +186,18 @@ impl Scheduler {
                 ));
             }
         }
+        let mut incoming: FxHashMap<WorkerId, u64> = FxHashMap::default();
+        for h in self.retirements.handoffs.values() {
+            *incoming.entry(h.to).or_default() += h.bytes;
+        }
+        incoming.retain(|_, n| *n > 0);
+        let mut counted = self.retirements.incoming.clone();
+        counted.retain(|_, n| *n > 0);
+        if incoming != counted {
+            return Err(format!(
+                "copies in flight {incoming:?}, counted {counted:?}"
+            ));
+        }
         for &id in &self.retirements.workers {
             if !self.workers[id as usize]
                 .as_ref()

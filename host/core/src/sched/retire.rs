@@ -23,6 +23,8 @@ use crate::plan::UnitIdx;
 pub(super) struct Handoff {
     pub(super) from: WorkerId,
     pub(super) to: WorkerId,
+    /// The value's size.
+    pub(super) bytes: u64,
 }
 
 /// What the scheduler keeps of retirements under way.
@@ -34,6 +36,9 @@ pub(super) struct Retirements {
     pub(super) handoffs: rustc_hash::FxHashMap<(JobId, UnitIdx), Handoff>,
     /// Values whose copy failed: not tried again (they are recomputed if needed).
     pub(super) abandoned: FxHashSet<(JobId, UnitIdx)>,
+    /// Bytes of copies in flight to each worker: targets are chosen by what they hold and
+    /// what is coming to them.
+    pub(super) incoming: rustc_hash::FxHashMap<WorkerId, u64>,
 }
 
 impl Scheduler {
@@ -92,10 +97,19 @@ impl Scheduler {
             {
                 from.handoffs -= 1;
             }
+            self.forget_incoming(h.to, h.bytes);
         }
         let live = self.workers.get(to as usize).is_some_and(Option::is_some);
         if !copied {
-            if asked.is_some_and(|h| h.to == to) {
+            // Not tried again while its source still holds it (a value let go meanwhile
+            // may be copied anew once computed again).
+            let held = |h: &Handoff| {
+                self.jobs.get(&job_id).is_some_and(|j| {
+                    let unit = &j.units[u as usize];
+                    unit.state == UnitState::Memory && unit.holders.contains(&h.from)
+                })
+            };
+            if asked.is_some_and(|h| h.to == to && held(&h)) {
                 self.retirements.abandoned.insert(key);
             }
             self.fill(comm);
@@ -112,6 +126,9 @@ impl Scheduler {
                 let w = self.workers[to as usize].as_mut().expect("live");
                 w.memory += unit.nbytes;
             }
+            // It holds the value already (computed there again meanwhile): the copy took
+            // its place in the store under the same key; nothing changes.
+            Some(_) if live => {}
             // The value is no longer wanted (released, recomputed meanwhile, or the job is
             // gone), or the copy is a duplicate: the worker drops it.
             _ if live => comm.release(to, job_id, u),
@@ -169,26 +186,49 @@ impl Scheduler {
                 .as_ref()
                 .is_some_and(|w| !w.retiring)
         };
-        if unit.holders.iter().any(|&h| staying(h)) || self.retirements.handoffs.contains_key(&key)
-        {
+        // A copy in flight is a home only while its source still holds the value.
+        let in_flight = self
+            .retirements
+            .handoffs
+            .get(&key)
+            .is_some_and(|h| unit.holders.contains(&h.from));
+        if unit.holders.iter().any(|&h| staying(h)) || in_flight {
             return true;
         }
         if self.retirements.abandoned.contains(&key) {
             return false;
         }
-        // The least loaded worker that stays, one not paused for memory if there is one.
+        // The least loaded worker that stays (what it holds and what is coming to it),
+        // one not paused for memory if there is one.
+        let incoming = &self.retirements.incoming;
         let target = self
             .workers
             .iter()
             .enumerate()
             .filter_map(|(i, w)| Some((i as WorkerId, w.as_ref()?)))
             .filter(|(_, w)| !w.retiring)
-            .min_by_key(|(i, w)| (w.paused, w.memory, *i))
+            .min_by_key(|(i, w)| {
+                let coming = incoming.get(i).copied().unwrap_or(0);
+                (w.paused, w.memory + coming, *i)
+            })
             .map(|(i, _)| i);
         let Some(to) = target else {
             return false;
         };
-        self.retirements.handoffs.insert(key, Handoff { from, to });
+        let bytes = unit.nbytes;
+        let handoff = Handoff { from, to, bytes };
+        if let Some(old) = self.retirements.handoffs.insert(key, handoff) {
+            // A copy from a source that no longer holds the value: it no longer counts.
+            if let Some(w) = self
+                .workers
+                .get_mut(old.from as usize)
+                .and_then(Option::as_mut)
+            {
+                w.handoffs -= 1;
+            }
+            self.forget_incoming(old.to, old.bytes);
+        }
+        *self.retirements.incoming.entry(to).or_default() += bytes;
         self.workers[from as usize]
             .as_mut()
             .expect("retiring workers live")
@@ -229,15 +269,37 @@ impl Scheduler {
     /// A worker is gone: copies to it will not arrive, copies from it cannot be made.
     pub(super) fn forget_handoffs(&mut self, gone: WorkerId) {
         let workers = &mut self.workers;
+        let incoming = &mut self.retirements.incoming;
         self.retirements.handoffs.retain(|_, h| {
-            if h.to == gone {
-                if let Some(from) = workers.get_mut(h.from as usize).and_then(Option::as_mut) {
-                    from.handoffs -= 1;
-                }
-                false
-            } else {
-                h.from != gone
+            if h.to != gone && h.from != gone {
+                return true;
             }
+            if let Some(from) = workers.get_mut(h.from as usize).and_then(Option::as_mut) {
+                from.handoffs -= 1;
+            }
+            if let Some(n) = incoming.get_mut(&h.to) {
+                *n = n.saturating_sub(h.bytes);
+            }
+            false
         });
+        self.retirements.incoming.remove(&gone);
+    }
+
+    /// A copy of `bytes` to `to` is no longer in flight.
+    fn forget_incoming(&mut self, to: WorkerId, bytes: u64) {
+        if let Some(n) = self.retirements.incoming.get_mut(&to) {
+            *n = n.saturating_sub(bytes);
+            if *n == 0 {
+                self.retirements.incoming.remove(&to);
+            }
+        }
+    }
+
+    /// The value of `u` was let go, or lost and computed again: a copy of it that failed
+    /// before may be tried again by a later retirement.
+    pub(super) fn value_moved_on(&mut self, job_id: JobId, u: UnitIdx) {
+        if !self.retirements.abandoned.is_empty() {
+            self.retirements.abandoned.remove(&(job_id, u));
+        }
     }
 }

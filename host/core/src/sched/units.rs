@@ -399,6 +399,7 @@ impl Scheduler {
     }
 
     pub(super) fn release(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
+        self.value_moved_on(job_id, u);
         let job = self.jobs.get_mut(&job_id).expect("exists");
         let unit = &mut job.units[u as usize];
         unit.state = UnitState::Released;
@@ -459,6 +460,9 @@ impl Scheduler {
             let unit = &mut job.units[x as usize];
             unit.state = UnitState::Waiting;
             unit.nbytes = 0;
+            if !self.retirements.abandoned.is_empty() {
+                self.retirements.abandoned.remove(&(job_id, x));
+            }
             job.settled_units -= 1;
             // Not finished until it is back (and then reported finished again).
             job.finished = false;
