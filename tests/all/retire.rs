@@ -458,3 +458,43 @@ fn jobs_still_queued_are_cancelled_when_the_scheduler_stops() {
         cluster.logs()
     );
 }
+
+#[test]
+fn a_tenant_asks_for_workers_and_gets_what_its_quota_allows() {
+    let dir = GraphDir::new();
+    let policy = dir.write("policy.toml", "[tenants.default]\nquota = { slots = 2 }\n");
+    let cluster = Cluster::start_with(
+        &[
+            "--adapt",
+            "min=0,max=4,interval=100ms,cooldown=300ms,wait=2",
+            "--worker-extra-arg=--nthreads=1",
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        0,
+        &[],
+    );
+    // Two one-thread workers keep two slots busy: three are more than the quota allows.
+    let out = cluster.fabric(&["scale", "3", "--for", "3s"]);
+    assert_eq!(out.code, 0, "{out}\n{}", cluster.logs());
+    assert!(
+        out.stdout
+            .contains("granted 2 of 3 worker(s) for 3s: tenant default's quota keeps 2"),
+        "{out}"
+    );
+    cluster.wait_for("2 workers", |s| s["workers"].as_array().unwrap().len() == 2);
+    let pool = cluster.fabric(&["pool", "--json"]).success();
+    assert_eq!(pool["provider"], "local", "{pool}");
+    assert_eq!(pool["floors"][0]["tenant"], "default", "{pool}");
+    assert_eq!(pool["floors"][0]["workers"], 2, "{pool}");
+    assert_eq!(pool["target"], 2, "{pool}");
+    // The floor expires by itself: the idle workers retire.
+    cluster.wait_for("no workers", |s| {
+        s["workers"].as_array().unwrap().is_empty()
+    });
+    // A scheduler without --adapt says so.
+    let plain = Cluster::start(0, &[]);
+    let out = plain.fabric(&["scale", "2"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("start it with --adapt"), "{out}");
+}

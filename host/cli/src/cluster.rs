@@ -401,6 +401,28 @@ pub struct RetireArgs {
     scheduler: SchedulerUrl,
 }
 
+/// `fabric scale`.
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// Workers wanted (0: drop your floor).
+    workers: u32,
+    /// For how long; the floor then expires by itself.
+    #[arg(long = "for", value_name = "DURATION", default_value = "1h", value_parser = args::duration)]
+    for_: Duration,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
+/// `fabric pool`.
+#[derive(Args)]
+pub struct PoolArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    scheduler: SchedulerUrl,
+}
+
 /// `fabric forget`.
 #[derive(Args)]
 pub struct ForgetArgs {
@@ -935,6 +957,76 @@ pub fn retire(a: RetireArgs) -> Result<ExitCode> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    })
+}
+
+pub fn scale(a: ScaleArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let for_ms = u64::try_from(a.for_.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (granted, reason) = client.scale(a.workers, for_ms).await?;
+        let lasting = fabric_core::units::format_duration(a.for_);
+        match (a.workers, reason.is_empty()) {
+            (0, _) => println!("your floor of workers is dropped"),
+            (_, true) => println!("granted: at least {granted} worker(s) for {lasting}"),
+            (_, false) => println!(
+                "granted {granted} of {} worker(s) for {lasting}: {reason}",
+                a.workers
+            ),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn pool(a: PoolArgs) -> Result<ExitCode> {
+    tokio()?.block_on(async {
+        let client = a.scheduler.connect().await?;
+        let p = client.pool().await?;
+        if a.json {
+            let json = serde_json::json!({
+                "provider": p.provider,
+                "minimum": p.minimum,
+                "maximum": p.maximum,
+                "workers": p.workers,
+                "coming": p.coming,
+                "target": p.target,
+                "floors": p.floors.iter().map(|f| serde_json::json!({
+                    "tenant": f.tenant, "workers": f.workers, "expires_in_ms": f.expires_in_ms,
+                })).collect::<Vec<_>>(),
+                "allocations": p.allocations.iter().map(|x| serde_json::json!({
+                    "id": x.id, "state": x.state,
+                })).collect::<Vec<_>>(),
+                "last_error": p.last_error,
+                "failures": p.failures,
+                "paused": p.paused,
+            });
+            println!("{json}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "provider {}: {} worker(s), {} coming, target {} (min {}, max {})",
+            p.provider, p.workers, p.coming, p.target, p.minimum, p.maximum
+        );
+        for f in &p.floors {
+            println!(
+                "floor: {} asks for {} worker(s), {} left",
+                f.tenant,
+                f.workers,
+                fabric_core::units::format_duration(Duration::from_millis(f.expires_in_ms))
+            );
+        }
+        for x in &p.allocations {
+            println!("allocation {}: {}", x.id, x.state);
+        }
+        if !p.last_error.is_empty() {
+            println!(
+                "last failure ({} in a row{}): {}",
+                p.failures,
+                if p.paused { ", scaling up paused" } else { "" },
+                p.last_error
+            );
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -61,6 +61,11 @@ enum Command {
     /// Retire workers gracefully (operators): they take no new tasks, finish what they run,
     /// hand the values only they hold to other workers, then exit; nothing is recomputed.
     Retire(cluster::RetireArgs),
+    /// Ask for at least N workers for a while, for your tenant (a scheduler with --adapt
+    /// starts them; granted within your quota).
+    Scale(cluster::ScaleArgs),
+    /// Show adaptive scaling: bounds, target, workers coming, floors, allocations.
+    Pool(cluster::PoolArgs),
     /// Print the link that opens the scheduler's dashboard in a browser, signed in as you.
     Dashboard(cluster::DashboardArgs),
     /// Print what a task printed and logged (kept by the scheduler, also after its worker
@@ -114,6 +119,8 @@ fn main() -> ExitCode {
         Command::Cancel(a) => cluster::cancel(a),
         Command::Status(a) => cluster::status(a),
         Command::Retire(a) => cluster::retire(a),
+        Command::Scale(a) => cluster::scale(a),
+        Command::Pool(a) => cluster::pool(a),
         Command::Dashboard(a) => cluster::dashboard(a),
         Command::Logs(a) => cluster::logs(a),
         Command::Explain(a) => cluster::explain(a),

@@ -771,6 +771,23 @@ impl Client {
         Ok(ClusterStatus::try_from(status)?)
     }
 
+    /// Asks for at least `workers` workers for `for_ms` milliseconds (0: an hour) for this
+    /// client's tenant, from a scheduler started with `--adapt`: the workers granted
+    /// (within the tenant's quota and the cluster's maximum) and, when fewer, why.
+    pub async fn scale(&self, workers: u32, for_ms: u64) -> Result<(u32, String), ClientError> {
+        let answer = self
+            .rpc()
+            .scale(v1::ScaleRequest { workers, for_ms })
+            .await?
+            .into_inner();
+        Ok((answer.granted, answer.reason))
+    }
+
+    /// Adaptive scaling's state: bounds, target, workers coming, floors, allocations.
+    pub async fn pool(&self) -> Result<v1::PoolResponse, ClientError> {
+        Ok(self.rpc().pool(v1::PoolRequest {}).await?.into_inner())
+    }
+
     /// Retires workers gracefully (operators only), named as `status` shows them (name
     /// or data address): they take no new work, finish what they run and hand the values
     /// only they hold to other workers, then exit. Returns their names.

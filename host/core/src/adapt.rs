@@ -111,6 +111,19 @@ pub struct Adaptive {
     last_error: Option<String>,
     /// No request before this time (back-off after a failure).
     retry_at_us: f64,
+    /// Tenants' floors of workers (`fabric scale N --for 1h`).
+    floors: Vec<Floor>,
+}
+
+/// A tenant's floor: at least `workers` workers until `until_us`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Floor {
+    /// Who asked.
+    pub tenant: String,
+    /// Workers granted.
+    pub workers: u32,
+    /// When it expires, on the scaler's clock.
+    pub until_us: f64,
 }
 
 impl Adaptive {
@@ -123,7 +136,52 @@ impl Adaptive {
             failures: 0,
             last_error: None,
             retry_at_us: f64::NEG_INFINITY,
+            floors: Vec::new(),
         }
+    }
+
+    /// Tenant `tenant` asks for at least `workers` workers until `until_us` (replacing an
+    /// earlier floor of its own; 0 drops it). `quota` is how many its quota lets it keep
+    /// busy (`None`: no quota). Returns the workers granted and, when fewer than asked, why.
+    pub fn request_floor(
+        &mut self,
+        now_us: f64,
+        tenant: &str,
+        workers: u32,
+        until_us: f64,
+        quota: Option<u32>,
+    ) -> (u32, Option<String>) {
+        self.floors
+            .retain(|f| f.tenant != tenant && f.until_us > now_us);
+        let mut granted = workers;
+        let mut why = None;
+        if let Some(q) = quota.filter(|&q| q < granted) {
+            granted = q;
+            why = Some(format!(
+                "tenant {tenant}'s quota keeps {q} worker(s) busy at most"
+            ));
+        }
+        if self.config.maximum < granted {
+            granted = self.config.maximum;
+            why = Some(format!(
+                "the cluster scales to {} worker(s) at most",
+                granted
+            ));
+        }
+        if granted > 0 {
+            self.floors.push(Floor {
+                tenant: tenant.to_string(),
+                workers: granted,
+                until_us,
+            });
+        }
+        (granted, why)
+    }
+
+    /// The floors still in force at `now_us`.
+    pub fn floors(&mut self, now_us: f64) -> &[Floor] {
+        self.floors.retain(|f| f.until_us > now_us);
+        &self.floors
     }
 
     /// Its settings.
@@ -163,7 +221,9 @@ impl Adaptive {
         pending: u32,
     ) -> Option<Action> {
         let c = self.config.clone();
-        let target = self.target(demand, workers);
+        // Tenants' floors add up (each asked for workers of its own), within the maximum.
+        let floor: u32 = self.floors(now_us).iter().map(|f| f.workers).sum();
+        let target = self.target(demand, workers).max(floor.min(c.maximum));
         let staying = workers.iter().filter(|w| !w.retiring).count() as u32;
         let current = staying + pending;
         if target > current {
@@ -182,12 +242,17 @@ impl Adaptive {
             return Some(Action::Start {
                 workers: allocations * per,
                 reason: format!(
-                    "{} of work waiting ({} units) calls for {target} worker(s); {current} \
+                    "{} of work waiting ({} units){} calls for {target} worker(s); {current} \
                      here or coming",
                     crate::units::format_duration(std::time::Duration::from_secs_f64(
                         demand.work_us / 1e6
                     )),
-                    demand.runnable
+                    demand.runnable,
+                    if floor > 0 {
+                        format!(" and tenants' floors of {floor}")
+                    } else {
+                        String::new()
+                    }
                 ),
             });
         }
@@ -432,5 +497,63 @@ mod tests {
             a.decide(1e9, &demand(100.0, 100), &[idle(0)], 0),
             Some(Action::Start { workers: 4, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+
+    #[test]
+    fn floors_are_granted_within_quota_and_maximum_and_expire() {
+        let mut a = Adaptive::new(AdaptConfig {
+            maximum: 6,
+            cooldown_us: 0.0,
+            wait_count: 1,
+            ..AdaptConfig::default()
+        });
+        assert_eq!(a.request_floor(0.0, "physics", 4, 60e6, None), (4, None));
+        let (granted, why) = a.request_floor(0.0, "bio", 5, 30e6, Some(2));
+        assert_eq!(granted, 2);
+        assert!(why.unwrap().contains("quota"));
+        let (granted, why) = a.request_floor(0.0, "chem", 9, 30e6, None);
+        assert_eq!(granted, 6);
+        assert!(why.unwrap().contains("6 worker(s) at most"));
+        // No work, yet the floors ask for workers (within the maximum).
+        let none = Demand::default();
+        let Some(Action::Start { workers, reason }) = a.decide(1.0, &none, &[], 0) else {
+            panic!("no scale-up for floors");
+        };
+        assert_eq!(workers, 6);
+        assert!(reason.contains("floors of 12"), "{reason}");
+        // After they expire, idle workers go.
+        let idle: Vec<WorkerLoad> = (0..6)
+            .map(|id| WorkerLoad {
+                id,
+                nthreads: 1,
+                assigned: 0,
+                memory: 0,
+                retiring: false,
+            })
+            .collect();
+        // At 40 s only physics's floor is left: 4 of the 6 stay.
+        let Some(Action::Retire { reason, .. }) = a.decide(40e6, &none, &idle, 0) else {
+            panic!("no scale-down once two floors expired");
+        };
+        assert!(reason.contains("calls for 4 worker(s) of 6"), "{reason}");
+        let four = &idle[..4];
+        assert_eq!(
+            a.decide(50e6, &none, four, 0),
+            None,
+            "physics still holds 4"
+        );
+        assert!(matches!(
+            a.decide(61e6, &none, four, 0),
+            Some(Action::Retire { .. })
+        ));
+        // A floor of 0 drops one's own.
+        a.request_floor(70e6, "physics", 3, 90e6, None);
+        a.request_floor(71e6, "physics", 0, 90e6, None);
+        assert!(a.floors(72e6).is_empty());
     }
 }

@@ -167,6 +167,18 @@ pub(crate) enum Command {
     Tick,
     /// Time for adaptive scaling to decide.
     Adapt,
+    /// `who`'s tenant asks for a floor of workers.
+    Scale {
+        who: Principal,
+        workers: u32,
+        for_ms: u64,
+        reply: oneshot::Sender<Result<v1::ScaleResponse, Status>>,
+    },
+    /// Adaptive scaling's state, as `who` may see it.
+    Pool {
+        who: Principal,
+        reply: oneshot::Sender<Result<v1::PoolResponse, Status>>,
+    },
     /// The server stopped: end now, even while streams still hold senders.
     Stop,
     /// The operator's policy from now on.
@@ -677,6 +689,17 @@ impl Core {
                 self.check_heartbeats();
             }
             Command::Adapt => self.adapt(),
+            Command::Scale {
+                who,
+                workers,
+                for_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.scale(&who, workers, for_ms));
+            }
+            Command::Pool { who, reply } => {
+                let _ = reply.send(self.pool(&who));
+            }
             Command::Stop => unreachable!("`run` ends on Stop"),
             Command::SetPolicy { policy, reply } => {
                 self.sched.set_policy(policy);
@@ -930,6 +953,104 @@ impl Core {
             None => {}
         }
         self.timers.after(adapt.interval, Command::Adapt);
+    }
+
+    /// `who`'s tenant asks for at least `workers` workers for `for_ms` (0: an hour).
+    fn scale(
+        &mut self,
+        who: &Principal,
+        workers: u32,
+        for_ms: u64,
+    ) -> Result<v1::ScaleResponse, Status> {
+        let Some(adapt) = self.adapting.as_mut() else {
+            return Err(Status::failed_precondition(
+                "this scheduler does not scale: start it with --adapt",
+            ));
+        };
+        let now = self.started.elapsed().as_secs_f64() * 1e6;
+        let lasting = if for_ms == 0 { 3_600_000 } else { for_ms };
+        let threads = adapt.scaler.config().threads_per_worker.max(1);
+        let quota = self
+            .sched
+            .policy()
+            .of(&who.tenant)
+            .quota
+            .slots
+            .map(|slots| u32::try_from(slots.div_ceil(u64::from(threads))).unwrap_or(u32::MAX));
+        let (granted, reason) = adapt.scaler.request_floor(
+            now,
+            &who.tenant,
+            workers,
+            now + lasting as f64 * 1e3,
+            quota,
+        );
+        tracing::info!(tenant = %who.tenant, asked = workers, granted, "adapt: floor of workers for {} ms", lasting);
+        // Decide now rather than at the next tick.
+        self.timers.after(Duration::ZERO, Command::Adapt);
+        Ok(v1::ScaleResponse {
+            granted,
+            reason: reason.unwrap_or_default(),
+        })
+    }
+
+    /// Adaptive scaling's state; floors of other tenants only for an operator.
+    fn pool(&mut self, who: &Principal) -> Result<v1::PoolResponse, Status> {
+        let Some(adapt) = self.adapting.as_mut() else {
+            return Err(Status::failed_precondition(
+                "this scheduler does not scale: start it with --adapt",
+            ));
+        };
+        let now = self.started.elapsed().as_secs_f64() * 1e6;
+        let names: FxHashSet<&str> = self
+            .workers
+            .values()
+            .map(|w| w.spec.name.as_str())
+            .collect();
+        let coming = adapt.provider.pending(&|name| names.contains(name));
+        let loads = self.sched.worker_loads();
+        let demand = self.sched.demand();
+        let floor: u32 = adapt.scaler.floors(now).iter().map(|f| f.workers).sum();
+        let config = adapt.scaler.config().clone();
+        let target = adapt
+            .scaler
+            .target(&demand, &loads)
+            .max(floor.min(config.maximum));
+        let floors = adapt
+            .scaler
+            .floors(now)
+            .iter()
+            .filter(|f| who.role == fabric_auth::Role::Operator || *f.tenant == *who.tenant)
+            .map(|f| v1::PoolFloor {
+                tenant: f.tenant.clone(),
+                workers: f.workers,
+                expires_in_ms: ((f.until_us - now) / 1e3).max(0.0) as u64,
+            })
+            .collect();
+        let (last_error, failures) = adapt
+            .scaler
+            .last_error()
+            .map_or((String::new(), 0), |(e, n)| (e.to_string(), n));
+        Ok(v1::PoolResponse {
+            provider: adapt.provider.name().into(),
+            minimum: config.minimum,
+            maximum: config.maximum,
+            workers: loads.iter().filter(|w| !w.retiring).count() as u32,
+            coming,
+            target,
+            floors,
+            allocations: adapt
+                .provider
+                .allocations()
+                .into_iter()
+                .map(|(id, arrived)| v1::PoolAllocation {
+                    id,
+                    state: if arrived { "running" } else { "queued" }.into(),
+                })
+                .collect(),
+            last_error,
+            failures,
+            paused: adapt.scaler.paused(),
+        })
     }
 
     fn check_heartbeats(&mut self) {

@@ -625,6 +625,33 @@ impl SchedulerRpc for Service {
         Ok(Response::new(v1::RetireWorkersResponse { retiring }))
     }
 
+    async fn scale(
+        &self,
+        request: Request<v1::ScaleRequest>,
+    ) -> Result<Response<v1::ScaleResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        let r = request.into_inner();
+        let answer = self
+            .ask(|reply| Command::Scale {
+                who,
+                workers: r.workers,
+                for_ms: r.for_ms,
+                reply,
+            })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn pool(
+        &self,
+        request: Request<v1::PoolRequest>,
+    ) -> Result<Response<v1::PoolResponse>, Status> {
+        let who = auth::client(&self.authority, &request)?;
+        Ok(Response::new(
+            self.ask(|reply| Command::Pool { who, reply }).await??,
+        ))
+    }
+
     async fn describe_task(
         &self,
         request: Request<v1::DescribeTaskRequest>,

@@ -50,6 +50,11 @@ pub(crate) trait Provider: Send {
     fn start(&mut self, n: u32, url: &str) -> Result<(), String>;
     /// Workers started and neither attached (`attached` says which names are) nor gone.
     fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> u32;
+    /// Its name, as `--provider` says it.
+    fn name(&self) -> &'static str;
+    /// Its allocations (job ids, or worker names) and whether a worker of each arrived,
+    /// as of the last `pending`.
+    fn allocations(&self) -> Vec<(String, bool)>;
 }
 
 impl ProviderConfig {
@@ -65,6 +70,7 @@ impl ProviderConfig {
                 worker_args: worker_args.clone(),
                 children: Vec::new(),
                 started: 0,
+                arrived: Default::default(),
             }),
         }
     }
@@ -78,6 +84,8 @@ struct LocalProcesses {
     children: Vec<(String, Child)>,
     /// Workers started so far (their names count up).
     started: u32,
+    /// Names of those seen attached, as of the last `pending`.
+    arrived: std::collections::HashSet<String>,
 }
 
 impl Provider for LocalProcesses {
@@ -101,10 +109,24 @@ impl Provider for LocalProcesses {
         // Workers that exited (retired, or failed to start) are reaped.
         self.children
             .retain_mut(|(_, child)| matches!(child.try_wait(), Ok(None)));
+        self.arrived = self
+            .children
+            .iter()
+            .filter(|(name, _)| attached(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        (self.children.len() - self.arrived.len()) as u32
+    }
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn allocations(&self) -> Vec<(String, bool)> {
         self.children
             .iter()
-            .filter(|(name, _)| !attached(name))
-            .count() as u32
+            .map(|(name, _)| (name.clone(), self.arrived.contains(name)))
+            .collect()
     }
 }
 
@@ -245,6 +267,23 @@ impl Provider for BatchJobs {
             !a.arrived || attached(&single) || (0..per).any(|i| attached(&format!("{single}-{i}")))
         });
         pending
+    }
+
+    fn name(&self) -> &'static str {
+        use jobscript::System;
+        match self.job.system {
+            System::Slurm => "slurm",
+            System::Pbs => "pbs",
+            System::Sge => "sge",
+            System::Lsf => "lsf",
+        }
+    }
+
+    fn allocations(&self) -> Vec<(String, bool)> {
+        self.allocations
+            .iter()
+            .map(|a| (a.id.clone(), a.arrived))
+            .collect()
     }
 }
 
