@@ -73,6 +73,23 @@ fn exit_of(cluster: &mut Cluster, i: usize) -> std::process::ExitStatus {
     }
 }
 
+/// Sends the scheduler SIGTERM and waits (at most 10 s) for it to exit; its exit status.
+fn stop_scheduler(cluster: &mut Cluster) -> std::process::ExitStatus {
+    cluster.signal_scheduler("TERM");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = cluster.try_wait_scheduler() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the scheduler did not stop\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Retires worker `first` (the only holder of everything) while the job runs, by
 /// `retire`, and checks that nothing was lost or recomputed.
 fn only_holder_retires(retire: impl FnOnce(&mut Cluster)) {
@@ -232,19 +249,7 @@ fn sigterm_stops_a_scheduler_with_workers_attached() {
     // Open streams (the worker's session) are closed after a short grace: the scheduler
     // exits cleanly instead of waiting for its workers to go.
     let mut cluster = Cluster::start(1, &[]);
-    cluster.signal_scheduler("TERM");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = cluster.try_wait_scheduler() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the scheduler did not stop\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = stop_scheduler(&mut cluster);
     assert!(status.success(), "{status}\n{}", cluster.logs());
     assert!(
         cluster.scheduler_log().contains("fabric scheduler stopped"),
@@ -289,37 +294,36 @@ exit 0
     }
 }
 
-#[test]
-fn a_slurm_provider_submits_job_scripts_that_start_real_workers() {
-    let bin = tempfile::tempdir().unwrap();
-    fake_slurm(bin.path());
-    let jobs = tempfile::tempdir().unwrap();
+/// A scheduler with `--adapt ADAPT --provider slurm` of one-core, 1 GiB jobs (and
+/// `extra` flags), its scripts in `jobs`, with the fake `sbatch`/`scancel` made in `bin`
+/// first on its PATH (then the `fabric` under test, which the job scripts run).
+fn slurm_cluster(
+    bin: &std::path::Path,
+    jobs: &std::path::Path,
+    adapt: &str,
+    extra: &[&str],
+) -> Cluster {
+    fake_slurm(bin);
     let path = format!(
         "{}:{}:{}",
-        bin.path().display(),
+        bin.display(),
         fabric_tests::fabric_bin().parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let cluster = Cluster::start_with_env(
-        &[
-            "--adapt",
-            "min=0,max=2,interval=100ms,target=1s,cooldown=500ms,wait=2",
-            "--provider",
-            "slurm",
-            "--cores",
-            "1",
-            "--memory",
-            "1GiB",
-            "--walltime",
-            "1h",
-            "--partition",
-            "compute",
-            "--job-dir",
-            jobs.path().to_str().unwrap(),
-        ],
-        &[("PATH", path.as_str())],
-        0,
-        &[],
+    let mut args = vec!["--adapt", adapt, "--provider", "slurm", "--cores", "1"];
+    args.extend(["--memory", "1GiB", "--job-dir", jobs.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    Cluster::start_with_env(&args, &[("PATH", path.as_str())], 0, &[])
+}
+
+#[test]
+fn a_slurm_provider_submits_job_scripts_that_start_real_workers() {
+    let (bin, jobs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cluster = slurm_cluster(
+        bin.path(),
+        jobs.path(),
+        "min=0,max=2,interval=100ms,target=1s,cooldown=500ms,wait=2",
+        &["--walltime", "1h", "--partition", "compute"],
     );
     let dir = GraphDir::new();
     let out = cluster.submit(
@@ -356,30 +360,12 @@ fn a_slurm_provider_submits_job_scripts_that_start_real_workers() {
 
 #[test]
 fn failed_submissions_back_off_and_pause_saying_why() {
-    let bin = tempfile::tempdir().unwrap();
-    fake_slurm(bin.path());
+    let (bin, jobs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     std::fs::write(bin.path().join("fail"), "").unwrap();
-    let jobs = tempfile::tempdir().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let cluster = Cluster::start_with_env(
-        &[
-            "--adapt",
-            "min=1,max=2,interval=50ms,cooldown=50ms",
-            "--provider",
-            "slurm",
-            "--cores",
-            "1",
-            "--memory",
-            "1GiB",
-            "--job-dir",
-            jobs.path().to_str().unwrap(),
-        ],
-        &[("PATH", path.as_str())],
-        0,
+    let cluster = slurm_cluster(
+        bin.path(),
+        jobs.path(),
+        "min=1,max=2,interval=50ms,cooldown=50ms",
         &[],
     );
     // With min=1 it asks at once, fails, backs off (50, 100, 200... ms), and pauses
@@ -398,32 +384,9 @@ fn failed_submissions_back_off_and_pause_saying_why() {
 
 #[test]
 fn jobs_still_queued_are_cancelled_when_the_scheduler_stops() {
-    let bin = tempfile::tempdir().unwrap();
-    fake_slurm(bin.path());
+    let (bin, jobs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     std::fs::write(bin.path().join("hold"), "").unwrap();
-    let jobs = tempfile::tempdir().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cluster = Cluster::start_with_env(
-        &[
-            "--adapt",
-            "min=2,max=2,interval=50ms",
-            "--provider",
-            "slurm",
-            "--cores",
-            "1",
-            "--memory",
-            "1GiB",
-            "--job-dir",
-            jobs.path().to_str().unwrap(),
-        ],
-        &[("PATH", path.as_str())],
-        0,
-        &[],
-    );
+    let mut cluster = slurm_cluster(bin.path(), jobs.path(), "min=2,max=2,interval=50ms", &[]);
     let submitted = bin.path().join("submitted");
     let start = Instant::now();
     while std::fs::read_to_string(&submitted).map_or(0, |s| s.lines().count()) < 2 {
@@ -440,16 +403,7 @@ fn jobs_still_queued_are_cancelled_when_the_scheduler_stops() {
         std::fs::read_to_string(&submitted).unwrap().lines().count(),
         2
     );
-    cluster.signal_scheduler("TERM");
-    let start = Instant::now();
-    while cluster.try_wait_scheduler().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stop_scheduler(&mut cluster);
     let cancelled = std::fs::read_to_string(bin.path().join("cancelled")).unwrap_or_default();
     assert_eq!(
         cancelled.lines().collect::<Vec<_>>(),

@@ -189,8 +189,19 @@ impl Adaptive {
         &self.config
     }
 
-    /// The workers the work calls for now, within `[minimum, maximum]`.
-    pub fn target(&self, demand: &Demand, workers: &[WorkerLoad]) -> u32 {
+    /// The workers the work and the tenants' floors call for at `now_us`, within
+    /// `[minimum, maximum]`, and the floors' sum.
+    pub fn target(&mut self, now_us: f64, demand: &Demand, workers: &[WorkerLoad]) -> (u32, u32) {
+        // Tenants' floors add up (each asked for workers of its own), within the maximum.
+        let floor: u32 = self.floors(now_us).iter().map(|f| f.workers).sum();
+        let target = self
+            .demand_target(demand, workers)
+            .max(floor.min(self.config.maximum));
+        (target, floor)
+    }
+
+    /// The workers the work calls for, within `[minimum, maximum]`.
+    fn demand_target(&self, demand: &Demand, workers: &[WorkerLoad]) -> u32 {
         let c = &self.config;
         let staying: Vec<&WorkerLoad> = workers.iter().filter(|w| !w.retiring).collect();
         let threads_per_worker = if staying.is_empty() {
@@ -221,9 +232,7 @@ impl Adaptive {
         pending: u32,
     ) -> Option<Action> {
         let c = self.config.clone();
-        // Tenants' floors add up (each asked for workers of its own), within the maximum.
-        let floor: u32 = self.floors(now_us).iter().map(|f| f.workers).sum();
-        let target = self.target(demand, workers).max(floor.min(c.maximum));
+        let (target, floor) = self.target(now_us, demand, workers);
         let staying = workers.iter().filter(|w| !w.retiring).count() as u32;
         let current = staying + pending;
         if target > current {
@@ -364,7 +373,7 @@ mod tests {
         let mut a = Adaptive::new(config());
         // 40 s of work in 200 units: 40 threads wanted, 4 at most.
         let d = demand(40.0, 200);
-        assert_eq!(a.target(&d, &[]), 4);
+        assert_eq!(a.target(0.0, &d, &[]).0, 4);
         let Some(Action::Start { workers, .. }) = a.decide(0.0, &d, &[], 0) else {
             panic!("no scale-up");
         };
@@ -373,9 +382,9 @@ mod tests {
         assert_eq!(a.decide(1e5, &d, &[], 4), None);
         assert_eq!(a.decide(2e5, &d, &[busy(0), busy(1)], 2), None);
         // Little work: one worker, and never more threads than units.
-        assert_eq!(a.target(&demand(0.001, 1), &[]), 1);
-        assert_eq!(a.target(&demand(100.0, 2), &[]), 2);
-        assert_eq!(a.target(&demand(0.0, 0), &[]), 0);
+        assert_eq!(a.target(0.0, &demand(0.001, 1), &[]).0, 1);
+        assert_eq!(a.target(0.0, &demand(100.0, 2), &[]).0, 2);
+        assert_eq!(a.target(0.0, &demand(0.0, 0), &[]).0, 0);
     }
 
     #[test]

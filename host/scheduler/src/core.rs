@@ -437,6 +437,22 @@ impl Comm for Outgoing {
     }
 }
 
+/// What adaptive scaling decides from: the workers asked of the provider and not yet
+/// attached, the attached workers' loads, and the work.
+fn observe(
+    workers: &FxHashMap<WorkerId, WorkerEntry>,
+    sched: &Scheduler,
+    adapt: &mut Adapting,
+) -> (
+    u32,
+    Vec<fabric_core::adapt::WorkerLoad>,
+    fabric_core::adapt::Demand,
+) {
+    let names: FxHashSet<&str> = workers.values().map(|w| w.spec.name.as_str()).collect();
+    let pending = adapt.provider.pending(&|name| names.contains(name));
+    (pending, sched.worker_loads(), sched.demand())
+}
+
 /// Adaptive scaling under way.
 struct Adapting {
     scaler: Adaptive,
@@ -918,14 +934,7 @@ impl Core {
             return;
         };
         let now = self.started.elapsed().as_secs_f64() * 1e6;
-        let names: FxHashSet<&str> = self
-            .workers
-            .values()
-            .map(|w| w.spec.name.as_str())
-            .collect();
-        let pending = adapt.provider.pending(&|name| names.contains(name));
-        let loads = self.sched.worker_loads();
-        let demand = self.sched.demand();
+        let (pending, loads, demand) = observe(&self.workers, &self.sched, adapt);
         match adapt.scaler.decide(now, &demand, &loads, pending) {
             Some(Action::Start { workers, reason }) => {
                 match adapt.provider.start(workers, &adapt.url) {
@@ -1001,20 +1010,9 @@ impl Core {
             ));
         };
         let now = self.started.elapsed().as_secs_f64() * 1e6;
-        let names: FxHashSet<&str> = self
-            .workers
-            .values()
-            .map(|w| w.spec.name.as_str())
-            .collect();
-        let coming = adapt.provider.pending(&|name| names.contains(name));
-        let loads = self.sched.worker_loads();
-        let demand = self.sched.demand();
-        let floor: u32 = adapt.scaler.floors(now).iter().map(|f| f.workers).sum();
+        let (coming, loads, demand) = observe(&self.workers, &self.sched, adapt);
+        let (target, _) = adapt.scaler.target(now, &demand, &loads);
         let config = adapt.scaler.config().clone();
-        let target = adapt
-            .scaler
-            .target(&demand, &loads)
-            .max(floor.min(config.maximum));
         let floors = adapt
             .scaler
             .floors(now)

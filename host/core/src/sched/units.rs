@@ -460,9 +460,6 @@ impl Scheduler {
             let unit = &mut job.units[x as usize];
             unit.state = UnitState::Waiting;
             unit.nbytes = 0;
-            if !self.retirements.abandoned.is_empty() {
-                self.retirements.abandoned.remove(&(job_id, x));
-            }
             job.settled_units -= 1;
             // Not finished until it is back (and then reported finished again).
             job.finished = false;
@@ -480,6 +477,7 @@ impl Scheduler {
         // Waiting counts once every revived unit's state is settled, inputs first. A unit
         // one of whose inputs has failed since it last ran cannot run again.
         for &x in revived.iter().rev() {
+            self.value_moved_on(job_id, x);
             let job = self.jobs.get_mut(&job_id).expect("exists");
             if plan
                 .deps(x)
