@@ -85,6 +85,7 @@ fn once(plans: &[Arc<Plan>], tasks: usize) -> Result<(Duration, Duration)> {
                 nthreads: THREADS,
                 resources: vec![],
                 memory_limit: 0,
+                lifetime_us: None,
             },
             &mut comm,
         );

@@ -369,6 +369,7 @@ impl Bench {
                     nthreads: 1,
                     resources: vec![],
                     memory_limit: 0,
+                    lifetime_us: None,
                 },
                 &mut comm,
             );

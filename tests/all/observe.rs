@@ -560,3 +560,49 @@ fn spans_reach_an_otlp_collector() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_worker_near_the_end_of_its_lifetime_takes_no_task_that_would_outlast_it() {
+    // The scheduler learns that `slow-inc` with 4 s of sleep takes 4 s ...
+    let mut cluster = Cluster::start(1, &["--nthreads", "1", "--name", "stays"]);
+    let dir = GraphDir::new();
+    let slow = dir.write_graph(&graph(
+        vec![task("s", "math/slow-inc", json!([1, 4000]))],
+        &["s"],
+    ));
+    assert_eq!(cluster.submit(&slow, &[]).success(), json!({ "s": 2 }));
+    // ... so a worker with 3 s to live is not given it: the task waits, saying why.
+    cluster.add_worker(&["--nthreads", "1", "--name", "short", "--lifetime", "3s"]);
+    cluster.kill_worker(0);
+    cluster.wait_for("only the short-lived worker", |s| {
+        let workers = s["workers"].as_array().unwrap();
+        workers.len() == 1 && workers[0]["name"] == "short"
+    });
+    let job = cluster
+        .submit(&slow, &["--detach"])
+        .success_text()
+        .trim()
+        .to_string();
+    let why = explain(&cluster, &job, "s");
+    assert!(
+        why.stdout.contains(
+            "it is expected to take 4s, longer than any worker that could run it has left \
+             before it retires"
+        ),
+        "{why}"
+    );
+    // The short-lived worker retires untouched; one that stays runs the task.
+    let start = Instant::now();
+    while cluster.try_wait_worker(1).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "it never retired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.add_worker(&["--nthreads", "1"]);
+    assert_eq!(
+        cluster.fabric(&["result", &job]).success(),
+        json!({ "s": 2 })
+    );
+}

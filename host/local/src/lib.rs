@@ -228,6 +228,7 @@ impl Engine {
                     nthreads: 1,
                     resources: config.resources.clone(),
                     memory_limit: 0,
+                    lifetime_us: None,
                 },
                 &mut comm,
             );

@@ -86,6 +86,7 @@ impl From<&WorkerSpec> for v1::WorkerSpec {
                 })
                 .collect(),
             memory_limit: spec.memory_limit,
+            lifetime_ms: spec.lifetime_us.map_or(0, |us| us.div_ceil(1000)),
         }
     }
 }
@@ -120,6 +121,7 @@ impl TryFrom<v1::WorkerSpec> for WorkerSpec {
             nthreads: spec.nthreads,
             resources,
             memory_limit: spec.memory_limit,
+            lifetime_us: (spec.lifetime_ms > 0).then(|| spec.lifetime_ms.saturating_mul(1000)),
         })
     }
 }
@@ -384,6 +386,7 @@ mod tests {
             nthreads: 8,
             resources: vec![("gpu".into(), 2), ("fpga".into(), 0)],
             memory_limit: 8 << 30,
+            lifetime_us: Some(3_600_000_000),
         };
         assert_eq!(
             WorkerSpec::try_from(v1::WorkerSpec::from(&spec)),

@@ -244,6 +244,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     on_attached: impl FnOnce(u64, &str),
 ) -> Result<(), WorkerError> {
+    // The lifetime counts from the start (a batch job's walltime does too).
+    let retires_at = options
+        .lifetime
+        .map(|lifetime| tokio::time::Instant::now() + lifetime);
     let runtime = Runtime::new(options.runtime.clone())
         .map_err(|e| WorkerError::Setup(format!("cannot start the WebAssembly runtime: {e}")))?;
     let store = Arc::new(
@@ -324,8 +328,10 @@ pub async fn run(
         nthreads: options.nthreads.max(1),
         resources: options.resources.clone(),
         memory_limit: options.memory_limit,
+        lifetime_us: None, // set at each registration (see `Link::attach`)
     };
     let mut link = Link {
+        retires_at,
         url: options.scheduler.clone(),
         scheduler: scheduler.clone(),
         request: v1::RegisterRequest {
@@ -447,7 +453,9 @@ pub async fn run(
 
     // Asked to stop, or at the end of its lifetime, the worker retires: the scheduler
     // sends it nothing new and moves its values elsewhere, then says `Retired`.
-    let lifetime = tokio::time::sleep(options.lifetime.unwrap_or(FOREVER));
+    let lifetime = tokio::time::sleep_until(
+        retires_at.unwrap_or_else(|| tokio::time::Instant::now() + FOREVER),
+    );
     tokio::pin!(lifetime);
     let mut retiring = None::<tokio::time::Instant>;
     let mut stop_asked = false;
@@ -559,6 +567,8 @@ pub async fn run(
 
 /// The worker's way to its scheduler: registers and opens sessions.
 struct Link {
+    /// When its lifetime is up, if it has one: each registration says how long is left.
+    retires_at: Option<tokio::time::Instant>,
     url: String,
     scheduler: Scheduler,
     request: v1::RegisterRequest,
@@ -577,6 +587,11 @@ impl Link {
             url: self.url.clone(),
             status: Box::new(status),
         };
+        if let (Some(at), Some(spec)) = (self.retires_at, self.request.spec.as_mut()) {
+            let left = at.saturating_duration_since(tokio::time::Instant::now());
+            // (0 would say "no lifetime": a worker past its lifetime has a millisecond.)
+            spec.lifetime_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+        }
         let registered = self
             .scheduler
             .register(self.request.clone())

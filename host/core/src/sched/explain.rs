@@ -41,6 +41,14 @@ pub enum Reason {
         /// The quota.
         limit: u64,
     },
+    /// Every worker that could run it would retire by itself (`--lifetime`) before it
+    /// finished; it waits for one that lasts.
+    Lifetime {
+        /// How long it is expected to take, in microseconds.
+        expected_us: u64,
+        /// The longest any of those workers has left, in microseconds.
+        longest_left_us: u64,
+    },
     /// Every worker that could run it is busy.
     Busy {
         /// Threads of the workers that could run it.
@@ -88,6 +96,24 @@ impl fmt::Display for Reason {
                 "its tenant holds {used} of its quota of {limit} {quota}; it starts when one \
                  ends"
             ),
+            Reason::Lifetime {
+                expected_us,
+                longest_left_us,
+            } => {
+                // To a tenth of a second under ten seconds, to the second above.
+                let duration = |us: u64| {
+                    let step = if us >= 10_000_000 { 1_000 } else { 100 };
+                    let ms = us / 1000 / step * step;
+                    crate::units::format_duration(std::time::Duration::from_millis(ms))
+                };
+                write!(
+                    f,
+                    "it is expected to take {}, longer than any worker that could run it has \
+                     left before it retires (at most {}); it waits for a worker that lasts",
+                    duration(*expected_us),
+                    duration(*longest_left_us)
+                )
+            }
             Reason::Busy {
                 threads,
                 running,
@@ -178,6 +204,24 @@ impl Scheduler {
                         .in_order()
                         .take_while(|&t| t != job.tenant)
                         .count();
+                    let open: Vec<_> = capable
+                        .iter()
+                        .filter(|w| !w.paused && !w.retiring)
+                        .collect();
+                    let expected_us = self.estimate(job_id, u);
+                    if !open.is_empty()
+                        && open.iter().all(|w| w.outlived_by(self.now_us, expected_us))
+                    {
+                        let longest_left_us = open
+                            .iter()
+                            .filter_map(|w| w.retires_at_us)
+                            .map(|end| end - self.now_us)
+                            .fold(0.0, f64::max);
+                        reasons.push(Reason::Lifetime {
+                            expected_us: expected_us as u64,
+                            longest_left_us: longest_left_us as u64,
+                        });
+                    }
                     if reasons.is_empty() {
                         reasons.push(Reason::Busy {
                             threads,

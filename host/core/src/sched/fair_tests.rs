@@ -36,6 +36,7 @@ fn spec(name: &str, nthreads: u32, resources: &[(&str, u32)]) -> WorkerSpec {
         nthreads,
         resources: resources.iter().map(|(r, a)| ((*r).into(), *a)).collect(),
         memory_limit: 0,
+        lifetime_us: None,
     }
 }
 

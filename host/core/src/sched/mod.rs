@@ -140,7 +140,8 @@ impl Default for SchedulerConfig {
 pub enum UnitState {
     /// Some inputs are not in memory yet.
     Waiting,
-    /// A root unit in the global ready set, waiting for a worker with room.
+    /// In the global ready set, waiting for a worker with room: a root, or a unit every
+    /// worker would retire before it finished (see [`WorkerSpec::lifetime_us`]).
     Ready,
     /// In a worker's queue here, not yet sent.
     Queued(WorkerId),
@@ -313,7 +314,8 @@ pub struct Scheduler {
     /// Demand per resource class; class 0 asks for nothing.
     classes: Vec<Demand>,
     class_ids: FxHashMap<Demand, u32>,
-    /// Ready root units per class, by dispatch key.
+    /// Ready units placed on no worker yet, per class, by dispatch key: roots, and units
+    /// no worker would finish before it retires.
     ready: Vec<BTreeSet<Key>>,
     /// Units no current worker could ever run, by dispatch key (when waiting for resources).
     stranded: BTreeSet<Key>,
@@ -329,6 +331,8 @@ pub struct Scheduler {
     retirements: retire::Retirements,
     /// Root units joined the ready sets since the last fill: every worker is to look.
     roots_added: bool,
+    /// The time as of the last [`Scheduler::on_clock`], in microseconds.
+    now_us: f64,
 }
 
 impl Scheduler {
@@ -352,6 +356,7 @@ impl Scheduler {
             dispatched: 0,
             retirements: retire::Retirements::default(),
             roots_added: false,
+            now_us: 0.0,
         }
     }
 

@@ -54,17 +54,26 @@ impl Scheduler {
             return;
         }
         if job.plan.deps(u).is_empty() {
-            self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state = UnitState::Ready;
-            self.ready[class as usize].insert(k);
-            self.fair.pending(k.tenant, 1);
-            // Any worker with room may take it, not only those the event touched (the one
-            // that reported may be paused or retiring).
-            self.roots_added = true;
+            self.add_ready(job_id, u, class, k);
             return;
         }
         let est = self.estimate(job_id, u);
-        let best = self.best_worker(job_id, u, est, demand);
-        self.enqueue(job_id, u, best, est);
+        match self.best_worker(job_id, u, est, demand) {
+            Some(best) => self.enqueue(job_id, u, best, est),
+            // Every worker would retire before it finished: the first with room that lasts
+            // long enough (one that joins later, say) takes it.
+            None => self.add_ready(job_id, u, class, k),
+        }
+    }
+
+    /// Puts ready unit `u` (key `k`) in the global ready set of its class.
+    fn add_ready(&mut self, job_id: JobId, u: UnitIdx, class: u32, k: Key) {
+        self.jobs.get_mut(&job_id).expect("exists").units[u as usize].state = UnitState::Ready;
+        self.ready[class as usize].insert(k);
+        self.fair.pending(k.tenant, 1);
+        // Any worker with room may take it, not only those the event touched (the one
+        // that reported may be paused or retiring).
+        self.roots_added = true;
     }
 
     /// Root `u` (key `k`) just went to `worker`: the next roots in priority order that feed a
@@ -130,8 +139,15 @@ impl Scheduler {
             .sum()
     }
 
-    /// The worker where `u` would finish first, among those that could ever run it.
-    fn best_worker(&self, job_id: JobId, u: UnitIdx, est: f64, demand: &Demand) -> WorkerId {
+    /// The worker where `u` would finish first, among those that could ever run it and
+    /// would not retire before it finished (`None` when none would last).
+    fn best_worker(
+        &self,
+        job_id: JobId,
+        u: UnitIdx,
+        est: f64,
+        demand: &Demand,
+    ) -> Option<WorkerId> {
         let mut best = (f64::INFINITY, WorkerId::MAX);
         for (id, w) in self.workers.iter().enumerate() {
             let Some(w) = w else { continue };
@@ -141,15 +157,11 @@ impl Scheduler {
             let transfer =
                 self.missing_bytes(job_id, u, id as WorkerId) as f64 / self.config.bandwidth;
             let finish = w.backlog_us() + transfer + est;
-            if finish < best.0 {
+            if finish < best.0 && !w.outlived_by(self.now_us, finish) {
                 best = (finish, id as WorkerId);
             }
         }
-        debug_assert!(
-            best.1 != WorkerId::MAX,
-            "make_ready checked that a worker could run it"
-        );
-        best.1
+        (best.1 != WorkerId::MAX).then_some(best.1)
     }
 
     /// Sends work to every dirty worker with room: the best of its own queue and the global
@@ -231,11 +243,19 @@ impl Scheduler {
     /// What worker `id` is to run next, and whether it is queued there (else it is a ready
     /// root): tenants are tried in fair-share order, and the first with a unit that fits
     /// both the worker's free resources and the tenant's quota gives its best, from the
-    /// worker's queue or the global ready sets, whichever comes first in its order.
+    /// worker's queue or the global ready sets, whichever comes first in its order. A
+    /// worker with a lifetime takes only units expected to finish before it retires.
     fn pick(&self, id: WorkerId) -> Option<(Key, bool)> {
-        /// How far down a tenant's part of a worker's queue to look for a unit that fits.
+        /// How far down a tenant's part of a worker's queue (or a ready set, for a worker
+        /// with a lifetime) to look for a unit that fits.
         const SCAN: usize = 64;
         let w = self.workers[id as usize].as_ref()?;
+        let lasts = |k: &Key| {
+            w.retires_at_us.is_none() || {
+                let u = self.jobs[&k.job].plan.by_priority[k.priority as usize];
+                !w.outlived_by(self.now_us, self.estimate(k.job, u))
+            }
+        };
         for t in self.fair.in_order() {
             let fits = |class: u32| {
                 let demand = &self.classes[class as usize];
@@ -244,13 +264,13 @@ impl Scheduler {
             let own = keys_of(&w.queue, t)
                 .take(SCAN)
                 .copied()
-                .find(|k| fits(self.class_of_key(k)));
+                .find(|k| fits(self.class_of_key(k)) && lasts(k));
             let global = self
                 .ready
                 .iter()
                 .enumerate()
                 .filter(|(c, set)| !set.is_empty() && fits(*c as u32))
-                .filter_map(|(_, set)| keys_of(set, t).next().copied())
+                .filter_map(|(_, set)| keys_of(set, t).take(SCAN).find(|k| lasts(k)).copied())
                 .min();
             match (own, global) {
                 (Some(a), Some(b)) => return Some((a.min(b), a <= b)),

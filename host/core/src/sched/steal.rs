@@ -6,7 +6,8 @@ use super::{Key, Scheduler, WorkerId};
 
 impl Scheduler {
     /// Moves queued work from the most backlogged worker to idle `thief`, when the move
-    /// pays: the thief would finish the unit (transfer included) before the victim starts it.
+    /// pays: the thief would finish the unit (transfer included) before the victim starts
+    /// it, or the victim would retire (`--lifetime`) before finishing it and the thief not.
     pub(super) fn steal_for(&mut self, thief: WorkerId) -> bool {
         let t = self.workers[thief as usize].as_ref().expect("live");
         if t.running >= t.nthreads {
@@ -42,7 +43,10 @@ impl Scheduler {
                 continue;
             }
             let transfer = self.missing_bytes(job_id, u, thief) as f64 / self.config.bandwidth;
-            if transfer < wait {
+            let est = f64::from(job.units[u as usize].est_us);
+            // (A unit its victim would retire before finishing waits there for nothing.)
+            let pays = transfer < wait || v.outlived_by(self.now_us, est);
+            if pays && !t.outlived_by(self.now_us, transfer + est) {
                 chosen = Some((k, job_id, u));
                 break;
             }

@@ -25,6 +25,7 @@ impl Scheduler {
     /// accounts count the time values were held, and (if the policy says so) tenants
     /// starved of their fair share long enough preempt others' units.
     pub fn on_clock(&mut self, now_us: f64, comm: &mut impl Comm) {
+        self.now_us = self.now_us.max(now_us);
         self.fair.advance(now_us);
         self.account_time(now_us);
         self.preempt(now_us, comm);

@@ -57,6 +57,7 @@ fn worker(name: &str, nthreads: u32, resources: &[(&str, u32)]) -> WorkerSpec {
             .map(|(n, a)| ((*n).to_string(), *a))
             .collect(),
         memory_limit: 0,
+        lifetime_us: None,
     }
 }
 
@@ -585,12 +586,21 @@ proptest! {
         let mut toggles = 0;
         let mut ticks = 0;
         let mut retires = 0;
+        let mut mortal = Vec::new();
         while !jobs.iter().all(|&j| s.job_settled(j)) {
             let e = events[step % events.len()];
             step += 1;
             prop_assert!(step < 100_000, "no progress\n{}\n{:?}", s.dump(), comm.computes);
             match e % 50 {
-                0 if live.len() < 4 => live.push(s.on_worker_added(worker("w", 1 + e % 3, &[]), &mut comm)),
+                0 if live.len() < 4 => {
+                    // Half of them retire by themselves soon (in 0-90 ms, 0: at once).
+                    let lifetime_us = (e % 100 == 0).then_some(u64::from(e) * 100);
+                    let w = s.on_worker_added(WorkerSpec { lifetime_us, ..worker("w", 1 + e % 3, &[]) }, &mut comm);
+                    if lifetime_us.is_some() {
+                        mortal.push(w);
+                    }
+                    live.push(w);
+                }
                 // Bounded: a schedule that loses every value's holder forever never ends.
                 1 if live.len() > 1 && removals < 8 => {
                     removals += 1;
@@ -648,7 +658,8 @@ proptest! {
                     while let Some((to, _, j, u)) = comm.copies.pop_front() {
                         s.on_value_copied(to, j, u, true, &mut comm);
                     }
-                    if comm.computes.is_empty() && live.iter().all(|&w| s.is_retiring(w)) {
+                    // Work may wait for a worker that stays, or lasts long enough.
+                    if comm.computes.is_empty() && live.iter().all(|&w| s.is_retiring(w) || mortal.contains(&w)) {
                         live.push(s.on_worker_added(worker("w", 1, &[]), &mut comm));
                     }
                     if comm.computes.is_empty() {
@@ -1086,4 +1097,89 @@ fn demand_counts_work_ready_queued_and_running() {
     );
     sim.run_to_end();
     assert_eq!(sim.s.demand(), crate::adapt::Demand::default());
+}
+
+#[test]
+fn units_that_would_outlive_a_workers_lifetime_go_elsewhere_or_wait() {
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 0,
+        default_duration_us: 10e6, // 10 s
+        ..SchedulerConfig::default()
+    });
+    // A worker with 5 s to live takes nothing expected to take 10 s ...
+    let short = sim.add_worker(WorkerSpec {
+        lifetime_us: Some(5_000_000),
+        ..worker("short", 2, &[])
+    });
+    let job = sim.submit(graph(&[&[], &[0]], &[1]));
+    assert!(sim.comm.computes.is_empty(), "{:?}", sim.comm.computes);
+    let (state, reasons) = sim.s.explain(job, 0).unwrap();
+    assert_eq!(state, UnitState::Ready);
+    assert_eq!(
+        reasons,
+        [Reason::Lifetime {
+            expected_us: 10_000_000,
+            longest_left_us: 5_000_000
+        }]
+    );
+    assert_eq!(
+        reasons[0].to_string(),
+        "it is expected to take 10s, longer than any worker that could run it has left \
+         before it retires (at most 5s); it waits for a worker that lasts"
+    );
+    // ... a worker without a lifetime does, and the next unit (placed by locality) follows it.
+    let long = sim.add_worker(worker("long", 2, &[]));
+    assert_eq!(sim.comm.computes.pop_front(), Some((long, job, 0)));
+    sim.s.on_unit_finished(long, job, 0, 8, 10e6, &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.comm.computes.pop_front(), Some((long, job, 1)));
+    sim.s.on_unit_finished(long, job, 1, 8, 10e6, &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.comm.finished, [job]);
+    // Without it, the next such job waits: the learned 10 s outlast the 5 s left.
+    sim.s.on_worker_removed(long, "gone", &mut sim.comm);
+    sim.check();
+    let next = sim.submit(graph(&[&[]], &[0]));
+    assert!(sim.comm.computes.is_empty(), "{:?}", sim.comm.computes);
+    assert!(matches!(
+        sim.s.explain(next, 0).unwrap().1[..],
+        [Reason::Lifetime { .. }]
+    ));
+    let _ = short;
+}
+
+#[test]
+fn a_unit_with_inputs_waits_ready_when_every_worker_retires_before_it_would_finish() {
+    let mut sim = Sim::new(SchedulerConfig {
+        prefetch: 0,
+        default_duration_us: 1_000.0, // 1 ms
+        ..SchedulerConfig::default()
+    });
+    let short = sim.add_worker(WorkerSpec {
+        lifetime_us: Some(5_000_000),
+        ..worker("short", 1, &[])
+    });
+    let job = sim.submit(graph(&[&[], &[0]], &[1]));
+    assert_eq!(sim.comm.computes.pop_front(), Some((short, job, 0)));
+    // 4.9995 s later the worker has 0.5 ms left: the 1 ms consumer is not placed on it.
+    sim.s.on_clock(4_999_500.0, &mut sim.comm);
+    sim.s
+        .on_unit_finished(short, job, 0, 8, 1_000.0, &mut sim.comm);
+    sim.check();
+    assert!(sim.comm.computes.is_empty(), "{:?}", sim.comm.computes);
+    assert_eq!(
+        sim.s.explain(job, 1).unwrap(),
+        (
+            UnitState::Ready,
+            vec![Reason::Lifetime {
+                expected_us: 1_000,
+                longest_left_us: 500
+            }]
+        )
+    );
+    // A worker that lasts takes it from the ready set (fetching its input).
+    let lasting = sim.add_worker(worker("lasting", 1, &[]));
+    assert_eq!(sim.comm.computes.front(), Some(&(lasting, job, 1)));
+    sim.run_to_end();
+    assert_eq!(sim.comm.finished, [job]);
 }

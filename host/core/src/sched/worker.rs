@@ -15,6 +15,9 @@ pub struct WorkerSpec {
     pub resources: Vec<(String, u32)>,
     /// Bytes of results it may hold in memory (0: unknown).
     pub memory_limit: u64,
+    /// Microseconds before it retires by itself (`fabric worker --lifetime`), counted from
+    /// when it joins: no unit expected to outlast that is placed on it. `None`: no limit.
+    pub lifetime_us: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -47,6 +50,8 @@ pub(super) struct Worker {
     pub(super) retiring: bool,
     /// Copies of its values to other workers in flight (while retiring).
     pub(super) handoffs: u32,
+    /// When it retires by itself, on the scheduler's clock ([`super::Scheduler::on_clock`]).
+    pub(super) retires_at_us: Option<f64>,
 }
 
 /// Units per thread a worker may be sent ahead when they are short.
@@ -58,9 +63,11 @@ impl Worker {
         resources: Vec<(u32, u32)>,
         prefetch: u32,
         lookahead_us: f64,
+        now_us: f64,
     ) -> Worker {
         let nthreads = spec.nthreads.max(1);
         Worker {
+            retires_at_us: spec.lifetime_us.map(|left| now_us + left as f64),
             spec,
             nthreads,
             window: nthreads + prefetch,
@@ -85,6 +92,13 @@ impl Worker {
             && (self.running < self.window
                 || (self.running < self.max_window
                     && self.sent_us < self.lookahead_us * f64::from(self.nthreads)))
+    }
+
+    /// Whether a unit that would finish `finish_us` after `now_us` (waiting, fetching its
+    /// inputs and running) would still be running when this worker retires by itself.
+    pub(super) fn outlived_by(&self, now_us: f64, finish_us: f64) -> bool {
+        self.retires_at_us
+            .is_some_and(|end| now_us + finish_us > end)
     }
 
     /// Expected wait before a newly queued unit could start.

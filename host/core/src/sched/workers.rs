@@ -23,6 +23,7 @@ impl Scheduler {
             resources,
             self.config.prefetch,
             self.config.lookahead_us,
+            self.now_us,
         );
         self.workers.push(Some(worker));
         // Units stranded for lack of resources may fit now.

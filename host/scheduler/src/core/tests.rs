@@ -152,6 +152,7 @@ impl Harness {
             nthreads: 1,
             resources: Vec::new(),
             memory_limit: 0,
+            lifetime_us: None,
         };
         self.batch([Command::Register {
             spec,
