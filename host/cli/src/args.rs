@@ -69,15 +69,17 @@ mod tests {
     }
 }
 
-/// `--adapt`: the scaler's bounds and pacing, and how often it decides.
+/// `--adapt`: the scaler's bounds and pacing, how often it decides, and how often batch
+/// jobs' states are asked for.
 #[derive(Clone, Debug)]
 pub struct Adapt {
     pub config: fabric_core::adapt::AdaptConfig,
     pub interval: std::time::Duration,
+    pub poll: std::time::Duration,
 }
 
-/// Parses `min=0,max=40,target=5s,interval=1s,cooldown=15s,wait=3` (every key optional;
-/// max defaults to 10).
+/// Parses `min=0,max=40,target=5s,interval=1s,cooldown=15s,wait=3,poll=5s` (every key
+/// optional; max defaults to 10).
 pub fn adapt(s: &str) -> Result<Adapt, String> {
     let mut adapt = Adapt {
         config: fabric_core::adapt::AdaptConfig {
@@ -85,6 +87,7 @@ pub fn adapt(s: &str) -> Result<Adapt, String> {
             ..fabric_core::adapt::AdaptConfig::default()
         },
         interval: std::time::Duration::from_secs(1),
+        poll: fabric_scheduler::adapt::DEFAULT_POLL,
     };
     let count = |key: &str, v: &str| {
         v.trim()
@@ -103,10 +106,11 @@ pub fn adapt(s: &str) -> Result<Adapt, String> {
             "target" => c.target_duration_us = duration(value)?.as_secs_f64() * 1e6,
             "cooldown" => c.cooldown_us = duration(value)?.as_secs_f64() * 1e6,
             "interval" => adapt.interval = duration(value)?,
+            "poll" => adapt.poll = duration(value)?,
             other => {
                 return Err(format!(
                     "`{other}`: not a setting of --adapt (min, max, target, interval, \
-                     cooldown, wait)"
+                     cooldown, wait, poll)"
                 ));
             }
         }
@@ -127,7 +131,8 @@ mod adapt_tests {
 
     #[test]
     fn adapt_settings_parse_with_clear_errors() {
-        let a = adapt("min=1,max=40,target=2s,interval=200ms,cooldown=1s,wait=2").unwrap();
+        let a = adapt("min=1,max=40,target=2s,interval=200ms,cooldown=1s,wait=2,poll=3s").unwrap();
+        assert_eq!(a.poll.as_secs(), 3);
         assert_eq!((a.config.minimum, a.config.maximum), (1, 40));
         assert_eq!(a.config.target_duration_us, 2e6);
         assert_eq!(a.config.cooldown_us, 1e6);

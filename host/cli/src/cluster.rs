@@ -145,13 +145,15 @@ pub struct SchedulerArgs {
     /// ones (their values move first). KEY=VALUE,...: min, max (workers; default 0 and
     /// 10), target (the waiting work should take about this long: 5s), interval (between
     /// decisions: 1s), cooldown (no scale-down this soon after a change: 15s), wait
-    /// (decisions in a row before a scale-down: 3). E.g. --adapt min=0,max=40.
+    /// (decisions in a row before a scale-down: 3), poll (batch providers: how often at
+    /// most the batch system is asked for its jobs' states: 5s). E.g. --adapt min=0,max=40.
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = args::adapt)]
     adapt: Option<args::Adapt>,
     /// Where --adapt gets workers: `local` starts `fabric worker` processes on this
     /// machine (with --worker-extra-arg); `slurm`, `pbs`, `sge` and `lsf` submit batch
     /// jobs (the script `fabric deploy script` prints, from the flags under "Batch jobs",
-    /// kept in --job-dir) and cancel those not over when the scheduler stops.
+    /// kept in --job-dir), follow them with squeue, qstat or bjobs, cancel those still
+    /// queued when the work is gone, and those not over when the scheduler stops.
     #[arg(long, value_enum, default_value = "local", requires = "adapt")]
     provider: Provider,
     /// Where the batch provider keeps the job scripts it submits.
@@ -643,6 +645,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                             Ok(ProviderConfig::Batch {
                                 job: Box::new(job),
                                 dir: std::path::absolute(&a.job_dir)?,
+                                poll: adapt.poll,
                             })
                         };
                         match a.provider {
@@ -737,6 +740,12 @@ pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
     }
     let (url, waited) = crate::scheduler_file::for_worker(&a.scheduler, a.death_timeout)?;
     options.scheduler = url;
+    // A scheduler started again (after a crash, say) rewrites its file: the worker follows.
+    if let (None, Some(path)) = (&a.scheduler.scheduler, a.scheduler.scheduler_file.clone()) {
+        options.rediscover = Some(fabric_worker::Rediscover(std::sync::Arc::new(move || {
+            crate::scheduler_file::read(&path).ok()
+        })));
+    }
     options.death_timeout = a.death_timeout.saturating_sub(waited);
     tokio_service()?.block_on(async {
         let scheduler = options.scheduler.clone();

@@ -9,8 +9,10 @@
 //!   waits.
 //! - **up** at once, counting workers asked for and not yet arrived, in whole allocations;
 //! - **down** only after [`AdaptConfig::wait_count`] decisions in a row say so and not within
-//!   [`AdaptConfig::cooldown_us`] of the last change; only idle workers (they retire, handing
-//!   their values over), at most a quarter of the workers per step (at least one);
+//!   [`AdaptConfig::cooldown_us`] of the last change: first allocations asked for and not
+//!   yet arrived (queued batch jobs) are cancelled, as many whole ones as the target leaves
+//!   no use for; then idle workers retire (handing their values over), at most a quarter of
+//!   the workers per step (at least one);
 //! - **failures** to get workers back off (1, 2, 4... cooldowns) and, after
 //!   [`AdaptConfig::max_failures`] in a row, pause scaling up, saying why, until one
 //!   succeeds or the operator resumes.
@@ -87,6 +89,14 @@ pub enum Action {
         /// Workers.
         workers: u32,
         /// Why, for people and logs.
+        reason: String,
+    },
+    /// Cancel this many allocations asked for whose workers have not arrived (queued batch
+    /// jobs), the newest first: the work no longer needs them.
+    Cancel {
+        /// Whole allocations.
+        allocations: u32,
+        /// Why.
         reason: String,
     },
     /// Retire these idle workers.
@@ -265,7 +275,7 @@ impl Adaptive {
                 ),
             });
         }
-        if target >= staying {
+        if target >= current {
             self.down_streak = 0;
             return None;
         }
@@ -274,6 +284,23 @@ impl Adaptive {
             .last_change_us
             .is_none_or(|t| now_us - t >= c.cooldown_us);
         if self.down_streak < c.wait_count || !cooled {
+            return None;
+        }
+        // Allocations still coming serve nothing yet: they go first, as many whole ones as
+        // the target has no use for. (No cooldown after: nothing ran on them.)
+        let per = c.workers_per_allocation.max(1);
+        let cancel = (current - target).min(pending) / per;
+        if cancel > 0 {
+            self.down_streak = 0;
+            return Some(Action::Cancel {
+                allocations: cancel,
+                reason: format!(
+                    "the work calls for {target} worker(s); {staying} here and {pending} \
+                     coming"
+                ),
+            });
+        }
+        if target >= staying {
             return None;
         }
         // Idle workers, those holding least first (least to move), at most a quarter.
@@ -311,7 +338,8 @@ impl Adaptive {
         self.retry_at_us = now_us + self.config.cooldown_us * backoff;
     }
 
-    /// A request for workers succeeded: failures are forgotten.
+    /// Workers asked for arrived: failures are forgotten. (Not when a request is merely
+    /// accepted: a batch job may still fail before its workers start.)
     pub fn succeeded(&mut self) {
         self.failures = 0;
         self.last_error = None;
@@ -506,6 +534,149 @@ mod tests {
             a.decide(1e9, &demand(100.0, 100), &[idle(0)], 0),
             Some(Action::Start { workers: 4, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+
+    fn config() -> AdaptConfig {
+        AdaptConfig {
+            minimum: 0,
+            maximum: 8,
+            target_duration_us: 1e6,
+            wait_count: 3,
+            cooldown_us: 10e6,
+            ..AdaptConfig::default()
+        }
+    }
+
+    fn worker(id: WorkerId, assigned: u32) -> WorkerLoad {
+        WorkerLoad {
+            id,
+            nthreads: 1,
+            assigned,
+            memory: 0,
+            retiring: false,
+        }
+    }
+
+    fn none() -> Demand {
+        Demand::default()
+    }
+
+    #[test]
+    fn queued_allocations_are_cancelled_when_the_work_is_gone() {
+        let mut a = Adaptive::new(config());
+        let d = Demand {
+            work_us: 4e6,
+            runnable: 200,
+        };
+        assert!(matches!(
+            a.decide(0.0, &d, &[], 0),
+            Some(Action::Start { workers: 4, .. })
+        ));
+        // The work ends while the four are still queued: nothing within the cooldown of
+        // the scale-up, however many decisions agree.
+        for t in 1..10 {
+            assert_eq!(a.decide(f64::from(t) * 1e6, &none(), &[], 4), None, "{t}");
+        }
+        let Some(Action::Cancel {
+            allocations,
+            reason,
+        }) = a.decide(10e6, &none(), &[], 4)
+        else {
+            panic!("queued allocations are not cancelled");
+        };
+        assert_eq!(allocations, 4);
+        assert!(
+            reason.contains("calls for 0 worker(s); 0 here and 4 coming"),
+            "{reason}"
+        );
+        // Once they are gone, nothing more to do.
+        assert_eq!(a.decide(11e6, &none(), &[], 0), None);
+    }
+
+    #[test]
+    fn cancelling_waits_for_decisions_in_a_row() {
+        let mut a = Adaptive::new(config());
+        let busy = [worker(0, 2), worker(1, 2)];
+        let two = Demand {
+            work_us: 2e6,
+            runnable: 2,
+        };
+        // Two workers here and busy, two coming: the work calls for two.
+        assert_eq!(a.decide(0.0, &two, &busy, 2), None);
+        assert_eq!(a.decide(1e6, &two, &busy, 2), None);
+        // A decision that calls for all four breaks the streak.
+        let four = Demand {
+            work_us: 4e6,
+            runnable: 4,
+        };
+        assert_eq!(a.decide(2e6, &four, &busy, 2), None);
+        assert_eq!(a.decide(3e6, &two, &busy, 2), None);
+        assert_eq!(a.decide(4e6, &two, &busy, 2), None);
+        assert!(matches!(
+            a.decide(5e6, &two, &busy, 2),
+            Some(Action::Cancel { allocations: 2, .. })
+        ));
+        // Only what the target leaves no use for: three wanted, one cancelled.
+        let mut a = Adaptive::new(config());
+        let three = Demand {
+            work_us: 3e6,
+            runnable: 3,
+        };
+        let actions: Vec<Action> = (0..3)
+            .filter_map(|t| a.decide(f64::from(t) * 1e6, &three, &busy, 2))
+            .collect();
+        assert!(
+            matches!(&actions[..], [Action::Cancel { allocations: 1, .. }]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn whole_allocations_only_and_queued_ones_before_idle_workers() {
+        // Jobs of two workers: one worker too many is not worth a job.
+        let mut a = Adaptive::new(AdaptConfig {
+            workers_per_allocation: 2,
+            ..config()
+        });
+        let busy = [worker(0, 2), worker(1, 2)];
+        let three = Demand {
+            work_us: 3e6,
+            runnable: 3,
+        };
+        for t in 0..20 {
+            assert_eq!(a.decide(f64::from(t) * 1e6, &three, &busy, 2), None);
+        }
+        // No work and the minimum of 1: the queued job goes first, then idle workers.
+        let mut a = Adaptive::new(AdaptConfig {
+            minimum: 1,
+            ..config()
+        });
+        let idle = [worker(0, 0), worker(1, 0)];
+        let mut pending = 3;
+        let mut actions = Vec::new();
+        for t in 0..6 {
+            if let Some(action) = a.decide(f64::from(t) * 1e6, &none(), &idle, pending) {
+                if let Action::Cancel { allocations, .. } = action {
+                    pending -= allocations;
+                }
+                actions.push(action);
+            }
+        }
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    Action::Cancel { allocations: 3, .. },
+                    Action::Retire { workers, .. }
+                ] if workers == &[0]
+            ),
+            "{actions:?}"
+        );
     }
 }
 

@@ -402,6 +402,9 @@ struct Outgoing {
     copies: Vec<(WorkerId, WorkerId, JobId, UnitIdx)>,
     /// Retiring workers that may go now, with their homeless values.
     retired: Vec<(WorkerId, u32)>,
+    /// Workers the scheduler began to retire, with why: they start their
+    /// `--retire-timeout` (the core does not tell; the scheduler does).
+    retiring: Vec<(WorkerId, String)>,
 }
 
 impl Comm for Outgoing {
@@ -438,19 +441,32 @@ impl Comm for Outgoing {
 }
 
 /// What adaptive scaling decides from: the workers asked of the provider and not yet
-/// attached, the attached workers' loads, and the work.
+/// attached, the attached workers' loads, and the work. Allocations that arrived or failed
+/// since the last look (at `now_us`) tell the scaler whether asking for workers works.
 fn observe(
     workers: &FxHashMap<WorkerId, WorkerEntry>,
     sched: &Scheduler,
     adapt: &mut Adapting,
+    now_us: f64,
 ) -> (
     u32,
     Vec<fabric_core::adapt::WorkerLoad>,
     fabric_core::adapt::Demand,
 ) {
     let names: FxHashSet<&str> = workers.values().map(|w| w.spec.name.as_str()).collect();
-    let pending = adapt.provider.pending(&|name| names.contains(name));
-    (pending, sched.worker_loads(), sched.demand())
+    let coming = adapt.provider.pending(&|name| names.contains(name));
+    if coming.arrived > 0 {
+        adapt.scaler.succeeded();
+    }
+    for reason in coming.failed {
+        tracing::warn!("adapt: could not get workers: {reason}");
+        let paused = adapt.scaler.paused();
+        adapt.scaler.failed(now_us, reason);
+        if !paused && adapt.scaler.paused() {
+            tracing::error!("adapt: paused after repeated failures to start workers");
+        }
+    }
+    (coming.workers, sched.worker_loads(), sched.demand())
 }
 
 /// Adaptive scaling under way.
@@ -921,11 +937,28 @@ impl Core {
                 }
             }
         }
-        for (id, name) in &ids {
-            tracing::info!(worker = id, name, "worker retiring: asked by an operator");
-            self.sched.on_worker_retiring(*id, &mut self.out);
+        for (id, _) in &ids {
+            self.begin_retiring(*id, "an operator retired it".into(), true);
         }
         Ok(ids.into_iter().map(|(_, name)| name).collect())
+    }
+
+    /// Worker `id` begins to retire, for `reason`; `tell`: the scheduler decided it (the
+    /// worker is told, and starts its `--retire-timeout`), else the worker asked.
+    fn begin_retiring(&mut self, id: WorkerId, reason: String, tell: bool) {
+        if self.sched.is_retiring(id) {
+            return;
+        }
+        let name = self.workers.get(&id).map_or("", |w| w.spec.name.as_str());
+        tracing::info!(worker = id, name, "worker retiring: {reason}");
+        self.sched.on_worker_retiring(id, &mut self.out);
+        self.recorder.push(monitor::Event::WorkerRetiring {
+            worker: id,
+            reason: reason.as_str().into(),
+        });
+        if tell {
+            self.out.retiring.push((id, reason));
+        }
     }
 
     /// One decision of adaptive scaling, then the next one's timer.
@@ -934,13 +967,15 @@ impl Core {
             return;
         };
         let now = self.started.elapsed().as_secs_f64() * 1e6;
-        let (pending, loads, demand) = observe(&self.workers, &self.sched, adapt);
+        let (pending, loads, demand) = observe(&self.workers, &self.sched, adapt, now);
+        let mut retire = Vec::new();
         match adapt.scaler.decide(now, &demand, &loads, pending) {
             Some(Action::Start { workers, reason }) => {
+                // Failures are forgotten once workers arrive, not when they are asked for:
+                // a batch job may still end before its workers start.
                 match adapt.provider.start(workers, &adapt.url) {
                     Ok(()) => {
                         tracing::info!(workers, "adapt: starting {workers} worker(s): {reason}");
-                        adapt.scaler.succeeded();
                     }
                     Err(e) => {
                         tracing::warn!("adapt: could not start workers: {e}");
@@ -953,15 +988,31 @@ impl Core {
                     }
                 }
             }
+            Some(Action::Cancel {
+                allocations,
+                reason,
+            }) => match adapt.provider.cancel(allocations) {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::info!(
+                        allocations = ids.len(),
+                        "adapt: cancelling {} still queued: {reason}",
+                        ids.join(" ")
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("adapt: could not cancel queued allocations: {e}"),
+            },
             Some(Action::Retire { workers, reason }) => {
                 tracing::info!(workers = workers.len(), "adapt: retiring: {reason}");
-                for w in workers {
-                    self.sched.on_worker_retiring(w, &mut self.out);
-                }
+                let reason = format!("scaling down: {reason}");
+                retire.extend(workers.into_iter().map(|w| (w, reason.clone())));
             }
             None => {}
         }
         self.timers.after(adapt.interval, Command::Adapt);
+        for (w, reason) in retire {
+            self.begin_retiring(w, reason, true);
+        }
     }
 
     /// `who`'s tenant asks for at least `workers` workers for `for_ms` (0: an hour).
@@ -1010,7 +1061,7 @@ impl Core {
             ));
         };
         let now = self.started.elapsed().as_secs_f64() * 1e6;
-        let (coming, loads, demand) = observe(&self.workers, &self.sched, adapt);
+        let (coming, loads, demand) = observe(&self.workers, &self.sched, adapt, now);
         let (target, _) = adapt.scaler.target(now, &demand, &loads);
         let config = adapt.scaler.config().clone();
         let floors = adapt
@@ -1223,11 +1274,7 @@ impl Core {
                     .on_unit_failed(id, job, unit, failure, &mut self.out);
             }
             Event::ValuesReleased(_) => {}
-            Event::Retire(r) => {
-                let name = self.workers.get(&id).map_or("", |w| w.spec.name.as_str());
-                tracing::info!(worker = id, name, "worker retiring: {}", r.reason);
-                self.sched.on_worker_retiring(id, &mut self.out);
-            }
+            Event::Retire(r) => self.begin_retiring(id, r.reason, false),
             Event::ValueCopied(c) => {
                 let (job, unit) = required_key(c.key.as_ref(), "ValueCopied", "key")?;
                 if !c.ok {
@@ -1740,6 +1787,11 @@ impl Core {
                     capability,
                     tenant,
                 })),
+            });
+        }
+        for (w, reason) in out.retiring {
+            batches.entry(w).or_default().push(v1::SchedulerEvent {
+                event: Some(Event::Retiring(v1::Retiring { reason })),
             });
         }
         for (w, homeless) in out.retired {

@@ -10,5 +10,5 @@ mod wire;
 
 pub use executor::{JobContext, Printed, StepCall, UnitDone, UnitFailure, run_unit};
 pub use fabric_kernels::Grants;
-pub use node::{WorkerError, WorkerOptions};
+pub use node::{Rediscover, WorkerError, WorkerOptions};
 pub use store::{StoreConfig, StoreError, StoreMetrics, ValueStore};

@@ -86,6 +86,19 @@ pub struct WorkerOptions {
     /// After this long the worker retires itself (before its batch allocation's walltime
     /// ends it); `None`: it runs until stopped.
     pub lifetime: Option<Duration>,
+    /// Where the scheduler is now, when it may move (a scheduler file rewritten by a
+    /// scheduler started again): asked whenever the scheduler cannot be reached.
+    pub rediscover: Option<Rediscover>,
+}
+
+/// Says where the scheduler is now (its URL), or `None` when that is not known.
+#[derive(Clone)]
+pub struct Rediscover(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for Rediscover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rediscover(..)")
+    }
 }
 
 impl WorkerOptions {
@@ -112,6 +125,7 @@ impl WorkerOptions {
             grants: None,
             retire_timeout: Duration::from_secs(120),
             lifetime: None,
+            rediscover: None,
         }
     }
 }
@@ -355,10 +369,13 @@ pub async fn run(
                 }
                 Err(e) => return Err(e),
             };
+            if link.follow(options.rediscover.as_ref(), &options).await? {
+                continue; // the scheduler moved: try its new address at once
+            }
             let waited = started.elapsed();
             if waited >= options.death_timeout {
                 return Err(WorkerError::Unreachable {
-                    url: options.scheduler.clone(),
+                    url: link.url.clone(),
                     waited: options.death_timeout,
                     last,
                 });
@@ -371,7 +388,7 @@ pub async fn run(
                 tracing::warn!(
                     "scheduler at {} not reachable yet ({last}); trying again for up to {} \
                      (--death-timeout)",
-                    options.scheduler,
+                    link.url,
                     fabric_core::units::format_duration(left)
                 );
                 said = Some(Instant::now());
@@ -393,7 +410,7 @@ pub async fn run(
         worker_id = registered.worker_id,
         %data_address,
         "worker attached to {}",
-        options.scheduler
+        link.url
     );
     on_attached(registered.worker_id, &data_address);
 
@@ -405,7 +422,7 @@ pub async fn run(
         builtins: fabric_kernels::components_with(options.grants.clone()),
         store,
         peers: Peers::with_tls(peer_tls),
-        scheduler,
+        scheduler: Mutex::new(scheduler),
         jobs: Mutex::new(FxHashMap::default()),
         units: Mutex::new(FxHashMap::default()),
         work: work_tx,
@@ -514,6 +531,18 @@ pub async fn run(
                 tokio::time::sleep(RETIRED_GRACE).await;
                 break Ok(());
             }
+            Err(Ended::Retiring(reason)) => {
+                // (Its own retirement may have begun first: its clock runs already.)
+                if retiring.is_none() {
+                    tracing::info!(
+                        "retiring ({reason}): finishing what runs and handing values over, \
+                         for up to {} (--retire-timeout)",
+                        fabric_core::units::format_duration(options.retire_timeout)
+                    );
+                    retiring = Some(tokio::time::Instant::now() + options.retire_timeout);
+                }
+                continue;
+            }
             Err(Ended::Lost(_)) if retiring.is_some() => {
                 tracing::warn!("the session ended while retiring: leaving");
                 break Ok(());
@@ -532,6 +561,11 @@ pub async fn run(
                 Ok(attached) => break Ok(attached),
                 Err(e) => e,
             };
+            match link.follow(options.rediscover.as_ref(), &options).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
             if lost.elapsed() >= options.reconnect_timeout {
                 break Err(error);
             }
@@ -553,6 +587,10 @@ pub async fn run(
             node.forget_everything();
             cluster_id = registered.cluster_id;
         }
+        *node
+            .scheduler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = link.scheduler.clone();
         // Reports queued while disconnected are stale: what is held was just reported.
         while events_rx.try_recv().is_ok() {}
         tracing::info!(worker_id = registered.worker_id, "worker attached again");
@@ -581,6 +619,28 @@ struct Session {
 }
 
 impl Link {
+    /// Dials the scheduler's new address, if `rediscover` knows one other than the
+    /// current: whether it did.
+    async fn follow(
+        &mut self,
+        rediscover: Option<&Rediscover>,
+        options: &WorkerOptions,
+    ) -> Result<bool, WorkerError> {
+        let Some(url) = rediscover.and_then(|r| (r.0)()) else {
+            return Ok(false);
+        };
+        if url == self.url {
+            return Ok(false);
+        }
+        tracing::info!(
+            "the scheduler is now at {url} (was {}): dialing it",
+            self.url
+        );
+        self.scheduler = connect(&url, options.token.as_deref(), options.tls.as_ref()).await?;
+        self.url = url;
+        Ok(true)
+    }
+
     /// Registers and opens a session (its first event names the worker).
     async fn attach(&mut self) -> Result<(Session, v1::RegisterResponse), WorkerError> {
         let refused = |status: tonic::Status| WorkerError::Scheduler {
@@ -662,6 +722,8 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 enum Ended {
     /// The scheduler completed the worker's retirement.
     Retired { homeless: u32 },
+    /// The scheduler began to retire the worker, for this reason (the session goes on).
+    Retiring(String),
     /// It was lost: the worker connects again.
     Lost(WorkerError),
 }
@@ -673,7 +735,8 @@ pub(crate) struct Node {
     builtins: fabric_kernels::Builtins,
     store: Arc<ValueStore>,
     peers: Peers,
-    scheduler: Scheduler,
+    /// The scheduler's client (replaced when the scheduler moves, see `Rediscover`).
+    scheduler: Mutex<Scheduler>,
     /// What the worker keeps of each job it was told of (`JobStart`).
     jobs: Mutex<FxHashMap<JobId, Arc<JobContext>>>,
     /// Each unit taken and not yet reported: its attempt and the flag that stops it alone
@@ -754,11 +817,20 @@ impl Node {
             tokio::select! {
                 message = session.inbound.next() => match message {
                     Some(Ok(message)) => {
+                        let mut retiring = None;
                         for event in message.events {
-                            if let Some(v1::scheduler_event::Event::Retired(r)) = event.event {
-                                return Ended::Retired { homeless: r.homeless };
+                            match event.event {
+                                Some(v1::scheduler_event::Event::Retired(r)) => {
+                                    return Ended::Retired { homeless: r.homeless };
+                                }
+                                Some(v1::scheduler_event::Event::Retiring(r)) => {
+                                    retiring = Some(r.reason);
+                                }
+                                _ => self.clone().handle(event),
                             }
-                            self.clone().handle(event);
+                        }
+                        if let Some(reason) = retiring {
+                            return Ended::Retiring(reason);
                         }
                     }
                     Some(Err(status)) => return lost(status.message().into()),
@@ -919,7 +991,9 @@ impl Node {
             Some(Event::Acquire(a)) => {
                 tokio::spawn(self.acquire(a));
             }
-            Some(Event::Retired(_)) => unreachable!("`serve` ends the session on Retired"),
+            Some(Event::Retired(_) | Event::Retiring(_)) => {
+                unreachable!("`serve` returns on Retired and Retiring")
+            }
             None => tracing::warn!("ignoring an empty event from the scheduler"),
         }
     }
@@ -1310,7 +1384,11 @@ impl Node {
         if let Ok(Some(c)) = tokio::task::spawn_blocking(move || runtime.load_cached(&h)).await {
             return Ok(c);
         }
-        let mut scheduler = self.scheduler.clone();
+        let mut scheduler = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut stream = scheduler
             .get_component(v1::GetComponentRequest {
                 hash: hash.to_string(),

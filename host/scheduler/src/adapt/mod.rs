@@ -1,11 +1,14 @@
 //! Adaptive scaling in the scheduler: on a timer, the core's demand and workers go through
 //! [`fabric_core::adapt::Adaptive`]; workers are asked of a [`Provider`], idle ones retired
-//! (gracefully: their values move first).
+//! (gracefully: their values move first), allocations still queued cancelled when the work
+//! is gone, and allocations that end before any worker of theirs arrives count as failures.
 
 pub mod jobscript;
+pub mod status;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use fabric_core::adapt::AdaptConfig;
 
@@ -33,14 +36,34 @@ pub enum ProviderConfig {
     },
     /// Batch jobs running [`jobscript::job_script`] of this job (its scheduler is the
     /// scheduler's URL unless it names a scheduler file), submitted with the batch
-    /// system's command (`sbatch`, `qsub`, `bsub`, found on PATH) and cancelled with its
-    /// cancel command when the scheduler stops. Scripts go in `dir`.
+    /// system's command (`sbatch`, `qsub`, `bsub`, found on PATH), their states asked of
+    /// its status command ([`status::command`]) every `poll` at most, and cancelled with its
+    /// cancel command (`scancel`, `qdel`, `bkill`) when the scaler says so and when the
+    /// scheduler stops. Scripts go in `dir`.
     Batch {
         /// The job each allocation is.
         job: Box<jobscript::JobConfig>,
         /// Where the scripts submitted are kept (for people to read).
         dir: std::path::PathBuf,
+        /// How often at most the batch system is asked for the states of the jobs whose
+        /// workers have not arrived.
+        poll: Duration,
     },
+}
+
+/// How often at most the batch providers ask for their jobs' states, unless told.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
+
+/// What a provider's workers do, as of one look ([`Provider::pending`]).
+#[derive(Debug, Default)]
+pub(crate) struct Coming {
+    /// Workers asked for and neither attached nor known to be gone.
+    pub workers: u32,
+    /// Allocations a first worker of which attached since the last look.
+    pub arrived: u32,
+    /// Allocations that ended before any worker of theirs attached: why, each (naming the
+    /// job and its last state).
+    pub failed: Vec<String>,
 }
 
 /// Something that starts workers. They register with the scheduler by themselves; the
@@ -48,8 +71,13 @@ pub enum ProviderConfig {
 pub(crate) trait Provider: Send {
     /// Starts `n` more workers of the scheduler at `url`.
     fn start(&mut self, n: u32, url: &str) -> Result<(), String>;
-    /// Workers started and neither attached (`attached` says which names are) nor gone.
-    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> u32;
+    /// Workers started and neither attached (`attached` says which names are) nor gone,
+    /// those that arrived and those that failed since the last look (a batch provider asks
+    /// the batch system here, every so often, without waiting for its answer).
+    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> Coming;
+    /// Cancels `n` allocations none of whose workers arrived, the newest first; their ids
+    /// (fewer when fewer are waiting).
+    fn cancel(&mut self, n: u32) -> Result<Vec<String>, String>;
     /// Its name, as `--provider` says it.
     fn name(&self) -> &'static str;
     /// Its allocations (job ids, or worker names) and whether a worker of each arrived,
@@ -60,17 +88,21 @@ pub(crate) trait Provider: Send {
 impl ProviderConfig {
     pub(crate) fn provider(&self) -> Box<dyn Provider> {
         match self {
-            ProviderConfig::Batch { job, dir } => Box::new(BatchJobs {
+            ProviderConfig::Batch { job, dir, poll } => Box::new(BatchJobs {
                 job: (**job).clone(),
                 dir: dir.clone(),
                 allocations: Vec::new(),
+                submitted: 0,
+                poll: *poll,
+                polled_at: None,
+                polling: None,
+                status_failing: false,
             }),
             ProviderConfig::Local { exe, worker_args } => Box::new(LocalProcesses {
                 exe: exe.clone(),
                 worker_args: worker_args.clone(),
                 children: Vec::new(),
                 started: 0,
-                arrived: Default::default(),
             }),
         }
     }
@@ -80,12 +112,18 @@ impl ProviderConfig {
 struct LocalProcesses {
     exe: std::path::PathBuf,
     worker_args: Vec<String>,
-    /// Each worker started, by the name it was given.
-    children: Vec<(String, Child)>,
+    /// Each worker started and not known to have exited.
+    children: Vec<LocalWorker>,
     /// Workers started so far (their names count up).
     started: u32,
-    /// Names of those seen attached, as of the last `pending`.
-    arrived: std::collections::HashSet<String>,
+}
+
+struct LocalWorker {
+    /// The name it was given.
+    name: String,
+    child: Child,
+    /// Whether it was seen attached.
+    arrived: bool,
 }
 
 impl Provider for LocalProcesses {
@@ -100,22 +138,53 @@ impl Provider for LocalProcesses {
                 .spawn()
                 .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
             self.started += 1;
-            self.children.push((name, child));
+            self.children.push(LocalWorker {
+                name,
+                child,
+                arrived: false,
+            });
         }
         Ok(())
     }
 
-    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> u32 {
+    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> Coming {
+        let mut coming = Coming::default();
+        for w in &mut self.children {
+            if !w.arrived && attached(&w.name) {
+                w.arrived = true;
+                coming.arrived += 1;
+            }
+        }
         // Workers that exited (retired, or failed to start) are reaped.
-        self.children
-            .retain_mut(|(_, child)| matches!(child.try_wait(), Ok(None)));
-        self.arrived = self
-            .children
-            .iter()
-            .filter(|(name, _)| attached(name))
-            .map(|(name, _)| name.clone())
-            .collect();
-        (self.children.len() - self.arrived.len()) as u32
+        self.children.retain_mut(|w| match w.child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                if !w.arrived {
+                    coming.failed.push(format!(
+                        "worker {} exited ({status}) before it attached",
+                        w.name
+                    ));
+                }
+                false
+            }
+            Err(_) => false,
+        });
+        coming.workers = self.children.iter().filter(|w| !w.arrived).count() as u32;
+        coming
+    }
+
+    fn cancel(&mut self, n: u32) -> Result<Vec<String>, String> {
+        let mut gone = Vec::new();
+        for w in self.children.iter_mut().rev().filter(|w| !w.arrived) {
+            if gone.len() == n as usize {
+                break;
+            }
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+            gone.push(w.name.clone());
+        }
+        self.children.retain(|w| !gone.contains(&w.name));
+        Ok(gone)
     }
 
     fn name(&self) -> &'static str {
@@ -125,7 +194,7 @@ impl Provider for LocalProcesses {
     fn allocations(&self) -> Vec<(String, bool)> {
         self.children
             .iter()
-            .map(|(name, _)| (name.clone(), self.arrived.contains(name)))
+            .map(|w| (w.name.clone(), w.arrived))
             .collect()
     }
 }
@@ -133,9 +202,9 @@ impl Provider for LocalProcesses {
 impl Drop for LocalProcesses {
     fn drop(&mut self) {
         // The scheduler is going: its workers have nothing to serve.
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for w in &mut self.children {
+            let _ = w.child.kill();
+            let _ = w.child.wait();
         }
     }
 }
@@ -145,14 +214,32 @@ impl Drop for LocalProcesses {
 struct BatchJobs {
     job: jobscript::JobConfig,
     dir: std::path::PathBuf,
-    /// Jobs submitted and not known to be over: their ids, and whether a worker of
-    /// theirs attached.
+    /// Jobs submitted and not known to be over, oldest first.
     allocations: Vec<Allocation>,
+    /// Jobs submitted so far (their scripts are numbered).
+    submitted: u32,
+    /// How often at most the batch system is asked for the jobs' states.
+    poll: Duration,
+    /// When it was last asked.
+    polled_at: Option<Instant>,
+    /// The status command under way, in a thread of its own.
+    polling: Option<Poll>,
+    /// Whether the last status command failed (said once, not at every poll).
+    status_failing: bool,
 }
 
 struct Allocation {
     id: String,
+    /// Whether a worker of it attached.
     arrived: bool,
+    /// Its state as the batch system last said it (`PD`, `Q`, `qw`...).
+    state: Option<String>,
+}
+
+/// A status command under way: the jobs asked about, and where its answer comes.
+struct Poll {
+    ids: Vec<String>,
+    answer: mpsc::Receiver<std::io::Result<std::process::Output>>,
 }
 
 impl BatchJobs {
@@ -205,6 +292,140 @@ pub fn parse_job_id(system: jobscript::System, output: &str) -> Option<String> {
     (!id.is_empty() && id.chars().next()?.is_ascii_digit()).then(|| id.to_string())
 }
 
+impl BatchJobs {
+    /// Asks the batch system for the states of the jobs whose workers have not arrived, in
+    /// a thread (a slow batch system does not hold the scheduler up), unless it was asked
+    /// less than `poll` ago or is being asked.
+    fn poll(&mut self) {
+        let ids: Vec<String> = self
+            .allocations
+            .iter()
+            .filter(|a| !a.arrived)
+            .map(|a| a.id.clone())
+            .collect();
+        let due = self.polled_at.is_none_or(|t| t.elapsed() >= self.poll);
+        if ids.is_empty() || self.polling.is_some() || !due {
+            return;
+        }
+        self.polled_at = Some(Instant::now());
+        let mut cmd = status::command(self.job.system, &ids);
+        cmd.stdin(Stdio::null());
+        let (tx, answer) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("adapt-status".into())
+            .spawn(move || {
+                let _ = tx.send(cmd.output());
+            });
+        match spawned {
+            Ok(_) => self.polling = Some(Poll { ids, answer }),
+            Err(e) => tracing::warn!("adapt: cannot start a thread for the status command: {e}"),
+        }
+    }
+
+    /// Takes in the status command's answer, if it came: drops the jobs that are over, and
+    /// says why of those that ended before a worker of theirs attached.
+    fn answered(&mut self, failed: &mut Vec<String>) {
+        let Some(poll) = &self.polling else {
+            return;
+        };
+        let output = match poll.answer.try_recv() {
+            Ok(output) => output,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                Err(std::io::Error::other("its thread ended without an answer"))
+            }
+        };
+        let Some(Poll { ids, .. }) = self.polling.take() else {
+            return;
+        };
+        let system = self.job.system;
+        let program = status::program(system);
+        let states = output
+            .map_err(|e| format!("cannot run {program}: {e}"))
+            .and_then(|out| {
+                status::parse(
+                    system,
+                    &ids,
+                    out.status.success(),
+                    &String::from_utf8_lossy(&out.stdout),
+                    &String::from_utf8_lossy(&out.stderr),
+                )
+                .map_err(|e| format!("{program} failed ({}): {e}", out.status))
+            });
+        let states = match states {
+            Ok(states) => {
+                if std::mem::take(&mut self.status_failing) {
+                    tracing::info!("adapt: {program} answers again");
+                }
+                states
+            }
+            Err(e) => {
+                // The jobs stay counted: better to wait for them than to ask for more.
+                if !std::mem::replace(&mut self.status_failing, true) {
+                    tracing::warn!("adapt: {e}; the jobs it was asked about stay counted");
+                }
+                return;
+            }
+        };
+        let mut stuck = Vec::new();
+        for id in &ids {
+            let Some(at) = self.allocations.iter().position(|a| a.id == *id) else {
+                continue; // cancelled meanwhile
+            };
+            let a = &mut self.allocations[at];
+            let why = match states.get(id) {
+                Some(status::JobState::Active(state)) => {
+                    a.state = Some(state.clone());
+                    continue;
+                }
+                Some(status::JobState::Over(state)) => format!("last state: {state}"),
+                Some(status::JobState::Stuck(state)) => {
+                    stuck.push(id.clone());
+                    format!("last state: {state}, which it leaves only by hand; cancelled")
+                }
+                None => format!(
+                    "{program} no longer lists it; last state: {}",
+                    a.state.as_deref().unwrap_or("never listed")
+                ),
+            };
+            let a = self.allocations.remove(at);
+            if a.arrived {
+                tracing::info!(job = %id, "adapt: batch job over ({why})");
+            } else {
+                failed.push(format!(
+                    "batch job {id} ended before any worker of it attached ({why})"
+                ));
+            }
+        }
+        if !stuck.is_empty() {
+            let _ = self.run_cancel(&stuck);
+        }
+    }
+
+    /// Runs the cancel command for `ids`.
+    fn run_cancel(&self, ids: &[String]) -> Result<(), String> {
+        let program = self.cancel_command();
+        let out = Command::new(program)
+            .args(ids)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if out.status.success() {
+            tracing::info!("adapt: cancelled batch jobs {}", ids.join(" "));
+            Ok(())
+        } else {
+            let e = format!(
+                "{program} {} failed ({}): {}",
+                ids.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            tracing::warn!("adapt: {e}");
+            Err(e)
+        }
+    }
+}
+
 impl Provider for BatchJobs {
     fn start(&mut self, n: u32, url: &str) -> Result<(), String> {
         let mut job = self.job.clone();
@@ -216,11 +437,10 @@ impl Provider for BatchJobs {
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let jobs = n.div_ceil(job.workers_per_job.max(1));
         for _ in 0..jobs {
-            let path = self
-                .dir
-                .join(format!("job-{}.sh", self.allocations.len() + 1));
+            let path = self.dir.join(format!("job-{}.sh", self.submitted + 1));
             std::fs::write(&path, &script)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            self.submitted += 1;
             let mut cmd = self.submit_command(&path);
             let out = cmd
                 .output()
@@ -243,30 +463,55 @@ impl Provider for BatchJobs {
                 )
             })?;
             tracing::info!(job = %id, script = %path.display(), "adapt: submitted a batch job");
-            self.allocations.push(Allocation { id, arrived: false });
+            self.allocations.push(Allocation {
+                id,
+                arrived: false,
+                state: None,
+            });
         }
         Ok(())
     }
 
-    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> u32 {
+    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> Coming {
         let per = self.job.workers_per_job.max(1);
-        let mut pending = 0;
+        let any_attached = |id: &str| {
+            let single = format!("fabric-{id}");
+            attached(&single) || (0..per).any(|i| attached(&format!("{single}-{i}")))
+        };
+        let mut coming = Coming::default();
         for a in &mut self.allocations {
-            let single = format!("fabric-{}", a.id);
-            let some = attached(&single) || (0..per).any(|i| attached(&format!("{single}-{i}")));
-            if some {
+            if !a.arrived && any_attached(&a.id) {
                 a.arrived = true;
-            } else if !a.arrived {
-                pending += per;
+                coming.arrived += 1;
             }
         }
         // An allocation whose workers came and all left is over (they exit when they
         // retire, and the job with them).
-        self.allocations.retain(|a| {
-            let single = format!("fabric-{}", a.id);
-            !a.arrived || attached(&single) || (0..per).any(|i| attached(&format!("{single}-{i}")))
-        });
-        pending
+        self.allocations
+            .retain(|a| !a.arrived || any_attached(&a.id));
+        // One whose job ended before its workers came is a failure to get workers.
+        self.answered(&mut coming.failed);
+        self.poll();
+        coming.workers = self.allocations.iter().filter(|a| !a.arrived).count() as u32 * per;
+        coming
+    }
+
+    fn cancel(&mut self, n: u32) -> Result<Vec<String>, String> {
+        let ids: Vec<String> = self
+            .allocations
+            .iter()
+            .rev()
+            .filter(|a| !a.arrived)
+            .take(n as usize)
+            .map(|a| a.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        // When it fails, the jobs stay: the status command will say what became of them.
+        self.run_cancel(&ids)?;
+        self.allocations.retain(|a| !ids.contains(&a.id));
+        Ok(ids)
     }
 
     fn name(&self) -> &'static str {
@@ -290,20 +535,9 @@ impl Provider for BatchJobs {
 impl Drop for BatchJobs {
     fn drop(&mut self) {
         // The scheduler is going: its jobs have nothing to serve.
-        let ids: Vec<&str> = self.allocations.iter().map(|a| a.id.as_str()).collect();
-        if ids.is_empty() {
-            return;
-        }
-        match Command::new(self.cancel_command()).args(&ids).status() {
-            Ok(status) if status.success() => {
-                tracing::info!("adapt: cancelled batch jobs {}", ids.join(" "));
-            }
-            Ok(status) => tracing::warn!(
-                "adapt: {} {} failed: {status}",
-                self.cancel_command(),
-                ids.join(" ")
-            ),
-            Err(e) => tracing::warn!("adapt: cannot run {}: {e}", self.cancel_command()),
+        let ids: Vec<String> = self.allocations.iter().map(|a| a.id.clone()).collect();
+        if !ids.is_empty() {
+            let _ = self.run_cancel(&ids);
         }
     }
 }
@@ -312,6 +546,59 @@ impl Drop for BatchJobs {
 mod tests {
     use super::jobscript::System;
     use super::*;
+
+    /// A local provider whose "fabric" is the shell script `body`.
+    fn local(dir: &std::path::Path, body: &str) -> LocalProcesses {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join(format!("fake-fabric-{}", body.len()));
+        std::fs::write(&exe, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        LocalProcesses {
+            exe,
+            worker_args: Vec::new(),
+            children: Vec::new(),
+            started: 0,
+        }
+    }
+
+    #[test]
+    fn local_workers_that_exit_unattached_fail_and_unattached_ones_are_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = local(dir.path(), "exit 3");
+        p.start(1, "http://127.0.0.1:1").unwrap();
+        let start = Instant::now();
+        let failed = loop {
+            let coming = p.pending(&|_| false);
+            if !coming.failed.is_empty() {
+                break coming.failed;
+            }
+            assert_eq!(coming.workers, 1);
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let name = format!("adapt-{}-0", std::process::id());
+        assert_eq!(
+            failed,
+            [format!(
+                "worker {name} exited (exit status: 3) before it attached"
+            )]
+        );
+        assert_eq!(p.pending(&|_| false).workers, 0);
+
+        let mut p = local(dir.path(), "exec sleep 30");
+        p.start(3, "http://127.0.0.1:1").unwrap();
+        let first = format!("adapt-{}-0", std::process::id());
+        let coming = p.pending(&|name| name == first);
+        assert_eq!((coming.workers, coming.arrived), (2, 1));
+        // The newest unattached go first; one that attached never.
+        let id = std::process::id();
+        assert_eq!(p.cancel(1).unwrap(), [format!("adapt-{id}-2")]);
+        assert_eq!(p.cancel(5).unwrap(), [format!("adapt-{id}-1")]);
+        let coming = p.pending(&|name| name == first);
+        assert_eq!((coming.workers, coming.arrived), (0, 0));
+        assert!(coming.failed.is_empty(), "{:?}", coming.failed);
+        assert_eq!(p.allocations(), [(first, true)]);
+    }
 
     #[test]
     fn job_ids_are_read_from_each_systems_answer() {

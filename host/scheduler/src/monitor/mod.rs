@@ -109,6 +109,8 @@ pub(crate) enum Event {
         worker: WorkerId,
         metrics: fabric_proto::v1::WorkerMetrics,
     },
+    /// A worker began to retire (it takes nothing new; its values move).
+    WorkerRetiring { worker: WorkerId, reason: Arc<str> },
     /// A worker left or was removed.
     WorkerLeft { worker: WorkerId, reason: Arc<str> },
 }

@@ -236,6 +236,8 @@ struct WorkerRecord {
     metrics: fabric_proto::v1::WorkerMetrics,
     running: u32,
     joined_ms: f64,
+    /// Why it retires, once it began to.
+    retiring: Option<Arc<str>>,
     left: Option<(f64, Arc<str>)>,
 }
 
@@ -540,6 +542,7 @@ impl State {
                         metrics: Default::default(),
                         running: 0,
                         joined_ms: at,
+                        retiring: None,
                         left: None,
                     },
                 );
@@ -563,6 +566,11 @@ impl State {
                         .get_or_create(&labels)
                         .set(metrics.spilled_bytes as i64);
                     w.metrics = metrics;
+                }
+            }
+            Event::WorkerRetiring { worker, reason } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.retiring = Some(reason);
                 }
             }
             Event::WorkerLeft { worker, reason } => {
@@ -920,6 +928,7 @@ impl State {
                 units_total: w.metrics.units_total,
                 fetched_bytes_total: w.metrics.fetched_bytes_total,
                 joined_ms: w.joined_ms,
+                retiring: w.retiring.clone(),
                 left_ms: w.left.as_ref().map(|l| l.0),
                 left_reason: w.left.as_ref().map(|l| l.1.clone()),
             })
@@ -1127,6 +1136,8 @@ pub(crate) struct WorkerView {
     pub units_total: u64,
     pub fetched_bytes_total: u64,
     pub joined_ms: f64,
+    /// Why it retires, while it does.
+    pub retiring: Option<Arc<str>>,
     pub left_ms: Option<f64>,
     pub left_reason: Option<Arc<str>>,
 }

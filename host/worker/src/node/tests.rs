@@ -45,10 +45,10 @@ fn harness() -> Harness {
         runtime,
         store: Arc::new(store),
         peers: Peers::default(),
-        scheduler: SchedulerClient::with_interceptor(
+        scheduler: Mutex::new(SchedulerClient::with_interceptor(
             channel,
             fabric_proto::auth::Bearer::default(),
-        ),
+        )),
         jobs: Mutex::new(FxHashMap::default()),
         units: Mutex::new(FxHashMap::default()),
         work,
