@@ -12,4 +12,5 @@ mod polyglot;
 mod retire;
 mod run;
 mod runtime;
+mod slurm;
 mod tenants;
