@@ -77,7 +77,8 @@ pub struct WorkerLoad {
 pub struct Demand {
     /// Expected microseconds of the units ready, queued and running.
     pub work_us: f64,
-    /// Units ready, queued or running: more threads than this would idle.
+    /// Units ready, queued or running, each tenant's counted up to its slot quota: more
+    /// threads than this would idle.
     pub runnable: u64,
 }
 

@@ -410,6 +410,20 @@ impl Fair {
         })
     }
 
+    /// Thread slots the tenants' units could keep busy at once: each tenant's units waiting
+    /// for a thread (`pending`, plus `stranded[t]` waiting for a worker) and running, at
+    /// most its slot quota.
+    pub(super) fn runnable_within_quotas(&self, stranded: &[u64]) -> u64 {
+        self.tenants
+            .iter()
+            .enumerate()
+            .map(|(t, tenant)| {
+                let units = tenant.pending + tenant.held[0] + stranded.get(t).copied().unwrap_or(0);
+                units.min(tenant.limit[0])
+            })
+            .sum()
+    }
+
     /// The tenant's holdings in dimension `d`.
     pub(super) fn held(&self, t: TenantId, d: usize) -> u64 {
         self.tenants[t as usize].held[d]

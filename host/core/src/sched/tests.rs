@@ -1183,3 +1183,42 @@ fn a_unit_with_inputs_waits_ready_when_every_worker_retires_before_it_would_fini
     sim.run_to_end();
     assert_eq!(sim.comm.finished, [job]);
 }
+
+#[test]
+fn demand_counts_a_tenants_units_up_to_its_slot_quota() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.s.set_policy(Policy {
+        tenants: std::collections::BTreeMap::from([(
+            "capped".into(),
+            TenantPolicy {
+                quota: Quota {
+                    slots: Some(2),
+                    ..Quota::default()
+                },
+                ..TenantPolicy::default()
+            },
+        )]),
+        ..Policy::default()
+    });
+    let roots = |n: usize| {
+        let deps: Vec<&[u32]> = vec![&[]; n];
+        Arc::new(plan(
+            graph(&deps, &(0..n as u32).collect::<Vec<_>>()),
+            PlanConfig { fuse: false },
+        ))
+    };
+    // No worker: 10 of the capped tenant's units wait, of which 2 could run at once; and
+    // 3 of another tenant's.
+    sim.s
+        .on_job_submitted(roots(10), "capped", 0, &mut sim.comm);
+    sim.s.on_job_submitted(roots(3), "free", 0, &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.s.demand().runnable, 2 + 3);
+    // With a worker of 8 threads: 2 of the capped tenant run, 8 wait; the same 5.
+    sim.add_worker(worker("a", 8, &[]));
+    let d = sim.s.demand();
+    assert_eq!(d.runnable, 2 + 3);
+    assert_eq!(d.work_us, 13.0 * 500.0, "the work itself is all counted");
+    sim.run_to_end();
+    assert_eq!(sim.s.demand(), crate::adapt::Demand::default());
+}

@@ -148,7 +148,8 @@ impl Scheduler {
 impl Scheduler {
     /// The work ready, queued and running, for adaptive scaling: expected microseconds
     /// (ready roots' estimated from a sample of at most 100 per resource class, as Dask's
-    /// `adaptive_target` does) and units. Units waiting for a worker that offers what
+    /// `adaptive_target` does) and units, each tenant's counted up to its slot quota (more
+    /// workers would not run more of them). Units waiting for a worker that offers what
     /// they ask for count too (with no worker at all, every ready unit waits so).
     pub fn demand(&self) -> crate::adapt::Demand {
         /// Ready units estimated one by one per class; the rest are taken as their mean.
@@ -156,7 +157,6 @@ impl Scheduler {
         let mut demand = crate::adapt::Demand::default();
         for w in self.workers.iter().flatten() {
             demand.work_us += w.queued_us;
-            demand.runnable += u64::from(w.running) + w.queue.len() as u64;
         }
         for set in self.ready.iter().chain(std::iter::once(&self.stranded)) {
             if set.is_empty() {
@@ -172,8 +172,13 @@ impl Scheduler {
                 .sum();
             let n = set.len();
             demand.work_us += sampled * n as f64 / n.min(SAMPLE) as f64;
-            demand.runnable += n as u64;
         }
+        // (Stranded units are rare but for a cluster without workers, which is idle.)
+        let mut stranded = vec![0u64; self.fair.len()];
+        for k in &self.stranded {
+            stranded[k.tenant as usize] += 1;
+        }
+        demand.runnable = self.fair.runnable_within_quotas(&stranded);
         demand
     }
 
