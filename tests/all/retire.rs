@@ -425,17 +425,20 @@ fn failed_submissions_back_off_and_pause_saying_why() {
         &[],
     );
     // With min=1 it asks at once, fails, backs off (50, 100, 200... ms), and pauses
-    // after 10 failures in a row.
-    let start = Instant::now();
-    loop {
-        let log = cluster.scheduler_log();
-        if log.contains("adapt: paused after repeated failures") {
-            assert!(log.contains("Invalid partition name specified"), "{log}");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // after 10 failures in a row, naming sbatch's error.
+    wait_until(&cluster, "scaling up to pause", || {
+        cluster
+            .scheduler_log()
+            .contains("adapt: paused after repeated failures")
+    });
+    let p = pool(&cluster);
+    assert!(
+        p["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid partition name specified"),
+        "{p}"
+    );
 }
 
 #[test]
