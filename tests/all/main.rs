@@ -14,3 +14,4 @@ mod run;
 mod runtime;
 mod slurm;
 mod tenants;
+mod typed;

@@ -27,6 +27,7 @@ mod graph;
 mod local;
 mod query;
 mod report;
+pub mod typed;
 
 pub use array::{Array, Dense};
 pub use credentials::{Credentials, Identity};
@@ -40,6 +41,7 @@ pub use report::{
     AttemptFailure, ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, TaskReport,
     TenantStatus, WorkerStatus,
 };
+pub use typed::{Arg, CallError, Component, IntoArgs, Session, Task};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
