@@ -2,16 +2,17 @@
 //! kustomize`, validated against the Kubernetes API's schemas, their flags accepted by the
 //! real `fabric`), the batch job scripts of `fabric deploy script` (run with bash as the
 //! batch system would: the workers they start attach to a real scheduler), and
-//! `--scheduler-file` (a worker started before its scheduler waits for the file).
+//! `--scheduler-file` (a worker started before its scheduler waits for the file, and
+//! follows it to a scheduler started again elsewhere).
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use fabric_tests::{
-    Cluster, fabric, fabric_bin, fabric_command, http_get, python_tool, skip, spawn_announcing,
-    workspace_root,
+    Cluster, GraphDir, fabric, fabric_bin, fabric_command, http_get, python_tool, skip,
+    spawn_announcing, workspace_root,
 };
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 /// The Kubernetes version the manifests are validated against (one kubernetes-validate
 /// bundles; the kubectl here is 1.32).
@@ -49,17 +50,14 @@ fn worker<'a>(status: &'a Json, name: &str) -> Option<&'a Json> {
         .find(|w| w["name"] == name)
 }
 
-#[test]
-fn kubernetes_manifests_are_valid() {
-    let test = "deploy::kubernetes_manifests_are_valid";
-    let kubectl = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output();
-    if !kubectl.is_ok_and(|o| o.status.success()) {
-        skip(test, "kubectl is not installed");
-        return;
-    }
-    let overlay = workspace_root().join("deploy/kubernetes/overlays/static");
+/// The documents of `overlay` (under deploy/kubernetes/overlays), rendered with `kubectl
+/// kustomize` and validated against the API's schemas, strictly (a misspelt field would
+/// otherwise be dropped by the API server without a word), with `more` (files of other
+/// documents) beside them; as JSON (PyYAML, from kubernetes-validate's environment).
+fn rendered_and_valid(overlay: &str, more: &[&std::path::Path]) -> Vec<Json> {
+    let overlay = workspace_root()
+        .join("deploy/kubernetes/overlays")
+        .join(overlay);
     let rendered = Command::new("kubectl")
         .arg("kustomize")
         .arg(&overlay)
@@ -67,15 +65,13 @@ fn kubernetes_manifests_are_valid() {
         .expect("cannot run kubectl kustomize");
     assert!(
         rendered.status.success(),
-        "kubectl kustomize failed:\n{}",
+        "kubectl kustomize {} failed:\n{}",
+        overlay.display(),
         String::from_utf8_lossy(&rendered.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, &rendered.stdout).unwrap();
-
-    // Against the API's schemas, rejecting fields they do not know (a misspelt one would
-    // otherwise be dropped by the API server without a word).
     let validate = python_tool(
         "kubernetes-validate",
         "kubernetes-validate",
@@ -84,6 +80,7 @@ fn kubernetes_manifests_are_valid() {
     let checked = Command::new(&validate)
         .args(["--kubernetes-version", KUBERNETES, "--strict"])
         .arg(&file)
+        .args(more)
         .output()
         .expect("cannot run kubernetes-validate");
     let report = format!(
@@ -95,9 +92,6 @@ fn kubernetes_manifests_are_valid() {
         checked.status.success(),
         "kubernetes-validate failed:\n{report}"
     );
-    assert_eq!(report.matches("passed for resource").count(), 9, "{report}");
-
-    // The documents as JSON (PyYAML, from kubernetes-validate's environment), to look in.
     let python = validate.with_file_name("python");
     let json = Command::new(python)
         .args([
@@ -109,13 +103,49 @@ fn kubernetes_manifests_are_valid() {
         .expect("cannot run python");
     assert!(json.status.success());
     let docs: Vec<Json> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        report.matches("passed for resource").count(),
+        docs.len() + more.len(),
+        "{report}"
+    );
+    for d in &docs {
+        if d["kind"] != "Namespace" {
+            assert_eq!(d["metadata"]["namespace"], "fabric", "{d}");
+        }
+    }
+    docs
+}
+
+/// `Kind/"name"` of each document, sorted.
+fn kinds(docs: &[Json]) -> Vec<String> {
     let mut kinds: Vec<String> = docs
         .iter()
         .map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"]))
         .collect();
     kinds.sort();
+    kinds
+}
+
+/// The document of `kind` named `name`.
+fn find<'a>(docs: &'a [Json], kind: &str, name: &str) -> &'a Json {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn kubernetes_manifests_are_valid() {
+    let test = "deploy::kubernetes_manifests_are_valid";
+    let kubectl = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output();
+    if !kubectl.is_ok_and(|o| o.status.success()) {
+        skip(test, "kubectl is not installed");
+        return;
+    }
+    let docs = rendered_and_valid("static", &[]);
     assert_eq!(
-        kinds,
+        kinds(&docs),
         [
             "Deployment/\"fabric-scheduler\"",
             "Deployment/\"fabric-worker\"",
@@ -128,16 +158,7 @@ fn kubernetes_manifests_are_valid() {
             "ServiceAccount/\"fabric-scheduler\"",
         ]
     );
-    let find = |kind: &str, name: &str| {
-        docs.iter()
-            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-            .unwrap()
-    };
-    for d in &docs {
-        if d["kind"] != "Namespace" {
-            assert_eq!(d["metadata"]["namespace"], "fabric", "{d}");
-        }
-    }
+    let find = |kind: &str, name: &str| find(&docs, kind, name);
 
     let scheduler = find("Deployment", "fabric-scheduler");
     let pod = &scheduler["spec"]["template"]["spec"];
@@ -236,6 +257,124 @@ fn kubernetes_manifests_are_valid() {
         strings(&role["rules"][0]["verbs"]),
         ["get", "list", "watch", "create", "delete"]
     );
+
+    autoscaled_overlay_is_valid();
+}
+
+/// deploy/kubernetes/overlays/autoscaled: no Deployment of workers (nor its budget), a
+/// scheduler that creates worker pods, whose flags the real `fabric scheduler` takes and
+/// whose pods validate too.
+fn autoscaled_overlay_is_valid() {
+    // The pods its scheduler creates: `fabric deploy pod` with its flags (checked below).
+    let flags = |docs: &[Json]| {
+        let scheduler = find(docs, "Deployment", "fabric-scheduler");
+        strings(&scheduler["spec"]["template"]["spec"]["containers"][0]["args"])
+    };
+    let args = flags(&rendered_and_valid("autoscaled", &[]));
+    let value = |flag: &str| {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+        args[at + 1].clone()
+    };
+    let pod = fabric([
+        "deploy",
+        "pod",
+        "--worker-image",
+        &value("--worker-image"),
+        "--namespace",
+        &value("--namespace"),
+        "--scheduler",
+        &value("--worker-scheduler"),
+        "--cores",
+        &value("--cores"),
+        "--memory",
+        &value("--memory"),
+    ])
+    .success();
+    let dir = tempfile::tempdir().unwrap();
+    let pod_file = dir.path().join("pod.json");
+    std::fs::write(&pod_file, pod.to_string()).unwrap();
+    let docs = rendered_and_valid("autoscaled", &[&pod_file]);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "Deployment/\"fabric-scheduler\"",
+            "Namespace/\"fabric\"",
+            "PersistentVolumeClaim/\"fabric-scheduler-state\"",
+            "Role/\"fabric-scheduler\"",
+            "RoleBinding/\"fabric-scheduler\"",
+            "Service/\"fabric-scheduler\"",
+            "ServiceAccount/\"fabric-scheduler\"",
+        ]
+    );
+    let scheduler = find(&docs, "Deployment", "fabric-scheduler");
+    let spec = &scheduler["spec"]["template"]["spec"];
+    // kubectl acts as the ServiceAccount the Role is bound to.
+    assert_eq!(spec["serviceAccountName"], "fabric-scheduler");
+    assert_ne!(spec["automountServiceAccountToken"], false);
+    let binding = find(&docs, "RoleBinding", "fabric-scheduler");
+    assert_eq!(binding["subjects"][0]["name"], "fabric-scheduler");
+    let container = &spec["containers"][0];
+    let image = container["image"].as_str().unwrap();
+    assert_eq!(image, "ghcr.io/fabric/fabric:0.1.0");
+    // kustomize rewrites neither: the workers run the scheduler's image, in its namespace.
+    assert_eq!(value("--worker-image"), image);
+    assert_eq!(value("--namespace"), scheduler["metadata"]["namespace"]);
+    assert_eq!(value("--provider"), "kubernetes");
+    assert_eq!(value("--adapt"), "min=0,max=20");
+    let service = find(&docs, "Service", "fabric-scheduler");
+    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    assert_eq!(
+        value("--worker-scheduler"),
+        format!(
+            "http://{}:{port}",
+            service["metadata"]["name"].as_str().unwrap()
+        )
+    );
+    // kubectl's cache is writable under a read-only root.
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/home/fabric/.kube"),
+        "{container}"
+    );
+    // The pods: workers of the scheduler's image, in its namespace.
+    assert_eq!(pod["spec"]["containers"][0]["image"], image);
+    assert_eq!(pod["metadata"]["namespace"], "fabric");
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/name"],
+        "fabric-worker"
+    );
+    accepted(&args);
+
+    // The real scheduler starts with them (here, on loopback, with a journal of its own;
+    // with min=0 it calls no kubectl before work comes).
+    let home = tempfile::tempdir().unwrap();
+    let journal = home.path().join("journal");
+    let local: Vec<String> = args
+        .iter()
+        .map(|a| match a.as_str() {
+            "0.0.0.0:7878" | "0.0.0.0:8787" => "127.0.0.1:0".to_string(),
+            "/var/lib/fabric/journal" => journal.to_str().unwrap().to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    let mut cmd = fabric_command(&local);
+    cmd.env("FABRIC_HOME", home.path());
+    let (mut scheduler, line) = spawn_announcing(cmd, &home.path().join("scheduler.log"));
+    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+    let log = home.path().join("scheduler.log");
+    wait_until(
+        "the scheduler to say its instance",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("labelled fabric.dev/instance=")),
+    );
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
 }
 
 fn strings(json: &Json) -> Vec<String> {
@@ -589,4 +728,81 @@ fn systemd_units_verify() {
         out.status.success() && text.trim().is_empty(),
         "systemd-analyze verify:\n{text}"
     );
+}
+
+/// A scheduler killed (its file left behind, naming its old port) and started again on
+/// another port: a worker that found it through the file follows the file to the new one.
+#[test]
+fn a_worker_follows_the_scheduler_file_to_a_scheduler_started_again() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("scheduler.json");
+    let file_arg = file.to_str().unwrap();
+    let start_scheduler = |log: &str| {
+        let mut cmd = fabric_command([
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            file_arg,
+        ]);
+        cmd.env("FABRIC_HOME", home.path());
+        let (child, line) = spawn_announcing(cmd, &home.path().join(log));
+        let url = line.rsplit(' ').next().unwrap().to_string();
+        wait_until("the scheduler file", Duration::from_secs(60), || {
+            std::fs::read_to_string(&file).is_ok_and(|text| text.contains(&url))
+        });
+        (child, url)
+    };
+    let (mut first, first_url) = start_scheduler("scheduler-1.log");
+    let mut cmd = fabric_command(["worker", "--scheduler-file", file_arg, "--name", "follower"]);
+    cmd.env("FABRIC_HOME", home.path());
+    let (mut worker, line) = spawn_announcing(cmd, &home.path().join("worker.log"));
+    assert!(line.contains(&format!("attached to {first_url}")), "{line}");
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut second, second_url) = start_scheduler("scheduler-2.log");
+    assert_ne!(first_url, second_url);
+    let dir = GraphDir::new();
+    let graph = dir.write_graph(&json!({
+        "components": { "math": fabric_tests::guest("math") },
+        "tasks": { "a": { "call": "math/inc", "args": [41] } },
+        "outputs": ["a"]
+    }));
+    let status = || {
+        let mut cmd = fabric_command(["status", "--json", "--scheduler", &second_url]);
+        cmd.env("FABRIC_HOME", home.path());
+        fabric_tests::run_command(cmd).json()
+    };
+    wait_until(
+        "the worker at the new scheduler",
+        Duration::from_secs(60),
+        || {
+            status()["workers"]
+                .as_array()
+                .is_some_and(|w| w.len() == 1 && w[0]["name"] == "follower")
+        },
+    );
+    let mut submit = fabric_command([
+        "submit",
+        graph.to_str().unwrap(),
+        "--scheduler-file",
+        file_arg,
+    ]);
+    submit.env("FABRIC_HOME", home.path());
+    assert_eq!(
+        fabric_tests::run_command(submit).success(),
+        json!({ "a": 42 })
+    );
+    let log = std::fs::read_to_string(home.path().join("worker.log")).unwrap();
+    assert!(
+        log.contains(&format!("the scheduler is now at {second_url}")),
+        "{log}"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = second.kill();
+    let _ = second.wait();
 }

@@ -6,6 +6,7 @@ mod dashboard;
 mod dataframes;
 mod deploy;
 mod fairness;
+mod kubernetes;
 mod netns;
 mod observe;
 mod polyglot;

@@ -76,7 +76,7 @@ fn exit_of(cluster: &mut Cluster, i: usize) -> std::process::ExitStatus {
 }
 
 /// Sends the scheduler SIGTERM and waits (at most 10 s) for it to exit; its exit status.
-fn stop_scheduler(cluster: &mut Cluster) -> std::process::ExitStatus {
+pub(crate) fn stop_scheduler(cluster: &mut Cluster) -> std::process::ExitStatus {
     cluster.signal_scheduler("TERM");
     let start = Instant::now();
     loop {
@@ -535,7 +535,7 @@ fn wait_until(cluster: &Cluster, what: &str, ready: impl Fn() -> bool) {
 }
 
 /// `fabric pool --json`.
-fn pool(cluster: &Cluster) -> Json {
+pub(crate) fn pool(cluster: &Cluster) -> Json {
     cluster.fabric(&["pool", "--json"]).success()
 }
 

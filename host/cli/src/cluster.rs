@@ -141,33 +141,70 @@ pub struct SchedulerArgs {
     /// Serve no dashboard (and no /metrics).
     #[arg(long)]
     no_dashboard: bool,
+    #[command(flatten)]
+    file: crate::scheduler_file::FileArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Adaptive scaling: start workers (with --provider) while work waits, retire idle
     /// ones (their values move first). KEY=VALUE,...: min, max (workers; default 0 and
     /// 10), target (the waiting work should take about this long: 5s), interval (between
     /// decisions: 1s), cooldown (no scale-down this soon after a change: 15s), wait
-    /// (decisions in a row before a scale-down: 3), poll (batch providers: how often at
-    /// most the batch system is asked for its jobs' states: 5s). E.g. --adapt min=0,max=40.
+    /// (decisions in a row before a scale-down: 3), poll (batch and Kubernetes providers:
+    /// how often at most their jobs' or pods' states are asked for: 5s). E.g. --adapt
+    /// min=0,max=40.
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = args::adapt)]
     adapt: Option<args::Adapt>,
     /// Where --adapt gets workers: `local` starts `fabric worker` processes on this
     /// machine (with --worker-extra-arg); `slurm`, `pbs`, `sge` and `lsf` submit batch
     /// jobs (the script `fabric deploy script` prints, from the flags under "Batch jobs",
     /// kept in --job-dir), follow them with squeue, qstat or bjobs, cancel those still
-    /// queued when the work is gone, and those not over when the scheduler stops.
+    /// queued when the work is gone, and those not over when the scheduler stops;
+    /// `kubernetes` creates worker pods with kubectl (the Pod `fabric deploy pod` prints,
+    /// from the flags under "Kubernetes pods"), follows, cancels and deletes them alike.
     #[arg(long, value_enum, default_value = "local", requires = "adapt")]
     provider: Provider,
+    #[command(
+        flatten,
+        next_help_heading = "Workers started (--adapt with a batch or Kubernetes provider; \
+                             --worker-extra-arg with any)"
+    )]
+    shape: crate::deploy::ShapeArgs,
     /// Where the batch provider keeps the job scripts it submits.
-    #[arg(long, value_name = "DIR", default_value = "fabric-jobs")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "fabric-jobs",
+        help_heading = "Batch jobs (--adapt with --provider slurm, pbs, sge or lsf)"
+    )]
     job_dir: PathBuf,
     #[command(
         flatten,
         next_help_heading = "Batch jobs (--adapt with --provider slurm, pbs, sge or lsf)"
     )]
     job: crate::deploy::JobArgs,
-    #[command(flatten)]
-    file: crate::scheduler_file::FileArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
+    #[command(
+        flatten,
+        next_help_heading = "Kubernetes pods (--adapt with --provider kubernetes)"
+    )]
+    pod: crate::deploy::PodArgs,
+    /// The scheduler's URL as the worker pods dial it: in the cluster, its Service
+    /// (http://fabric-scheduler:7878) [default: the address it listens on; this host's
+    /// name when listening on 0.0.0.0 or ::].
+    #[arg(
+        long,
+        value_name = "URL",
+        help_heading = "Kubernetes pods (--adapt with --provider kubernetes)"
+    )]
+    worker_scheduler: Option<String>,
+    /// The kubectl that creates, lists and deletes the worker pods (it finds the cluster
+    /// as always: a kubeconfig, or the service account of the scheduler's own pod).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "kubectl",
+        help_heading = "Kubernetes pods (--adapt with --provider kubernetes)"
+    )]
+    kubectl: PathBuf,
 }
 
 /// Where `fabric scheduler --adapt` gets workers.
@@ -183,6 +220,8 @@ enum Provider {
     Sge,
     /// LSF batch jobs (bsub, bkill).
     Lsf,
+    /// Worker pods on Kubernetes (kubectl create, get, delete).
+    Kubernetes,
 }
 
 /// TLS 1.3 on the scheduler's port, or a worker's mutual TLS to it.
@@ -555,6 +594,15 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             a.dashboard
         );
     }
+    // Refused before the port is announced, as the policy below.
+    let pods = match (a.adapt.is_some(), a.provider) {
+        (true, Provider::Kubernetes) => Some(
+            a.pod
+                .config(&a.shape, a.worker_scheduler.clone().unwrap_or_default())
+                .context("--provider kubernetes")?,
+        ),
+        _ => None,
+    };
     let authority = crate::admin::authority(a.auth_dir.as_deref(), a.audit_log.as_deref())?;
     if let Some(path) = &a.policy {
         // Refused before the port is announced.
@@ -600,22 +648,24 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                 Some(adapt) => Some(fabric_scheduler::adapt::AdaptOptions {
                     config: {
                         // Workers are asked for in the provider's shape: whole batch jobs
-                        // of their threads, or local workers of theirs.
+                        // of their threads, pods or local workers of theirs.
                         let mut config = adapt.config;
                         let per_job = a.job.workers_per_job.max(1);
-                        let threads = match a.provider {
-                            Provider::Local => crate::deploy::nthreads_of(&a.job.worker_extra_arg)
+                        let shape = &a.shape;
+                        config.threads_per_worker = match a.provider {
+                            Provider::Local => crate::deploy::nthreads_of(&shape.worker_extra_arg)
                                 .unwrap_or_else(|| {
                                     std::thread::available_parallelism()
                                         .map_or(1, |n| n.get() as u32)
                                 }),
-                            _ => a
-                                .job
+                            Provider::Kubernetes => {
+                                shape.nthreads.unwrap_or(shape.cores.unwrap_or(1)).max(1)
+                            }
+                            _ => shape
                                 .nthreads
-                                .unwrap_or_else(|| (a.job.cores.unwrap_or(1) / per_job).max(1)),
+                                .unwrap_or_else(|| (shape.cores.unwrap_or(1) / per_job).max(1)),
                         };
-                        config.threads_per_worker = threads;
-                        if !matches!(a.provider, Provider::Local) {
+                        if !matches!(a.provider, Provider::Local | Provider::Kubernetes) {
                             config.workers_per_allocation = per_job;
                         }
                         config
@@ -625,18 +675,19 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                         use crate::deploy::SystemArg;
                         use fabric_scheduler::adapt::ProviderConfig;
                         use fabric_scheduler::adapt::jobscript::SchedulerRef;
-                        // Jobs on other nodes find the scheduler through its file, or dial
-                        // the address it would write there.
+                        // Workers on other nodes dial the address the scheduler would
+                        // write into its file (jobs find it through the file, if any).
+                        let own = format!(
+                            "{scheme}://{}:{}",
+                            crate::scheduler_file::host_for(address.ip(), None)?,
+                            address.port()
+                        );
                         let dial = match &a.file.scheduler_file {
                             Some(path) => SchedulerRef::File(std::path::absolute(path)?),
-                            None => SchedulerRef::Url(format!(
-                                "{scheme}://{}:{}",
-                                crate::scheduler_file::host_for(address.ip(), None)?,
-                                address.port()
-                            )),
+                            None => SchedulerRef::Url(own.clone()),
                         };
                         let batch = |system: SystemArg| -> Result<ProviderConfig> {
-                            let job = a.job.config(system.into(), dial.clone())?;
+                            let job = a.job.config(&a.shape, system.into(), dial.clone())?;
                             // Said now, not at the first submission.
                             let mut check = job.clone();
                             check.scheduler = SchedulerRef::Url("http://scheduler".into());
@@ -653,12 +704,23 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                                 exe: std::env::current_exe().context(
                                     "cannot find the fabric executable for --provider local",
                                 )?,
-                                worker_args: a.job.worker_extra_arg.clone(),
+                                worker_args: a.shape.worker_extra_arg.clone(),
                             },
                             Provider::Slurm => batch(SystemArg::Slurm)?,
                             Provider::Pbs => batch(SystemArg::Pbs)?,
                             Provider::Sge => batch(SystemArg::Sge)?,
                             Provider::Lsf => batch(SystemArg::Lsf)?,
+                            Provider::Kubernetes => {
+                                let mut pod = pods.clone().context("no pod configuration")?;
+                                if pod.scheduler.is_empty() {
+                                    pod.scheduler = own.clone();
+                                }
+                                ProviderConfig::Kubernetes {
+                                    pod: Box::new(pod),
+                                    kubectl: a.kubectl.clone(),
+                                    poll: adapt.poll,
+                                }
+                            }
                         }
                     },
                 }),

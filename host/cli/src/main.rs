@@ -98,7 +98,7 @@ enum Command {
     /// Certificates for schedulers, workers and clients, signed by the cluster's CA.
     Cert(ca::CertArgs),
     /// Deploy workers: `fabric deploy script slurm|pbs|sge|lsf` prints the batch job
-    /// script that starts them (docs/deploy.md).
+    /// script that starts them, `fabric deploy pod` the worker Pod (docs/deploy.md).
     Deploy(deploy::DeployArgs),
 }
 

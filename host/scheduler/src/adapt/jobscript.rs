@@ -380,7 +380,7 @@ fn hms(d: Duration) -> String {
 }
 
 /// A duration as `fabric worker` reads it: `2h`, `54m`, `90s`.
-fn duration_arg(d: Duration) -> String {
+pub(crate) fn duration_arg(d: Duration) -> String {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     if s > 0 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)

@@ -4,8 +4,10 @@
 //! is gone, and allocations that end before any worker of theirs arrives count as failures.
 
 pub mod jobscript;
+pub mod kubernetes;
 pub mod status;
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -49,9 +51,22 @@ pub enum ProviderConfig {
         /// workers have not arrived.
         poll: Duration,
     },
+    /// Worker pods ([`kubernetes::pod`]) created with `kubectl create`, their phases asked
+    /// of `kubectl get pods` every `poll` at most, deleted with `kubectl delete pod` when
+    /// the scaler cancels them, when they completed (their workers retired) and when the
+    /// scheduler stops.
+    Kubernetes {
+        /// The pod each allocation is.
+        pod: Box<kubernetes::PodConfig>,
+        /// The `kubectl` executable.
+        kubectl: std::path::PathBuf,
+        /// How often at most the pods' phases are asked for.
+        poll: Duration,
+    },
 }
 
-/// How often at most the batch providers ask for their jobs' states, unless told.
+/// How often at most the batch and Kubernetes providers ask for their allocations' states,
+/// unless told.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
 /// What a provider's workers do, as of one look ([`Provider::pending`]).
@@ -88,16 +103,18 @@ pub(crate) trait Provider: Send {
 impl ProviderConfig {
     pub(crate) fn provider(&self) -> Box<dyn Provider> {
         match self {
-            ProviderConfig::Batch { job, dir, poll } => Box::new(BatchJobs {
-                job: (**job).clone(),
-                dir: dir.clone(),
-                allocations: Vec::new(),
-                submitted: 0,
-                poll: *poll,
-                polled_at: None,
-                polling: None,
-                status_failing: false,
-            }),
+            ProviderConfig::Batch { job, dir, poll } => Box::new(Allocations::new(
+                BatchSystem {
+                    job: (**job).clone(),
+                    dir: dir.clone(),
+                    submitted: 0,
+                },
+                *poll,
+            )),
+            ProviderConfig::Kubernetes { pod, kubectl, poll } => Box::new(Allocations::new(
+                kubernetes::Pods::new((**pod).clone(), kubectl.clone()),
+                *poll,
+            )),
             ProviderConfig::Local { exe, worker_args } => Box::new(LocalProcesses {
                 exe: exe.clone(),
                 worker_args: worker_args.clone(),
@@ -209,16 +226,57 @@ impl Drop for LocalProcesses {
     }
 }
 
-/// Workers as batch jobs: each allocation is one job of `job.workers_per_job` workers,
-/// named `fabric-JOBID` (or `fabric-JOBID-I`) by its script.
-struct BatchJobs {
-    job: jobscript::JobConfig,
-    dir: std::path::PathBuf,
-    /// Jobs submitted and not known to be over, oldest first.
+/// The system a provider's allocations run on: a batch system (each allocation a job of
+/// workers) or Kubernetes (each a pod). [`Allocations`] does the rest: counting them as
+/// coming until a worker of theirs attaches, following their states, cancelling them.
+pub(crate) trait Backend: Send {
+    /// Its name, as `--provider` says it.
+    fn name(&self) -> &'static str;
+    /// What one allocation is called in messages (`batch job`, `pod`).
+    fn noun(&self) -> &'static str;
+    /// Workers one allocation starts.
+    fn workers_per_allocation(&self) -> u32;
+    /// Starts `n` allocations whose workers dial the scheduler at `url`, pushing the id of
+    /// each started onto `started` (also those started before an error).
+    fn submit(&mut self, n: u32, url: &str, started: &mut Vec<String>) -> Result<(), String>;
+    /// The names the workers of allocation `id` attach under.
+    fn worker_names(&self, id: &str) -> Vec<String>;
+    /// The status command's name, for messages.
+    fn status_program(&self) -> &'static str;
+    /// The command that lists the states of allocations `ids`.
+    fn status_command(&self, ids: &[String]) -> Command;
+    /// The states of those of `ids` that the status command's answer lists (one it does
+    /// not list is over); an error when the command failed.
+    fn parse_status(
+        &self,
+        ids: &[String],
+        success: bool,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<HashMap<String, status::JobState>, String>;
+    /// The command that cancels allocations `ids`.
+    fn cancel_command(&self, ids: &[String]) -> Command;
+    /// Whether an allocation whose workers came and left is followed until it is over
+    /// (pods: to delete those that completed), rather than forgotten at once (a batch job
+    /// ends with its workers).
+    fn follows_leavers(&self) -> bool {
+        false
+    }
+    /// Whether such an allocation, over in `state`, is cancelled then (cleaned up).
+    fn cleaned_up(&self, _state: &str) -> bool {
+        false
+    }
+}
+
+/// Workers in allocations of a [`Backend`]: batch jobs or pods.
+pub(crate) struct Allocations<B: Backend> {
+    backend: B,
+    /// Allocations started and not known to be over, oldest first.
     allocations: Vec<Allocation>,
-    /// Jobs submitted so far (their scripts are numbered).
-    submitted: u32,
-    /// How often at most the batch system is asked for the jobs' states.
+    /// Allocations whose workers came and left, followed until over (when the backend
+    /// follows them).
+    left: Vec<String>,
+    /// How often at most the backend is asked for the allocations' states.
     poll: Duration,
     /// When it was last asked.
     polled_at: Option<Instant>,
@@ -232,17 +290,286 @@ struct Allocation {
     id: String,
     /// Whether a worker of it attached.
     arrived: bool,
-    /// Its state as the batch system last said it (`PD`, `Q`, `qw`...).
+    /// Its state as the backend last said it (`PD`, `Q`, `qw`, `Pending`...).
     state: Option<String>,
 }
 
-/// A status command under way: the jobs asked about, and where its answer comes.
+/// A status command under way: the allocations asked about, and where its answer comes.
 struct Poll {
     ids: Vec<String>,
     answer: mpsc::Receiver<std::io::Result<std::process::Output>>,
 }
 
-impl BatchJobs {
+impl<B: Backend> Allocations<B> {
+    fn new(backend: B, poll: Duration) -> Allocations<B> {
+        Allocations {
+            backend,
+            allocations: Vec::new(),
+            left: Vec::new(),
+            poll,
+            polled_at: None,
+            polling: None,
+            status_failing: false,
+        }
+    }
+
+    /// Asks the backend for the states of the allocations whose workers have not arrived
+    /// (and of those followed after their workers left), in a thread (a slow batch system
+    /// does not hold the scheduler up), unless it was asked less than `poll` ago or is
+    /// being asked.
+    fn poll(&mut self) {
+        let ids: Vec<String> = self
+            .allocations
+            .iter()
+            .filter(|a| !a.arrived)
+            .map(|a| a.id.clone())
+            .chain(self.left.iter().cloned())
+            .collect();
+        let due = self.polled_at.is_none_or(|t| t.elapsed() >= self.poll);
+        if ids.is_empty() || self.polling.is_some() || !due {
+            return;
+        }
+        self.polled_at = Some(Instant::now());
+        let mut cmd = self.backend.status_command(&ids);
+        cmd.stdin(Stdio::null());
+        let (tx, answer) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("adapt-status".into())
+            .spawn(move || {
+                let _ = tx.send(cmd.output());
+            });
+        match spawned {
+            Ok(_) => self.polling = Some(Poll { ids, answer }),
+            Err(e) => tracing::warn!("adapt: cannot start a thread for the status command: {e}"),
+        }
+    }
+
+    /// Takes in the status command's answer, if it came: drops the allocations that are
+    /// over, and says why of those that ended before a worker of theirs attached.
+    fn answered(&mut self, failed: &mut Vec<String>) {
+        let Some(poll) = &self.polling else {
+            return;
+        };
+        let output = match poll.answer.try_recv() {
+            Ok(output) => output,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                Err(std::io::Error::other("its thread ended without an answer"))
+            }
+        };
+        let Some(Poll { ids, .. }) = self.polling.take() else {
+            return;
+        };
+        let program = self.backend.status_program();
+        let states = output
+            .map_err(|e| format!("cannot run {program}: {e}"))
+            .and_then(|out| {
+                self.backend
+                    .parse_status(
+                        &ids,
+                        out.status.success(),
+                        &String::from_utf8_lossy(&out.stdout),
+                        &String::from_utf8_lossy(&out.stderr),
+                    )
+                    .map_err(|e| format!("{program} failed ({}): {e}", out.status))
+            });
+        let states = match states {
+            Ok(states) => {
+                if std::mem::take(&mut self.status_failing) {
+                    tracing::info!("adapt: {program} answers again");
+                }
+                states
+            }
+            Err(e) => {
+                // The allocations stay counted: better to wait for them than to ask for more.
+                if !std::mem::replace(&mut self.status_failing, true) {
+                    tracing::warn!("adapt: {e}; the allocations it was asked about stay counted");
+                }
+                return;
+            }
+        };
+        let noun = self.backend.noun();
+        let mut cancel = Vec::new();
+        for id in &ids {
+            if let Some(at) = self.left.iter().position(|l| l == id) {
+                match states.get(id) {
+                    Some(status::JobState::Active(_)) => {}
+                    Some(status::JobState::Over(state)) if self.backend.cleaned_up(state) => {
+                        self.left.remove(at);
+                        cancel.push(id.clone());
+                    }
+                    Some(status::JobState::Over(state) | status::JobState::Stuck(state)) => {
+                        self.left.remove(at);
+                        tracing::warn!(
+                            "adapt: {noun} {id} ended after its workers left (last state: \
+                             {state}); left for people to look at"
+                        );
+                    }
+                    None => {
+                        self.left.remove(at);
+                    }
+                }
+                continue;
+            }
+            let Some(at) = self.allocations.iter().position(|a| a.id == *id) else {
+                continue; // cancelled meanwhile
+            };
+            let a = &mut self.allocations[at];
+            let why = match states.get(id) {
+                Some(status::JobState::Active(state)) => {
+                    a.state = Some(state.clone());
+                    continue;
+                }
+                Some(status::JobState::Over(state)) => format!("last state: {state}"),
+                Some(status::JobState::Stuck(state)) => {
+                    cancel.push(id.clone());
+                    format!("last state: {state}, which it leaves only by hand; cancelled")
+                }
+                None => format!(
+                    "{program} no longer lists it; last state: {}",
+                    a.state.as_deref().unwrap_or("never listed")
+                ),
+            };
+            let a = self.allocations.remove(at);
+            if a.arrived {
+                tracing::info!(id = %id, "adapt: {noun} over ({why})");
+            } else {
+                failed.push(format!(
+                    "{noun} {id} ended before any worker of it attached ({why})"
+                ));
+            }
+        }
+        if !cancel.is_empty() {
+            let _ = self.run_cancel(&cancel);
+        }
+    }
+
+    /// Runs the cancel command for `ids`.
+    fn run_cancel(&self, ids: &[String]) -> Result<(), String> {
+        let mut cmd = self.backend.cancel_command(ids);
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if out.status.success() {
+            tracing::info!(
+                "adapt: cancelled {}s {}",
+                self.backend.noun(),
+                ids.join(" ")
+            );
+            Ok(())
+        } else {
+            let e = format!(
+                "{program} {} failed ({}): {}",
+                ids.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            tracing::warn!("adapt: {e}");
+            Err(e)
+        }
+    }
+}
+
+impl<B: Backend> Provider for Allocations<B> {
+    fn start(&mut self, n: u32, url: &str) -> Result<(), String> {
+        let mut started = Vec::new();
+        let count = n.div_ceil(self.backend.workers_per_allocation().max(1));
+        let result = self.backend.submit(count, url, &mut started);
+        self.allocations
+            .extend(started.into_iter().map(|id| Allocation {
+                id,
+                arrived: false,
+                state: None,
+            }));
+        result
+    }
+
+    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> Coming {
+        let backend = &self.backend;
+        let any_attached = |id: &str| backend.worker_names(id).iter().any(|n| attached(n));
+        let mut coming = Coming::default();
+        for a in &mut self.allocations {
+            if !a.arrived && any_attached(&a.id) {
+                a.arrived = true;
+                coming.arrived += 1;
+            }
+        }
+        // An allocation whose workers came and all left is over (they exit when they
+        // retire, and the job or pod with them).
+        let (gone, staying) = std::mem::take(&mut self.allocations)
+            .into_iter()
+            .partition(|a| a.arrived && !any_attached(&a.id));
+        self.allocations = staying;
+        if backend.follows_leavers() {
+            self.left.extend(gone.into_iter().map(|a: Allocation| a.id));
+        }
+        // One that ended before its workers came is a failure to get workers.
+        self.answered(&mut coming.failed);
+        self.poll();
+        coming.workers = self.allocations.iter().filter(|a| !a.arrived).count() as u32
+            * self.backend.workers_per_allocation().max(1);
+        coming
+    }
+
+    fn cancel(&mut self, n: u32) -> Result<Vec<String>, String> {
+        let ids: Vec<String> = self
+            .allocations
+            .iter()
+            .rev()
+            .filter(|a| !a.arrived)
+            .take(n as usize)
+            .map(|a| a.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        // When it fails, the allocations stay: the status command will say what became of
+        // them.
+        self.run_cancel(&ids)?;
+        self.allocations.retain(|a| !ids.contains(&a.id));
+        Ok(ids)
+    }
+
+    fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn allocations(&self) -> Vec<(String, bool)> {
+        self.allocations
+            .iter()
+            .map(|a| (a.id.clone(), a.arrived))
+            .collect()
+    }
+}
+
+impl<B: Backend> Drop for Allocations<B> {
+    fn drop(&mut self) {
+        // The scheduler is going: its allocations have nothing to serve.
+        let ids: Vec<String> = self
+            .allocations
+            .iter()
+            .map(|a| a.id.clone())
+            .chain(self.left.iter().cloned())
+            .collect();
+        if !ids.is_empty() {
+            let _ = self.run_cancel(&ids);
+        }
+    }
+}
+
+/// A batch system: each allocation is one job of `job.workers_per_job` workers, named
+/// `fabric-JOBID` (or `fabric-JOBID-I`) by its script.
+struct BatchSystem {
+    job: jobscript::JobConfig,
+    /// Where the scripts submitted are kept.
+    dir: std::path::PathBuf,
+    /// Jobs submitted so far (their scripts are numbered).
+    submitted: u32,
+}
+
+impl BatchSystem {
     /// The submit command and how it takes the script.
     fn submit_command(&self, script: &std::path::Path) -> Command {
         use jobscript::System;
@@ -263,171 +590,28 @@ impl BatchJobs {
         }
         cmd
     }
+}
 
-    fn cancel_command(&self) -> &'static str {
+impl Backend for BatchSystem {
+    fn name(&self) -> &'static str {
         use jobscript::System;
         match self.job.system {
-            System::Slurm => "scancel",
-            System::Pbs | System::Sge => "qdel",
-            System::Lsf => "bkill",
-        }
-    }
-}
-
-/// The job id in what a submit command printed: Slurm's `Submitted batch job 42`, PBS's
-/// `42.server`, SGE's `Your job 42 ("name") has been submitted`, LSF's `Job <42> is
-/// submitted to queue <normal>.`.
-pub fn parse_job_id(system: jobscript::System, output: &str) -> Option<String> {
-    use jobscript::System;
-    let line = output.lines().find(|l| !l.trim().is_empty())?.trim();
-    let id = match system {
-        System::Slurm => line
-            .strip_prefix("Submitted batch job ")?
-            .split_whitespace()
-            .next()?,
-        System::Pbs => line.split_whitespace().next()?,
-        System::Sge => line.strip_prefix("Your job ")?.split_whitespace().next()?,
-        System::Lsf => line.strip_prefix("Job <")?.split('>').next()?,
-    };
-    (!id.is_empty() && id.chars().next()?.is_ascii_digit()).then(|| id.to_string())
-}
-
-impl BatchJobs {
-    /// Asks the batch system for the states of the jobs whose workers have not arrived, in
-    /// a thread (a slow batch system does not hold the scheduler up), unless it was asked
-    /// less than `poll` ago or is being asked.
-    fn poll(&mut self) {
-        let ids: Vec<String> = self
-            .allocations
-            .iter()
-            .filter(|a| !a.arrived)
-            .map(|a| a.id.clone())
-            .collect();
-        let due = self.polled_at.is_none_or(|t| t.elapsed() >= self.poll);
-        if ids.is_empty() || self.polling.is_some() || !due {
-            return;
-        }
-        self.polled_at = Some(Instant::now());
-        let mut cmd = status::command(self.job.system, &ids);
-        cmd.stdin(Stdio::null());
-        let (tx, answer) = mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("adapt-status".into())
-            .spawn(move || {
-                let _ = tx.send(cmd.output());
-            });
-        match spawned {
-            Ok(_) => self.polling = Some(Poll { ids, answer }),
-            Err(e) => tracing::warn!("adapt: cannot start a thread for the status command: {e}"),
+            System::Slurm => "slurm",
+            System::Pbs => "pbs",
+            System::Sge => "sge",
+            System::Lsf => "lsf",
         }
     }
 
-    /// Takes in the status command's answer, if it came: drops the jobs that are over, and
-    /// says why of those that ended before a worker of theirs attached.
-    fn answered(&mut self, failed: &mut Vec<String>) {
-        let Some(poll) = &self.polling else {
-            return;
-        };
-        let output = match poll.answer.try_recv() {
-            Ok(output) => output,
-            Err(mpsc::TryRecvError::Empty) => return,
-            Err(mpsc::TryRecvError::Disconnected) => {
-                Err(std::io::Error::other("its thread ended without an answer"))
-            }
-        };
-        let Some(Poll { ids, .. }) = self.polling.take() else {
-            return;
-        };
-        let system = self.job.system;
-        let program = status::program(system);
-        let states = output
-            .map_err(|e| format!("cannot run {program}: {e}"))
-            .and_then(|out| {
-                status::parse(
-                    system,
-                    &ids,
-                    out.status.success(),
-                    &String::from_utf8_lossy(&out.stdout),
-                    &String::from_utf8_lossy(&out.stderr),
-                )
-                .map_err(|e| format!("{program} failed ({}): {e}", out.status))
-            });
-        let states = match states {
-            Ok(states) => {
-                if std::mem::take(&mut self.status_failing) {
-                    tracing::info!("adapt: {program} answers again");
-                }
-                states
-            }
-            Err(e) => {
-                // The jobs stay counted: better to wait for them than to ask for more.
-                if !std::mem::replace(&mut self.status_failing, true) {
-                    tracing::warn!("adapt: {e}; the jobs it was asked about stay counted");
-                }
-                return;
-            }
-        };
-        let mut stuck = Vec::new();
-        for id in &ids {
-            let Some(at) = self.allocations.iter().position(|a| a.id == *id) else {
-                continue; // cancelled meanwhile
-            };
-            let a = &mut self.allocations[at];
-            let why = match states.get(id) {
-                Some(status::JobState::Active(state)) => {
-                    a.state = Some(state.clone());
-                    continue;
-                }
-                Some(status::JobState::Over(state)) => format!("last state: {state}"),
-                Some(status::JobState::Stuck(state)) => {
-                    stuck.push(id.clone());
-                    format!("last state: {state}, which it leaves only by hand; cancelled")
-                }
-                None => format!(
-                    "{program} no longer lists it; last state: {}",
-                    a.state.as_deref().unwrap_or("never listed")
-                ),
-            };
-            let a = self.allocations.remove(at);
-            if a.arrived {
-                tracing::info!(job = %id, "adapt: batch job over ({why})");
-            } else {
-                failed.push(format!(
-                    "batch job {id} ended before any worker of it attached ({why})"
-                ));
-            }
-        }
-        if !stuck.is_empty() {
-            let _ = self.run_cancel(&stuck);
-        }
+    fn noun(&self) -> &'static str {
+        "batch job"
     }
 
-    /// Runs the cancel command for `ids`.
-    fn run_cancel(&self, ids: &[String]) -> Result<(), String> {
-        let program = self.cancel_command();
-        let out = Command::new(program)
-            .args(ids)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if out.status.success() {
-            tracing::info!("adapt: cancelled batch jobs {}", ids.join(" "));
-            Ok(())
-        } else {
-            let e = format!(
-                "{program} {} failed ({}): {}",
-                ids.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            tracing::warn!("adapt: {e}");
-            Err(e)
-        }
+    fn workers_per_allocation(&self) -> u32 {
+        self.job.workers_per_job.max(1)
     }
-}
 
-impl Provider for BatchJobs {
-    fn start(&mut self, n: u32, url: &str) -> Result<(), String> {
+    fn submit(&mut self, n: u32, url: &str, started: &mut Vec<String>) -> Result<(), String> {
         let mut job = self.job.clone();
         if matches!(job.scheduler, jobscript::SchedulerRef::Url(ref u) if u.is_empty()) {
             job.scheduler = jobscript::SchedulerRef::Url(url.to_string());
@@ -435,8 +619,7 @@ impl Provider for BatchJobs {
         let script = jobscript::job_script(&job)?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let jobs = n.div_ceil(job.workers_per_job.max(1));
-        for _ in 0..jobs {
+        for _ in 0..n {
             let path = self.dir.join(format!("job-{}.sh", self.submitted + 1));
             std::fs::write(&path, &script)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -463,85 +646,64 @@ impl Provider for BatchJobs {
                 )
             })?;
             tracing::info!(job = %id, script = %path.display(), "adapt: submitted a batch job");
-            self.allocations.push(Allocation {
-                id,
-                arrived: false,
-                state: None,
-            });
+            started.push(id);
         }
         Ok(())
     }
 
-    fn pending(&mut self, attached: &dyn Fn(&str) -> bool) -> Coming {
-        let per = self.job.workers_per_job.max(1);
-        let any_attached = |id: &str| {
-            let single = format!("fabric-{id}");
-            attached(&single) || (0..per).any(|i| attached(&format!("{single}-{i}")))
-        };
-        let mut coming = Coming::default();
-        for a in &mut self.allocations {
-            if !a.arrived && any_attached(&a.id) {
-                a.arrived = true;
-                coming.arrived += 1;
-            }
-        }
-        // An allocation whose workers came and all left is over (they exit when they
-        // retire, and the job with them).
-        self.allocations
-            .retain(|a| !a.arrived || any_attached(&a.id));
-        // One whose job ended before its workers came is a failure to get workers.
-        self.answered(&mut coming.failed);
-        self.poll();
-        coming.workers = self.allocations.iter().filter(|a| !a.arrived).count() as u32 * per;
-        coming
+    fn worker_names(&self, id: &str) -> Vec<String> {
+        let single = format!("fabric-{id}");
+        let several = (0..self.workers_per_allocation()).map(|i| format!("{single}-{i}"));
+        std::iter::once(single.clone()).chain(several).collect()
     }
 
-    fn cancel(&mut self, n: u32) -> Result<Vec<String>, String> {
-        let ids: Vec<String> = self
-            .allocations
-            .iter()
-            .rev()
-            .filter(|a| !a.arrived)
-            .take(n as usize)
-            .map(|a| a.id.clone())
-            .collect();
-        if ids.is_empty() {
-            return Ok(ids);
-        }
-        // When it fails, the jobs stay: the status command will say what became of them.
-        self.run_cancel(&ids)?;
-        self.allocations.retain(|a| !ids.contains(&a.id));
-        Ok(ids)
+    fn status_program(&self) -> &'static str {
+        status::program(self.job.system)
     }
 
-    fn name(&self) -> &'static str {
+    fn status_command(&self, ids: &[String]) -> Command {
+        status::command(self.job.system, ids)
+    }
+
+    fn parse_status(
+        &self,
+        ids: &[String],
+        success: bool,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<HashMap<String, status::JobState>, String> {
+        status::parse(self.job.system, ids, success, stdout, stderr)
+    }
+
+    fn cancel_command(&self, ids: &[String]) -> Command {
         use jobscript::System;
-        match self.job.system {
-            System::Slurm => "slurm",
-            System::Pbs => "pbs",
-            System::Sge => "sge",
-            System::Lsf => "lsf",
-        }
-    }
-
-    fn allocations(&self) -> Vec<(String, bool)> {
-        self.allocations
-            .iter()
-            .map(|a| (a.id.clone(), a.arrived))
-            .collect()
+        let mut cmd = Command::new(match self.job.system {
+            System::Slurm => "scancel",
+            System::Pbs | System::Sge => "qdel",
+            System::Lsf => "bkill",
+        });
+        cmd.args(ids);
+        cmd
     }
 }
 
-impl Drop for BatchJobs {
-    fn drop(&mut self) {
-        // The scheduler is going: its jobs have nothing to serve.
-        let ids: Vec<String> = self.allocations.iter().map(|a| a.id.clone()).collect();
-        if !ids.is_empty() {
-            let _ = self.run_cancel(&ids);
-        }
-    }
+/// The job id in what a submit command printed: Slurm's `Submitted batch job 42`, PBS's
+/// `42.server`, SGE's `Your job 42 ("name") has been submitted`, LSF's `Job <42> is
+/// submitted to queue <normal>.`.
+pub fn parse_job_id(system: jobscript::System, output: &str) -> Option<String> {
+    use jobscript::System;
+    let line = output.lines().find(|l| !l.trim().is_empty())?.trim();
+    let id = match system {
+        System::Slurm => line
+            .strip_prefix("Submitted batch job ")?
+            .split_whitespace()
+            .next()?,
+        System::Pbs => line.split_whitespace().next()?,
+        System::Sge => line.strip_prefix("Your job ")?.split_whitespace().next()?,
+        System::Lsf => line.strip_prefix("Job <")?.split('>').next()?,
+    };
+    (!id.is_empty() && id.chars().next()?.is_ascii_digit()).then(|| id.to_string())
 }
-
 #[cfg(test)]
 mod tests {
     use super::jobscript::System;
@@ -598,6 +760,138 @@ mod tests {
         assert_eq!((coming.workers, coming.arrived), (0, 0));
         assert!(coming.failed.is_empty(), "{:?}", coming.failed);
         assert_eq!(p.allocations(), [(first, true)]);
+    }
+
+    /// A backend whose allocations `a0`, `a1`... are in the states the file `states` lists
+    /// (`ID STATE`, `*` ending a state that is over), each cancellation recorded in the
+    /// file `cancelled`.
+    struct Scripted {
+        dir: std::path::PathBuf,
+        started: u32,
+        follows: bool,
+    }
+
+    impl Backend for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn noun(&self) -> &'static str {
+            "thing"
+        }
+        fn workers_per_allocation(&self) -> u32 {
+            1
+        }
+        fn submit(&mut self, n: u32, _: &str, started: &mut Vec<String>) -> Result<(), String> {
+            for _ in 0..n {
+                started.push(format!("a{}", self.started));
+                self.started += 1;
+            }
+            Ok(())
+        }
+        fn worker_names(&self, id: &str) -> Vec<String> {
+            vec![format!("w-{id}")]
+        }
+        fn status_program(&self) -> &'static str {
+            "cat"
+        }
+        fn status_command(&self, _: &[String]) -> Command {
+            let mut cmd = Command::new("cat");
+            cmd.arg(self.dir.join("states"));
+            cmd
+        }
+        fn parse_status(
+            &self,
+            ids: &[String],
+            _: bool,
+            stdout: &str,
+            _: &str,
+        ) -> Result<HashMap<String, status::JobState>, String> {
+            let mut states = HashMap::new();
+            for (id, state) in stdout.lines().filter_map(|l| l.split_once(' ')) {
+                let state = match state.strip_suffix('*') {
+                    Some(over) => status::JobState::Over(over.into()),
+                    None => status::JobState::Active(state.into()),
+                };
+                if ids.iter().any(|i| i == id) {
+                    states.insert(id.to_string(), state);
+                }
+            }
+            Ok(states)
+        }
+        fn cancel_command(&self, ids: &[String]) -> Command {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "echo \"$@\" >> \"$0\""])
+                .arg(self.dir.join("cancelled"))
+                .args(ids);
+            cmd
+        }
+        fn follows_leavers(&self) -> bool {
+            self.follows
+        }
+        fn cleaned_up(&self, state: &str) -> bool {
+            state == "done"
+        }
+    }
+
+    /// Looks at `p` (asking for the states at once) until the status command answered (at
+    /// most 10 s); what came of those looks.
+    fn settle(p: &mut Allocations<Scripted>, attached: &dyn Fn(&str) -> bool) -> Coming {
+        p.polled_at = None;
+        let start = Instant::now();
+        let mut all = Coming::default();
+        loop {
+            let coming = p.pending(attached);
+            all.workers = coming.workers;
+            all.arrived += coming.arrived;
+            all.failed.extend(coming.failed);
+            if p.polling.is_none() {
+                return all;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn allocations_whose_workers_left_are_cleaned_up_when_over_well() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |states: &str| std::fs::write(dir.path().join("states"), states).unwrap();
+        let cancelled =
+            || std::fs::read_to_string(dir.path().join("cancelled")).unwrap_or_default();
+        for follows in [true, false] {
+            let _ = std::fs::remove_file(dir.path().join("cancelled"));
+            let backend = Scripted {
+                dir: dir.path().to_path_buf(),
+                started: 0,
+                follows,
+            };
+            let mut p = Allocations::new(backend, Duration::from_secs(3600));
+            p.start(3, "url").unwrap();
+            write("a0 Running\na1 Running\na2 Pending\n");
+            let here = |name: &str| name != "w-a2";
+            let coming = settle(&mut p, &here);
+            assert_eq!((coming.workers, coming.arrived), (1, 2));
+            // The workers of a0 and a1 leave: a0's allocation ended well, a1's did not.
+            write("a0 done*\na1 broken*\na2 Pending\n");
+            let none = |_: &str| false;
+            let coming = settle(&mut p, &none);
+            assert!(coming.failed.is_empty(), "{:?}", coming.failed);
+            assert_eq!(p.allocations(), [("a2".to_string(), false)]);
+            assert!(p.left.is_empty());
+            let expected = if follows { "a0\n" } else { "" };
+            assert_eq!(cancelled(), expected, "only those over well, when followed");
+            // One that ends before a worker of it attached fails; at the end, all those
+            // not over are cancelled.
+            write("a2 broken*\n");
+            let coming = settle(&mut p, &none);
+            assert_eq!(
+                coming.failed,
+                ["thing a2 ended before any worker of it attached (last state: broken)"]
+            );
+            p.start(1, "url").unwrap();
+            drop(p);
+            assert_eq!(cancelled(), format!("{expected}a3\n"));
+        }
     }
 
     #[test]

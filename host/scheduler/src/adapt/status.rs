@@ -6,7 +6,8 @@ use std::process::Command;
 
 use super::jobscript::System;
 
-/// What the batch system says of one job.
+/// What the batch system says of one job (or Kubernetes of one pod,
+/// [`super::kubernetes`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
     /// Queued, held or running, in the batch system's words (`PD`, `R`, `Q`, `qw`,
