@@ -628,6 +628,31 @@ fn jobs_that_keep_failing_pause_scaling_up_saying_which() {
         10,
         "no more once paused"
     );
+    // Only an operator resumes it; once the nodes are mended, workers come again.
+    let member = cluster.issue_token("default", "alice", "member");
+    let denied = cluster.fabric_as(&member, &["pool", "--resume"]);
+    assert_eq!(denied.code, 2, "{denied}");
+    assert!(
+        denied
+            .stderr
+            .contains("only an operator may resume scaling"),
+        "{denied}"
+    );
+    std::fs::remove_file(bin.path().join("crash")).unwrap();
+    let p = cluster.fabric(&["pool", "--resume", "--json"]).success();
+    assert_eq!(
+        (&p["paused"], &p["failures"]),
+        (&json!(false), &json!(0)),
+        "{p}"
+    );
+    cluster.wait_for("a worker", |s| s["workers"].as_array().unwrap().len() == 1);
+    assert!(
+        cluster
+            .scheduler_log()
+            .contains("adapt: resumed by an operator 10 failure(s)"),
+        "{}",
+        cluster.scheduler_log()
+    );
 }
 
 #[test]

@@ -460,6 +460,10 @@ pub struct PoolArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Operators: forget the failures to get workers and resume scaling up, paused after
+    /// too many in a row (mend their cause first: `fabric pool` shows the last).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     scheduler: SchedulerUrl,
 }
@@ -1052,7 +1056,11 @@ pub fn scale(a: ScaleArgs) -> Result<ExitCode> {
 pub fn pool(a: PoolArgs) -> Result<ExitCode> {
     tokio()?.block_on(async {
         let client = a.scheduler.connect().await?;
-        let p = client.pool().await?;
+        let p = if a.resume {
+            client.resume_scaling().await?
+        } else {
+            client.pool().await?
+        };
         if a.json {
             let json = serde_json::json!({
                 "provider": p.provider,

@@ -787,7 +787,21 @@ impl Client {
 
     /// Adaptive scaling's state: bounds, target, workers coming, floors, allocations.
     pub async fn pool(&self) -> Result<v1::PoolResponse, ClientError> {
-        Ok(self.rpc().pool(v1::PoolRequest {}).await?.into_inner())
+        Ok(self
+            .rpc()
+            .pool(v1::PoolRequest { resume: false })
+            .await?
+            .into_inner())
+    }
+
+    /// Resumes adaptive scaling paused after repeated failures to get workers (operators
+    /// only), once what made them fail is mended; its state after.
+    pub async fn resume_scaling(&self) -> Result<v1::PoolResponse, ClientError> {
+        Ok(self
+            .rpc()
+            .pool(v1::PoolRequest { resume: true })
+            .await?
+            .into_inner())
     }
 
     /// Retires workers gracefully (operators only), named as `status` shows them (name

@@ -347,6 +347,12 @@ impl Adaptive {
         self.retry_at_us = f64::NEG_INFINITY;
     }
 
+    /// The operator mended what made requests fail: failures are forgotten, and scaling up
+    /// resumes at once.
+    pub fn resume(&mut self) {
+        self.succeeded();
+    }
+
     /// Why scaling up is paused (too many failures in a row), if it is.
     pub fn paused(&self) -> bool {
         self.failures >= self.config.max_failures

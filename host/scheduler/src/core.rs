@@ -177,6 +177,8 @@ pub(crate) enum Command {
     /// Adaptive scaling's state, as `who` may see it.
     Pool {
         who: Principal,
+        /// Forget the failures and resume scaling up (operators).
+        resume: bool,
         reply: oneshot::Sender<Result<v1::PoolResponse, Status>>,
     },
     /// The server stopped: end now, even while streams still hold senders.
@@ -729,8 +731,8 @@ impl Core {
             } => {
                 let _ = reply.send(self.scale(&who, workers, for_ms));
             }
-            Command::Pool { who, reply } => {
-                let _ = reply.send(self.pool(&who));
+            Command::Pool { who, resume, reply } => {
+                let _ = reply.send(self.pool(&who, resume));
             }
             Command::Stop => unreachable!("`run` ends on Stop"),
             Command::SetPolicy { policy, reply } => {
@@ -1054,12 +1056,25 @@ impl Core {
     }
 
     /// Adaptive scaling's state; floors of other tenants only for an operator.
-    fn pool(&mut self, who: &Principal) -> Result<v1::PoolResponse, Status> {
-        let Some(adapt) = self.adapting.as_mut() else {
-            return Err(Status::failed_precondition(
-                "this scheduler does not scale: start it with --adapt",
-            ));
-        };
+    fn pool(&mut self, who: &Principal, resume: bool) -> Result<v1::PoolResponse, Status> {
+        let not_scaling =
+            || Status::failed_precondition("this scheduler does not scale: start it with --adapt");
+        if resume {
+            if who.role != fabric_auth::Role::Operator {
+                self.audit(who, "scaling.resume", "denied", "", "not an operator");
+                return Err(Status::permission_denied(
+                    "only an operator may resume scaling",
+                ));
+            }
+            let scaler = &mut self.adapting.as_mut().ok_or_else(not_scaling)?.scaler;
+            let was = scaler.last_error().map_or_else(String::new, |(e, n)| {
+                format!("{n} failure(s), the last: {e}")
+            });
+            scaler.resume();
+            tracing::info!("adapt: resumed by an operator {was}");
+            self.audit(who, "scaling.resume", "ok", "", &was);
+        }
+        let adapt = self.adapting.as_mut().ok_or_else(not_scaling)?;
         let now = self.started.elapsed().as_secs_f64() * 1e6;
         let (coming, loads, demand) = observe(&self.workers, &self.sched, adapt, now);
         let (target, _) = adapt.scaler.target(now, &demand, &loads);

@@ -647,8 +647,10 @@ impl SchedulerRpc for Service {
         request: Request<v1::PoolRequest>,
     ) -> Result<Response<v1::PoolResponse>, Status> {
         let who = auth::client(&self.authority, &request)?;
+        let resume = request.into_inner().resume;
         Ok(Response::new(
-            self.ask(|reply| Command::Pool { who, reply }).await??,
+            self.ask(|reply| Command::Pool { who, resume, reply })
+                .await??,
         ))
     }
 
