@@ -154,16 +154,25 @@ pub fn split_hash(batch: &RecordBatch, on: &[String], parts: usize) -> Result<Ve
         .collect()
 }
 
-/// Joins `left` and `right` on the columns `on` (which both have). The result has the left
-/// columns, then the right ones but the keys; a name on both sides gets `_x` (left) and `_y`
-/// (right), as in pandas' merge.
-pub fn join(
+/// Which right rows match each left row: the right side hashed by key (chains of rows per
+/// key), the left rows' key ids in it, and how many rows the join makes.
+struct Matches {
+    /// first[id]: the first right row with the key; next[row]: the following one.
+    first: Vec<u32>,
+    next: Vec<u32>,
+    /// Each left row's key id (`SKIP`, or at least `first.len()`, when the right lacks it).
+    lids: Vec<u32>,
+    /// Rows of the result: for each left row, the right rows of its key (one with nulls in
+    /// a left join when there are none).
+    rows: u64,
+}
+
+fn matches(
     left: &RecordBatch,
     right: &RecordBatch,
     on: &[String],
     how: JoinHow,
-    max_bytes: u64,
-) -> Result<RecordBatch> {
+) -> Result<Matches> {
     check_keys(&left.schema(), &right.schema(), on)?;
     let (lk, rk) = (key_columns(left, on)?, key_columns(right, on)?);
     let rtypes: Vec<DataType> = rk.iter().map(|c| c.data_type().clone()).collect();
@@ -171,24 +180,20 @@ pub fn join(
     let mut rids = Vec::new();
     keys.ids(&rk, right.num_rows(), &mut rids)?;
     let known = keys.len();
-    // first[id]: the first right row with the key; next[row]: the following one.
     let mut first = vec![u32::MAX; known];
     let mut next = vec![u32::MAX; rids.len()];
+    // Rows per key on the right (the build side): its key multiplicity.
+    let mut count = vec![0u64; known];
     for (row, &id) in rids.iter().enumerate().rev() {
         if id != SKIP {
             next[row] = first[id as usize];
             first[id as usize] = row as u32;
+            count[id as usize] += 1;
         }
     }
     let mut lids = Vec::new();
     keys.ids(&lk, left.num_rows(), &mut lids)?;
     // Count the result's rows before making it: a many-to-many join can be huge.
-    let mut count = vec![0u64; known];
-    for &id in &rids {
-        if id != SKIP {
-            count[id as usize] += 1;
-        }
-    }
     let rows: u64 = lids
         .iter()
         .map(|&id| match count.get(id as usize) {
@@ -196,8 +201,83 @@ pub fn join(
             _ => u64::from(how == JoinHow::Left),
         })
         .sum();
-    let width = |b: &RecordBatch| b.get_array_memory_size() as u64 / b.num_rows().max(1) as u64;
-    let bytes = rows.saturating_mul(width(left) + width(right) + 8);
+    Ok(Matches {
+        first,
+        next,
+        lids,
+        rows,
+    })
+}
+
+/// What a join will make, known before it makes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinSize {
+    /// Rows of the result: each left row once for every right row of its key (the right
+    /// side's key multiplicity, counted exactly), or once with nulls in a left join.
+    pub rows: u64,
+    /// About the bytes of the result ([`output_bytes`]).
+    pub bytes: u64,
+}
+
+/// The rows and bytes a join of `left` and `right` on `on` makes.
+pub fn estimate(
+    left: &RecordBatch,
+    right: &RecordBatch,
+    on: &[String],
+    how: JoinHow,
+) -> Result<JoinSize> {
+    let rows = matches(left, right, on, how)?.rows;
+    Ok(JoinSize {
+        rows,
+        bytes: output_bytes(left, right, on, rows),
+    })
+}
+
+/// About the bytes of a join's result of `rows` rows, as the value it becomes: each column
+/// the join outputs (the left's, then the right's but its keys) at its average bytes per
+/// row as Arrow data owns them ([`crate::size::column_bytes`]: shared buffers once, a
+/// slice its own rows), a dictionary's values (or a view array's data) at most once each,
+/// and the 8 bytes per row of the row indices taken.
+pub fn output_bytes(left: &RecordBatch, right: &RecordBatch, on: &[String], rows: u64) -> u64 {
+    let rschema = right.schema();
+    let right_out = right
+        .columns()
+        .iter()
+        .zip(rschema.fields())
+        .filter(|(_, f)| !on.contains(f.name()))
+        .map(|(c, _)| c);
+    let mut bytes = rows.saturating_mul(8);
+    for (batch, columns) in [
+        (left, left.columns().iter().collect::<Vec<_>>()),
+        (right, right_out.collect()),
+    ] {
+        for c in columns {
+            let taken = crate::size::column_bytes(c).taken(batch.num_rows() as u64, rows);
+            bytes = bytes.saturating_add(taken);
+        }
+    }
+    bytes
+}
+
+/// Joins `left` and `right` on the columns `on` (which both have). The result has the left
+/// columns, then the right ones but the keys; a name on both sides gets `_x` (left) and `_y`
+/// (right), as in pandas' merge. A result of more than `max_bytes` ([`estimate`]) is
+/// refused before it is made.
+pub fn join(
+    left: &RecordBatch,
+    right: &RecordBatch,
+    on: &[String],
+    how: JoinHow,
+    max_bytes: u64,
+) -> Result<RecordBatch> {
+    let Matches {
+        first,
+        next,
+        lids,
+        rows,
+    } = matches(left, right, on, how)?;
+    let known = first.len();
+    let bytes = output_bytes(left, right, on, rows);
     if bytes > max_bytes {
         return Err(crate::FrameError::TooLarge(format!(
             "the join makes {rows} rows (about {bytes} bytes), more than the task's memory \
@@ -222,14 +302,17 @@ pub fn join(
         }
     }
     let l = crate::sort::take(left, &UInt32Array::from(li))?;
-    // Right columns are taken one by one: a left join's misses make nulls in them.
-    let ri = UInt32Array::from(ri);
-    let r = right
-        .columns()
-        .iter()
-        .map(|c| arrow_select::take::take(c.as_ref(), &ri, None))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
     let (ls, rs) = (left.schema(), right.schema());
+    // Right columns are taken one by one (its keys are not: the left's stand for them): a
+    // left join's misses make nulls in them.
+    let ri = UInt32Array::from(ri);
+    let r = rs
+        .fields()
+        .iter()
+        .zip(right.columns())
+        .filter(|(f, _)| !on.contains(f.name()))
+        .map(|(f, c)| Ok((f, arrow_select::take::take(c.as_ref(), &ri, None)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut fields: Vec<Field> = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for (f, c) in ls.fields().iter().zip(l.columns()) {
@@ -242,10 +325,7 @@ pub fn join(
         fields.push(f.as_ref().clone().with_name(name));
         columns.push(c.clone());
     }
-    for (f, c) in rs.fields().iter().zip(&r) {
-        if on.contains(f.name()) {
-            continue;
-        }
+    for (f, c) in r {
         let clash = ls.field_with_name(f.name()).is_ok();
         let name = if clash {
             format!("{}_y", f.name())
@@ -253,7 +333,7 @@ pub fn join(
             f.name().clone()
         };
         fields.push(f.as_ref().clone().with_name(name).with_nullable(true));
-        columns.push(c.clone());
+        columns.push(c);
     }
     Ok(RecordBatch::try_new(shared(Schema::new(fields)), columns)?)
 }
@@ -343,5 +423,132 @@ mod tests {
             })
             .sum();
         assert_eq!(total, 5);
+    }
+
+    /// `rows` rows: a key (`key_of(i)`), a float and a 100-byte string.
+    fn wide(rows: usize, key_of: impl Fn(usize) -> i64, text: &str) -> RecordBatch {
+        RecordBatch::try_new(
+            shared(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new(format!("{text}_x"), DataType::Float64, false),
+                Field::new(format!("{text}_s"), DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..rows).map(&key_of))),
+                Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("{i:>100}")),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_estimate_follows_the_key_multiplicity_and_the_output_columns() {
+        let on = ["k".to_string()];
+        let owned = |b: &RecordBatch| crate::size::owned_bytes(std::slice::from_ref(b));
+        // Unique keys: each left row meets one right row.
+        let (l, r) = (wide(2000, |i| i as i64, "l"), wide(2000, |i| i as i64, "r"));
+        let unique = estimate(&l, &r, &on, JoinHow::Inner).unwrap();
+        assert_eq!(unique.rows, 2000);
+        let out = join(&l, &r, &on, JoinHow::Inner, unique.bytes).unwrap();
+        assert_eq!(out.num_rows(), 2000);
+        // The estimate is the result's size, give or take the row indices.
+        let real = owned(&out);
+        assert!(
+            unique.bytes >= real && unique.bytes <= real + 2000 * 8 + 64,
+            "{unique:?} vs {real}"
+        );
+        // Skewed keys: ten keys on the right, each 200 times; every left row with one of
+        // them meets 200 rows.
+        let skewed = wide(2000, |i| (i % 10) as i64, "r");
+        let many = estimate(&l, &skewed, &on, JoinHow::Inner).unwrap();
+        assert_eq!(many.rows, 10 * 200);
+        let left_many = estimate(
+            &wide(2000, |i| (i % 10) as i64, "l"),
+            &skewed,
+            &on,
+            JoinHow::Inner,
+        )
+        .unwrap();
+        assert_eq!(left_many.rows, 2000 * 200);
+        // Same row width: the bytes follow the rows.
+        assert_eq!(left_many.bytes / left_many.rows, unique.bytes / unique.rows);
+        let e = join(&l, &skewed, &on, JoinHow::Inner, many.bytes - 1).unwrap_err();
+        assert!(e.to_string().contains("the join makes 2000 rows"), "{e}");
+        // Only the columns the join outputs count: the right's keys do not.
+        let narrow = output_bytes(&l, &r.project(&[0]).unwrap(), &on, 2000);
+        assert_eq!(
+            narrow,
+            output_bytes(&l, &l.project(&[0]).unwrap(), &on, 2000)
+        );
+        assert!(
+            narrow < unique.bytes / 2 + 2000 * 8 + 64,
+            "{narrow} vs {unique:?}"
+        );
+    }
+
+    #[test]
+    fn the_estimate_counts_decoded_and_sliced_inputs_by_what_they_own() {
+        // A partition read back from IPC bytes points every column into one buffer; Arrow's
+        // own count saw that buffer once per column and guessed ~150 KB a row for a join.
+        let on = ["k".to_string()];
+        let (l, r) = (wide(2000, |i| i as i64, "l"), wide(2000, |i| i as i64, "r"));
+        let plain = estimate(&l, &r, &on, JoinHow::Inner).unwrap();
+        let back = |b: &RecordBatch| crate::decode(&crate::encode(b).unwrap()).unwrap();
+        let decoded = estimate(&back(&l), &back(&r), &on, JoinHow::Inner).unwrap();
+        assert_eq!(decoded.rows, plain.rows);
+        assert!(
+            decoded.bytes.abs_diff(plain.bytes) * 50 < plain.bytes,
+            "{decoded:?} vs {plain:?}"
+        );
+        // What the old width (Arrow's memory size over the rows) made of it.
+        let old = |b: &RecordBatch| b.get_array_memory_size() as u64 / b.num_rows() as u64;
+        let old_bytes = plain.rows * (old(&back(&l)) + old(&back(&r)) + 8);
+        assert!(old_bytes > 3 * decoded.bytes, "{old_bytes} vs {decoded:?}");
+        // Slices of a larger batch: their own rows.
+        let big = wide(20_000, |i| i as i64, "l");
+        let sliced = estimate(&big.slice(0, 2000), &r, &on, JoinHow::Inner).unwrap();
+        assert_eq!(sliced, plain);
+    }
+
+    #[test]
+    fn a_selective_join_of_a_dictionary_column_is_sized_by_the_rows_it_keeps() {
+        // A wide, nearly unique text column read as a dictionary (as Parquet strings are):
+        // 100 of its 20,000 rows are kept. Their values are what the result carries once
+        // encoded, not the whole dictionary, and not the dictionary once per row either.
+        use arrow_array::DictionaryArray;
+        use arrow_array::types::Int32Type;
+        let rows = 20_000;
+        let text = StringArray::from_iter_values((0..rows).map(|i| format!("{i:>90}")));
+        let dict = DictionaryArray::<Int32Type>::try_new(
+            arrow_array::Int32Array::from_iter_values(0..rows),
+            Arc::new(text),
+        )
+        .unwrap();
+        let lines = RecordBatch::try_new(
+            shared(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new("comment", dict.data_type().clone(), false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..rows).map(i64::from))),
+                Arc::new(dict),
+            ],
+        )
+        .unwrap();
+        let orders = wide(100, |i| (i * 200) as i64, "o");
+        let on = ["k".to_string()];
+        let size = estimate(&orders, &lines, &on, JoinHow::Inner).unwrap();
+        assert_eq!(size.rows, 100);
+        let out = join(&orders, &lines, &on, JoinHow::Inner, size.bytes).unwrap();
+        let encoded = crate::encode(&out).unwrap().len() as u64;
+        assert!(
+            size.bytes >= encoded / 2 && size.bytes <= 2 * encoded,
+            "{size:?} vs {encoded} encoded"
+        );
+        let dictionary = crate::size::column_bytes(lines.column(1)).shared;
+        assert!(size.bytes * 10 < dictionary, "{size:?} vs {dictionary}");
     }
 }

@@ -2,8 +2,9 @@
 //! moved between tasks as Arrow IPC bytes; this crate reads partitions from CSV and Parquet
 //! (local files or object stores), evaluates pandas-style expressions on them, and runs the
 //! per-partition halves of groupby, join, rolling windows and sorting; it also reads blocks
-//! of NumPy `.npy` files for arrays. It does no I/O of its own besides reading and writing
-//! the files it is asked to; fabric-kernels publishes it to graphs (`builtin:dataframe`,
+//! of NumPy `.npy` files for arrays, and counts the bytes Arrow data owns ([`size`]: shared
+//! buffers once). It does no I/O of its own besides reading and writing the files it is
+//! asked to; fabric-kernels publishes it to graphs (`builtin:dataframe`,
 //! `builtin:array/read-npy`), fabric-client builds the graphs.
 
 pub mod expr;
@@ -12,6 +13,7 @@ pub mod groupby;
 pub mod join;
 pub mod npy;
 pub mod read;
+pub mod size;
 pub mod sort;
 pub mod store;
 pub mod window;
@@ -71,9 +73,13 @@ pub(crate) fn invalid(message: impl Into<String>) -> FrameError {
     FrameError::Invalid(message.into())
 }
 
-/// Encodes a partition as Arrow IPC stream bytes (its schema, then the batch).
+/// Encodes a partition as Arrow IPC stream bytes (its schema, then the batch), with its
+/// dictionaries cut to the values its rows use ([`size::compact`]): a partition made by
+/// taking rows of a larger one does not carry the larger one's dictionaries along.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let batch = &size::compact(batch)?;
+    let bytes = size::owned_bytes(std::slice::from_ref(batch));
+    let mut out = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0).saturating_add(1024));
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())?;
     writer.write(batch)?;
     writer.finish()?;

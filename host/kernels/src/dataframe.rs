@@ -71,19 +71,42 @@ impl Native for DataFrameKernels {
             };
             TaskError::new(kind, e.to_string())
         })?;
-        // Partitions larger than the task's memory limit are refused, as a guest's would be.
-        let size = out.size_bytes();
-        if size > call.limits.memory_bytes {
-            return Err(TaskError::new(
-                TaskErrorKind::OutOfMemory,
-                format!(
-                    "`{export}` made {size} bytes of partitions, more than the task's memory \
-                     limit of {} bytes",
-                    call.limits.memory_bytes
-                ),
-            ));
-        }
+        check_size(export, &out, call.limits.memory_bytes)?;
         Ok(out)
+    }
+}
+
+/// Refuses a partition larger than the task's memory limit, as a guest's would be. The
+/// parts of a split (`split-hash`, `split-range`) are each taken by another task (`nth`):
+/// together they may exceed the limit (the worker's store spills what its memory cannot
+/// hold), and only a part that cannot fit even alone fails, naming its size and the limit.
+fn check_size(export: &str, out: &Value, limit: u64) -> Result<(), TaskError> {
+    let refuse = |message: String| Err(TaskError::new(TaskErrorKind::OutOfMemory, message));
+    match out {
+        Value::List(parts) => {
+            let largest = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.size_bytes(), i))
+                .max();
+            match largest {
+                Some((size, i)) if size > limit => refuse(format!(
+                    "part {i} of the {} parts `{export}` made holds {size} bytes ({} in all), \
+                     more than the task's memory limit of {limit} bytes even alone: split the \
+                     frame into more partitions, or raise the limit",
+                    parts.len(),
+                    out.size_bytes()
+                )),
+                _ => Ok(()),
+            }
+        }
+        _ => match out.size_bytes() {
+            size if size > limit => refuse(format!(
+                "`{export}` made a partition of {size} bytes, more than the task's memory \
+                 limit of {limit} bytes"
+            )),
+            _ => Ok(()),
+        },
     }
 }
 
@@ -368,4 +391,117 @@ fn dispatch(
         other => return Err(bad(format!("builtin:dataframe has no export `{other}`"))),
     };
     encode(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use fabric_frame::arrow_array::types::Int32Type;
+    use fabric_frame::arrow_array::{Array, DictionaryArray, Int64Array, StringArray};
+    use fabric_runtime::Limits;
+
+    use super::*;
+
+    /// 40,000 rows: a key and a 60-byte comment of its own, as a dictionary (as Parquet
+    /// strings are read).
+    fn frame() -> RecordBatch {
+        let comments = StringArray::from_iter_values((0..40_000).map(|i| format!("{i:>60}")));
+        let keys = fabric_frame::arrow_array::Int32Array::from_iter_values(0..40_000);
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(comments)).unwrap();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new("comment", dict.data_type().clone(), false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..40_000)),
+                Arc::new(dict),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn split(input: &Value, parts: u32, memory_bytes: u64) -> Result<Value, TaskError> {
+        let limits = Limits {
+            memory_bytes,
+            ..Limits::default()
+        };
+        let call = NativeCall {
+            limits: &limits,
+            tenant: "t",
+            local_data: None,
+            started: std::time::Instant::now(),
+            cancel: None,
+        };
+        let args = [
+            input.clone(),
+            Value::List(Arc::from([Value::String(Arc::from("k"))])),
+            Value::U32(parts),
+        ];
+        DataFrameKernels { grants: None }.call("split-hash", &args, &call)
+    }
+
+    #[test]
+    fn split_parts_carry_their_own_rows_only() {
+        let input = encode(&frame()).unwrap();
+        let size = input.size_bytes();
+        let out = split(&input, 8, u64::MAX).unwrap();
+        let Value::List(parts) = &out else {
+            panic!("a list of parts")
+        };
+        // Every part once carried the whole dictionary: 8 times the input in all.
+        let total = out.size_bytes();
+        assert!(total < size + size / 10, "{total} vs {size}");
+        for p in parts.iter() {
+            assert!(p.size_bytes() < size / 5, "{} vs {size}", p.size_bytes());
+        }
+    }
+
+    #[test]
+    fn only_a_part_that_cannot_fit_alone_fails() {
+        let input = encode(&frame()).unwrap();
+        let size = input.size_bytes();
+        // The parts fit one by one, not all together: split anyway (the worker's store
+        // spills what its memory cannot hold; each part goes to its own task).
+        let out = split(&input, 8, size / 2).unwrap();
+        assert!(out.size_bytes() > size / 2);
+        // Into 2 parts, each more than a quarter of the input: the largest one fails and
+        // says how large it is and what the limit is.
+        let e = split(&input, 2, size / 4).unwrap_err();
+        assert_eq!(e.kind, TaskErrorKind::OutOfMemory);
+        let Value::List(parts) = split(&input, 2, u64::MAX).unwrap() else {
+            panic!("a list of parts")
+        };
+        let largest = parts.iter().map(Value::size_bytes).max().unwrap();
+        assert!(
+            e.message.contains(&format!("holds {largest} bytes"))
+                && e.message
+                    .contains(&format!("memory limit of {} bytes", size / 4))
+                && e.message.contains("of the 2 parts `split-hash` made"),
+            "{}",
+            e.message
+        );
+        // A single partition larger than the limit is refused as before.
+        let e = DataFrameKernels { grants: None }.call(
+            "map",
+            &[input.clone(), Value::List(Arc::from([]))],
+            &NativeCall {
+                limits: &Limits {
+                    memory_bytes: size / 2,
+                    ..Limits::default()
+                },
+                tenant: "t",
+                local_data: None,
+                started: std::time::Instant::now(),
+                cancel: None,
+            },
+        );
+        let e = e.unwrap_err();
+        assert!(
+            e.message.contains("`map` made a partition of")
+                && e.message
+                    .contains(&format!("memory limit of {} bytes", size / 2)),
+            "{}",
+            e.message
+        );
+    }
 }
