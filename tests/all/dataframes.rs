@@ -943,3 +943,248 @@ fn tpch_q3_written_naturally_fits_a_memory_limit_its_data_fits() {
         "{out}"
     );
 }
+
+/// The day and month of `timestamp(t)`.
+fn day_and_month(t: i64) -> (i64, i64) {
+    let d = t / 86_400;
+    if d < 31 { (d + 1, 1) } else { (d - 30, 2) }
+}
+
+#[test]
+fn pandas_idioms_of_tpch_queries_match_a_plain_computation() {
+    let rows = rows();
+    let dir = GraphDir::new();
+    write_data(dir.path(), &rows);
+    let events = format!("read_csv('{}/events/*.csv')", dir.path().display());
+    let df = |query: String| {
+        let mut cmd = fabric_tests::fabric_command(["df", "--csv"]);
+        cmd.arg(&query);
+        let out = fabric_tests::run_command(cmd);
+        assert_eq!(out.code, 0, "{query}: {out}");
+        out.stdout.lines().map(String::from).collect::<Vec<_>>()
+    };
+
+    // dt.month, dt.day, between, isin and mask (a case expression), summed by month.
+    let out = df(format!(
+        "{events}.assign(m='ts.dt.month', z='x.mask(x < 0, 0)')\
+         .query(\"ts.dt.day.between(5, 20) and key.isin(['k1', 'k3']) and ts.dt.year == 2024\")\
+         .groupby('m').z.sum()"
+    ));
+    assert_eq!(out[0], "m,z");
+    let mut want: BTreeMap<i64, f64> = BTreeMap::new();
+    for r in &rows {
+        let (day, month) = day_and_month(r.t);
+        if (5..=20).contains(&day) && (r.key == "k1" || r.key == "k3") {
+            *want.entry(month).or_default() += r.x.max(0.0);
+        }
+    }
+    let got: BTreeMap<i64, f64> = out[1..]
+        .iter()
+        .map(|l| {
+            let (m, z) = l.split_once(',').unwrap();
+            (m.parse().unwrap(), z.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (m, z) in &want {
+        assert!(close(got[m], *z), "month {m}: {} != {z}", got[m]);
+    }
+
+    // rename, then nlargest: the 5 largest values, the first of equal ones first.
+    let out = df(format!(
+        "{events}.rename(columns={{'x': 'value'}}).nlargest(5, 'value')[['id', 'value']]"
+    ));
+    assert_eq!(out[0], "id,value");
+    let mut by_x: Vec<&Row> = rows.iter().collect();
+    by_x.sort_by(|a, b| b.x.total_cmp(&a.x).then(a.id.cmp(&b.id)));
+    let want: Vec<i64> = by_x[..5].iter().map(|r| r.id).collect();
+    let got: Vec<i64> = out[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let out = df(format!("{events}.x.nlargest(3)"));
+    let want: Vec<String> = by_x[..3].iter().map(|r| r.x.to_string()).collect();
+    assert_eq!(out[1..], want[..]);
+    let out = df(format!("{events}.nsmallest(3, ['y', 'x'])[['id']]"));
+    let mut by_y: Vec<&Row> = rows.iter().collect();
+    by_y.sort_by(|a, b| {
+        a.y.cmp(&b.y)
+            .then(a.x.total_cmp(&b.x))
+            .then(a.id.cmp(&b.id))
+    });
+    let want: Vec<String> = by_y[..3].iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(out[1..], want[..]);
+
+    // drop_duplicates keeps each key's first row, across partitions.
+    let out = df(format!(
+        "{events}.drop_duplicates(subset=['key']).sort_values('id')[['id', 'key']]"
+    ));
+    let mut seen = std::collections::BTreeSet::new();
+    let want: Vec<String> = rows
+        .iter()
+        .filter(|r| seen.insert(r.key.clone()))
+        .map(|r| format!("{},{}", r.id, r.key))
+        .collect();
+    assert_eq!(out[1..], want[..]);
+    let out = df(format!("{events}[['key', 'y']].drop_duplicates()"));
+    let pairs: std::collections::BTreeSet<(String, i64)> =
+        rows.iter().map(|r| (r.key.clone(), r.y)).collect();
+    assert_eq!(out.len() - 1, pairs.len());
+
+    // nunique per group, beside another aggregate, and of the whole frame.
+    let out = df(format!(
+        "{events}.groupby('key').agg({{'y': ['nunique', 'max']}})"
+    ));
+    assert_eq!(out[0], "key,y_nunique,y_max");
+    let want: Vec<String> = by_key(rows.iter())
+        .iter()
+        .map(|(k, rs)| {
+            let distinct: std::collections::BTreeSet<i64> = rs.iter().map(|r| r.y).collect();
+            let max = rs.iter().map(|r| r.y).max().unwrap();
+            // (max is Float64 here, as every aggregate but count and nunique.)
+            format!("{k},{},{max}.0", distinct.len())
+        })
+        .collect();
+    assert_eq!(out[1..], want[..]);
+    let out = df(format!("{events}.y.nunique()"));
+    let distinct: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.y).collect();
+    assert_eq!(out, ["y".to_string(), distinct.len().to_string()]);
+
+    // An outer merge on keys of other names: every key of either side once.
+    let codes = dir.path().join("codes.csv");
+    let mut text = String::from("code,weight\n");
+    for k in (0..13).filter(|k| k % 4 != 1).chain([99]) {
+        let _ = writeln!(text, "k{k},{}", k * 10);
+    }
+    std::fs::write(&codes, text).unwrap();
+    let out = df(format!(
+        "{events}.groupby('key').y.count().merge(read_csv('{}'), left_on='key', \
+         right_on='code', how='outer')",
+        codes.display()
+    ));
+    assert_eq!(out[0], "key,y,code,weight");
+    let mut got = out[1..].to_vec();
+    got.sort();
+    let mut want: Vec<String> = by_key(rows.iter())
+        .iter()
+        .map(|(k, rs)| {
+            let n: i64 = k[1..].parse().unwrap();
+            match n % 4 {
+                1 => format!("{k},{},,", rs.len()),
+                _ => format!("{k},{},{k},{}", rs.len(), n * 10),
+            }
+        })
+        .collect();
+    want.push(",,k99,990".into());
+    want.sort();
+    assert_eq!(got, want);
+
+    // str.contains takes a regular expression, as in pandas, or text with regex=False.
+    let first_ten = ["k1", "k10", "k11", "k12"];
+    for (test, listed) in [
+        ("key.str.contains('^k1[0-2]?$')", &first_ten[..]),
+        ("key.str.contains('1|2', regex=False)", &[][..]),
+    ] {
+        let out = df(format!("{events}.query(\"{test}\").id.count()"));
+        let want = rows
+            .iter()
+            .filter(|r| listed.contains(&r.key.as_str()))
+            .count();
+        assert_eq!(out, ["id".to_string(), want.to_string()], "{test}");
+    }
+
+    // A scalar subquery: the rows above the mean, the mean beside every row.
+    let out = df(format!(
+        "{events}.merge({events}.agg({{'x': 'mean'}}).rename(columns={{'x': 'avg'}}), \
+         how='cross').query('x > avg').id.count()"
+    ));
+    let mean = rows.iter().map(|r| r.x).sum::<f64>() / rows.len() as f64;
+    let above = rows.iter().filter(|r| r.x > mean).count();
+    assert_eq!(out, ["id".to_string(), above.to_string()]);
+
+    // Semi and anti joins (pandas' `a[a.key.isin(b.key)]` and its negation).
+    let listed = |r: &Row| r.key[1..].parse::<i64>().unwrap() % 4 != 1;
+    for (how, keep) in [("semi", true), ("anti", false)] {
+        let out = df(format!(
+            "{events}.merge(read_csv('{}'), left_on='key', right_on='code', how='{how}')\
+             .id.count()",
+            codes.display()
+        ));
+        let want = rows.iter().filter(|r| listed(r) == keep).count();
+        assert_eq!(out, ["id".to_string(), want.to_string()], "{how}");
+    }
+}
+
+#[test]
+fn pandas_idioms_from_rust_on_a_cluster_match_a_plain_computation() {
+    let s = setup();
+    let events = s.path("events/*.csv");
+    block_on(async {
+        let client = s.cluster.client().await;
+        let df = DataFrame::read_csv(&events)?;
+        // dt.year (Int32), a case expression and isin, through rename and nlargest.
+        let top = df
+            .assign("year", "ts.dt.year")?
+            .assign("z", "x.where(key.isin(['k1', 'k2']), 0)")?
+            .rename(&[("z", "score")])?
+            .nlargest(4, &["score", "id"])?
+            .compute(&client)
+            .await?;
+        let year = top.column_by_name("year").unwrap();
+        assert_eq!(
+            year.data_type(),
+            &fabric_client::arrow_schema::DataType::Int32
+        );
+        let score = |r: &Row| {
+            if r.key == "k1" || r.key == "k2" {
+                r.x
+            } else {
+                0.0
+            }
+        };
+        let mut want: Vec<&Row> = s.rows.iter().collect();
+        want.sort_by(|a, b| score(b).total_cmp(&score(a)).then(b.id.cmp(&a.id)));
+        let want: Vec<i64> = want[..4].iter().map(|r| r.id).collect();
+        assert_eq!(ints(&top, "id"), want);
+        assert!(floats(&top, "score").iter().all(|x| *x > 0.0));
+
+        // drop_duplicates, then nunique of the whole frame beside a sum.
+        let keys = df.drop_duplicates(&["key"])?.compute(&client).await?;
+        let mut firsts = ints(&keys, "id");
+        firsts.sort();
+        let mut seen = std::collections::BTreeSet::new();
+        let want: Vec<i64> = s
+            .rows
+            .iter()
+            .filter(|r| seen.insert(r.key.clone()))
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(firsts, want);
+        let both = df
+            .agg(&[("key", "nunique"), ("y", "sum")])?
+            .compute(&client)
+            .await?;
+        assert_eq!(ints(&both, "key"), [13]);
+        let y: i64 = s.rows.iter().map(|r| r.y).sum();
+        assert_eq!(floats(&both, "y"), [y as f64]);
+
+        // An outer merge of keys named differently on each side.
+        let weights = DataFrame::read_csv(&s.path("keys.csv"))?.rename(&[("key", "code")])?;
+        let merged = df
+            .groupby(&["key"])
+            .count("id")?
+            .merge(&weights, &["key"], &["code"], "outer")?
+            .compute(&client)
+            .await?;
+        // 13 keys with rows, and k99 without any.
+        assert_eq!(merged.num_rows(), 14);
+        let codes = merged.column_by_name("code").unwrap();
+        assert_eq!(codes.null_count(), 13 - 10);
+        Ok::<_, ClientError>(())
+    })
+    .unwrap();
+}

@@ -39,7 +39,7 @@ pub const REDUCTIONS: [&str; 4] = ["sum", "prod", "min", "max"];
 /// The aggregates of a groupby or a rolling window: the cases of an aggregate's `how`.
 pub const AGGREGATES: [&str; 7] = ["sum", "mean", "min", "max", "count", "std", "var"];
 /// The kinds of join: the cases of `join`'s `how`.
-pub const JOINS: [&str; 2] = ["inner", "left"];
+pub const JOINS: [&str; 6] = ["inner", "left", "outer", "semi", "anti", "cross"];
 
 /// The built-in components' signatures, as a catalog that validation extends with a graph's
 /// own components.
@@ -87,7 +87,8 @@ pub fn grouping_type() -> Type {
 }
 
 /// The WIT type of a partition's step: `variant { filter(string), assign(tuple<string,
-/// string>), select(list<string>), group(grouping) }`.
+/// string>), select(list<string>), group(grouping), rename(list<tuple<string, string>>),
+/// drop-duplicates(list<string>), top(record { by, descending, n }) }`.
 pub fn step_type() -> Type {
     Type::Variant(Arc::from([
         (Arc::from("filter"), Some(Type::String)),
@@ -97,6 +98,22 @@ pub fn step_type() -> Type {
         ),
         (Arc::from("select"), Some(Type::list(Type::String))),
         (Arc::from("group"), Some(grouping_type())),
+        (
+            Arc::from("rename"),
+            Some(Type::list(Type::Tuple(Arc::from([
+                Type::String,
+                Type::String,
+            ])))),
+        ),
+        (Arc::from("drop-duplicates"), Some(Type::list(Type::String))),
+        (
+            Arc::from("top"),
+            Some(record(&[
+                ("by", Type::list(Type::String)),
+                ("descending", Type::list(Type::Bool)),
+                ("n", Type::U64),
+            ])),
+        ),
     ]))
 }
 
@@ -215,6 +232,15 @@ pub fn dataframe() -> BTreeMap<String, FuncType> {
         ("how", &enum_of(&JOINS)),
     ];
     exports.add("join", &join, &frame);
+    // A join whose key columns have other names on each side.
+    let merge = [
+        ("left", &frames),
+        ("right", &frames),
+        ("left-on", &strings),
+        ("right-on", &strings),
+        ("how", &enum_of(&JOINS)),
+    ];
+    exports.add("merge", &merge, &frame);
     let sample = [("f", &frame), ("by", &Type::String), ("n", &Type::U32)];
     exports.add("sample", &sample, &frame);
     let boundaries = [("samples", &frames), ("parts", &Type::U32)];

@@ -34,11 +34,16 @@ pub struct DfArgs {
     /// .query('EXPR') .assign(NAME='EXPR') [['COL', ...]] .groupby('KEY' | ['K1', 'K2'])
     /// then .COL or [['COL', ...]] and .sum() .mean() .min() .max() .count() .std() .var()
     /// or .agg({'COL': 'HOW' | ['HOW', ...]}) (without groupby: one row of the whole
-    /// frame, e.g. .COL.sum()); .merge(OTHER, on='KEY', how='inner'|'left');
-    /// .sort_values('COL' | ['C1', 'C2'] [, ascending=False | [False, True]]);
+    /// frame, e.g. .COL.sum()), .nunique() too; .merge(OTHER, on='KEY' | left_on='K1',
+    /// right_on='K2', how='inner'|'left'|'outer'|'semi'|'anti') or .merge(OTHER,
+    /// how='cross'); .sort_values('COL' | ['C1', 'C2'] [, ascending=False | [False,
+    /// True]]); .nlargest(N, 'COL' | [...]) or .COL.nlargest(N); .nsmallest(...);
+    /// .drop_duplicates([subset=['COL', ...]]); .rename(columns={'OLD': 'NEW'});
     /// .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean(); .head(N);
     /// .to_parquet('DIR'). Expressions use pandas' query syntax, with `in [...]`,
-    /// `.isin([...])`, `.between(A, B)`, `.str.startswith('P')` / endswith / contains.
+    /// `.isin([...])`, `.between(A, B)`, `.str.startswith('P')` / endswith / contains,
+    /// `.dt.year` / month / day / hour / minute / second / dayofweek, and
+    /// `X.where(COND, OTHER)` / `X.mask(COND, OTHER)`.
     query: String,
     /// Run on this cluster instead of in this process.
     #[arg(long, env = "FABRIC_SCHEDULER", value_name = "URL")]

@@ -233,6 +233,107 @@ impl DataFrame {
         )
     }
 
+    /// The frame with columns renamed by `(old, new)` pairs (pandas' `rename(columns={...})`;
+    /// names the frame lacks are ignored, as pandas does).
+    pub fn rename(&self, pairs: &[(&str, &str)]) -> Result<DataFrame, ClientError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(o, n)| (o.to_string(), n.to_string()))
+            .collect();
+        let json_pairs: Vec<Json> = pairs.iter().map(|(o, n)| json!([o, n])).collect();
+        let mut out = self.after(
+            fabric_frame::read::Step::Rename(pairs.clone()),
+            json!({"rename": json_pairs}),
+        )?;
+        if let Some(by) = &self.sorted_by
+            && let Some((_, new)) = pairs.iter().find(|(old, _)| old == by)
+        {
+            out.sorted_by = Some(new.clone());
+        }
+        Ok(out)
+    }
+
+    /// The rows whose values of `subset` (every column if empty) no earlier row has
+    /// (pandas' `drop_duplicates(subset, keep='first')`; nulls equal nulls). Each partition
+    /// drops its own first; then rows are gathered by a hash of `subset` into as many
+    /// partitions, so the rows come out grouped by that hash, not in their first order (as
+    /// with Dask).
+    pub fn drop_duplicates(&self, subset: &[&str]) -> Result<DataFrame, ClientError> {
+        let subset: Vec<String> = subset.iter().map(|c| c.to_string()).collect();
+        self.check_columns(&subset)?;
+        let step = || fabric_frame::read::Step::DropDuplicates(subset.clone());
+        let json = json!({"drop-duplicates": subset});
+        let local = self.after(step(), json.clone())?;
+        let n = self.parts.len();
+        if n == 1 {
+            return Ok(local);
+        }
+        let on: Vec<String> = if subset.is_empty() {
+            self.column_names().iter().map(|c| c.to_string()).collect()
+        } else {
+            subset.clone()
+        };
+        let splits: Vec<Arc<Node>> = local
+            .tasks()
+            .into_iter()
+            .map(|t| {
+                node(
+                    "split-hash",
+                    vec![Arg::Node(t), Arg::Json(json!(on)), Arg::Json(json!(n))],
+                )
+            })
+            .collect();
+        let buckets = (0..n)
+            .map(|i| {
+                let pieces = splits
+                    .iter()
+                    .map(|s| node("nth", vec![Arg::Node(s.clone()), Arg::Json(json!(i))]))
+                    .collect();
+                node("concat", vec![Arg::Nodes(pieces)])
+            })
+            .collect();
+        Self::of_tasks(self.schema.clone(), buckets, None).after(step(), json)
+    }
+
+    /// The `n` rows with the largest values of `by` (the first column, then the next for
+    /// ties), largest first (pandas' `nlargest(n, columns)`, `keep='first'`); rows with a
+    /// null in `by` are left out, as pandas drops NaN. Each partition keeps its own `n`
+    /// first, then one task picks among those.
+    pub fn nlargest(&self, n: usize, by: &[&str]) -> Result<DataFrame, ClientError> {
+        self.top(n, by, true)
+    }
+
+    /// The `n` rows with the smallest values of `by`, smallest first (pandas'
+    /// `nsmallest`); see [`DataFrame::nlargest`].
+    pub fn nsmallest(&self, n: usize, by: &[&str]) -> Result<DataFrame, ClientError> {
+        self.top(n, by, false)
+    }
+
+    fn top(&self, n: usize, by: &[&str], descending: bool) -> Result<DataFrame, ClientError> {
+        let by: Vec<String> = by.iter().map(|c| c.to_string()).collect();
+        self.check_columns(&by)?;
+        if by.is_empty() {
+            return Err(ClientError::Invalid(
+                "nlargest/nsmallest needs at least one column".into(),
+            ));
+        }
+        let step = || fabric_frame::read::Step::Top {
+            by: by.clone(),
+            descending: vec![descending],
+            n,
+        };
+        let json = json!({"top": {"by": by, "descending": [descending], "n": n}});
+        let local = self.after(step(), json.clone())?;
+        if local.parts.len() == 1 {
+            return Ok(DataFrame {
+                sorted_by: None,
+                ..local
+            });
+        }
+        let all = node("concat", vec![Arg::Nodes(local.tasks())]);
+        Self::of_tasks(self.schema.clone(), vec![all], None).after(step(), json)
+    }
+
     /// Aggregates of the whole frame (pandas' `df.agg({...})`, `df.x.sum()`): one row, one
     /// column per `(column, how)`, as [`GroupBy::agg`] names them. Each partition is
     /// reduced where it is read and the partial results are combined in a tree.
@@ -283,18 +384,47 @@ impl DataFrame {
         Ok(())
     }
 
-    /// Joins with `other` on the columns `on` (`how`: "inner" or "left"), by hashing both
-    /// sides into as many parts as the larger has partitions. A column name on both sides
-    /// gets `_x` and `_y`, as in pandas' merge.
+    /// Joins with `other` on the columns `on` (`how`: "inner", "left", "outer", or "semi" /
+    /// "anti": the rows here that some / no row of `other` matches, with these columns
+    /// only, as pandas' `a[a.k.isin(b.k)]` / `a[~a.k.isin(b.k)]`; or "cross" without keys:
+    /// every row with every row of `other`, which each partition reads whole, e.g. a
+    /// one-row aggregate beside every row, as a scalar subquery), by
+    /// hashing both sides into as many parts as the larger has partitions. A column name on
+    /// both sides gets `_x` and `_y`, as in pandas' merge. An outer join keeps the rows of
+    /// either side without a match (nulls on the other side; the key from the side that has
+    /// it). Rows come in the order of the hash parts, not pandas' (sorted by key for
+    /// "outer").
     pub fn join(
         &self,
         other: &DataFrame,
         on: &[&str],
         how: &str,
     ) -> Result<DataFrame, ClientError> {
-        let on: Vec<String> = on.iter().map(|c| c.to_string()).collect();
-        self.check_columns(&on)?;
-        other.check_columns(&on)?;
+        self.merge(other, on, on, how)
+    }
+
+    /// [`DataFrame::join`] on key columns named `left_on` here and `right_on` in `other`
+    /// (pandas' `merge(left_on=, right_on=)`): both sides' key columns are kept, but a
+    /// right key named as its left key.
+    pub fn merge(
+        &self,
+        other: &DataFrame,
+        left_on: &[&str],
+        right_on: &[&str],
+        how: &str,
+    ) -> Result<DataFrame, ClientError> {
+        let strings = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<String>>();
+        let keys = fabric_frame::join::JoinOn {
+            left: strings(left_on),
+            right: strings(right_on),
+        };
+        if how == "cross" && !(keys.left.is_empty() && keys.right.is_empty()) {
+            return Err(ClientError::Invalid(
+                "a cross merge takes no key columns".into(),
+            ));
+        }
+        self.check_columns(&keys.left)?;
+        other.check_columns(&keys.right)?;
         use fabric_frame::join::JoinHow;
         let Some(&(_, kind)) = JoinHow::ALL.iter().find(|(n, _)| *n == how) else {
             let names: Vec<&str> = JoinHow::ALL.iter().map(|(n, _)| *n).collect();
@@ -303,18 +433,40 @@ impl DataFrame {
                 names.join(" or ")
             )));
         };
-        fabric_frame::join::check_keys(&self.schema, &other.schema, &on)?;
+        if kind != JoinHow::Cross {
+            fabric_frame::join::check_join_on(&self.schema, &other.schema, &keys)?;
+        }
         // The result's schema, from joining empty partitions.
-        let schema = fabric_frame::join::join(
+        let schema = fabric_frame::join::join_on(
             &RecordBatch::new_empty(self.schema.clone()),
             &RecordBatch::new_empty(other.schema.clone()),
-            &on,
+            &keys,
             kind,
             u64::MAX,
         )?
         .schema();
+        if kind == JoinHow::Cross {
+            // Every partition here with the whole other frame.
+            let whole = other.tasks();
+            let tasks = self
+                .tasks()
+                .into_iter()
+                .map(|t| {
+                    node(
+                        "join",
+                        vec![
+                            Arg::Nodes(vec![t]),
+                            Arg::Nodes(whole.clone()),
+                            Arg::Json(json!([])),
+                            Arg::Json(json!(how)),
+                        ],
+                    )
+                })
+                .collect();
+            return Ok(Self::of_tasks(schema, tasks, None));
+        }
         let n = self.parts.len().max(other.parts.len());
-        let split = |f: &DataFrame| -> Vec<Arc<Node>> {
+        let split = |f: &DataFrame, on: &[String]| -> Vec<Arc<Node>> {
             f.tasks()
                 .into_iter()
                 .map(|t| {
@@ -325,7 +477,7 @@ impl DataFrame {
                 })
                 .collect()
         };
-        let (left, right) = (split(self), split(other));
+        let (left, right) = (split(self, &keys.left), split(other, &keys.right));
         let bucket = |splits: &[Arc<Node>], i: usize| -> Arg {
             Arg::Nodes(
                 splits
@@ -336,15 +488,29 @@ impl DataFrame {
         };
         let tasks = (0..n)
             .map(|i| {
-                node(
-                    "join",
-                    vec![
-                        bucket(&left, i),
-                        bucket(&right, i),
-                        Arg::Json(json!(on)),
-                        Arg::Json(json!(how)),
-                    ],
-                )
+                // The same key names: the `join` export, as before `merge` was.
+                if keys.left == keys.right {
+                    node(
+                        "join",
+                        vec![
+                            bucket(&left, i),
+                            bucket(&right, i),
+                            Arg::Json(json!(keys.left)),
+                            Arg::Json(json!(how)),
+                        ],
+                    )
+                } else {
+                    node(
+                        "merge",
+                        vec![
+                            bucket(&left, i),
+                            bucket(&right, i),
+                            Arg::Json(json!(keys.left)),
+                            Arg::Json(json!(keys.right)),
+                            Arg::Json(json!(how)),
+                        ],
+                    )
+                }
             })
             .collect();
         Ok(Self::of_tasks(schema, tasks, None))
@@ -606,16 +772,25 @@ fn aggregates(specs: &[(&str, &str)]) -> Result<Vec<(String, How, String)>, Clie
                 let names: Vec<&str> = How::ALL.iter().map(|(n, _)| *n).collect();
                 ClientError::Invalid(format!("unknown aggregate `{how}` ({})", names.join(", ")))
             })?;
-            let repeated = specs.iter().filter(|(c, _)| *c == column).count() > 1;
-            let name = if repeated {
-                format!("{column}_{how}")
-            } else {
-                column.to_string()
-            };
-            Ok((column.to_string(), h, name))
+            Ok((column.to_string(), h, aggregate_name(specs, column, how)))
         })
         .collect()
 }
+
+/// The name of the aggregate `how` of `column` among `specs`: the column's, or
+/// `column_how` when the column is aggregated more than once.
+fn aggregate_name(specs: &[(&str, &str)], column: &str, how: &str) -> String {
+    let repeated = specs.iter().filter(|(c, _)| *c == column).count() > 1;
+    if repeated {
+        format!("{column}_{how}")
+    } else {
+        column.to_string()
+    }
+}
+
+/// The aggregate counting distinct values (pandas' `nunique`), made of a
+/// `drop_duplicates` and a `count` rather than partial states.
+pub(crate) const NUNIQUE: &str = "nunique";
 
 fn aggregates_json(aggs: &[(String, How, String)]) -> Json {
     aggs.iter()
@@ -633,8 +808,63 @@ impl GroupBy {
     /// how)` (`how`: sum, mean, min, max, count, std, var). Each partition is reduced where
     /// it is read, and the partial results are combined in a tree. Without keys, one row of
     /// the whole frame (of no rows too: sums and counts 0, the others null).
+    ///
+    /// `nunique` counts the distinct values that are not null (pandas' `nunique()`, Int64):
+    /// rows are first reduced to the distinct `(keys, column)` pairs
+    /// ([`DataFrame::drop_duplicates`]), then counted; with other aggregates, the results
+    /// are joined on the keys.
     pub fn agg(&self, specs: &[(&str, &str)]) -> Result<DataFrame, ClientError> {
-        let aggs = aggregates(specs)?;
+        if !specs.iter().any(|(_, h)| *h == NUNIQUE) {
+            return self.agg_states(&aggregates(specs)?);
+        }
+        // Each nunique on its own, the other aggregates together; joined on the keys (or on
+        // a constant column for a global aggregate, whose pieces have one row each).
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let mut pieces = Vec::new();
+        let others: Vec<(&str, &str)> = specs
+            .iter()
+            .copied()
+            .filter(|(_, h)| *h != NUNIQUE)
+            .collect();
+        if !others.is_empty() {
+            let aggs = aggregates(&others)?
+                .into_iter()
+                .map(|(c, h, _)| {
+                    let name = aggregate_name(specs, &c, h.name());
+                    (c, h, name)
+                })
+                .collect::<Vec<_>>();
+            pieces.push(self.agg_states(&aggs)?);
+        }
+        for &(column, _) in specs.iter().filter(|(_, h)| *h == NUNIQUE) {
+            let mut cols = keys.clone();
+            if !cols.contains(&column) {
+                cols.push(column);
+            }
+            let distinct = self.frame.select(&cols)?.drop_duplicates(&cols)?;
+            let name = aggregate_name(specs, column, NUNIQUE);
+            let count = vec![(column.to_string(), How::Count, name)];
+            pieces.push(distinct.groupby(&keys).agg_states(&count)?);
+        }
+        let mut names: Vec<String> = self.keys.clone();
+        names.extend(specs.iter().map(|(c, h)| aggregate_name(specs, c, h)));
+        let mut pieces = pieces.into_iter();
+        let mut out = pieces.next().expect("at least one aggregate");
+        let constant = "__fabric_nunique_key";
+        for piece in pieces {
+            out = if keys.is_empty() {
+                let on = |f: &DataFrame| f.assign(constant, "0");
+                on(&out)?.join(&on(&piece)?, &[constant], "inner")?
+            } else {
+                out.join(&piece, &keys, "inner")?
+            };
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        out.select(&names)
+    }
+
+    /// The aggregates `aggs` (`(column, how, name)`) of `specs`, from partial states.
+    fn agg_states(&self, aggs: &[(String, How, String)]) -> Result<DataFrame, ClientError> {
         let grouping = fabric_frame::groupby::Grouping {
             keys: self.keys.clone(),
             aggregates: aggs
@@ -650,7 +880,7 @@ impl GroupBy {
         let empty = RecordBatch::new_empty(self.frame.schema.clone());
         let partial = fabric_frame::groupby::partial(&grouping, &[empty], &self.frame.schema)?;
         let result = fabric_frame::groupby::combine(&grouping, &[partial], true)?;
-        let g = json!({"keys": self.keys, "aggregates": aggregates_json(&aggs)});
+        let g = json!({"keys": self.keys, "aggregates": aggregates_json(aggs)});
         let partials: Vec<Arc<Node>> = self
             .frame
             .parts

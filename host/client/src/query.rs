@@ -520,12 +520,25 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                             ));
                         }
                     };
-                    let on =
-                        kwarg(kwargs, "on").ok_or_else(|| invalid!("merge() needs on='KEY'"))?;
-                    let on = texts(on, "on")?;
                     let how = kwarg(kwargs, "how").map(|h| text(h, "how")).transpose()?;
-                    let refs: Vec<&str> = on.iter().map(String::as_str).collect();
-                    State::Frame(f.join(&other, &refs, how.as_deref().unwrap_or("inner"))?)
+                    let how = how.as_deref().unwrap_or("inner");
+                    let (lon, ron) = match (
+                        kwarg(kwargs, "on"),
+                        kwarg(kwargs, "left_on"),
+                        kwarg(kwargs, "right_on"),
+                    ) {
+                        (Some(on), None, None) => (texts(on, "on")?, texts(on, "on")?),
+                        (None, None, None) if how == "cross" => (Vec::new(), Vec::new()),
+                        (None, Some(l), Some(r)) => (texts(l, "left_on")?, texts(r, "right_on")?),
+                        _ => {
+                            return Err(invalid!(
+                                "{name}() needs on='KEY', or left_on='KEY' and right_on='KEY'"
+                            ));
+                        }
+                    };
+                    let lon: Vec<&str> = lon.iter().map(String::as_str).collect();
+                    let ron: Vec<&str> = ron.iter().map(String::as_str).collect();
+                    State::Frame(f.merge(&other, &lon, &ron, how)?)
                 }
                 "sort_values" => {
                     let by = texts(one_arg(name, args, kwargs, "by")?, "the columns")?;
@@ -549,6 +562,56 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                     };
                     let by: Vec<&str> = by.iter().map(String::as_str).collect();
                     State::Frame(f.sort_values_by(&by, &ascending)?)
+                }
+                "rename" => {
+                    let Some(Term::Dict(items)) = kwarg(kwargs, "columns") else {
+                        return Err(invalid!("rename() takes columns={{'OLD': 'NEW', ...}}"));
+                    };
+                    let pairs = items
+                        .iter()
+                        .map(|(old, new)| Ok((old.clone(), text(new, "a new column name")?)))
+                        .collect::<Parsed<Vec<(String, String)>>>()?;
+                    let refs: Vec<(&str, &str)> = pairs
+                        .iter()
+                        .map(|(o, n)| (o.as_str(), n.as_str()))
+                        .collect();
+                    State::Frame(f.rename(&refs)?)
+                }
+                "drop_duplicates" => {
+                    let subset = match kwarg(kwargs, "subset").or(args.first()) {
+                        None => Vec::new(),
+                        Some(t) => texts(t, "subset")?,
+                    };
+                    match kwarg(kwargs, "keep") {
+                        None => {}
+                        Some(Term::Str(k)) if k == "first" => {}
+                        Some(other) => {
+                            return Err(invalid!(
+                                "drop_duplicates() keeps the first of equal rows \
+                                 (keep='first'), not {other}"
+                            ));
+                        }
+                    }
+                    let refs: Vec<&str> = subset.iter().map(String::as_str).collect();
+                    State::Frame(f.drop_duplicates(&refs)?)
+                }
+                "nlargest" | "nsmallest" => {
+                    let n = match one_arg(name, args, kwargs, "n")? {
+                        Term::Num(n) if *n >= 0.0 && n.fract() == 0.0 => *n as usize,
+                        other => {
+                            return Err(invalid!("{name}() takes a number of rows, not {other}"));
+                        }
+                    };
+                    let columns = kwarg(kwargs, "columns")
+                        .or(args.get(1))
+                        .ok_or_else(|| invalid!("{name}() needs its columns: {name}(5, 'x')"))?;
+                    let columns = texts(columns, "the columns")?;
+                    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    State::Frame(if name == "nlargest" {
+                        f.nlargest(n, &refs)?
+                    } else {
+                        f.nsmallest(n, &refs)?
+                    })
                 }
                 "set_index" => State::Frame(
                     f.set_index(&text(one_arg(name, args, kwargs, "keys")?, "the column")?)?,
@@ -580,7 +643,7 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                     return Ok(QueryAction::ToParquet { frame: f, dir });
                 }
                 // `df.sum()`, `df.agg({...})`: aggregates of the whole frame.
-                agg if agg == "agg" || agg == "aggregate" || How::named(agg).is_some() => {
+                agg if agg == "agg" || agg == "aggregate" || is_aggregate(agg) => {
                     let specs =
                         aggregation(name, args, kwargs, Vec::new(), || numeric_columns(&f, &[]))?;
                     let refs: Vec<(&str, &str)> = specs
@@ -605,6 +668,27 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
             (State::Rolling(r, _, f), Link::Attr(c)) => State::Rolling(r, vec![c.clone()], f),
             (State::Rolling(r, _, f), Link::Index(cols)) => {
                 State::Rolling(r, texts(cols, "the columns")?, f)
+            }
+            // `df.x.nlargest(5)`: a column's largest values (pandas' Series.nlargest).
+            (State::Grouped(g, cols, f), Link::Call(name, args, _))
+                if g.keys().is_empty()
+                    && cols.len() == 1
+                    && (name == "nlargest" || name == "nsmallest") =>
+            {
+                let n = match args.first() {
+                    Some(Term::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => *n as usize,
+                    Some(other) => {
+                        return Err(invalid!("{name}() takes a number of rows, not {other}"));
+                    }
+                    None => 5,
+                };
+                let col = [cols[0].as_str()];
+                let picked = f.select(&col)?;
+                State::Frame(if name == "nlargest" {
+                    picked.nlargest(n, &col)?
+                } else {
+                    picked.nsmallest(n, &col)?
+                })
             }
             (State::Grouped(g, cols, f), Link::Call(name, args, kwargs)) => {
                 let keys = g.keys().to_vec();
@@ -644,6 +728,11 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
     }
 }
 
+/// Whether `name` is an aggregate (`sum`, ..., `nunique`).
+fn is_aggregate(name: &str) -> bool {
+    How::named(name).is_some() || name == crate::dataframe::NUNIQUE
+}
+
 /// `(column, how)` pairs of `.sum()` (on `picked`, or every numeric column) or
 /// `.agg({'x': 'mean', 'y': ['min', 'max']})` / `.agg('sum')` / `.agg(['sum', 'max'])`.
 fn aggregation(
@@ -660,11 +749,12 @@ fn aggregation(
             .flat_map(|c| hows.iter().map(move |h| (c.clone(), h.clone())))
             .collect()
     };
-    if How::named(name).is_some() {
+    if is_aggregate(name) {
         return Ok(each(&[name.to_string()]));
     }
     if name != "agg" && name != "aggregate" {
-        let names: Vec<&str> = How::ALL.iter().map(|(n, _)| *n).collect();
+        let mut names: Vec<&str> = How::ALL.iter().map(|(n, _)| *n).collect();
+        names.push(crate::dataframe::NUNIQUE);
         return Err(invalid!(
             "unknown aggregate `{name}` ({}, or agg)",
             names.join(", ")
@@ -819,5 +909,79 @@ mod tests {
         let e = eval(format!("read_csv('{csv}')[['z']]")).unwrap_err();
         assert!(matches!(e, QueryError::Frame(_)), "{e:?}");
         assert!(e.to_string().starts_with("no column `z`"), "{e}");
+    }
+
+    #[test]
+    fn pandas_idioms_become_frame_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("a.csv");
+        std::fs::write(&csv, "key,x,ts\nk1,1.5,2024-01-02\nk2,2.5,2024-03-04\n").unwrap();
+        let other = dir.path().join("b.csv");
+        std::fs::write(&other, "code,w\nk1,1\n").unwrap();
+        let (csv, other) = (csv.to_str().unwrap(), other.to_str().unwrap());
+        let columns = |q: String| -> Vec<String> {
+            let action = parse_query(&q).unwrap().eval().unwrap();
+            let QueryAction::Show { frame, .. } = action else {
+                panic!("{q}")
+            };
+            let schema = frame.schema().clone();
+            schema
+                .fields()
+                .iter()
+                .map(|f| format!("{}:{}", f.name(), f.data_type()))
+                .collect()
+        };
+        let src = format!("read_csv('{csv}')");
+        assert_eq!(
+            columns(format!(
+                "{src}.assign(y='ts.dt.year', z='x.where(key.isin([\"k1\"]), 0)')[['y', 'z']]"
+            )),
+            ["y:Int32", "z:Float64"]
+        );
+        assert_eq!(
+            columns(format!("{src}.rename(columns={{'x': 'v'}})[['v']]")),
+            ["v:Float64"]
+        );
+        assert_eq!(
+            columns(format!(
+                "{src}.drop_duplicates(subset='key').nlargest(1, 'x')[['x']]"
+            )),
+            ["x:Float64"]
+        );
+        assert_eq!(
+            columns(format!("{src}.groupby('key').x.agg(['nunique', 'sum'])")),
+            ["key:Utf8", "x_nunique:Int64", "x_sum:Float64"]
+        );
+        assert_eq!(columns(format!("{src}.key.nunique()")), ["key:Int64"]);
+        assert_eq!(columns(format!("{src}.x.nlargest(1)")), ["x:Float64"]);
+        assert_eq!(
+            columns(format!(
+                "{src}.merge(read_csv('{other}'), left_on='key', right_on='code', how='outer')"
+            ))
+            .len(),
+            5
+        );
+        for (q, says) in [
+            (".rename({'x': 'v'})", "rename() takes columns="),
+            (".drop_duplicates(keep='last')", "keeps the first"),
+            (".nlargest('x')", "takes a number of rows"),
+            (".nlargest(2)", "needs its columns"),
+            (".x.nuniq()", "unknown aggregate `nuniq`"),
+            (
+                &format!(".merge(read_csv('{other}'), left_on='key')"),
+                "left_on='KEY' and right_on",
+            ),
+            (
+                &format!(".merge(read_csv('{other}'), on='key', how='cross')"),
+                "a cross merge takes no key columns",
+            ),
+        ] {
+            let e = parse_query(&format!("{src}{q}"))
+                .unwrap()
+                .eval()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{q}: {e}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Expressions on a partition's columns in pandas' `query`/`eval` syntax: `x > 500 and key
-//! == 'k0001'`, `x * 2 + y`, `ts >= '2024-03-01'`, evaluated with Arrow's compute kernels.
+//! == 'k0001'`, `x * 2 + y`, `ts >= '2024-03-01'`, `ts.dt.year == 2024`, `x.where(x > 0,
+//! 0)`, evaluated with Arrow's compute kernels.
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,9 +36,71 @@ pub enum Expr {
     In(Box<Expr>, Vec<Expr>),
     /// `e.between(low, high)`: `low <= e <= high`, as pandas' (both ends included).
     Between(Box<Expr>, Box<Expr>, Box<Expr>),
-    /// `e.str.startswith('p')`, `.str.endswith`, `.str.contains` (the text as written,
-    /// not a pattern).
+    /// `e.str.startswith('p')`, `.str.endswith`, `.str.contains` (a regular expression,
+    /// as pandas' default; the text as written with `regex=False`).
     Text(Box<Expr>, TextTest, String),
+    /// `e.dt.year` (`month`, `day`, `hour`, `minute`, `second`, `dayofweek`) of a date or
+    /// time: Int32, as pandas (2 and later) makes it; null stays null.
+    Part(Box<Expr>, TimePart),
+    /// `e.where(cond, other)`: `e` where `cond` holds, `other` elsewhere (null without
+    /// `other`); with `mask` (`e.mask(cond, other)`), the other way round. A null `cond`
+    /// counts as false.
+    Where {
+        /// The values kept.
+        value: Box<Expr>,
+        /// The condition.
+        cond: Box<Expr>,
+        /// The values put in their place (`None`: null).
+        other: Option<Box<Expr>>,
+        /// `mask` rather than `where`: `other` where `cond` holds.
+        mask: bool,
+    },
+}
+
+/// A part of a date or time (`e.dt.year`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimePart {
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    /// Monday 0 to Sunday 6, as pandas' `dt.dayofweek`.
+    DayOfWeek,
+}
+
+impl TimePart {
+    /// Every part with its name.
+    pub const ALL: [(&'static str, TimePart); 7] = [
+        ("year", TimePart::Year),
+        ("month", TimePart::Month),
+        ("day", TimePart::Day),
+        ("hour", TimePart::Hour),
+        ("minute", TimePart::Minute),
+        ("second", TimePart::Second),
+        ("dayofweek", TimePart::DayOfWeek),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    fn arrow(self) -> arrow_arith::temporal::DatePart {
+        use arrow_arith::temporal::DatePart as D;
+        match self {
+            TimePart::Year => D::Year,
+            TimePart::Month => D::Month,
+            TimePart::Day => D::Day,
+            TimePart::Hour => D::Hour,
+            TimePart::Minute => D::Minute,
+            TimePart::Second => D::Second,
+            TimePart::DayOfWeek => D::DayOfWeekMonday0,
+        }
+    }
 }
 
 /// A test of a string column against a text.
@@ -47,8 +110,11 @@ pub enum TextTest {
     StartsWith,
     /// `str.endswith`.
     EndsWith,
-    /// `str.contains` (with `regex=False` semantics).
+    /// `str.contains(text, regex=False)`.
     Contains,
+    /// `str.contains(pattern)`: a match of the regular expression anywhere in the value
+    /// (Python's `re.search`).
+    Matches,
 }
 
 impl TextTest {
@@ -56,12 +122,13 @@ impl TextTest {
         match self {
             TextTest::StartsWith => "startswith",
             TextTest::EndsWith => "endswith",
-            TextTest::Contains => "contains",
+            TextTest::Contains | TextTest::Matches => "contains",
         }
     }
 
-    fn holds(self, value: &str, text: &str) -> bool {
+    fn holds(self, value: &str, text: &str, pattern: Option<&regex::Regex>) -> bool {
         match self {
+            TextTest::Matches => pattern.is_some_and(|p| p.is_match(value)),
             TextTest::StartsWith => value.starts_with(text),
             TextTest::EndsWith => value.ends_with(text),
             TextTest::Contains => value.contains(text),
@@ -142,7 +209,25 @@ impl fmt::Display for Expr {
             }
             Expr::Between(e, low, high) => write!(f, "({e}).between({low}, {high})"),
             Expr::Text(e, test, text) => {
-                write!(f, "({e}).str.{}({})", test.name(), Expr::Str(text.clone()))
+                let literal = match test {
+                    TextTest::Contains => ", regex=False",
+                    _ => "",
+                };
+                let text = Expr::Str(text.clone());
+                write!(f, "({e}).str.{}({text}{literal})", test.name())
+            }
+            Expr::Part(e, part) => write!(f, "({e}).dt.{}", part.name()),
+            Expr::Where {
+                value,
+                cond,
+                other,
+                mask,
+            } => {
+                let method = if *mask { "mask" } else { "where" };
+                match other {
+                    Some(o) => write!(f, "({value}).{method}({cond}, {o})"),
+                    None => write!(f, "({value}).{method}({cond})"),
+                }
             }
         }
     }
@@ -187,7 +272,16 @@ impl Expr {
         fn walk(e: &Expr, out: &mut Vec<String>) {
             match e {
                 Expr::Column(c) if !out.contains(c) => out.push(c.clone()),
-                Expr::Neg(e) | Expr::Not(e) | Expr::Text(e, ..) => walk(e, out),
+                Expr::Neg(e) | Expr::Not(e) | Expr::Text(e, ..) | Expr::Part(e, _) => walk(e, out),
+                Expr::Where {
+                    value, cond, other, ..
+                } => {
+                    walk(value, out);
+                    walk(cond, out);
+                    if let Some(o) = other {
+                        walk(o, out);
+                    }
+                }
                 Expr::Binary(a, _, b) => {
                     walk(a, out);
                     walk(b, out);
@@ -277,7 +371,12 @@ impl Expr {
                     });
                 }
                 match any {
-                    Some(any) => any,
+                    // A null is in no list (pandas' `isin`): false, not null.
+                    Some(any) => any.map(|a| {
+                        let b = boolean(&a, self)?;
+                        let out: BooleanArray = b.iter().map(|v| Some(v == Some(true))).collect();
+                        Ok(Arc::new(out) as ArrayRef)
+                    })?,
                     // `in []`: nothing is in it.
                     None => v.map(|a| {
                         Ok(Arc::new(BooleanArray::from(vec![false; a.len()])) as ArrayRef)
@@ -307,14 +406,82 @@ impl Expr {
                         a.data_type()
                     )));
                 }
+                let pattern = match test {
+                    TextTest::Matches => Some(pattern(text)?),
+                    _ => None,
+                };
                 let strings = arrow_cast::cast(&a, &DataType::Utf8)?;
                 let strings = arrow_array::cast::AsArray::as_string::<i32>(&strings);
                 let out: BooleanArray = strings
                     .iter()
-                    .map(|v| v.map(|v| test.holds(v, text)))
+                    .map(|v| v.map(|v| test.holds(v, text, pattern.as_ref())))
                     .collect();
                 Ok(Arc::new(out) as ArrayRef)
             })?,
+            Expr::Part(e, part) => e.value(batch)?.map(|a| {
+                let time = match a.data_type() {
+                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => true,
+                    DataType::Dictionary(_, v) => v.is_temporal(),
+                    _ => false,
+                };
+                if !time {
+                    return Err(invalid(format!(
+                        "`{self}`: `{e}` is {}, not a date or time",
+                        a.data_type()
+                    )));
+                }
+                let a = match a.data_type() {
+                    DataType::Dictionary(_, v) => arrow_cast::cast(&a, v)?,
+                    _ => a,
+                };
+                Ok(arrow_arith::temporal::date_part(&a, part.arrow())?)
+            })?,
+            Expr::Where {
+                value,
+                cond,
+                other,
+                mask,
+            } => {
+                let v = value.value(batch)?;
+                let c = cond.value(batch)?;
+                let o = match other {
+                    Some(o) => o.value(batch)?,
+                    None => Val::Scalar(arrow_array::new_null_array(v.array().data_type(), 1)),
+                };
+                let (vt, ot) = (v.array().data_type(), o.array().data_type());
+                let to = match o.array().data_type() {
+                    DataType::Null => Some(vt.clone()),
+                    _ => common_type(vt, ot, Op::Eq),
+                }
+                .ok_or_else(|| {
+                    invalid(format!("`{self}`: cannot put {ot} values among {vt} ones"))
+                })?;
+                let (v, o) = (cast(&v, &to)?, cast(&o, &to)?);
+                let scalar = v.is_scalar() && c.is_scalar() && o.is_scalar();
+                let n = [&v, &c, &o]
+                    .iter()
+                    .find(|x| !x.is_scalar())
+                    .map_or(1, |x| x.array().len());
+                let holds = boolean(c.array(), cond)?;
+                // Null counts as false; a constant condition is repeated.
+                let holds: BooleanArray = (0..n)
+                    .map(|i| {
+                        let i = if c.is_scalar() { 0 } else { i };
+                        Some(holds.is_valid(i) && holds.value(i))
+                    })
+                    .collect();
+                let keep = if *mask {
+                    arrow_arith::boolean::not(&holds)?
+                } else {
+                    holds
+                };
+                let out = arrow_select::zip::zip(&keep, v.datum().as_ref(), o.datum().as_ref())?;
+                if scalar {
+                    Val::Scalar(out)
+                } else {
+                    Val::Array(out)
+                }
+            }
         })
     }
 
@@ -325,6 +492,12 @@ impl Expr {
             other => other,
         }
     }
+}
+
+/// The regular expression of `str.contains(pattern)`.
+fn pattern(text: &str) -> Result<regex::Regex> {
+    regex::Regex::new(text)
+        .map_err(|e| invalid(format!("`{text}` is not a regular expression: {e}")))
 }
 
 /// An intermediate result: a column, or a constant.
@@ -502,6 +675,8 @@ enum Token {
     CloseList,
     Comma,
     Dot,
+    /// A lone `=` (only in `regex=False`).
+    Assign,
 }
 
 impl fmt::Display for Token {
@@ -521,6 +696,7 @@ impl fmt::Display for Token {
             Token::CloseList => f.write_str("`]`"),
             Token::Comma => f.write_str("`,`"),
             Token::Dot => f.write_str("`.`"),
+            Token::Assign => f.write_str("`=` where `==` was meant"),
         }
     }
 }
@@ -565,7 +741,7 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>> {
             b'>' if two(">=") => Token::Op(Op::Ge),
             b'<' => Token::Op(Op::Lt),
             b'>' => Token::Op(Op::Gt),
-            b'=' => return Err(err(i, "`=` where `==` was meant")),
+            b'=' => Token::Assign,
             b'\'' | b'"' | b'`' => {
                 let mut s = String::new();
                 let mut chars = text[i + 1..].char_indices();
@@ -809,7 +985,8 @@ impl Parser<'_> {
     }
 
     /// The methods called on `e`: `.isin([...])`, `.between(a, b)`,
-    /// `.str.startswith('p')`, `.str.endswith('s')`, `.str.contains('t')`.
+    /// `.str.startswith('p')`, `.str.endswith('s')`, `.str.contains('t')`, `.dt.year` (and
+    /// the other [`TimePart`]s), `.where(cond[, other])`, `.mask(cond[, other])`.
     fn methods(&mut self, mut e: Expr) -> Result<Expr> {
         while let Some((_, Token::Dot)) = self.tokens.get(self.at) {
             self.at += 1;
@@ -840,7 +1017,7 @@ impl Parser<'_> {
                     let test = match self.next().cloned() {
                         Some((_, Token::Ident(t))) if t == "startswith" => TextTest::StartsWith,
                         Some((_, Token::Ident(t))) if t == "endswith" => TextTest::EndsWith,
-                        Some((_, Token::Ident(t))) if t == "contains" => TextTest::Contains,
+                        Some((_, Token::Ident(t))) if t == "contains" => TextTest::Matches,
                         other => {
                             let pos = other.map_or(self.text.len(), |t| t.0);
                             return Err(
@@ -856,15 +1033,91 @@ impl Parser<'_> {
                             return Err(self.error(pos, "a quoted text"));
                         }
                     };
+                    let mut test = test;
+                    if test == TextTest::Matches {
+                        if let Some((_, Token::Comma)) = self.tokens.get(self.at) {
+                            self.at += 1;
+                            let at = self.tokens.get(self.at).map_or(self.text.len(), |t| t.0);
+                            let flag = match (
+                                self.next().cloned(),
+                                self.next().cloned(),
+                                self.next().cloned(),
+                            ) {
+                                (
+                                    Some((_, Token::Ident(r))),
+                                    Some((_, Token::Assign)),
+                                    Some((_, Token::Ident(b))),
+                                ) if r == "regex" && (b == "True" || b == "False") => b == "True",
+                                _ => {
+                                    return Err(
+                                        self.error(at, "expected regex=True or regex=False")
+                                    );
+                                }
+                            };
+                            if !flag {
+                                test = TextTest::Contains;
+                            }
+                        }
+                        if test == TextTest::Matches {
+                            pattern(&text).map_err(|e| self.error(pos, &e.to_string()))?;
+                        }
+                    }
                     self.expect(Token::Close, "`)`")?;
                     Expr::Text(Box::new(e), test, text)
+                }
+                "dt" => {
+                    self.expect(Token::Dot, "`.` (as in `.dt.year`)")?;
+                    let part = match self.next().cloned() {
+                        Some((_, Token::Ident(p))) => {
+                            TimePart::ALL.iter().find(|(n, _)| *n == p).map(|&(_, p)| p)
+                        }
+                        _ => None,
+                    };
+                    let Some(part) = part else {
+                        let pos = self
+                            .tokens
+                            .get(self.at - 1)
+                            .map_or(self.text.len(), |t| t.0);
+                        let names: Vec<&str> = TimePart::ALL.iter().map(|(n, _)| *n).collect();
+                        return Err(self.error(
+                            pos,
+                            &format!("a part of a date or time ({})", names.join(", ")),
+                        ));
+                    };
+                    Expr::Part(Box::new(e), part)
+                }
+                method @ ("where" | "mask") => {
+                    self.expect(Token::Open, "`(`")?;
+                    let cond = self.expr(0)?;
+                    let other = match self.next() {
+                        Some((_, Token::Comma)) => {
+                            let o = self.expr(0)?;
+                            self.expect(Token::Close, "`)`")?;
+                            Some(Box::new(o))
+                        }
+                        Some((_, Token::Close)) => None,
+                        _ => {
+                            let pos = self
+                                .tokens
+                                .get(self.at - 1)
+                                .map_or(self.text.len(), |t| t.0);
+                            return Err(self.error(pos, "expected `,` or `)`"));
+                        }
+                    };
+                    Expr::Where {
+                        value: Box::new(e),
+                        cond: Box::new(cond),
+                        other,
+                        mask: method == "mask",
+                    }
                 }
                 _ => {
                     return Err(self.error(
                         pos,
                         &format!(
                             "unknown method `.{name}` (known: isin, between, \
-                             str.startswith, str.endswith, str.contains)"
+                             str.startswith, str.endswith, str.contains, dt.year, dt.month, \
+                             dt.day, where, mask)"
                         ),
                     ));
                 }
@@ -1003,12 +1256,21 @@ mod tests {
         assert_eq!(rows("~key.str.contains('b')"), 3);
         assert_eq!(rows("key.str.endswith('')"), 4);
         assert_eq!(rows(".5 < x"), 3, "a number still starts with a dot");
+        // str.contains takes a regular expression, as pandas' does, or text with
+        // regex=False.
+        assert_eq!(rows("key.str.contains('^[ab]$')"), 3);
+        assert_eq!(rows("key.str.contains('a|c', regex=False)"), 0);
+        assert_eq!(rows("key.str.contains('a|c', regex=True)"), 3);
+        assert_eq!(rows("key.str.contains('.')"), 4);
+        assert_eq!(rows("key.str.contains('.', regex=False)"), 0);
         // What is printed parses back to the same expression.
         for q in [
             "key in ['a', 'c']",
             "key not in ['a']",
             "x.between(1, n) and n in []",
             "key.str.startswith('a\\'b')",
+            "key.str.contains('a.*b')",
+            "key.str.contains('a.*b', regex=False)",
             "(x + 1).between(0, 2) or key.isin(['x', 'y']).between(False, True)",
         ] {
             let e = Expr::parse(q).unwrap();
@@ -1022,6 +1284,15 @@ mod tests {
             ("key.isin(['a'", "without its `]`"),
             ("key.str.startswith(1)", "a quoted text"),
             ("key.str.upper('a')", "a text test"),
+            ("key.str.contains('(')", "not a regular expression"),
+            (
+                "key.str.contains('a', regex=1)",
+                "expected regex=True or regex=False",
+            ),
+            (
+                "key.str.contains('a', case=False)",
+                "expected regex=True or regex=False",
+            ),
             ("x.between(1)", "expected `,`"),
             ("key.", "a method name"),
         ] {
@@ -1039,5 +1310,159 @@ mod tests {
                 .contains("cannot apply `==` to Utf8 and Int64"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn nulls_are_in_no_list() {
+        let schema = Schema::new(vec![Field::new("k", DataType::Utf8, true)]);
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("b"),
+            ]))],
+        )
+        .unwrap();
+        let isin = Expr::parse("k.isin(['a'])").unwrap().eval(&b).unwrap();
+        let isin = isin.as_boolean();
+        assert_eq!(isin.null_count(), 0);
+        assert_eq!(
+            isin.iter().collect::<Vec<_>>(),
+            [Some(true), Some(false), Some(false)]
+        );
+        let out = Expr::parse("k not in ['a']").unwrap().eval(&b).unwrap();
+        let out = out.as_boolean();
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            [Some(false), Some(true), Some(true)]
+        );
+        // Text tests keep nulls null (as pandas' string dtypes do).
+        let t = Expr::parse("k.str.startswith('a')")
+            .unwrap()
+            .eval(&b)
+            .unwrap();
+        assert_eq!(t.null_count(), 1);
+    }
+
+    #[test]
+    fn parts_of_dates_and_times_are_int32() {
+        use arrow_array::types::Int32Type;
+        use arrow_array::{Date32Array, TimestampSecondArray};
+        // 2024-02-29 13:45:10 (a Thursday), null, 1999-12-31 00:00:00 (a Friday).
+        let ts = TimestampSecondArray::from(vec![Some(1_709_214_310), None, Some(946_598_400)]);
+        let days = Date32Array::from(vec![Some(19_782), Some(0), None]);
+        let schema = Schema::new(vec![
+            Field::new("ts", ts.data_type().clone(), true),
+            Field::new("d", DataType::Date32, true),
+        ]);
+        let b = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ts), Arc::new(days)]).unwrap();
+        let part = |q: &str| {
+            let a = Expr::parse(q).unwrap().eval(&b).unwrap();
+            assert_eq!(a.data_type(), &DataType::Int32, "{q}");
+            a.as_primitive::<Int32Type>().iter().collect::<Vec<_>>()
+        };
+        assert_eq!(part("ts.dt.year"), [Some(2024), None, Some(1999)]);
+        assert_eq!(part("ts.dt.month"), [Some(2), None, Some(12)]);
+        assert_eq!(part("ts.dt.day"), [Some(29), None, Some(31)]);
+        assert_eq!(part("ts.dt.hour"), [Some(13), None, Some(0)]);
+        assert_eq!(part("ts.dt.minute"), [Some(45), None, Some(0)]);
+        assert_eq!(part("ts.dt.second"), [Some(10), None, Some(0)]);
+        assert_eq!(part("ts.dt.dayofweek"), [Some(3), None, Some(4)]);
+        assert_eq!(part("d.dt.year"), [Some(2024), Some(1970), None]);
+        let kept = Expr::parse("ts.dt.year == 2024 or d.dt.month == 1")
+            .unwrap()
+            .filter(&b)
+            .unwrap();
+        assert_eq!(kept.num_rows(), 2);
+        let e = Expr::parse("ts.dt.year").unwrap();
+        assert_eq!(Expr::parse(&e.to_string()).unwrap(), e);
+        let e = Expr::parse("ts.dt.week").unwrap_err().to_string();
+        assert!(e.contains("a part of a date or time"), "{e}");
+        let e = Expr::parse("key.dt.year")
+            .unwrap()
+            .eval(&batch())
+            .unwrap_err();
+        assert!(e.to_string().contains("is Utf8, not a date or time"), "{e}");
+    }
+
+    #[test]
+    fn where_and_mask_choose_values() {
+        // key: a b a c; x: 1.0 2.5 -3.0 10.0; n: 1 2 3 4
+        let b = batch();
+        let floats = |q: &str| {
+            let a = Expr::parse(q).unwrap().eval(&b).unwrap();
+            a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>()
+        };
+        assert_eq!(
+            floats("x.where(x > 0, 0)"),
+            [Some(1.0), Some(2.5), Some(0.0), Some(10.0)]
+        );
+        assert_eq!(
+            floats("x.mask(key == 'a', n * 10)"),
+            [Some(10.0), Some(2.5), Some(30.0), Some(10.0)]
+        );
+        assert_eq!(
+            floats("x.where(n > 2)"),
+            [None, None, Some(-3.0), Some(10.0)]
+        );
+        // Integers stay integers; a constant condition applies to every row.
+        let a = Expr::parse("n.where(n % 2 == 0, -n)")
+            .unwrap()
+            .eval(&b)
+            .unwrap();
+        assert_eq!(
+            a.as_primitive::<Int64Type>().values().to_vec(),
+            [-1, 2, -3, 4]
+        );
+        let a = Expr::parse("n.where(False, 7)").unwrap().eval(&b).unwrap();
+        assert_eq!(a.as_primitive::<Int64Type>().values().to_vec(), [7; 4]);
+        let a = Expr::parse("key.where(key != 'a', 'z')")
+            .unwrap()
+            .eval(&b)
+            .unwrap();
+        let got: Vec<_> = a.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(got, ["z", "b", "z", "c"]);
+        // A case expression: CASE WHEN key == 'a' THEN x ELSE 0 END, summed by assign.
+        let e = Expr::parse("x.where(key == 'a', 0) + 1").unwrap();
+        assert_eq!(e.columns(), ["x", "key"]);
+        for q in [
+            "x.where(x > 0, 0)",
+            "x.mask(n in [1, 2])",
+            "(x + 1).where(True, n)",
+        ] {
+            let e = Expr::parse(q).unwrap();
+            assert_eq!(Expr::parse(&e.to_string()).unwrap(), e, "{q} -> {e}");
+        }
+        // A null condition counts as false.
+        let schema = Schema::new(vec![Field::new("c", DataType::Boolean, true)]);
+        let nb = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(BooleanArray::from(vec![Some(true), None]))],
+        )
+        .unwrap();
+        let a = Expr::parse("c.where(c, False)").unwrap().eval(&nb).unwrap();
+        assert_eq!(
+            a.as_boolean().iter().collect::<Vec<_>>(),
+            [Some(true), Some(false)]
+        );
+        let a = Expr::parse("(1).mask(c, 2)").unwrap().eval(&nb).unwrap();
+        assert_eq!(a.as_primitive::<Int64Type>().values().to_vec(), [2, 1]);
+        let e = Expr::parse("x.where(key, 0)")
+            .unwrap()
+            .eval(&b)
+            .unwrap_err();
+        assert!(e.to_string().contains("not true/false"), "{e}");
+        let e = Expr::parse("x.where(x > 0, 'a')")
+            .unwrap()
+            .eval(&b)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot put Utf8 values among Float64"),
+            "{e}"
+        );
+        let e = Expr::parse("x.where(x > 0 0)").unwrap_err().to_string();
+        assert!(e.contains("expected `,` or `)`"), "{e}");
     }
 }

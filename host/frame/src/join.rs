@@ -20,12 +20,68 @@ pub enum JoinHow {
     Inner,
     /// Every left row; right columns are null where no right row matches.
     Left,
+    /// Every row of either side: the left join's rows, then the right rows no left row
+    /// matches (with nulls in the left columns; a key column both sides share takes the
+    /// right's key).
+    Outer,
+    /// The left rows some right row matches, each once, with the left columns only (a
+    /// semi join: pandas' `a[a.k.isin(b.k)]`).
+    Semi,
+    /// The left rows no right row matches, with the left columns only (an anti join:
+    /// pandas' `a[~a.k.isin(b.k)]`).
+    Anti,
+    /// Every left row with every right row, left-major, without keys (pandas'
+    /// `merge(how='cross')`; with a one-row right side, a scalar subquery's value beside
+    /// every row).
+    Cross,
 }
 
 impl JoinHow {
     /// Every kind of join with its name.
-    pub const ALL: [(&'static str, JoinHow); 2] =
-        [("inner", JoinHow::Inner), ("left", JoinHow::Left)];
+    pub const ALL: [(&'static str, JoinHow); 6] = [
+        ("inner", JoinHow::Inner),
+        ("left", JoinHow::Left),
+        ("outer", JoinHow::Outer),
+        ("semi", JoinHow::Semi),
+        ("anti", JoinHow::Anti),
+        ("cross", JoinHow::Cross),
+    ];
+
+    /// Whether left rows without a match are kept.
+    fn keeps_left(self) -> bool {
+        matches!(self, JoinHow::Left | JoinHow::Outer)
+    }
+}
+
+/// The key columns of a join: `left[i]` of the left side equals `right[i]` of the right.
+/// A key named the same on both sides is one column of the result (pandas' `on=`); keys
+/// named differently are both kept (`left_on=`, `right_on=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinOn {
+    /// The left side's key columns.
+    pub left: Vec<String>,
+    /// The right side's, as many.
+    pub right: Vec<String>,
+}
+
+impl JoinOn {
+    /// The same columns on both sides.
+    pub fn same(on: &[String]) -> JoinOn {
+        JoinOn {
+            left: on.to_vec(),
+            right: on.to_vec(),
+        }
+    }
+
+    /// The right key columns the result does not keep: those named as their left key.
+    fn shared(&self) -> Vec<String> {
+        self.left
+            .iter()
+            .zip(&self.right)
+            .filter(|(l, r)| l == r)
+            .map(|(l, _)| l.clone())
+            .collect()
+    }
 }
 
 /// The key columns of `batch`, each brought to its family's one type (strings of any
@@ -64,23 +120,35 @@ fn family(t: &DataType) -> (&'static str, DataType) {
 
 /// Checks that the key columns `on` of two schemas can be joined.
 pub fn check_keys(left: &Schema, right: &Schema, on: &[String]) -> Result<()> {
-    if on.is_empty() {
+    check_join_on(left, right, &JoinOn::same(on))
+}
+
+/// Checks that the key columns of two schemas can be joined.
+pub fn check_join_on(left: &Schema, right: &Schema, on: &JoinOn) -> Result<()> {
+    if on.left.is_empty() {
         return Err(crate::invalid(
             "a merge needs at least one key column (on=...)",
         ));
     }
-    for k in on {
+    if on.left.len() != on.right.len() {
+        return Err(invalid(format!(
+            "a merge needs as many left keys as right keys, not {} and {}",
+            on.left.len(),
+            on.right.len()
+        )));
+    }
+    for (lk, k) in on.left.iter().zip(&on.right) {
         let l = left
-            .field_with_name(k)
-            .map_err(|_| crate::no_column(left, k))?;
+            .field_with_name(lk)
+            .map_err(|_| crate::no_column(left, lk))?;
         let r = right
             .field_with_name(k)
             .map_err(|_| crate::no_column(right, k))?;
         let (lf, rf) = (family(l.data_type()), family(r.data_type()));
         if lf.1 != rf.1 {
             return Err(invalid(format!(
-                "the join key `{k}` is {} on the left and {} on the right: make them the same \
-                 type first (e.g. assign(\"{k}\", ...))",
+                "the join key `{lk}` is {} on the left and {} on the right: make them the same \
+                 type first (e.g. assign(\"{lk}\", ...))",
                 l.data_type(),
                 r.data_type()
             )));
@@ -163,18 +231,33 @@ struct Matches {
     /// Each left row's key id (`SKIP`, or at least `first.len()`, when the right lacks it).
     lids: Vec<u32>,
     /// Rows of the result: for each left row, the right rows of its key (one with nulls in
-    /// a left join when there are none).
+    /// a left join when there are none), then in an outer join the right rows no left row
+    /// matches.
     rows: u64,
+    /// In an outer join, the right rows no left row matches.
+    unmatched: Vec<u32>,
 }
 
-fn matches(
-    left: &RecordBatch,
-    right: &RecordBatch,
-    on: &[String],
-    how: JoinHow,
-) -> Result<Matches> {
-    check_keys(&left.schema(), &right.schema(), on)?;
-    let (lk, rk) = (key_columns(left, on)?, key_columns(right, on)?);
+fn matches(left: &RecordBatch, right: &RecordBatch, on: &JoinOn, how: JoinHow) -> Result<Matches> {
+    if how == JoinHow::Cross {
+        if !on.left.is_empty() || !on.right.is_empty() {
+            return Err(invalid("a cross merge takes no key columns"));
+        }
+        // One key every row has: every right row chained under it.
+        let (l, r) = (left.num_rows(), right.num_rows());
+        let next = (1..=r as u32)
+            .map(|i| if (i as usize) < r { i } else { u32::MAX })
+            .collect();
+        return Ok(Matches {
+            first: if r > 0 { vec![0] } else { Vec::new() },
+            next,
+            lids: vec![0; l],
+            rows: (l as u64).saturating_mul(r as u64),
+            unmatched: Vec::new(),
+        });
+    }
+    check_join_on(&left.schema(), &right.schema(), on)?;
+    let (lk, rk) = (key_columns(left, &on.left)?, key_columns(right, &on.right)?);
     let rtypes: Vec<DataType> = rk.iter().map(|c| c.data_type().clone()).collect();
     let mut keys = Keys::new(&rtypes)?;
     let mut rids = Vec::new();
@@ -196,16 +279,35 @@ fn matches(
     // Count the result's rows before making it: a many-to-many join can be huge.
     let rows: u64 = lids
         .iter()
-        .map(|&id| match count.get(id as usize) {
-            Some(&n) if n > 0 => n,
-            _ => u64::from(how == JoinHow::Left),
+        .map(|&id| match (count.get(id as usize), how) {
+            (Some(&n), JoinHow::Semi) => u64::from(n > 0),
+            (Some(&n), JoinHow::Anti) => u64::from(n == 0),
+            (None, JoinHow::Anti) => 1,
+            (Some(&n), _) if n > 0 => n,
+            _ => u64::from(how.keeps_left()),
         })
         .sum();
+    let mut unmatched = Vec::new();
+    if how == JoinHow::Outer {
+        let mut used = vec![false; known];
+        for &id in &lids {
+            if let Some(u) = used.get_mut(id as usize) {
+                *u = true;
+            }
+        }
+        unmatched = (0..rids.len() as u32)
+            .filter(|&row| {
+                let id = rids[row as usize];
+                id == SKIP || !used[id as usize]
+            })
+            .collect();
+    }
     Ok(Matches {
         first,
         next,
         lids,
-        rows,
+        rows: rows + unmatched.len() as u64,
+        unmatched,
     })
 }
 
@@ -226,7 +328,7 @@ pub fn estimate(
     on: &[String],
     how: JoinHow,
 ) -> Result<JoinSize> {
-    let rows = matches(left, right, on, how)?.rows;
+    let rows = matches(left, right, &JoinOn::same(on), how)?.rows;
     Ok(JoinSize {
         rows,
         bytes: output_bytes(left, right, on, rows),
@@ -270,60 +372,124 @@ pub fn join(
     how: JoinHow,
     max_bytes: u64,
 ) -> Result<RecordBatch> {
+    join_on(left, right, &JoinOn::same(on), how, max_bytes)
+}
+
+/// Joins `left` and `right` on the key columns `on`: [`join`] where the keys may have
+/// other names on each side (pandas' `left_on=`, `right_on=`: a right key named as its
+/// left key is left out, the others are kept).
+pub fn join_on(
+    left: &RecordBatch,
+    right: &RecordBatch,
+    on: &JoinOn,
+    how: JoinHow,
+    max_bytes: u64,
+) -> Result<RecordBatch> {
     let Matches {
         first,
         next,
         lids,
         rows,
+        unmatched,
     } = matches(left, right, on, how)?;
+    let shared_keys = on.shared();
     let known = first.len();
-    let bytes = output_bytes(left, right, on, rows);
+    let semi = matches!(how, JoinHow::Semi | JoinHow::Anti);
+    // A semi or anti join outputs no right column.
+    let not_output = match semi {
+        true => right
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect(),
+        false => shared_keys.clone(),
+    };
+    let bytes = output_bytes(left, right, &not_output, rows);
     if bytes > max_bytes {
         return Err(crate::FrameError::TooLarge(format!(
             "the join makes {rows} rows (about {bytes} bytes), more than the task's memory \
              limit of {max_bytes} bytes"
         )));
     }
-    let (mut li, mut ri): (Vec<u32>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
+    if semi {
+        let keep: UInt32Array = lids
+            .iter()
+            .enumerate()
+            .filter(|&(_, &id)| {
+                let found = id != SKIP && (id as usize) < known && first[id as usize] != u32::MAX;
+                found == (how == JoinHow::Semi)
+            })
+            .map(|(row, _)| row as u32)
+            .collect();
+        return crate::sort::take(left, &keep);
+    }
+    let (mut li, mut ri): (Vec<Option<u32>>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
     for (row, &id) in lids.iter().enumerate() {
         let mut r = match id {
             SKIP => u32::MAX,
             id if (id as usize) < known => first[id as usize],
             _ => u32::MAX,
         };
-        if r == u32::MAX && how == JoinHow::Left {
-            li.push(row as u32);
+        if r == u32::MAX && how.keeps_left() {
+            li.push(Some(row as u32));
             ri.push(None);
         }
         while r != u32::MAX {
-            li.push(row as u32);
+            li.push(Some(row as u32));
             ri.push(Some(r));
             r = next[r as usize];
         }
     }
-    let l = crate::sort::take(left, &UInt32Array::from(li))?;
-    let (ls, rs) = (left.schema(), right.schema());
-    // Right columns are taken one by one (its keys are not: the left's stand for them): a
-    // left join's misses make nulls in them.
+    // An outer join's right rows without a match: nulls on the left.
+    for &r in &unmatched {
+        li.push(None);
+        ri.push(Some(r));
+    }
+    let outer = !unmatched.is_empty();
+    let from_left: arrow_array::BooleanArray = li.iter().map(|l| Some(l.is_some())).collect();
+    let li = UInt32Array::from(li);
     let ri = UInt32Array::from(ri);
+    // Column by column: an outer join's misses make nulls in columns that had none.
+    let l = left
+        .columns()
+        .iter()
+        .map(|c| Ok(arrow_select::take::take(c.as_ref(), &li, None)?))
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let (ls, rs) = (left.schema(), right.schema());
+    // Right columns are taken one by one (its shared keys are not: the left's stand for
+    // them): a left join's misses make nulls in them.
     let r = rs
         .fields()
         .iter()
         .zip(right.columns())
-        .filter(|(f, _)| !on.contains(f.name()))
+        .filter(|(f, _)| !shared_keys.contains(f.name()))
         .map(|(f, c)| Ok((f, arrow_select::take::take(c.as_ref(), &ri, None)?)))
         .collect::<Result<Vec<_>>>()?;
     let mut fields: Vec<Field> = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
-    for (f, c) in ls.fields().iter().zip(l.columns()) {
-        let clash = !on.contains(f.name()) && rs.field_with_name(f.name()).is_ok();
+    for (f, c) in ls.fields().iter().zip(&l) {
+        let shared = shared_keys.contains(f.name());
+        let clash = !shared && rs.field_with_name(f.name()).is_ok();
         let name = if clash {
             format!("{}_x", f.name())
         } else {
             f.name().clone()
         };
-        fields.push(f.as_ref().clone().with_name(name));
-        columns.push(c.clone());
+        let mut c = c.clone();
+        if shared && outer {
+            // The right rows' keys, where the left has no row.
+            let rk = arrow_select::take::take(column(right, f.name())?.as_ref(), &ri, None)?;
+            let rk = arrow_cast::cast(&rk, c.data_type())?;
+            c = arrow_select::zip::zip(&from_left, &c, &rk)?;
+        }
+        fields.push(
+            f.as_ref()
+                .clone()
+                .with_name(name)
+                .with_nullable(outer || f.is_nullable()),
+        );
+        columns.push(c);
     }
     for (f, c) in r {
         let clash = ls.field_with_name(f.name()).is_ok();
@@ -406,6 +572,93 @@ mod tests {
         assert!(e.to_string().contains("the join makes 5 rows"), "{e}");
         assert_eq!(l.num_rows(), 6);
         assert_eq!(complete_rows(&l, &["v_y"]), 5);
+    }
+
+    #[test]
+    fn outer_joins_and_keys_of_other_names() {
+        // left id: 1 2 3 2 (v 0.1 .. 0.4); right id: 2 1 2 (v two one deux).
+        let on = ["id".to_string()];
+        let outer = join(&left(), &right(), &on, JoinHow::Outer, u64::MAX).unwrap();
+        assert_eq!(outer.num_rows(), 6, "no right row lacks a match");
+        let mut r = right();
+        r = RecordBatch::try_new(
+            shared(Schema::new(vec![
+                Field::new("id", DataType::Int32, true),
+                Field::new("v", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(Int32Array::from(vec![Some(2), Some(7), None])),
+                r.column(1).clone(),
+            ],
+        )
+        .unwrap();
+        let outer = join(&left(), &r, &on, JoinHow::Outer, u64::MAX).unwrap();
+        // 1 (no match), 2 (two), 3 (no match), 2 (two); then 7 and the null key.
+        assert_eq!(outer.num_rows(), 6);
+        let ids: Vec<Option<i64>> = outer.column(0).as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(ids, [Some(1), Some(2), Some(3), Some(2), Some(7), None]);
+        assert_eq!(complete_rows(&outer, &["v_x"]), 4);
+        assert_eq!(complete_rows(&outer, &["v_y"]), 4);
+        assert_eq!(estimate(&left(), &r, &on, JoinHow::Outer).unwrap().rows, 6);
+        // Semi and anti joins: left rows and columns only, each once.
+        let semi = join(&left(), &r, &on, JoinHow::Semi, u64::MAX).unwrap();
+        let anti = join(&left(), &r, &on, JoinHow::Anti, u64::MAX).unwrap();
+        assert_eq!(semi.schema(), left().schema());
+        let ids = |b: &RecordBatch| -> Vec<i64> {
+            b.column(0).as_primitive::<Int64Type>().values().to_vec()
+        };
+        assert_eq!((ids(&semi), ids(&anti)), (vec![2, 2], vec![1, 3]));
+        let semi = join(&left(), &right(), &on, JoinHow::Semi, u64::MAX).unwrap();
+        assert_eq!(ids(&semi), [1, 2, 2], "once each, though 2 matches twice");
+        assert_eq!(
+            estimate(&left(), &right(), &on, JoinHow::Anti)
+                .unwrap()
+                .rows,
+            1
+        );
+        // A cross merge: every pair, left-major; names on both sides get suffixes.
+        let none = JoinOn::same(&[]);
+        let cross = join_on(&left(), &right(), &none, JoinHow::Cross, u64::MAX).unwrap();
+        assert_eq!(cross.num_rows(), 12);
+        assert_eq!(ids(&cross)[..4], [1, 1, 1, 2]);
+        assert_eq!(cross.schema().field(2).name(), "id_y");
+        let e = join(&left(), &right(), &on, JoinHow::Cross, u64::MAX).unwrap_err();
+        assert!(e.to_string().contains("takes no key columns"), "{e}");
+        // left_on / right_on: both keys are kept.
+        let renamed = RecordBatch::try_new(
+            shared(Schema::new(vec![
+                Field::new("rid", DataType::Int32, false),
+                Field::new("w", DataType::Utf8, false),
+            ])),
+            right().columns().to_vec(),
+        )
+        .unwrap();
+        let keys = JoinOn {
+            left: vec!["id".into()],
+            right: vec!["rid".into()],
+        };
+        let j = join_on(&left(), &renamed, &keys, JoinHow::Left, u64::MAX).unwrap();
+        let names: Vec<_> = j
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["id", "v", "rid", "w"]);
+        assert_eq!(j.num_rows(), 6);
+        assert_eq!(complete_rows(&j, &["rid"]), 5);
+        let e = join_on(
+            &left(),
+            &renamed,
+            &JoinOn {
+                left: vec!["id".into()],
+                right: vec!["w".into()],
+            },
+            JoinHow::Inner,
+            u64::MAX,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("Int64 on the left and Utf8"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,71 @@ pub enum Step {
     Select(Vec<String>),
     /// Reduce the partition to a groupby's partial states (always the last step).
     Group(Grouping),
+    /// Rename columns: `(old, new)` pairs (pandas' `rename(columns={...})`; a name the
+    /// partition lacks is ignored, as pandas does).
+    Rename(Vec<(String, String)>),
+    /// Drop the rows whose values of these columns (all if none) an earlier row has
+    /// ([`crate::sort::drop_duplicates`]). Runs on the whole partition.
+    DropDuplicates(Vec<String>),
+    /// Keep the first `n` rows in the order of `by` ([`crate::sort::top`]). Runs on the
+    /// whole partition.
+    Top {
+        /// The columns ordering the rows.
+        by: Vec<String>,
+        /// Each column descending (one flag for each, or one for all).
+        descending: Vec<bool>,
+        /// How many rows to keep.
+        n: usize,
+    },
+}
+
+impl Step {
+    /// Whether the step needs the whole partition at once (not batch by batch).
+    fn whole(&self) -> bool {
+        matches!(self, Step::DropDuplicates(_) | Step::Top { .. })
+    }
+
+    /// The step on a whole partition.
+    fn run(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        match self {
+            Step::Filter(e) => e.filter(&batch),
+            Step::Assign(name, e) => assign(&batch, name, e),
+            Step::Select(cols) => crate::select(&batch, cols),
+            Step::Rename(pairs) => rename(&batch, pairs),
+            Step::DropDuplicates(subset) => crate::sort::drop_duplicates(&batch, subset),
+            Step::Top { by, descending, n } => crate::sort::top(&batch, by, descending, *n),
+            Step::Group(g) => {
+                let mut grouper = Grouper::new(g, &batch.schema())?;
+                grouper.update(&batch)?;
+                grouper.partial()
+            }
+        }
+    }
+}
+
+/// `batch` with the columns renamed by the `(old, new)` pairs; names it lacks are ignored.
+pub fn rename(batch: &RecordBatch, pairs: &[(String, String)]) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match pairs.iter().find(|(old, _)| old == f.name()) {
+            Some((_, new)) => f.as_ref().clone().with_name(new),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    for (i, f) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|g| g.name() == f.name()) {
+            return Err(invalid(format!(
+                "the renamed frame would have two columns named `{}`",
+                f.name()
+            )));
+        }
+    }
+    Ok(RecordBatch::try_new(
+        shared(Schema::new(fields)),
+        batch.columns().to_vec(),
+    )?)
 }
 
 /// The columns a chain of steps reads from its input (`None`: all of them).
@@ -76,6 +141,17 @@ pub fn needed_columns(steps: &[Step]) -> Option<Vec<String>> {
                 })
             }
             Step::Filter(e) => add(&mut needed, e.columns()),
+            Step::Top { by, .. } => add(&mut needed, by.clone()),
+            Step::DropDuplicates(_) => needed = None,
+            Step::Rename(pairs) => {
+                if let Some(n) = &mut needed {
+                    for c in n.iter_mut() {
+                        if let Some((old, _)) = pairs.iter().find(|(_, new)| new == c) {
+                            *c = old.clone();
+                        }
+                    }
+                }
+            }
             Step::Assign(name, e) => {
                 if let Some(n) = &mut needed {
                     n.retain(|c| c != name);
@@ -105,6 +181,9 @@ struct Chain<'s> {
     stop: &'s dyn Fn() -> bool,
     /// Leading steps the reader already applied (a filter pushed into Parquet).
     skip: usize,
+    /// The first step needing the whole partition: batches go through the steps before
+    /// it, the rest run on their concatenation.
+    whole: usize,
     grouper: Option<Grouper>,
     batches: Vec<RecordBatch>,
     schema: Option<SchemaRef>,
@@ -117,6 +196,7 @@ impl<'s> Chain<'s> {
             steps,
             stop,
             skip: 0,
+            whole: steps.iter().position(Step::whole).unwrap_or(steps.len()),
             grouper: None,
             batches: Vec::new(),
             schema: None,
@@ -127,11 +207,8 @@ impl<'s> Chain<'s> {
         if (self.stop)() {
             return Err(FrameError::Stopped);
         }
-        for step in &self.steps[self.skip..] {
+        for step in &self.steps[self.skip..self.whole] {
             batch = match step {
-                Step::Filter(e) => e.filter(&batch)?,
-                Step::Assign(name, e) => assign(&batch, name, e)?,
-                Step::Select(cols) => crate::select(&batch, cols)?,
                 Step::Group(g) => {
                     let grouper = match &mut self.grouper {
                         Some(gr) => gr,
@@ -139,6 +216,7 @@ impl<'s> Chain<'s> {
                     };
                     return grouper.update(&batch);
                 }
+                step => step.run(batch)?,
             };
         }
         self.schema.get_or_insert_with(|| batch.schema());
@@ -158,10 +236,15 @@ impl<'s> Chain<'s> {
             return g.partial();
         }
         let schema = self.schema.clone().unwrap_or_else(|| input.clone());
-        if self.batches.is_empty() {
-            return Ok(RecordBatch::new_empty(schema));
+        let all = if self.batches.is_empty() {
+            RecordBatch::new_empty(schema)
+        } else {
+            crate::concat(&schema, &self.batches)?
+        };
+        match self.steps.get(self.whole) {
+            None => Ok(all),
+            Some(step) => apply(step.run(all)?, &self.steps[self.whole + 1..]),
         }
-        crate::concat(&schema, &self.batches)
     }
 }
 
@@ -610,5 +693,62 @@ mod tests {
         // A row with too few fields.
         let e = csv_failure("id,x\n1,2\n3\n", schema);
         assert!(e.contains("at line 3"), "{e}");
+    }
+
+    #[test]
+    fn rename_drop_duplicates_and_top_run_on_the_whole_partition() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("x", DataType::Int64, false),
+        ]));
+        let batch = |k: Vec<i64>, x: Vec<i64>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(arrow_array::Int64Array::from(k)),
+                    Arc::new(arrow_array::Int64Array::from(x)),
+                ],
+            )
+            .unwrap()
+        };
+        let never = || false;
+        let s = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let steps = [
+            Step::Filter(Expr::parse("x > 0").unwrap()),
+            Step::DropDuplicates(s(&["k"])),
+            Step::Rename(vec![("x".into(), "v".into()), ("nope".into(), "w".into())]),
+            Step::Top {
+                by: s(&["v"]),
+                descending: vec![true],
+                n: 2,
+            },
+            Step::Select(s(&["v"])),
+        ];
+        // Two batches: duplicates across them are dropped too; the first of each key stays.
+        let mut chain = Chain::new(&steps, &never).unwrap();
+        chain.push(batch(vec![1, 2, 1], vec![5, -1, 7])).unwrap();
+        chain.push(batch(vec![2, 3, 1], vec![4, 6, 9])).unwrap();
+        let out = chain.finish(&schema).unwrap();
+        assert_eq!(out.schema().field(0).name(), "v");
+        let v = out.column(0).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(v, [6, 5]);
+        assert_eq!(needed_columns(&steps), None);
+        let steps = [
+            Step::Rename(vec![("x".into(), "v".into())]),
+            Step::Select(s(&["v"])),
+        ];
+        assert_eq!(needed_columns(&steps), Some(s(&["x"])));
+        // No rows at all: the schema still comes through.
+        let out = apply(RecordBatch::new_empty(schema.clone()), &steps).unwrap();
+        assert_eq!(out.schema().field(0).name(), "v");
+        let e = apply(
+            batch(vec![1], vec![2]),
+            &[Step::Rename(vec![("x".into(), "k".into())])],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("two columns named `k`"), "{e}");
     }
 }

@@ -1,8 +1,9 @@
 //! Sorting: a partition by columns, and the pieces of a global sort (range boundaries from
 //! samples of every partition, then each partition split at the boundaries).
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
+use arrow_row::{RowConverter, SortField};
 use arrow_schema::Schema;
 
 use crate::{Result, column, invalid, shared};
@@ -148,4 +149,159 @@ pub fn sort_parts(
     let first = parts.first().ok_or_else(|| invalid("nothing to sort"))?;
     let all = crate::concat(&first.schema(), parts)?;
     sort_batch(&all, by, descending)
+}
+
+/// The rows of `batch` whose values of `subset` (every column if empty) no row before
+/// them has, in their order: pandas' `drop_duplicates(subset, keep='first')`; nulls equal
+/// nulls.
+pub fn drop_duplicates(batch: &RecordBatch, subset: &[String]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = if subset.is_empty() {
+        batch.columns().to_vec()
+    } else {
+        subset
+            .iter()
+            .map(|c| column(batch, c).cloned())
+            .collect::<Result<_>>()?
+    };
+    if batch.num_rows() < 2 || columns.is_empty() {
+        return Ok(batch.clone());
+    }
+    let fields = columns
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+    let mut seen = std::collections::HashSet::with_capacity(rows.num_rows());
+    let keep: UInt32Array = (0..rows.num_rows())
+        .filter(|&i| seen.insert(rows.row(i)))
+        .map(|i| i as u32)
+        .collect();
+    if keep.len() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    take(batch, &keep)
+}
+
+/// The `n` rows of `batch` first in the order of `by` (each descending where `descending`
+/// says so: one flag for each column, or one for all), in that order, leaving out rows
+/// with a null in `by`; of equal rows, the first ones (pandas' `nlargest(n, by)` and
+/// `nsmallest`, `keep='first'`).
+pub fn top(
+    batch: &RecordBatch,
+    by: &[String],
+    descending: &[bool],
+    n: usize,
+) -> Result<RecordBatch> {
+    if by.is_empty() {
+        return Err(invalid("nlargest needs at least one column"));
+    }
+    if descending.len() != 1 && descending.len() != by.len() {
+        return Err(invalid(format!(
+            "{} sort directions for {} columns: give one for each, or one for all",
+            descending.len(),
+            by.len()
+        )));
+    }
+    let columns: Vec<ArrayRef> = by
+        .iter()
+        .map(|c| column(batch, c).cloned())
+        .collect::<Result<_>>()?;
+    let fields = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            SortField::new_with_options(
+                c.data_type().clone(),
+                SortOptions {
+                    descending: descending[i.min(descending.len() - 1)],
+                    nulls_first: false,
+                },
+            )
+        })
+        .collect();
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32)
+        .filter(|&i| columns.iter().all(|c| c.is_valid(i as usize)))
+        .collect();
+    // A stable sort: of equal rows, the first stay first.
+    order.sort_by_key(|&i| rows.row(i as usize));
+    order.truncate(n);
+    take(batch, &UInt32Array::from(order))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::{Float64Array, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field};
+
+    use super::*;
+
+    fn batch() -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("k", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(vec![0, 1, 2, 3, 4, 5])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("a"),
+                    Some("b"),
+                    None,
+                    Some("b"),
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    Some(1.0),
+                    Some(5.0),
+                    Some(1.0),
+                    None,
+                    Some(5.0),
+                    Some(2.0),
+                ])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn ids(b: &RecordBatch) -> Vec<i64> {
+        b.column(0).as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn drop_duplicates_keeps_first_rows_and_nulls_equal_nulls() {
+        let b = batch();
+        let s = |c: &[&str]| c.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&drop_duplicates(&b, &s(&["k"])).unwrap()), [0, 1, 3]);
+        assert_eq!(
+            ids(&drop_duplicates(&b, &s(&["k", "x"])).unwrap()),
+            [0, 1, 3, 5]
+        );
+        assert_eq!(ids(&drop_duplicates(&b, &s(&["x"])).unwrap()), [0, 1, 3, 5]);
+        // Every column: the ids differ, nothing is dropped.
+        assert_eq!(ids(&drop_duplicates(&b, &[]).unwrap()).len(), 6);
+        let e = drop_duplicates(&b, &s(&["z"])).unwrap_err();
+        assert!(e.to_string().contains("no column `z`"), "{e}");
+    }
+
+    #[test]
+    fn top_orders_keeps_the_first_of_ties_and_leaves_out_nulls() {
+        let b = batch();
+        let x = vec!["x".to_string()];
+        assert_eq!(ids(&top(&b, &x, &[true], 3).unwrap()), [1, 4, 5]);
+        assert_eq!(ids(&top(&b, &x, &[false], 2).unwrap()), [0, 2]);
+        // Rows with a null are left out: only five rows have an x.
+        assert_eq!(ids(&top(&b, &x, &[true], 10).unwrap()), [1, 4, 5, 0, 2]);
+        let by = vec!["x".to_string(), "id".to_string()];
+        assert_eq!(ids(&top(&b, &by, &[true, false], 2).unwrap()), [1, 4]);
+        assert_eq!(ids(&top(&b, &by, &[true], 2).unwrap()), [4, 1]);
+        assert_eq!(top(&b, &x, &[true], 0).unwrap().num_rows(), 0);
+    }
 }

@@ -251,6 +251,30 @@ fn steps(v: &Value) -> R<Vec<Step>> {
                 },
                 "select" => Step::Select(strings(payload)?),
                 "group" => Step::Group(grouping(payload)?),
+                "rename" => match &**payload {
+                    Value::List(pairs) => Step::Rename(
+                        pairs
+                            .iter()
+                            .map(|p| match p {
+                                Value::Tuple(pair) if pair.len() == 2 => Ok((
+                                    string(&pair[0])?.to_string(),
+                                    string(&pair[1])?.to_string(),
+                                )),
+                                _ => Err(bad("rename takes (old, new) pairs")),
+                            })
+                            .collect::<R<_>>()?,
+                    ),
+                    _ => return Err(bad("rename takes (old, new) pairs")),
+                },
+                "drop-duplicates" => Step::DropDuplicates(strings(payload)?),
+                "top" => Step::Top {
+                    by: strings(field(payload, "by")?)?,
+                    descending: bools(field(payload, "descending")?)?,
+                    n: match field(payload, "n")? {
+                        Value::U64(n) => usize::try_from(*n).unwrap_or(usize::MAX),
+                        _ => return Err(bad("top's n is a u64")),
+                    },
+                },
                 other => return Err(bad(format!("no step `{other}`"))),
             }),
             _ => Err(bad("expected a step")),
@@ -330,18 +354,28 @@ fn dispatch(
             return nth(items, u32_of(&args[1])?);
         }
         "concat" => join::concat_parts(&frames(&args[0])?)?,
-        "join" => {
-            let how = enum_case(&args[3])?;
+        "join" | "merge" => {
+            let (on, how) = match export {
+                "join" => (join::JoinOn::same(&strings(&args[2])?), &args[3]),
+                _ => (
+                    join::JoinOn {
+                        left: strings(&args[2])?,
+                        right: strings(&args[3])?,
+                    },
+                    &args[4],
+                ),
+            };
+            let how = enum_case(how)?;
             let how = JoinHow::ALL
                 .iter()
                 .find(|(n, _)| *n == how)
                 .map(|&(_, h)| h)
                 .ok_or_else(|| bad(format!("no join `{how}`")))?;
             let (l, r) = (frames(&args[0])?, frames(&args[1])?);
-            join::join(
+            join::join_on(
                 &join::concat_parts(&l)?,
                 &join::concat_parts(&r)?,
-                &strings(&args[2])?,
+                &on,
                 how,
                 call.limits.memory_bytes,
             )?
@@ -503,5 +537,66 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    fn call(export: &str, args: &[Value]) -> Result<Value, TaskError> {
+        let limits = Limits::default();
+        let call = NativeCall {
+            limits: &limits,
+            tenant: "t",
+            local_data: None,
+            started: std::time::Instant::now(),
+            cancel: None,
+        };
+        DataFrameKernels { grants: None }.call(export, args, &call)
+    }
+
+    #[test]
+    fn the_new_steps_and_merge_run_as_their_signatures_say() {
+        let text = |s: &str| Value::String(Arc::from(s));
+        let list = |v: Vec<Value>| Value::List(v.into());
+        let step =
+            |case: &str, payload: Value| Value::Variant(Arc::from(case), Some(Box::new(payload)));
+        let top = Value::Record(Arc::from([
+            (Arc::from("by"), list(vec![text("id")])),
+            (Arc::from("descending"), list(vec![Value::Bool(true)])),
+            (Arc::from("n"), Value::U64(2)),
+        ]));
+        let pair = |a: &str, b: &str| Value::Tuple(Arc::from([text(a), text(b)]));
+        let steps = list(vec![
+            step("filter", text("k < 10")),
+            step("assign", pair("g", "(k % 3).where(k > 0, -1)")),
+            step("drop-duplicates", list(vec![text("g")])),
+            step("rename", list(vec![pair("k", "id")])),
+            step("top", top),
+        ]);
+        let out = call("map", &[encode(&frame()).unwrap(), steps]).unwrap();
+        let out = decode(&out).unwrap();
+        // g of k = 0..9: -1 (k 0), 1 (k 1), 2 (k 2), 0 (k 3): the two largest ids kept.
+        let ids = out.column_by_name("id").unwrap();
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values().to_vec(), [3, 2]);
+        // A merge on keys of other names, outer.
+        let strings =
+            |v: &[&str]| Value::List(v.iter().map(|s| Value::String(Arc::from(*s))).collect());
+        let left = Value::List(Arc::from([encode(&frame().slice(0, 3)).unwrap()]));
+        let right = Value::List(Arc::from([encode(&out).unwrap()]));
+        let args = [
+            left,
+            right,
+            strings(&["k"]),
+            strings(&["id"]),
+            Value::Enum(Arc::from("outer")),
+        ];
+        let merged = decode(&call("merge", &args).unwrap()).unwrap();
+        // k 0, 1, 2 (2 matches id 2), then id 3 alone.
+        assert_eq!(merged.num_rows(), 4);
+        let names: Vec<_> = merged
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["k", "comment_x", "id", "comment_y", "g"]);
     }
 }
