@@ -459,19 +459,12 @@ mod tests {
             memory_bytes,
             ..Limits::default()
         };
-        let call = NativeCall {
-            limits: &limits,
-            tenant: "t",
-            local_data: None,
-            started: std::time::Instant::now(),
-            cancel: None,
-        };
         let args = [
             input.clone(),
             Value::List(Arc::from([Value::String(Arc::from("k"))])),
             Value::U32(parts),
         ];
-        DataFrameKernels { grants: None }.call("split-hash", &args, &call)
+        call_within("split-hash", &args, &limits)
     }
 
     #[test]
@@ -540,9 +533,13 @@ mod tests {
     }
 
     fn call(export: &str, args: &[Value]) -> Result<Value, TaskError> {
-        let limits = Limits::default();
+        call_within(export, args, &Limits::default())
+    }
+
+    /// Calls a kernel as a task within `limits` would.
+    fn call_within(export: &str, args: &[Value], limits: &Limits) -> Result<Value, TaskError> {
         let call = NativeCall {
-            limits: &limits,
+            limits,
             tenant: "t",
             local_data: None,
             started: std::time::Instant::now(),
