@@ -410,8 +410,8 @@ fn a_slurm_provider_submits_job_scripts_that_start_real_workers() {
     cluster.wait_for("no workers", |s| {
         s["workers"].as_array().unwrap().is_empty()
     });
-    let submitted = std::fs::read_to_string(bin.path().join("submitted")).unwrap();
-    assert!((1..=2).contains(&submitted.lines().count()), "{submitted}");
+    let submitted = lines_of(bin.path(), "submitted");
+    assert!((1..=2).contains(&submitted.len()), "{submitted:?}");
 }
 
 #[test]
@@ -426,12 +426,7 @@ fn failed_submissions_back_off_and_pause_saying_why() {
     );
     // With min=1 it asks at once, fails, backs off (50, 100, 200... ms), and pauses
     // after 10 failures in a row, naming sbatch's error.
-    wait_until(&cluster, "scaling up to pause", || {
-        cluster
-            .scheduler_log()
-            .contains("adapt: paused after repeated failures")
-    });
-    let p = pool(&cluster);
+    let p = paused_pool(&cluster);
     assert!(
         p["last_error"]
             .as_str()
@@ -446,26 +441,15 @@ fn jobs_still_queued_are_cancelled_when_the_scheduler_stops() {
     let (bin, jobs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     std::fs::write(bin.path().join("hold"), "").unwrap();
     let mut cluster = slurm_cluster(bin.path(), jobs.path(), "min=2,max=2,interval=50ms", &[]);
-    let submitted = bin.path().join("submitted");
-    let start = Instant::now();
-    while std::fs::read_to_string(&submitted).map_or(0, |s| s.lines().count()) < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&cluster, "two jobs", || {
+        lines_of(bin.path(), "submitted").len() >= 2
+    });
     // Queued jobs count as coming: no more are asked for while they wait.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        std::fs::read_to_string(&submitted).unwrap().lines().count(),
-        2
-    );
+    assert_eq!(lines_of(bin.path(), "submitted").len(), 2);
     stop_scheduler(&mut cluster);
-    let cancelled = std::fs::read_to_string(bin.path().join("cancelled")).unwrap_or_default();
     assert_eq!(
-        cancelled.lines().collect::<Vec<_>>(),
+        lines_of(bin.path(), "cancelled"),
         ["101", "102"],
         "{}",
         cluster.logs()
@@ -539,6 +523,16 @@ pub(crate) fn pool(cluster: &Cluster) -> Json {
     cluster.fabric(&["pool", "--json"]).success()
 }
 
+/// `fabric pool --json` once scaling up paused after repeated failures.
+fn paused_pool(cluster: &Cluster) -> Json {
+    wait_until(cluster, "scaling up to pause", || {
+        cluster
+            .scheduler_log()
+            .contains("adapt: paused after repeated failures")
+    });
+    pool(cluster)
+}
+
 /// The ids of `pool`'s allocations.
 fn allocation_ids(pool: &Json) -> Vec<String> {
     pool["allocations"]
@@ -610,12 +604,7 @@ fn jobs_that_keep_failing_pause_scaling_up_saying_which() {
         &[],
     );
     // Ten jobs in a row end without a worker (back-offs of 50, 100, 200... 800 ms).
-    wait_until(&cluster, "scaling up to pause", || {
-        cluster
-            .scheduler_log()
-            .contains("adapt: paused after repeated failures")
-    });
-    let p = pool(&cluster);
+    let p = paused_pool(&cluster);
     assert_eq!(p["paused"], true, "{p}");
     assert_eq!(p["failures"], 10, "{p}");
     assert_eq!(
