@@ -670,7 +670,7 @@ fn deploy_pod_prints_the_pod_the_provider_creates() {
         args.join(" "),
         format!(
             "worker --scheduler http://fabric-scheduler.fabric:7878 --name {name} --nthreads 2 \
-             --memory-limit 5120MiB --spill-dir /var/spill --death-timeout 1m --lifetime 2h \
+             --memory-limit 5120MiB --death-timeout 1m --lifetime 2h --spill-dir /var/spill \
              --resources=gpu=1 --retire-timeout=3m"
         )
     );

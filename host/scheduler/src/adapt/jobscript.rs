@@ -192,20 +192,13 @@ pub fn job_script(c: &JobConfig) -> Result<String, String> {
             worker.extend(["--scheduler-file".into(), quote(&path.to_string_lossy())])
         }
     }
-    worker.extend([
-        "--nthreads".into(),
-        nthreads.to_string(),
-        "--memory-limit".into(),
-        format!("{}MiB", per_worker_memory >> 20),
-        "--death-timeout".into(),
-        duration_arg(c.death_timeout),
-    ]);
-    if let Some(lifetime) = lifetime {
-        worker.extend(["--lifetime".into(), duration_arg(lifetime)]);
-    }
-    if let Some(stagger) = stagger {
-        worker.extend(["--lifetime-stagger".into(), duration_arg(stagger)]);
-    }
+    worker.extend(shape_args(
+        nthreads,
+        per_worker_memory,
+        c.death_timeout,
+        lifetime,
+        stagger,
+    ));
     worker.extend(c.worker_extra_args.iter().map(|a| quote(a)));
     let worker = worker.join(" ");
     let id = c.system.job_id_var();
@@ -230,6 +223,32 @@ pub fn job_script(c: &JobConfig) -> Result<String, String> {
         );
     }
     Ok(out)
+}
+
+/// A worker's shape on its command line, as a batch job or a pod starts it: `--nthreads N
+/// --memory-limit XMiB --death-timeout D [--lifetime L [--lifetime-stagger S]]`.
+pub(crate) fn shape_args(
+    nthreads: u32,
+    memory_limit: u64,
+    death_timeout: Duration,
+    lifetime: Option<Duration>,
+    stagger: Option<Duration>,
+) -> Vec<String> {
+    let mut args = vec![
+        "--nthreads".into(),
+        nthreads.to_string(),
+        "--memory-limit".into(),
+        format!("{}MiB", memory_limit >> 20),
+        "--death-timeout".into(),
+        duration_arg(death_timeout),
+    ];
+    if let Some(lifetime) = lifetime {
+        args.extend(["--lifetime".into(), duration_arg(lifetime)]);
+        if let Some(stagger) = stagger {
+            args.extend(["--lifetime-stagger".into(), duration_arg(stagger)]);
+        }
+    }
+    args
 }
 
 /// The directives (without their prefix): the defaults of `c.system`, less those a user's

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::jobscript::duration_arg;
+use super::jobscript::shape_args;
 use super::status::JobState;
 
 /// The label naming the scheduler (its instance id) that created a worker pod.
@@ -138,22 +138,14 @@ pub fn pod(c: &PodConfig, instance: &str, n: u32) -> Result<Json, String> {
     let mut args: Vec<String> = ["worker", "--scheduler", &c.scheduler, "--name", &name]
         .map(String::from)
         .into();
-    args.extend([
-        "--nthreads".into(),
-        nthreads.to_string(),
-        "--memory-limit".into(),
-        format!("{}MiB", values >> 20),
-        "--spill-dir".into(),
-        "/var/spill".into(),
-        "--death-timeout".into(),
-        duration_arg(c.death_timeout),
-    ]);
-    if let Some(lifetime) = c.lifetime {
-        args.extend(["--lifetime".into(), duration_arg(lifetime)]);
-        if let Some(stagger) = c.lifetime_stagger {
-            args.extend(["--lifetime-stagger".into(), duration_arg(stagger)]);
-        }
-    }
+    args.extend(shape_args(
+        nthreads,
+        values,
+        c.death_timeout,
+        c.lifetime,
+        c.lifetime_stagger,
+    ));
+    args.extend(["--spill-dir".into(), "/var/spill".into()]);
     args.extend(c.worker_extra_args.iter().cloned());
     let resources = json!({ "cpu": c.cores.to_string(), "memory": quantity(c.memory) });
     let grace = (c.retire_timeout + GRACE_MARGIN).as_secs_f64().ceil() as u64;
@@ -495,10 +487,10 @@ mod tests {
                 "2",
                 "--memory-limit",
                 "5120MiB",
-                "--spill-dir",
-                "/var/spill",
                 "--death-timeout",
                 "1m",
+                "--spill-dir",
+                "/var/spill",
                 "--resources=gpu=1",
             ]
         );
@@ -520,7 +512,10 @@ mod tests {
         let p = pod(&c, "x", 0).unwrap();
         let args = strings(&p["spec"]["containers"][0]["args"]).join(" ");
         assert!(
-            args.contains("--nthreads 1 --memory-limit 1024MiB --spill-dir /var/spill"),
+            args.contains(
+                "--nthreads 1 --memory-limit 1024MiB --death-timeout 1m --lifetime 1h \
+                 --lifetime-stagger 5m --spill-dir /var/spill"
+            ),
             "{args}"
         );
         assert!(
