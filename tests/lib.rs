@@ -827,6 +827,25 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// Polls `ready` until it holds; after `limit`, fails saying what it waited for and
+/// `context()` (the logs, say).
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    context: impl Fn() -> String,
+    mut ready: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether the tests run on CI (`CI` set to anything but empty, `0` or `false`), where
 /// every test must run: [`skip`] fails instead of skipping.
 pub fn on_ci() -> bool {

@@ -19,12 +19,8 @@ use serde_json::{Value as Json, json};
 const KUBERNETES: &str = "1.32.0";
 
 /// Waits up to `limit` for `done`, polling.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    fabric_tests::wait_until(what, limit, String::new, done);
 }
 
 /// Waits up to a minute for `child` to exit.

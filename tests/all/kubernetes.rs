@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fabric_tests::{Cluster, GraphDir, fabric, python_tool, skip};
 use serde_json::{Value as Json, json};
@@ -320,15 +320,7 @@ fn kubernetes_cluster(kube: &FakeKubernetes, adapt: &str, image: &str, extra: &[
 
 /// Waits (at most 30 s) until `ready()` holds.
 fn wait_until(what: &str, logs: impl Fn() -> String, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fabric_tests::wait_until(what, Duration::from_secs(30), logs, ready);
 }
 
 /// The names of the workers `fabric status` lists, sorted.

@@ -507,15 +507,7 @@ fn lines_of(dir: &std::path::Path, name: &str) -> Vec<String> {
 
 /// Waits (at most 30 s) until `ready()` holds.
 fn wait_until(cluster: &Cluster, what: &str, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fabric_tests::wait_until(what, Duration::from_secs(30), || cluster.logs(), ready);
 }
 
 /// `fabric pool --json`.
