@@ -577,19 +577,7 @@ fn the_slurm_provider_gets_its_workers_from_a_real_slurm() {
     );
 
     // The scheduler stops: it cancels the job still running, and none is left queued.
-    cluster.signal_scheduler("TERM");
-    let start = Instant::now();
-    let stopped = loop {
-        if let Some(status) = cluster.try_wait_scheduler() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the scheduler did not stop\n{}",
-            logs(&cluster)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let stopped = crate::retire::stop_scheduler(&mut cluster);
     assert!(stopped.success(), "{stopped}\n{}", logs(&cluster));
     assert!(
         cluster
@@ -599,16 +587,12 @@ fn the_slurm_provider_gets_its_workers_from_a_real_slurm() {
         logs(&cluster)
     );
     assert_eq!(slurm.ended(&kept), "CANCELLED", "{}", logs(&cluster));
-    let start = Instant::now();
-    while !slurm.jobs(false).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "jobs left in squeue: {:?}\n{}",
-            slurm.jobs(false),
-            logs(&cluster)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    fabric_tests::wait_until(
+        "squeue to be empty",
+        Duration::from_secs(30),
+        || format!("jobs left: {:?}\n{}", slurm.jobs(false), logs(&cluster)),
+        || slurm.jobs(false).is_empty(),
+    );
     // Two jobs in all, as many as workers were wanted.
     let all = slurm.jobs(true);
     assert_eq!(all.len(), 2, "{all:?}");
