@@ -1,14 +1,15 @@
 //! Fabric's benchmark programs, the counterparts of ../shared/bench/dask/: task throughput
 //! (flat and tree), per-task overhead on random DAGs of 1k-1M tasks (with scheduler memory
-//! per task), single-task latency, the validate+plan passes alone, and the scheduler core's
-//! cost per placed task between tenants. Each measurement prints one JSON line on stdout; see
-//! bench/RESULTS.md for how they are run and reported.
+//! per task), single-task latency, the validate+plan passes alone, the scheduler core's cost
+//! per placed task between tenants, and the TPC-H queries (`tpch`). Each measurement prints
+//! one JSON line on stdout; see bench/RESULTS.md for how they are run and reported.
 
 mod alloc;
 mod cluster;
 mod fair;
 mod graphs;
 mod share;
+mod tpch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,6 +107,34 @@ enum Command {
         #[arg(long)]
         tls: bool,
     },
+    /// The TPC-H queries (fabric-tpch) on the Parquet tables `tpchgen-cli parquet` wrote
+    /// under DATA, in this process (`--workers` threads, one per core by default) or on a
+    /// cluster started for the run (a scheduler and `--workers` worker processes, 2 by
+    /// default, of `--threads` threads): one JSON line per query, its median time over
+    /// `--repeat` runs and its rows.
+    Tpch {
+        /// The tables' directory (`tpchgen-cli parquet --output-dir`).
+        #[arg(long)]
+        data: String,
+        /// The queries: `all`, or numbers and ranges (`1,3,6`, `1-5`).
+        #[arg(long, default_value = "all")]
+        queries: String,
+        /// Where the queries run.
+        #[arg(long, value_enum, default_value = "local")]
+        mode: tpch::Mode,
+        /// Threads of each worker process (cluster mode).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Runs of each query; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// The `fabric` binary (cluster mode) [default: target/release/fabric].
+        #[arg(long)]
+        fabric: Option<PathBuf>,
+        /// Write each query's answer as DIR/qNN.csv (to compare with another engine's).
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// The scheduler core alone (no wasm, no workers): 4 workers of 16 threads, T tenants
     /// each submitting one job of TASKS/T independent tasks, then every unit sent reported
     /// finished, oldest first, until none is left: time per task of that loop, and of
@@ -124,6 +153,33 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Fair { tenants, tasks } = &cli.command {
         return fair::run(tenants, *tasks, cli.reps.max(1));
+    }
+    if let Command::Tpch {
+        data,
+        queries,
+        mode,
+        threads,
+        repeat,
+        fabric,
+        output,
+    } = &cli.command
+    {
+        let default_workers = match mode {
+            tpch::Mode::Local => LocalConfig::default().workers,
+            tpch::Mode::Cluster => 2,
+        };
+        return tpch::run(&tpch::Options {
+            data: data.clone(),
+            queries: tpch::parse_queries(queries)?,
+            mode: *mode,
+            workers: cli.workers.unwrap_or(default_workers),
+            threads: *threads,
+            repeat: *repeat,
+            fabric: fabric.clone().unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fabric")
+            }),
+            output: output.clone(),
+        });
     }
     let math_path = cli.math.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -218,7 +274,9 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Command::Fair { .. } => unreachable!("run before the math component is loaded"),
+        Command::Fair { .. } | Command::Tpch { .. } => {
+            unreachable!("run before the math component is loaded")
+        }
     }
     Ok(())
 }

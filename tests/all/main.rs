@@ -15,4 +15,5 @@ mod run;
 mod runtime;
 mod slurm;
 mod tenants;
+mod tpch;
 mod typed;

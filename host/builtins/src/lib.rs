@@ -259,6 +259,8 @@ pub fn dataframe() -> BTreeMap<String, FuncType> {
         ("descending", &Type::list(Type::Bool)),
     ];
     exports.add("sort", &sort, &frame);
+    // The first rows of the parts, in order (`head`).
+    exports.add("head", &[("parts", &frames), ("n", &Type::U64)], &frame);
     let edge = [
         ("f", &frame),
         ("before", &before),

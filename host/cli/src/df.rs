@@ -35,15 +35,17 @@ pub struct DfArgs {
     /// then .COL or [['COL', ...]] and .sum() .mean() .min() .max() .count() .std() .var()
     /// or .agg({'COL': 'HOW' | ['HOW', ...]}) (without groupby: one row of the whole
     /// frame, e.g. .COL.sum()), .nunique() too; .merge(OTHER, on='KEY' | left_on='K1',
-    /// right_on='K2', how='inner'|'left'|'outer'|'semi'|'anti') or .merge(OTHER,
-    /// how='cross'); .sort_values('COL' | ['C1', 'C2'] [, ascending=False | [False,
-    /// True]]); .nlargest(N, 'COL' | [...]) or .COL.nlargest(N); .nsmallest(...);
-    /// .drop_duplicates([subset=['COL', ...]]); .rename(columns={'OLD': 'NEW'});
-    /// .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean(); .head(N);
-    /// .to_parquet('DIR'). Expressions use pandas' query syntax, with `in [...]`,
-    /// `.isin([...])`, `.between(A, B)`, `.str.startswith('P')` / endswith / contains,
-    /// `.dt.year` / month / day / hour / minute / second / dayofweek, and
-    /// `X.where(COND, OTHER)` / `X.mask(COND, OTHER)`.
+    /// right_on='K2', how='inner'|'left'|'outer'|'semi'|'anti' [, suffixes=('_L', '_R')])
+    /// or .merge(OTHER, how='cross'); .sort_values('COL' | ['C1', 'C2'] [,
+    /// ascending=False | [False, True]]); .nlargest(N, 'COL' | [...]) or .COL.nlargest(N);
+    /// .nsmallest(...); .drop_duplicates([subset=['COL', ...]]); .rename(columns={'OLD':
+    /// 'NEW'}); .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean(); .head(N) (at
+    /// the end: the rows shown); .to_parquet('DIR'). Expressions use pandas' query syntax,
+    /// with `in [...]`, `.isin([...])`, `.between(A, B)`, `.str.startswith('P')` /
+    /// endswith / contains, `.str.slice(START, STOP)`, `.dt.year` / month / day / hour /
+    /// minute / second / dayofweek, `X.where(COND, OTHER)` / `X.mask(COND, OTHER)` and
+    /// `X.astype('int64')` (int32, float64, float32, bool, str); decimals compute as
+    /// floats.
     query: String,
     /// Run on this cluster instead of in this process.
     #[arg(long, env = "FABRIC_SCHEDULER", value_name = "URL")]
@@ -57,6 +59,11 @@ pub struct DfArgs {
     /// Print the graph (JSON, for `fabric run`/`fabric submit`) instead of running it.
     #[arg(long)]
     graph: bool,
+    /// Print the optimized plan instead of running it: each task, the columns it reads
+    /// and keeps, the filters moved into reads or below merges, the Parquet row groups
+    /// statistics skip (FABRIC_NO_OPTIMIZE=1 shows and runs the plan unoptimized).
+    #[arg(long, conflicts_with = "graph")]
+    explain: bool,
     /// The tenant the job runs for [default: on a cluster, your token's; here, `default`].
     /// Only an operator may name another tenant on a cluster.
     #[arg(long)]
@@ -70,6 +77,11 @@ pub struct DfArgs {
 
 pub fn df(a: DfArgs) -> Result<ExitCode> {
     let action = fabric_client::parse_query(&a.query)?.eval()?;
+    if a.explain {
+        let (QueryAction::Show { frame, .. } | QueryAction::ToParquet { frame, .. }) = &action;
+        print!("{}", frame.explain());
+        return Ok(ExitCode::SUCCESS);
+    }
     let graph = action.to_graph();
     if a.graph {
         println!("{}", serde_json::to_string_pretty(&graph)?);

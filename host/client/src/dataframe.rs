@@ -334,6 +334,25 @@ impl DataFrame {
         Self::of_tasks(self.schema.clone(), vec![all], None).after(step(), json)
     }
 
+    /// The first `n` rows, in the frame's order (pandas' `head(n)`; after
+    /// [`DataFrame::sort_values_by`], the `n` first by that order): each partition keeps
+    /// its own first `n`, then one task takes the first `n` of those, partition by
+    /// partition.
+    pub fn head(&self, n: usize) -> Result<DataFrame, ClientError> {
+        let head =
+            |parts: Vec<Arc<Node>>| node("head", vec![Arg::Nodes(parts), Arg::Json(json!(n))]);
+        let firsts: Vec<Arc<Node>> = match self.parts.len() {
+            0 => return Err(ClientError::Invalid("the frame has no partitions".into())),
+            1 => self.tasks(),
+            _ => self.tasks().into_iter().map(|t| head(vec![t])).collect(),
+        };
+        Ok(Self::of_tasks(
+            self.schema.clone(),
+            vec![head(firsts)],
+            self.sorted_by.clone(),
+        ))
+    }
+
     /// Aggregates of the whole frame (pandas' `df.agg({...})`, `df.x.sum()`): one row, one
     /// column per `(column, how)`, as [`GroupBy::agg`] names them. Each partition is
     /// reduced where it is read and the partial results are combined in a tree.
@@ -516,6 +535,55 @@ impl DataFrame {
         Ok(Self::of_tasks(schema, tasks, None))
     }
 
+    /// [`DataFrame::merge`] naming the columns both sides have (but shared keys)
+    /// `{name}{left_suffix}` and `{name}{right_suffix}` instead of `_x` and `_y` (pandas'
+    /// `merge(..., suffixes=('_l', '_r'))`; one suffix may be empty).
+    pub fn merge_with_suffixes(
+        &self,
+        other: &DataFrame,
+        left_on: &[&str],
+        right_on: &[&str],
+        how: &str,
+        suffixes: (&str, &str),
+    ) -> Result<DataFrame, ClientError> {
+        let merged = self.merge(other, left_on, right_on, how)?;
+        // The keys with one name on both sides are output once, unsuffixed.
+        let shared: Vec<&str> = left_on
+            .iter()
+            .zip(right_on)
+            .filter(|(l, r)| l == r)
+            .map(|(l, _)| *l)
+            .collect();
+        let names = |f: &DataFrame| -> Vec<String> {
+            f.column_names()
+                .into_iter()
+                .filter(|c| !shared.contains(c))
+                .map(String::from)
+                .collect()
+        };
+        let (left, right) = (names(self), names(other));
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for c in left.iter().filter(|c| other.schema.index_of(c).is_ok()) {
+            pairs.push((format!("{c}_x"), format!("{c}{}", suffixes.0)));
+        }
+        for c in right.iter().filter(|c| self.schema.index_of(c).is_ok()) {
+            pairs.push((format!("{c}_y"), format!("{c}{}", suffixes.1)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (_, new) in &pairs {
+            if !seen.insert(new) {
+                return Err(ClientError::Invalid(format!(
+                    "suffixes {suffixes:?} give two columns the name `{new}`"
+                )));
+            }
+        }
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(o, n)| (o.as_str(), n.as_str()))
+            .collect();
+        merged.rename(&refs)
+    }
+
     /// The frame sorted by `by` across partitions, ascending (see
     /// [`DataFrame::sort_values_by`]).
     pub fn sort_values(&self, by: &str) -> Result<DataFrame, ClientError> {
@@ -676,6 +744,13 @@ impl DataFrame {
                 _ => 0,
             })
             .sum())
+    }
+
+    /// The optimized plan of the frame's partitions, as an indented tree: each task, the
+    /// columns it reads and keeps, the filters moved into reads or below merges and the
+    /// Parquet row groups their statistics skip (see [`crate::without_optimizer`]).
+    pub fn explain(&self) -> String {
+        crate::optimize::explain(&self.tasks())
     }
 
     /// The graph document computing the whole frame as one partition (output `result`), as

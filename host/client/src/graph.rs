@@ -74,8 +74,17 @@ pub(crate) fn failure(outcome: &crate::JobOutcome) -> String {
     )
 }
 
-/// The tasks computing `roots` (persisted chunks are referenced, not computed), by id.
+/// The tasks computing `roots` (persisted chunks are referenced, not computed), by id;
+/// dataframe tasks as the optimizer rewrites them ([`crate::optimize`]: only the columns
+/// read, filters moved into reads, identical tasks once), the roots keeping their keys.
 pub(crate) fn document(roots: &[Arc<Node>]) -> serde_json::Map<String, Json> {
+    let optimized;
+    let roots = if crate::optimize::enabled() {
+        optimized = crate::optimize::optimize(roots);
+        &optimized[..]
+    } else {
+        roots
+    };
     walk(roots)
         .into_iter()
         .filter(|node| node.dataset.is_none())

@@ -25,6 +25,7 @@ mod credentials;
 mod dataframe;
 mod graph;
 mod local;
+mod optimize;
 mod query;
 mod report;
 pub mod typed;
@@ -36,6 +37,7 @@ pub use fabric_auth::{Role, TokenInfo};
 pub use fabric_frame::arrow_array::RecordBatch;
 pub use fabric_frame::{arrow_array, arrow_schema, pretty, write_csv};
 pub use local::LocalCluster;
+pub use optimize::without_optimizer;
 pub use query::{Query, QueryAction, QueryError, parse_query};
 pub use report::{
     AttemptFailure, ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, TaskReport,

@@ -288,13 +288,15 @@ impl Parser<'_> {
     fn term_inner(&mut self) -> Parsed<Term> {
         match self.peek() {
             Some('\'' | '"') => Ok(Term::Str(self.string()?)),
-            Some('[') => {
+            // A tuple, as in `suffixes=('_l', '_r')`, is taken as a list.
+            Some(open @ ('[' | '(')) => {
+                let close = if open == '[' { ']' } else { ')' };
                 self.at += 1;
                 let mut items = Vec::new();
-                while !self.eat(']') {
+                while !self.eat(close) {
                     items.push(self.term()?);
                     if !self.eat(',') {
-                        self.expect(']')?;
+                        self.expect(close)?;
                         break;
                     }
                 }
@@ -484,7 +486,8 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
     };
     let mut state = State::Frame(frame);
     let mut head = None;
-    for link in &chain[1..] {
+    for (at, link) in chain.iter().enumerate().skip(1) {
+        let last = at + 1 == chain.len();
         state = match (state, link) {
             (State::Frame(f), Link::Call(name, args, kwargs)) => match name.as_str() {
                 "query" | "filter" => State::Frame(f.filter(&text(
@@ -538,7 +541,24 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                     };
                     let lon: Vec<&str> = lon.iter().map(String::as_str).collect();
                     let ron: Vec<&str> = ron.iter().map(String::as_str).collect();
-                    State::Frame(f.merge(&other, &lon, &ron, how)?)
+                    match kwarg(kwargs, "suffixes") {
+                        None => State::Frame(f.merge(&other, &lon, &ron, how)?),
+                        Some(Term::List(pair)) if pair.len() == 2 => {
+                            let (l, r) = (text(&pair[0], "a suffix")?, text(&pair[1], "a suffix")?);
+                            State::Frame(f.merge_with_suffixes(
+                                &other,
+                                &lon,
+                                &ron,
+                                how,
+                                (&l, &r),
+                            )?)
+                        }
+                        Some(other) => {
+                            return Err(invalid!(
+                                "suffixes= takes two strings, as ('_l', '_r'), not {other}"
+                            ));
+                        }
+                    }
                 }
                 "sort_values" => {
                     let by = texts(one_arg(name, args, kwargs, "by")?, "the columns")?;
@@ -635,8 +655,13 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                             return Err(invalid!("head() takes a number of rows, not {other}"));
                         }
                     };
-                    head = Some(n);
-                    State::Frame(f)
+                    // Last: the shown rows; within the chain: a step of the frame.
+                    if last {
+                        head = Some(n);
+                        State::Frame(f)
+                    } else {
+                        State::Frame(f.head(n)?)
+                    }
                 }
                 "to_parquet" => {
                     let dir = text(one_arg(name, args, kwargs, "path")?, "the directory")?;
@@ -909,6 +934,88 @@ mod tests {
         let e = eval(format!("read_csv('{csv}')[['z']]")).unwrap_err();
         assert!(matches!(e, QueryError::Frame(_)), "{e:?}");
         assert!(e.to_string().starts_with("no column `z`"), "{e}");
+    }
+
+    #[test]
+    fn head_within_a_chain_is_a_step_and_at_the_end_the_rows_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("a.csv");
+        std::fs::write(&csv, "key,x\nk1,1.5\nk2,2.5\n").unwrap();
+        let src = format!("read_csv('{}')", csv.display());
+        let action = parse_query(&format!("{src}.sort_values('x').head(1)[['x']]"))
+            .unwrap()
+            .eval()
+            .unwrap();
+        let QueryAction::Show { frame, head } = &action else {
+            panic!("a frame to show")
+        };
+        assert_eq!(*head, None);
+        assert!(
+            frame
+                .to_graph()
+                .to_string()
+                .contains("builtin:dataframe/head")
+        );
+        let action = parse_query(&format!("{src}.head(1)"))
+            .unwrap()
+            .eval()
+            .unwrap();
+        let QueryAction::Show { frame, head } = &action else {
+            panic!("a frame to show")
+        };
+        assert_eq!(*head, Some(1));
+        assert!(
+            !frame
+                .to_graph()
+                .to_string()
+                .contains("builtin:dataframe/head")
+        );
+    }
+
+    #[test]
+    fn merge_suffixes_name_the_columns_both_sides_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        std::fs::write(&a, "k,v,w\nk1,1.5,1\n").unwrap();
+        let b = dir.path().join("b.csv");
+        std::fs::write(&b, "k,v,w\nk1,2.5,k1\n").unwrap();
+        let (a, b) = (a.display(), b.display());
+        let names = |q: String| -> Result<Vec<String>, String> {
+            let action = parse_query(&q)
+                .map_err(|e| e.to_string())?
+                .eval()
+                .map_err(|e| e.to_string())?;
+            let QueryAction::Show { frame, .. } = action else {
+                panic!("{q}")
+            };
+            Ok(frame
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect())
+        };
+        let merge = |kwargs: &str| {
+            names(format!(
+                "read_csv('{a}').merge(read_csv('{b}'), on='k'{kwargs})"
+            ))
+        };
+        assert_eq!(merge("").unwrap(), ["k", "v_x", "w_x", "v_y", "w_y"]);
+        assert_eq!(
+            merge(", suffixes=('', '_r')").unwrap(),
+            ["k", "v", "w", "v_r", "w_r"]
+        );
+        assert_eq!(
+            names(format!(
+                "read_csv('{a}').merge(read_csv('{b}'), left_on='k', right_on='w', suffixes=['_l', '_r'])"
+            ))
+            .unwrap(),
+            ["k_l", "v_l", "w_l", "k_r", "v_r", "w_r"]
+        );
+        let e = merge(", suffixes=('_a', '_a')").unwrap_err();
+        assert!(e.contains("give two columns the name `v_a`"), "{e}");
+        let e = merge(", suffixes='_a'").unwrap_err();
+        assert!(e.contains("suffixes= takes two strings"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub enum Expr {
     /// `e.dt.year` (`month`, `day`, `hour`, `minute`, `second`, `dayofweek`) of a date or
     /// time: Int32, as pandas (2 and later) makes it; null stays null.
     Part(Box<Expr>, TimePart),
+    /// `e.str.slice(start, stop)`: the characters from `start` up to `stop` (to the end
+    /// without it; negative counts from the end), as Python's `s[start:stop]`.
+    Slice(Box<Expr>, i64, Option<i64>),
+    /// `e.astype('int64')`: the values as another type (`int64`, `int32`, `float64`,
+    /// `float32`, `bool`, `str`; `int`, `float` as pandas reads them); floats become
+    /// integers by truncation, null stays null.
+    AsType(Box<Expr>, DataType),
     /// `e.where(cond, other)`: `e` where `cond` holds, `other` elsewhere (null without
     /// `other`); with `mask` (`e.mask(cond, other)`), the other way round. A null `cond`
     /// counts as false.
@@ -217,6 +224,9 @@ impl fmt::Display for Expr {
                 write!(f, "({e}).str.{}({text}{literal})", test.name())
             }
             Expr::Part(e, part) => write!(f, "({e}).dt.{}", part.name()),
+            Expr::Slice(e, start, Some(stop)) => write!(f, "({e}).str.slice({start}, {stop})"),
+            Expr::Slice(e, start, None) => write!(f, "({e}).str.slice({start})"),
+            Expr::AsType(e, t) => write!(f, "({e}).astype('{}')", dtype_name(t)),
             Expr::Where {
                 value,
                 cond,
@@ -272,7 +282,12 @@ impl Expr {
         fn walk(e: &Expr, out: &mut Vec<String>) {
             match e {
                 Expr::Column(c) if !out.contains(c) => out.push(c.clone()),
-                Expr::Neg(e) | Expr::Not(e) | Expr::Text(e, ..) | Expr::Part(e, _) => walk(e, out),
+                Expr::Neg(e)
+                | Expr::Not(e)
+                | Expr::Text(e, ..)
+                | Expr::Part(e, _)
+                | Expr::Slice(e, ..)
+                | Expr::AsType(e, _) => walk(e, out),
                 Expr::Where {
                     value, cond, other, ..
                 } => {
@@ -395,12 +410,7 @@ impl Expr {
             }
             Expr::Text(e, test, text) => e.value(batch)?.map(|a| {
                 // The type first: a column that is not text is refused, never converted.
-                let text_type = match a.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-                    DataType::Dictionary(_, v) => v.is_string(),
-                    _ => false,
-                };
-                if !text_type {
+                if !is_text(a.data_type()) {
                     return Err(invalid(format!(
                         "`{self}`: `{e}` is {}, not text",
                         a.data_type()
@@ -417,6 +427,34 @@ impl Expr {
                     .map(|v| v.map(|v| test.holds(v, text, pattern.as_ref())))
                     .collect();
                 Ok(Arc::new(out) as ArrayRef)
+            })?,
+            Expr::Slice(e, start, stop) => e.value(batch)?.map(|a| {
+                if !is_text(a.data_type()) {
+                    return Err(invalid(format!(
+                        "`{self}`: `{e}` is {}, not text",
+                        a.data_type()
+                    )));
+                }
+                let strings = arrow_cast::cast(&a, &DataType::Utf8)?;
+                let strings = arrow_array::cast::AsArray::as_string::<i32>(&strings);
+                let out: StringArray = strings
+                    .iter()
+                    .map(|v| v.map(|v| slice_chars(v, *start, *stop)))
+                    .collect();
+                Ok(Arc::new(out) as ArrayRef)
+            })?,
+            Expr::AsType(e, to) => e.value(batch)?.map(|a| {
+                let options = arrow_cast::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                arrow_cast::cast_with_options(&a, to, &options).map_err(|err| {
+                    invalid(format!(
+                        "`{self}`: cannot make {} values {}: {err}",
+                        a.data_type(),
+                        dtype_name(to)
+                    ))
+                })
             })?,
             Expr::Part(e, part) => e.value(batch)?.map(|a| {
                 let time = match a.data_type() {
@@ -494,6 +532,47 @@ impl Expr {
     }
 }
 
+/// Whether values of type `t` are text (strings, or a dictionary of strings).
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => v.is_string(),
+        _ => false,
+    }
+}
+
+/// The types `astype` converts to, by pandas' names.
+const DTYPES: [(&str, DataType); 8] = [
+    ("int64", DataType::Int64),
+    ("int", DataType::Int64),
+    ("int32", DataType::Int32),
+    ("float64", DataType::Float64),
+    ("float", DataType::Float64),
+    ("float32", DataType::Float32),
+    ("bool", DataType::Boolean),
+    ("str", DataType::Utf8),
+];
+
+/// pandas' name of `t`, one of [`DTYPES`].
+fn dtype_name(t: &DataType) -> &'static str {
+    DTYPES.iter().find(|(_, d)| d == t).map_or("?", |(n, _)| n)
+}
+
+/// Python's `value[start:stop]` on characters (not bytes).
+fn slice_chars(value: &str, start: i64, stop: Option<i64>) -> String {
+    let n = value.chars().count() as i64;
+    let at = |i: i64| if i < 0 { (n + i).max(0) } else { i.min(n) };
+    let (from, to) = (at(start), stop.map_or(n, at));
+    if from >= to {
+        return String::new();
+    }
+    value
+        .chars()
+        .skip(from as usize)
+        .take((to - from) as usize)
+        .collect()
+}
+
 /// The regular expression of `str.contains(pattern)`.
 fn pattern(text: &str) -> Result<regex::Regex> {
     regex::Regex::new(text)
@@ -551,6 +630,11 @@ fn common_type(l: &DataType, r: &DataType, op: Op) -> Option<DataType> {
         return Some(match (&l, op) {
             // Pandas divides integers into floats.
             (Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Op::Div) => Float64,
+            // Decimals (as Parquet files hold money) compute as floats, as pandas does.
+            (
+                Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..),
+                Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem,
+            ) => Float64,
             _ => l,
         });
     }
@@ -987,6 +1071,32 @@ impl Parser<'_> {
     /// The methods called on `e`: `.isin([...])`, `.between(a, b)`,
     /// `.str.startswith('p')`, `.str.endswith('s')`, `.str.contains('t')`, `.dt.year` (and
     /// the other [`TimePart`]s), `.where(cond[, other])`, `.mask(cond[, other])`.
+    /// The arguments of `.str.slice(start[, stop])` after its name: whole numbers.
+    fn slice(&mut self, e: Expr) -> Result<Expr> {
+        self.expect(Token::Open, "`(`")?;
+        let mut bounds = Vec::new();
+        loop {
+            let at = self.tokens.get(self.at).map_or(self.text.len(), |t| t.0);
+            let negative = matches!(self.tokens.get(self.at), Some((_, Token::Minus)));
+            if negative {
+                self.at += 1;
+            }
+            match self.next().cloned() {
+                Some((_, Token::Int(i))) => bounds.push(if negative { -i } else { i }),
+                _ => return Err(self.error(at, "a whole number (as in `.str.slice(0, 2)`)")),
+            }
+            match self.next().cloned() {
+                Some((_, Token::Comma)) if bounds.len() < 2 => {}
+                Some((_, Token::Close)) => break,
+                other => {
+                    let pos = other.map_or(self.text.len(), |t| t.0);
+                    return Err(self.error(pos, "`)` after at most two numbers"));
+                }
+            }
+        }
+        Ok(Expr::Slice(Box::new(e), bounds[0], bounds.get(1).copied()))
+    }
+
     fn methods(&mut self, mut e: Expr) -> Result<Expr> {
         while let Some((_, Token::Dot)) = self.tokens.get(self.at) {
             self.at += 1;
@@ -1014,15 +1124,23 @@ impl Parser<'_> {
                 }
                 "str" => {
                     self.expect(Token::Dot, "`.` (as in `.str.startswith('p')`)")?;
+                    if let Some((_, Token::Ident(m))) = self.tokens.get(self.at)
+                        && m == "slice"
+                    {
+                        self.at += 1;
+                        e = self.slice(e)?;
+                        continue;
+                    }
                     let test = match self.next().cloned() {
                         Some((_, Token::Ident(t))) if t == "startswith" => TextTest::StartsWith,
                         Some((_, Token::Ident(t))) if t == "endswith" => TextTest::EndsWith,
                         Some((_, Token::Ident(t))) if t == "contains" => TextTest::Matches,
                         other => {
                             let pos = other.map_or(self.text.len(), |t| t.0);
-                            return Err(
-                                self.error(pos, "a text test (startswith, endswith, contains)")
-                            );
+                            return Err(self.error(
+                                pos,
+                                "a text method (startswith, endswith, contains, slice)",
+                            ));
                         }
                     };
                     self.expect(Token::Open, "`(`")?;
@@ -1086,6 +1204,20 @@ impl Parser<'_> {
                     };
                     Expr::Part(Box::new(e), part)
                 }
+                "astype" => {
+                    self.expect(Token::Open, "`(`")?;
+                    let at = self.tokens.get(self.at).map_or(self.text.len(), |t| t.0);
+                    let name = match self.next().cloned() {
+                        Some((_, Token::Quoted(n) | Token::Ident(n))) => n,
+                        _ => String::new(),
+                    };
+                    let Some((_, to)) = DTYPES.iter().find(|(n, _)| *n == name) else {
+                        let names: Vec<&str> = DTYPES.iter().map(|(n, _)| *n).collect();
+                        return Err(self.error(at, &format!("a type ({})", names.join(", "))));
+                    };
+                    self.expect(Token::Close, "`)`")?;
+                    Expr::AsType(Box::new(e), to.clone())
+                }
                 method @ ("where" | "mask") => {
                     self.expect(Token::Open, "`(`")?;
                     let cond = self.expr(0)?;
@@ -1116,8 +1248,8 @@ impl Parser<'_> {
                         pos,
                         &format!(
                             "unknown method `.{name}` (known: isin, between, \
-                             str.startswith, str.endswith, str.contains, dt.year, dt.month, \
-                             dt.day, where, mask)"
+                             str.startswith, str.endswith, str.contains, str.slice, dt.year, \
+                             dt.month, dt.day, where, mask, astype)"
                         ),
                     ));
                 }
@@ -1283,7 +1415,7 @@ mod tests {
             ("key in 'a'", "expected a list `[...]`"),
             ("key.isin(['a'", "without its `]`"),
             ("key.str.startswith(1)", "a quoted text"),
-            ("key.str.upper('a')", "a text test"),
+            ("key.str.upper('a')", "a text method"),
             ("key.str.contains('(')", "not a regular expression"),
             (
                 "key.str.contains('a', regex=1)",
@@ -1464,5 +1596,121 @@ mod tests {
         );
         let e = Expr::parse("x.where(x > 0 0)").unwrap_err().to_string();
         assert!(e.contains("expected `,` or `)`"), "{e}");
+    }
+
+    #[test]
+    fn str_slice_takes_characters_as_python_does() {
+        let schema = Schema::new(vec![Field::new("s", DataType::Utf8, true)]);
+        let s = StringArray::from(vec![Some("13-555"), Some("é7x"), None, Some("")]);
+        let b = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(s)]).unwrap();
+        let texts = |q: &str| {
+            let a = Expr::parse(q).unwrap().eval(&b).unwrap();
+            a.as_string::<i32>()
+                .iter()
+                .map(|v| v.map(String::from))
+                .collect::<Vec<_>>()
+        };
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        let with_null = |mut v: Vec<Option<String>>| {
+            v[2] = None;
+            v
+        };
+        assert_eq!(
+            texts("s.str.slice(0, 2)"),
+            with_null(some(&["13", "é7", "", ""]))
+        );
+        assert_eq!(
+            texts("s.str.slice(3)"),
+            with_null(some(&["555", "", "", ""]))
+        );
+        assert_eq!(
+            texts("s.str.slice(-2)"),
+            with_null(some(&["55", "7x", "", ""]))
+        );
+        assert_eq!(
+            texts("s.str.slice(1, -1)"),
+            with_null(some(&["3-55", "7", "", ""]))
+        );
+        let kept = Expr::parse("s.str.slice(0, 2) in ['13', '99']")
+            .unwrap()
+            .filter(&b)
+            .unwrap();
+        assert_eq!(kept.num_rows(), 1);
+        let e = Expr::parse("s.str.slice(0, 2)").unwrap();
+        assert_eq!(Expr::parse(&e.to_string()).unwrap(), e);
+        let e = Expr::parse("s.str.slice('a')").unwrap_err().to_string();
+        assert!(e.contains("a whole number"), "{e}");
+        let e = Expr::parse("s.str.slice(1, 2, 3)").unwrap_err().to_string();
+        assert!(e.contains("at most two numbers"), "{e}");
+        let e = Expr::parse("x.str.slice(0, 1)")
+            .unwrap()
+            .eval(&batch())
+            .unwrap_err();
+        assert!(e.to_string().contains("is Float64, not text"), "{e}");
+    }
+
+    #[test]
+    fn astype_converts_as_pandas_names_types() {
+        let b = batch();
+        let a = Expr::parse("(x * 2).astype('int64')")
+            .unwrap()
+            .eval(&b)
+            .unwrap();
+        assert_eq!(
+            a.as_primitive::<Int64Type>().values().to_vec(),
+            [2, 5, -6, 20]
+        );
+        let a = Expr::parse("n.astype(float)").unwrap().eval(&b).unwrap();
+        assert_eq!(
+            a.as_primitive::<Float64Type>().values().to_vec(),
+            [1.0, 2.0, 3.0, 4.0]
+        );
+        let a = Expr::parse("(key == 'a').astype('int')")
+            .unwrap()
+            .eval(&b)
+            .unwrap();
+        assert_eq!(
+            a.as_primitive::<Int64Type>().values().to_vec(),
+            [1, 0, 1, 0]
+        );
+        let a = Expr::parse("n.astype('str')").unwrap().eval(&b).unwrap();
+        assert_eq!(a.as_string::<i32>().value(3), "4");
+        let e = Expr::parse("n.astype('int64')").unwrap();
+        assert_eq!(Expr::parse(&e.to_string()).unwrap(), e);
+        let e = Expr::parse("n.astype('decimal')").unwrap_err().to_string();
+        assert!(e.contains("a type (int64, int,"), "{e}");
+        let e = Expr::parse("key.astype('int64')")
+            .unwrap()
+            .eval(&b)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot make Utf8 values int64"), "{e}");
+    }
+
+    #[test]
+    fn decimals_compute_as_floats() {
+        let d = arrow_array::Decimal128Array::from(vec![Some(1050), Some(7), None])
+            .with_precision_and_scale(15, 2)
+            .unwrap();
+        let schema = Schema::new(vec![Field::new("d", d.data_type().clone(), true)]);
+        let b = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(d)]).unwrap();
+        let floats = |q: &str| {
+            let a = Expr::parse(q).unwrap().eval(&b).unwrap();
+            assert_eq!(a.data_type(), &DataType::Float64, "{q}");
+            a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>()
+        };
+        assert_eq!(
+            floats("d * (1 - d)"),
+            [Some(10.5 * -9.5), Some(0.07 * 0.93), None]
+        );
+        assert_eq!(
+            floats("d * d"),
+            [Some(10.5 * 10.5), Some(0.07 * 0.07), None]
+        );
+        let kept = Expr::parse("d.between(0.07, 10.5) and d < 24")
+            .unwrap()
+            .filter(&b)
+            .unwrap();
+        assert_eq!(kept.num_rows(), 2);
     }
 }

@@ -518,6 +518,10 @@ impl Grouper {
                         )
                         .map(|ones| ones_with_nulls(&ones, c.as_ref()))?,
                         (_, t) if t.is_numeric() => arrow_cast::cast(c, &DataType::Float64)?,
+                        // True counts 1, as pandas sums booleans (`(x > 0).sum()`).
+                        (How::Sum | How::Mean, DataType::Boolean) => {
+                            arrow_cast::cast(c, &DataType::Float64)?
+                        }
                         (_, t) => {
                             return Err(invalid(format!(
                                 "cannot take the {} of `{}`, a {t} column",
@@ -893,5 +897,59 @@ mod tests {
             .values()
             .to_vec();
         assert_eq!(sums, [5.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn booleans_sum_as_ones_and_keys_may_be_decimals() {
+        let price = arrow_array::Decimal128Array::from(vec![1050, 1050, 7])
+            .with_precision_and_scale(15, 2)
+            .unwrap();
+        let schema = Schema::new(vec![
+            Field::new("price", price.data_type().clone(), false),
+            Field::new("flag", DataType::Boolean, true),
+        ]);
+        let b = RecordBatch::try_new(
+            shared(schema.clone()),
+            vec![
+                Arc::new(price),
+                Arc::new(arrow_array::BooleanArray::from(vec![
+                    Some(true),
+                    Some(true),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let g = Grouping {
+            keys: vec!["price".into()],
+            aggregates: vec![
+                Aggregate {
+                    column: "flag".into(),
+                    how: How::Sum,
+                    name: "flags".into(),
+                },
+                Aggregate {
+                    column: "price".into(),
+                    how: How::Max,
+                    name: "top".into(),
+                },
+            ],
+        };
+        let p = partial(&g, std::slice::from_ref(&b), &schema).unwrap();
+        let out = combine(&g, &[p], true).unwrap();
+        assert_eq!(out.num_rows(), 2);
+        assert_eq!(f64_at(&out, "flags", 0), 0.0);
+        assert_eq!(f64_at(&out, "flags", 1), 2.0);
+        assert_eq!(f64_at(&out, "top", 1), 10.5);
+        let g = Grouping {
+            keys: vec![],
+            aggregates: vec![Aggregate {
+                column: "flag".into(),
+                how: How::Min,
+                name: "m".into(),
+            }],
+        };
+        let e = partial(&g, &[b], &schema).unwrap_err().to_string();
+        assert!(e.contains("cannot take the min of `flag`"), "{e}");
     }
 }

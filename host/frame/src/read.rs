@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::reader::ChunkReader;
 
-use crate::expr::Expr;
+use crate::expr::{Expr, Op};
 use crate::groupby::{Grouper, Grouping};
 use crate::store::{DataAccess, Location};
 use crate::{FrameError, Result, invalid, shared};
@@ -187,6 +187,8 @@ struct Chain<'s> {
     grouper: Option<Grouper>,
     batches: Vec<RecordBatch>,
     schema: Option<SchemaRef>,
+    /// A Parquet read's row groups: (read, in the file), after statistics ruled some out.
+    row_groups: (usize, usize),
 }
 
 impl<'s> Chain<'s> {
@@ -200,6 +202,7 @@ impl<'s> Chain<'s> {
             grouper: None,
             batches: Vec::new(),
             schema: None,
+            row_groups: (0, 0),
         })
     }
 
@@ -461,22 +464,224 @@ fn configure<T>(
         let mask = ProjectionMask::roots(builder.parquet_schema(), p);
         builder = builder.with_projection(mask);
     }
-    if let Some(Step::Filter(e)) = steps.first() {
+    // The leading filters: row groups their statistics rule out are skipped, and each
+    // filter becomes a predicate of the reader's row filter.
+    let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
+    let mut pushed = Vec::new();
+    for step in steps {
+        let Step::Filter(e) = step else { break };
         let cols = e.columns();
         let idx: Option<Vec<usize>> = cols.iter().map(|c| schema.index_of(c).ok()).collect();
-        if let Some(mut idx) = idx.filter(|i| !i.is_empty()) {
-            idx.sort_unstable();
-            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-            let e = e.clone();
-            let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let Some(mut idx) = idx.filter(|i| !i.is_empty()) else {
+            break;
+        };
+        idx.sort_unstable();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+        let e = e.clone();
+        pushed.push(e.clone());
+        predicates.push(Box::new(ArrowPredicateFn::new(
+            mask,
+            move |batch: RecordBatch| {
                 e.mask(&batch)
                     .map_err(|err| arrow_schema::ArrowError::ComputeError(err.to_string()))
-            });
-            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
-            chain.skip = 1;
+            },
+        )));
+    }
+    if !pushed.is_empty() {
+        let groups = builder.metadata().num_row_groups();
+        let kept = row_groups_kept(builder.metadata(), &schema, &pushed);
+        chain.row_groups = (kept.len(), groups);
+        if kept.len() < groups {
+            builder = builder.with_row_groups(kept);
         }
+        builder = builder.with_row_filter(RowFilter::new(predicates));
+        chain.skip = pushed.len();
     }
     Ok((builder, input_schema))
+}
+
+/// The row groups of a Parquet file (of `metadata`, read as `schema`) in which every one
+/// of `filters` may hold, judged by each row group's minimum and maximum values: a
+/// comparison of a column with a constant (`x > 10`, `'a' <= s`, `x == 3`, `x != 3`),
+/// `between`, `in`, and `and` / `or` of those. Anything else, and a row group without
+/// statistics for a column, is kept.
+pub fn row_groups_kept(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    schema: &Schema,
+    filters: &[Expr],
+) -> Vec<usize> {
+    let n = metadata.num_row_groups();
+    let mut stats = RowGroupStats {
+        metadata,
+        schema,
+        bounds: Default::default(),
+    };
+    let mut keep = vec![true; n];
+    for f in filters {
+        if let Some(may) = stats.may_hold(f) {
+            for (k, m) in keep.iter_mut().zip(may) {
+                *k &= m;
+            }
+        }
+    }
+    (0..n).filter(|&i| keep[i]).collect()
+}
+
+/// The minimum and maximum values of a file's columns, per row group.
+struct RowGroupStats<'a> {
+    metadata: &'a parquet::file::metadata::ParquetMetaData,
+    schema: &'a Schema,
+    /// By column: (minimums, maximums), or `None` when they are unknown.
+    bounds: std::collections::HashMap<String, Option<(ArrayRef, ArrayRef)>>,
+}
+
+impl RowGroupStats<'_> {
+    /// The minimums and maximums of `column` (floats only where no row group holds NaN,
+    /// which statistics leave out).
+    fn bounds(&mut self, column: &str) -> Option<(ArrayRef, ArrayRef)> {
+        if let Some(b) = self.bounds.get(column) {
+            return b.clone();
+        }
+        let found = (|| {
+            use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+            let converter = StatisticsConverter::try_new(
+                column,
+                self.schema,
+                self.metadata.file_metadata().schema_descr(),
+            )
+            .ok()?;
+            let groups = self.metadata.row_groups();
+            let floating = converter.arrow_field().data_type().is_floating();
+            if floating {
+                let nans = converter.row_group_nan_counts(groups).ok()?;
+                if nans.null_count() > 0 || nans.values().iter().any(|&n| n > 0) {
+                    return None;
+                }
+            }
+            let mins = converter.row_group_mins(groups).ok()?;
+            let maxes = converter.row_group_maxes(groups).ok()?;
+            Some((mins, maxes))
+        })();
+        self.bounds.insert(column.to_string(), found.clone());
+        found
+    }
+
+    /// Per row group, whether `column op value` holds for `values` (the row groups'
+    /// minimums or maximums); a null (no statistics) counts as true.
+    fn compare(&self, column: &str, values: &ArrayRef, op: Op, value: &Expr) -> Option<Vec<bool>> {
+        let field = Field::new(column, values.data_type().clone(), true);
+        let batch =
+            RecordBatch::try_new(shared(Schema::new(vec![field])), vec![values.clone()]).ok()?;
+        let test = Expr::Binary(
+            Box::new(Expr::Column(column.to_string())),
+            op,
+            Box::new(value.clone()),
+        );
+        let out = test.eval(&batch).ok()?;
+        let out = out.as_any().downcast_ref::<arrow_array::BooleanArray>()?;
+        Some(
+            (0..out.len())
+                .map(|i| out.is_null(i) || out.value(i))
+                .collect(),
+        )
+    }
+
+    /// Per row group, whether `e` may hold for some row (`None`: no statistics tell).
+    fn may_hold(&mut self, e: &Expr) -> Option<Vec<bool>> {
+        let both = |a: Option<Vec<bool>>, b: Option<Vec<bool>>, and: bool| match (a, b) {
+            (Some(a), Some(b)) => Some(
+                a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| if and { *x && *y } else { *x || *y })
+                    .collect(),
+            ),
+            (Some(a), None) | (None, Some(a)) if and => Some(a),
+            _ => None,
+        };
+        match e {
+            Expr::Binary(a, Op::And, b) => {
+                let a = self.may_hold(a);
+                both(a, self.may_hold(b), true)
+            }
+            Expr::Binary(a, Op::Or, b) => {
+                let a = self.may_hold(a);
+                both(a, self.may_hold(b), false)
+            }
+            Expr::Binary(a, op, b) => {
+                let (column, op, value) = match (&**a, &**b) {
+                    (Expr::Column(c), v) if constant(v) => (c, *op, v),
+                    (v, Expr::Column(c)) if constant(v) => (c, flip(*op)?, v),
+                    _ => return None,
+                };
+                let (mins, maxes) = self.bounds(column)?;
+                match op {
+                    Op::Lt | Op::Le => self.compare(column, &mins, op, value),
+                    Op::Gt | Op::Ge => self.compare(column, &maxes, op, value),
+                    Op::Eq => both(
+                        self.compare(column, &mins, Op::Le, value),
+                        self.compare(column, &maxes, Op::Ge, value),
+                        true,
+                    ),
+                    Op::Ne => {
+                        // Ruled out only where every value is `value`.
+                        let low = self.compare(column, &mins, Op::Ne, value)?;
+                        let high = self.compare(column, &maxes, Op::Ne, value)?;
+                        Some(low.iter().zip(&high).map(|(l, h)| *l || *h).collect())
+                    }
+                    _ => None,
+                }
+            }
+            Expr::Between(c, low, high) if constant(low) && constant(high) => {
+                let Expr::Column(column) = &**c else {
+                    return None;
+                };
+                let (mins, maxes) = self.bounds(column)?;
+                both(
+                    self.compare(column, &maxes, Op::Ge, low),
+                    self.compare(column, &mins, Op::Le, high),
+                    true,
+                )
+            }
+            Expr::In(c, items) if items.iter().all(constant) && !items.is_empty() => {
+                let Expr::Column(column) = &**c else {
+                    return None;
+                };
+                let mut out: Option<Vec<bool>> = Some(vec![false; self.metadata.num_row_groups()]);
+                for item in items {
+                    let equal = Expr::Binary(
+                        Box::new(Expr::Column(column.clone())),
+                        Op::Eq,
+                        Box::new(item.clone()),
+                    );
+                    out = both(out, Some(self.may_hold(&equal)?), false);
+                }
+                out
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether `e` is a constant a statistic can be compared with.
+fn constant(e: &Expr) -> bool {
+    match e {
+        Expr::Int(_) | Expr::Float(_) | Expr::Str(_) | Expr::Bool(_) => true,
+        Expr::Neg(inner) => matches!(**inner, Expr::Int(_) | Expr::Float(_)),
+        _ => false,
+    }
+}
+
+/// `b op' a` for `a op b`.
+fn flip(op: Op) -> Option<Op> {
+    Some(match op {
+        Op::Lt => Op::Gt,
+        Op::Le => Op::Ge,
+        Op::Gt => Op::Lt,
+        Op::Ge => Op::Le,
+        Op::Eq => Op::Eq,
+        Op::Ne => Op::Ne,
+        _ => return None,
+    })
 }
 
 fn read_parquet<T: ChunkReader + 'static>(
@@ -619,27 +824,104 @@ pub fn schema_of(url: &str, format: Format, access: &DataAccess) -> Result<Schem
                 .collect();
             Ok(shared(Schema::new(fields)))
         }
-        Format::Parquet => {
-            // The footer only.
-            let footer = match &location {
-                Location::Local(path) => {
-                    let file = std::fs::File::open(path)
-                        .map_err(|e| FrameError::Io(format!("{url}: {e}")))?;
-                    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-                }
-                Location::Remote { store, path, .. } => {
-                    let mut input = StoreReader {
-                        store: store.clone(),
-                        path: path.clone(),
-                    };
-                    crate::store::block_on(ArrowReaderMetadata::load_async(
-                        &mut input,
-                        ArrowReaderOptions::new(),
-                    ))
-                }
-            };
-            Ok(footer.map_err(|e| failed(e.into()))?.schema().clone())
+        // The footer only.
+        Format::Parquet => Ok(Footer::read(url, access)?.schema),
+    }
+}
+
+/// A Parquet file's footer, read where a plan is made: its columns, row groups and
+/// statistics, without reading any data.
+#[derive(Clone, Debug)]
+pub struct Footer {
+    /// The columns, as the file stores them (strings as Utf8).
+    pub schema: SchemaRef,
+    /// The file's metadata: row groups, column chunks and their statistics.
+    pub metadata: std::sync::Arc<parquet::file::metadata::ParquetMetaData>,
+}
+
+impl Footer {
+    /// Reads the footer of the Parquet file `url`.
+    pub fn read(url: &str, access: &DataAccess) -> Result<Footer> {
+        let location = Location::resolve(url, access, "", false)?;
+        let footer = match &location {
+            Location::Local(path) => {
+                let file =
+                    std::fs::File::open(path).map_err(|e| FrameError::Io(format!("{url}: {e}")))?;
+                ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+            }
+            Location::Remote { store, path, .. } => {
+                let mut input = StoreReader {
+                    store: store.clone(),
+                    path: path.clone(),
+                };
+                crate::store::block_on(ArrowReaderMetadata::load_async(
+                    &mut input,
+                    ArrowReaderOptions::new(),
+                ))
+            }
         }
+        .map_err(|e| match FrameError::from(e) {
+            FrameError::Io(why) => FrameError::Io(format!("{url}: {why}")),
+            other => other,
+        })?;
+        Ok(Footer {
+            schema: footer.schema().clone(),
+            metadata: footer.metadata().clone(),
+        })
+    }
+
+    /// The file's rows.
+    pub fn rows(&self) -> u64 {
+        u64::try_from(self.metadata.file_metadata().num_rows()).unwrap_or(0)
+    }
+
+    /// The file's row groups.
+    pub fn row_groups(&self) -> usize {
+        self.metadata.num_row_groups()
+    }
+
+    /// The compressed bytes of the column chunks of `columns` (every column if `None`) in
+    /// the row groups `groups` (all if `None`): what reading them fetches.
+    pub fn bytes(&self, columns: Option<&[String]>, groups: Option<&[usize]>) -> u64 {
+        let all: Vec<usize>;
+        let groups = match groups {
+            Some(g) => g,
+            None => {
+                all = (0..self.row_groups()).collect();
+                &all
+            }
+        };
+        groups
+            .iter()
+            .filter_map(|&g| self.metadata.row_groups().get(g))
+            .flat_map(|rg| rg.columns())
+            .filter(|c| {
+                let root = c.column_path().parts().first().map(String::as_str);
+                columns.is_none_or(|cols| root.is_some_and(|r| cols.iter().any(|c| c == r)))
+            })
+            .map(|c| u64::try_from(c.compressed_size()).unwrap_or(0))
+            .sum()
+    }
+
+    /// The uncompressed bytes of the same column chunks: about what decoding them makes.
+    pub fn decoded_bytes(&self, columns: Option<&[String]>, groups: Option<&[usize]>) -> u64 {
+        let all: Vec<usize> = (0..self.row_groups()).collect();
+        groups
+            .unwrap_or(&all)
+            .iter()
+            .filter_map(|&g| self.metadata.row_groups().get(g))
+            .flat_map(|rg| rg.columns())
+            .filter(|c| {
+                let root = c.column_path().parts().first().map(String::as_str);
+                columns.is_none_or(|cols| root.is_some_and(|r| cols.iter().any(|c| c == r)))
+            })
+            .map(|c| u64::try_from(c.uncompressed_size()).unwrap_or(0))
+            .sum()
+    }
+
+    /// The row groups in which every one of `filters` may hold ([`row_groups_kept`]).
+    pub fn row_groups_kept(&self, filters: &[Expr]) -> Vec<usize> {
+        row_groups_kept(&self.metadata, &self.schema, filters)
     }
 }
 
@@ -750,5 +1032,128 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("two columns named `k`"), "{e}");
+    }
+
+    /// A Parquet file of 10 row groups of 100 rows: `id` 0..1000 (ascending, so each row
+    /// group holds one range), `tag` "g0".."g9" by row group, `x` = id % 7 and a float
+    /// `f` = id / 10.
+    fn row_group_file(dir: &std::path::Path) -> std::path::PathBuf {
+        use std::sync::Arc;
+        let ids: Vec<i64> = (0..1000).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("tag", DataType::Utf8, false),
+            Field::new("x", DataType::Int64, false),
+            Field::new("f", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow_array::Int64Array::from(ids.clone())),
+                Arc::new(arrow_array::StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("g{}", i / 100)),
+                )),
+                Arc::new(arrow_array::Int64Array::from_iter_values(
+                    ids.iter().map(|i| i % 7),
+                )),
+                Arc::new(arrow_array::Float64Array::from_iter_values(
+                    ids.iter().map(|&i| i as f64 / 10.0),
+                )),
+            ],
+        )
+        .unwrap();
+        let path = dir.join("groups.parquet");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    #[test]
+    fn row_group_statistics_rule_out_row_groups_the_filters_cannot_hold_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = row_group_file(dir.path());
+        let footer = Footer::read(path.to_str().unwrap(), &DataAccess::anywhere()).unwrap();
+        assert_eq!((footer.rows(), footer.row_groups()), (1000, 10));
+        let kept = |text: &[&str]| {
+            let filters: Vec<Expr> = text.iter().map(|t| Expr::parse(t).unwrap()).collect();
+            footer.row_groups_kept(&filters)
+        };
+        assert_eq!(kept(&["id >= 750"]), [7, 8, 9]);
+        assert_eq!(kept(&["750 > id"]), [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(kept(&["id == 250"]), [2]);
+        assert_eq!(kept(&["id > 150", "id < 420"]), [1, 2, 3, 4]);
+        assert_eq!(kept(&["id < 100 or id >= 900"]), [0, 9]);
+        assert_eq!(kept(&["id.between(310, 320)"]), [3]);
+        assert_eq!(kept(&["id in [5, 905]"]), [0, 9]);
+        assert_eq!(kept(&["tag == 'g4'"]), [4]);
+        assert_eq!(kept(&["tag != 'g4' and id < 500"]), [0, 1, 2, 3]);
+        assert_eq!(kept(&["f > 95.0"]), [9]);
+        assert_eq!(kept(&["id > -1"]).len(), 10);
+        // What statistics cannot judge keeps every row group.
+        assert_eq!(kept(&["x == 3"]).len(), 10);
+        assert_eq!(kept(&["id * 2 > 1500"]).len(), 10);
+        assert_eq!(kept(&["not (id < 500)"]).len(), 10);
+        // And a filter no row group can hold in keeps none.
+        assert!(kept(&["id > 5000"]).is_empty());
+        // The bytes a read fetches: fewer columns, fewer row groups, fewer bytes.
+        let all = footer.bytes(None, None);
+        let id = footer.bytes(Some(&["id".to_string()]), None);
+        let some = footer.bytes(Some(&["id".to_string()]), Some(&[7, 8, 9]));
+        assert!(some < id && id < all, "{some} {id} {all}");
+    }
+
+    #[test]
+    fn leading_filters_become_the_row_filter_and_skip_row_groups() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let path = row_group_file(dir.path());
+        let s = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let steps = [
+            Step::Filter(Expr::parse("id >= 650").unwrap()),
+            Step::Filter(Expr::parse("x == 3").unwrap()),
+            Step::Assign("y".into(), Expr::parse("id * 2").unwrap()),
+            Step::Select(s(&["id", "y"])),
+        ];
+        let never = || false;
+        let mut chain = Chain::new(&steps, &never).unwrap();
+        let needed = needed_columns(&steps);
+        assert_eq!(needed, Some(s(&["id", "x"])));
+        let file = std::fs::File::open(&path).unwrap();
+        let input = read_parquet(file, needed.as_deref(), &steps, &mut chain).unwrap();
+        // Both filters ran in the reader, which read 4 of the 10 row groups.
+        assert_eq!(chain.skip, 2);
+        assert_eq!(chain.row_groups, (4, 10));
+        let out = chain.finish(&input).unwrap();
+        let ids = out.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let want: Vec<i64> = (650..1000).filter(|i| i % 7 == 3).collect();
+        assert_eq!(ids, want);
+        let y = out.column(1).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(y, want.iter().map(|i| i * 2).collect::<Vec<_>>());
+        // The same through `read`, and without the filters in front (an assign first),
+        // the same rows from every row group.
+        let source = Source {
+            format: Format::Parquet,
+            url: path.display().to_string(),
+            schema: None,
+        };
+        let got = read(&source, &steps, &DataAccess::anywhere(), "t", &never).unwrap();
+        assert_eq!(got, out);
+        let later = [
+            Step::Assign("y".into(), Expr::parse("id * 2").unwrap()),
+            Step::Filter(Expr::parse("id >= 650").unwrap()),
+            Step::Filter(Expr::parse("x == 3").unwrap()),
+            Step::Select(s(&["id", "y"])),
+        ];
+        let mut chain = Chain::new(&later, &never).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let input = read_parquet(file, needed.as_deref(), &later, &mut chain).unwrap();
+        assert_eq!((chain.skip, chain.row_groups), (0, (0, 0)));
+        assert_eq!(chain.finish(&input).unwrap(), out);
     }
 }

@@ -45,6 +45,18 @@ fn sort_indices(batch: &RecordBatch, by: &[String], descending: &[bool]) -> Resu
     Ok(lexsort_to_indices(&columns, None)?)
 }
 
+/// The first `n` rows of the partitions `parts` taken in order (pandas' `head(n)`).
+pub fn head(parts: &[RecordBatch], n: usize) -> Result<RecordBatch> {
+    let mut kept = Vec::new();
+    let mut left = n;
+    for p in parts {
+        let take = p.num_rows().min(left);
+        kept.push(p.slice(0, take));
+        left -= take;
+    }
+    crate::join::concat_parts(&kept)
+}
+
 /// The rows of `batch` at `indices`, in that order.
 pub fn take(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
     Ok(arrow_select::take::take_record_batch(batch, indices)?)
@@ -303,5 +315,16 @@ mod tests {
         assert_eq!(ids(&top(&b, &by, &[true, false], 2).unwrap()), [1, 4]);
         assert_eq!(ids(&top(&b, &by, &[true], 2).unwrap()), [4, 1]);
         assert_eq!(top(&b, &x, &[true], 0).unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn head_takes_the_first_rows_across_parts_in_order() {
+        let b = batch();
+        let parts = [b.slice(0, 2), b.slice(2, 0), b.slice(2, 3)];
+        let all = crate::join::concat_parts(&parts).unwrap();
+        for n in [0, 1, 2, 3, 5, 9] {
+            let got = head(&parts, n).unwrap();
+            assert_eq!(got, all.slice(0, n.min(all.num_rows())), "n = {n}");
+        }
     }
 }

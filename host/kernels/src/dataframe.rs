@@ -391,6 +391,13 @@ fn dispatch(
             )?;
             return encode_all(&parts);
         }
+        "head" => {
+            let n = match &args[1] {
+                Value::U64(n) => usize::try_from(*n).unwrap_or(usize::MAX),
+                _ => return Err(bad("head's n is a u64")),
+            };
+            sort::head(&frames(&args[0])?, n)?
+        }
         "sort" => sort::sort_parts(&frames(&args[0])?, &strings(&args[1])?, &bools(&args[2])?)?,
         "edge" => {
             let before = match &args[1] {
