@@ -10,6 +10,7 @@ mod kubernetes;
 mod netns;
 mod observe;
 mod polyglot;
+mod python;
 mod retire;
 mod run;
 mod runtime;
