@@ -7,6 +7,7 @@
 mod alloc;
 mod cluster;
 mod fair;
+mod futures;
 mod graphs;
 mod share;
 mod tpch;
@@ -270,6 +271,8 @@ fn main() -> Result<()> {
                     "flood10k" => c.flood(10_000)?,
                     "submits" => c.submits(10, 20)?,
                     "watched" => c.watched(flat, 5)?,
+                    // Futures: 10,000 calls submitted then gathered; submit(..).result().
+                    "futures" => futures::run(&c, 10_000, 200)?,
                     other => bail!("unknown part `{other}`"),
                 }
             }

@@ -6,6 +6,7 @@ mod dashboard;
 mod dataframes;
 mod deploy;
 mod fairness;
+mod futures;
 mod kubernetes;
 mod netns;
 mod observe;

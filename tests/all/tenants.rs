@@ -281,6 +281,7 @@ async fn first_output(
     let request = fabric_proto::v1::WatchJobRequest {
         job_id: job,
         release_if_inline: false,
+        stream_outputs: false,
     };
     let mut rpc = rpc(cluster, token).await;
     let mut updates = rpc.watch_job(request).await.unwrap().into_inner();

@@ -43,7 +43,10 @@ pub use report::{
     AttemptFailure, ClusterStatus, Dataset, JobFailure, JobState, JobStatus, JobUsage, TaskReport,
     TenantStatus, WorkerStatus,
 };
-pub use typed::{Arg, CallError, Component, IntoArgs, Session, Task};
+pub use typed::{
+    Arg, AsCompleted, CallError, Component, Future, FutureStatus, IntoArgs, Session, Task,
+    as_completed, gather,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,6 +147,36 @@ pub enum ClientError {
     /// that cannot be listed or read by the client.
     #[error("{0}")]
     Invalid(String),
+    /// A future's task failed, or did not run because an input of it failed: the failure
+    /// (the guest's message, its captured output) names the task that failed.
+    #[error("{}", task_failed(task, failure))]
+    TaskFailed {
+        /// The future's task.
+        task: String,
+        /// What failed.
+        failure: Box<JobFailure>,
+    },
+    /// A future has no value: it (or its job) was cancelled, or it was released.
+    #[error("the future of `{task}` {reason}")]
+    Cancelled {
+        /// The future's task.
+        task: String,
+        /// What happened: `was cancelled`, `was released`...
+        reason: String,
+    },
+}
+
+/// [`ClientError::TaskFailed`]'s message: ``task `b` (math/f) failed: panicked: boom``, or
+/// for a task that did not run, which input failed.
+fn task_failed(task: &str, failure: &JobFailure) -> String {
+    if failure.task == task {
+        format!("task `{task}` ({}) failed: {}", failure.call, failure.error)
+    } else {
+        format!(
+            "task `{task}` did not run: its input `{}` ({}) failed: {}",
+            failure.task, failure.call, failure.error
+        )
+    }
 }
 
 impl From<tonic::Status> for ClientError {
@@ -586,6 +619,7 @@ impl Client {
             .watch_job(v1::WatchJobRequest {
                 job_id: job,
                 release_if_inline,
+                stream_outputs: false,
             })
             .await?
             .into_inner();
@@ -721,6 +755,7 @@ impl Client {
         let request = v1::RunRequest {
             submit: Some(Self::request(submission, None)),
             release_if_inline: true,
+            stream_outputs: false,
         };
         let mut stream = self.rpc().run(request).await?.into_inner();
         let submitted = match stream.message().await?.and_then(|m| m.event) {

@@ -25,7 +25,7 @@ pub use sched::{
     Quota, QuotaExceeded, Reason, Scheduler, SchedulerConfig, TenantPolicy, TenantShare, Tier,
     UnitState, Usage, WorkerId, WorkerSpec,
 };
-pub use spec::{ArgSpec, GraphSpec, TaskSpec};
+pub use spec::{ArgSpec, GraphSpec, TaskSpec, dataset_job, job_dataset};
 pub use types::{BulkKind, FuncType, Type};
 pub use unit::Step;
 pub use units::{format_bytes, format_duration};

@@ -51,16 +51,20 @@ pub struct TaskSpec {
 /// was read: a `{"ref": "id"}` costs one string instead of a JSON map, and validation never
 /// searches literals for references again.
 ///
-/// `{"ref": "id"}` (an object with the one string field `ref`) is a task's output, and
+/// `{"ref": "id"}` (an object with the one string field `ref`) is a task's output,
 /// `{"dataset": "name", "key": "task"}` (exactly those two string fields) a dataset value,
-/// wherever they appear; everything else is a literal.
+/// and `{"job": 7, "key": "task"}` (an integer and a string) an output of an earlier job of
+/// a cluster, read as the value `task` of the dataset named [`job_dataset`]`(7)`, wherever
+/// they appear; everything else is a literal.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ArgSpec {
     /// A value with no reference inside, as written.
     Literal(Json),
     /// `{"ref": "id"}`: the output of the task `id`.
     Ref(Box<str>),
-    /// `{"dataset": "name", "key": "task"}`: a value of a persisted dataset.
+    /// `{"dataset": "name", "key": "task"}`: a value of a persisted dataset; also
+    /// `{"job": 7, "key": "task"}`, an output of an earlier job, as the dataset
+    /// [`job_dataset`]`(7)`.
     Dataset(Box<(Box<str>, Box<str>)>),
     /// A list with a reference inside.
     List(Box<[ArgSpec]>),
@@ -88,7 +92,10 @@ impl ArgSpec {
         match self {
             ArgSpec::Literal(json) => json.clone(),
             ArgSpec::Ref(id) => serde_json::json!({ "ref": &**id }),
-            ArgSpec::Dataset(d) => serde_json::json!({ "dataset": &*d.0, "key": &*d.1 }),
+            ArgSpec::Dataset(d) => match dataset_job(&d.0) {
+                Some(job) => serde_json::json!({ "job": job, "key": &*d.1 }),
+                None => serde_json::json!({ "dataset": &*d.0, "key": &*d.1 }),
+            },
             ArgSpec::List(items) => Json::Array(items.iter().map(ArgSpec::to_json).collect()),
             ArgSpec::Object(fields) => Json::Object(
                 fields
@@ -108,10 +115,30 @@ fn as_ref(o: &serde_json::Map<String, Json>) -> Option<&str> {
     }
 }
 
-/// The dataset and key of `{"dataset": "name", "key": "task"}`.
-fn as_dataset(o: &serde_json::Map<String, Json>) -> Option<(&str, &str)> {
-    match (o.get("dataset"), o.get("key")) {
-        (Some(Json::String(d)), Some(Json::String(k))) if o.len() == 2 => Some((d, k)),
+/// The name an output of job `job` goes by among dataset values (`job 7`): a graph's
+/// `{"job": 7, "key": "task"}` is validated, planned and stored (`JobCode.externals`) as
+/// the value `task` of the dataset of that name.
+pub fn job_dataset(job: u64) -> String {
+    format!("job {job}")
+}
+
+/// The job of a dataset name made by [`job_dataset`]; `None` for a persisted dataset's.
+pub fn dataset_job(name: &str) -> Option<u64> {
+    let job: u64 = name.strip_prefix("job ")?.parse().ok()?;
+    (job_dataset(job) == name).then_some(job)
+}
+
+/// The dataset and key of `{"dataset": "name", "key": "task"}`, or of `{"job": 7, "key":
+/// "task"}` as the dataset [`job_dataset`]`(7)`.
+fn as_dataset(o: &serde_json::Map<String, Json>) -> Option<(std::borrow::Cow<'_, str>, &str)> {
+    if o.len() != 2 {
+        return None;
+    }
+    match (o.get("dataset"), o.get("job"), o.get("key")) {
+        (Some(Json::String(d)), None, Some(Json::String(k))) => Some((d.as_str().into(), k)),
+        (None, Some(Json::Number(n)), Some(Json::String(k))) => {
+            Some((job_dataset(n.as_u64()?).into(), k))
+        }
         _ => None,
     }
 }
@@ -138,7 +165,7 @@ impl From<Json> for ArgSpec {
                     return ArgSpec::Ref(id.into());
                 }
                 if let Some((dataset, key)) = as_dataset(&o) {
-                    return ArgSpec::Dataset(Box::new((dataset.into(), key.into())));
+                    return ArgSpec::Dataset(Box::new((dataset.as_ref().into(), key.into())));
                 }
                 let fields = o.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into()));
                 ArgSpec::Object(fields.collect())
@@ -154,7 +181,10 @@ impl Serialize for ArgSpec {
         match self {
             ArgSpec::Literal(json) => json.serialize(s),
             ArgSpec::Ref(id) => s.collect_map([("ref", &**id)]),
-            ArgSpec::Dataset(d) => s.collect_map([("dataset", &*d.0), ("key", &*d.1)]),
+            ArgSpec::Dataset(d) => match dataset_job(&d.0) {
+                Some(job) => serde_json::json!({ "job": job, "key": &*d.1 }).serialize(s),
+                None => s.collect_map([("dataset", &*d.0), ("key", &*d.1)]),
+            },
             ArgSpec::List(items) => s.collect_seq(items.iter()),
             ArgSpec::Object(fields) => s.collect_map(fields.iter().map(|(k, a)| (&**k, a))),
         }
@@ -349,6 +379,34 @@ mod tests {
         assert_eq!(refs, ["b", "c"]);
     }
 
+    #[test]
+    fn job_outputs_read_as_values_of_the_jobs_dataset_name() {
+        let arg = ArgSpec::from(serde_json::json!({ "job": 7, "key": "k" }));
+        assert_eq!(
+            arg,
+            ArgSpec::Dataset(Box::new(("job 7".into(), "k".into())))
+        );
+        assert_eq!(arg.to_json(), serde_json::json!({ "job": 7, "key": "k" }));
+        assert_eq!(dataset_job("job 7"), Some(7));
+        // Only the canonical form is a job's: a persisted dataset may be named otherwise.
+        for name in ["job 07", "job +7", "job", "job x", "jobs 7", "d"] {
+            assert_eq!(dataset_job(name), None, "{name}");
+        }
+        // Not a job's output: a negative or fractional id, a string id, a third field.
+        for json in [
+            serde_json::json!({ "job": -1, "key": "k" }),
+            serde_json::json!({ "job": 1.5, "key": "k" }),
+            serde_json::json!({ "job": "7", "key": "k" }),
+            serde_json::json!({ "job": 7, "key": "k", "x": 1 }),
+            serde_json::json!({ "job": 7, "dataset": "d" }),
+        ] {
+            assert!(
+                matches!(ArgSpec::from(json.clone()), ArgSpec::Literal(_)),
+                "{json}"
+            );
+        }
+    }
+
     /// JSON values of a few levels, with references and dataset values among them.
     fn json_value() -> impl Strategy<Value = Json> {
         let leaf = prop_oneof![
@@ -358,6 +416,7 @@ mod tests {
             "[a-c]{0,2}".prop_map(Json::from),
             "[a-c]{1,2}".prop_map(|id| serde_json::json!({ "ref": id })),
             Just(serde_json::json!({ "dataset": "d", "key": "k" })),
+            Just(serde_json::json!({ "job": 3, "key": "k" })),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![

@@ -103,6 +103,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     total_tasks: 2,
                 }),
                 result: Some(v1::JobResult::default()),
+                outputs: Vec::new(),
             }
             .encode_to_vec(),
         ),

@@ -92,6 +92,8 @@ pub(crate) enum Command {
     Watch {
         job: u64,
         who: Principal,
+        /// Also stream each output as it settles (`WatchJobRequest.stream_outputs`).
+        stream_outputs: bool,
         reply: WatchReply,
     },
     Release {
@@ -138,6 +140,18 @@ pub(crate) enum Command {
         who: Principal,
         tenant: Arc<str>,
         reply: oneshot::Sender<DatasetValues>,
+    },
+    /// The outputs of earlier jobs a graph of `tenant` submitted by `who` uses
+    /// (`{"job": ID, "key": TASK}`: `refs`), for validating it: the outputs of each such job
+    /// `who` may see, with their types, by the job's dataset name
+    /// ([`fabric_core::job_dataset`]). A job that `who` may not see, or of another tenant,
+    /// is left out (validation calls it unknown); an output used that is not computed is a
+    /// problem, one line each.
+    JobValues {
+        who: Principal,
+        tenant: Arc<str>,
+        refs: Vec<(u64, String)>,
+        reply: oneshot::Sender<Result<DatasetValues, Vec<String>>>,
     },
     /// Whether it existed; a dataset shared with the caller's tenant cannot be forgotten
     /// by it.
@@ -290,7 +304,28 @@ pub(crate) fn spawn(
 }
 
 /// Where the core answers a `Watch`: the job's updates, or `None` for "no such job".
-type WatchReply = oneshot::Sender<Option<watch::Receiver<v1::JobUpdate>>>;
+type WatchReply = oneshot::Sender<Option<Watched>>;
+
+/// The outputs of a job that settled, in the order they did (`JobUpdate.outputs`): the
+/// core appends, each watcher streaming outputs reads on from where it stopped. Capabilities
+/// are left empty (each watcher signs its own).
+pub(crate) type OutputLog = Arc<std::sync::Mutex<Vec<v1::OutputEvent>>>;
+
+/// What a watcher of a job follows.
+pub(crate) struct Watched {
+    /// The job's updates (the latest one, coalesced).
+    pub updates: watch::Receiver<v1::JobUpdate>,
+    /// Its settled outputs, when the watcher asked for them: every append is followed by
+    /// an update, so a watcher that reads the log after each update misses none.
+    pub outputs: Option<OutputLog>,
+}
+
+/// A job's outputs streamed to watchers (`WatchJobRequest.stream_outputs`).
+struct Streamed {
+    log: OutputLog,
+    /// Outputs not in the log yet, as indices into the plan's outputs.
+    unreported: Vec<u32>,
+}
 
 /// Jobs of the journal not restored yet, and what waits for them.
 #[derive(Default)]
@@ -298,8 +333,8 @@ struct Restoring {
     jobs: FxHashSet<JobId>,
     /// Values workers hold: job -> (unit, worker, bytes).
     held: FxHashMap<JobId, Vec<(UnitIdx, WorkerId, u64)>>,
-    /// Watchers of restoring jobs.
-    watches: Vec<(JobId, Principal, WatchReply)>,
+    /// Watchers of restoring jobs, and whether they stream outputs.
+    watches: Vec<(JobId, Principal, bool, WatchReply)>,
 }
 
 /// Sends the core a command later, on the Tokio runtime's timers. Holds the core's channel
@@ -372,6 +407,8 @@ struct JobEntry {
     inline_bytes: u64,
     /// The final update was sent.
     done: bool,
+    /// Its outputs as they settle, once a watcher asked for them.
+    streamed: Option<Streamed>,
     /// When it was submitted, ms since the Unix epoch.
     submitted_ms: u64,
 }
@@ -605,19 +642,24 @@ impl Core {
             Command::Submit { job, reply } => {
                 let _ = reply.send(self.submit(*job));
             }
-            Command::Watch { job, who, reply } => {
+            Command::Watch {
+                job,
+                who,
+                stream_outputs,
+                reply,
+            } => {
                 // A restoring job's owner is known once it is rebuilt: its watcher waits
                 // for that, and is checked then.
                 if let Some(j) = self.job_id(job)
                     && let Some(r) = self.restoring.as_mut().filter(|r| r.jobs.contains(&j))
                 {
-                    r.watches.push((j, who, reply));
+                    r.watches.push((j, who, stream_outputs, reply));
                     return;
                 }
-                let rx = self
+                let watched = self
                     .visible_job(job, &who, "watch")
-                    .map(|j| self.jobs[&j].updates.subscribe());
-                let _ = reply.send(rx);
+                    .map(|j| self.watched(j, stream_outputs));
+                let _ = reply.send(watched);
             }
             Command::Release { job, who, reply } => {
                 let found = self
@@ -695,6 +737,14 @@ impl Core {
             }
             Command::DatasetValues { who, tenant, reply } => {
                 let _ = reply.send(self.dataset_values(&who, &tenant));
+            }
+            Command::JobValues {
+                who,
+                tenant,
+                refs,
+                reply,
+            } => {
+                let _ = reply.send(self.job_values(&who, &tenant, &refs));
             }
             Command::ForgetDataset { name, who, reply } => {
                 let found = match self.managed_dataset(&name, &who, "forget") {
@@ -1248,6 +1298,8 @@ impl Core {
                     f.duration_ns as f64 / 1e3,
                     &mut self.out,
                 );
+                // Its watchers may stream it.
+                self.out.touched.insert(job);
             }
             Event::UnitFailed(f) => {
                 let (job, unit) = required_key(f.key.as_ref(), "UnitFailed", "key")?;
@@ -1287,6 +1339,7 @@ impl Core {
                 }
                 self.sched
                     .on_unit_failed(id, job, unit, failure, &mut self.out);
+                self.out.touched.insert(job);
             }
             Event::ValuesReleased(_) => {}
             Event::Retire(r) => self.begin_retiring(id, r.reason, false),
@@ -1424,6 +1477,12 @@ impl Core {
 
     fn submit(&mut self, job: Prepared) -> Result<u64, Status> {
         let tenant = &*job.owner.tenant;
+        if let Some(id) = fabric_core::dataset_job(&job.persist) {
+            return Err(Status::invalid_argument(format!(
+                "`{}` cannot name a dataset: graphs use that name for the outputs of job {id}",
+                job.persist
+            )));
+        }
         if !job.persist.is_empty() {
             if self
                 .datasets
@@ -1495,11 +1554,11 @@ impl Core {
                 self.out.releases.push((worker, job, unit));
             }
         }
-        for (job, who, reply) in restoring.watches {
-            let rx = self
+        for (job, who, stream_outputs, reply) in restoring.watches {
+            let watched = self
                 .visible_job(u64::from(job), &who, "watch")
-                .map(|j| self.jobs[&j].updates.subscribe());
-            let _ = reply.send(rx);
+                .map(|j| self.watched(j, stream_outputs));
+            let _ = reply.send(watched);
         }
     }
 
@@ -1564,6 +1623,7 @@ impl Core {
                 ..JobProgress::default()
             })),
             result: None,
+            outputs: Vec::new(),
         };
         let (updates, _) = watch::channel(first);
         tracing::info!(
@@ -1594,6 +1654,7 @@ impl Core {
                 inline: FxHashMap::default(),
                 inline_bytes: 0,
                 done: false,
+                streamed: None,
                 submitted_ms: job.submitted_ms,
             },
         );
@@ -1655,6 +1716,7 @@ impl Core {
                 reason: reason.to_string(),
                 ..v1::JobResult::default()
             }),
+            outputs: Vec::new(),
         });
         tracing::info!(job, "job cancelled");
         self.recorder.push(monitor::Event::JobEnded {
@@ -1693,6 +1755,7 @@ impl Core {
             state: v1::JobState::Running as i32,
             progress: Some(v1::JobProgress::from(progress)),
             result: None,
+            outputs: Vec::new(),
         };
         if !self.sched.job_settled(job) {
             return Some(update);
@@ -1717,24 +1780,7 @@ impl Core {
             .sched
             .failures(job)
             .iter()
-            .map(|f| v1::JobFailure {
-                task_id: graph.id(f.task).to_string(),
-                call: graph.func(f.task).name(),
-                // A worker's report carries the captured output; the scheduler's own
-                // failures (quarantine, resources) only their message.
-                error: Some(
-                    f.worker
-                        .as_ref()
-                        .and_then(|_| entry.errors.get(&f.task).cloned())
-                        .unwrap_or_else(|| v1::TaskError {
-                            kind: v1::TaskErrorKind::Scheduler as i32,
-                            message: f.message.to_string(),
-                            ..v1::TaskError::default()
-                        }),
-                ),
-                attempts: f.attempts,
-                worker: f.worker.as_deref().unwrap_or_default().to_string(),
-            })
+            .map(|f| job_failure(graph, entry, f))
             .collect();
         let failed = !failures.is_empty() || progress.erred_tasks > 0;
         update.state = if failed {
@@ -1750,6 +1796,175 @@ impl Core {
             reason: String::new(),
         });
         Some(update)
+    }
+
+    /// What a watcher of `job` (one that exists) follows; `stream_outputs`: with the
+    /// job's settled outputs, streamed from now on for every watcher that asks.
+    fn watched(&mut self, job: JobId, stream_outputs: bool) -> Watched {
+        let entry = self.jobs.get_mut(&job).expect("a job that exists");
+        let updates = entry.updates.subscribe();
+        if !stream_outputs {
+            return Watched {
+                updates,
+                outputs: None,
+            };
+        }
+        if entry.streamed.is_none() {
+            let outputs = self.sched.plan(job).map_or(0, |p| p.outputs.len());
+            entry.streamed = Some(Streamed {
+                log: OutputLog::default(),
+                unreported: (0..outputs as u32).collect(),
+            });
+            // Those settled already go first.
+            self.report_outputs(job);
+        }
+        let log = self.jobs[&job].streamed.as_ref().map(|s| s.log.clone());
+        Watched {
+            updates,
+            outputs: log,
+        }
+    }
+
+    /// Appends the outputs of `job` that settled since the last call to its log, when its
+    /// outputs are streamed; whether there were any.
+    fn report_outputs(&mut self, job: JobId) -> bool {
+        let (Some(entry), Some(plan)) = (self.jobs.get(&job), self.sched.plan(job)) else {
+            return false;
+        };
+        let Some(streamed) = &entry.streamed else {
+            return false;
+        };
+        let graph = &plan.graph;
+        let mut events = Vec::new();
+        let mut settled = FxHashSet::default();
+        for &i in &streamed.unreported {
+            let (u, t) = (plan.outputs[i as usize], graph.outputs[i as usize]);
+            use v1::output_event::Outcome;
+            let outcome = match self.sched.unit_state(job, u) {
+                Some(UnitState::Memory) => Outcome::Done(v1::OutputLocation {
+                    task_id: graph.id(t).to_string(),
+                    key: Some(v1::ValueKey::new(job, u)),
+                    nbytes: self.sched.nbytes(job, u),
+                    holders: self.holders(job, u, None),
+                    inline_value: entry.inline.get(&u).cloned().unwrap_or_default(),
+                    capability: Default::default(),
+                }),
+                Some(UnitState::Erred) => Outcome::Failed(self.output_failure(job, u, t)),
+                _ => continue,
+            };
+            settled.insert(i);
+            events.push(v1::OutputEvent {
+                task_id: graph.id(t).to_string(),
+                outcome: Some(outcome),
+            });
+        }
+        if events.is_empty() {
+            return false;
+        }
+        let streamed = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|e| e.streamed.as_mut())
+            .expect("found above");
+        streamed.unreported.retain(|i| !settled.contains(i));
+        streamed
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(events);
+        true
+    }
+
+    /// Why output task `t` (the last step of unit `u`) of `job` has no value: its own
+    /// failure, or that of the first failed task found among its inputs (which the
+    /// failure names), with the guest's message.
+    fn output_failure(&self, job: JobId, u: UnitIdx, t: TaskIdx) -> v1::JobFailure {
+        let entry = &self.jobs[&job];
+        let plan = self.sched.plan(job).expect("a live job");
+        let graph = &plan.graph;
+        let failures: FxHashMap<TaskIdx, &Failure> = self
+            .sched
+            .failures(job)
+            .iter()
+            .map(|f| (f.task, f))
+            .collect();
+        // The failed task: in the output's unit, else back through failed inputs.
+        let mut seen = FxHashSet::default();
+        let mut stack = vec![u];
+        let mut cause = None;
+        while let Some(v) = stack.pop() {
+            if !seen.insert(v) {
+                continue;
+            }
+            if let Some(f) = plan.steps(v).iter().find_map(|s| failures.get(s)) {
+                cause = Some(*f);
+                break;
+            }
+            stack.extend(
+                plan.deps(v)
+                    .iter()
+                    .copied()
+                    .filter(|&d| self.sched.unit_state(job, d) == Some(UnitState::Erred)),
+            );
+        }
+        match cause {
+            Some(f) => job_failure(graph, entry, f),
+            None => v1::JobFailure {
+                task_id: graph.id(t).to_string(),
+                call: graph.func(t).name(),
+                error: Some(v1::TaskError {
+                    kind: v1::TaskErrorKind::Scheduler as i32,
+                    message: "an input of it failed".into(),
+                    ..v1::TaskError::default()
+                }),
+                attempts: 0,
+                worker: String::new(),
+            },
+        }
+    }
+
+    /// See [`Command::JobValues`].
+    fn job_values(
+        &self,
+        who: &Principal,
+        tenant: &str,
+        refs: &[(u64, String)],
+    ) -> Result<DatasetValues, Vec<String>> {
+        let mut values = DatasetValues::new();
+        let mut problems = Vec::new();
+        for (wire, key) in refs {
+            let Some(job) = self
+                .visible_job(*wire, who, "use")
+                .filter(|j| &*self.jobs[j].owner.tenant == tenant)
+            else {
+                continue; // validation calls it unknown
+            };
+            let plan = self.sched.plan(job).expect("a live job");
+            let name = fabric_core::job_dataset(*wire);
+            if !values.contains_key(&name) {
+                let keys = dataset_keys(plan, job)
+                    .map(|(k, ty, value)| (k.to_string(), (ty.clone(), value)))
+                    .collect();
+                values.insert(name.clone(), keys);
+            }
+            let Some((_, value)) = values[&name].get(key) else {
+                continue; // validation lists the outputs
+            };
+            let (_, unit) = value.parts().expect("made from a job and a unit");
+            let state = self.sched.unit_state(job, unit);
+            let problem = match state {
+                Some(UnitState::Memory) => continue,
+                Some(UnitState::Erred) => "failed",
+                _ if self.jobs[&job].done => "was not computed (the job was cancelled)",
+                _ => "is not computed yet (wait for it, then submit)",
+            };
+            problems.push(format!("output `{key}` of job {wire} {problem}"));
+        }
+        if problems.is_empty() {
+            Ok(values)
+        } else {
+            Err(problems)
+        }
     }
 
     // ------------------------------------------------------------------ delivery
@@ -1907,6 +2122,7 @@ impl Core {
         let Some(update) = self.update(job) else {
             return;
         };
+        let streamed = self.report_outputs(job);
         let entry = self.jobs.get_mut(&job).expect("update() found it");
         let settled = update.result.is_some();
         if settled && !entry.done {
@@ -1929,7 +2145,8 @@ impl Core {
         }
         let changed = entry.updates.borrow().progress != update.progress
             || entry.updates.borrow().state != update.state
-            || settled;
+            || settled
+            || streamed;
         if changed {
             if let Some(p) = update.progress {
                 self.recorder.push(monitor::Event::Progress {
@@ -2127,6 +2344,27 @@ fn display_name(viewer: &str, tenant: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{tenant}/{name}")
+    }
+}
+
+/// A failure as clients see it. A worker's report carries the captured output; the
+/// scheduler's own failures (quarantine, resources) only their message.
+fn job_failure(graph: &fabric_core::Graph, entry: &JobEntry, f: &Failure) -> v1::JobFailure {
+    v1::JobFailure {
+        task_id: graph.id(f.task).to_string(),
+        call: graph.func(f.task).name(),
+        error: Some(
+            f.worker
+                .as_ref()
+                .and_then(|_| entry.errors.get(&f.task).cloned())
+                .unwrap_or_else(|| v1::TaskError {
+                    kind: v1::TaskErrorKind::Scheduler as i32,
+                    message: f.message.to_string(),
+                    ..v1::TaskError::default()
+                }),
+        ),
+        attempts: f.attempts,
+        worker: f.worker.as_deref().unwrap_or_default().to_string(),
     }
 }
 

@@ -10,15 +10,19 @@ use fabric_proto::chunk::component_chunks;
 use fabric_proto::convert::check_component_hash;
 use fabric_proto::v1::scheduler_server::Scheduler as SchedulerRpc;
 use fabric_proto::{PROTOCOL_VERSION, Reassembler, check_version, component_map, v1};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Authority};
 use crate::components::Components;
-use crate::core::{Command, Prepared};
+use crate::core::{Command, Prepared, Watched};
 use fabric_auth::{Owner, Principal, Role};
+
+/// Bytes of streamed outputs (`JobUpdate.outputs`) one message carries at most (beyond,
+/// the backlog goes in several).
+const MAX_STREAMED_BYTES: usize = 4 << 20;
 
 /// The largest component accepted: 256 MiB.
 const MAX_COMPONENT: u64 = 256 << 20;
@@ -158,7 +162,7 @@ impl Service {
             return reject(Vec::new(), missing);
         }
         // Only a graph that mentions a dataset needs the core's list of them.
-        let values = if r.graph_json.contains("\"dataset\"") {
+        let mut values = if r.graph_json.contains("\"dataset\"") {
             self.ask(|reply| Command::DatasetValues {
                 who: who.clone(),
                 tenant: tenant.clone(),
@@ -168,6 +172,40 @@ impl Service {
         } else {
             Default::default()
         };
+        // Likewise outputs of earlier jobs (futures passed to later calls).
+        if r.graph_json.contains("\"job\"") {
+            let refs = if r.graph_json.len() <= SMALL_GRAPH {
+                job_refs(&r.graph_json)
+            } else {
+                let text = r.graph_json.clone();
+                tokio::task::spawn_blocking(move || job_refs(&text))
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the graph panicked: {e}")))?
+            };
+            if !refs.is_empty() {
+                let found = self
+                    .ask(|reply| Command::JobValues {
+                        who: who.clone(),
+                        tenant: tenant.clone(),
+                        refs,
+                        reply,
+                    })
+                    .await?;
+                match found {
+                    Ok(jobs) => values.extend(jobs),
+                    Err(problems) => {
+                        let errors = problems
+                            .into_iter()
+                            .map(|message| v1::ValidationError {
+                                task_id: String::new(),
+                                message,
+                            })
+                            .collect();
+                        return reject(errors, Vec::new());
+                    }
+                }
+            }
+        }
         // Validation reads components' signatures (validating their bytes the first time):
         // not on the reactor, unless the graph is small and the signatures are read already.
         let components = self.components.clone();
@@ -262,43 +300,92 @@ impl Service {
         })
     }
 
-    /// The updates of a job.
+    /// The updates of a job (and its outputs as they settle, with `stream_outputs`).
     async fn watch(
         &self,
         job: u64,
         who: Principal,
-    ) -> Result<watch::Receiver<v1::JobUpdate>, Status> {
-        self.ask(|reply| Command::Watch { job, who, reply })
-            .await?
-            .ok_or_else(|| {
-                Status::not_found(format!("no job {job} (released, or never submitted)"))
-            })
+        stream_outputs: bool,
+    ) -> Result<Watched, Status> {
+        self.ask(|reply| Command::Watch {
+            job,
+            who,
+            stream_outputs,
+            reply,
+        })
+        .await?
+        .ok_or_else(|| Status::not_found(format!("no job {job} (released, or never submitted)")))
     }
 
-    /// Streams a job's updates into `tx` (each made a `T` by `wrap`) until the last one;
-    /// `release_if_inline`: see `WatchJobRequest`.
+    /// Streams a job's updates into `tx` (each made a `T` by `wrap`) until the last one,
+    /// each with the outputs that settled since the one before when `watched` streams
+    /// them; `release_if_inline`: see `WatchJobRequest`.
     fn follow<T: Send + 'static>(
         &self,
         job: u64,
         who: Principal,
-        mut rx: watch::Receiver<v1::JobUpdate>,
+        watched: Watched,
         release_if_inline: bool,
         tx: mpsc::UnboundedSender<Result<T, Status>>,
         wrap: fn(v1::JobUpdate) -> T,
     ) {
         let core = self.core.clone();
         let capabilities = self.capabilities.clone();
+        let Watched {
+            updates: mut rx,
+            outputs: log,
+        } = watched;
+        // Where this watcher is in the job's log of settled outputs.
+        let mut cursor = 0;
         tokio::spawn(async move {
+            let requester = fabric_auth::Capability::client(&who.token);
+            let sign = |output: &mut v1::OutputLocation| {
+                if let (Some(key), true) = (output.key, output.inline_value.is_empty()) {
+                    output.capability = capabilities.sign(key, &who.tenant, &requester);
+                }
+            };
             loop {
                 let mut update = rx.borrow_and_update().clone();
-                // Each watcher fetches the outputs with capabilities of its own.
-                if let Some(result) = update.result.as_mut() {
-                    let requester = fabric_auth::Capability::client(&who.token);
-                    for output in &mut result.outputs {
-                        if let (Some(key), true) = (output.key, output.inline_value.is_empty()) {
-                            output.capability = capabilities.sign(key, &who.tenant, &requester);
+                // Read after the update: everything logged before it was sent is there. A
+                // large backlog goes in several messages, the update's own last.
+                while let Some(log) = &log {
+                    let (mut events, more) = {
+                        let log = log
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let (mut bytes, start) = (0, cursor.min(log.len()));
+                        let end = log[start..]
+                            .iter()
+                            .position(|e| {
+                                bytes += prost::Message::encoded_len(e);
+                                bytes > MAX_STREAMED_BYTES
+                            })
+                            .map_or(log.len(), |n| start + n.max(1));
+                        cursor = end;
+                        (log[start..end].to_vec(), end < log.len())
+                    };
+                    // Each watcher fetches the outputs with capabilities of its own.
+                    for event in &mut events {
+                        if let Some(v1::output_event::Outcome::Done(o)) = event.outcome.as_mut() {
+                            sign(o);
                         }
                     }
+                    if !more {
+                        update.outputs = events;
+                        break;
+                    }
+                    let part = v1::JobUpdate {
+                        state: v1::JobState::Running as i32,
+                        result: None,
+                        outputs: events,
+                        ..update.clone()
+                    };
+                    if tx.send(Ok(wrap(part))).is_err() {
+                        return;
+                    }
+                }
+                if let Some(result) = update.result.as_mut() {
+                    result.outputs.iter_mut().for_each(sign);
                 }
                 let last = update.result.is_some();
                 if let Some(result) = update.result.as_mut().filter(|r| {
@@ -344,6 +431,32 @@ impl Service {
         self.authority
             .record(peer, who, "submit", result, &target, "");
     }
+}
+
+/// The outputs of earlier jobs a graph document uses (`{"job": ID, "key": TASK}`), each
+/// once; none when the document does not parse (validation says why).
+fn job_refs(graph_json: &str) -> Vec<(u64, String)> {
+    fn collect(arg: &fabric_core::ArgSpec, refs: &mut std::collections::BTreeSet<(u64, String)>) {
+        use fabric_core::ArgSpec;
+        match arg {
+            ArgSpec::Dataset(d) => {
+                if let Some(job) = fabric_core::dataset_job(&d.0) {
+                    refs.insert((job, d.1.to_string()));
+                }
+            }
+            ArgSpec::List(items) => items.iter().for_each(|a| collect(a, refs)),
+            ArgSpec::Object(fields) => fields.iter().for_each(|(_, a)| collect(a, refs)),
+            ArgSpec::Literal(_) | ArgSpec::Ref(_) => {}
+        }
+    }
+    let Ok(spec) = fabric_core::GraphSpec::from_json(graph_json) else {
+        return Vec::new();
+    };
+    let mut refs = std::collections::BTreeSet::new();
+    for (_, task) in &spec.tasks.0 {
+        task.args.iter().for_each(|a| collect(a, &mut refs));
+    }
+    refs.into_iter().collect()
 }
 
 fn version_check(peer_role: &'static str, peer: u32) -> Result<(), Status> {
@@ -461,7 +574,7 @@ impl SchedulerRpc for Service {
             event: Some(v1::run_update::Event::Submitted(submitted)),
         }));
         if let Some(job) = job {
-            let rx = self.watch(job, who.clone()).await?;
+            let watched = self.watch(job, who.clone(), r.stream_outputs).await?;
             // The job is attached to this call: when the client goes away before it ends,
             // it is cancelled after the grace period, unless someone watches it by then.
             let (core, grace) = (self.core.clone(), self.disconnect_grace);
@@ -471,7 +584,7 @@ impl SchedulerRpc for Service {
                 tokio::time::sleep(grace).await;
                 let _ = core.send(Command::Abandoned { job });
             });
-            self.follow(job, who, rx, r.release_if_inline, tx, |update| {
+            self.follow(job, who, watched, r.release_if_inline, tx, |update| {
                 v1::RunUpdate {
                     event: Some(v1::run_update::Event::Update(update)),
                 }
@@ -488,9 +601,11 @@ impl SchedulerRpc for Service {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let who = auth::client(&self.authority, &request)?;
         let r = request.into_inner();
-        let rx = self.watch(r.job_id, who.clone()).await?;
+        let watched = self.watch(r.job_id, who.clone(), r.stream_outputs).await?;
         let (tx, out) = mpsc::unbounded_channel();
-        self.follow(r.job_id, who, rx, r.release_if_inline, tx, |update| update);
+        self.follow(r.job_id, who, watched, r.release_if_inline, tx, |update| {
+            update
+        });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
     }
 

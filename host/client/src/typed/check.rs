@@ -83,8 +83,8 @@ impl Bound {
     }
 }
 
-/// Whether JSON holds an object a graph document reads as a reference: `{"ref": "id"}` or
-/// `{"dataset": "d", "key": "k"}`.
+/// Whether JSON holds an object a graph document reads as a reference: `{"ref": "id"}`,
+/// `{"dataset": "d", "key": "k"}` or `{"job": 7, "key": "k"}`.
 pub(super) fn reads_as_ref(json: &Json) -> bool {
     match json {
         Json::Array(items) => items.iter().any(reads_as_ref),
@@ -93,7 +93,10 @@ pub(super) fn reads_as_ref(json: &Json) -> bool {
             let is_dataset = o.len() == 2
                 && o.get("dataset").is_some_and(Json::is_string)
                 && o.get("key").is_some_and(Json::is_string);
-            is_ref || is_dataset || o.values().any(reads_as_ref)
+            let is_job = o.len() == 2
+                && o.get("job").is_some_and(Json::is_u64)
+                && o.get("key").is_some_and(Json::is_string);
+            is_ref || is_dataset || is_job || o.values().any(reads_as_ref)
         }
         _ => false,
     }
@@ -106,7 +109,7 @@ pub(super) fn may_read_as_ref(ty: &Type) -> bool {
         Type::Record(fields) => {
             fields
                 .iter()
-                .any(|(n, _)| matches!(&**n, "ref" | "dataset" | "key"))
+                .any(|(n, _)| matches!(&**n, "ref" | "dataset" | "job" | "key"))
                 || fields.iter().any(|(_, t)| may_read_as_ref(t))
         }
         Type::Variant(cases) => cases

@@ -105,14 +105,26 @@ pub enum CallError {
         /// What is wrong.
         message: String,
     },
-    /// A persisted value was asked for as an output: it is no task of the graph.
-    #[error("`{key}` is the value of dataset `{dataset}`, not a task: pass it to a call to use it")]
+    /// A persisted value (or a future's) was asked for as an output, or named: it is no
+    /// task of the graph.
+    #[error(
+        "`{key}` is the value of {}, not a task: pass it to a call to use it",
+        source_name(dataset)
+    )]
     NotATask {
-        /// The dataset.
+        /// The dataset (`job ID` for a future's value).
         dataset: String,
         /// The key.
         key: String,
     },
+}
+
+/// How [`CallError::NotATask`] names where a value is: ``dataset `d` `` or `job 7`.
+fn source_name(dataset: &str) -> String {
+    match fabric_core::dataset_job(dataset) {
+        Some(job) => format!("a future of job {job}"),
+        None => format!("dataset `{dataset}`"),
+    }
 }
 
 pub(super) fn plural(n: usize) -> &'static str {

@@ -9,7 +9,9 @@
 //! the value it will produce, which later calls take as an argument (checked by that type).
 //! Nothing runs until [`Session::compute`] (or [`Session::persist`]) sends the graph of the
 //! tasks asked for, and only of those, to a cluster; [`Session::to_graph`] writes the same
-//! graph as the document `fabric run` and `fabric submit` take.
+//! graph as the document `fabric run` and `fabric submit` take. [`Session::submit`] sends
+//! tasks at once and returns a [`Future`] per task, resolved as soon as its task finishes,
+//! and itself an argument of later calls (`docs/rust-client.md`, Futures).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), fabric_client::ClientError> {
@@ -45,6 +47,7 @@ pub use fabric_core::{FuncType, Type, Value};
 mod arg;
 mod check;
 mod error;
+mod future;
 mod session;
 mod task;
 #[cfg(test)]
@@ -52,5 +55,6 @@ mod tests;
 
 pub use arg::{Arg, IntoArgs};
 pub use error::CallError;
+pub use future::{AsCompleted, Future, FutureStatus, as_completed, gather};
 pub use session::Session;
 pub use task::{Component, Task};

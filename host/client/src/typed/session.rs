@@ -252,12 +252,7 @@ impl Session {
                         task: t.id(),
                     });
                 }
-                Kind::Dataset { name } => {
-                    return Err(CallError::NotATask {
-                        dataset: name.to_string(),
-                        key: t.id(),
-                    });
-                }
+                Kind::Dataset { .. } | Kind::Output { .. } => return Err(t.not_a_task()),
             }
         }
         let mut components = BTreeMap::new();
@@ -324,6 +319,8 @@ impl Session {
             return Ok(Vec::new());
         }
         let submission = self.to_submission(&tasks)?;
+        // Futures the calls use must be computed; they are held until this returns.
+        let _inputs = super::future::await_inputs(&tasks).await?;
         let ids: Vec<String> = tasks.iter().map(Task::id).collect();
         let outcome = client.compute(&submission, |_| {}).await?;
         if !outcome.succeeded() {
@@ -362,6 +359,7 @@ impl Session {
             .collect();
         if !calls.is_empty() {
             let submission = self.to_submission(calls.iter().copied())?;
+            let _inputs = super::future::await_inputs(&tasks).await?;
             let outcome = client.persist(&submission, name, |_| {}).await?;
             if !outcome.succeeded() {
                 return Err(ClientError::Failed(failure(&outcome)));
@@ -370,7 +368,7 @@ impl Session {
         Ok(tasks
             .into_iter()
             .map(|t| match t.0.kind {
-                Kind::Dataset { .. } => t,
+                Kind::Dataset { .. } | Kind::Output { .. } => t,
                 Kind::Call { .. } => Task::persisted(name, &t.id(), t.ty().clone()),
             })
             .collect())

@@ -12,7 +12,7 @@ use fabric_core::{FuncType, Type, Value};
 
 use crate::{Client, ClientError};
 
-use super::{arg::*, check::*, error::*, session::*};
+use super::{arg::*, check::*, error::*, future::Future, session::*};
 
 /// A component of a [`Session`]: its exports and their WIT signatures, and calls of them.
 /// Cheap to clone.
@@ -181,6 +181,9 @@ pub(super) enum Kind {
     },
     /// The value of a persisted dataset (under the task name `meta.id`).
     Dataset { name: Arc<str> },
+    /// The value of a future: an output of a job submitted before (under its task name
+    /// `meta.id`). Holding it keeps the job's values on the cluster.
+    Output { future: Future },
 }
 
 #[derive(Debug)]
@@ -303,7 +306,7 @@ impl Task {
             Kind::Call {
                 component, export, ..
             } => Some(format!("{}/{export}", component.name)),
-            Kind::Dataset { .. } => None,
+            Kind::Dataset { .. } | Kind::Output { .. } => None,
         }
     }
 
@@ -311,7 +314,29 @@ impl Task {
     pub fn dataset_name(&self) -> Option<&str> {
         match &self.0.kind {
             Kind::Dataset { name } => Some(name),
-            Kind::Call { .. } => None,
+            Kind::Call { .. } | Kind::Output { .. } => None,
+        }
+    }
+
+    /// The future whose value it is, for a future's task ([`Future::task`]).
+    pub fn future(&self) -> Option<&Future> {
+        match &self.0.kind {
+            Kind::Output { future } => Some(future),
+            Kind::Call { .. } | Kind::Dataset { .. } => None,
+        }
+    }
+
+    /// The error for using a value that is no call as one (naming it, tuning it).
+    pub(super) fn not_a_task(&self) -> CallError {
+        match &self.0.kind {
+            Kind::Output { future } => CallError::NotATask {
+                dataset: format!("job {}", future.job()),
+                key: self.id(),
+            },
+            _ => CallError::NotATask {
+                dataset: self.dataset_name().unwrap_or_default().to_string(),
+                key: self.id(),
+            },
         }
     }
 
@@ -320,10 +345,7 @@ impl Task {
     /// unique in the session.
     pub fn named(self, name: &str) -> Result<Task, CallError> {
         let Kind::Call { session, .. } = &self.0.kind else {
-            return Err(CallError::NotATask {
-                dataset: self.dataset_name().unwrap_or_default().to_string(),
-                key: self.id(),
-            });
+            return Err(self.not_a_task());
         };
         if name.is_empty() {
             return Err(CallError::BadOption {
@@ -349,11 +371,8 @@ impl Task {
         self,
         set: impl FnOnce(&mut Meta) -> Option<String>,
     ) -> Result<Task, CallError> {
-        if let Kind::Dataset { name } = &self.0.kind {
-            return Err(CallError::NotATask {
-                dataset: name.to_string(),
-                key: self.id(),
-            });
+        if !matches!(self.0.kind, Kind::Call { .. }) {
+            return Err(self.not_a_task());
         }
         let mut meta = self.0.meta();
         if let Some(message) = set(&mut meta) {
@@ -416,11 +435,7 @@ impl Task {
     /// Computes this task alone on the cluster and returns its value.
     pub async fn compute(&self, client: &Client) -> Result<Value, ClientError> {
         let Kind::Call { session, .. } = &self.0.kind else {
-            return Err(CallError::NotATask {
-                dataset: self.dataset_name().unwrap_or_default().to_string(),
-                key: self.id(),
-            }
-            .into());
+            return Err(self.not_a_task().into());
         };
         let session = Session {
             inner: session.clone(),
@@ -435,6 +450,12 @@ impl Task {
             (Kind::Dataset { name }, _) => {
                 format!("dataset `{name}` key `{}` of type {}", self.id(), self.0.ty)
             }
+            (Kind::Output { future }, _) => format!(
+                "future `{}` of job {} of type {}",
+                self.id(),
+                future.job(),
+                self.0.ty
+            ),
             (_, call) => format!(
                 "task `{}` ({}) returning {}",
                 self.id(),
@@ -450,6 +471,7 @@ impl Task {
         match &self.0.kind {
             Kind::Call { .. } => json!({ "ref": id }),
             Kind::Dataset { name } => json!({ "dataset": &**name, "key": id }),
+            Kind::Output { future } => json!({ "job": future.job(), "key": id }),
         }
     }
 }

@@ -269,19 +269,32 @@ impl ArgBuilder<'_> {
     }
 
     fn dataset(&mut self, dataset: &str, key: &str, ty: &Type) -> Option<Arg> {
-        let problem = match self.datasets.get(dataset) {
-            None if self.datasets.is_empty() => Some(format!(
+        let job = crate::spec::dataset_job(dataset);
+        let problem = match (self.datasets.get(dataset), job) {
+            (None, Some(job)) => Some(format!(
+                "unknown job {job} (released, never submitted, or not yours; a job's outputs \
+                 are used on the cluster that computed them)"
+            )),
+            (Some(keys), Some(job)) if !keys.contains_key(key) => Some(format!(
+                "job {job} has no output `{key}` (outputs: {})",
+                list_or_none(keys.keys())
+            )),
+            (None, _) if self.datasets.is_empty() => Some(format!(
                 "unknown dataset `{dataset}` (datasets exist on a cluster: `fabric submit --persist {dataset}`)"
             )),
-            None => Some(format!(
+            (None, _) => Some(format!(
                 "unknown dataset `{dataset}` (datasets: {})",
-                list_or_none(self.datasets.keys())
+                list_or_none(
+                    self.datasets
+                        .keys()
+                        .filter(|d| crate::spec::dataset_job(d).is_none())
+                )
             )),
-            Some(keys) if !keys.contains_key(key) => Some(format!(
+            (Some(keys), _) if !keys.contains_key(key) => Some(format!(
                 "dataset `{dataset}` has no key `{key}` (keys: {})",
                 list_or_none(keys.keys())
             )),
-            Some(_) => None,
+            (Some(_), _) => None,
         };
         if let Some(problem) = problem {
             self.errors.push(GraphError::UnknownDataset {

@@ -51,7 +51,8 @@ pub enum GraphError {
         at: String,
     },
     #[error(
-        "task `{task}`: argument {position} (`{param}`){at} expects {expected}, but dataset `{dataset}` key `{key}` is {found}"
+        "task `{task}`: argument {position} (`{param}`){at} expects {expected}, but {} is {found}",
+        value_name(dataset, key)
     )]
     DatasetType {
         task: String,
@@ -117,6 +118,14 @@ impl fmt::Display for ValidationReport {
 }
 
 impl std::error::Error for ValidationReport {}
+
+/// A dataset value as messages name it: ``dataset `d` key `k` ``, or ``output `k` of job 7``.
+fn value_name(dataset: &str, key: &str) -> String {
+    match crate::spec::dataset_job(dataset) {
+        Some(job) => format!("output `{key}` of job {job}"),
+        None => format!("dataset `{dataset}` key `{key}`"),
+    }
+}
 
 pub(super) fn list_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();

@@ -1260,3 +1260,62 @@ fn dataset_values_are_typed_and_named() {
         ]
     );
 }
+
+#[test]
+fn outputs_of_earlier_jobs_are_typed_and_named_like_dataset_values() {
+    let spec = |tasks: &str| {
+        GraphSpec::from_json(&format!(r#"{{"tasks": {tasks}, "outputs": ["t"]}}"#)).unwrap()
+    };
+    let mut datasets = Datasets::new();
+    datasets.insert(
+        crate::spec::job_dataset(7),
+        BTreeMap::from([
+            ("c".to_string(), Type::S64),
+            ("s".to_string(), Type::String),
+        ]),
+    );
+    let g = validate_with(
+        spec(r#"{"t": {"call": "m/add", "args": [{"job": 7, "key": "c"}, 1]}}"#),
+        &good_catalog(),
+        &datasets,
+    )
+    .unwrap();
+    assert_eq!(g.tasks[0].args[0], Arg::External(0));
+    assert_eq!(&*g.externals[0].dataset, "job 7");
+    assert_eq!(&*g.externals[0].key, "c");
+
+    let errors = |tasks: &str, datasets: &Datasets| {
+        validate_with(spec(tasks), &good_catalog(), datasets)
+            .unwrap_err()
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        errors(
+            r#"{"t": {"call": "m/inc", "args": [{"job": 7, "key": "s"}]}}"#,
+            &datasets
+        ),
+        ["task `t`: argument 1 (`x`) expects s64, but output `s` of job 7 is string"]
+    );
+    assert_eq!(
+        errors(
+            r#"{"t": {"call": "m/inc", "args": [{"job": 7, "key": "zz"}]}}"#,
+            &datasets
+        ),
+        ["task `t`: job 7 has no output `zz` (outputs: c, s) in argument 1 (`x`)"]
+    );
+    for known in [&datasets, &Datasets::new()] {
+        assert_eq!(
+            errors(
+                r#"{"t": {"call": "m/inc", "args": [{"job": 8, "key": "c"}]}}"#,
+                known
+            ),
+            [
+                "task `t`: unknown job 8 (released, never submitted, or not yours; a job's \
+                 outputs are used on the cluster that computed them) in argument 1 (`x`)"
+            ]
+        );
+    }
+}

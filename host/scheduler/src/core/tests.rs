@@ -104,17 +104,22 @@ fn chain(limits: Option<v1::JobLimits>) -> Prepared {
     let doc = r#"{"components": {"m": "m.wasm"},
         "tasks": {"a": {"call": "m/inc", "args": [1]}, "b": {"call": "m/inc", "args": [{"ref": "a"}]}},
         "outputs": ["b"]}"#;
+    prepared(doc, &Datasets::new(), limits)
+}
+
+/// Alice's job of graph `doc` (unfused), which may use `datasets`.
+fn prepared(doc: &str, datasets: &Datasets, limits: Option<v1::JobLimits>) -> Prepared {
     let plan = fabric_core::build_json(
         doc,
         &catalog(),
-        &Datasets::new(),
+        datasets,
         PlanConfig { fuse: false },
         usize::MAX,
     )
     .unwrap();
     Prepared {
         plan: Arc::new(plan),
-        graph_json: doc.into(),
+        graph_json: doc.to_string(),
         components: vec![v1::ComponentRef {
             name: "m".into(),
             hash: HASH.into(),
@@ -187,6 +192,23 @@ impl Harness {
         self.batch([Command::Watch {
             job,
             who: who("ops", "olga", Role::Operator),
+            stream_outputs: false,
+            reply,
+        }]);
+        answer
+            .blocking_recv()
+            .unwrap()
+            .expect("the job exists")
+            .updates
+    }
+
+    /// Watches `job` as its owner alice, with its outputs streamed.
+    fn stream(&mut self, job: u64) -> Watched {
+        let (reply, answer) = oneshot::channel();
+        self.batch([Command::Watch {
+            job,
+            who: who("a", "alice", Role::Member),
+            stream_outputs: true,
             reply,
         }]);
         answer.blocking_recv().unwrap().expect("the job exists")
@@ -196,7 +218,12 @@ impl Harness {
     fn sees(&mut self, job: u64, who: &Principal) -> bool {
         let (reply, answer) = oneshot::channel();
         let who = who.clone();
-        self.batch([Command::Watch { job, who, reply }]);
+        self.batch([Command::Watch {
+            job,
+            who,
+            stream_outputs: false,
+            reply,
+        }]);
         answer.blocking_recv().unwrap().is_some()
     }
 
@@ -456,6 +483,7 @@ fn watchers_of_a_journaled_job_wait_for_its_restoration() {
     h.batch([Command::Watch {
         job: 1,
         who: who("a", "alice", Role::Member),
+        stream_outputs: false,
         reply,
     }]);
     assert!(answer.try_recv().is_err(), "the watcher waits");
@@ -467,7 +495,7 @@ fn watchers_of_a_journaled_job_wait_for_its_restoration() {
     h.batch([Command::Restore {
         jobs: vec![(1, Ok(chain(None)))],
     }]);
-    let updates = answer.blocking_recv().unwrap().expect("restored");
+    let updates = answer.blocking_recv().unwrap().expect("restored").updates;
     assert_eq!(updates.borrow().state, v1::JobState::Running as i32);
     assert_eq!(w.computes().len(), 1, "its first unit is sent");
 }
@@ -484,12 +512,160 @@ fn a_journaled_job_that_cannot_be_rebuilt_answers_its_watchers_with_nothing() {
     h.batch([Command::Watch {
         job: 1,
         who: who("a", "alice", Role::Member),
+        stream_outputs: false,
         reply,
     }]);
     h.batch([Command::Restore {
         jobs: vec![(1, Err("its component is gone".into()))],
     }]);
     assert!(answer.blocking_recv().unwrap().is_none());
+}
+
+/// The settled outputs a streaming watcher reads, after the first `from`.
+fn logged(watched: &Watched, from: usize) -> Vec<v1::OutputEvent> {
+    let log = watched.outputs.as_ref().expect("streamed").lock().unwrap();
+    log[from..].to_vec()
+}
+
+#[test]
+fn outputs_are_streamed_as_they_settle_with_the_failure_that_stopped_them() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    // `b` needs `a`; `c` stands alone. Outputs: b, c.
+    let doc = r#"{"components": {"m": "m.wasm"},
+        "tasks": {"a": {"call": "m/inc", "args": [1]}, "b": {"call": "m/inc", "args": [{"ref": "a"}]},
+                  "c": {"call": "m/inc", "args": [2]}},
+        "outputs": ["b", "c"]}"#;
+    let job = h.submit(prepared(doc, &Datasets::new(), None));
+    let id = JobId::try_from(job).unwrap();
+    let watched = h.stream(job);
+    assert!(logged(&watched, 0).is_empty(), "nothing settled yet");
+    let mut updates = watched.updates.clone();
+    updates.borrow_and_update();
+    let key = |h: &Harness, task: &str| {
+        let plan = h.core.sched.plan(id).unwrap();
+        let t = (0..plan.graph.tasks.len() as u32)
+            .find(|&t| plan.graph.id(t) == task)
+            .unwrap();
+        v1::ValueKey::new(id, plan.unit_of_task[t as usize])
+    };
+    let (a, c) = (key(&h, "a"), key(&h, "c"));
+    let sent = w.computes();
+    assert!(sent.iter().any(|(k, _)| *k == c), "{sent:?}");
+    // `c` is streamed the moment it finishes, with where it is; an update follows.
+    h.report(&w, finished(c, 0));
+    assert!(
+        updates.has_changed().unwrap(),
+        "an update follows the append"
+    );
+    let events = logged(&watched, 0);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].task_id, "c");
+    match &events[0].outcome {
+        Some(v1::output_event::Outcome::Done(location)) => {
+            assert_eq!(location.key, Some(c));
+            assert_eq!(location.holders, ["http://w1"]);
+            assert_eq!(location.nbytes, 8);
+        }
+        other => panic!("expected a location, got {other:?}"),
+    }
+    // `a` fails: `b` is streamed as failed, with `a`'s failure and message.
+    let a_task = h.core.sched.plan(id).unwrap().steps(a.unit)[0];
+    h.report(&w, failed(a, 0, a_task));
+    let events = logged(&watched, 1);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].task_id, "b");
+    match &events[0].outcome {
+        Some(v1::output_event::Outcome::Failed(f)) => {
+            assert_eq!((f.task_id.as_str(), f.call.as_str()), ("a", "m/inc"));
+            assert_eq!(f.error.as_ref().unwrap().message, "nope");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(watched.updates.borrow().result.is_some(), "the job ended");
+    // A watcher that comes later gets everything at once, in the order it settled.
+    let late = h.stream(job);
+    let all: Vec<String> = logged(&late, 0).into_iter().map(|e| e.task_id).collect();
+    assert_eq!(all, ["c", "b"]);
+    // Watchers that do not ask get no log.
+    let (reply, answer) = oneshot::channel();
+    h.batch([Command::Watch {
+        job,
+        who: who("a", "alice", Role::Member),
+        stream_outputs: false,
+        reply,
+    }]);
+    assert!(answer.blocking_recv().unwrap().unwrap().outputs.is_none());
+
+    // Later graphs use the outputs: computed ones by their key, typed; a failed one, or
+    // another's job, not.
+    let ask = |h: &mut Harness, who: Principal, job: u64, key: &str| {
+        let (reply, answer) = oneshot::channel();
+        h.batch([Command::JobValues {
+            who,
+            tenant: "a".into(),
+            refs: vec![(job, key.to_string())],
+            reply,
+        }]);
+        answer.blocking_recv().unwrap()
+    };
+    let alice = who("a", "alice", Role::Member);
+    let values = ask(&mut h, alice.clone(), job, "c").unwrap();
+    let name = fabric_core::job_dataset(job);
+    assert_eq!(values[&name]["c"], (Type::S64, c));
+    assert_eq!(values[&name].len(), 2, "every output's type, for messages");
+    assert_eq!(
+        ask(&mut h, alice.clone(), job, "b").unwrap_err(),
+        [format!("output `b` of job {job} failed")]
+    );
+    for other in [
+        who("a", "amy", Role::Member),
+        who("b", "bob", Role::TenantAdmin),
+    ] {
+        assert!(ask(&mut h, other, job, "c").unwrap().is_empty());
+    }
+    // A job using `c` runs with it as an input that lies where `c` was computed.
+    let types: Datasets = values
+        .iter()
+        .map(|(n, keys)| {
+            let keys = keys.iter().map(|(k, (t, _))| (k.clone(), t.clone()));
+            (n.clone(), keys.collect())
+        })
+        .collect();
+    let doc = format!(
+        r#"{{"components": {{"m": "m.wasm"}},
+            "tasks": {{"d": {{"call": "m/inc", "args": [{{"job": {job}, "key": "c"}}]}}}},
+            "outputs": ["d"]}}"#
+    );
+    let mut next = prepared(&doc, &types, None);
+    next.externals = vec![v1::ExternalValue {
+        dataset: name.clone(),
+        key: "c".into(),
+        type_json: fabric_proto::encode_type(&Type::S64),
+        value: Some(c),
+    }];
+    h.submit(next);
+    let inputs: Vec<v1::ComputeInput> = w
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            v1::scheduler_event::Event::Compute(c) => Some(c.inputs),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0].key, Some(c));
+    assert_eq!(inputs[0].holders, ["http://w1"]);
+
+    // An output not computed yet cannot be used: the client waits for it first.
+    let pending = h.submit(chain(None));
+    assert_eq!(
+        ask(&mut h, alice, pending, "b").unwrap_err(),
+        [format!(
+            "output `b` of job {pending} is not computed yet (wait for it, then submit)"
+        )]
+    );
 }
 
 mod fuzz {
