@@ -184,13 +184,14 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
                 strings(&q2, "key"),
                 plain.keys().cloned().collect::<Vec<_>>()
             );
-            let (mean, max) = (floats(&q2, "x"), floats(&q2, "y"));
+            // The max of an integer column keeps its type (Int64), as in pandas.
+            let (mean, max) = (floats(&q2, "x"), ints(&q2, "y"));
             let (std, count) = (floats(&q2, "z_std"), ints(&q2, "z_count"));
             for (i, rows) in plain.values().enumerate() {
                 let n = rows.len() as f64;
                 let m = rows.iter().map(|r| r.x).sum::<f64>() / n;
                 assert!(close(mean[i], m), "mean {} != {m}", mean[i]);
-                let y = rows.iter().map(|r| r.y).max().unwrap() as f64;
+                let y = rows.iter().map(|r| r.y).max().unwrap();
                 assert_eq!(max[i], y);
                 let z: Vec<f64> = rows.iter().map(|r| r.x * r.y as f64 - 1.0).collect();
                 let zm = z.iter().sum::<f64>() / n;
@@ -320,8 +321,12 @@ fn groupby_join_rolling_and_sort_match_a_plain_computation() {
             "{} != {sum}",
             floats(&out, "x")[0]
         );
-        let max = s.rows.iter().map(|r| r.y).max().unwrap() as f64;
-        assert_eq!(floats(&out, "y"), [max]);
+        let max = s.rows.iter().map(|r| r.y).max().unwrap();
+        assert_eq!(
+            ints(&out, "y"),
+            [max],
+            "the max of an int64 column is int64"
+        );
         assert_eq!(ints(&out, "id"), [s.rows.len() as i64]);
         Ok::<_, ClientError>(())
     })
@@ -1034,6 +1039,38 @@ fn pandas_idioms_of_tpch_queries_match_a_plain_computation() {
         .map(|r| format!("{},{}", r.id, r.key))
         .collect();
     assert_eq!(out[1..], want[..]);
+    // keep='last': each key's last row in the frame's order, across partitions.
+    let out = df(format!(
+        "{events}.drop_duplicates(subset=['key'], keep='last').sort_values('id')[['id', 'key']]"
+    ));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut want: Vec<(i64, String)> = rows
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(r.key.clone()))
+        .map(|r| (r.id, r.key.clone()))
+        .collect();
+    want.sort();
+    let want: Vec<String> = want.iter().map(|(id, k)| format!("{id},{k}")).collect();
+    assert_eq!(out[1..], want[..]);
+    // keep=False: only the rows whose (key, y) no other row has, wherever the others are.
+    let out = df(format!(
+        "{events}.drop_duplicates(subset=['key', 'y'], keep=False).sort_values('id')[['id']]"
+    ));
+    let mut count: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for r in &rows {
+        *count.entry((r.key.clone(), r.y)).or_default() += 1;
+    }
+    let want: Vec<String> = rows
+        .iter()
+        .filter(|r| count[&(r.key.clone(), r.y)] == 1)
+        .map(|r| r.id.to_string())
+        .collect();
+    assert!(
+        want.len() < rows.len(),
+        "the data has duplicated (key, y) pairs"
+    );
+    assert_eq!(out[1..], want[..]);
     let out = df(format!("{events}[['key', 'y']].drop_duplicates()"));
     let pairs: std::collections::BTreeSet<(String, i64)> =
         rows.iter().map(|r| (r.key.clone(), r.y)).collect();
@@ -1049,8 +1086,8 @@ fn pandas_idioms_of_tpch_queries_match_a_plain_computation() {
         .map(|(k, rs)| {
             let distinct: std::collections::BTreeSet<i64> = rs.iter().map(|r| r.y).collect();
             let max = rs.iter().map(|r| r.y).max().unwrap();
-            // (max is Float64 here, as every aggregate but count and nunique.)
-            format!("{k},{},{max}.0", distinct.len())
+            // (max is Int64 here, the column's type, as in pandas.)
+            format!("{k},{},{max}", distinct.len())
         })
         .collect();
     assert_eq!(out[1..], want[..]);
@@ -1084,6 +1121,27 @@ fn pandas_idioms_of_tpch_queries_match_a_plain_computation() {
         })
         .collect();
     want.push(",,k99,990".into());
+    want.sort();
+    assert_eq!(got, want);
+
+    // A right merge: every right row once (k99 with a null count), no left-only key;
+    // the left's columns first, the shared key the right's.
+    let out = df(format!(
+        "{events}.groupby('key').y.count().merge(read_csv('{}').rename(columns={{'code': \
+         'key'}}), on='key', how='right')",
+        codes.display()
+    ));
+    assert_eq!(out[0], "key,y,weight");
+    let mut got = out[1..].to_vec();
+    got.sort();
+    let mut want: Vec<String> = by_key(rows.iter())
+        .iter()
+        .filter_map(|(k, rs)| {
+            let n: i64 = k[1..].parse().unwrap();
+            (n % 4 != 1).then(|| format!("{k},{},{}", rs.len(), n * 10))
+        })
+        .collect();
+    want.push("k99,,990".into());
     want.sort();
     assert_eq!(got, want);
 
@@ -1174,7 +1232,7 @@ fn pandas_idioms_from_rust_on_a_cluster_match_a_plain_computation() {
             .await?;
         assert_eq!(ints(&both, "key"), [13]);
         let y: i64 = s.rows.iter().map(|r| r.y).sum();
-        assert_eq!(floats(&both, "y"), [y as f64]);
+        assert_eq!(ints(&both, "y"), [y], "the sum of an int64 column is int64");
 
         // An outer merge of keys named differently on each side.
         let weights = DataFrame::read_csv(&s.path("keys.csv"))?.rename(&[("key", "code")])?;

@@ -39,7 +39,7 @@ pub const REDUCTIONS: [&str; 4] = ["sum", "prod", "min", "max"];
 /// The aggregates of a groupby or a rolling window: the cases of an aggregate's `how`.
 pub const AGGREGATES: [&str; 7] = ["sum", "mean", "min", "max", "count", "std", "var"];
 /// The kinds of join: the cases of `join`'s `how`.
-pub const JOINS: [&str; 6] = ["inner", "left", "outer", "semi", "anti", "cross"];
+pub const JOINS: [&str; 7] = ["inner", "left", "right", "outer", "semi", "anti", "cross"];
 
 /// The built-in components' signatures, as a catalog that validation extends with a graph's
 /// own components.
@@ -88,7 +88,9 @@ pub fn grouping_type() -> Type {
 
 /// The WIT type of a partition's step: `variant { filter(string), assign(tuple<string,
 /// string>), select(list<string>), group(grouping), rename(list<tuple<string, string>>),
-/// drop-duplicates(list<string>), top(record { by, descending, n }) }`.
+/// drop-duplicates(list<string>), top(record { by, descending, n }),
+/// drop-duplicates-last(list<string>), drop-duplicates-none(list<string>) }`
+/// (`drop-duplicates` keeps the first of equal rows, `-last` the last, `-none` none).
 pub fn step_type() -> Type {
     Type::Variant(Arc::from([
         (Arc::from("filter"), Some(Type::String)),
@@ -113,6 +115,14 @@ pub fn step_type() -> Type {
                 ("descending", Type::list(Type::Bool)),
                 ("n", Type::U64),
             ])),
+        ),
+        (
+            Arc::from("drop-duplicates-last"),
+            Some(Type::list(Type::String)),
+        ),
+        (
+            Arc::from("drop-duplicates-none"),
+            Some(Type::list(Type::String)),
         ),
     ]))
 }

@@ -35,17 +35,19 @@ pub struct DfArgs {
     /// then .COL or [['COL', ...]] and .sum() .mean() .min() .max() .count() .std() .var()
     /// or .agg({'COL': 'HOW' | ['HOW', ...]}) (without groupby: one row of the whole
     /// frame, e.g. .COL.sum()), .nunique() too; .merge(OTHER, on='KEY' | left_on='K1',
-    /// right_on='K2', how='inner'|'left'|'outer'|'semi'|'anti' [, suffixes=('_L', '_R')])
-    /// or .merge(OTHER, how='cross'); .sort_values('COL' | ['C1', 'C2'] [,
-    /// ascending=False | [False, True]]); .nlargest(N, 'COL' | [...]) or .COL.nlargest(N);
-    /// .nsmallest(...); .drop_duplicates([subset=['COL', ...]]); .rename(columns={'OLD':
-    /// 'NEW'}); .set_index('COL'); .rolling('1h' [, on='COL']).COL.mean(); .head(N) (at
-    /// the end: the rows shown); .to_parquet('DIR'). Expressions use pandas' query syntax,
-    /// with `in [...]`, `.isin([...])`, `.between(A, B)`, `.str.startswith('P')` /
-    /// endswith / contains, `.str.slice(START, STOP)`, `.dt.year` / month / day / hour /
-    /// minute / second / dayofweek, `X.where(COND, OTHER)` / `X.mask(COND, OTHER)` and
-    /// `X.astype('int64')` (int32, float64, float32, bool, str); decimals compute as
-    /// floats.
+    /// right_on='K2', how='inner'|'left'|'right'|'outer'|'semi'|'anti' [, suffixes=('_L',
+    /// '_R')]) or .merge(OTHER, how='cross') (null keys match null keys, as in pandas);
+    /// .sort_values('COL' | ['C1', 'C2'] [, ascending=False | [False, True]]);
+    /// .nlargest(N, 'COL' | [...]) or .COL.nlargest(N); .nsmallest(...);
+    /// .drop_duplicates([subset=['COL', ...]] [, keep='first'|'last'|False]);
+    /// .rename(columns={'OLD': 'NEW'}); .set_index('COL'); .rolling('1h' [,
+    /// on='COL']).COL.mean(); .head(N) (at the end: the rows shown); .to_parquet('DIR').
+    /// Sums of integers are int64, their min and max keep the column's type, as in pandas.
+    /// Expressions use pandas' query syntax, with `in [...]`, `.isin([...])`, `.between(A,
+    /// B)`, `.str.startswith('P')` / endswith / contains, `.str.slice(START, STOP)`,
+    /// `.dt.year` / month / day / hour / minute / second / dayofweek, `X.where(COND,
+    /// OTHER)` / `X.mask(COND, OTHER)` and `X.astype('int64')` (int32, float64, float32,
+    /// bool, str); decimals compute as floats.
     query: String,
     /// Run on this cluster instead of in this process.
     #[arg(long, env = "FABRIC_SCHEDULER", value_name = "URL")]

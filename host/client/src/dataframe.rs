@@ -259,15 +259,45 @@ impl DataFrame {
     /// partitions, so the rows come out grouped by that hash, not in their first order (as
     /// with Dask).
     pub fn drop_duplicates(&self, subset: &[&str]) -> Result<DataFrame, ClientError> {
+        self.drop_duplicates_keep(subset, "first")
+    }
+
+    /// [`DataFrame::drop_duplicates`] keeping of equal rows the `"first"`, the `"last"`
+    /// (in the frame's order, across partitions) or `"none"` (pandas' `keep=False`: only
+    /// rows no other row equals). Rows come out grouped by a hash of `subset`, as with
+    /// `"first"`.
+    pub fn drop_duplicates_keep(
+        &self,
+        subset: &[&str],
+        keep: &str,
+    ) -> Result<DataFrame, ClientError> {
+        use fabric_frame::sort::Keep;
         let subset: Vec<String> = subset.iter().map(|c| c.to_string()).collect();
         self.check_columns(&subset)?;
-        let step = || fabric_frame::read::Step::DropDuplicates(subset.clone());
-        let json = json!({"drop-duplicates": subset});
-        let local = self.after(step(), json.clone())?;
+        let Some(kind) = Keep::named(keep) else {
+            let names: Vec<&str> = Keep::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(ClientError::Invalid(format!(
+                "drop_duplicates keeps `{}`, not `{keep}`",
+                names.join("`, `")
+            )));
+        };
+        let step = || fabric_frame::read::Step::DropDuplicates(subset.clone(), kind);
+        let case = match kind {
+            Keep::First => "drop-duplicates".to_string(),
+            other => format!("drop-duplicates-{}", other.name()),
+        };
+        let json = json!({ case: subset });
         let n = self.parts.len();
         if n == 1 {
-            return Ok(local);
+            return self.after(step(), json);
         }
+        // Each partition drops its own duplicates first, keeping its first or last of
+        // them, which the whole frame's first or last is among (pieces are gathered in
+        // partition order). Not for `none`: a row once here may be in another partition.
+        let local = match kind {
+            Keep::None => self.clone(),
+            _ => self.after(step(), json.clone())?,
+        };
         let on: Vec<String> = if subset.is_empty() {
             self.column_names().iter().map(|c| c.to_string()).collect()
         } else {

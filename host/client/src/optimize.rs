@@ -15,8 +15,8 @@
 //!    leading filters become the Parquet reader's row filter and row-group pruning. A
 //!    filter right after a merge moves below it, to the side its columns come from, where
 //!    that keeps the result: either side of an inner merge, the kept (left) side of a
-//!    left, semi or anti merge, never the right side of a left merge nor across an
-//!    aggregation. It is split into its `and` terms first; each moves on its own.
+//!    left, semi or anti merge, the kept (right) side of a right merge, never the other
+//!    side of a left or right merge nor across an aggregation. It is split into its `and` terms first; each moves on its own.
 //! 3. **Columns.** Top-down, the columns each node's consumers read (a filter's, an
 //!    assign's and a groupby's columns, join keys and the columns a join keeps, split and
 //!    sort keys...); each `read`/`map` then ends with a `select` of those, which the reader
@@ -45,6 +45,7 @@ use fabric_frame::expr::{Expr, Op};
 use fabric_frame::groupby::{Aggregate, Grouping, How};
 use fabric_frame::join::{JoinHow, JoinOn};
 use fabric_frame::read::{Footer, Step};
+use fabric_frame::sort::Keep;
 use serde_json::{Value as Json, json};
 
 use crate::graph::{Arg, Node, walk};
@@ -329,7 +330,8 @@ impl Plan {
     /// small side is Parquet reads of at most [`broadcast_bytes`] of decoded columns (from
     /// their footers: the columns read, in the row groups kept) and the large side has as
     /// many partitions as the merge has buckets: no side is split and shuffled. The small
-    /// side is the right one (inner, left, semi and anti merges) or the left one (inner).
+    /// side is the right one (inner, left, semi and anti merges) or the left one (inner
+    /// and right merges).
     /// Rows then come in the large side's partition order, not the buckets'.
     fn broadcast(&mut self) {
         let limit = broadcast_bytes();
@@ -387,7 +389,7 @@ impl Plan {
                 how,
                 JoinHow::Inner | JoinHow::Left | JoinHow::Semi | JoinHow::Anti
             ) && left.len() == n;
-            let left_small = how == JoinHow::Inner && right.len() == n;
+            let left_small = matches!(how, JoinHow::Inner | JoinHow::Right) && right.len() == n;
             let candidates = [
                 (1, right_small, size(&right), &left, &right),
                 (0, left_small, size(&left), &right, &left),
@@ -721,6 +723,7 @@ impl Plan {
         let sides: &[usize] = match how {
             JoinHow::Inner => &[0, 1],
             JoinHow::Left | JoinHow::Semi | JoinHow::Anti => &[0],
+            JoinHow::Right => &[1],
             JoinHow::Outer | JoinHow::Cross => return None,
         };
         if !examined.insert(j) {
@@ -1420,7 +1423,9 @@ fn parse_step(j: &Json) -> Option<Step> {
                 .map(|p| Some((p.get(0)?.as_str()?.into(), p.get(1)?.as_str()?.into())))
                 .collect::<Option<_>>()?,
         ),
-        "drop-duplicates" => Step::DropDuplicates(strings(v)?),
+        "drop-duplicates" => Step::DropDuplicates(strings(v)?, Keep::First),
+        "drop-duplicates-last" => Step::DropDuplicates(strings(v)?, Keep::Last),
+        "drop-duplicates-none" => Step::DropDuplicates(strings(v)?, Keep::None),
         "top" => Step::Top {
             by: strings(&v["by"])?,
             descending: v["descending"]
@@ -1493,8 +1498,8 @@ fn backprop(json: &[Json], steps: &[Step], need: &Need) -> (Vec<Json>, Need) {
                     .collect();
                 need.add(old);
             }
-            Step::DropDuplicates(subset) if subset.is_empty() => need = Need::All,
-            Step::DropDuplicates(subset) => need.add(subset.iter().cloned()),
+            Step::DropDuplicates(subset, _) if subset.is_empty() => need = Need::All,
+            Step::DropDuplicates(subset, _) => need.add(subset.iter().cloned()),
             Step::Top { by, .. } => need.add(by.iter().cloned()),
         }
         kept.push(j);
@@ -1551,7 +1556,11 @@ fn join_origins(
         } else {
             name.clone()
         };
-        let mut from = vec![(0, name.clone())];
+        // A right merge's shared key is the right's (the left has no row for some).
+        let mut from = match is_shared && how == JoinHow::Right {
+            true => vec![(1, name.clone())],
+            false => vec![(0, name.clone())],
+        };
         if is_shared && how == JoinHow::Inner {
             from.push((1, name.clone()));
         }

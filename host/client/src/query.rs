@@ -602,18 +602,20 @@ fn eval(chain: &[Link]) -> Parsed<QueryAction> {
                         None => Vec::new(),
                         Some(t) => texts(t, "subset")?,
                     };
-                    match kwarg(kwargs, "keep") {
-                        None => {}
-                        Some(Term::Str(k)) if k == "first" => {}
+                    let keep = match kwarg(kwargs, "keep") {
+                        None => "first",
+                        Some(Term::Str(k)) if k == "first" || k == "last" => k.as_str(),
+                        Some(Term::Bool(false)) => "none",
                         Some(other) => {
                             return Err(invalid!(
                                 "drop_duplicates() keeps the first of equal rows \
-                                 (keep='first'), not {other}"
+                                 (keep='first'), the last (keep='last') or none \
+                                 (keep=False), not {other}"
                             ));
                         }
-                    }
+                    };
                     let refs: Vec<&str> = subset.iter().map(String::as_str).collect();
-                    State::Frame(f.drop_duplicates(&refs)?)
+                    State::Frame(f.drop_duplicates_keep(&refs, keep)?)
                 }
                 "nlargest" | "nsmallest" => {
                     let n = match one_arg(name, args, kwargs, "n")? {
@@ -1070,7 +1072,8 @@ mod tests {
         );
         for (q, says) in [
             (".rename({'x': 'v'})", "rename() takes columns="),
-            (".drop_duplicates(keep='last')", "keeps the first"),
+            (".drop_duplicates(keep='middle')", "or none (keep=False)"),
+            (".drop_duplicates(keep=True)", "keeps the first"),
             (".nlargest('x')", "takes a number of rows"),
             (".nlargest(2)", "needs its columns"),
             (".x.nuniq()", "unknown aggregate `nuniq`"),

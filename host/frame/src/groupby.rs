@@ -54,16 +54,32 @@ impl How {
             .map_or("?", |(n, _)| n)
     }
 
-    /// The partial states it keeps.
-    fn states(self) -> &'static [State] {
-        match self {
-            How::Sum => &[State::Sum],
-            How::Mean => &[State::Sum, State::Count],
-            How::Min => &[State::Min],
-            How::Max => &[State::Max],
-            How::Count => &[State::Count],
-            How::Std | How::Var => &[State::Moments],
+    /// The partial states it keeps; `int` for an integer (or, summed, boolean) column,
+    /// whose sums, minima and maxima stay integers as in pandas.
+    fn states(self, int: bool) -> &'static [State] {
+        match (self, int) {
+            (How::Sum, false) => &[State::Sum],
+            (How::Sum, true) => &[State::SumInt],
+            (How::Mean, _) => &[State::Sum, State::Count],
+            (How::Min, false) => &[State::Min],
+            (How::Min, true) => &[State::MinInt],
+            (How::Max, false) => &[State::Max],
+            (How::Max, true) => &[State::MaxInt],
+            (How::Count, _) => &[State::Count],
+            (How::Std | How::Var, _) => &[State::Moments],
         }
+    }
+
+    /// The name of its first state's column, `prefix.suffix`, in a partial result.
+    fn state_column(self, prefix: &str) -> String {
+        let suffix = match self {
+            How::Sum | How::Mean => "sum",
+            How::Min => "min",
+            How::Max => "max",
+            How::Count => "count",
+            How::Std | How::Var => "n",
+        };
+        format!("{prefix}.{suffix}")
     }
 }
 
@@ -111,9 +127,14 @@ impl Grouping {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Sum,
+    /// The sum of an integer or boolean column, in i64 (wrapping on overflow, as NumPy).
+    SumInt,
     Count,
     Min,
     Max,
+    /// The extremes of an integer column, in i64, given back in the column's type.
+    MinInt,
+    MaxInt,
     /// Count, mean and sum of squared deviations (Chan et al.).
     Moments,
 }
@@ -121,9 +142,13 @@ enum State {
 /// The running state of one [`State`] for every group.
 enum Acc {
     Sum(Vec<f64>),
+    SumInt(Vec<i64>),
     Count(Vec<i64>),
     Min(Vec<f64>),
     Max(Vec<f64>),
+    /// None until a value comes; the column's integer type for the result.
+    MinInt(Vec<Option<i64>>, DataType),
+    MaxInt(Vec<Option<i64>>, DataType),
     Moments {
         n: Vec<f64>,
         mean: Vec<f64>,
@@ -135,12 +160,16 @@ enum Acc {
 pub(crate) const SKIP: u32 = u32::MAX;
 
 impl Acc {
-    fn new(s: State) -> Acc {
+    /// A state for a column of type `t` (an integer type for the integer states).
+    fn new(s: State, t: &DataType) -> Acc {
         match s {
             State::Sum => Acc::Sum(Vec::new()),
+            State::SumInt => Acc::SumInt(Vec::new()),
             State::Count => Acc::Count(Vec::new()),
             State::Min => Acc::Min(Vec::new()),
             State::Max => Acc::Max(Vec::new()),
+            State::MinInt => Acc::MinInt(Vec::new(), t.clone()),
+            State::MaxInt => Acc::MaxInt(Vec::new(), t.clone()),
             State::Moments => Acc::Moments {
                 n: Vec::new(),
                 mean: Vec::new(),
@@ -152,7 +181,8 @@ impl Acc {
     fn grow(&mut self, groups: usize) {
         match self {
             Acc::Sum(v) => v.resize(groups, 0.0),
-            Acc::Count(v) => v.resize(groups, 0),
+            Acc::Count(v) | Acc::SumInt(v) => v.resize(groups, 0),
+            Acc::MinInt(v, _) | Acc::MaxInt(v, _) => v.resize(groups, None),
             // NaN until a value comes: f64::min/max skip NaN, so it also ends up as "no
             // value" (null) for a group whose values are all null or NaN, as in pandas.
             Acc::Min(v) | Acc::Max(v) => v.resize(groups, f64::NAN),
@@ -161,6 +191,25 @@ impl Acc {
                 mean.resize(groups, 0.0);
                 m2.resize(groups, 0.0);
             }
+        }
+    }
+
+    /// Whether the state holds integers (fed i64 values, see [`Acc::update_int`]).
+    fn is_int(&self) -> bool {
+        matches!(self, Acc::SumInt(_) | Acc::MinInt(..) | Acc::MaxInt(..))
+    }
+
+    /// Adds raw integer values (nulls are skipped).
+    fn update_int(&mut self, gids: &[u32], values: &Int64Array) {
+        let rows = gids
+            .iter()
+            .zip(values.iter())
+            .filter_map(|(&g, x)| Some((g as usize, x?)).filter(|_| g != SKIP));
+        match self {
+            Acc::SumInt(s) => rows.for_each(|(g, x)| s[g] = s[g].wrapping_add(x)),
+            Acc::MinInt(m, _) => rows.for_each(|(g, x)| m[g] = Some(m[g].map_or(x, |m| m.min(x)))),
+            Acc::MaxInt(m, _) => rows.for_each(|(g, x)| m[g] = Some(m[g].map_or(x, |m| m.max(x)))),
+            _ => unreachable!("only integer states take integers"),
         }
     }
 
@@ -191,6 +240,9 @@ impl Acc {
             Acc::Count(c) => each!(|g, _x| c[g as usize] += 1),
             Acc::Min(m) => each!(|g, x| m[g as usize] = m[g as usize].min(x)),
             Acc::Max(m) => each!(|g, x| m[g as usize] = m[g as usize].max(x)),
+            Acc::SumInt(_) | Acc::MinInt(..) | Acc::MaxInt(..) => {
+                unreachable!("integer states take integers")
+            }
             Acc::Moments { n, mean, m2 } => each!(|g, x| {
                 let g = g as usize;
                 n[g] += 1.0;
@@ -221,6 +273,22 @@ impl Acc {
             Acc::Sum(s) => zip(f("sum")?, Box::new(|g, x| s[g] += x)),
             Acc::Min(m) => zip(f("min")?, Box::new(|g, x| m[g] = m[g].min(x))),
             Acc::Max(m) => zip(f("max")?, Box::new(|g, x| m[g] = m[g].max(x))),
+            Acc::SumInt(_) | Acc::MinInt(..) | Acc::MaxInt(..) => {
+                let suffix = match self {
+                    Acc::SumInt(_) => "sum",
+                    Acc::MinInt(..) => "min",
+                    _ => "max",
+                };
+                let c = column(batch, &format!("{prefix}.{suffix}"))?;
+                if !c.data_type().is_integer() {
+                    return Err(invalid(format!(
+                        "partial state {prefix}.{suffix} is {}, not an integer",
+                        c.data_type()
+                    )));
+                }
+                let c = arrow_cast::cast(c, &DataType::Int64)?;
+                self.update_int(gids, c.as_primitive::<Int64Type>());
+            }
             Acc::Count(c) => {
                 let col = column(batch, &format!("{prefix}.count"))?;
                 let counts = col
@@ -259,12 +327,34 @@ impl Acc {
             Acc::Min(v) => vec![(named("min"), f(v))],
             Acc::Max(v) => vec![(named("max"), f(v))],
             Acc::Count(v) => vec![(named("count"), Arc::new(Int64Array::from(v.clone())))],
+            Acc::SumInt(v) => vec![(named("sum"), Arc::new(Int64Array::from(v.clone())))],
+            Acc::MinInt(v, t) => vec![(named("min"), int_column(v, t))],
+            Acc::MaxInt(v, t) => vec![(named("max"), int_column(v, t))],
             Acc::Moments { n, mean, m2 } => vec![
                 (named("n"), f(n)),
                 (named("mean"), f(mean)),
                 (named("m2"), f(m2)),
             ],
         }
+    }
+}
+
+/// Extremes kept in i64 as a column of type `t`, the integer type they were read from
+/// (so always in its range).
+fn int_column(v: &[Option<i64>], t: &DataType) -> ArrayRef {
+    let c: ArrayRef = Arc::new(Int64Array::from(v.to_vec()));
+    arrow_cast::cast(&c, t).unwrap_or(c)
+}
+
+/// Whether `how` of a column of type `t` keeps integers: sums of integers and booleans
+/// are int64 and extremes of integers keep the type, as in pandas (u64 goes by f64: its
+/// values above i64::MAX would not fit).
+fn keeps_int(how: How, t: &DataType) -> bool {
+    let int = t.is_integer() && *t != DataType::UInt64;
+    match how {
+        How::Sum => int || *t == DataType::Boolean,
+        How::Min | How::Max => int,
+        _ => false,
     }
 }
 
@@ -341,12 +431,36 @@ impl Keys {
         }
     }
 
-    /// The group id of every one of the `rows` rows of `columns` into `out`.
+    /// The group id of every one of the `rows` rows of `columns` into `out`; a key with
+    /// a null gets `SKIP` (pandas' groupby drops such rows).
     pub(crate) fn ids(
         &mut self,
         columns: &[ArrayRef],
         rows: usize,
         out: &mut Vec<u32>,
+    ) -> Result<()> {
+        self.ids_of(columns, rows, out, false)
+    }
+
+    /// [`Keys::ids`] where keys of several columns with nulls get ids too, equal when
+    /// their nulls and values are (pandas' merge matches null keys with each other); a
+    /// one-column key that is null still gets `SKIP`, for the caller to give all of them
+    /// one id.
+    pub(crate) fn ids_with_nulls(
+        &mut self,
+        columns: &[ArrayRef],
+        rows: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        self.ids_of(columns, rows, out, true)
+    }
+
+    fn ids_of(
+        &mut self,
+        columns: &[ArrayRef],
+        rows: usize,
+        out: &mut Vec<u32>,
+        nulls_equal: bool,
     ) -> Result<()> {
         out.clear();
         match self {
@@ -359,7 +473,11 @@ impl Keys {
             }
             Keys::Rows(g, converter) => {
                 let rows = converter.convert_columns(columns)?;
-                let nulls: Vec<_> = columns.iter().filter_map(|c| c.logical_nulls()).collect();
+                let nulls: Vec<_> = match nulls_equal {
+                    // (Arrow's row format encodes a null as a value of its own.)
+                    true => Vec::new(),
+                    false => columns.iter().filter_map(|c| c.logical_nulls()).collect(),
+                };
                 for (i, row) in rows.iter().enumerate() {
                     out.push(if nulls.iter().any(|n| n.is_null(i)) {
                         SKIP
@@ -454,6 +572,15 @@ pub struct Grouper {
 impl Grouper {
     /// A grouper for partitions of `schema`.
     pub fn new(grouping: &Grouping, schema: &Schema) -> Result<Grouper> {
+        Self::of(grouping, schema, false)
+    }
+
+    /// A grouper merging partial results ([`Grouper::partial`]) of `schema`.
+    pub fn for_partials(grouping: &Grouping, schema: &Schema) -> Result<Grouper> {
+        Self::of(grouping, schema, true)
+    }
+
+    fn of(grouping: &Grouping, schema: &Schema, partials: bool) -> Result<Grouper> {
         grouping.check()?;
         let key_fields = grouping
             .keys
@@ -466,12 +593,21 @@ impl Grouper {
             })
             .collect::<Result<Vec<_>>>()?;
         let types: Vec<DataType> = key_fields.iter().map(|f| f.data_type().clone()).collect();
-        let accs = grouping
-            .aggregates
-            .iter()
-            .enumerate()
-            .flat_map(|(i, a)| a.how.states().iter().map(move |&s| (i, Acc::new(s))))
-            .collect();
+        let mut accs = Vec::new();
+        for (i, a) in grouping.aggregates.iter().enumerate() {
+            // A partial result holds the states (`name.sum`...), in the type they keep;
+            // a partition holds the column.
+            let t = match partials {
+                true => schema.field_with_name(&a.how.state_column(&a.name)),
+                false => schema.field_with_name(&a.column),
+            };
+            let t = t.ok().map(|f| f.data_type());
+            let t = t.cloned().unwrap_or(DataType::Float64);
+            let int = keeps_int(a.how, &t);
+            for &s in a.how.states(int) {
+                accs.push((i, Acc::new(s, &t)));
+            }
+        }
         Ok(Grouper {
             grouping: grouping.clone(),
             key_fields,
@@ -507,6 +643,11 @@ impl Grouper {
         let mut cached: Option<(usize, ArrayRef)> = None;
         for (i, acc) in &mut self.accs {
             let a = &self.grouping.aggregates[*i];
+            if acc.is_int() {
+                let c = arrow_cast::cast(column(batch, &a.column)?, &DataType::Int64)?;
+                acc.update_int(&self.ids, c.as_primitive::<Int64Type>());
+                continue;
+            }
             let values = match &cached {
                 Some((j, v)) if j == i => v.clone(),
                 _ => {
@@ -554,7 +695,8 @@ impl Grouper {
         let mut columns = self.keys.columns(&self.key_fields)?;
         for (i, acc) in &self.accs {
             for (name, c) in acc.state_columns(&self.grouping.aggregates[*i].name) {
-                fields.push(Field::new(name, c.data_type().clone(), false));
+                let nullable = matches!(acc, Acc::MinInt(..) | Acc::MaxInt(..));
+                fields.push(Field::new(name, c.data_type().clone(), nullable));
                 columns.push(c);
             }
         }
@@ -586,6 +728,10 @@ impl Grouper {
                 .collect();
             let c: ArrayRef = match (a.how, states.as_slice()) {
                 (How::Sum, [Acc::Sum(s)]) => Arc::new(Float64Array::from(s.clone())),
+                (How::Sum, [Acc::SumInt(s)]) => Arc::new(Int64Array::from(s.clone())),
+                (How::Min, [Acc::MinInt(m, t)]) | (How::Max, [Acc::MaxInt(m, t)]) => {
+                    int_column(m, t)
+                }
                 (How::Min, [Acc::Min(m)]) | (How::Max, [Acc::Max(m)]) => Arc::new(
                     m.iter()
                         .map(|&x| (!x.is_nan()).then_some(x))
@@ -651,7 +797,7 @@ pub fn combine(grouping: &Grouping, partials: &[RecordBatch], finish: bool) -> R
     let first = partials
         .first()
         .ok_or_else(|| invalid("nothing to combine"))?;
-    let mut g = Grouper::new(grouping, &first.schema())?;
+    let mut g = Grouper::for_partials(grouping, &first.schema())?;
     for p in partials {
         g.merge(p)?;
     }
@@ -900,6 +1046,69 @@ mod tests {
     }
 
     #[test]
+    fn integer_sums_and_extremes_stay_integers_through_partials() {
+        let schema = Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("x", DataType::Int32, true),
+        ]);
+        let part = |keys: Vec<&str>, x: Vec<Option<i32>>| {
+            RecordBatch::try_new(
+                shared(schema.clone()),
+                vec![
+                    Arc::new(StringArray::from(keys)),
+                    Arc::new(arrow_array::Int32Array::from(x)),
+                ],
+            )
+            .unwrap()
+        };
+        let a = part(vec!["a", "b", "a"], vec![Some(1), None, Some(-7)]);
+        let b = part(vec!["a", "c"], vec![Some(i32::MAX), Some(4)]);
+        let g = grouping(&[How::Sum, How::Min, How::Max, How::Mean, How::Count]);
+        let pa = partial(&g, std::slice::from_ref(&a), &schema).unwrap();
+        let pb = partial(&g, std::slice::from_ref(&b), &schema).unwrap();
+        // Partials merged in a tree keep the integer states.
+        let mid = combine(&g, &[pa], false).unwrap();
+        let out = combine(&g, &[mid, pb], true).unwrap();
+        let types: Vec<String> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
+        // pandas: sums of integers int64, extremes in the column's type, mean float64.
+        assert_eq!(
+            types,
+            [
+                "key:Utf8",
+                "sum:Int64",
+                "min:Int32",
+                "max:Int32",
+                "mean:Float64",
+                "count:Int64"
+            ]
+        );
+        assert_eq!(
+            i64_at(&out, "sum", 0),
+            i32::MAX as i64 - 6,
+            "no overflow in i32"
+        );
+        let ints = |name: &str| -> Vec<Option<i32>> {
+            let c = out.column_by_name(name).unwrap();
+            c.as_primitive::<arrow_array::types::Int32Type>()
+                .iter()
+                .collect()
+        };
+        assert_eq!(
+            ints("min"),
+            [Some(-7), None, Some(4)],
+            "b has no value: null"
+        );
+        assert_eq!(ints("max"), [Some(i32::MAX), None, Some(4)]);
+        assert_eq!(i64_at(&out, "sum", 1), 0, "the sum of nothing is 0");
+        assert_eq!(f64_at(&out, "mean", 2), 4.0);
+    }
+
+    #[test]
     fn booleans_sum_as_ones_and_keys_may_be_decimals() {
         let price = arrow_array::Decimal128Array::from(vec![1050, 1050, 7])
             .with_precision_and_scale(15, 2)
@@ -938,8 +1147,9 @@ mod tests {
         let p = partial(&g, std::slice::from_ref(&b), &schema).unwrap();
         let out = combine(&g, &[p], true).unwrap();
         assert_eq!(out.num_rows(), 2);
-        assert_eq!(f64_at(&out, "flags", 0), 0.0);
-        assert_eq!(f64_at(&out, "flags", 1), 2.0);
+        // Booleans sum to int64, as pandas' `(x > 0).sum()`.
+        assert_eq!(i64_at(&out, "flags", 0), 0);
+        assert_eq!(i64_at(&out, "flags", 1), 2);
         assert_eq!(f64_at(&out, "top", 1), 10.5);
         let g = Grouping {
             keys: vec![],

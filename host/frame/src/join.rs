@@ -20,6 +20,11 @@ pub enum JoinHow {
     Inner,
     /// Every left row; right columns are null where no right row matches.
     Left,
+    /// Every right row, in the right side's order, each with the left rows of its key
+    /// (nulls in the left columns where there are none; a key column both sides share
+    /// takes the right's key), as pandas' `merge(how='right')`. Columns are in the same
+    /// order as the other merges: the left's, then the right's.
+    Right,
     /// Every row of either side: the left join's rows, then the right rows no left row
     /// matches (with nulls in the left columns; a key column both sides share takes the
     /// right's key).
@@ -38,9 +43,10 @@ pub enum JoinHow {
 
 impl JoinHow {
     /// Every kind of join with its name.
-    pub const ALL: [(&'static str, JoinHow); 6] = [
+    pub const ALL: [(&'static str, JoinHow); 7] = [
         ("inner", JoinHow::Inner),
         ("left", JoinHow::Left),
+        ("right", JoinHow::Right),
         ("outer", JoinHow::Outer),
         ("semi", JoinHow::Semi),
         ("anti", JoinHow::Anti),
@@ -65,6 +71,15 @@ pub struct JoinOn {
 }
 
 impl JoinOn {
+    /// The keys seen from the other side (for a right join, made as a left join of the
+    /// sides swapped).
+    fn swapped(&self) -> JoinOn {
+        JoinOn {
+            left: self.right.clone(),
+            right: self.left.clone(),
+        }
+    }
+
     /// The same columns on both sides.
     pub fn same(on: &[String]) -> JoinOn {
         JoinOn {
@@ -228,7 +243,8 @@ struct Matches {
     /// first[id]: the first right row with the key; next[row]: the following one.
     first: Vec<u32>,
     next: Vec<u32>,
-    /// Each left row's key id (`SKIP`, or at least `first.len()`, when the right lacks it).
+    /// Each left row's key id (null keys have one id of their own, which matches the
+    /// right's null keys); `first[id]` is `u32::MAX` when the right lacks the key.
     lids: Vec<u32>,
     /// Rows of the result: for each left row, the right rows of its key (one with nulls in
     /// a left join when there are none), then in an outer join the right rows no left row
@@ -238,7 +254,12 @@ struct Matches {
     unmatched: Vec<u32>,
 }
 
+/// Which rows match; for a right join, the left join of the sides swapped: the right
+/// rows are the probing rows (`lids`) and the left side is hashed.
 fn matches(left: &RecordBatch, right: &RecordBatch, on: &JoinOn, how: JoinHow) -> Result<Matches> {
+    if how == JoinHow::Right {
+        return matches(right, left, &on.swapped(), JoinHow::Left);
+    }
     if how == JoinHow::Cross {
         if !on.left.is_empty() || !on.right.is_empty() {
             return Err(invalid("a cross merge takes no key columns"));
@@ -260,9 +281,18 @@ fn matches(left: &RecordBatch, right: &RecordBatch, on: &JoinOn, how: JoinHow) -
     let (lk, rk) = (key_columns(left, &on.left)?, key_columns(right, &on.right)?);
     let rtypes: Vec<DataType> = rk.iter().map(|c| c.data_type().clone()).collect();
     let mut keys = Keys::new(&rtypes)?;
-    let mut rids = Vec::new();
-    keys.ids(&rk, right.num_rows(), &mut rids)?;
-    let known = keys.len();
+    // Null keys match each other, as in pandas' merge (unlike SQL): the rows whose
+    // one-column key is null (`SKIP` here) all get one id after every key's.
+    let (mut rids, mut lids) = (Vec::new(), Vec::new());
+    keys.ids_with_nulls(&rk, right.num_rows(), &mut rids)?;
+    keys.ids_with_nulls(&lk, left.num_rows(), &mut lids)?;
+    let null_id = keys.len() as u32;
+    for id in rids.iter_mut().chain(lids.iter_mut()) {
+        if *id == SKIP {
+            *id = null_id;
+        }
+    }
+    let known = null_id as usize + 1;
     let mut first = vec![u32::MAX; known];
     let mut next = vec![u32::MAX; rids.len()];
     // Rows per key on the right (the build side): its key multiplicity.
@@ -274,8 +304,6 @@ fn matches(left: &RecordBatch, right: &RecordBatch, on: &JoinOn, how: JoinHow) -
             count[id as usize] += 1;
         }
     }
-    let mut lids = Vec::new();
-    keys.ids(&lk, left.num_rows(), &mut lids)?;
     // Count the result's rows before making it: a many-to-many join can be huge.
     let rows: u64 = lids
         .iter()
@@ -424,20 +452,27 @@ pub fn join_on(
             .collect();
         return crate::sort::take(left, &keep);
     }
+    // The probing side's rows in order, each with its matches on the hashed side (the
+    // left and right sides, but swapped in a right join).
+    let right_join = how == JoinHow::Right;
     let (mut li, mut ri): (Vec<Option<u32>>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
+    let (probe, hashed) = match right_join {
+        true => (&mut ri, &mut li),
+        false => (&mut li, &mut ri),
+    };
     for (row, &id) in lids.iter().enumerate() {
         let mut r = match id {
             SKIP => u32::MAX,
             id if (id as usize) < known => first[id as usize],
             _ => u32::MAX,
         };
-        if r == u32::MAX && how.keeps_left() {
-            li.push(Some(row as u32));
-            ri.push(None);
+        if r == u32::MAX && (how.keeps_left() || right_join) {
+            probe.push(Some(row as u32));
+            hashed.push(None);
         }
         while r != u32::MAX {
-            li.push(Some(row as u32));
-            ri.push(Some(r));
+            probe.push(Some(row as u32));
+            hashed.push(Some(r));
             r = next[r as usize];
         }
     }
@@ -446,7 +481,8 @@ pub fn join_on(
         li.push(None);
         ri.push(Some(r));
     }
-    let outer = !unmatched.is_empty();
+    // Left columns may miss rows: the shared keys then take the right's.
+    let outer = !unmatched.is_empty() || right_join;
     let from_left: arrow_array::BooleanArray = li.iter().map(|l| Some(l.is_some())).collect();
     let li = UInt32Array::from(li);
     let ri = UInt32Array::from(ri);
@@ -513,6 +549,7 @@ pub fn concat_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::types::Float64Type;
     use arrow_array::{Array, Float64Array, Int32Array, Int64Array, StringArray};
 
     /// How many rows of `batch` have no null in `columns` (for tests).
@@ -572,6 +609,118 @@ mod tests {
         assert!(e.to_string().contains("the join makes 5 rows"), "{e}");
         assert_eq!(l.num_rows(), 6);
         assert_eq!(complete_rows(&l, &["v_y"]), 5);
+    }
+
+    #[test]
+    fn null_keys_match_null_keys_as_in_pandas() {
+        let side = |ids: Vec<Option<i64>>, names: Vec<Option<&str>>, v: Vec<&str>| {
+            RecordBatch::try_new(
+                shared(Schema::new(vec![
+                    Field::new("id", DataType::Int64, true),
+                    Field::new("name", DataType::Utf8, true),
+                    Field::new("v", DataType::Utf8, false),
+                ])),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(v)),
+                ],
+            )
+            .unwrap()
+        };
+        let l = side(
+            vec![Some(1), None, Some(2), None],
+            vec![Some("a"), None, None, Some("b")],
+            vec!["l0", "l1", "l2", "l3"],
+        );
+        let r = side(
+            vec![None, Some(2), Some(1)],
+            vec![None, None, Some("a")],
+            vec!["r0", "r1", "r2"],
+        );
+        let pairs = |out: &RecordBatch| -> Vec<String> {
+            let v = |n: &str| out.column_by_name(n).unwrap().as_string::<i32>().clone();
+            let (x, y) = (v("v_x"), v("v_y"));
+            (0..out.num_rows())
+                .map(|i| format!("{}-{}", x.value(i), y.value(i)))
+                .collect()
+        };
+        // One key: both null ids match the right's null id.
+        let on = ["id".to_string()];
+        let out = join(&l, &r, &on, JoinHow::Inner, u64::MAX).unwrap();
+        assert_eq!(pairs(&out), ["l0-r2", "l1-r0", "l2-r1", "l3-r0"]);
+        // Two keys: equal where the nulls are in the same places and the rest equal.
+        let on = ["id".to_string(), "name".to_string()];
+        let out = join(&l, &r, &on, JoinHow::Inner, u64::MAX).unwrap();
+        assert_eq!(pairs(&out), ["l0-r2", "l1-r0", "l2-r1"]);
+        // Semi and anti joins (`isin`) agree; an outer join has no unmatched null row.
+        let on = ["id".to_string()];
+        let semi = join(&l, &r, &on, JoinHow::Semi, u64::MAX).unwrap();
+        assert_eq!(semi.num_rows(), 4);
+        assert_eq!(
+            join(&l, &r, &on, JoinHow::Anti, u64::MAX)
+                .unwrap()
+                .num_rows(),
+            0
+        );
+        let outer = join(&l, &r, &on, JoinHow::Outer, u64::MAX).unwrap();
+        assert_eq!(outer.num_rows(), 4);
+    }
+
+    #[test]
+    fn right_joins_keep_every_right_row_in_its_order() {
+        // left id: 1 2 3 2 (v 0.1 .. 0.4); right id: 2 7 1 (v two seven one).
+        let r = RecordBatch::try_new(
+            shared(Schema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new("v", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(Int32Array::from(vec![2, 7, 1])),
+                Arc::new(StringArray::from(vec!["two", "seven", "one"])),
+            ],
+        )
+        .unwrap();
+        let on = ["id".to_string()];
+        let out = join(&left(), &r, &on, JoinHow::Right, u64::MAX).unwrap();
+        let names: Vec<_> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["id", "v_x", "v_y"],
+            "the left's columns first, as pandas"
+        );
+        // The right's rows in order, each with its left rows in theirs; the key of the
+        // right row without a match is the right's.
+        let ids: Vec<Option<i64>> = out.column(0).as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(ids, [Some(2), Some(2), Some(7), Some(1)]);
+        let vx: Vec<Option<f64>> = out.column(1).as_primitive::<Float64Type>().iter().collect();
+        assert_eq!(vx, [Some(0.2), Some(0.4), None, Some(0.1)]);
+        let vy: Vec<&str> = out.column(2).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(vy, ["two", "two", "seven", "one"]);
+        assert!(out.schema().field(1).is_nullable());
+        assert_eq!(estimate(&left(), &r, &on, JoinHow::Right).unwrap().rows, 4);
+        // Keys of other names: both kept, the left's null where no left row matches.
+        let on = JoinOn {
+            left: vec!["id".into()],
+            right: vec!["rid".into()],
+        };
+        let renamed = RecordBatch::try_new(
+            shared(Schema::new(vec![
+                Field::new("rid", DataType::Int32, false),
+                Field::new("w", DataType::Utf8, false),
+            ])),
+            r.columns().to_vec(),
+        )
+        .unwrap();
+        let out = join_on(&left(), &renamed, &on, JoinHow::Right, u64::MAX).unwrap();
+        let ids: Vec<Option<i64>> = out.column(0).as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(ids, [Some(2), Some(2), None, Some(1)]);
+        assert_eq!(out.schema().field(2).name(), "rid");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! asked to; fabric-kernels publishes it to graphs (`builtin:dataframe`,
 //! `builtin:array/read-npy`), fabric-client builds the graphs.
 
+mod dict;
 pub mod expr;
 pub mod grants;
 pub mod groupby;
@@ -115,10 +116,33 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch> {
     concat(&schema, &batches)
 }
 
-/// One batch of all of `batches` (which share `schema`).
+/// One batch of all of `batches` (which share `schema`). A dictionary-encoded column's
+/// dictionaries are merged, each distinct value once (pandas' categoricals need that).
 pub fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let dictionaries = schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), arrow_schema::DataType::Dictionary(..)));
     match batches {
         [one] => Ok(one.clone()),
+        _ if dictionaries && !batches.is_empty() => {
+            let columns = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let parts: Vec<&dyn Array> =
+                        batches.iter().map(|b| b.column(i).as_ref()).collect();
+                    match f.data_type() {
+                        t @ arrow_schema::DataType::Dictionary(..) => {
+                            dict::concat_dictionaries(t, &parts)
+                        }
+                        _ => Ok(arrow_select::concat::concat(&parts)?),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        }
         _ => Ok(arrow_select::concat::concat_batches(schema, batches)?),
     }
 }

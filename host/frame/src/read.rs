@@ -55,9 +55,10 @@ pub enum Step {
     /// Rename columns: `(old, new)` pairs (pandas' `rename(columns={...})`; a name the
     /// partition lacks is ignored, as pandas does).
     Rename(Vec<(String, String)>),
-    /// Drop the rows whose values of these columns (all if none) an earlier row has
-    /// ([`crate::sort::drop_duplicates`]). Runs on the whole partition.
-    DropDuplicates(Vec<String>),
+    /// Drop the rows whose values of these columns (all if none) another row has, but
+    /// the first, the last or none of them ([`crate::sort::drop_duplicates_keeping`]).
+    /// Runs on the whole partition.
+    DropDuplicates(Vec<String>, crate::sort::Keep),
     /// Keep the first `n` rows in the order of `by` ([`crate::sort::top`]). Runs on the
     /// whole partition.
     Top {
@@ -73,7 +74,7 @@ pub enum Step {
 impl Step {
     /// Whether the step needs the whole partition at once (not batch by batch).
     fn whole(&self) -> bool {
-        matches!(self, Step::DropDuplicates(_) | Step::Top { .. })
+        matches!(self, Step::DropDuplicates(..) | Step::Top { .. })
     }
 
     /// The step on a whole partition.
@@ -83,7 +84,9 @@ impl Step {
             Step::Assign(name, e) => assign(&batch, name, e),
             Step::Select(cols) => crate::select(&batch, cols),
             Step::Rename(pairs) => rename(&batch, pairs),
-            Step::DropDuplicates(subset) => crate::sort::drop_duplicates(&batch, subset),
+            Step::DropDuplicates(subset, keep) => {
+                crate::sort::drop_duplicates_keeping(&batch, subset, *keep)
+            }
             Step::Top { by, descending, n } => crate::sort::top(&batch, by, descending, *n),
             Step::Group(g) => {
                 let mut grouper = Grouper::new(g, &batch.schema())?;
@@ -142,7 +145,7 @@ pub fn needed_columns(steps: &[Step]) -> Option<Vec<String>> {
             }
             Step::Filter(e) => add(&mut needed, e.columns()),
             Step::Top { by, .. } => add(&mut needed, by.clone()),
-            Step::DropDuplicates(_) => needed = None,
+            Step::DropDuplicates(..) => needed = None,
             Step::Rename(pairs) => {
                 if let Some(n) = &mut needed {
                     for c in n.iter_mut() {
@@ -1000,7 +1003,7 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
         let steps = [
             Step::Filter(Expr::parse("x > 0").unwrap()),
-            Step::DropDuplicates(s(&["k"])),
+            Step::DropDuplicates(s(&["k"]), crate::sort::Keep::First),
             Step::Rename(vec![("x".into(), "v".into()), ("nope".into(), "w".into())]),
             Step::Top {
                 by: s(&["v"]),

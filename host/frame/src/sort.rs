@@ -163,10 +163,54 @@ pub fn sort_parts(
     sort_batch(&all, by, descending)
 }
 
+/// Which of equal rows [`drop_duplicates_keeping`] keeps (pandas' `keep=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The first of them (`keep='first'`, pandas' default).
+    First,
+    /// The last of them (`keep='last'`).
+    Last,
+    /// None of them: only rows no other row equals (`keep=False`).
+    None,
+}
+
+impl Keep {
+    /// Every choice with its name (`none` is pandas' `keep=False`).
+    pub const ALL: [(&'static str, Keep); 3] = [
+        ("first", Keep::First),
+        ("last", Keep::Last),
+        ("none", Keep::None),
+    ];
+
+    /// The choice called `name`.
+    pub fn named(name: &str) -> Option<Keep> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|&(_, k)| k)
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
 /// The rows of `batch` whose values of `subset` (every column if empty) no row before
 /// them has, in their order: pandas' `drop_duplicates(subset, keep='first')`; nulls equal
 /// nulls.
 pub fn drop_duplicates(batch: &RecordBatch, subset: &[String]) -> Result<RecordBatch> {
+    drop_duplicates_keeping(batch, subset, Keep::First)
+}
+
+/// The rows of `batch` but duplicates of their values of `subset` (every column if
+/// empty), in their order: of equal rows the first, the last or none (pandas'
+/// `drop_duplicates(subset, keep=)`); nulls equal nulls.
+pub fn drop_duplicates_keeping(
+    batch: &RecordBatch,
+    subset: &[String],
+    keep: Keep,
+) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = if subset.is_empty() {
         batch.columns().to_vec()
     } else {
@@ -183,11 +227,36 @@ pub fn drop_duplicates(batch: &RecordBatch, subset: &[String]) -> Result<RecordB
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
     let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
-    let mut seen = std::collections::HashSet::with_capacity(rows.num_rows());
-    let keep: UInt32Array = (0..rows.num_rows())
-        .filter(|&i| seen.insert(rows.row(i)))
-        .map(|i| i as u32)
-        .collect();
+    let n = rows.num_rows();
+    let keep: UInt32Array = match keep {
+        Keep::First => {
+            let mut seen = std::collections::HashSet::with_capacity(n);
+            (0..n)
+                .filter(|&i| seen.insert(rows.row(i)))
+                .map(|i| i as u32)
+                .collect()
+        }
+        Keep::Last => {
+            let mut seen = std::collections::HashSet::with_capacity(n);
+            let mut last: Vec<u32> = (0..n)
+                .rev()
+                .filter(|&i| seen.insert(rows.row(i)))
+                .map(|i| i as u32)
+                .collect();
+            last.reverse();
+            last.into()
+        }
+        Keep::None => {
+            let mut count = std::collections::HashMap::with_capacity(n);
+            for i in 0..n {
+                *count.entry(rows.row(i)).or_insert(0u32) += 1;
+            }
+            (0..n)
+                .filter(|&i| count[&rows.row(i)] == 1)
+                .map(|i| i as u32)
+                .collect()
+        }
+    };
     if keep.len() == batch.num_rows() {
         return Ok(batch.clone());
     }
@@ -301,6 +370,35 @@ mod tests {
         assert_eq!(ids(&drop_duplicates(&b, &[]).unwrap()).len(), 6);
         let e = drop_duplicates(&b, &s(&["z"])).unwrap_err();
         assert!(e.to_string().contains("no column `z`"), "{e}");
+    }
+
+    #[test]
+    fn drop_duplicates_keeps_the_last_rows_or_none_of_them() {
+        // k: a, null, a, b, null, b; x: 1, 5, 1, null, 5, 2.
+        let b = batch();
+        let s = |c: &[&str]| c.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let run =
+            |subset: &[&str], keep| ids(&drop_duplicates_keeping(&b, &s(subset), keep).unwrap());
+        assert_eq!(run(&["k"], Keep::First), [0, 1, 3]);
+        assert_eq!(
+            run(&["k"], Keep::Last),
+            [2, 4, 5],
+            "the last of each, in order"
+        );
+        assert_eq!(
+            run(&["k"], Keep::None),
+            Vec::<i64>::new(),
+            "every key is twice"
+        );
+        assert_eq!(run(&["x"], Keep::Last), [2, 3, 4, 5]);
+        assert_eq!(
+            run(&["x"], Keep::None),
+            [3, 5],
+            "the null and the 2 are once"
+        );
+        assert_eq!(run(&["k", "x"], Keep::None), [3, 5]);
+        assert_eq!(Keep::named("last"), Some(Keep::Last));
+        assert_eq!(Keep::None.name(), "none");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use fabric_frame::expr::Expr;
 use fabric_frame::groupby::{Aggregate, Grouping, How};
 use fabric_frame::join::JoinHow;
 use fabric_frame::read::{Format, Source, Step};
+use fabric_frame::sort::Keep;
 use fabric_frame::{DataAccess, FrameError, Grants};
 use fabric_runtime::{Component, Native, NativeCall, TaskError, TaskErrorKind};
 
@@ -266,7 +267,9 @@ fn steps(v: &Value) -> R<Vec<Step>> {
                     ),
                     _ => return Err(bad("rename takes (old, new) pairs")),
                 },
-                "drop-duplicates" => Step::DropDuplicates(strings(payload)?),
+                "drop-duplicates" => Step::DropDuplicates(strings(payload)?, Keep::First),
+                "drop-duplicates-last" => Step::DropDuplicates(strings(payload)?, Keep::Last),
+                "drop-duplicates-none" => Step::DropDuplicates(strings(payload)?, Keep::None),
                 "top" => Step::Top {
                     by: strings(field(payload, "by")?)?,
                     descending: bools(field(payload, "descending")?)?,

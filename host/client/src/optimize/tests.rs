@@ -246,6 +246,31 @@ fn a_left_merge_keeps_its_right_side_filters_above_it() {
 }
 
 #[test]
+fn a_right_merge_moves_only_its_right_side_filters_below_it() {
+    let dir = Dir::new("right");
+    let (o, c) = frames(&dir);
+    let q = o
+        .merge(&c, &["k"], &["k"], "right")
+        .unwrap()
+        .filter("z > 5 and x > 15 and k > 1")
+        .unwrap();
+    let graph = q.to_graph();
+    // The right side's terms (the shared key is the right's in a right merge) move...
+    let c_steps = read_steps(&graph, "c.csv");
+    assert_eq!(c_steps[0], json!({"filter": "(z > 5)"}), "{c_steps:?}");
+    assert_eq!(c_steps[1], json!({"filter": "(k > 1)"}), "{c_steps:?}");
+    // ...the left side's must not: a right row without a match has a null `x`.
+    let o_steps = read_steps(&graph, "o.csv");
+    assert!(
+        o_steps.iter().all(|s| s.get("filter").is_none()),
+        "{o_steps:?}"
+    );
+    for steps in map_steps(&graph) {
+        assert_eq!(steps[0], json!({"filter": "(x > 15)"}), "{steps:?}");
+    }
+}
+
+#[test]
 fn aggregates_block_filters() {
     let dir = Dir::new("aggregate");
     let (o, c) = frames(&dir);
@@ -443,7 +468,14 @@ fn a_small_parquet_side_is_joined_whole_with_each_partition_of_the_other() {
             .map(|(_, _, args)| args)
             .collect::<Vec<_>>()
     };
-    for (how, broadcast) in [("left", true), ("inner", true), ("outer", false)] {
+    // (A small right side of a right merge is not: its unmatched rows would come out once
+    // per partition.)
+    for (how, broadcast) in [
+        ("left", true),
+        ("inner", true),
+        ("outer", false),
+        ("right", false),
+    ] {
         let q = big.merge(&small, &["k"], &["k"], how).unwrap();
         let graph = q.to_graph();
         let joins = calls(&graph, "join");
@@ -459,6 +491,12 @@ fn a_small_parquet_side_is_joined_whole_with_each_partition_of_the_other() {
             assert!(text.contains("broadcast: the right side"), "{text}");
         }
     }
+    // A small left side of a right merge is: each right row is in one partition.
+    let q = small.merge(&big, &["k"], &["k"], "right").unwrap();
+    let graph = q.to_graph();
+    assert!(calls(&graph, "split-hash").is_empty());
+    let text = q.explain();
+    assert!(text.contains("broadcast: the left side"), "{text}");
     // A small left side of a left merge is not broadcast (its unmatched rows would come
     // out once per partition), and a limit of 0 broadcasts nothing.
     let graph = small
