@@ -86,7 +86,7 @@ fn futures_resolve_as_their_tasks_finish_and_feed_later_submissions() {
 
         // A future passed to a later call while its task still runs: the call is checked
         // against its type, the graph refers to the output on the cluster, and the later
-        // submission waits for it.
+        // job is submitted at once (the scheduler runs the call once the output is in).
         let pending = session
             .submit(&client, [math.call("slow-inc", (10, 1500)).unwrap()])
             .await
@@ -110,6 +110,14 @@ fn futures_resolve_as_their_tasks_finish_and_feed_later_submissions() {
         );
         let later = session.submit(&client, [&d]).await.unwrap();
         assert_ne!(later[0].job(), pending.job());
+        assert_eq!(
+            pending.status(),
+            FutureStatus::Pending,
+            "submitted while the task it uses still runs"
+        );
+        let held = held_jobs(&client).await;
+        assert!(held.contains(&later[0].job()), "{held:?}");
+        assert_eq!(later[0].status(), FutureStatus::Pending);
         assert_eq!(later[0].result().await.unwrap(), Value::S64(16));
         // Futures of finished jobs feed further calls, as a chain of jobs.
         let e2 = math.call("mul", (&later[0], &futures[1])).unwrap();
@@ -179,6 +187,35 @@ fn futures_are_cancelled_and_released_and_jobs_go_with_their_last_future() {
             other => panic!("expected a cancelled future, got {other:?}"),
         }
         until_gone(&client, f.job()).await;
+
+        // Its job cancelled on the cluster (`fabric cancel`) while a later job waits for
+        // it: the later call fails, saying so. (Cancelling the future alone would not stop
+        // the job: the later job holds it.)
+        let slow = math.call("slow-inc", (1, 5_000)).unwrap();
+        let first = session.submit(&client, [&slow]).await.unwrap().remove(0);
+        let waits = math.call("inc", (&first,)).unwrap();
+        let waiting = session.submit(&client, [&waits]).await.unwrap().remove(0);
+        assert_eq!(first.status(), FutureStatus::Pending);
+        assert!(client.cancel(first.job()).await.unwrap());
+        let e = waiting.result().await.unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "its input, job {}'s task `{}`, was not computed: job {} was cancelled",
+                first.job(),
+                slow.id(),
+                first.job()
+            )),
+            "{e}"
+        );
+        assert_eq!(waiting.status(), FutureStatus::Failed);
+        assert!(matches!(
+            first.result().await,
+            Err(ClientError::Cancelled { .. })
+        ));
+        let jobs = (first.job(), waiting.job());
+        drop((first, waiting));
+        until_gone(&client, jobs.0).await;
+        until_gone(&client, jobs.1).await;
 
         // Released once computed: the job goes; its futures have no value any more.
         let g = session

@@ -145,8 +145,8 @@ pub(crate) enum Command {
     /// (`{"job": ID, "key": TASK}`: `refs`), for validating it: the outputs of each such job
     /// `who` may see, with their types, by the job's dataset name
     /// ([`fabric_core::job_dataset`]). A job that `who` may not see, or of another tenant,
-    /// is left out (validation calls it unknown); an output used that is not computed is a
-    /// problem, one line each.
+    /// is left out (validation calls it unknown); an output used that failed is a problem,
+    /// one line each. An output still to be computed is fine: the units reading it wait.
     JobValues {
         who: Principal,
         tenant: Arc<str>,
@@ -537,6 +537,10 @@ pub(crate) struct Core {
     jobs: FxHashMap<JobId, JobEntry>,
     /// Persisted datasets by tenant and name.
     datasets: BTreeMap<(Arc<str>, String), JobId>,
+    /// Jobs let go (released, cancelled) whose values units of other jobs are still to
+    /// read: the core holds them until they have ([`Scheduler::external_readers`]), and
+    /// recomputes such a value when it is lost meanwhile (hence their records).
+    lingering: FxHashMap<JobId, JobEntry>,
     /// Where denials are recorded.
     audit: Arc<Audit>,
     /// Units whose progress is reported to watchers per batch; jobs whose progress changed.
@@ -581,6 +585,7 @@ impl Core {
             by_address: FxHashMap::default(),
             jobs: FxHashMap::default(),
             datasets: BTreeMap::new(),
+            lingering: FxHashMap::default(),
             audit: Arc::new(Audit::none()),
             forget: Vec::new(),
             recorder,
@@ -1509,10 +1514,12 @@ impl Core {
         if let Err(refused) = self.sched.admit(tenant, &job.plan) {
             return Err(quota_refused(refused));
         }
-        let id = self.sched.on_job_submitted(
+        let uses = external_uses(&job.externals);
+        let id = self.sched.on_job_submitted_using(
             job.plan.clone(),
             &job.owner.tenant,
             job.priority,
+            &uses,
             &mut self.out,
         );
         self.add_job(id, job, true);
@@ -1521,10 +1528,12 @@ impl Core {
 
     /// The journal's jobs, rebuilt: each continues from the values the workers that came
     /// back hold.
-    fn restore(&mut self, jobs: Vec<(JobId, Result<Prepared, String>)>) {
+    fn restore(&mut self, mut jobs: Vec<(JobId, Result<Prepared, String>)>) {
         let Some(mut restoring) = self.restoring.take() else {
             return;
         };
+        // Jobs whose outputs later ones read first.
+        jobs.sort_by_key(|(id, _)| *id);
         for (id, prepared) in jobs {
             match prepared {
                 Ok(job) => {
@@ -1536,6 +1545,7 @@ impl Core {
                         &job.owner.tenant,
                         job.priority,
                         &held,
+                        &external_uses(&job.externals),
                         &mut self.out,
                     );
                     self.add_job(id, job, false);
@@ -1674,12 +1684,14 @@ impl Core {
         {
             return true; // its outputs belong to the dataset
         }
-        self.drop_job(job);
+        self.drop_job(job, "was released");
         true
     }
 
     /// Forgets a job: its values are dropped, workers forget its code, the journal lets it go.
-    fn drop_job(&mut self, job: JobId) {
+    /// Units of other jobs waiting for its values fail (`why`: "was released"); values of
+    /// it that such units are still to read stay until they have (`lingering`).
+    fn drop_job(&mut self, job: JobId, why: &str) {
         if let Some(mut used) = self.job_usage(job) {
             used.ended_ms = fabric_auth::now_ms();
             if let Some(u) = &mut used.usage {
@@ -1690,12 +1702,41 @@ impl Core {
             }
             self.ended_usage.push(used);
         }
-        self.jobs.remove(&job);
+        let entry = self.jobs.remove(&job);
         self.recorder.push(monitor::Event::JobReleased { job });
-        self.sched.on_job_released(job, &mut self.out);
-        self.forget.push(u64::from(job));
+        if self.sched.external_readers(job) > 0 {
+            let why = format!("job {job} {why}");
+            self.sched.on_job_cancelled(job, &why, &mut self.out);
+        }
+        if self.sched.external_readers(job) > 0 {
+            tracing::debug!(job, "its values stay until the jobs reading them have");
+            if let Some(entry) = entry {
+                self.lingering.insert(job, entry);
+            }
+        } else {
+            self.sched.on_job_released(job, &mut self.out);
+            self.forget.push(u64::from(job));
+        }
         if let Some(journal) = &self.journal {
             journal.gone(u64::from(job));
+        }
+    }
+
+    /// Lets go of jobs let go of earlier whose values other jobs have read since.
+    fn drop_lingering(&mut self) {
+        if self.lingering.is_empty() {
+            return;
+        }
+        let read: Vec<JobId> = self
+            .lingering
+            .keys()
+            .copied()
+            .filter(|&j| self.sched.external_readers(j) == 0)
+            .collect();
+        for job in read {
+            self.lingering.remove(&job);
+            self.sched.on_job_released(job, &mut self.out);
+            self.forget.push(u64::from(job));
         }
     }
 
@@ -1724,7 +1765,7 @@ impl Core {
             end: JobEnd::Cancelled,
             moved_bytes: self.sched.usage(job).map_or(0, |u| u.bytes_moved),
         });
-        self.drop_job(job);
+        self.drop_job(job, &format!("was cancelled ({reason})"));
         true
     }
 
@@ -1952,13 +1993,25 @@ impl Core {
             };
             let (_, unit) = value.parts().expect("made from a job and a unit");
             let state = self.sched.unit_state(job, unit);
-            let problem = match state {
-                Some(UnitState::Memory) => continue,
-                Some(UnitState::Erred) => "failed",
-                _ if self.jobs[&job].done => "was not computed (the job was cancelled)",
-                _ => "is not computed yet (wait for it, then submit)",
-            };
-            problems.push(format!("output `{key}` of job {wire} {problem}"));
+            // In memory, or still to be computed: the units that read it wait for it.
+            if state != Some(UnitState::Erred) {
+                continue;
+            }
+            let task = plan
+                .outputs
+                .iter()
+                .zip(&plan.graph.outputs)
+                .find_map(|(&u, &t)| (u == unit).then_some(t))
+                .expect("an output's unit");
+            let failure = self.output_failure(job, unit, task);
+            let mut problem = format!("output `{key}` of job {wire} failed");
+            if let Some(e) = failure.error {
+                if failure.task_id != *key {
+                    problem.push_str(&format!(": its input `{}` failed", failure.task_id));
+                }
+                problem.push_str(&format!(": {}", e.message));
+            }
+            problems.push(problem);
         }
         if problems.is_empty() {
             Ok(values)
@@ -1970,6 +2023,7 @@ impl Core {
     // ------------------------------------------------------------------ delivery
 
     fn flush(&mut self) {
+        self.drop_lingering();
         let out = std::mem::take(&mut self.out);
         for &(job, unit, delay_us) in &out.retries {
             let delay = Duration::from_secs_f64(delay_us / 1e6);
@@ -1997,11 +2051,8 @@ impl Core {
         }
         for (to, from, job, unit) in out.copies {
             let key = v1::ValueKey::new(job, unit);
-            let tenant = self
-                .jobs
-                .get(&job)
-                .map(|e| e.start.tenant.clone())
-                .unwrap_or_default();
+            // (A job let go whose values other jobs still read has no entry.)
+            let tenant = self.sched.tenant(job).unwrap_or_default().to_string();
             let requester = self.workers.get(&to).map_or("", |w| &*w.requester);
             let capability = self.config.capabilities.sign(key, &tenant, requester);
             let holders = self
@@ -2032,7 +2083,8 @@ impl Core {
             });
         }
         for (w, job, unit) in out.computes {
-            let (Some(plan), Some(entry)) = (self.sched.plan(job), self.jobs.get(&job)) else {
+            let entry = self.jobs.get(&job).or_else(|| self.lingering.get(&job));
+            let (Some(plan), Some(entry)) = (self.sched.plan(job), entry) else {
                 continue;
             };
             let requester = self.workers.get(&w).map_or("", |w| &*w.requester);
@@ -2366,6 +2418,16 @@ fn job_failure(graph: &fabric_core::Graph, entry: &JobEntry, f: &Failure) -> v1:
         attempts: f.attempts,
         worker: f.worker.as_deref().unwrap_or_default().to_string(),
     }
+}
+
+/// The (job, unit) of each dataset value a job uses, in the order of `graph.externals`
+/// (none when one is not known: then the core takes them as in memory).
+fn external_uses(externals: &[v1::ExternalValue]) -> Vec<(JobId, UnitIdx)> {
+    externals
+        .iter()
+        .map(|e| e.value.and_then(|k| k.parts().ok()))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
 }
 
 /// The values of a persisted job: each output's key (its task id), type, and where it is

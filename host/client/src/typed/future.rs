@@ -6,8 +6,9 @@
 //! the scheduler streams each output as it is computed or fails, coalesced, so a future
 //! resolves at once and not when the whole job ends. A future is an argument of later
 //! calls (it has its task's WIT type, so they stay checked); the graph then refers to the
-//! output where it lies on the workers (`{"job": ID, "key": TASK}`), and the submission
-//! waits, here, until the futures it uses are done.
+//! output where it lies, or will lie, on the workers (`{"job": ID, "key": TASK}`): the
+//! submission is sent at once, and the scheduler runs each call once the futures it uses
+//! are computed (Dask's pipelining).
 //!
 //! The futures of one submission share their job: the job is released on the cluster
 //! (or cancelled, if it is still running) once every future of it has been released,
@@ -245,21 +246,26 @@ impl Future {
     pub async fn wait(&self) -> Result<(), ClientError> {
         let mut changed = self.0.shared.changed.subscribe();
         loop {
-            let slot = self.0.shared.outputs().slots[self.0.slot].clone();
-            match slot {
-                Slot::Cancelled(reason) => return Err(self.cancelled(&reason)),
-                _ if self.handle().is_none() => return Err(self.cancelled("was released")),
-                Slot::Pending => {}
-                Slot::Done(_) => return Ok(()),
-                Slot::Failed(failure) => {
-                    return Err(ClientError::TaskFailed {
-                        task: self.key().to_string(),
-                        failure: Box::new((*failure).clone()),
-                    });
-                }
+            if let Some(settled) = self.settled() {
+                return settled;
             }
             // The sender lives as long as `shared`, which this future holds.
             let _ = changed.changed().await;
+        }
+    }
+
+    /// What [`Future::wait`] returns, once it is settled; `None` while it is pending.
+    fn settled(&self) -> Option<Result<(), ClientError>> {
+        let slot = self.0.shared.outputs().slots[self.0.slot].clone();
+        match slot {
+            Slot::Cancelled(reason) => Some(Err(self.cancelled(&reason))),
+            _ if self.handle().is_none() => Some(Err(self.cancelled("was released"))),
+            Slot::Pending => None,
+            Slot::Done(_) => Some(Ok(())),
+            Slot::Failed(failure) => Some(Err(ClientError::TaskFailed {
+                task: self.key().to_string(),
+                failure: Box::new((*failure).clone()),
+            })),
         }
     }
 
@@ -396,9 +402,13 @@ impl Session {
     /// `client.submit`, or `client.map` for many tasks at once). Each future resolves as
     /// soon as its task finishes.
     ///
-    /// Futures passed to the calls (as arguments) are waited for first: their values stay
-    /// on the workers and the job refers to them there; a failed one makes this fail.
-    /// Needs a Tokio runtime (the futures' watcher runs on it).
+    /// Futures passed to the calls (as arguments) are not waited for: the job is sent at
+    /// once and refers to their values where they are, or will be, on the workers (the
+    /// scheduler runs each call once the futures it uses are computed; a call whose future
+    /// fails, or whose future's job is cancelled, fails saying which). A future already
+    /// failed, cancelled or released makes this fail at once, with its error. Their jobs
+    /// are kept while the new futures live. Needs a Tokio runtime (the futures' watcher
+    /// runs on it).
     pub async fn submit<T: std::borrow::Borrow<Task>>(
         &self,
         client: &Client,
@@ -409,7 +419,7 @@ impl Session {
             return Ok(Vec::new());
         }
         let submission = self.to_submission(&tasks)?;
-        let parents = await_inputs(&tasks).await?;
+        let parents = input_jobs(&tasks)?;
         let (job, updates) = run(client, &submission).await?;
         Ok(start(client, job, &tasks, parents, updates))
     }
@@ -443,9 +453,10 @@ async fn run(
     Ok((Client::job_id(submitted)?, Some(updates)))
 }
 
-/// The jobs of the futures the calls behind `tasks` use, once each of those futures is
-/// done (the first that failed, was cancelled or released is an error).
-pub(super) async fn await_inputs(tasks: &[Task]) -> Result<Vec<Arc<JobHandle>>, ClientError> {
+/// The jobs of the futures the calls behind `tasks` use, to keep while the calls need
+/// them; a future that failed, was cancelled or released is an error (its own). Pending
+/// ones are not waited for: the scheduler does.
+pub(super) fn input_jobs(tasks: &[Task]) -> Result<Vec<Arc<JobHandle>>, ClientError> {
     let mut futures: Vec<Future> = Vec::new();
     for node in walk(tasks) {
         let Kind::Call { args, .. } = &node.kind else {
@@ -465,7 +476,9 @@ pub(super) async fn await_inputs(tasks: &[Task]) -> Result<Vec<Arc<JobHandle>>, 
     }
     let mut parents: Vec<Arc<JobHandle>> = Vec::new();
     for f in futures {
-        f.wait().await?;
+        if let Some(Err(e)) = f.settled() {
+            return Err(e);
+        }
         let handle = f.handle().ok_or_else(|| f.cancelled("was released"))?;
         if !parents.iter().any(|p| Arc::ptr_eq(p, &handle)) {
             parents.push(handle);

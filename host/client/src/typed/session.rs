@@ -319,8 +319,9 @@ impl Session {
             return Ok(Vec::new());
         }
         let submission = self.to_submission(&tasks)?;
-        // Futures the calls use must be computed; they are held until this returns.
-        let _inputs = super::future::await_inputs(&tasks).await?;
+        // Futures the calls use are held until this returns (the scheduler waits for
+        // those still to come).
+        let _inputs = super::future::input_jobs(&tasks)?;
         let ids: Vec<String> = tasks.iter().map(Task::id).collect();
         let outcome = client.compute(&submission, |_| {}).await?;
         if !outcome.succeeded() {
@@ -359,7 +360,7 @@ impl Session {
             .collect();
         if !calls.is_empty() {
             let submission = self.to_submission(calls.iter().copied())?;
-            let _inputs = super::future::await_inputs(&tasks).await?;
+            let _inputs = super::future::input_jobs(&tasks)?;
             let outcome = client.persist(&submission, name, |_| {}).await?;
             if !outcome.succeeded() {
                 return Err(ClientError::Failed(failure(&outcome)));

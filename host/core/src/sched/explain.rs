@@ -165,7 +165,8 @@ impl Scheduler {
                     .filter(|&(_, state)| state != UnitState::Memory)
                     .collect();
                 reasons.push(Reason::Inputs {
-                    waiting: pending.len(),
+                    // Values of other jobs count too (they are not named).
+                    waiting: pending.len() + self.externals_missing(job_id, u) as usize,
                     first: pending.into_iter().take(NAMED_INPUTS).collect(),
                 });
             }

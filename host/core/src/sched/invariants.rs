@@ -66,7 +66,34 @@ impl Scheduler {
                     .deps(u)
                     .iter()
                     .filter(|&&d| job.units[d as usize].state != Memory)
-                    .count() as u32;
+                    .count() as u32
+                    + if unit.state.is_pending() {
+                        self.externals_missing(job_id, u)
+                    } else {
+                        0
+                    };
+                // A unit still to run that reads values of other jobs is among the readers
+                // of each, once per input, and none of them failed or went.
+                if let Some(xs) = job.ext_inputs.get(&u).filter(|_| unit.state.is_pending()) {
+                    for &x in xs {
+                        let key = job.uses[x as usize];
+                        let times = xs.iter().filter(|&&y| job.uses[y as usize] == key).count();
+                        let listed = self
+                            .readers
+                            .get(&key)
+                            .map_or(0, |l| l.iter().filter(|r| **r == (job_id, u)).count());
+                        if listed != times {
+                            return Err(format!(
+                                "{}: reads {key:?} {times} times but is listed {listed} times",
+                                at()
+                            ));
+                        }
+                        let owner = self.jobs.get(&key.0).map(|o| o.units[key.1 as usize].state);
+                        if !owner.is_some_and(|s| s.is_pending() || s == Memory) {
+                            return Err(format!("{}: reads {key:?}, which is {owner:?}", at()));
+                        }
+                    }
+                }
                 let active_consumers = plan
                     .consumers(u)
                     .iter()
@@ -179,6 +206,35 @@ impl Scheduler {
             }
         }
         self.fair.check(&pending, &held)?;
+        let mut read_by: FxHashMap<u32, u32> = FxHashMap::default();
+        for (&(owner, ou), list) in &self.readers {
+            if list.is_empty() || !self.jobs.contains_key(&owner) {
+                return Err(format!(
+                    "readers of job {owner} unit {ou}: {list:?}, owner gone"
+                ));
+            }
+            *read_by.entry(owner).or_default() += list.len() as u32;
+            for &(rj, ru) in list {
+                let pending = self
+                    .jobs
+                    .get(&rj)
+                    .is_some_and(|j| j.units[ru as usize].state.is_pending());
+                if !pending {
+                    return Err(format!(
+                        "job {rj} unit {ru}: listed as reading job {owner} unit {ou} but settled"
+                    ));
+                }
+            }
+        }
+        for (&id, job) in &self.jobs {
+            let listed = read_by.get(&id).copied().unwrap_or(0);
+            if job.read_by != listed {
+                return Err(format!(
+                    "job {id}: read by {} units counted, {listed} listed",
+                    job.read_by
+                ));
+            }
+        }
         for (&(job, u), h) in &self.retirements.handoffs {
             if !live(h.from) || !live(h.to) {
                 return Err(format!(

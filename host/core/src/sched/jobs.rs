@@ -14,6 +14,8 @@ use crate::plan::{Plan, UnitIdx};
 impl Scheduler {
     /// A new job of `tenant`: its root units become ready at once. Among the tenant's
     /// jobs, those of higher `priority` go first (0 is the default), then older ones.
+    /// Its dataset values are taken as in memory (see
+    /// [`Scheduler::on_job_submitted_using`]).
     pub fn on_job_submitted(
         &mut self,
         plan: Arc<Plan>,
@@ -21,12 +23,34 @@ impl Scheduler {
         priority: i32,
         comm: &mut impl Comm,
     ) -> JobId {
+        self.on_job_submitted_using(plan, tenant, priority, &[], comm)
+    }
+
+    /// [`Scheduler::on_job_submitted`] for a job whose dataset values are values of jobs
+    /// held here: `uses[x]` is the (job, unit) of `plan.graph.externals[x]` (all of them,
+    /// or none: then they are taken as in memory, as a worker that misses one reports). A unit reading one waits until it is in
+    /// memory, fails when it fails (or its job goes before it is read), and keeps its job
+    /// from going ([`Scheduler::external_readers`]) until the unit settles.
+    pub fn on_job_submitted_using(
+        &mut self,
+        plan: Arc<Plan>,
+        tenant: &str,
+        priority: i32,
+        uses: &[(JobId, UnitIdx)],
+        comm: &mut impl Comm,
+    ) -> JobId {
         let id = self.next_job;
         self.next_job += 1;
         self.insert_job(id, plan.clone(), tenant, priority);
+        self.set_uses(id, uses);
+        let pending: Vec<UnitIdx> = self.jobs[&id].ext_inputs.keys().copied().collect();
+        for u in pending {
+            self.link(id, u, comm);
+        }
         // Roots in priority order, so that equal-cost placement follows the plan.
         for &u in &plan.by_priority {
-            if plan.deps(u).is_empty() {
+            let unit = &self.jobs[&id].units[u as usize];
+            if plan.deps(u).is_empty() && unit.state == UnitState::Waiting && unit.waiting == 0 {
                 self.make_ready(id, u, comm);
             }
         }
@@ -39,7 +63,9 @@ impl Scheduler {
     /// A job from before a restart, under its old id (later jobs get later ids), whose
     /// values in `held` — (unit, worker, bytes) — live workers still hold. Those units are
     /// in memory; units an output still needs that nobody holds run again, with whatever
-    /// inputs they need in turn; held values nothing needs any more are released.
+    /// inputs they need in turn; held values nothing needs any more are released. `uses`:
+    /// as for [`Scheduler::on_job_submitted_using`] (restore the jobs it names first).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_job_restored(
         &mut self,
         id: JobId,
@@ -47,6 +73,7 @@ impl Scheduler {
         tenant: &str,
         priority: i32,
         held: &[(UnitIdx, WorkerId, u64)],
+        uses: &[(JobId, UnitIdx)],
         comm: &mut impl Comm,
     ) {
         self.next_job = self.next_job.max(id.saturating_add(1));
@@ -128,6 +155,16 @@ impl Scheduler {
         job.progress.done_tasks = settled.iter().map(|&u| plan.steps(u).len()).sum();
         for u in unneeded {
             self.release(id, u, comm);
+        }
+        self.set_uses(id, uses);
+        let pending: Vec<UnitIdx> = self.jobs[&id]
+            .ext_inputs
+            .keys()
+            .copied()
+            .filter(|&u| self.jobs[&id].units[u as usize].state == UnitState::Waiting)
+            .collect();
+        for u in pending {
+            self.link(id, u, comm);
         }
         for &u in &plan.by_priority {
             let unit = &self.jobs[&id].units[u as usize];
@@ -212,13 +249,22 @@ impl Scheduler {
                 dataset_waits: FxHashMap::default(),
                 preempted: FxHashMap::default(),
                 account: Account::default(),
+                uses: Vec::new(),
+                ext_inputs: FxHashMap::default(),
+                read_by: 0,
             },
         );
     }
 
     /// The job's outputs were gathered (or are no longer wanted): drop everything it holds.
-    /// Also cancels a job that has not finished.
+    /// Also cancels a job that has not finished. Units of other jobs still to read its
+    /// values fail, saying so (a shell that lets them finish first waits until
+    /// [`Scheduler::external_readers`] is 0; see [`Scheduler::on_job_cancelled`]).
     pub fn on_job_released(&mut self, job: JobId, comm: &mut impl Comm) {
+        if !self.jobs.contains_key(&job) {
+            return;
+        }
+        self.unlink_job(job, comm);
         let Some(j) = self.jobs.remove(&job) else {
             return;
         };

@@ -19,6 +19,7 @@
 
 mod durations;
 mod explain;
+mod externals;
 mod fair;
 mod invariants;
 mod jobs;
@@ -246,6 +247,16 @@ struct Job {
     preempted: FxHashMap<UnitIdx, u32>,
     /// What it used.
     account: usage::Account,
+    /// The value of each of its plan's dataset values (by `graph.externals` index): unit
+    /// of a job held here. Empty when the shell does not say ([`Scheduler::on_job_submitted`]):
+    /// then dataset values are taken as in memory.
+    uses: Vec<(JobId, UnitIdx)>,
+    /// The dataset values each unit reads (indices into `uses`), for units that read any,
+    /// when `uses` is given.
+    ext_inputs: FxHashMap<UnitIdx, SmallVec<[u32; 2]>>,
+    /// Units of other jobs, not settled, that read values of this one (entries of
+    /// [`Scheduler::readers`] keyed by this job).
+    read_by: u32,
 }
 
 impl Job {
@@ -333,7 +344,13 @@ pub struct Scheduler {
     roots_added: bool,
     /// The time as of the last [`Scheduler::on_clock`], in microseconds.
     now_us: f64,
+    /// Units of other jobs, not settled, that read a value of a job (its unit) as a
+    /// dataset value: they wait for it, fail with it, and keep its job from going.
+    readers: FxHashMap<ValueOf, SmallVec<[ValueOf; 2]>>,
 }
+
+/// A unit of a job: where a value comes from, or a unit that reads one.
+type ValueOf = (JobId, UnitIdx);
 
 impl Scheduler {
     /// An empty scheduler.
@@ -357,6 +374,7 @@ impl Scheduler {
             retirements: retire::Retirements::default(),
             roots_added: false,
             now_us: 0.0,
+            readers: FxHashMap::default(),
         }
     }
 

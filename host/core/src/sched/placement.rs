@@ -20,9 +20,11 @@ impl Scheduler {
                 }
             }
             UnitState::Queued(w) => {
-                let w = self.workers[w as usize]
-                    .as_mut()
-                    .expect("queued on a live worker");
+                // A worker being removed counted its queue out already (units of other
+                // jobs may settle before their turn comes).
+                let Some(w) = self.workers[w as usize].as_mut() else {
+                    return;
+                };
                 w.queue.remove(&k);
                 w.queued_us = (w.queued_us - f64::from(unit.est_us)).max(0.0);
                 self.fair.pending(k.tenant, -1);

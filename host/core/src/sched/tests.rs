@@ -965,7 +965,7 @@ proptest! {
             .iter()
             .filter_map(|&(u, i)| ids[i].map(|w| (u, w, 8)))
             .collect();
-        s.on_job_restored(job, p.clone(), "t", 0, &held, &mut comm);
+        s.on_job_restored(job, p.clone(), "t", 0, &held, &[], &mut comm);
         if let Err(e) = s.check_invariants() {
             prop_assert!(false, "after the restore: {e}\n{}", s.dump());
         }
@@ -1221,4 +1221,340 @@ fn demand_counts_a_tenants_units_up_to_its_slot_quota() {
     assert_eq!(d.work_us, 13.0 * 500.0, "the work itself is all counted");
     sim.run_to_end();
     assert_eq!(sim.s.demand(), crate::adapt::Demand::default());
+}
+
+// ---------------------------------------------------------------- values of other jobs
+
+/// `g` with its task `t` also reading the output `key` of job `job` (as the graph's
+/// `{"job": JOB, "key": KEY}` becomes a dataset value).
+fn reading(mut g: crate::graph::Graph, t: usize, job: JobId, key: &str) -> crate::graph::Graph {
+    let x = g.externals.len() as u32;
+    g.externals.push(crate::graph::External {
+        dataset: crate::spec::job_dataset(u64::from(job)).into(),
+        key: key.into(),
+        ty: crate::types::Type::S64,
+    });
+    let mut args = g.tasks[t].args.to_vec();
+    args.push(crate::graph::Arg::External(x));
+    g.tasks[t].args = args.into();
+    g
+}
+
+impl Sim {
+    /// Submits `g`, whose dataset values are the outputs `keys` (task indices) of `owner`.
+    fn submit_reading(&mut self, g: crate::graph::Graph, owner: JobId, keys: &[u32]) -> JobId {
+        let p = Arc::new(plan(g, PlanConfig { fuse: false }));
+        let op = self.s.plan(owner).cloned();
+        let uses: Vec<(JobId, UnitIdx)> = keys
+            .iter()
+            .map(|&t| (owner, op.as_ref().map_or(0, |p| p.unit_of_task[t as usize])))
+            .collect();
+        let id = self
+            .s
+            .on_job_submitted_using(p, "default", 0, &uses, &mut self.comm);
+        self.check();
+        id
+    }
+
+    /// Finishes the oldest compute of a unit of `job`; returns it.
+    fn finish_of(&mut self, job: JobId) -> (WorkerId, JobId, UnitIdx) {
+        let i = self
+            .comm
+            .computes
+            .iter()
+            .position(|c| c.1 == job)
+            .unwrap_or_else(|| panic!("nothing of job {job} runs:\n{}", self.s.dump()));
+        let (w, j, u) = self.comm.computes.remove(i).expect("found");
+        self.s.on_unit_finished(w, j, u, 8, 10.0, &mut self.comm);
+        self.check();
+        (w, j, u)
+    }
+
+    fn runs(&self, job: JobId) -> bool {
+        self.comm.computes.iter().any(|c| c.1 == job)
+    }
+
+    /// The message of the failure of `job` at its task `task`.
+    fn failure_of(&self, job: JobId, task: u32) -> String {
+        let f = self.s.failures(job).iter().find(|f| f.task == task);
+        f.unwrap_or_else(|| panic!("job {job} task {task} did not fail"))
+            .message
+            .to_string()
+    }
+}
+
+#[test]
+fn a_job_reading_a_pending_output_of_another_waits_for_it_then_runs() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.add_worker(worker("a", 4, &[]));
+    // Job 0: t0 -> t1 (output). Job 1: t0 reads job 0's t1, t1 reads t0.
+    let first = sim.submit(graph(&[&[], &[0]], &[1]));
+    let second = sim.submit_reading(
+        reading(graph(&[&[], &[0]], &[1]), 0, first, "t1"),
+        first,
+        &[1],
+    );
+    assert!(!sim.runs(second), "its root waits for job {first}'s output");
+    assert_eq!(sim.s.external_readers(first), 1);
+    let why = sim.s.explain(second, 0).unwrap().1;
+    assert_eq!(why[0].to_string(), "waits for 1 input not computed yet");
+    sim.finish_of(first);
+    assert!(!sim.runs(second));
+    sim.finish_of(first);
+    assert!(sim.runs(second), "its output is computed: the reader runs");
+    sim.finish_of(second);
+    assert_eq!(
+        sim.s.external_readers(first),
+        0,
+        "read: it keeps job {first} no more"
+    );
+    sim.finish_of(second);
+    assert_eq!(sim.comm.finished, [first, second]);
+    assert!(sim.s.failures(second).is_empty());
+}
+
+#[test]
+fn a_reader_of_a_failed_output_fails_naming_the_input_and_the_guests_message() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let w = sim.add_worker(worker("a", 4, &[]));
+    let first = sim.submit(graph(&[&[], &[0]], &[1]));
+    // Its t1 reads the output (t1 of job 0) after its own t0: t2 reads t1.
+    let g = reading(graph(&[&[], &[0], &[1]], &[2]), 1, first, "t1");
+    let second = sim.submit_reading(g, first, &[1]);
+    sim.finish_of(second);
+    let (_, _, u) = sim.comm.computes.pop_front().expect("job 0's t0 runs");
+    sim.s
+        .on_unit_failed(w, first, u, Failure::new(0, "boom"), &mut sim.comm);
+    sim.check();
+    assert_eq!(
+        sim.failure_of(second, 1),
+        "its input, job 0's task `t1`, failed: its input `t0` failed: boom"
+    );
+    let p = sim.s.progress(second).unwrap();
+    assert_eq!((p.done_tasks, p.erred_tasks), (1, 2));
+    // (The reader settles as the failure reaches it, before job 0 is seen finished.)
+    assert_eq!(sim.comm.finished, [second, first]);
+    assert_eq!(sim.s.external_readers(first), 0);
+    // A job submitted later reading it fails at once.
+    let third = sim.submit_reading(reading(graph(&[&[]], &[0]), 0, first, "t1"), first, &[1]);
+    assert_eq!(
+        sim.failure_of(third, 0),
+        "its input, job 0's task `t1`, failed: its input `t0` failed: boom"
+    );
+    assert_eq!(sim.comm.finished, [second, first, third]);
+}
+
+#[test]
+fn cancelling_a_job_fails_readers_of_what_it_did_not_compute_and_keeps_what_is_read() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.add_worker(worker("a", 4, &[]));
+    // Job 0: outputs t0 (quick) and t2 (after t1).
+    let first = sim.submit(graph(&[&[], &[], &[1]], &[0, 2]));
+    // Job 1: t0 reads job 0's t2; t2 reads job 0's t0 and waits for its own t1 too.
+    let g = reading(graph(&[&[], &[], &[1]], &[0, 2]), 0, first, "t2");
+    let g = reading(g, 2, first, "t0");
+    let second = sim.submit_reading(g, first, &[2, 0]);
+    // Job 0's t0 and t1 run; t0 finishes.
+    let done = loop {
+        let (w, j, u) = sim.finish_of(first);
+        if sim.s.plan(first).unwrap().last_step(u) == 0 {
+            break (w, j, u);
+        }
+        // t1 finished first: t2 runs now; wait for t0.
+    };
+    assert_eq!(sim.s.unit_state(first, done.2), Some(UnitState::Memory));
+    sim.s
+        .on_job_cancelled(first, "job 0 was cancelled by alice", &mut sim.comm);
+    sim.check();
+    assert_eq!(
+        sim.failure_of(second, 0),
+        "its input, job 0's task `t2`, was not computed: job 0 was cancelled by alice"
+    );
+    assert_eq!(
+        sim.s.external_readers(first),
+        1,
+        "its t0, computed, is still to be read by job 1's t2"
+    );
+    assert_eq!(sim.s.unit_state(first, done.2), Some(UnitState::Memory));
+    // Job 1's t1 runs, then t2 reads job 0's t0.
+    sim.finish_of(second);
+    assert!(sim.runs(second), "t2 runs with job 0's t0");
+    sim.finish_of(second);
+    assert_eq!(sim.s.external_readers(first), 0);
+    let p = sim.s.progress(second).unwrap();
+    assert_eq!((p.done_tasks, p.erred_tasks), (2, 1));
+    let released = sim.comm.releases.len();
+    sim.s.on_job_released(first, &mut sim.comm);
+    sim.check();
+    assert!(
+        sim.comm.releases.len() > released,
+        "its value is dropped now"
+    );
+}
+
+#[test]
+fn releasing_a_job_fails_the_units_still_to_read_it_saying_so() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    sim.add_worker(worker("a", 4, &[]));
+    let first = sim.submit(graph(&[&[]], &[0]));
+    sim.finish_of(first);
+    // Job 1's t1 reads job 0's t0 once its own t0 is done.
+    let g = reading(graph(&[&[], &[0]], &[1]), 1, first, "t0");
+    let second = sim.submit_reading(g, first, &[0]);
+    let pending = sim.submit_reading(reading(graph(&[&[]], &[0]), 0, first, "t0"), first, &[0]);
+    assert!(sim.runs(pending), "a computed output is read at once");
+    assert_eq!(sim.s.external_readers(first), 2);
+    sim.s.on_job_released(first, &mut sim.comm);
+    sim.check();
+    assert_eq!(
+        sim.failure_of(second, 1),
+        "its input, job 0's task `t0`, is gone: job 0 was released before it was read"
+    );
+    assert!(sim.s.unit_state(pending, 0) == Some(UnitState::Erred));
+    // The running reader's report comes too late: its value is dropped.
+    let (w, j, u) = sim
+        .comm
+        .computes
+        .iter()
+        .copied()
+        .find(|c| c.1 == pending)
+        .unwrap();
+    sim.comm.computes.retain(|c| c.1 != pending);
+    sim.s.on_unit_finished(w, j, u, 8, 10.0, &mut sim.comm);
+    sim.check();
+    assert!(sim.comm.releases.contains(&(w, pending, u)));
+    // A job submitted now that reads it fails at once.
+    let late = sim.submit_reading(reading(graph(&[&[]], &[0]), 0, first, "t0"), first, &[0]);
+    assert_eq!(
+        sim.failure_of(late, 0),
+        "its input, job 0's task `t0`, is gone: job 0 was released"
+    );
+}
+
+#[test]
+fn a_read_value_lost_with_its_worker_is_recomputed_and_its_readers_wait_again() {
+    let mut sim = Sim::new(SchedulerConfig::default());
+    let a = sim.add_worker(worker("a", 1, &[]));
+    let first = sim.submit(graph(&[&[]], &[0]));
+    sim.finish_of(first);
+    // Job 1's t1 reads job 0's t0 after its own t0, which waits for a second worker.
+    let g = with_resources(
+        reading(graph(&[&[], &[0]], &[1]), 1, first, "t0"),
+        0,
+        &[("gpu", 1)],
+    );
+    let second = sim.submit_reading(g, first, &[0]);
+    let b = sim.add_worker(worker("b", 1, &[("gpu", 1)]));
+    sim.finish_of(second);
+    // Job 0's only copy goes with worker a, before job 1's t1 ran: recomputed on b.
+    sim.comm.computes.retain(|c| c.0 != a);
+    sim.s.on_worker_removed(a, "lost", &mut sim.comm);
+    sim.check();
+    assert_eq!(sim.s.unit_state(second, 1), Some(UnitState::Waiting));
+    assert!(sim.runs(first), "job 0's output is computed again");
+    sim.finish_of(first);
+    let (w, _, u) = sim.finish_of(second);
+    assert_eq!((w, u), (b, 1));
+    assert!(sim.s.failures(second).is_empty());
+    assert_eq!(sim.s.external_readers(first), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A job whose tasks read outputs of another still running, under any order of
+    /// completions, failures, worker losses, missing values and the first job being
+    /// cancelled or released: every invariant holds after each step, and the reader ends
+    /// with every output in memory or erred, holding the first job no more.
+    #[test]
+    fn a_job_reading_a_running_jobs_outputs_under_random_events(
+        n in 1u32..40,
+        m in 1u32..40,
+        window in 1u32..10,
+        picks in proptest::collection::vec(0u32..1000, 1..32),
+        events in proptest::collection::vec(0u32..1000, 1..200),
+        fuse in any::<bool>(),
+    ) {
+        let mut s = Scheduler::new(SchedulerConfig { prefetch: 1, retry_backoff_us: 0.0, ..SchedulerConfig::default() });
+        let mut comm = TestComm::default();
+        let mut live = vec![s.on_worker_added(worker("w0", 2, &[]), &mut comm)];
+        let first_graph = random_dag(n, window, &picks);
+        let keys = first_graph.outputs.clone();
+        let p = Arc::new(plan(first_graph, PlanConfig { fuse }));
+        let first = s.on_job_submitted(p.clone(), "t", 0, &mut comm);
+        // The second job's tasks each read one of the first's outputs, picked at random.
+        let mut g = random_dag(m, window, &picks[1..].iter().chain(&picks[..1]).copied().collect::<Vec<_>>());
+        let mut uses = Vec::new();
+        for t in 0..m as usize {
+            if picks[(t * 3) % picks.len()] % 2 == 0 {
+                let key = keys[picks[(t * 5) % picks.len()] as usize % keys.len()];
+                g = reading(g, t, first, &format!("t{key}"));
+                uses.push((first, p.unit_of_task[key as usize]));
+            }
+        }
+        let q = Arc::new(plan(g, PlanConfig { fuse }));
+        let second = s.on_job_submitted_using(q.clone(), "t", 0, &uses, &mut comm);
+        if let Err(e) = s.check_invariants() {
+            prop_assert!(false, "after submitting: {e}\n{}", s.dump());
+        }
+        let mut first_held = true;
+        let (mut removals, mut missing, mut step) = (0, 0, 0usize);
+        while !s.job_settled(second) || (first_held && !s.job_settled(first)) {
+            let e = events[step % events.len()];
+            step += 1;
+            prop_assert!(step < 100_000, "no progress\n{}\n{:?}", s.dump(), comm.computes);
+            match e % 40 {
+                0 if live.len() < 3 => live.push(s.on_worker_added(worker("w", 1 + e % 2, &[]), &mut comm)),
+                1 if live.len() > 1 && removals < 4 => {
+                    removals += 1;
+                    let w = live.remove((e as usize / 40) % live.len());
+                    comm.computes.retain(|c| c.0 != w);
+                    s.on_worker_removed(w, "lost", &mut comm);
+                }
+                2 if !comm.computes.is_empty() => {
+                    let (w, j, u) = comm.computes.pop_front().unwrap();
+                    let task = s.plan(j).unwrap().last_step(u);
+                    s.on_unit_failed(w, j, u, Failure::new(task, "x"), &mut comm);
+                }
+                3 if missing < 4 => {
+                    // A reader found the first job's value missing where it looked.
+                    if let Some(i) = comm.computes.iter().position(|c| c.1 == second) {
+                        let (w, j, u) = comm.computes[i];
+                        let read = q.unit_inputs(u).find_map(|i| match i {
+                            crate::graph::Input::External(x) => Some(uses[x as usize]),
+                            crate::graph::Input::Task(_) => None,
+                        });
+                        if let Some((o, ou)) = read {
+                            missing += 1;
+                            comm.computes.remove(i);
+                            let tried: Vec<WorkerId> = s.who_has(o, ou).iter().take(1).copied().collect();
+                            s.on_missing_external(w, j, u, o, ou, &tried, &mut comm);
+                        }
+                    }
+                }
+                4 if first_held && e % 3 == 0 => {
+                    s.on_job_cancelled(first, "job 0 was cancelled", &mut comm);
+                }
+                5 if first_held && (s.external_readers(first) == 0 || e % 200 == 5) => {
+                    first_held = false;
+                    s.on_job_released(first, &mut comm);
+                }
+                _ => {
+                    if let Some((w, j, u)) = comm.computes.pop_front() {
+                        s.on_unit_finished(w, j, u, 8, 1.0, &mut comm);
+                    } else if let Some((j, u, _)) = comm.retries.pop_front() {
+                        s.on_retry_due(j, u, &mut comm);
+                    }
+                }
+            }
+            if let Err(e) = s.check_invariants() {
+                prop_assert!(false, "step {step} (event {e}): {e}\n{}", s.dump());
+            }
+        }
+        for &o in &q.outputs {
+            let state = s.unit_state(second, o);
+            prop_assert!(matches!(state, Some(UnitState::Memory | UnitState::Erred)), "output {o}: {state:?}");
+        }
+        prop_assert_eq!(s.external_readers(first), 0);
+    }
 }

@@ -105,6 +105,7 @@ impl Scheduler {
         job.progress.done_tasks += steps.len();
         job.settled_units += 1;
         let plan = job.plan.clone();
+        self.unlink(job_id, u);
         for &d in plan.deps(u) {
             self.unref(job_id, d, comm);
         }
@@ -122,6 +123,7 @@ impl Scheduler {
                 }
             }
         }
+        self.external_ready(job_id, u, comm);
         self.check_finished(job_id, comm);
         self.fill(comm);
     }
@@ -245,14 +247,19 @@ impl Scheduler {
             return;
         }
         let job = &self.jobs[&job_id];
-        if job.units[u as usize].state == UnitState::Waiting
-            && job
+        if job.units[u as usize].state == UnitState::Waiting {
+            let missing = job
                 .plan
                 .deps(u)
                 .iter()
-                .all(|&d| job.units[d as usize].state == UnitState::Memory)
-        {
-            self.make_ready(job_id, u, comm);
+                .filter(|&&d| job.units[d as usize].state != UnitState::Memory)
+                .count() as u32
+                + self.externals_missing(job_id, u);
+            if missing == 0 {
+                self.make_ready(job_id, u, comm);
+            } else {
+                self.jobs.get_mut(&job_id).expect("exists").units[u as usize].waiting = missing;
+            }
         }
         self.fill(comm);
     }
@@ -362,9 +369,10 @@ impl Scheduler {
     }
 
     /// Marks `u` and everything downstream of it erred (values already computed stay).
-    fn err_from(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
+    pub(super) fn err_from(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
         let plan = self.jobs[&job_id].plan.clone();
         let mut stack = vec![u];
+        let mut erred = Vec::new();
         while let Some(x) = stack.pop() {
             let job = self.jobs.get_mut(&job_id).expect("exists");
             let unit = &mut job.units[x as usize];
@@ -386,6 +394,23 @@ impl Scheduler {
                 self.unref(job_id, d, comm);
             }
             stack.extend_from_slice(plan.consumers(x));
+            erred.push(x);
+        }
+        // Values of other jobs they read are not needed any more; units of other jobs
+        // waiting for their values fail.
+        for &x in &erred {
+            self.unlink(job_id, x);
+        }
+        for x in erred {
+            if self.readers.contains_key(&(job_id, x)) {
+                let cause = self.failed_cause(job_id, x);
+                self.fail_readers(
+                    job_id,
+                    x,
+                    &|name| format!("its input, {name}, {cause}"),
+                    comm,
+                );
+            }
         }
     }
 
@@ -415,44 +440,12 @@ impl Scheduler {
     /// Recomputes a lost value that is still needed, and whatever released inputs it needs.
     pub(super) fn revive(&mut self, job_id: JobId, u: UnitIdx, comm: &mut impl Comm) {
         let plan = self.jobs[&job_id].plan.clone();
-        // Consumers that were about to run must wait for it again.
+        // Consumers that were about to run must wait for it again, in this job and in
+        // others that read it.
         for &c in plan.consumers(u) {
-            let job = self.jobs.get_mut(&job_id).expect("exists");
-            let class = job.class_of(c);
-            let (k, tenant) = (job.key(job_id, c), job.tenant);
-            let cu = &mut job.units[c as usize];
-            match cu.state {
-                UnitState::Waiting => cu.waiting += 1,
-                UnitState::Backoff => {
-                    // It runs once the input is back (its back-off may be cut short).
-                    cu.state = UnitState::Waiting;
-                    cu.waiting = 1;
-                }
-                UnitState::Ready | UnitState::Queued(_) => {
-                    let snapshot = cu.clone();
-                    cu.state = UnitState::Waiting;
-                    cu.waiting = 1;
-                    self.unqueue(k, class, &snapshot);
-                }
-                UnitState::Running(w_id) => {
-                    // It may not have its input any more: run it again once the input is
-                    // back; the old attempt's report will be stale and released.
-                    let est = f64::from(cu.est_us);
-                    cu.state = UnitState::Waiting;
-                    cu.waiting = 1;
-                    free_slot(
-                        &mut self.workers,
-                        &mut self.fair,
-                        &mut self.dirty,
-                        w_id,
-                        est,
-                        &self.classes[class as usize],
-                        tenant,
-                    );
-                }
-                _ => {}
-            }
+            self.wait_again(job_id, c);
         }
+        self.external_lost(job_id, u);
         let mut stack = vec![u];
         let mut revived = Vec::new();
         while let Some(x) = stack.pop() {
@@ -493,9 +486,43 @@ impl Scheduler {
                 .filter(|&&d| job.units[d as usize].state != UnitState::Memory)
                 .count() as u32;
             job.units[x as usize].waiting = waiting;
-            if waiting == 0 {
+            // It reads values of other jobs again (or fails when one is gone).
+            self.link(job_id, x, comm);
+            let unit = &self.jobs[&job_id].units[x as usize];
+            if unit.state == UnitState::Waiting && unit.waiting == 0 {
                 self.make_ready(job_id, x, comm);
             }
+        }
+    }
+
+    /// An input of unit `c` of `job_id` is to be computed again: the unit waits for it.
+    pub(super) fn wait_again(&mut self, job_id: JobId, c: UnitIdx) {
+        let job = self.jobs.get_mut(&job_id).expect("exists");
+        let class = job.class_of(c);
+        let (k, tenant) = (job.key(job_id, c), job.tenant);
+        let cu = &mut job.units[c as usize];
+        match cu.state {
+            UnitState::Waiting => cu.waiting += 1,
+            UnitState::Backoff => {
+                // It runs once the input is back (its back-off may be cut short).
+                cu.state = UnitState::Waiting;
+                cu.waiting = 1;
+            }
+            UnitState::Ready | UnitState::Queued(_) => {
+                let snapshot = cu.clone();
+                cu.state = UnitState::Waiting;
+                cu.waiting = 1;
+                self.unqueue(k, class, &snapshot);
+            }
+            UnitState::Running(w_id) => {
+                // It may not have its input any more: run it again once the input is
+                // back; the old attempt's report will be stale and released.
+                let est = f64::from(cu.est_us);
+                cu.state = UnitState::Waiting;
+                cu.waiting = 1;
+                self.release_slot(w_id, est, class, tenant);
+            }
+            _ => {}
         }
     }
 

@@ -616,7 +616,9 @@ fn outputs_are_streamed_as_they_settle_with_the_failure_that_stopped_them() {
     assert_eq!(values[&name].len(), 2, "every output's type, for messages");
     assert_eq!(
         ask(&mut h, alice.clone(), job, "b").unwrap_err(),
-        [format!("output `b` of job {job} failed")]
+        [format!(
+            "output `b` of job {job} failed: its input `a` failed: nope"
+        )]
     );
     for other in [
         who("a", "amy", Role::Member),
@@ -658,14 +660,183 @@ fn outputs_are_streamed_as_they_settle_with_the_failure_that_stopped_them() {
     assert_eq!(inputs[0].key, Some(c));
     assert_eq!(inputs[0].holders, ["http://w1"]);
 
-    // An output not computed yet cannot be used: the client waits for it first.
+    // An output not computed yet can be used: the units reading it wait for it.
     let pending = h.submit(chain(None));
+    let values = ask(&mut h, alice, pending, "b").unwrap();
+    assert_eq!(values[&fabric_core::job_dataset(pending)].len(), 1);
+}
+
+/// Alice's job `d = inc(<output b of job>)`, given where `b` is stored.
+fn reader(job: u64, b: v1::ValueKey) -> Prepared {
+    let name = fabric_core::job_dataset(job);
+    let types = Datasets::from([(name.clone(), BTreeMap::from([("b".into(), Type::S64)]))]);
+    let doc = format!(
+        r#"{{"components": {{"m": "m.wasm"}},
+            "tasks": {{"d": {{"call": "m/inc", "args": [{{"job": {job}, "key": "b"}}]}}}},
+            "outputs": ["d"]}}"#
+    );
+    let mut next = prepared(&doc, &types, None);
+    next.externals = vec![v1::ExternalValue {
+        dataset: name,
+        key: "b".into(),
+        type_json: fabric_proto::encode_type(&Type::S64),
+        value: Some(b),
+    }];
+    next
+}
+
+/// The failures of a job's result, as (task, message).
+fn failures(updates: &watch::Receiver<v1::JobUpdate>) -> Vec<(String, String)> {
+    let update = updates.borrow();
+    let result = update.result.as_ref().expect("the job ended");
+    result
+        .failures
+        .iter()
+        .map(|f| (f.task_id.clone(), f.error.as_ref().unwrap().message.clone()))
+        .collect()
+}
+
+#[test]
+fn a_job_using_a_pending_output_waits_for_it_and_fails_with_it() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let first = h.submit(chain(None));
+    let plan = h
+        .core
+        .sched
+        .plan(JobId::try_from(first).unwrap())
+        .unwrap()
+        .clone();
+    let (a, b) = (
+        v1::ValueKey::new(first as u32, plan.unit_of_task[0]),
+        v1::ValueKey::new(first as u32, plan.unit_of_task[1]),
+    );
+    assert_eq!(w.computes(), [(a, 0)]);
+    // Submitted while `b` is to come: its unit waits, sent nowhere.
+    let second = h.submit(reader(first, b));
+    let updates = h.watch(second);
+    assert!(w.computes().is_empty());
+    h.report(&w, finished(a, 0));
+    assert_eq!(w.computes(), [(b, 0)]);
+    h.report(&w, finished(b, 0));
+    // Now it runs, reading `b` where it was computed.
+    let inputs: Vec<v1::ComputeInput> = w
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            v1::scheduler_event::Event::Compute(c) => Some(c.inputs),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(inputs.len(), 1);
     assert_eq!(
-        ask(&mut h, alice, pending, "b").unwrap_err(),
-        [format!(
-            "output `b` of job {pending} is not computed yet (wait for it, then submit)"
+        (inputs[0].key, &inputs[0].holders[..]),
+        (Some(b), &["http://w1".to_string()][..])
+    );
+    assert!(!inputs[0].capability.is_empty());
+
+    // A third job reads the output of a job whose input fails: it fails, naming it.
+    let third = h.submit(chain(None));
+    let plan = h.core.sched.plan(third as u32).unwrap().clone();
+    let (a3, b3) = (
+        v1::ValueKey::new(third as u32, plan.unit_of_task[0]),
+        v1::ValueKey::new(third as u32, plan.unit_of_task[1]),
+    );
+    let fourth = h.submit(reader(third, b3));
+    let updates4 = h.watch(fourth);
+    assert!(w.computes().iter().all(|(k, _)| k.job == third));
+    h.report(&w, failed(a3, 0, 0));
+    assert_eq!(updates4.borrow().state, v1::JobState::Failed as i32);
+    assert_eq!(
+        failures(&updates4),
+        [(
+            "d".to_string(),
+            format!(
+                "its input, job {third}'s task `b`, failed: its input `a` failed: returned an \
+                 error: nope"
+            )
         )]
     );
+    drop(updates);
+}
+
+#[test]
+fn a_job_let_go_keeps_its_values_for_jobs_reading_them_and_fails_those_it_will_not_compute() {
+    let mut h = harness();
+    let mut w = h.worker("w1");
+    let alice = who("a", "alice", Role::Member);
+    // Job 0 computes `b`; job 1 reads it; job 0 is released before job 1's unit reports.
+    let first = h.submit(chain(None));
+    let plan = h.core.sched.plan(0).unwrap().clone();
+    let (a, b) = (
+        v1::ValueKey::new(0, plan.unit_of_task[0]),
+        v1::ValueKey::new(0, plan.unit_of_task[1]),
+    );
+    w.computes();
+    h.report(&w, finished(a, 0));
+    h.report(&w, finished(b, 0));
+    w.events();
+    let second = h.submit(reader(first, b));
+    let d = w.computes();
+    assert_eq!(d.len(), 1, "it reads `b` at once");
+    let (reply, released) = oneshot::channel();
+    h.batch([Command::Release {
+        job: first,
+        who: alice.clone(),
+        reply,
+    }]);
+    assert!(released.blocking_recv().unwrap());
+    // Gone for its owner, but `b` stays on the worker until job 1 has read it.
+    assert!(!h.sees(first, &alice));
+    let events = w.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, v1::scheduler_event::Event::Release(_))),
+        "{events:?}"
+    );
+    h.report(&w, finished(d[0].0, 0));
+    let events = w.events();
+    let released: Vec<v1::ValueKey> = events
+        .iter()
+        .filter_map(|e| match e {
+            v1::scheduler_event::Event::Release(r) => Some(r.keys.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(released, [b], "{events:?}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        v1::scheduler_event::Event::ForgetJob(f) if f.job_id == first
+    )));
+    assert_eq!(h.progress(second).done_tasks, 1);
+
+    // Cancelled before its output is computed: the readers fail, saying so.
+    let third = h.submit(chain(None));
+    let plan = h.core.sched.plan(third as u32).unwrap().clone();
+    let b3 = v1::ValueKey::new(third as u32, plan.unit_of_task[1]);
+    let fourth = h.submit(reader(third, b3));
+    let updates = h.watch(fourth);
+    let (reply, cancelled) = oneshot::channel();
+    h.batch([Command::Cancel {
+        job: third,
+        who: alice,
+        reply,
+    }]);
+    assert!(cancelled.blocking_recv().unwrap());
+    assert_eq!(
+        failures(&updates),
+        [(
+            "d".to_string(),
+            format!(
+                "its input, job {third}'s task `b`, was not computed: job {third} was \
+                 cancelled (cancelled by alice)"
+            )
+        )]
+    );
+    assert!(h.core.lingering.is_empty());
 }
 
 mod fuzz {
