@@ -751,24 +751,10 @@ impl Client {
         submission: &Submission,
         mut on_progress: impl FnMut(&JobProgress),
     ) -> Result<JobOutcome, ClientError> {
-        self.upload(&submission.components).await?;
-        let request = v1::RunRequest {
-            submit: Some(Self::request(submission, None)),
-            release_if_inline: true,
-            stream_outputs: false,
-        };
-        let mut stream = self.rpc().run(request).await?.into_inner();
-        let submitted = match stream.message().await?.and_then(|m| m.event) {
-            Some(v1::run_update::Event::Submitted(s)) => s,
-            _ => return Err(fabric_proto::ProtoError::missing("RunUpdate", "submitted").into()),
-        };
-        if Self::lacks_components(&submitted) {
-            // The scheduler restarted: upload again, then the two-call way.
-            self.reupload(&submitted, submission).await?;
-            let job = self.submit(submission, None).await?;
+        let (job, stream) = self.run(submission, true, false).await?;
+        let Some(mut stream) = stream else {
             return self.result(job, on_progress).await;
-        }
-        let job = Self::job_id(submitted)?;
+        };
         loop {
             let message = match stream.message().await {
                 Ok(Some(message)) => message,
@@ -786,6 +772,34 @@ impl Client {
         }
         let update = self.watch(job, true, on_progress).await?;
         self.conclude(job, update).await
+    }
+
+    /// Submits a graph and follows it in one call (`Run`): the job's id and the stream of
+    /// its updates (`release_if_inline`, `stream_outputs` as in `RunRequest`). Without the
+    /// stream when the scheduler lacked components (it restarted): they were uploaded
+    /// again and the job submitted the two-call way, to be followed with `watch`.
+    pub(crate) async fn run(
+        &self,
+        submission: &Submission,
+        release_if_inline: bool,
+        stream_outputs: bool,
+    ) -> Result<(u64, Option<tonic::Streaming<v1::RunUpdate>>), ClientError> {
+        self.upload(&submission.components).await?;
+        let request = v1::RunRequest {
+            submit: Some(Self::request(submission, None)),
+            release_if_inline,
+            stream_outputs,
+        };
+        let mut stream = self.rpc().run(request).await?.into_inner();
+        let submitted = match stream.message().await?.and_then(|m| m.event) {
+            Some(v1::run_update::Event::Submitted(s)) => s,
+            _ => return Err(fabric_proto::ProtoError::missing("RunUpdate", "submitted").into()),
+        };
+        if Self::lacks_components(&submitted) {
+            self.reupload(&submitted, submission).await?;
+            return Ok((self.submit(submission, None).await?, None));
+        }
+        Ok((Self::job_id(submitted)?, Some(stream)))
     }
 
     /// Submits a graph and keeps its outputs on the workers as the dataset `name` (Dask's

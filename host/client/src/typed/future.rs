@@ -420,38 +420,13 @@ impl Session {
         }
         let submission = self.to_submission(&tasks)?;
         let parents = input_jobs(&tasks)?;
-        let (job, updates) = run(client, &submission).await?;
+        let (job, updates) = client.run(&submission, false, true).await?;
         Ok(start(client, job, &tasks, parents, updates))
     }
 }
 
 /// The updates of a `Run` call, after its first message.
 type RunUpdates = tonic::Streaming<v1::RunUpdate>;
-
-/// Submits and follows in one call (`Run`, with the outputs streamed): the job's id and
-/// its updates. Without the updates when the scheduler lacked components (it restarted):
-/// then they were uploaded again and the job submitted the two-call way.
-async fn run(
-    client: &Client,
-    submission: &crate::Submission,
-) -> Result<(u64, Option<RunUpdates>), ClientError> {
-    client.upload(&submission.components).await?;
-    let request = v1::RunRequest {
-        submit: Some(Client::request(submission, None)),
-        release_if_inline: false,
-        stream_outputs: true,
-    };
-    let mut updates = client.rpc().run(request).await?.into_inner();
-    let submitted = match updates.message().await?.and_then(|m| m.event) {
-        Some(v1::run_update::Event::Submitted(s)) => s,
-        _ => return Err(fabric_proto::ProtoError::missing("RunUpdate", "submitted").into()),
-    };
-    if Client::lacks_components(&submitted) {
-        client.reupload(&submitted, submission).await?;
-        return Ok((client.submit(submission, None).await?, None));
-    }
-    Ok((Client::job_id(submitted)?, Some(updates)))
-}
 
 /// The jobs of the futures the calls behind `tasks` use, to keep while the calls need
 /// them; a future that failed, was cancelled or released is an error (its own). Pending
