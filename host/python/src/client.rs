@@ -1,6 +1,7 @@
 //! `fabric.Client`: a connection to a scheduler and the session of its components' calls;
 //! `compute` and `persist` of tasks (alone or inside lists, tuples and dicts), waiting with
-//! the GIL released and cancelling the job on Ctrl-C.
+//! the GIL released and cancelling the job on Ctrl-C; `submit`, `map` and `gather` of
+//! futures (in [`crate::future`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fabric_client::{ClientError, Credentials, JobOutcome, Session};
+use fabric_client::{ClientError, Credentials, FutureStatus, JobOutcome, Session};
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -16,6 +17,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use crate::cluster::LocalCluster;
 use crate::convert::to_py;
 use crate::errors::{call_error, client_error, fabric_error, job_error};
+use crate::future::Future;
 use crate::task::{Component, Task};
 use crate::wait::{Pending, block};
 
@@ -247,6 +249,74 @@ impl Client {
         persist_in(py, Some(&self.conn), args, name)
     }
 
+    /// Submits the call `func(*args, **kwargs)` (`func` an export of a component, such as
+    /// `math.inc`; or a task, without arguments) as a job of its own and returns its
+    /// future at once (Dask's `client.submit`). Arguments may be futures, tasks or values;
+    /// `key` names the task. Futures among the arguments are waited for first.
+    #[pyo3(signature = (func, *args, key = None, **kwargs))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        func: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        key: Option<&str>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Future> {
+        self.check_futures(py)?;
+        let mut task = crate::future::call_of(&self.conn, "submit", func, args, kwargs)?.inner;
+        if let Some(key) = key {
+            task = task.named(key).map_err(call_error)?;
+        }
+        let mut futures = crate::future::submit_tasks(py, &self.conn, vec![task])?;
+        Ok(futures.pop().expect("one future per task"))
+    }
+
+    /// Submits `func(a, b, ...)` for each `a, b, ...` taken together from `iterables` (as
+    /// `zip`; `kwargs` go to every call) as **one** job and returns the futures, in order
+    /// (Dask's `client.map`).
+    #[pyo3(signature = (func, *iterables, **kwargs))]
+    fn map(
+        &self,
+        py: Python<'_>,
+        func: &Bound<'_, PyAny>,
+        iterables: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<Future>> {
+        self.check_futures(py)?;
+        if iterables.is_empty() {
+            return Err(PyTypeError::new_err(
+                "map: expects at least one iterable of arguments: client.map(math.inc, range(10))",
+            ));
+        }
+        let mut iters = iterables
+            .iter()
+            .map(|i| i.try_iter())
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut tasks = Vec::new();
+        'calls: loop {
+            let mut args = Vec::with_capacity(iters.len());
+            for it in &mut iters {
+                match it.next() {
+                    Some(arg) => args.push(arg?),
+                    None => break 'calls,
+                }
+            }
+            let args = PyTuple::new(py, args)?;
+            tasks.push(crate::future::call_of(&self.conn, "map", func, &args, kwargs)?.inner);
+        }
+        crate::future::submit_tasks(py, &self.conn, tasks)
+    }
+
+    /// `futures` (a future, or lists, tuples and dicts holding them) with each future
+    /// replaced by its value (Dask's `client.gather`); see `fabric.gather`.
+    fn gather<'py>(
+        &self,
+        py: Python<'py>,
+        futures: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        crate::future::gather(py, futures)
+    }
+
     /// Asks a scheduler started with `--adapt` for at least `n` workers for this tenant,
     /// for `duration` seconds (default: an hour); returns how many were granted, with a
     /// `RuntimeWarning` saying why when fewer.
@@ -342,6 +412,16 @@ impl Client {
 }
 
 impl Client {
+    /// Futures are submitted for the token's own tenant (the Rust client's
+    /// `Session::submit` takes none): an error for a client made for another.
+    fn check_futures(&self, py: Python<'_>) -> PyResult<()> {
+        if self.conn.tenant.is_empty() || self.conn.tenant == self.identity.tenant {
+            Ok(())
+        } else {
+            Err(crate::future::tenant_unsupported(py, &self.conn.tenant))
+        }
+    }
+
     fn cluster_status(&self, py: Python<'_>) -> PyResult<fabric_client::ClusterStatus> {
         let client = self.conn.client(py)?;
         block(py, async move { client.status().await })?.map_err(|e| client_error(py, e))
@@ -455,7 +535,7 @@ pub(crate) fn compute_in<'py>(
         return Ok(args.clone());
     };
     let inner: Vec<fabric_client::Task> = tasks.iter().map(|t| t.get().inner.clone()).collect();
-    let values = compute_tasks(py, &conn, &inner)?;
+    let values = compute_tasks(py, &conn, &inner, &uses_of(&tasks))?;
     let mut values = values.into_iter();
     let mut next = || values.next().expect("one value per task");
     Ok(rebuild(args.as_any(), &mut next)?.cast_into::<PyTuple>()?)
@@ -472,13 +552,14 @@ pub(crate) fn persist_in<'py>(
         return Ok(args.clone());
     };
     let inner: Vec<fabric_client::Task> = tasks.iter().map(|t| t.get().inner.clone()).collect();
-    let kept = persist_tasks(py, &conn, &inner, name)?;
+    let kept = persist_tasks(py, &conn, &inner, &uses_of(&tasks), name)?;
     let mut kept = kept.into_iter().map(|inner| {
         Bound::new(
             py,
             Task {
                 conn: conn.clone(),
                 inner,
+                uses: Arc::new([]),
             },
         )
         .expect("a Task is made")
@@ -488,13 +569,26 @@ pub(crate) fn persist_in<'py>(
     Ok(rebuild(args.as_any(), &mut next)?.cast_into::<PyTuple>()?)
 }
 
-/// Computes `tasks` in one job; their values, in order.
+/// The futures `tasks` use, each once.
+fn uses_of(tasks: &[Bound<'_, Task>]) -> Vec<fabric_client::Future> {
+    let mut uses = crate::convert::Uses::default();
+    for t in tasks {
+        for f in t.get().uses.iter() {
+            uses.add(f);
+        }
+    }
+    uses.futures
+}
+
+/// Computes `tasks` in one job, once the futures they `uses` are computed; their values,
+/// in order.
 pub(crate) fn compute_tasks<'py>(
     py: Python<'py>,
     conn: &Arc<Conn>,
     tasks: &[fabric_client::Task],
+    uses: &[fabric_client::Future],
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let outcome = run_job(py, conn, tasks, None)?;
+    let outcome = run_job(py, conn, tasks, uses, None)?;
     let values: HashMap<&str, &fabric_core::Value> = outcome
         .outputs
         .iter()
@@ -515,11 +609,13 @@ pub(crate) fn compute_tasks<'py>(
         .collect()
 }
 
-/// Persists `tasks` as the dataset `name` (default: a new name); handles of their values.
+/// Persists `tasks` as the dataset `name` (default: a new name), once the futures they
+/// `uses` are computed; handles of their values.
 pub(crate) fn persist_tasks(
     py: Python<'_>,
     conn: &Arc<Conn>,
     tasks: &[fabric_client::Task],
+    uses: &[fabric_client::Future],
     name: Option<String>,
 ) -> PyResult<Vec<fabric_client::Task>> {
     let name = name.unwrap_or_else(dataset_name);
@@ -529,7 +625,7 @@ pub(crate) fn persist_tasks(
         .cloned()
         .collect();
     if !calls.is_empty() {
-        run_job(py, conn, &calls, Some(&name))?;
+        run_job(py, conn, &calls, uses, Some(&name))?;
     }
     Ok(tasks
         .iter()
@@ -553,14 +649,33 @@ pub(crate) fn dataset_name() -> String {
 /// Submits the graph of `tasks` (kept as dataset `persist` if given), waits for the job
 /// with the GIL released and returns how it ended when it succeeded. A `KeyboardInterrupt`
 /// (or any exception a signal handler raises) while it waits cancels the job, then
-/// propagates; one during the submission itself cancels the job once it has an id.
+/// propagates; one during the submission itself cancels the job once it has an id. The
+/// futures the graph `uses` may still be running (the scheduler runs each call once its
+/// inputs are computed); one that already has no value (failed, cancelled, released)
+/// fails it at once with that future's error.
 fn run_job(
     py: Python<'_>,
     conn: &Arc<Conn>,
     tasks: &[fabric_client::Task],
+    uses: &[fabric_client::Future],
     persist: Option<&str>,
 ) -> PyResult<JobOutcome> {
     let submission = conn.session.to_submission(tasks).map_err(call_error)?;
+    let settled: Vec<fabric_client::Future> = uses
+        .iter()
+        .filter(|f| !matches!(f.status(), FutureStatus::Pending | FutureStatus::Finished))
+        .cloned()
+        .collect();
+    if !settled.is_empty() {
+        // Settled: `wait` answers at once, with why there is no value.
+        block(py, async move {
+            for f in &settled {
+                f.wait().await?;
+            }
+            Ok::<(), ClientError>(())
+        })?
+        .map_err(|e| client_error(py, e))?;
+    }
     run_submission(py, conn, submission, persist)
 }
 

@@ -27,6 +27,7 @@ use pyo3::types::{
 };
 
 use crate::errors::call_error;
+use crate::future::Future as PyFuture;
 use crate::task::Task;
 
 /// A class of the pure-Python module `fabric._values` (`Variant`, `Ok`, `Err`, `Some`).
@@ -36,13 +37,32 @@ fn value_class<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, 
     Ok(module.bind(py).getattr(name)?.cast_into::<PyType>()?)
 }
 
-/// Reads the arguments of one call, tracking where inside an argument it is for messages.
+/// Reads the arguments of one call, tracking where inside an argument it is for messages,
+/// and the futures they use (as arguments themselves, or through the tasks they pass).
 pub(crate) struct Reader<'a> {
     /// `component/export`.
     pub(crate) call: &'a str,
     /// The parameter's WIT name.
     pub(crate) param: &'a str,
     path: Vec<String>,
+    /// The futures the arguments read so far use, each once.
+    pub(crate) uses: Uses,
+}
+
+/// Futures a call uses, each once (by job and key).
+#[derive(Default)]
+pub(crate) struct Uses {
+    seen: std::collections::HashSet<(u64, String)>,
+    pub(crate) futures: Vec<fabric_client::Future>,
+}
+
+impl Uses {
+    /// Adds `f`, unless it is there.
+    pub(crate) fn add(&mut self, f: &fabric_client::Future) {
+        if self.seen.insert((f.job(), f.key().to_string())) {
+            self.futures.push(f.clone());
+        }
+    }
 }
 
 impl<'a> Reader<'a> {
@@ -52,6 +72,7 @@ impl<'a> Reader<'a> {
             call,
             param,
             path: Vec::new(),
+            uses: Uses::default(),
         }
     }
 
@@ -78,7 +99,16 @@ impl<'a> Reader<'a> {
     pub(crate) fn arg(&mut self, obj: &Bound<'_, PyAny>, ty: Option<&Type>) -> PyResult<Arg> {
         let py = obj.py();
         if let Ok(task) = obj.cast::<Task>() {
-            return Ok(Arg::Task(task.get().inner.clone()));
+            let task = task.get();
+            for f in task.uses.iter() {
+                self.uses.add(f);
+            }
+            return Ok(Arg::Task(task.inner.clone()));
+        }
+        if let Ok(future) = obj.cast::<PyFuture>() {
+            let future = &future.get().inner;
+            self.uses.add(future);
+            return Ok(Arg::Task(future.task()));
         }
         if obj.is_none() {
             return Ok(Arg::Null);

@@ -1,6 +1,7 @@
 //! Rust errors as Python exceptions: call errors as `TypeError` (and kin), cluster errors as
 //! `fabric.FabricError`, a collection built wrongly as `ValueError`, failed tasks as
-//! `fabric.TaskError` carrying the guest's message.
+//! `fabric.TaskError` carrying the guest's message, a future without a value as
+//! `fabric.CancelledError`.
 
 use fabric_client::{CallError, ClientError, JobFailure, JobOutcome};
 use pyo3::exceptions::{PyAttributeError, PyTypeError, PyValueError};
@@ -39,9 +40,42 @@ pub(crate) fn call_error(e: CallError) -> PyErr {
     }
 }
 
-/// An error talking to the cluster, as `fabric.FabricError`.
+/// An error talking to the cluster, as `fabric.FabricError`; a future's failed task as
+/// `fabric.TaskError` (with the guest's message), a future cancelled or released as
+/// `fabric.CancelledError`.
 pub(crate) fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
-    fabric_error(py, e.to_string())
+    match e {
+        ClientError::TaskFailed { task, failure } => task_failed(py, &task, &failure, None),
+        ClientError::Cancelled { .. } => {
+            match class(py, "CancelledError").and_then(|c| c.call1((e.to_string(),))) {
+                Ok(e) => PyErr::from_value(e),
+                Err(e) => e,
+            }
+        }
+        e => fabric_error(py, e.to_string()),
+    }
+}
+
+/// `fabric.TaskError` for a future of task `task` whose `failure` (of `task` itself, or of
+/// an input it needed) left it without a value; `job`, when known.
+pub(crate) fn task_failed(
+    py: Python<'_>,
+    task: &str,
+    failure: &JobFailure,
+    job: Option<u64>,
+) -> PyErr {
+    let e = ClientError::TaskFailed {
+        task: task.to_string(),
+        failure: Box::new(failure.clone()),
+    };
+    let build = || -> PyResult<PyErr> {
+        let kwargs = failure_dict(py, failure)?;
+        kwargs.set_item("job", job)?;
+        kwargs.set_item("failures", vec![failure_dict(py, failure)?])?;
+        let e = class(py, "TaskError")?.call((e.to_string(),), Some(&kwargs))?;
+        Ok(PyErr::from_value(e))
+    };
+    build().unwrap_or_else(|e| e)
 }
 
 /// An error of a collection (dataframe, array): one that cannot be built as asked (an

@@ -1,5 +1,5 @@
-//! What a notebook shows for a client (its scheduler, workers and jobs) and for a task, and
-//! the cluster's status as a Python dict.
+//! What a notebook shows for a client (its scheduler, workers and jobs), a task and a
+//! future, and the cluster's status as a Python dict.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -156,6 +156,17 @@ pub(crate) fn task(task: &Task, graph_tasks: Option<usize>) -> String {
         ));
     }
     facts("Fabric task", &rows) + "</div>"
+}
+
+/// A future: its key, job, status and type.
+pub(crate) fn future(key: &str, job: u64, status: &str, ty: &str) -> String {
+    let rows = [
+        ("Key", key.to_string()),
+        ("Job", job.to_string()),
+        ("Status", status.to_string()),
+        ("Type", ty.to_string()),
+    ];
+    facts("Fabric future", &rows) + "</div>"
 }
 
 /// The cluster's status as a dict: `version`, `workers` (each a dict), `jobs` (each a

@@ -8,6 +8,10 @@
 //! thread waits with the GIL released and checks for Ctrl-C, which cancels the job. Values
 //! come back as Python objects by the mapping of [`convert`].
 //!
+//! Futures ([`future::Future`]): `Client.submit` and `Client.map` send calls at once (one
+//! job per call of them), each future resolving as its task finishes; `gather`, and
+//! `as_completed` for `for` and `async for`.
+//!
 //! Collections: [`dataframe::Frame`] and [`array::Chunked`] wrap the Rust `DataFrame` and
 //! `Array` for the pure-Python `fabric.dataframe` and `fabric.array`; a computed frame
 //! leaves through the Arrow C stream interface ([`dataframe::ArrowStream`]), an array as one
@@ -27,6 +31,7 @@ mod cluster;
 mod convert;
 mod dataframe;
 mod errors;
+mod future;
 mod html;
 mod task;
 mod wait;
@@ -67,12 +72,15 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::Component>()?;
     m.add_class::<task::Export>()?;
     m.add_class::<task::Task>()?;
+    m.add_class::<future::Future>()?;
+    m.add_class::<future::AsCompleted>()?;
     m.add_class::<dataframe::Frame>()?;
     m.add_class::<dataframe::FrameRolling>()?;
     m.add_class::<dataframe::ArrowStream>()?;
     m.add_class::<array::Chunked>()?;
     m.add_function(wrap_pyfunction!(client::compute, m)?)?;
     m.add_function(wrap_pyfunction!(client::persist, m)?)?;
+    m.add_function(wrap_pyfunction!(future::gather, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::find_fabric, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::_shutdown, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

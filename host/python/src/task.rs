@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::client::{Conn, compute_tasks, persist_tasks};
-use crate::convert::Reader;
+use crate::convert::{Reader, Uses};
 use crate::errors::call_error;
 
 /// The Python name of a WIT name: `safe-div` is `safe_div`.
@@ -133,9 +133,23 @@ pub struct Export {
 }
 
 impl Export {
+    /// The export, for messages: ``export `math/inc` ``.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "export `{}/{}`",
+            self.component.get().inner.name(),
+            self.export
+        )
+    }
+
+    /// The connection of the client whose component this is an export of.
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.component.get().conn
+    }
+
     /// The task of a call with these arguments: positional, or by parameter name (`-` as
     /// `_`), each read against its parameter's type.
-    fn make(
+    pub(crate) fn make(
         &self,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
@@ -186,9 +200,18 @@ impl Export {
             }));
         }
         let mut converted = Vec::with_capacity(slots.len());
+        let mut uses = Uses::default();
         for (obj, (param, ty)) in slots.iter().zip(&sig.params) {
             let obj = obj.as_ref().expect("every slot is filled");
-            converted.push(Reader::new(&call, param).arg(obj, Some(ty))?);
+            let mut reader = Reader::new(&call, param);
+            converted.push(reader.arg(obj, Some(ty))?);
+            if uses.futures.is_empty() {
+                uses = reader.uses;
+            } else {
+                for f in &reader.uses.futures {
+                    uses.add(f);
+                }
+            }
         }
         let inner = component
             .inner
@@ -197,6 +220,7 @@ impl Export {
         Ok(Task {
             conn: component.conn.clone(),
             inner,
+            uses: uses.futures.into(),
         })
     }
 }
@@ -245,6 +269,8 @@ impl Export {
 pub struct Task {
     pub(crate) conn: Arc<Conn>,
     pub(crate) inner: fabric_client::Task,
+    /// The futures its graph uses (which must be computed before it is sent).
+    pub(crate) uses: Arc<[fabric_client::Future]>,
 }
 
 impl Task {
@@ -324,7 +350,12 @@ impl Task {
                 key: self.inner.id(),
             }));
         }
-        let mut values = compute_tasks(py, &self.conn, std::slice::from_ref(&self.inner))?;
+        let mut values = compute_tasks(
+            py,
+            &self.conn,
+            std::slice::from_ref(&self.inner),
+            &self.uses,
+        )?;
         Ok(values.pop().expect("one value per task"))
     }
 
@@ -332,10 +363,17 @@ impl Task {
     /// `name` (default: a new name); returns a handle of the kept value.
     #[pyo3(signature = (name = None))]
     fn persist(&self, py: Python<'_>, name: Option<String>) -> PyResult<Task> {
-        let mut kept = persist_tasks(py, &self.conn, std::slice::from_ref(&self.inner), name)?;
+        let mut kept = persist_tasks(
+            py,
+            &self.conn,
+            std::slice::from_ref(&self.inner),
+            &self.uses,
+            name,
+        )?;
         Ok(Task {
             conn: self.conn.clone(),
             inner: kept.pop().expect("one handle per task"),
+            uses: Arc::new([]),
         })
     }
 

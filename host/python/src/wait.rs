@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use tokio::task::JoinHandle;
@@ -38,20 +38,43 @@ impl<T: Send + 'static> Pending<T> {
     /// signal handler raised (`KeyboardInterrupt`) ends the wait (the work goes on: abort it
     /// or wait again).
     pub(crate) fn wait(&mut self, py: Python<'_>, interruptible: bool) -> PyResult<T> {
+        Ok(self
+            .wait_until(py, interruptible, None)?
+            .expect("no deadline to pass"))
+    }
+
+    /// [`Pending::wait`] until `deadline` at most: `None` when it passed first (the work
+    /// goes on).
+    pub(crate) fn wait_until(
+        &mut self,
+        py: Python<'_>,
+        interruptible: bool,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<T>> {
         loop {
             let rx = self
                 .rx
                 .take()
                 .expect("the receiver is put back after each poll");
+            let poll = match deadline {
+                Some(deadline) => POLL.min(deadline.saturating_duration_since(Instant::now())),
+                None => POLL,
+            };
             let (rx, got) = py.detach(move || {
-                let got = rx.recv_timeout(POLL);
+                let got = rx.recv_timeout(poll);
                 (rx, got)
             });
             self.rx = Some(rx);
             match got {
-                Ok(value) => return Ok(value),
-                Err(RecvTimeoutError::Timeout) if interruptible => py.check_signals()?,
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(value) => return Ok(Some(value)),
+                Err(RecvTimeoutError::Timeout) => {
+                    if interruptible {
+                        py.check_signals()?;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(fabric_error(
                         py,

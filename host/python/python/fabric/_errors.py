@@ -2,15 +2,18 @@
 
 Calls that do not fit their export's WIT signature raise ``TypeError`` at the call (the
 message names the parameter); ``FabricError`` is about the cluster (unreachable, a job
-refused or cancelled); ``TaskError`` is a task that failed, carrying the guest's message.
+refused or cancelled); ``TaskError`` is a task that failed, carrying the guest's message;
+``CancelledError`` is a future without a value because it (or its job) was cancelled or it
+was released.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
-__all__ = ["FabricError", "TaskError", "TaskFailure"]
+__all__ = ["CancelledError", "FabricError", "TaskError", "TaskFailure"]
 
 
 class FabricError(Exception):
@@ -74,3 +77,9 @@ class TaskError(FabricError):
         self.failures: List[TaskFailure] = [
             f if isinstance(f, TaskFailure) else TaskFailure(**f) for f in failures
         ]
+
+
+class CancelledError(FabricError, concurrent.futures.CancelledError):
+    """A future has no value: it (or its job) was cancelled, or it was released:
+    ``the future of `slow_inc-0` was cancelled``. Also a ``concurrent.futures.CancelledError``,
+    as Dask's is."""

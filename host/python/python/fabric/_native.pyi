@@ -3,7 +3,21 @@
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union, final
+from typing import (
+    Any,
+    AsyncIterator,
+    Dict,
+    Generator,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    final,
+)
 
 __all__ = [
     "Client",
@@ -11,12 +25,15 @@ __all__ = [
     "Component",
     "Export",
     "Task",
+    "Future",
+    "as_completed",
     "Frame",
     "FrameRolling",
     "ArrowStream",
     "Chunked",
     "compute",
     "persist",
+    "gather",
     "find_fabric",
     "_shutdown",
     "__version__",
@@ -63,6 +80,62 @@ class Task:
     def _repr_html_(self) -> str: ...
     def __bool__(self) -> bool:
         """Raises ``TypeError``: a task's truth is known only once it is computed."""
+
+@final
+class Future:
+    """The value a submitted call will produce (``client.submit``, ``client.map``), resolved
+    as soon as its task finishes. Pass it to later calls (it has its task's WIT type);
+    ``await future`` in an event loop."""
+
+    @property
+    def key(self) -> str:
+        """Its task's name (``inc-0``)."""
+    @property
+    def type(self) -> str:
+        """The WIT type of its value."""
+    @property
+    def job(self) -> int:
+        """The job computing it."""
+    @property
+    def status(self) -> str:
+        """``pending``, ``finished``, ``error``, ``cancelled`` or ``released``."""
+    def done(self) -> bool:
+        """Whether it is settled (finished, failed, cancelled or released)."""
+    def cancelled(self) -> bool:
+        """Whether it was cancelled (or has no value for another reason than a failure)."""
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Its value; waits at most ``timeout`` seconds (``TimeoutError``). A failed task
+        raises ``TaskError``, a cancelled future ``CancelledError``."""
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        """The ``TaskError`` its task failed with, or ``None`` once it finished."""
+    def cancel(self) -> None:
+        """Cancels it (its job too, once no future of it is held)."""
+    def release(self) -> None:
+        """Lets go of its value (its job is released once no future of it is held)."""
+    def __await__(self) -> Generator[Any, None, Any]: ...
+    def _repr_html_(self) -> str: ...
+
+@final
+class as_completed:
+    """The futures in the order they settle, each once: ``for f in as_completed(futs)``
+    (waits with the GIL released) or ``async for``. ``with_results=True`` yields
+    ``(future, value)`` pairs (a failed task raises ``TaskError``)."""
+
+    def __new__(
+        cls, futures: Optional[Iterable[Future]] = None, with_results: bool = False
+    ) -> as_completed: ...
+    def add(self, future: Future) -> None:
+        """Follows one more future."""
+    def update(self, futures: Iterable[Future]) -> None:
+        """Follows more futures."""
+    def count(self) -> int:
+        """The number of futures not yielded yet."""
+    def is_empty(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __next__(self) -> Any: ...
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+    def __anext__(self) -> Any: ...
 
 @final
 class Export:
@@ -158,6 +231,14 @@ class Client:
         with each task replaced by its value."""
     def persist(self, *args: Any, name: Optional[str] = None) -> Tuple[Any, ...]:
         """Keeps the values of the tasks in ``args`` on the workers as dataset ``name``."""
+    def submit(self, func: Union[Export, Task], *args: Any, key: Optional[str] = None, **kwargs: Any) -> Future:
+        """Submits ``func(*args, **kwargs)`` as a job of its own; its future, at once.
+        Arguments may be futures, tasks or values."""
+    def map(self, func: Export, *iterables: Iterable[Any], **kwargs: Any) -> List[Future]:
+        """Submits one call per element of ``iterables`` (taken together, as ``zip``) as
+        one job; their futures, in order."""
+    def gather(self, futures: Any) -> Any:
+        """``futures`` (or lists, tuples, dicts of them) with each replaced by its value."""
     def scale(self, n: int, duration: Optional[float] = None) -> int:
         """Asks an adaptive scheduler for at least ``n`` workers; the number granted."""
     def status(self) -> Dict[str, Any]:
@@ -293,6 +374,10 @@ def compute(*args: Any) -> Tuple[Any, ...]:
 
 def persist(*args: Any, name: Optional[str] = None) -> Tuple[Any, ...]:
     """Persists the tasks in ``args`` on the client that made them."""
+
+def gather(futures: Any) -> Any:
+    """``futures`` (a future, or lists, tuples and dicts holding them) with each future
+    replaced by its value; the first without one raises (``TaskError``, ``CancelledError``)."""
 
 def find_fabric() -> Path:
     """The ``fabric`` binary: ``FABRIC_BIN``, the package's ``bin/``, beside Python, the PATH."""
