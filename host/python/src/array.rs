@@ -13,25 +13,7 @@ use crate::client::{Client, conn_of, dataset_name, run_submission};
 use crate::errors::{collection_error, fabric_error};
 use crate::wait::block;
 
-/// The elementwise binary operations of the `builtin:array` kernels.
-const BINARY_OPS: [&str; 13] = [
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "pow",
-    "maximum",
-    "minimum",
-    "less",
-    "less-equal",
-    "greater",
-    "greater-equal",
-    "equal",
-    "not-equal",
-];
-
-/// The elementwise unary operations of the `builtin:array` kernels.
-const UNARY_OPS: [&str; 7] = ["neg", "abs", "sqrt", "exp", "log", "floor", "ceil"];
+use fabric_builtins::{BINARY_OPS, UNARY_OPS};
 
 /// `op` as one of `ops` (the kernels take `&'static str`).
 fn op_in(ops: &'static [&'static str], op: &str, what: &str) -> PyResult<&'static str> {

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fabric_client::{ClientError, Credentials, FutureStatus, JobOutcome, Session};
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::cluster::LocalCluster;
 use crate::convert::to_py;
 use crate::errors::{call_error, client_error, fabric_error, job_error};
 use crate::future::Future;
+use crate::nested::{collect, rebuild};
 use crate::task::{Component, Task};
 use crate::wait::{Pending, block};
 
@@ -450,62 +451,13 @@ pub(crate) fn persist<'py>(
     persist_in(py, None, args, name)
 }
 
-/// The tasks inside `obj` (itself, or in lists, tuples and dict values), in order.
-fn collect<'py>(obj: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, Task>>) -> PyResult<()> {
-    if let Ok(t) = obj.cast::<Task>() {
-        out.push(t.clone());
-    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        for item in obj.try_iter()? {
-            collect(&item?, out)?;
-        }
-    } else if let Ok(d) = obj.cast::<PyDict>() {
-        for (_, v) in d.iter() {
-            collect(&v, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// `obj` with its tasks replaced by `next()`'s answers, in the order [`collect`] found them.
-fn rebuild<'py>(
-    obj: &Bound<'py, PyAny>,
-    next: &mut impl FnMut() -> Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    if obj.is_instance_of::<Task>() {
-        return Ok(next());
-    }
-    if let Ok(l) = obj.cast::<PyList>() {
-        let items = l
-            .iter()
-            .map(|i| rebuild(&i, next))
-            .collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyList::new(py, items)?.into_any());
-    }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        let items = t
-            .iter()
-            .map(|i| rebuild(&i, next))
-            .collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyTuple::new(py, items)?.into_any());
-    }
-    if let Ok(d) = obj.cast::<PyDict>() {
-        let out = PyDict::new(py);
-        for (k, v) in d.iter() {
-            out.set_item(k, rebuild(&v, next)?)?;
-        }
-        return Ok(out.into_any());
-    }
-    Ok(obj.clone())
-}
-
 /// The tasks found in the arguments of `compute` or `persist`, and the connection they
 /// share (`None` when there are none).
 type Found<'py> = (Vec<Bound<'py, Task>>, Option<Arc<Conn>>);
 
 /// The tasks of `args` and the connection they share (`conn`, when given, must be theirs).
 fn tasks_of<'py>(conn: Option<&Arc<Conn>>, args: &Bound<'py, PyTuple>) -> PyResult<Found<'py>> {
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<Bound<'py, Task>> = Vec::new();
     collect(args.as_any(), &mut tasks)?;
     let mut shared = conn.cloned();
     for t in &tasks {
@@ -538,7 +490,7 @@ pub(crate) fn compute_in<'py>(
     let values = compute_tasks(py, &conn, &inner, &uses_of(&tasks))?;
     let mut values = values.into_iter();
     let mut next = || values.next().expect("one value per task");
-    Ok(rebuild(args.as_any(), &mut next)?.cast_into::<PyTuple>()?)
+    Ok(rebuild::<Task>(args.as_any(), &mut next)?.cast_into::<PyTuple>()?)
 }
 
 pub(crate) fn persist_in<'py>(
@@ -566,7 +518,7 @@ pub(crate) fn persist_in<'py>(
         .into_any()
     });
     let mut next = || kept.next().expect("one handle per task");
-    Ok(rebuild(args.as_any(), &mut next)?.cast_into::<PyTuple>()?)
+    Ok(rebuild::<Task>(args.as_any(), &mut next)?.cast_into::<PyTuple>()?)
 }
 
 /// The futures `tasks` use, each once.

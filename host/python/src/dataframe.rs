@@ -222,10 +222,7 @@ impl Frame {
             .map(|(_, v)| v)
             .ok_or_else(|| fabric_error(py, format!("job {} returned no frame", outcome.job)))?;
         let batch = py
-            .detach(|| {
-                let batch = fabric_client::decode_frame(&value).map_err(|e| e.to_string())?;
-                unique_dictionaries(batch).map_err(|e| e.to_string())
-            })
+            .detach(|| fabric_client::decode_frame(&value))
             .map_err(|e| fabric_error(py, format!("job {}: {e}", outcome.job)))?;
         Ok(ArrowStream { batch })
     }
@@ -267,45 +264,6 @@ impl Frame {
             })
             .sum())
     }
-}
-
-/// `batch` with each dictionary-encoded string column whose dictionary repeats a value
-/// (partitions concatenated with their dictionaries appended, which Arrow allows)
-/// encoded again over its distinct values: pandas' `Categorical` (what `to_pandas` makes of
-/// a dictionary) requires distinct categories. Other columns are passed as they are.
-fn unique_dictionaries(batch: RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    use arrow_array::Array as _;
-    use arrow_array::cast::AsArray;
-    use arrow_schema::DataType;
-    let repeats = |column: &arrow_array::ArrayRef| -> bool {
-        let DataType::Dictionary(_, values) = column.data_type() else {
-            return false;
-        };
-        if **values != DataType::Utf8 {
-            return false;
-        }
-        let Some(dictionary) = column.as_any_dictionary_opt() else {
-            return false;
-        };
-        let strings = dictionary.values().as_string::<i32>();
-        let mut seen = std::collections::HashSet::with_capacity(strings.len());
-        strings.iter().any(|s| !seen.insert(s))
-    };
-    if !batch.columns().iter().any(repeats) {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|column| {
-            if !repeats(column) {
-                return Ok(column.clone());
-            }
-            let plain = arrow_cast::cast(column, &DataType::Utf8)?;
-            arrow_cast::cast(&plain, column.data_type())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// Rolling windows of a frame, waiting for their aggregates.

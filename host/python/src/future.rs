@@ -13,12 +13,13 @@ use fabric_client::{ClientError, FutureStatus};
 use fabric_core::Value;
 use pyo3::exceptions::{PyStopAsyncIteration, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use tokio::sync::mpsc;
 
 use crate::client::Conn;
 use crate::convert::to_py;
 use crate::errors::{client_error, fabric_error, task_failed};
+use crate::nested::{collect, rebuild};
 use crate::task::{Export, Task};
 use crate::wait::{Pending, block};
 use crate::{html, runtime};
@@ -279,56 +280,6 @@ pub(crate) fn submit_tasks(
     Ok(futures.into_iter().map(|inner| Future { inner }).collect())
 }
 
-/// The futures inside `obj` (itself, or in lists, tuples and dict values), in order.
-fn collect<'py>(obj: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, Future>>) -> PyResult<()> {
-    if let Ok(f) = obj.cast::<Future>() {
-        out.push(f.clone());
-    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        for item in obj.try_iter()? {
-            collect(&item?, out)?;
-        }
-    } else if let Ok(d) = obj.cast::<PyDict>() {
-        for (_, v) in d.iter() {
-            collect(&v, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// `obj` with its futures replaced by `next()`'s answers, in the order [`collect`] found
-/// them.
-fn rebuild<'py>(
-    obj: &Bound<'py, PyAny>,
-    next: &mut impl FnMut() -> Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    if obj.is_instance_of::<Future>() {
-        return Ok(next());
-    }
-    if let Ok(l) = obj.cast::<PyList>() {
-        let items = l
-            .iter()
-            .map(|i| rebuild(&i, next))
-            .collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyList::new(py, items)?.into_any());
-    }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        let items = t
-            .iter()
-            .map(|i| rebuild(&i, next))
-            .collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyTuple::new(py, items)?.into_any());
-    }
-    if let Ok(d) = obj.cast::<PyDict>() {
-        let out = PyDict::new(py);
-        for (k, v) in d.iter() {
-            out.set_item(k, rebuild(&v, next)?)?;
-        }
-        return Ok(out.into_any());
-    }
-    Ok(obj.clone())
-}
-
 /// `gather(futures)`: `futures` (a future, or lists, tuples and dicts holding them) with
 /// each future replaced by its value, fetched several at once with the GIL released. The
 /// first future without a value raises (`TaskError`, `CancelledError`).
@@ -337,7 +288,7 @@ pub(crate) fn gather<'py>(
     py: Python<'py>,
     futures: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut found = Vec::new();
+    let mut found: Vec<Bound<'py, Future>> = Vec::new();
     collect(futures, &mut found)?;
     if found.is_empty() {
         return Ok(futures.clone());
@@ -357,7 +308,7 @@ pub(crate) fn gather<'py>(
             py.None().into_bound(py)
         }
     };
-    let out = rebuild(futures, &mut next)?;
+    let out = rebuild::<Future>(futures, &mut next)?;
     match failed {
         Some(e) => Err(e),
         None => Ok(out),

@@ -33,6 +33,7 @@ mod dataframe;
 mod errors;
 mod future;
 mod html;
+mod nested;
 mod task;
 mod wait;
 

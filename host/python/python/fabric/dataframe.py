@@ -490,18 +490,14 @@ class GroupBy:
         return f"<fabric GroupBy by {self.keys}>"
 
 
-class SeriesGroupBy:
-    """One column of a groupby: ``df.groupby("k").x.sum()`` is
-    ``df.groupby("k").agg({"x": "sum"})``."""
+class _Aggregations:
+    """The named aggregates of one column (``.x.sum()``...), each ``self.agg(name)``."""
 
-    __slots__ = ("_groupby", "column")
-
-    def __init__(self, groupby: GroupBy, column: str) -> None:
-        self._groupby = groupby
-        self.column = column
+    __slots__ = ()
 
     def agg(self, how: Union[str, Sequence[str]]) -> DataFrame:
-        return self._groupby.agg({self.column: how})
+        """The frame with the aggregates ``how`` of this column."""
+        raise NotImplementedError(f"{type(self).__name__} aggregates nothing by itself")
 
     def sum(self) -> DataFrame:
         return self.agg("sum")
@@ -523,6 +519,20 @@ class SeriesGroupBy:
 
     def var(self) -> DataFrame:
         return self.agg("var")
+
+
+class SeriesGroupBy(_Aggregations):
+    """One column of a groupby: ``df.groupby("k").x.sum()`` is
+    ``df.groupby("k").agg({"x": "sum"})``."""
+
+    __slots__ = ("_groupby", "column")
+
+    def __init__(self, groupby: GroupBy, column: str) -> None:
+        self._groupby = groupby
+        self.column = column
+
+    def agg(self, how: Union[str, Sequence[str]]) -> DataFrame:
+        return self._groupby.agg({self.column: how})
 
     def nunique(self) -> DataFrame:
         return self.agg("nunique")
@@ -556,7 +566,7 @@ class Rolling:
         return _RollingColumn(self, name)
 
 
-class _RollingColumn:
+class _RollingColumn(_Aggregations):
     """``df.set_index("ts").rolling("1h").x.sum()``: the frame with ``x_sum`` added."""
 
     __slots__ = ("_rolling", "_column")
@@ -567,27 +577,6 @@ class _RollingColumn:
 
     def agg(self, how: Union[str, Sequence[str]]) -> DataFrame:
         return self._rolling.agg({self._column: how})
-
-    def sum(self) -> DataFrame:
-        return self.agg("sum")
-
-    def mean(self) -> DataFrame:
-        return self.agg("mean")
-
-    def min(self) -> DataFrame:
-        return self.agg("min")
-
-    def max(self) -> DataFrame:
-        return self.agg("max")
-
-    def count(self) -> DataFrame:
-        return self.agg("count")
-
-    def std(self) -> DataFrame:
-        return self.agg("std")
-
-    def var(self) -> DataFrame:
-        return self.agg("var")
 
 
 def read_csv(pattern: Union[str, Any]) -> DataFrame:
