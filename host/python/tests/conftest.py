@@ -7,10 +7,15 @@ tests/all/python.rs sets them all; to run these tests by hand, start a scheduler
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar
 
 import pytest
 
@@ -71,3 +76,42 @@ def wait_until(what: str, check: Callable[[], Optional[T]], limit: float = 60.0)
         if time.monotonic() - start > limit:
             raise AssertionError(f"timed out after {limit}s waiting for {what}")
         time.sleep(0.02)
+
+
+def dashboard_job(dashboard: str, job: int) -> Dict[str, Any]:
+    """The dashboard's JSON of one job."""
+    request = urllib.request.Request(
+        f"{dashboard.rstrip('/')}/api/v1/jobs/{job}",
+        headers={"Authorization": f"Bearer {os.environ['FABRIC_TOKEN']}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        seen: Dict[str, Any] = json.load(response)
+        return seen
+
+
+def interrupt_when_running(
+    client: fabric.Client, script: Path
+) -> Tuple[subprocess.Popen[str], Dict[str, Any], float, str, str]:
+    """Runs ``script`` in a child interpreter, sends it SIGINT once the job it submitted
+    runs, and waits for it to end: the child, its job (as ``client.status()`` listed it),
+    when the signal was sent, and what the child printed on stdout and stderr."""
+    before = {j["id"] for j in client.status()["jobs"]}
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        job = wait_until(
+            "the child's job to run",
+            lambda: next(
+                (j for j in client.status()["jobs"] if j["id"] not in before and j["state"] == "running"),
+                None,
+            ),
+        )
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child, job, sent, out, err

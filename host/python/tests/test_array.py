@@ -3,8 +3,6 @@ cluster, equal to NumPy's; mistakes in shapes and axes are ValueErrors when made
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -16,8 +14,7 @@ import pytest
 
 import fabric
 import fabric.array as fa
-from conftest import wait_until
-from test_failures import _job
+from conftest import dashboard_job, interrupt_when_running, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -145,31 +142,13 @@ def test_ctrl_c_during_an_array_compute_cancels_the_job(client: fabric.Client, t
             """
         )
     )
-    before = {j["id"] for j in client.status()["jobs"]}
-    child = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        job = wait_until(
-            "the child's job to run",
-            lambda: next(
-                (j for j in client.status()["jobs"] if j["id"] not in before and j["state"] == "running"),
-                None,
-            ),
-        )
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    child, job, sent, out, err = interrupt_when_running(client, script)
     assert child.returncode != 0 and "interrupted" in out, (out, err)
     assert err.rstrip().endswith("KeyboardInterrupt"), err
     seen = wait_until(
         "the job to be cancelled",
         lambda: (lambda j: j if j["state"] == "cancelled" else None)(
-            _job(client.status()["dashboard"], job["id"])
+            dashboard_job(client.status()["dashboard"], job["id"])
         ),
     )
     assert time.monotonic() - sent < 10, f"cancelled {time.monotonic() - sent:.1f}s after the interrupt"

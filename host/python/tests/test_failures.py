@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Dict
 
 import pytest
 
 import fabric
-from conftest import wait_until
+from conftest import dashboard_job, interrupt_when_running, wait_until
 
 
 def test_a_guest_panic_is_a_task_error(faulty: fabric.Component, math: fabric.Component) -> None:
@@ -46,17 +39,6 @@ def test_an_unreachable_scheduler_is_a_fabric_error() -> None:
     assert "cannot connect to the scheduler at http://127.0.0.1:1" in str(e.value)
 
 
-def _job(dashboard: str, job: int) -> Dict[str, Any]:
-    """The dashboard's JSON of one job."""
-    request = urllib.request.Request(
-        f"{dashboard.rstrip('/')}/api/v1/jobs/{job}",
-        headers={"Authorization": f"Bearer {os.environ['FABRIC_TOKEN']}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        seen: Dict[str, Any] = json.load(response)
-        return seen
-
-
 def test_ctrl_c_during_compute_cancels_the_job(client: fabric.Client, guests: Path, tmp_path: Path) -> None:
     script = tmp_path / "slow.py"
     script.write_text(
@@ -74,25 +56,7 @@ def test_ctrl_c_during_compute_cancels_the_job(client: fabric.Client, guests: Pa
             """
         )
     )
-    before = {j["id"] for j in client.status()["jobs"]}
-    child = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        job = wait_until(
-            "the child's job to run",
-            lambda: next(
-                (j for j in client.status()["jobs"] if j["id"] not in before and j["state"] == "running"),
-                None,
-            ),
-        )
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    child, job, sent, out, err = interrupt_when_running(client, script)
     assert time.monotonic() - sent < 10, "the interrupt ends the wait at once"
     assert child.returncode != 0, (out, err)
     assert "interrupted" in out, (out, err)
@@ -103,7 +67,7 @@ def test_ctrl_c_during_compute_cancels_the_job(client: fabric.Client, guests: Pa
     assert dashboard, "the test's scheduler serves a dashboard"
     seen = wait_until(
         "the job to be cancelled",
-        lambda: (lambda j: j if j["state"] == "cancelled" else None)(_job(dashboard, job["id"])),
+        lambda: (lambda j: j if j["state"] == "cancelled" else None)(dashboard_job(dashboard, job["id"])),
     )
     assert time.monotonic() - sent < 10, f"cancelled {time.monotonic() - sent:.1f}s after the interrupt"
     assert seen["done"] == 0, seen

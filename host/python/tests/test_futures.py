@@ -4,32 +4,17 @@ later calls, gather, as_completed (iterated and with ``async for``), failures an
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Dict
 
 import pytest
 
 import fabric
-from conftest import wait_until
-
-
-def _job(dashboard: str, job: int) -> Dict[str, Any]:
-    """The dashboard's JSON of one job."""
-    request = urllib.request.Request(
-        f"{dashboard.rstrip('/')}/api/v1/jobs/{job}",
-        headers={"Authorization": f"Bearer {os.environ['FABRIC_TOKEN']}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        seen: Dict[str, Any] = json.load(response)
-        return seen
+from conftest import dashboard_job, wait_until
 
 
 def test_submit_returns_a_future_with_its_value(client: fabric.Client, math: fabric.Component) -> None:
@@ -207,9 +192,9 @@ def test_cancel_shows_on_the_scheduler(client: fabric.Client, math: fabric.Compo
     # The scheduler records the job cancelled (not finished), and drops it from its jobs.
     dashboard = client.status()["dashboard"]
     assert dashboard, "the test's scheduler serves a dashboard"
-    seen = wait_until("the job to be cancelled", lambda: _job(dashboard, f.job)["state"] == "cancelled")
+    seen = wait_until("the job to be cancelled", lambda: dashboard_job(dashboard, f.job)["state"] == "cancelled")
     assert seen
-    assert _job(dashboard, f.job)["done"] == 0
+    assert dashboard_job(dashboard, f.job)["done"] == 0
     assert all(j["id"] != f.job for j in client.status()["jobs"]), "a cancelled job is dropped"
 
 
